@@ -1,0 +1,5 @@
+"""elman: recurrent neural networks in NumPy with hand-written backpropagation through time."""
+from .module import Module, Param
+from .gradcheck import gradcheck
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""Argument checks shared by every module: each error names the argument, what was expected and
+what was received, so a user can fix the call without reading our source."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def positive_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools and non-integral numbers are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def probability(name: str, value) -> float:
+    """A float in [0, 1] (dropout rates)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The floating dtype a module computes in: float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {dt}")
+    return dt
+
+
+def float_array(name: str, value, dtype: np.dtype) -> np.ndarray:
+    """``value`` as a C-contiguous array of ``dtype``; non-numeric data is a TypeError."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def rng(seed) -> np.random.Generator:
+    """A NumPy Generator from an int seed, None (fresh entropy) or an existing Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    return np.random.default_rng(seed)
