@@ -1,0 +1,69 @@
+"""The Elman RNN cell (Elman 1990, "Finding structure in time").
+
+Equations, one step, PyTorch's convention (both biases, as ``torch.nn.RNN``)::
+
+    a   = W_ih x + b_ih + W_hh h_prev + b_hh        (N, H)
+    h   = tanh(a)          or   relu(a)
+
+Backward, from dh (gradient wrt h)::
+
+    da  = dh * (1 - h**2)  or   dh * [h > 0]
+    dGX = dGH = da         (the loop turns them into dW_ih, dW_hh, db and dh_prev = da W_hh)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import CellBase
+
+__all__ = ["RNNEquations", "RNNCell"]
+
+
+class RNNEquations:
+    gates = 1
+    has_cell = False
+    saved_width = 0        # backward needs only h, which the loop keeps anyway
+    separate_dgh = False   # the input and recurrent pre-activation gradients are the same
+
+    def __init__(self, nonlinearity: str = "tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    @staticmethod
+    def split_bias(b_ih, b_hh, H):
+        # Both biases act on the same pre-activation: add them once, to the input projection.
+        return (None, None) if b_ih is None else (b_ih + b_hh, None)
+
+    def forward(self, gx, gh, h_bias, h_prev, c_prev, h, c, saved):
+        np.add(gx, gh, out=h)                       # a = (W_ih x + b) + W_hh h_prev
+        if self.nonlinearity == "tanh":
+            np.tanh(h, out=h)
+        else:
+            np.maximum(h, 0, out=h)
+
+    def backward(self, dh, dc, gates, saved, h_prev, c_prev, h, dgx, dgh):
+        if self.nonlinearity == "tanh":             # backprop through tanh: 1 - h^2
+            np.multiply(h, h, out=dgx)
+            np.subtract(1, dgx, out=dgx)
+            dgx *= dh
+        else:                                       # backprop through relu
+            np.multiply(dh, h > 0, out=dgx)
+        return None                                 # h_prev enters only through W_hh
+
+
+class RNNCell(CellBase):
+    """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
+
+    >>> import numpy as np, elman
+    >>> cell = elman.RNNCell(3, 5, seed=0)
+    >>> h = cell(np.ones((2, 3)))                      # batch of 2 -> (2, 5)
+    >>> h.shape
+    (2, 5)
+    >>> dx, dh = cell.backward(np.ones_like(h))        # dx (2, 3), dh (2, 5)
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
+                 dtype=np.float32, seed=None):
+        super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, bias, dtype, seed)
+        self.nonlinearity = nonlinearity

@@ -1,0 +1,396 @@
+"""Recurrent layers: ``RNN``, ``GRU``, ``LSTM`` with the arguments, shapes, state layout and
+parameter names of their ``torch.nn`` twins, over NumPy arrays.
+
+A layer is a stack of ``num_layers`` x ``D`` (D = 2 if bidirectional) runs of
+:func:`elman.timeloop.sequence_forward`. Layer ``k`` reads the concatenated outputs of both
+directions of layer ``k-1`` (after inter-layer dropout in training mode). Shapes, with
+``P = proj_size or hidden_size``::
+
+    x        (T, N, I)  or (N, T, I) with batch_first, or (T, I) unbatched
+    out      (T, N, D*P)            the last layer's hidden state at every step
+    h0, h_n  (D*num_layers, N, P)   indexed layer * D + direction
+    c0, c_n  (D*num_layers, N, H)   LSTM only
+
+``lengths`` (one int per sequence, 1..T) gives right-padded variable-length batches the meaning
+of ``pack_padded_sequence(x, lengths, enforce_sorted=False)`` followed by ``pad_packed_sequence``
+with ``total_length=T``: outputs past a sequence's end are zero, ``h_n``/``c_n`` hold the states at
+its last valid step, and the reverse direction starts at that step.
+
+``backward(dout, dstate)`` returns ``(dx, dstate0)`` for the last forward call and adds the
+parameter gradients into ``Param.grad``.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _validate
+from .cells.base import check_input, check_state
+from .cells.gru import GRUEquations
+from .cells.lstm import LSTMEquations
+from .cells.rnn import RNNEquations
+from .init import uniform_
+from .module import Module, Param
+from .timeloop import Weights, final_states, output_view, sequence_backward, sequence_forward
+
+__all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
+
+
+def _check_lengths(lengths, N: int, T: int) -> np.ndarray:
+    arr = np.asarray(lengths)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths must hold integers, got dtype {arr.dtype}")
+    if arr.shape != (N,):
+        raise ValueError(f"lengths must have one entry per sequence in the batch: expected "
+                         f"shape ({N},), got {arr.shape}")
+    bad = np.flatnonzero((arr < 1) | (arr > T))
+    if bad.size:
+        raise ValueError(f"lengths must lie in [1, {T}] (the sequence length T), got "
+                         f"lengths[{bad[0]}] = {arr[bad[0]]}")
+    return arr.astype(np.intp)
+
+
+class RecurrentLayer(Module):
+    """The stack of layers and directions shared by :class:`RNN`, :class:`GRU` and :class:`LSTM`.
+
+    Sub-classes only choose the cell equations; everything here is the same for all cells.
+    """
+
+    def __init__(self, eq, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+        super().__init__()
+        self.eq = eq
+        self.input_size = _validate.positive_int("input_size", input_size)
+        self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
+        self.num_layers = _validate.positive_int("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = _validate.probability("dropout", dropout)
+        self.bidirectional = bool(bidirectional)
+        self.proj_size = _validate.positive_int("proj_size", proj_size, minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
+                             f"got {self.proj_size}")
+        self.dtype = _validate.float_dtype(dtype)
+        self._rng = _validate.rng(seed)          # initialisation, then dropout masks
+        D = 2 if self.bidirectional else 1
+        H = self.hidden_size
+        P = self.proj_size or H
+        G = eq.gates
+        bound = 1.0 / np.sqrt(H)
+        self._names = []                           # per (layer, direction): the 4 or 5 names
+        for layer in range(self.num_layers):
+            layer_in = self.input_size if layer == 0 else D * P
+            for direction in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                shapes = [("weight_ih" + sfx, (G * H, layer_in)), ("weight_hh" + sfx, (G * H, P))]
+                if self.bias:
+                    shapes += [("bias_ih" + sfx, (G * H,)), ("bias_hh" + sfx, (G * H,))]
+                if self.proj_size:
+                    shapes.append(("weight_hr" + sfx, (P, H)))
+                for name, shape in shapes:
+                    setattr(self, name, Param(uniform_(np.empty(shape, self.dtype), bound,
+                                                       self._rng)))
+                self._names.append([n for n, _ in shapes])
+        self._cache = None
+
+    # -- description -----------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("proj_size", 0)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        if self.dtype != np.float32:
+            s += f", dtype={self.dtype}"
+        return s
+
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values."""
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                   num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                   dropout=self.dropout, bidirectional=self.bidirectional,
+                   dtype=self.dtype.name)
+        return cfg
+
+    @property
+    def _D(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _P(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def _weights(self, index: int, grads: bool = False) -> Weights:
+        params = [getattr(self, n) for n in self._names[index]]
+        arrays = [p.grad if grads else p.data for p in params]
+        W_ih, W_hh = arrays[:2]
+        b_ih, b_hh = arrays[2:4] if self.bias else (None, None)
+        W_hr = arrays[-1] if self.proj_size else None
+        return Weights(W_ih, W_hh, b_ih, b_hh, W_hr)
+
+    # -- forward ---------------------------------------------------------------------------
+    def _split_hx(self, hx, N: int, batched: bool):
+        """(h0, c0) as (L*D, N, P) / (L*D, N, H) arrays (zeros when hx is None)."""
+        LD, P, H = self.num_layers * self._D, self._P, self.hidden_size
+        h_shape = (LD, N, P) if batched else (LD, P)
+        c_shape = (LD, N, H) if batched else (LD, H)
+        if self.eq.has_cell:
+            if hx is None:
+                return np.zeros((LD, N, P), self.dtype), np.zeros((LD, N, H), self.dtype)
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx of {type(self).__name__} must be a tuple (h_0, c_0), "
+                                f"got {type(hx).__name__}")
+            h0 = check_state("h_0", hx[0], h_shape, self.dtype).reshape(LD, N, P)
+            c0 = check_state("c_0", hx[1], c_shape, self.dtype).reshape(LD, N, H)
+            return h0, c0
+        if hx is None:
+            return np.zeros((LD, N, P), self.dtype), None
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx of {type(self).__name__} must be one array h_0, got a "
+                            f"{type(hx).__name__}")
+        return check_state("h_0", hx, h_shape, self.dtype).reshape(LD, N, P), None
+
+    def forward(self, x, hx=None, lengths=None):
+        """Run the stack. Returns ``(out, h_n)`` (GRU, RNN) or ``(out, (h_n, c_n))`` (LSTM)."""
+        x, batched = check_input(x, self.input_size, self.dtype, 3)
+        if not batched:
+            X = x[:, None, :]
+        elif self.batch_first:
+            X = np.ascontiguousarray(x.transpose(1, 0, 2))
+        else:
+            X = x
+        T, N, _ = X.shape
+        h0, c0 = self._split_hx(hx, N, batched)
+        D, P = self._D, self._P
+
+        order = inverse = active = None
+        if lengths is not None:
+            if not batched:
+                raise ValueError("lengths is only supported for batched input (T, N, I); got "
+                                 f"unbatched input of shape {x.shape}")
+            lengths = _check_lengths(lengths, N, T)
+            order = np.argsort(-lengths, kind="stable")
+            if np.all(order == np.arange(N)):
+                order = None                           # already longest first: no copies
+            else:
+                inverse = np.argsort(order)
+                X, h0 = X[:, order], h0[:, order]
+                c0 = None if c0 is None else c0[:, order]
+                lengths = lengths[order]
+            active = np.count_nonzero(lengths[:, None] > np.arange(T), axis=0)
+            if active[-1] == N:
+                lengths = active = None                # every sequence is full length
+
+        caches, masks, h_n, c_n = [], [], [], []
+        layer_in = X
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                k = layer * D + direction
+                cache = sequence_forward(self.eq, layer_in, h0[k],
+                                         None if c0 is None else c0[k], self._weights(k),
+                                         lengths, active, reverse=bool(direction))
+                caches.append(cache)
+                outs.append(output_view(cache))
+                h, c = final_states(cache, lengths)
+                h_n.append(h)
+                c_n.append(c)
+            if D == 1:
+                out = outs[0]
+            else:
+                out = np.concatenate(outs, axis=2)
+                if lengths is not None:
+                    # padded steps of the reverse direction hold its planted initial state
+                    out = _zero_padding(out, lengths)
+            mask = None
+            if layer < self.num_layers - 1 and self.training and self.dropout > 0:
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(out.shape) < keep).astype(self.dtype)
+                if keep > 0:
+                    mask /= keep
+                out = out * mask
+            masks.append(mask)
+            layer_in = np.ascontiguousarray(out)
+
+        out = layer_in
+        h_n = np.stack(h_n)
+        c_n = None if c0 is None else np.stack(c_n)
+        self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
+                           lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N)
+        return self._format_outputs(out, h_n, c_n, inverse, batched)
+
+    def _format_outputs(self, out, h_n, c_n, inverse, batched):
+        if inverse is not None:
+            out, h_n = out[:, inverse], h_n[:, inverse]
+            c_n = None if c_n is None else c_n[:, inverse]
+        if not batched:
+            out, h_n = out[:, 0], h_n[:, 0]
+            c_n = None if c_n is None else c_n[:, 0]
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        if self.eq.has_cell:
+            return out, (h_n, c_n)
+        return out, h_n
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(self, dout=None, dhx=None):
+        """Backpropagate the last forward call.
+
+        ``dout`` has the shape of ``out``; ``dhx`` the shape of ``h_n`` (or a tuple ``(dh_n,
+        dc_n)`` for an LSTM); any of them may be None, meaning zero. Returns ``(dx, dh_0)`` or,
+        for an LSTM, ``(dx, (dh_0, dc_0))``, shaped like the inputs of the forward call.
+        Parameter gradients are **added** to ``Param.grad``.
+        """
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
+                               "there is no saved sequence to differentiate")
+        st = self._cache
+        T, N, batched = st["T"], st["N"], st["batched"]
+        D, P, H, L = self._D, self._P, self.hidden_size, self.num_layers
+        order, inverse = st["order"], st["inverse"]
+
+        if dout is not None:
+            if not batched:
+                out_shape = (T, D * P)
+            else:
+                out_shape = (N, T, D * P) if self.batch_first else (T, N, D * P)
+            dout = check_state("dout", dout, out_shape, self.dtype)
+            if not batched:
+                dout = dout[:, None, :]
+            elif self.batch_first:
+                dout = dout.transpose(1, 0, 2)
+            if order is not None:
+                dout = dout[:, order]
+        dh_n = dc_n = None
+        h_shape = (L * D, N, P) if batched else (L * D, P)
+        c_shape = (L * D, N, H) if batched else (L * D, H)
+        if self.eq.has_cell:
+            if dhx is not None:
+                if not isinstance(dhx, (tuple, list)) or len(dhx) != 2:
+                    raise TypeError(f"dhx of {type(self).__name__} must be a tuple (dh_n, dc_n)"
+                                    f" (either may be None), got {type(dhx).__name__}")
+                if dhx[0] is not None:
+                    dh_n = check_state("dh_n", dhx[0], h_shape, self.dtype).reshape(L * D, N, P)
+                if dhx[1] is not None:
+                    dc_n = check_state("dc_n", dhx[1], c_shape, self.dtype).reshape(L * D, N, H)
+        elif dhx is not None:
+            dh_n = check_state("dh_n", dhx, h_shape, self.dtype).reshape(L * D, N, P)
+        if order is not None:
+            dh_n = None if dh_n is None else dh_n[:, order]
+            dc_n = None if dc_n is None else dc_n[:, order]
+
+        dh0 = np.zeros((L * D, N, P), self.dtype)
+        dc0 = np.zeros((L * D, N, H), self.dtype) if self.eq.has_cell else None
+        dY = dout
+        for layer in reversed(range(L)):
+            dX = None
+            for direction in range(D):
+                k = layer * D + direction
+                dY_d = None if dY is None else dY[:, :, direction * P:(direction + 1) * P]
+                dX_d, dh, dc = sequence_backward(
+                    self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
+                    None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True))
+                dX = dX_d if dX is None else dX + dX_d
+                dh0[k] = dh
+                if dc0 is not None:
+                    dc0[k] = dc
+            mask = st["masks"][layer - 1] if layer > 0 else None
+            dY = dX * mask if mask is not None else dX
+
+        dx = dY
+        if inverse is not None:
+            dx, dh0 = dx[:, inverse], dh0[:, inverse]
+            dc0 = None if dc0 is None else dc0[:, inverse]
+        if not batched:
+            dx, dh0 = dx[:, 0], dh0[:, 0]
+            dc0 = None if dc0 is None else dc0[:, 0]
+        elif self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        if self.eq.has_cell:
+            return dx, (dh0, dc0)
+        return dx, dh0
+
+
+def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Zero ``out[t, b]`` for ``t >= lengths[b]`` (pad_packed_sequence's padding value)."""
+    T = out.shape[0]
+    out[np.arange(T)[:, None] >= lengths[None, :]] = 0
+    return out
+
+
+class RNN(RecurrentLayer):
+    r"""Elman RNN layer, ``torch.nn.RNN``'s twin.
+
+    Each layer computes ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
+    Parameters ``weight_ih_l{k}`` (H, I) for k = 0, (H, D*H) above; ``weight_hh_l{k}`` (H, H);
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H,); suffix ``_reverse`` for the backward direction.
+
+    >>> import numpy as np, elman
+    >>> rnn = elman.RNN(10, 20, num_layers=2, seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((5, 3, 10))   # (T, N, I)
+    >>> h0 = np.zeros((2, 3, 20))                                   # (num_layers, N, H)
+    >>> out, h_n = rnn(x, h0)
+    >>> out.shape, h_n.shape
+    ((5, 3, 20), (2, 3, 20))
+    >>> dx, dh0 = rnn.backward(np.ones_like(out), None)
+    >>> dx.shape
+    (5, 3, 10)
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 seed=None):
+        super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, dtype, seed)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
+
+    def config(self):
+        return dict(super().config(), nonlinearity=self.nonlinearity)
+
+
+class GRU(RecurrentLayer):
+    r"""Gated recurrent unit layer, ``torch.nn.GRU``'s twin (equations in
+    :mod:`elman.cells.gru`; gate rows ``[r | z | n]``, reset applied after ``W_hn h + b_hn``).
+
+    >>> import numpy as np, elman
+    >>> gru = elman.GRU(4, 8, bidirectional=True, batch_first=True, seed=0)
+    >>> out, h_n = gru(np.zeros((2, 6, 4)))            # (N, T, I)
+    >>> out.shape, h_n.shape                            # (N, T, 2*H), (2, N, H)
+    ((2, 6, 16), (2, 2, 8))
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        super().__init__(GRUEquations(), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, dtype, seed)
+
+
+class LSTM(RecurrentLayer):
+    r"""Long short-term memory layer, ``torch.nn.LSTM``'s twin (equations in
+    :mod:`elman.cells.lstm`; gate rows ``[i | f | g | o]``). With ``proj_size = P > 0`` the hidden
+    state is projected, ``h_t = W_hr (o_t * tanh(c_t))``, and ``weight_hr_l{k}`` (P, H) appears.
+
+    >>> import numpy as np, elman
+    >>> lstm = elman.LSTM(3, 6, proj_size=2, seed=0)
+    >>> out, (h_n, c_n) = lstm(np.zeros((5, 4, 3)), lengths=[5, 2, 3, 1])
+    >>> out.shape, h_n.shape, c_n.shape
+    ((5, 4, 2), (1, 4, 2), (1, 4, 6))
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+        super().__init__(LSTMEquations(), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, proj_size, dtype, seed)
+
+    def config(self):
+        return dict(super().config(), proj_size=self.proj_size)

@@ -1,0 +1,199 @@
+"""The engine: one recurrent layer, one direction, over a whole sequence, forward and backward.
+
+Every cell (Elman RNN, GRU, LSTM) runs through these two functions; a cell contributes only its
+element-wise step equations (``elman.cells``). The work is laid out for BLAS:
+
+forward
+    1. ``GX = X @ W_ih.T + b``        one GEMM over all (T*N) rows, before the loop
+    2. per step ``gh = h_prev @ W_hh.T``  one small GEMM, then the cell's gate math, which
+       overwrites ``GX[t]`` with the activated gates that backward needs
+    3. LSTM with projection: ``h = r @ W_hr.T`` per step
+backward (time reversed)
+    4. per step the cell turns ``dh`` (and ``dc``) into ``dGX[t]`` and ``dGH[t]`` (the gradients of
+       the pre-activations on the input and the recurrent side; equal except for GRU's
+       candidate gate), and ``dh_prev = dGH[t] @ W_hh`` (+ the cell's direct term)
+    5. ``dW_ih += dGX.T @ X``, ``dW_hh += dGH.T @ H_prev``, biases by sums, ``dX = dGX @ W_ih``:
+       whole-sequence GEMMs after the loop
+
+Variable lengths use the layout of ``torch.nn.utils.rnn.pack_padded_sequence``: the batch is
+sorted by length, longest first, so at time ``t`` the sequences still running are the first
+``active[t]`` rows and every step works on the prefix ``[:n]``. Rows past their length are never
+touched: their state stays frozen (forward direction: the final state; reverse direction: the
+initial state, until the sequence starts), and their pre-activation gradients stay zero.
+
+States are kept in one buffer ``S`` of shape (T+1, N, P) indexed so that both directions read
+the same way: forward ``S[0] = h0, S[t+1] = h_t``; reverse ``S[T] = h0, S[t] = h_t``. So the
+output sequence and the ``H_prev`` of the weight-gradient GEMM are two views of one array.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Weights", "SequenceCache", "sequence_forward", "sequence_backward"]
+
+
+@dataclass
+class Weights:
+    """The parameters of one layer in one direction (arrays of ``Param.data``/``Param.grad``).
+
+    Shapes: W_ih (G*H, I), W_hh (G*H, P), b_ih and b_hh (G*H,) or None, W_hr (P, H) or None,
+    where G is the cell's number of gates and P the state size (H, or proj_size for an LSTM with a
+    projection).
+    """
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
+    W_hr: np.ndarray | None = None
+
+
+@dataclass
+class SequenceCache:
+    """What the forward pass of one layer-direction keeps for its backward pass."""
+    X: np.ndarray              # (T, N, I) layer input
+    gates: np.ndarray          # (T, N, G*H) activated gates, written by the cell
+    saved: np.ndarray | None   # (T, N, k*H) whatever else the cell keeps (tanh(c), W_hn h + b_hn)
+    S: np.ndarray              # (T+1, N, P) hidden states, layout in the module docstring
+    C: np.ndarray | None       # (T+1, N, H) LSTM cell states, same layout
+    R: np.ndarray | None       # (T, N, H) LSTM outputs before the projection
+    active: np.ndarray | None  # (T,) rows still running at each step; None = all
+    reverse: bool
+
+
+def _steps(T: int, reverse: bool):
+    """(t, prev, new) for each step in processing order; prev/new index the state buffers."""
+    if reverse:
+        return [(t, t + 1, t) for t in range(T - 1, -1, -1)]
+    return [(t, t, t + 1) for t in range(T)]
+
+
+def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
+                     lengths: np.ndarray | None = None, active: np.ndarray | None = None,
+                     reverse: bool = False) -> SequenceCache:
+    """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
+    (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
+    ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
+
+    The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
+    lengths)``.
+    """
+    T, N, _ = X.shape
+    GH = w.W_ih.shape[0]
+    H = GH // eq.gates
+    P = w.W_hh.shape[1]
+    dtype = X.dtype
+    # 1. input projection for every step at once
+    gx_bias, h_bias = eq.split_bias(w.b_ih, w.b_hh, H)
+    GX = np.matmul(X.reshape(T * N, -1), w.W_ih.T).reshape(T, N, GH)
+    if gx_bias is not None:
+        GX += gx_bias
+    # States: rows that a step skips must read as zeros (padding) or as the initial state.
+    alloc = np.empty if active is None else np.zeros
+    S = alloc((T + 1, N, P), dtype=dtype)
+    C = alloc((T + 1, N, H), dtype=dtype) if eq.has_cell else None
+    R = np.empty((T, N, H), dtype=dtype) if w.W_hr is not None else None
+    saved = np.empty((T, N, eq.saved_width * H), dtype=dtype) if eq.saved_width else None
+    first = T if reverse else 0
+    S[first] = h0
+    if C is not None:
+        C[first] = c0
+    if reverse and lengths is not None:
+        # The reverse pass of sequence b starts at its own last step, t = lengths[b]-1, whose
+        # "previous" slot is S[lengths[b]]: plant the initial state there.
+        cols = np.arange(N)
+        S[lengths, cols] = h0
+        if C is not None:
+            C[lengths, cols] = c0
+    gh = np.empty((N, GH), dtype=dtype)
+    # 2. the recurrence: one GEMM and the cell's element-wise math per step
+    for t, p, q in _steps(T, reverse):
+        n = N if active is None else int(active[t])
+        h_prev = S[p, :n]
+        np.matmul(h_prev, w.W_hh.T, out=gh[:n])
+        h_new = R[t, :n] if R is not None else S[q, :n]
+        eq.forward(GX[t, :n], gh[:n], h_bias, h_prev,
+                   None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
+                   None if saved is None else saved[t, :n])
+        if R is not None:
+            # 3. LSTM projection h = W_hr r
+            np.matmul(R[t, :n], w.W_hr.T, out=S[q, :n])
+    return SequenceCache(X, GX, saved, S, C, R, active, reverse)
+
+
+def output_view(cache: SequenceCache) -> np.ndarray:
+    """(T, N, P) the hidden state at every step (zeros past a sequence's end in the forward
+    direction; in the reverse direction padded rows may hold the planted initial state and must
+    be masked by the caller)."""
+    return cache.S[:-1] if cache.reverse else cache.S[1:]
+
+
+def final_states(cache: SequenceCache, lengths: np.ndarray | None):
+    """(h_n, c_n): the state after each sequence's last valid step, (N, P) and (N, H) or None."""
+    def pick(B):
+        if B is None:
+            return None
+        if cache.reverse:
+            return B[0].copy()
+        if lengths is None:
+            return B[-1].copy()
+        return B[lengths, np.arange(B.shape[1])]
+    return pick(cache.S), pick(cache.C)
+
+
+def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
+                      dc_n: np.ndarray | None, w: Weights, g: Weights):
+    """Backpropagate through one direction of one layer.
+
+    ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
+    ``dh_n``/``dc_n`` gradients wrt the final states (or None). Parameter gradients are
+    **added** into the arrays of ``g``. Returns ``(dX, dh0, dc0)`` with ``dX`` (T, N, I).
+    """
+    X, GX, S, C, R, active = cache.X, cache.gates, cache.S, cache.C, cache.R, cache.active
+    T, N, _ = X.shape
+    GH = GX.shape[2]
+    H = GH // eq.gates
+    P = S.shape[2]
+    dtype = X.dtype
+    alloc = np.empty if active is None else np.zeros
+    dGX = alloc((T, N, GH), dtype=dtype)
+    dGH = alloc((T, N, GH), dtype=dtype) if eq.separate_dgh else dGX
+    dHs = alloc((T, N, P), dtype=dtype) if R is not None else None
+    dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
+    dc = None
+    if eq.has_cell:
+        dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
+    # 4. time reversed: the cell's derivative, then one GEMM into the previous state
+    for t, p, q in reversed(_steps(T, cache.reverse)):
+        n = N if active is None else int(active[t])
+        dh_t = dh[:n]
+        if dY is not None:
+            dh_t += dY[t, :n]
+        if R is not None:
+            dHs[t, :n] = dh_t
+            d_out = dh_t @ w.W_hr          # back through the projection: dr = dh W_hr
+        else:
+            d_out = dh_t
+        direct = eq.backward(d_out, None if dc is None else dc[:n], GX[t, :n],
+                             None if cache.saved is None else cache.saved[t, :n],
+                             S[p, :n], None if C is None else C[p, :n],
+                             S[q, :n] if R is None else None, dGX[t, :n], dGH[t, :n])
+        np.matmul(dGH[t, :n], w.W_hh, out=dh_t)
+        if direct is not None:
+            dh_t += direct
+    # 5. weight gradients and the input gradient as whole-sequence GEMMs
+    X2 = X.reshape(T * N, -1)
+    dGX2 = dGX.reshape(T * N, GH)
+    dGH2 = dGH.reshape(T * N, GH)
+    H_prev = S[1:] if cache.reverse else S[:-1]
+    g.W_ih += dGX2.T @ X2
+    g.W_hh += dGH2.T @ H_prev.reshape(T * N, P)
+    if g.b_ih is not None:
+        db_ih = dGX2.sum(axis=0)
+        g.b_ih += db_ih
+        g.b_hh += db_ih if dGH is dGX else dGH2.sum(axis=0)
+    if R is not None:
+        g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
+    dX = (dGX2 @ w.W_ih).reshape(T, N, -1)
+    return dX, dh, dc
