@@ -90,12 +90,18 @@ def run_both(layer, x, hx=None, lengths=None, seed=0):
 
 def assert_match(ours, theirs, dtype, context=""):
     """Every entry equal to float precision: float64 1e-9 relative, float32 1e-4 relative,
-    each relative to the largest magnitude of that array (so tiny entries don't dominate)."""
+    each relative to the largest magnitude of that array (so tiny entries don't dominate).
+
+    The scale is floored (float64 1e-3, float32 1e-2): a bias gradient that is a sum of T*N
+    terms of size ~1 cancelling to ~1e-3 carries float32 rounding of ~1e-7 absolute, i.e. 1e-4
+    relative, in torch as in elman (seen on RNN seed 72: elman 3.7e-5 and torch 1.6e-4 from
+    the float64 answer); below the floor the comparison is absolute."""
     rtol = 1e-9 if dtype == np.float64 else 1e-4
+    floor = 1e-3 if dtype == np.float64 else 1e-2
     assert set(ours) == set(theirs), (set(ours) ^ set(theirs), context)
     for key in theirs:
         a, b = np.asarray(ours[key], dtype=np.float64), np.asarray(theirs[key], dtype=np.float64)
         assert a.shape == b.shape, f"{key}: shape {a.shape} != torch {b.shape} {context}"
-        scale = max(np.max(np.abs(b), initial=0.0), 1e-3)
+        scale = max(np.max(np.abs(b), initial=0.0), floor)
         err = np.max(np.abs(a - b), initial=0.0) / scale
         assert err <= rtol, f"{key}: relative error {err:.3g} > {rtol} {context}"

@@ -49,3 +49,23 @@ def rng(seed) -> np.random.Generator:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
     return np.random.default_rng(seed)
+
+
+def lengths(value, batch: int, steps: int, owner: str = "") -> np.ndarray:
+    """Sequence lengths: one integer in [1, steps] per batch element, as an intp array.
+
+    ``owner`` (a class name) prefixes the message so the user knows which layer complained."""
+    prefix = f"{owner}: " if owner else ""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{prefix}lengths must hold integers (one length per sequence), got an "
+                        f"array of dtype {arr.dtype}")
+    if arr.shape != (batch,):
+        raise ValueError(f"{prefix}lengths must have shape ({batch},) (one length per sequence "
+                         f"in the batch), got shape {arr.shape}")
+    bad = np.flatnonzero((arr < 1) | (arr > steps))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{prefix}lengths must be in [1, {steps}] (1..T, T = number of time "
+                         f"steps), got {int(arr[i])} at index {i}")
+    return arr.astype(np.intp)

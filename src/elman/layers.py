@@ -70,25 +70,6 @@ def _float_input(module: Module, x) -> np.ndarray:
     return arr.astype(np.float32 if small_float else np.float64)
 
 
-def _check_lengths(module: Module, lengths, batch: int, steps: int) -> np.ndarray:
-    """``lengths`` as an int array of shape (batch,) with every entry in 1..steps."""
-    arr = np.asarray(lengths)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{type(module).__name__}: lengths must hold integers (one length per "
-                        f"sequence), got an array of dtype {arr.dtype}")
-    if arr.shape != (batch,):
-        raise ValueError(
-            f"{type(module).__name__}: lengths must have shape ({batch},) (one length per "
-            f"sequence in the batch), got shape {arr.shape}")
-    bad = np.flatnonzero((arr < 1) | (arr > steps))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"{type(module).__name__}: lengths must be in [1, {steps}] (1..T, T = number of "
-            f"time steps), got {int(arr[i])} at index {i}")
-    return arr.astype(np.intp)
-
-
 # -- activations: the math, written once -----------------------------------------------------
 # Each forward may write into ``out`` (the Linear passes its fresh pre-activation so no extra
 # array is allocated); each backward takes the *output* y of the forward, never recomputing it.
@@ -623,7 +604,7 @@ class _SequencePicker(Module):
         if steps == 0:
             raise ValueError(f"{name}: the input has no time steps (shape {x.shape})")
         if lengths is not None:
-            lengths = _check_lengths(self, lengths, batch, steps)
+            lengths = _validate.lengths(lengths, batch, steps, type(self).__name__)
         return x, xt, lengths, unbatched
 
     def _grad_input(self, shape, dtype):

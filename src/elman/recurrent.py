@@ -21,8 +21,6 @@ parameter gradients into ``Param.grad``.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _validate
@@ -35,22 +33,6 @@ from .module import Module, Param
 from .timeloop import Weights, final_states, output_view, sequence_backward, sequence_forward
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
-
-
-def _check_lengths(lengths, N: int, T: int) -> np.ndarray:
-    arr = np.asarray(lengths)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"lengths must hold integers, got dtype {arr.dtype}")
-    if arr.shape != (N,):
-        raise ValueError(f"lengths must have one entry per sequence in the batch: expected "
-                         f"shape ({N},), got {arr.shape}")
-    bad = np.flatnonzero((arr < 1) | (arr > T))
-    if bad.size:
-        raise ValueError(f"lengths must lie in [1, {T}] (the sequence length T), got "
-                         f"lengths[{bad[0]}] = {arr[bad[0]]}")
-    return arr.astype(np.intp)
 
 
 class RecurrentLayer(Module):
@@ -174,7 +156,7 @@ class RecurrentLayer(Module):
             if not batched:
                 raise ValueError("lengths is only supported for batched input (T, N, I); got "
                                  f"unbatched input of shape {x.shape}")
-            lengths = _check_lengths(lengths, N, T)
+            lengths = _validate.lengths(lengths, N, T, type(self).__name__)
             order = np.argsort(-lengths, kind="stable")
             if np.all(order == np.arange(N)):
                 order = None                           # already longest first: no copies

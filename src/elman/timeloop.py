@@ -93,7 +93,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     alloc = np.empty if active is None else np.zeros
     S = alloc((T + 1, N, P), dtype=dtype)
     C = alloc((T + 1, N, H), dtype=dtype) if eq.has_cell else None
-    R = np.empty((T, N, H), dtype=dtype) if w.W_hr is not None else None
+    R = alloc((T, N, H), dtype=dtype) if w.W_hr is not None else None  # read by dW_hr GEMM
     saved = np.empty((T, N, eq.saved_width * H), dtype=dtype) if eq.saved_width else None
     first = T if reverse else 0
     S[first] = h0
