@@ -71,12 +71,17 @@ def test_unsorted_lengths_with_padding_garbage(kind):
     x = rng.standard_normal((5, 4, 3))
     ours, theirs = run_both(layer, x, None, lengths)
     assert_match(ours, theirs, np.float64)
-    x2 = x.copy()
-    for b, n in enumerate(lengths):
-        x2[n:, b] = 1e3
-    out2, _ = layer(x2, lengths=lengths)
-    np.testing.assert_array_equal(out2, ours["out"])
-    assert not out2[2:, 0].any() and not out2[1:, 2].any()     # padding is exactly zero
+    for garbage in (1e3, np.nan, np.inf):
+        x2 = x.copy()
+        for b, n in enumerate(lengths):
+            x2[n:, b] = garbage
+        layer.zero_grad()
+        out2, _ = layer(x2, lengths=lengths)
+        np.testing.assert_array_equal(out2, ours["out"])
+        assert not out2[2:, 0].any() and not out2[1:, 2].any()     # padding is exactly zero
+        dx2, _ = layer.backward(np.ones_like(out2))
+        assert all(np.isfinite(p.grad).all() for p in layer.parameters())
+        assert np.isfinite(dx2).all() and not dx2[2:, 0].any()
 
 
 def test_default_initialisation_matches_torch_distribution():

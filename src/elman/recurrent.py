@@ -168,6 +168,10 @@ class RecurrentLayer(Module):
             active = np.count_nonzero(lengths[:, None] > np.arange(T), axis=0)
             if active[-1] == N:
                 lengths = active = None                # every sequence is full length
+            else:
+                # Padding is never read as data, but whole-sequence GEMMs multiply it by zero
+                # gradients: make it zero so NaN or inf padding cannot leak into dW_ih.
+                X = np.where(np.arange(T)[:, None, None] < lengths[None, :, None], X, 0)
 
         caches, masks, h_n, c_n = [], [], [], []
         layer_in = X

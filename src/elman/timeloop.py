@@ -156,10 +156,13 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     H = GH // eq.gates
     P = S.shape[2]
     dtype = X.dtype
-    alloc = np.empty if active is None else np.zeros
-    dGX = alloc((T, N, GH), dtype=dtype)
-    dGH = alloc((T, N, GH), dtype=dtype) if eq.separate_dgh else dGX
-    dHs = alloc((T, N, P), dtype=dtype) if R is not None else None
+    dGX = np.empty((T, N, GH), dtype=dtype)
+    dGH = np.empty((T, N, GH), dtype=dtype) if eq.separate_dgh else dGX
+    dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
+    # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
+    # NumPy calls; each step then only multiplies in what depends on dh.
+    aux = eq.prepare_backward(cache, dGX, dGH)
+    work = np.empty((N, eq.work_width * H), dtype=dtype) if eq.work_width else None
     dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
     if eq.has_cell:
@@ -177,11 +180,19 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             d_out = dh_t
         direct = eq.backward(d_out, None if dc is None else dc[:n], GX[t, :n],
                              None if cache.saved is None else cache.saved[t, :n],
-                             S[p, :n], None if C is None else C[p, :n],
-                             S[q, :n] if R is None else None, dGX[t, :n], dGH[t, :n])
+                             None if aux is None else aux[t, :n],
+                             S[p, :n], None if C is None else C[p, :n], dGX[t, :n], dGH[t, :n],
+                             None if work is None else work[:n])
         np.matmul(dGH[t, :n], w.W_hh, out=dh_t)
         if direct is not None:
             dh_t += direct
+    if active is not None:
+        # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
+        # GEMMs below sum over every slot.
+        padded = np.arange(N)[None, :] >= active[:, None]
+        dGX[padded] = 0
+        if dGH is not dGX:
+            dGH[padded] = 0
     # 5. weight gradients and the input gradient as whole-sequence GEMMs
     X2 = X.reshape(T * N, -1)
     dGX2 = dGX.reshape(T * N, GH)

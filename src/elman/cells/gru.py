@@ -31,6 +31,7 @@ class GRUEquations:
     has_cell = False
     saved_width = 1        # W_hn h_prev + b_hn, needed for dr
     separate_dgh = True
+    work_width = 1
 
     @staticmethod
     def split_bias(b_ih, b_hh, H):
@@ -59,23 +60,32 @@ class GRUEquations:
         h *= z
         h += n
 
-    def backward(self, dh, dc, gates, saved, h_prev, c_prev, h, dgx, dgh):
+    def prepare_backward(self, cache, dGX, dGH):
+        """Whole-sequence slopes: r(1-r) and z(1-z) for the gates, and (1-z)(1-n^2), the factor
+        that takes dh to the candidate's pre-activation."""
+        H = dGX.shape[2] // 3
+        gates = cache.gates
+        rz, drz = gates[..., :2 * H], dGX[..., :2 * H]
+        np.subtract(1, rz, out=drz)
+        drz *= rz
+        z, n, dn = gates[..., H:2 * H], gates[..., 2 * H:], dGX[..., 2 * H:]
+        np.multiply(n, n, out=dn)
+        np.subtract(1, dn, out=dn)
+        dn *= 1 - z
+        return None
+
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
         H = dh.shape[1]
         r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
         dr, dz, dn = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:]
-        # update gate: dh * (h_prev - n), through the sigmoid
-        np.subtract(h_prev, n, out=dz)
-        dz *= dh
-        dz *= z * (1 - z)
-        # candidate: dh * (1 - z), through the tanh
-        np.subtract(1, z, out=dn)
-        dn *= dh
-        dn *= 1 - n * n
-        # recurrent side of the candidate is scaled by the reset gate
-        np.multiply(dn, r, out=dgh[:, 2 * H:])
-        # reset gate: dn_pre * (W_hn h_prev + b_hn), through the sigmoid
-        np.multiply(dn, saved, out=dr)
-        dr *= r * (1 - r)
+        tmp = work
+        dn *= dh                                       # candidate: dh (1 - z)(1 - n^2)
+        np.subtract(h_prev, n, out=tmp)                # update gate: dh (h_prev - n) z(1 - z)
+        tmp *= dh
+        dz *= tmp
+        np.multiply(dn, r, out=dgh[:, 2 * H:])         # recurrent side of the candidate: * r
+        np.multiply(dn, saved, out=tmp)                # reset gate: dn_pre (W_hn h + b_hn) r(1-r)
+        dr *= tmp
         dgh[:, :2 * H] = dgx[:, :2 * H]
         return dh * z                                  # h_prev's direct path through z * h_prev
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import CellBase, sigmoid_
+from .base import CellBase
 
 __all__ = ["LSTMEquations", "LSTMCell"]
 
@@ -33,6 +33,21 @@ class LSTMEquations:
     has_cell = True
     saved_width = 1        # tanh(c)
     separate_dgh = False
+    work_width = 4
+
+    def __init__(self):
+        self._scales = {}
+
+    def gate_scale(self, H: int, dtype) -> np.ndarray:
+        """(4H,) 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
+        ``s * tanh(s * x) + (1 - s)`` is sigmoid(x) on i, f, o and tanh(x) on g, so one tanh
+        call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
+        key = (H, np.dtype(dtype))
+        if key not in self._scales:
+            s = np.full(4 * H, 0.5, dtype=dtype)
+            s[2 * H:3 * H] = 1
+            self._scales[key] = (s, 1 - s)
+        return self._scales[key]
 
     @staticmethod
     def split_bias(b_ih, b_hh, H):
@@ -40,33 +55,46 @@ class LSTMEquations:
 
     def forward(self, gx, gh, h_bias, h_prev, c_prev, h, c, saved):
         H = c.shape[1]
+        s, shift = self.gate_scale(H, gx.dtype)
         gx += gh                                       # all four pre-activations
-        sigmoid_(gx[:, :2 * H])                        # i, f
-        np.tanh(gx[:, 2 * H:3 * H], out=gx[:, 2 * H:3 * H])   # g
-        sigmoid_(gx[:, 3 * H:])                        # o
+        gx *= s                                        # i, f, o: sigmoid; g: tanh
+        np.tanh(gx, out=gx)
+        gx *= s
+        gx += shift
         i, f, g, o = gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:3 * H], gx[:, 3 * H:]
         np.multiply(f, c_prev, out=c)                  # c = f * c_prev + i * g
         c += i * g
         np.tanh(c, out=saved)                          # tanh(c), kept for backward
         np.multiply(o, saved, out=h)                   # h = o * tanh(c)
 
-    def backward(self, dh, dc, gates, saved, h_prev, c_prev, h, dgx, dgh):
+    def prepare_backward(self, cache, dGX, dGH):
+        """Whole-sequence slopes: s(1-s) for i, f, o and 1-g^2 for g into dGX; returns
+        o * (1 - tanh(c)^2), what reaches c per unit of dh."""
+        H = dGX.shape[2] // 4
+        gates = cache.gates
+        np.subtract(1, gates, out=dGX)
+        dGX *= gates
+        g, dg = gates[..., 2 * H:3 * H], dGX[..., 2 * H:3 * H]
+        np.multiply(g, g, out=dg)
+        np.subtract(1, dg, out=dg)
+        tanh_c = cache.saved
+        to_c = tanh_c * tanh_c
+        np.subtract(1, to_c, out=to_c)
+        to_c *= gates[..., 3 * H:]
+        return to_c
+
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
         H = dh.shape[1]
-        i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
-        di, df, dg, do = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:3 * H], dgx[:, 3 * H:]
-        tanh_c = saved
-        # output gate: dh * tanh(c), through the sigmoid
-        np.multiply(dh, tanh_c, out=do)
-        do *= o * (1 - o)
-        # cell: what reaches c from h, added to what reaches it from the next step
-        dc += dh * o * (1 - tanh_c * tanh_c)
-        np.multiply(dc, g, out=di)                     # input gate, through the sigmoid
-        di *= i * (1 - i)
-        np.multiply(dc, c_prev, out=df)                # forget gate, through the sigmoid
-        df *= f * (1 - f)
-        np.multiply(dc, i, out=dg)                     # candidate, through the tanh
-        dg *= 1 - g * g
-        dc *= f                                        # dc_prev, in place
+        i, f, g = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H]
+        raw = work                                     # gradients wrt the activated gates
+        np.multiply(dh, aux, out=raw[:, :H])           # cell: dc += dh * o * (1 - tanh(c)^2)
+        dc += raw[:, :H]
+        np.multiply(dc, g, out=raw[:, :H])             # input gate: dc * g
+        np.multiply(dc, c_prev, out=raw[:, H:2 * H])   # forget gate: dc * c_prev
+        np.multiply(dc, i, out=raw[:, 2 * H:3 * H])    # candidate: dc * i
+        np.multiply(dh, saved, out=raw[:, 3 * H:])     # output gate: dh * tanh(c)
+        dgx *= raw                                     # times the slopes (prepare_backward)
+        dc *= f                                        # dc_prev
         return None
 
 

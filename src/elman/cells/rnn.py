@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..timeloop import output_view
 from .base import CellBase
 
 __all__ = ["RNNEquations", "RNNCell"]
@@ -24,6 +25,7 @@ class RNNEquations:
     has_cell = False
     saved_width = 0        # backward needs only h, which the loop keeps anyway
     separate_dgh = False   # the input and recurrent pre-activation gradients are the same
+    work_width = 0
 
     def __init__(self, nonlinearity: str = "tanh"):
         if nonlinearity not in ("tanh", "relu"):
@@ -42,13 +44,18 @@ class RNNEquations:
         else:
             np.maximum(h, 0, out=h)
 
-    def backward(self, dh, dc, gates, saved, h_prev, c_prev, h, dgx, dgh):
-        if self.nonlinearity == "tanh":             # backprop through tanh: 1 - h^2
-            np.multiply(h, h, out=dgx)
-            np.subtract(1, dgx, out=dgx)
-            dgx *= dh
-        else:                                       # backprop through relu
-            np.multiply(dh, h > 0, out=dgx)
+    def prepare_backward(self, cache, dGX, dGH):
+        """Slopes of the nonlinearity for the whole sequence, from the saved outputs."""
+        h = output_view(cache)
+        if self.nonlinearity == "tanh":             # tanh' = 1 - h^2
+            np.multiply(h, h, out=dGX)
+            np.subtract(1, dGX, out=dGX)
+        else:                                       # relu' = [h > 0]
+            np.greater(h, 0, out=dGX, casting="unsafe")
+        return None
+
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
+        dgx *= dh                                   # da = dh * slope
         return None                                 # h_prev enters only through W_hh
 
 
