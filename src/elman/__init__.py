@@ -5,9 +5,18 @@ from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import GRU, LSTM, RNN
 from .layers import (Dense, Dropout, Embedding, Last, LastBidirectional, LayerNorm, Linear,
                      LogSoftmax, MeanPool, ReLU, Sigmoid, Softmax, Tanh)
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
+                     MSELoss, get_loss)
+from .optim import (SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearLR, Optimizer,
+                    ReduceLROnPlateau, RMSprop, StepLR, clip_grad_norm_, clip_grad_value_,
+                    get_optimizer)
 
 __version__ = "0.1.0"
 
 __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
            "LSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
-           "ReLU", "Softmax", "LogSoftmax", "Last", "LastBidirectional", "MeanPool"]
+           "ReLU", "Softmax", "LogSoftmax", "Last", "LastBidirectional", "MeanPool",
+           "Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLoss",
+           "CrossEntropyLoss", "get_loss", "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam",
+           "AdamW", "get_optimizer", "clip_grad_norm_", "clip_grad_value_", "StepLR",
+           "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau"]

@@ -33,6 +33,8 @@ __all__ = ["Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLo
            "CrossEntropyLoss", "LOSSES", "get_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+# PyTorch's BCE backward floor for p (1 - p): 1e-12 stored as a C float (so 9.999999960e-13)
+_BCE_EPSILON = float(np.float32(1e-12))
 
 
 def _prediction_array(name: str, value) -> np.ndarray:
@@ -149,20 +151,28 @@ class HuberLoss(Loss):
         return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
 
 
-def _optional_weight(name: str, what: str, weight, dtype) -> np.ndarray | None:
+def _optional_weight(name: str, what: str, weight, pred: np.ndarray) -> np.ndarray | None:
+    """``weight`` in the prediction's dtype, checked to broadcast against it without growing it."""
     if weight is None:
         return None
     w = np.asarray(weight)
     if w.dtype.kind not in "fiub":
         raise TypeError(f"{name}: {what} must hold real numbers, got an array of dtype {w.dtype}")
-    return w.astype(dtype)
+    try:
+        fits = np.broadcast_shapes(w.shape, pred.shape) == pred.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: {what} of shape {w.shape} does not broadcast to the "
+                         f"prediction's shape {pred.shape}")
+    return w.astype(pred.dtype)
 
 
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities ``p`` in [0, 1] (PyTorch's ``BCELoss``)::
 
         l = -w [y log(p) + (1 - y) log(1 - p)],   each log clamped to >= -100
-        dl/dp = w (p - y) / max(p (1 - p), 1e-12)
+        dl/dp = w (p - y) / max(p (1 - p), 1e-12)   (1e-12 rounded to float32, as PyTorch)
 
     The clamping (as in PyTorch) keeps value and gradient finite at p = 0 and p = 1. Prefer
     :class:`BCEWithLogitsLoss` on logits, which is exact and stable everywhere.
@@ -185,16 +195,15 @@ class BCELoss(Loss):
         with np.errstate(divide="ignore"):
             log_p = np.maximum(np.log(pred), -100)
             log_1mp = np.maximum(np.log1p(-pred), -100)
-        # -(y log p + (1 - y) log(1 - p)), written as -(log(1-p) + y (log p - log(1-p)))
-        log_p -= log_1mp
+        # -(y log p + (1 - y) log(1 - p)), in PyTorch's order of operations
+        losses = (tgt - 1) * log_1mp
         log_p *= tgt
-        log_p += log_1mp
-        losses = np.negative(log_p, out=log_p)
+        losses -= log_p
         # PyTorch's backward: (p - y) / max(p (1 - p), eps)
-        denom = np.maximum((1 - pred) * pred, pred.dtype.type(1e-12))
+        denom = np.maximum((1 - pred) * pred, pred.dtype.type(_BCE_EPSILON))
         grad = pred - tgt
         grad /= denom
-        weight = _optional_weight("BCELoss", "weight", self.weight, pred.dtype)
+        weight = _optional_weight("BCELoss", "weight", self.weight, pred)
         if weight is not None:
             losses = losses * weight
             grad = grad * weight
@@ -232,7 +241,7 @@ class BCEWithLogitsLoss(Loss):
         sigmoid_neg = np.where(x >= 0, z, x.dtype.type(1))
         sigmoid_neg /= z + 1
         one_minus_y = 1 - y
-        pos_weight = _optional_weight("BCEWithLogitsLoss", "pos_weight", self.pos_weight, x.dtype)
+        pos_weight = _optional_weight("BCEWithLogitsLoss", "pos_weight", self.pos_weight, x)
         if pos_weight is not None:
             lw = (pos_weight - 1) * y + 1
             neg_log_sigmoid = neg_log_sigmoid * lw
@@ -240,7 +249,7 @@ class BCEWithLogitsLoss(Loss):
         losses = one_minus_y * x
         losses += neg_log_sigmoid
         grad = np.subtract(one_minus_y, sigmoid_neg, out=one_minus_y)
-        weight = _optional_weight("BCEWithLogitsLoss", "weight", self.weight, x.dtype)
+        weight = _optional_weight("BCEWithLogitsLoss", "weight", self.weight, x)
         if weight is not None:
             losses = losses * weight
             grad = grad * weight
@@ -319,7 +328,8 @@ class CrossEntropyLoss(Loss):
         bad = keep & ((tgt < 0) | (tgt >= C))
         if np.any(bad):
             raise ValueError(f"CrossEntropyLoss: target class indices must be in [0, {C}) (or "
-                             f"ignore_index={self.ignore_index}), got {tgt[bad].ravel()[:5].tolist()}")
+                             f"ignore_index={self.ignore_index}), got "
+                             f"{tgt[bad].ravel()[:5].tolist()}")
         weight = None
         if self.weight is not None:
             if self.weight.shape != (C,):
