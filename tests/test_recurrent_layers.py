@@ -174,3 +174,22 @@ def test_backward_errors():
         lstm.backward(None, np.zeros((1, 2, 4)))
     with pytest.raises(ValueError, match=r"Expected dc_n of shape \(1, 2, 4\), got \(2, 4\)"):
         lstm.backward(None, (None, np.zeros((2, 4))))
+
+
+@pytest.mark.parametrize("cls", [elman.RNN, elman.GRU, elman.LSTM])
+def test_input_grad_false_skips_dx_and_changes_nothing_else(cls):
+    rng = np.random.default_rng(6)
+    layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, dtype=np.float64,
+                seed=0)
+    x = rng.standard_normal((3, 5, 3))
+    out, _ = layer(x, lengths=[2, 5, 4])
+    dout = rng.standard_normal(out.shape)
+    dx, full_state = layer.backward(dout)
+    full = {n: p.grad.copy() for n, p in layer.named_parameters()}
+    layer.zero_grad()
+    none, state = layer.backward(dout, input_grad=False)
+    assert none is None and dx.shape == x.shape
+    for a, b in zip(np.atleast_1d(state), np.atleast_1d(full_state)):
+        np.testing.assert_array_equal(a, b)
+    for n, p in layer.named_parameters():
+        np.testing.assert_array_equal(p.grad, full[n], err_msg=n)

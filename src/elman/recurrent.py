@@ -212,26 +212,25 @@ class RecurrentLayer(Module):
         return self._format_outputs(out, h_n, c_n, inverse, batched)
 
     def _format_outputs(self, out, h_n, c_n, inverse, batched):
-        if inverse is not None:
-            out, h_n = out[:, inverse], h_n[:, inverse]
-            c_n = None if c_n is None else c_n[:, inverse]
-        if not batched:
-            out, h_n = out[:, 0], h_n[:, 0]
-            c_n = None if c_n is None else c_n[:, 0]
-        elif self.batch_first:
+        out, h_n, c_n = (_to_caller(a, inverse, batched) for a in (out, h_n, c_n))
+        if batched and self.batch_first:
             out = out.transpose(1, 0, 2)
         if self.eq.has_cell:
             return out, (h_n, c_n)
         return out, h_n
 
     # -- backward --------------------------------------------------------------------------
-    def backward(self, dout=None, dhx=None):
+    def backward(self, dout=None, dhx=None, input_grad: bool = True):
         """Backpropagate the last forward call.
 
         ``dout`` has the shape of ``out``; ``dhx`` the shape of ``h_n`` (or a tuple ``(dh_n,
         dc_n)`` for an LSTM); any of them may be None, meaning zero. Returns ``(dx, dh_0)`` or,
         for an LSTM, ``(dx, (dh_0, dc_0))``, shaped like the inputs of the forward call.
         Parameter gradients are **added** to ``Param.grad``.
+
+        ``input_grad=False`` skips the gradient wrt ``x`` (returned as None) when ``x`` is data,
+        as PyTorch does for an input without ``requires_grad``: it saves one GEMM of
+        (T*N, G*H) x (G*H, I) per direction of the first layer.
         """
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
@@ -281,26 +280,31 @@ class RecurrentLayer(Module):
                 dY_d = None if dY is None else dY[:, :, direction * P:(direction + 1) * P]
                 dX_d, dh, dc = sequence_backward(
                     self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
-                    None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True))
-                dX = dX_d if dX is None else dX + dX_d
+                    None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True),
+                    input_grad=layer > 0 or input_grad)
+                if dX_d is not None:
+                    dX = dX_d if dX is None else dX + dX_d
                 dh0[k] = dh
                 if dc0 is not None:
                     dc0[k] = dc
             mask = st["masks"][layer - 1] if layer > 0 else None
             dY = dX * mask if mask is not None else dX
 
-        dx = dY
-        if inverse is not None:
-            dx, dh0 = dx[:, inverse], dh0[:, inverse]
-            dc0 = None if dc0 is None else dc0[:, inverse]
-        if not batched:
-            dx, dh0 = dx[:, 0], dh0[:, 0]
-            dc0 = None if dc0 is None else dc0[:, 0]
-        elif self.batch_first:
+        dx, dh0, dc0 = (_to_caller(a, inverse, batched) for a in (dY, dh0, dc0))
+        if dx is not None and batched and self.batch_first:
             dx = dx.transpose(1, 0, 2)
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0
+
+
+def _to_caller(a, inverse, batched):
+    """A (time or layer, N, ...) array back in the caller's batch order, unbatched if it was."""
+    if a is None:
+        return None
+    if inverse is not None:
+        a = a[:, inverse]
+    return a if batched else a[:, 0]
 
 
 def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -143,12 +143,13 @@ def final_states(cache: SequenceCache, lengths: np.ndarray | None):
 
 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
-                      dc_n: np.ndarray | None, w: Weights, g: Weights):
+                      dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True):
     """Backpropagate through one direction of one layer.
 
     ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
     ``dh_n``/``dc_n`` gradients wrt the final states (or None). Parameter gradients are
-    **added** into the arrays of ``g``. Returns ``(dX, dh0, dc0)`` with ``dX`` (T, N, I).
+    **added** into the arrays of ``g``. Returns ``(dX, dh0, dc0)`` with ``dX`` (T, N, I), or None
+    when ``input_grad`` is False (the input is data: its GEMM would be wasted work).
     """
     X, GX, S, C, R, active = cache.X, cache.gates, cache.S, cache.C, cache.R, cache.active
     T, N, _ = X.shape
@@ -206,5 +207,5 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         g.b_hh += db_ih if dGH is dGX else dGH2.sum(axis=0)
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
-    dX = (dGX2 @ w.W_ih).reshape(T, N, -1)
+    dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
     return dX, dh, dc
