@@ -250,7 +250,8 @@ def make_case(np, torch, elman, cell, mode, cfg, seed):
         def run_elman():
             layer.zero_grad()
             out, _ = layer(x)
-            layer.backward(dout, None)
+            # x is data, as torch's input without requires_grad: neither computes dx
+            layer.backward(dout, None, input_grad=False)
             return out
 
         def run_torch():
