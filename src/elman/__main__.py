@@ -15,28 +15,9 @@ import time
 import numpy as np
 
 import elman
+from elman.data import StandardScaler, chronological_split, sliding_windows, synthetic_weather
 from elman.losses import MSELoss
 from elman.optim import Adam, clip_grad_norm_
-
-
-def synthetic_weather(days: int, rng: np.random.Generator) -> np.ndarray:
-    """(days, 3) temperature (degC), relative humidity (%), wind (m/s)."""
-    t = np.arange(days)
-    season = np.sin(2 * np.pi * (t - 105) / 365.25)
-    anomaly = np.zeros(days)
-    for d in range(1, days):              # AR(1) weather systems lasting a few days
-        anomaly[d] = 0.75 * anomaly[d - 1] + rng.normal(0, 1.6)
-    wind = np.abs(3 + 1.5 * rng.standard_normal(days) - 0.3 * anomaly)
-    temp = 12 + 8 * season + anomaly - 0.25 * (wind - 3)
-    humidity = np.clip(70 - 12 * season - 2.5 * anomaly + rng.normal(0, 4, days), 20, 100)
-    return np.stack([temp, humidity, wind], axis=1)
-
-
-def windows(series: np.ndarray, lookback: int):
-    """x (T=lookback, N, F) of consecutive days and y (N, 1): the next day's temperature."""
-    n = len(series) - lookback
-    idx = np.arange(lookback)[:, None] + np.arange(n)[None, :]
-    return series[idx], series[lookback:, :1]
 
 
 def main(argv=None) -> int:
@@ -51,16 +32,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    data = synthetic_weather(4 * 365, rng)
-    n_train, n_val = int(0.7 * len(data)), int(0.15 * len(data))
-    # Scaler from the training days only: the held-out days must not leak into it.
-    mean, std = data[:n_train].mean(axis=0), data[:n_train].std(axis=0)
-    scaled = ((data - mean) / std).astype(np.float32)
-    x, y = windows(scaled, args.lookback)
-    target_day = np.arange(args.lookback, len(data))       # index of the day each y predicts
-    split = [target_day < n_train, (target_day >= n_train) & (target_day < n_train + n_val),
-             target_day >= n_train + n_val]
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = [(x[:, m], y[m]) for m in split]
+    data = synthetic_weather(4 * 365, seed=args.seed)
+    # windows are time-major (T, N, F), the layout of elman's recurrent layers
+    x, y, target_rows = sliding_windows(data, args.lookback, batch_first=False)
+    splits = chronological_split(target_rows, len(data), (0.7, 0.15, 0.15))
+    # Scaler from the rows before the first validation target only: held-out days must not
+    # shape the inputs' statistics (seed 000 normalised its test set with its own).
+    scaler = StandardScaler().fit(data[:int(0.7 * len(data))])
+    x = scaler.transform(x).astype(np.float32)
+    y = scaler.transform(y, columns=[0]).astype(np.float32)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = [(x[:, m], y[m]) for m in splits]
+    std = scaler.scale
 
     lstm = elman.LSTM(3, args.hidden, seed=args.seed)
     head = elman.Linear(args.hidden, 1, seed=args.seed)
