@@ -34,7 +34,8 @@ class GRUEquations:
     work_width = 1
 
     @staticmethod
-    def split_bias(b_ih, b_hh, H):
+    def prepare_forward(b_ih, b_hh, H, dtype):
+        """(bias for the input projection, step constant b_hn)."""
         if b_ih is None:
             return None, None
         # b_hr and b_hz sit outside the reset product: fold them into the input projection.
@@ -43,17 +44,17 @@ class GRUEquations:
         gx_bias[:2 * H] += b_hh[:2 * H]
         return gx_bias, b_hh[2 * H:]
 
-    def forward(self, gx, gh, h_bias, h_prev, c_prev, h, c, saved):
+    def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = h.shape[1]
         rz = gx[:, :2 * H]
         rz += gh[:, :2 * H]
         sigmoid_(rz)                                   # r, z
         r, z, n = gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
         hn = saved                                     # W_hn h_prev + b_hn
-        if h_bias is None:
+        if consts is None:                             # no bias
             hn[...] = gh[:, 2 * H:]
         else:
-            np.add(gh[:, 2 * H:], h_bias, out=hn)
+            np.add(gh[:, 2 * H:], consts, out=hn)
         n += r * hn
         np.tanh(n, out=n)                              # n
         np.subtract(h_prev, n, out=h)                  # h = n + z * (h_prev - n)

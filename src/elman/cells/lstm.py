@@ -35,27 +35,20 @@ class LSTMEquations:
     separate_dgh = False
     work_width = 4
 
-    def __init__(self):
-        self._scales = {}
+    @staticmethod
+    def prepare_forward(b_ih, b_hh, H, dtype):
+        """(bias for the input projection, step constants ``(s, 1 - s)``).
 
-    def gate_scale(self, H: int, dtype) -> np.ndarray:
-        """(4H,) 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
+        ``s`` (4H,) is 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
         ``s * tanh(s * x) + (1 - s)`` is sigmoid(x) on i, f, o and tanh(x) on g, so one tanh
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
-        key = (H, np.dtype(dtype))
-        if key not in self._scales:
-            s = np.full(4 * H, 0.5, dtype=dtype)
-            s[2 * H:3 * H] = 1
-            self._scales[key] = (s, 1 - s)
-        return self._scales[key]
+        s = np.full(4 * H, 0.5, dtype=dtype)
+        s[2 * H:3 * H] = 1
+        return (None if b_ih is None else b_ih + b_hh), (s, 1 - s)
 
-    @staticmethod
-    def split_bias(b_ih, b_hh, H):
-        return (None, None) if b_ih is None else (b_ih + b_hh, None)
-
-    def forward(self, gx, gh, h_bias, h_prev, c_prev, h, c, saved):
+    def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]
-        s, shift = self.gate_scale(H, gx.dtype)
+        s, shift = consts
         gx += gh                                       # all four pre-activations
         gx *= s                                        # i, f, o: sigmoid; g: tanh
         np.tanh(gx, out=gx)

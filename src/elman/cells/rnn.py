@@ -33,11 +33,12 @@ class RNNEquations:
         self.nonlinearity = nonlinearity
 
     @staticmethod
-    def split_bias(b_ih, b_hh, H):
-        # Both biases act on the same pre-activation: add them once, to the input projection.
+    def prepare_forward(b_ih, b_hh, H, dtype):
+        """(bias for the input projection, step constants). Both biases act on the same
+        pre-activation: add them once, to the input projection."""
         return (None, None) if b_ih is None else (b_ih + b_hh, None)
 
-    def forward(self, gx, gh, h_bias, h_prev, c_prev, h, c, saved):
+    def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         np.add(gx, gh, out=h)                       # a = (W_ih x + b) + W_hh h_prev
         if self.nonlinearity == "tanh":
             np.tanh(h, out=h)
@@ -74,3 +75,6 @@ class RNNCell(CellBase):
                  dtype=np.float32, seed=None):
         super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, bias, dtype, seed)
         self.nonlinearity = nonlinearity
+
+    def config(self) -> dict:
+        return dict(super().config(), nonlinearity=self.nonlinearity)
