@@ -11,6 +11,12 @@ from .optim import (SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearLR, Opti
                     ReduceLROnPlateau, RMSprop, StepLR, clip_grad_norm_, clip_grad_value_,
                     get_optimizer)
 
+from .model import Sequential
+from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler,
+                        ModelCheckpoint, TensorBoard)
+from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
+from . import data
+
 __version__ = "0.1.0"
 
 __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
@@ -19,4 +25,7 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLoss",
            "CrossEntropyLoss", "get_loss", "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam",
            "AdamW", "get_optimizer", "clip_grad_norm_", "clip_grad_value_", "StepLR",
-           "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau"]
+           "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
+           "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
+           "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
+           "data"]

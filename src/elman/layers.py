@@ -213,6 +213,10 @@ class _Activation(Module):
         dy = _grad_array(self, grad_out, y.shape, y.dtype)
         return ACTIVATIONS[self._name][1](y, dy, axis=self.dim)
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values (none for element-wise ones)."""
+        return {}
+
 
 class _RowActivation(_Activation):
     """An activation over one dimension (softmax, log-softmax)."""
@@ -232,6 +236,9 @@ class _RowActivation(_Activation):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+    def config(self) -> dict:
+        return {"dim": self.dim}
 
 
 class Tanh(_Activation):
@@ -352,6 +359,12 @@ class Linear(Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}{act}, dtype={self.dtype}")
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "activation": self.activation,
+                "dtype": self.dtype.name}
+
 
 Dense = Linear
 
@@ -434,6 +447,11 @@ class Embedding(Module):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}, dtype={self.dtype}"
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "padding_idx": self.padding_idx, "dtype": self.dtype.name}
+
 
 # -- Dropout ---------------------------------------------------------------------------------
 
@@ -487,6 +505,11 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values. ``seed`` is not kept: a
+        checkpoint stores the generator's state itself."""
+        return {"p": self.p}
 
 
 # -- LayerNorm -------------------------------------------------------------------------------
@@ -572,6 +595,13 @@ class LayerNorm(Module):
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}, "
                 f"dtype={self.dtype}")
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values."""
+        return {"normalized_shape": list(self.normalized_shape), "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine,
+                "bias": self.bias is not None or not self.elementwise_affine,
+                "dtype": self.dtype.name}
+
 
 # -- sequence pickers ------------------------------------------------------------------------
 
@@ -616,6 +646,10 @@ class _SequencePicker(Module):
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
+
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values."""
+        return {"batch_first": self.batch_first}
 
 
 class Last(_SequencePicker):
@@ -707,6 +741,9 @@ class LastBidirectional(_SequencePicker):
 
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, batch_first={self.batch_first}"
+
+    def config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "batch_first": self.batch_first}
 
 
 class MeanPool(_SequencePicker):

@@ -88,6 +88,11 @@ class Loss:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values (arrays become lists), so that
+        ``type(loss)(**loss.config())`` is the same loss."""
+        return {"reduction": self.reduction}
+
 
 class MSELoss(Loss):
     """Mean squared error: ``l = (p - y)**2``, ``dl/dp = 2 (p - y)``.
@@ -150,6 +155,9 @@ class HuberLoss(Loss):
     def __repr__(self) -> str:
         return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
 
+    def config(self) -> dict:
+        return {"reduction": self.reduction, "delta": self.delta}
+
 
 def _optional_weight(name: str, what: str, weight, pred: np.ndarray) -> np.ndarray | None:
     """``weight`` in the prediction's dtype, checked to broadcast against it without growing it."""
@@ -185,6 +193,10 @@ class BCELoss(Loss):
     def __init__(self, weight=None, reduction: str = "mean"):
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
+
+    def config(self) -> dict:
+        weight = None if self.weight is None else self.weight.tolist()
+        return {"weight": weight, "reduction": self.reduction}
 
     def __call__(self, prediction, target):
         pred, tgt = self._pair(prediction, target)
@@ -230,6 +242,11 @@ class BCEWithLogitsLoss(Loss):
         super().__init__(reduction)
         self.weight = None if weight is None else np.asarray(weight)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight)
+
+    def config(self) -> dict:
+        weight = None if self.weight is None else self.weight.tolist()
+        pos_weight = None if self.pos_weight is None else self.pos_weight.tolist()
+        return {"weight": weight, "reduction": self.reduction, "pos_weight": pos_weight}
 
     def __call__(self, prediction, target):
         x, y = self._pair(prediction, target)
@@ -384,6 +401,11 @@ class CrossEntropyLoss(Loss):
     def __repr__(self) -> str:
         return (f"CrossEntropyLoss(ignore_index={self.ignore_index}, reduction="
                 f"{self.reduction!r}, label_smoothing={self.label_smoothing})")
+
+    def config(self) -> dict:
+        weight = None if self.weight is None else self.weight.tolist()
+        return {"weight": weight, "ignore_index": self.ignore_index,
+                "reduction": self.reduction, "label_smoothing": self.label_smoothing}
 
 
 #: Keras-style names accepted by :func:`get_loss` (and ``Sequential.compile``).

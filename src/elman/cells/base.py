@@ -80,6 +80,11 @@ class CellBase(Module):
             s += ", bias=False"
         return s + ("" if self.dtype == np.float32 else f", dtype={self.dtype}")
 
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
+                "bias": self.bias, "dtype": self.dtype.name}
+
     def _weights(self, grads: bool = False) -> Weights:
         a = "grad" if grads else "data"
         b = (getattr(self.bias_ih, a), getattr(self.bias_hh, a)) if self.bias else (None, None)
