@@ -1,0 +1,45 @@
+"""The ``elman`` command: ``elman forecast``, ``elman classify``, ``elman generate``.
+
+Each sub-command lives in ``elman.tasks.<name>`` and provides ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Run ``elman <command> --help`` for options.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main"]
+
+# An explicit list: the command line never imports a module named by its input.
+COMMANDS = ("forecast", "classify", "generate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elman", description="Train recurrent networks (RNN, GRU, LSTM) on real sequence "
+        "problems. Each command runs on bundled real data when given no file.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"elman {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"elman.tasks.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Figures for training runs: learning curves (the figure of the Keras tutorial: training vs
+validation loss and accuracy), forecast vs actual, and gradient norms through time.
+
+matplotlib is an optional dependency (``pip install "elman[plot]"``); it is imported only when a
+figure is drawn, with the non-interactive Agg backend, so these functions work on machines
+without a display.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["plot_history", "plot_forecast", "plot_series", "have_matplotlib"]
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError('plots need matplotlib: pip install "elman[plot]"') from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> str:
+    """Write the figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
+                 metrics: Sequence[str] | None = None) -> str:
+    """Training vs validation curves, one panel per metric (``loss`` first).
+
+    ``history`` is ``History.history``: ``{"loss": [...], "val_loss": [...], "accuracy": [...],
+    ...}``. ``metrics`` picks the panels (default: every key without the ``val_`` prefix, except
+    the learning rate).
+    """
+    plt = _pyplot()
+    if metrics is None:
+        metrics = [k for k in history if not k.startswith("val_") and k != "lr"]
+        metrics.sort(key=lambda k: (k != "loss", k))
+    metrics = [m for m in metrics if len(history.get(m, ())) or len(history.get("val_" + m, ()))]
+    if not metrics:
+        raise ValueError(f"plot_history: nothing to plot in a history with keys "
+                         f"{sorted(history)}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], metrics):
+        for key, style, label in ((name, "o-", "training"), ("val_" + name, "s-", "validation")):
+            values = history.get(key)
+            if values is not None and len(values):
+                ax.plot(np.arange(1, len(values) + 1), values, style, ms=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{title}: {name}" if title else name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_forecast(x, actual, predictions: Mapping[str, np.ndarray], path, title: str = "",
+                  ylabel: str = "") -> str:
+    """Actual values and one line per forecaster (model and baselines) over the test period."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(x, actual, color="black", lw=1.6, label="actual")
+    for name, values in predictions.items():
+        ax.plot(x, values, lw=1.0, alpha=0.85, label=name)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=min(4, len(predictions) + 1), fontsize="small")
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def plot_series(x, series: Mapping[str, np.ndarray], path, title: str = "", xlabel: str = "",
+                ylabel: str = "", logy: bool = False, hlines: Mapping[str, float] | None = None
+                ) -> str:
+    """Several named curves on one axis, plus optional horizontal reference lines (a baseline's
+    score, say); ``logy`` for gradient norms that span orders of magnitude."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in series.items():
+        ax.plot(x, values, lw=1.2, label=name)
+    for name, value in (hlines or {}).items():
+        ax.axhline(value, ls="--", lw=1.0, color="gray")
+        ax.annotate(name, (x[0] if len(x) else 0, value), textcoords="offset points",
+                    xytext=(2, 3), fontsize="small", color="gray")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize="small")
+    return _save(fig, path)

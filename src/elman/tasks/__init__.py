@@ -1,0 +1,1 @@
+"""The task commands behind `elman forecast`, `elman classify` and `elman generate`."""

@@ -1,0 +1,192 @@
+"""What the three task commands share: the common options, the output directory, training with
+checkpoints and resume, ``metrics.json``, the results table and the learning-curve figure.
+
+Every run writes into ``--out DIR``:
+
+    model.npz      the best model so far (lowest validation loss), with what it needs to predict
+                   on its own (scaler, vocabulary, ...) in its ``extra``: ``elman.load`` reads it
+    last.npz       the state after the last finished epoch: ``--resume`` continues from it
+    history.csv    one row per epoch (CSVLogger), appended to across resumes
+    metrics.json   {"model": {...}, "baselines": {name: {...}}, "config": {...}}
+    curves.png     training vs validation loss (and accuracy where it applies)
+    <task>.png     the task's own figure
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import checkpoint
+from ..callbacks import Callback, CSVLogger, ModelCheckpoint
+
+__all__ = ["add_common_arguments", "prepare_out_dir", "train", "write_metrics",
+           "print_results", "read_history", "plot_curves", "CELLS"]
+
+CELLS = ("rnn", "gru", "lstm")
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
+                         epochs=20, batch_size=64, lr=3e-3, out="runs/task",
+                         bidirectional=True) -> None:
+    """The options every task has, with that task's defaults."""
+    g = p.add_argument_group("model and training")
+    g.add_argument("--cell", choices=CELLS, default=cell, help="recurrent cell")
+    g.add_argument("--hidden", type=int, default=hidden, help="hidden units per layer")
+    g.add_argument("--layers", type=int, default=layers, help="stacked recurrent layers")
+    if bidirectional:
+        g.add_argument("--bidirectional", action="store_true",
+                       help="read the sequence in both directions")
+    g.add_argument("--epochs", type=int, default=epochs, help="training epochs (in total, "
+                   "counting those of a resumed run)")
+    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    g.add_argument("--seed", type=int, default=0, help="seed for data splits, weights, "
+                   "shuffling and dropout")
+    g.add_argument("--out", default=out, help="output directory (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.npz up to --epochs epochs in total")
+    g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+
+
+def check_positive(args, *names) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is None or value < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be a positive integer, "
+                             f"got {value}")
+    if getattr(args, "lr", 1.0) <= 0:
+        raise SystemExit(f"error: --lr must be positive, got {args.lr}")
+
+
+def prepare_out_dir(path: str, resume: bool) -> str:
+    os.makedirs(path, exist_ok=True)
+    if resume and not os.path.exists(os.path.join(path, "last.npz")):
+        raise SystemExit(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
+                         "resume from")
+    return path
+
+
+class _SaveLast(Callback):
+    """Write OUT/last.npz after every epoch (model, optimizer, epoch, generators, extra)."""
+
+    def __init__(self, path: str, extra):
+        super().__init__()
+        self.path, self.extra = path, extra
+
+    def on_epoch_end(self, epoch, logs=None):
+        checkpoint.save(self.model, self.path, extra=self.extra)
+
+
+def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=None):
+    """Fit ``model`` (compiled) with checkpoints, or continue a run with ``--resume``.
+
+    ``validation`` is ``(x_val, y_val)`` or a dict of ``fit`` keywords; ``extra`` is stored in
+    both checkpoints. Returns ``(model, history)`` where ``history`` covers all epochs of the run
+    (read back from history.csv, so a resumed run plots its whole curve)."""
+    best_path = os.path.join(out_dir, "model.npz")
+    last_path = os.path.join(out_dir, "last.npz")
+    history_path = os.path.join(out_dir, "history.csv")
+    initial_epoch, best = 0, None
+    if args.resume:
+        resumed = checkpoint.load(last_path)
+        if resumed.config() != model.config():
+            raise SystemExit(f"error: --resume: {last_path} holds a different architecture "
+                             f"than these options build; use the same options as the first run")
+        model = resumed
+        initial_epoch = int(model.epoch)
+        previous = read_history(history_path)
+        if previous.get("val_loss"):
+            best = float(np.nanmin(previous["val_loss"][:initial_epoch]))
+        if initial_epoch >= args.epochs:
+            print(f"{last_path} has already trained {initial_epoch} epochs (--epochs "
+                  f"{args.epochs}): nothing to do")
+    else:
+        for stale in (history_path,):
+            if os.path.exists(stale):
+                os.remove(stale)
+    callbacks = [ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                 extra=extra, initial_value_threshold=best),
+                 _SaveLast(last_path, extra),
+                 CSVLogger(history_path, append=args.resume)]
+    kwargs = dict(fit_kwargs or {})
+    if isinstance(validation, dict):
+        kwargs.update(validation)
+    else:
+        kwargs["validation_data"] = validation
+    start = time.perf_counter()
+    if initial_epoch < args.epochs:
+        model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=callbacks,
+                  verbose=0 if args.quiet else 1, initial_epoch=initial_epoch, **kwargs)
+    seconds = time.perf_counter() - start
+    history = read_history(history_path)
+    history["seconds"] = seconds
+    return model, history
+
+
+def read_history(path: str) -> dict:
+    """history.csv (CSVLogger) as ``{key: [float, ...]}``; empty if the file is missing."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    return {k: [float(r[k]) if r[k] not in ("", None) else math.nan for r in rows]
+            for k in keys}
+
+
+def load_best(out_dir: str):
+    """The best checkpoint of a run: ``(model, extra)``."""
+    ck = checkpoint.load_checkpoint(os.path.join(out_dir, "model.npz"))
+    return ck.model, ck.extra
+
+
+def write_metrics(out_dir: str, metrics: dict) -> str:
+    """metrics.json, written atomically; NaN/inf become null (JSON has no NaN)."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.floating, float)):
+            return float(v) if math.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+    path = os.path.join(out_dir, "metrics.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(clean(metrics), f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_results(title: str, rows: list[tuple[str, dict]], columns: list[str],
+                  file=sys.stdout) -> None:
+    """A small aligned table: one row per forecaster/classifier, one column per metric."""
+    header = ["", *columns]
+    body = [[name] + [f"{m[c]:.4f}" if isinstance(m.get(c), (int, float)) and
+                      m.get(c) is not None else "-" for c in columns] for name, m in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    print(f"\n{title}", file=file)
+    for r in [header, *body]:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(r, widths))), file=file)
+
+
+def plot_curves(history: dict, out_dir: str, title: str) -> str | None:
+    """curves.png from the run's history (None, with a note, when matplotlib is missing)."""
+    from .. import plots
+    if not plots.have_matplotlib():
+        print('note: install matplotlib (pip install "elman[plot]") for the figures',
+              file=sys.stderr)
+        return None
+    keys = {k: v for k, v in history.items() if isinstance(v, list)}
+    return plots.plot_history(keys, os.path.join(out_dir, "curves.png"), title=title)
