@@ -40,35 +40,28 @@ class _Scaler:
     def transform(self, x, columns=None) -> np.ndarray:
         """Scale ``x`` (..., features) with the fitted statistics; keeps float32 inputs float32.
         ``columns`` (indices) when ``x`` holds only some features, e.g. the forecast target."""
+        return self._apply(x, columns, inverse=False)
+
+    def inverse_transform(self, z, columns=None) -> np.ndarray:
+        """Back to the data's units (``columns`` as in :meth:`transform`)."""
+        return self._apply(z, columns, inverse=True)
+
+    def _apply(self, x, columns, inverse: bool) -> np.ndarray:
         self._check_fitted()
-        shift, scale = self._columns(columns)
+        shift, scale = self.shift, self.scale
+        if columns is not None:
+            idx = np.atleast_1d(np.asarray(columns))
+            if idx.dtype.kind not in "iu" or np.any(idx < 0) or np.any(idx >= shift.size):
+                raise ValueError(f"columns must be indices in [0, {shift.size - 1}], got "
+                                 f"{idx.tolist()}")
+            shift, scale = shift[idx], scale[idx]
         arr = np.asarray(x)
         if arr.shape[-1:] != shift.shape:
             raise ValueError(f"{type(self).__name__}: expected {shift.size} features (last "
                              f"axis), got shape {arr.shape}")
         dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
-        return ((arr - shift) / scale).astype(dtype, copy=False)
-
-    def _columns(self, columns):
-        if columns is None:
-            return self.shift, self.scale
-        idx = np.atleast_1d(np.asarray(columns))
-        if idx.dtype.kind not in "iu" or np.any(idx < 0) or np.any(idx >= self.shift.size):
-            raise ValueError(f"columns must be indices in [0, {self.shift.size - 1}], got "
-                             f"{idx.tolist()}")
-        return self.shift[idx], self.scale[idx]
-
-    def inverse_transform(self, z, columns=None) -> np.ndarray:
-        """Back to the data's units. ``columns`` (indices) when ``z`` holds only some features,
-        e.g. the forecast target."""
-        self._check_fitted()
-        shift, scale = self._columns(columns)
-        arr = np.asarray(z)
-        if arr.shape[-1:] != shift.shape:
-            raise ValueError(f"{type(self).__name__}: expected {shift.size} features (last "
-                             f"axis), got shape {arr.shape}")
-        dtype = arr.dtype if arr.dtype.kind == "f" else np.float64
-        return (arr * scale + shift).astype(dtype, copy=False)
+        out = arr * scale + shift if inverse else (arr - shift) / scale
+        return out.astype(dtype, copy=False)
 
     def fit_transform(self, x) -> np.ndarray:
         return self.fit(x).transform(x)
