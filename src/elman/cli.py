@@ -15,6 +15,10 @@ __all__ = ["main"]
 COMMANDS = ("forecast", "classify", "generate")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the task docstrings' layout and show every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elman", description="Train recurrent networks (RNN, GRU, LSTM) on real sequence "
@@ -24,12 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"elman.tasks.{name}")
+        try:
+            module = importlib.import_module(f"elman.tasks.{name}")
+        except ImportError as e:       # one broken command must not take the others down
+            p = sub.add_parser(name, help=f"(unavailable: {e})")
+            p.set_defaults(run=lambda args, e=e, name=name: _unavailable(name, e))
+            continue
         p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=_HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser
+
+
+def _unavailable(name: str, error: Exception) -> int:
+    print(f"elman {name}: cannot load the command: {error}", file=sys.stderr)
+    return 1
 
 
 def main(argv=None) -> int:

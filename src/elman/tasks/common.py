@@ -45,11 +45,13 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
                        help="read the sequence in both directions")
     g.add_argument("--epochs", type=int, default=epochs, help="training epochs (in total, "
                    "counting those of a resumed run)")
-    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--batch-size", type=int, default=batch_size, help="samples per gradient "
+                   "step")
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=0, help="seed for data splits, weights, "
                    "shuffling and dropout")
-    g.add_argument("--out", default=out, help="output directory (default: %(default)s)")
+    g.add_argument("--out", default=out, help="output directory for the checkpoints, metrics "
+                   "and figures")
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.npz up to --epochs epochs in total")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
@@ -169,8 +171,10 @@ def write_metrics(out_dir: str, metrics: dict) -> str:
 
 
 def print_results(title: str, rows: list[tuple[str, dict]], columns: list[str],
-                  file=sys.stdout) -> None:
-    """A small aligned table: one row per forecaster/classifier, one column per metric."""
+                  file=None) -> None:
+    """A small aligned table: one row per forecaster/classifier, one column per metric
+    (to ``file``, default the current ``sys.stdout``)."""
+    file = sys.stdout if file is None else file
     header = ["", *columns]
     body = [[name] + [f"{m[c]:.4f}" if isinstance(m.get(c), (int, float)) and
                       m.get(c) is not None else "-" for c in columns] for name, m in rows]
