@@ -690,3 +690,17 @@ def test_nested_sequential_and_config_round_trip(tmp_path):
     elman.checkpoint.save(model, path)
     np.testing.assert_array_equal(elman.checkpoint.load(path)(x, lengths=lengths),
                                   model(x, lengths=lengths))
+
+
+def test_nested_model_without_sequence_layers_gets_no_lengths():
+    """A nested Sequential of step-wise layers after a picker must not receive lengths."""
+    rng = np.random.default_rng(0)
+    head = Sequential([elman.Dense(4, 3, activation="relu"), elman.Dense(3, 1)])
+    model = Sequential([elman.GRU(2, 4), elman.Last(), head], seed=0)
+    model.compile("adam", "mse")
+    x = rng.standard_normal((6, 5, 2)).astype(np.float32)
+    lengths = np.array([5, 2, 3, 1, 4, 5])
+    pred = model.predict(x, lengths=lengths)
+    alone = [model.predict(x[i:i + 1, :n]) for i, n in enumerate(lengths)]
+    np.testing.assert_allclose(pred, np.concatenate(alone), rtol=1e-5, atol=1e-6)
+    model.fit(x, rng.standard_normal((6, 1)), epochs=1, lengths=lengths, verbose=0)

@@ -1,7 +1,9 @@
-"""The ``elman`` command: ``elman forecast``, ``elman classify``, ``elman generate``.
+"""The ``elman`` command: ``elman forecast``, ``elman classify``, ``elman generate`` and
+``elman export-onnx``.
 
-Each sub-command lives in ``elman.tasks.<name>`` and provides ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Run ``elman <command> --help`` for options.
+Each sub-command's module (``elman.tasks.<name>``, ``elman.interop.onnx``) provides ``HELP``
+(one line), ``add_arguments(parser)`` and ``run(args) -> int``. Run ``elman <command> --help``
+for the options.
 """
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import sys
 
 __all__ = ["main"]
 
-# An explicit list: the command line never imports a module named by its input.
-COMMANDS = ("forecast", "classify", "generate")
+# An explicit table: the command line never imports a module named by its input.
+COMMANDS = {"forecast": "elman.tasks.forecast", "classify": "elman.tasks.classify",
+            "generate": "elman.tasks.generate", "export-onnx": "elman.interop.onnx"}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -27,14 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name, module_name in COMMANDS.items():
         try:
-            module = importlib.import_module(f"elman.tasks.{name}")
+            module = importlib.import_module(module_name)
         except ImportError as e:       # one broken command must not take the others down
             p = sub.add_parser(name, help=f"(unavailable: {e})")
             p.set_defaults(run=lambda args, e=e, name=name: _unavailable(name, e))
             continue
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+        p = sub.add_parser(name, help=module.HELP,
+                           description=getattr(module, "DESCRIPTION", module.__doc__),
                            formatter_class=_HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(run=module.run)

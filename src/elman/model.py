@@ -311,7 +311,8 @@ class Sequential(Module):
             elif kind == "sequential":
                 if time_major:
                     h, swapped, time_major = h.swapaxes(0, 1), True, False
-                h = layer(h, lengths=lengths)
+                # a nested model without sequence layers works step-wise: no lengths for it
+                h = layer(h, lengths=lengths if layer._has_sequence_layers else None)
                 if layer._has_sequence_layers:
                     has_time = layer._output_is_sequence()
             elif kind == "lengths":

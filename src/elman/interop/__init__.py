@@ -1,0 +1,27 @@
+"""Converters between elman and other frameworks. Their dependencies are optional and imported
+only when a converter is called, so ``import elman`` never needs them.
+
+- :mod:`elman.interop.torch`: :func:`~elman.interop.torch.from_torch` builds the elman twin of a
+  ``torch.nn`` module (same configuration, same weights bit for bit);
+  :func:`~elman.interop.torch.to_torch` goes back.
+- :mod:`elman.interop.onnx`: :func:`~elman.interop.onnx.export_onnx` writes a recurrent layer or a
+  :class:`~elman.Sequential` as an ONNX graph of the standard ``RNN``/``GRU``/``LSTM`` operators.
+
+Every converter refuses what it cannot express exactly with a :class:`ConversionError` naming the
+layer, rather than producing a model that computes something else.
+"""
+from __future__ import annotations
+
+__all__ = ["ConversionError", "from_torch", "to_torch", "export_onnx", "to_onnx"]
+
+
+class ConversionError(ValueError):
+    """A model (or one of its layers) has no exact counterpart in the target framework.
+
+    The message names the layer (its position in a container and its type) and says why.
+    """
+
+
+# imported after ConversionError, which the converters raise
+from .torch import from_torch, to_torch  # noqa: E402  (no torch import happens here)
+from .onnx import export_onnx, to_onnx  # noqa: E402  (nor an onnx import)
