@@ -8,6 +8,7 @@ from _torch import require_torch
 CELLS = [("rnn_tanh", lambda **k: elman.RNNCell(3, 4, **k)),
          ("rnn_relu", lambda **k: elman.RNNCell(3, 4, nonlinearity="relu", **k)),
          ("gru", lambda **k: elman.GRUCell(3, 4, **k)),
+         ("gru_classic", lambda **k: elman.GRUCell(3, 4, reset_after=False, **k)),
          ("lstm", lambda **k: elman.LSTMCell(3, 4, **k))]
 
 
@@ -33,7 +34,10 @@ def test_cell_gradcheck(name, make, bias, batch, with_state):
     assert max(errors.values()) < 1e-7, errors
 
 
-@pytest.mark.parametrize("name,make", CELLS, ids=[c[0] for c in CELLS])
+TORCH_CELLS = [c for c in CELLS if c[0] != "gru_classic"]     # torch has no reset_after=False
+
+
+@pytest.mark.parametrize("name,make", TORCH_CELLS, ids=[c[0] for c in TORCH_CELLS])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [0, 5])
 def test_cell_matches_torch(name, make, dtype, batch):
@@ -71,7 +75,8 @@ def test_cell_matches_torch(name, make, dtype, batch):
 
 @pytest.mark.parametrize("layer_cls,cell_cls,kw", [
     (elman.RNN, elman.RNNCell, {}), (elman.RNN, elman.RNNCell, {"nonlinearity": "relu"}),
-    (elman.GRU, elman.GRUCell, {}), (elman.LSTM, elman.LSTMCell, {})])
+    (elman.GRU, elman.GRUCell, {}), (elman.GRU, elman.GRUCell, {"reset_after": False}),
+    (elman.LSTM, elman.LSTMCell, {})])
 def test_step_by_step_through_cells_equals_the_layer(layer_cls, cell_cls, kw):
     """Forward: T cell steps give the layer's outputs. Backward: BPTT by hand through T cells
     (one per step, sharing weights) gives the layer's input, state and weight gradients."""
@@ -127,3 +132,34 @@ def test_cell_errors_name_the_argument():
         elman.GRUCell(3, 4).backward(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'gelu'"):
         elman.RNNCell(3, 4, nonlinearity="gelu")
+
+
+def _classic_gru_reference(x, h, W_ih, W_hh, b_ih, b_hh):
+    """Cho et al.'s GRU written plainly, one step and one sample-batch at a time:
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)."""
+    H = h.shape[1]
+    out = []
+    for x_t in x:
+        r = 1 / (1 + np.exp(-(x_t @ W_ih[:H].T + b_ih[:H] + h @ W_hh[:H].T + b_hh[:H])))
+        z = 1 / (1 + np.exp(-(x_t @ W_ih[H:2 * H].T + b_ih[H:2 * H] + h @ W_hh[H:2 * H].T
+                              + b_hh[H:2 * H])))
+        n = np.tanh(x_t @ W_ih[2 * H:].T + b_ih[2 * H:] + (r * h) @ W_hh[2 * H:].T + b_hh[2 * H:])
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out)
+
+
+def test_classic_gru_matches_its_equations_and_differs_from_reset_after():
+    rng = np.random.default_rng(8)
+    classic = elman.GRU(3, 5, reset_after=False, dtype=np.float64, seed=0)
+    modern = elman.GRU(3, 5, dtype=np.float64)
+    modern.load_state_dict(classic.state_dict())
+    x, h0 = rng.standard_normal((6, 4, 3)), rng.standard_normal((1, 4, 5))
+    out, _ = classic(x, h0)
+    sd = classic.state_dict()
+    expected = _classic_gru_reference(x, h0[0], sd["weight_ih_l0"], sd["weight_hh_l0"],
+                                      sd["bias_ih_l0"], sd["bias_hh_l0"])
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+    assert np.abs(modern(x, h0)[0] - out).max() > 1e-3     # the two variants really differ
+    assert "reset_after=False" in repr(classic)
+    assert elman.GRU(**classic.config()).reset_after is False

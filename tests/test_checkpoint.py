@@ -809,3 +809,12 @@ def test_uncompiled_and_nested_sequential_round_trip(tmp_path):
     assert back.config() == model.config()
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+def test_classic_gru_round_trip(tmp_path):
+    layer = elman.GRU(3, 4, num_layers=2, reset_after=False, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    elman.save(layer, tmp_path / "gru.npz")
+    loaded = elman.load(tmp_path / "gru.npz")
+    assert loaded.reset_after is False
+    np.testing.assert_array_equal(loaded(x)[0], layer(x)[0])

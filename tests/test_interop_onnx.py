@@ -255,3 +255,20 @@ def test_docs_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, DOCS, "exec"), {"__name__": "__docs__"})
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_classic_gru_exports_with_linear_before_reset_0(bidirectional):
+    """elman.GRU(reset_after=False) is ONNX's default GRU (linear_before_reset=0)."""
+    rng = np.random.default_rng(3)
+    layer = elman.GRU(3, 5, num_layers=2, bidirectional=bidirectional, reset_after=False, seed=1)
+    proto = to_onnx(layer, lengths=True)
+    gru_nodes = [n for n in proto.graph.node if n.op_type == "GRU"]
+    assert gru_nodes and all(a.i == 0 for n in gru_nodes for a in n.attribute
+                             if a.name == "linear_before_reset")
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    lengths = np.array([6, 2, 5, 1])
+    ours, h_n = layer(x, lengths=lengths)
+    theirs = session(proto).run(None, {"input": x, "lengths": lengths})
+    assert_close(ours, theirs[0], "output")
+    assert_close(h_n, theirs[1], "h_n")

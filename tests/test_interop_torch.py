@@ -459,3 +459,10 @@ def test_elman_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "ImportError: elman.interop.torch needs PyTorch" in out
+
+
+def test_classic_gru_has_no_torch_twin():
+    with pytest.raises(ConversionError, match=r"reset_after=False\) has no torch.nn counterpart"):
+        to_torch(elman.GRU(3, 4, reset_after=False))
+    with pytest.raises(ConversionError, match=r"reset_after=False\) has no torch.nn counterpart"):
+        to_torch(elman.GRUCell(3, 4, reset_after=False))

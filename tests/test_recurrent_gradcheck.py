@@ -11,6 +11,7 @@ KINDS = {
     "rnn_tanh": lambda **k: elman.RNN(2, 3, **k),
     "rnn_relu": lambda **k: elman.RNN(2, 3, nonlinearity="relu", **k),
     "gru": lambda **k: elman.GRU(2, 3, **k),
+    "gru_classic": lambda **k: elman.GRU(2, 3, reset_after=False, **k),
     "lstm": lambda **k: elman.LSTM(2, 3, **k),
     "lstm_proj": lambda **k: elman.LSTM(2, 3, proj_size=2, **k),
 }

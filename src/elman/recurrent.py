@@ -352,6 +352,10 @@ class GRU(RecurrentLayer):
     r"""Gated recurrent unit layer, ``torch.nn.GRU``'s twin (equations in
     :mod:`elman.cells.gru`; gate rows ``[r | z | n]``, reset applied after ``W_hn h + b_hn``).
 
+    ``reset_after=False`` gives the classic variant, ``n = tanh(W_in x + b_in + W_hn (r * h) +
+    b_hn)`` (Cho et al. 2014; Keras' ``reset_after=False``), which PyTorch lacks; the parameters
+    keep the same names and shapes.
+
     >>> import numpy as np, elman
     >>> gru = elman.GRU(4, 8, bidirectional=True, batch_first=True, seed=0)
     >>> out, h_n = gru(np.zeros((2, 6, 4)))            # (N, T, I)
@@ -360,9 +364,21 @@ class GRU(RecurrentLayer):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
-        super().__init__(GRUEquations(), input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype, seed)
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 reset_after=True):
+        super().__init__(GRUEquations(reset_after), input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, dtype, seed)
+        self.reset_after = bool(reset_after)
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
+
+    def config(self):
+        cfg = super().config()
+        if not self.reset_after:
+            cfg["reset_after"] = False
+        return cfg
 
 
 class LSTM(RecurrentLayer):

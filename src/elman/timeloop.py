@@ -60,6 +60,7 @@ class SequenceCache:
     R: np.ndarray | None       # (T, N, H) LSTM outputs before the projection
     active: np.ndarray | None  # (T,) rows still running at each step; None = all
     reverse: bool
+    consts: object = None      # the cell's step constants (prepare_forward), for backward too
 
 
 def _steps(T: int, reverse: bool):
@@ -86,10 +87,13 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     dtype = X.dtype
     # 1. input projection for every step at once
     # the cell folds what it can of b_hh into GX; `consts` is whatever else its steps need
-    gx_bias, consts = eq.prepare_forward(w.b_ih, w.b_hh, H, dtype)
+    gx_bias, consts = eq.prepare_forward(w, H, dtype)
     # Contiguous transposed copies: OpenBLAS runs x @ W_T (no transpose flag) about twice as
     # fast as x @ W.T on the small per-step matrices (measured: 3.4 vs 6.0 us at N=32, H=32).
-    W_hh_T = np.ascontiguousarray(w.W_hh.T)
+    # The loop's GEMM covers the gate rows that take h_prev itself (all of them, except the
+    # candidate of the classic GRU, which takes r * h_prev and is the cell's own GEMM).
+    K = eq.recurrent_gates * H
+    W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
     GX = np.matmul(X.reshape(T * N, -1), w.W_ih.T).reshape(T, N, GH)
     if gx_bias is not None:
@@ -99,7 +103,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     S = alloc((T + 1, N, P), dtype=dtype)
     C = alloc((T + 1, N, H), dtype=dtype) if eq.has_cell else None
     R = alloc((T, N, H), dtype=dtype) if w.W_hr is not None else None  # read by dW_hr GEMM
-    saved = np.empty((T, N, eq.saved_width * H), dtype=dtype) if eq.saved_width else None
+    saved = alloc((T, N, eq.saved_width * H), dtype=dtype) if eq.saved_width else None
     first = T if reverse else 0
     S[first] = h0
     if C is not None:
@@ -111,7 +115,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         S[lengths, cols] = h0
         if C is not None:
             C[lengths, cols] = c0
-    gh = np.empty((N, GH), dtype=dtype)
+    gh = np.empty((N, K), dtype=dtype)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])
@@ -124,7 +128,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if R is not None:
             # 3. LSTM projection h = W_hr r
             np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
-    return SequenceCache(X, GX, saved, S, C, R, active, reverse)
+    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts)
 
 
 def output_view(cache: SequenceCache) -> np.ndarray:
@@ -168,6 +172,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
     # NumPy calls; each step then only multiplies in what depends on dh.
     aux = eq.prepare_backward(cache, dGX, dGH)
+    K = eq.recurrent_gates * H
+    W_hh_K = w.W_hh[:K]
     work = np.empty((N, eq.work_width * H), dtype=dtype) if eq.work_width else None
     dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
@@ -188,8 +194,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                              None if cache.saved is None else cache.saved[t, :n],
                              None if aux is None else aux[t, :n],
                              S[p, :n], None if C is None else C[p, :n], dGX[t, :n], dGH[t, :n],
-                             None if work is None else work[:n])
-        np.matmul(dGH[t, :n], w.W_hh, out=dh_t)
+                             None if work is None else work[:n], cache.consts)
+        np.matmul(dGH[t, :n, :K], W_hh_K, out=dh_t)
         if direct is not None:
             dh_t += direct
     if active is not None:
@@ -205,7 +211,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     dGH2 = dGH.reshape(T * N, GH)
     H_prev = S[1:] if cache.reverse else S[:-1]
     g.W_ih += dGX2.T @ X2
-    g.W_hh += dGH2.T @ H_prev.reshape(T * N, P)
+    g.W_hh[:K] += dGH2[:, :K].T @ H_prev.reshape(T * N, P)
+    if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
+        eq.other_recurrent_grads(cache, dGH, g)
     if g.b_ih is not None:
         db_ih = dGX2.sum(axis=0)
         g.b_ih += db_ih

@@ -1,21 +1,29 @@
-"""The gated recurrent unit (Cho et al. 2014), PyTorch's convention.
+"""The gated recurrent unit (Cho et al. 2014), in both conventions.
 
 Gate rows of ``W_ih``/``W_hh`` are ``[r | z | n]``. One step::
 
     r  = sigmoid(W_ir x + b_ir + W_hr h_prev + b_hr)          reset gate
     z  = sigmoid(W_iz x + b_iz + W_hz h_prev + b_hz)          update gate
-    n  = tanh(W_in x + b_in + r * (W_hn h_prev + b_hn))       candidate (reset applied *after*
-                                                               the matrix product: cuDNN/PyTorch)
+    n  = tanh(W_in x + b_in + r * (W_hn h_prev + b_hn))       candidate, reset_after=True
+                                                               (PyTorch, cuDNN, Keras default)
+    n  = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)       candidate, reset_after=False
+                                                               (Cho et al., Keras/TF1 classic)
     h  = (1 - z) * n + z * h_prev
 
 Backward, from dh::
 
     dz_pre = dh * (h_prev - n) * z * (1 - z)
     dn_pre = dh * (1 - z) * (1 - n**2)
+  reset_after=True:
     dr_pre = dn_pre * (W_hn h_prev + b_hn) * r * (1 - r)
     dGX = [dr_pre, dz_pre, dn_pre]       gradient of the input-side pre-activations
     dGH = [dr_pre, dz_pre, dn_pre * r]   the recurrent side: differs in the candidate block
     dh_prev = dGH W_hh + dh * z          (the loop does the GEMM; the direct term is ours)
+  reset_after=False:
+    d(r h) = dn_pre W_hn                 the candidate's recurrent input is r * h_prev
+    dr_pre = d(r h) * h_prev * r * (1 - r)
+    dh_prev = [dr_pre, dz_pre] W_h[rz] + d(r h) * r + dh * z
+    dW_hn += dn_pre^T (r * h_prev)       (not dn_pre^T h_prev: the cell's own GEMM)
 """
 from __future__ import annotations
 
@@ -29,20 +37,28 @@ __all__ = ["GRUEquations", "GRUCell"]
 class GRUEquations:
     gates = 3
     has_cell = False
-    saved_width = 1        # W_hn h_prev + b_hn, needed for dr
+    saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
     separate_dgh = True
     work_width = 1
 
-    @staticmethod
-    def prepare_forward(b_ih, b_hh, H, dtype):
-        """(bias for the input projection, step constant b_hn)."""
-        if b_ih is None:
-            return None, None
-        # b_hr and b_hz sit outside the reset product: fold them into the input projection.
-        # b_hn is multiplied by r, so it stays on the recurrent side.
-        gx_bias = b_ih.copy()
-        gx_bias[:2 * H] += b_hh[:2 * H]
-        return gx_bias, b_hh[2 * H:]
+    def __init__(self, reset_after: bool = True):
+        self.reset_after = bool(reset_after)
+        # classic: the candidate's recurrent GEMM takes r * h_prev, so the loop's covers r, z
+        self.recurrent_gates = 3 if self.reset_after else 2
+
+    def prepare_forward(self, w, H, dtype):
+        """(bias for the input projection, step constants): b_hn for reset_after (it is
+        multiplied by r, so it stays on the recurrent side); for the classic variant every
+        bias folds into the projection and the constants are W_hn and its transpose."""
+        gx_bias = None
+        if w.b_ih is not None:
+            gx_bias = w.b_ih + w.b_hh
+            if self.reset_after:
+                gx_bias[2 * H:] = w.b_ih[2 * H:]
+        if self.reset_after:
+            return gx_bias, (None if w.b_hh is None else w.b_hh[2 * H:])
+        W_hn = w.W_hh[2 * H:]
+        return gx_bias, (W_hn, np.ascontiguousarray(W_hn.T))
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = h.shape[1]
@@ -50,12 +66,17 @@ class GRUEquations:
         rz += gh[:, :2 * H]
         sigmoid_(rz)                                   # r, z
         r, z, n = gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
-        hn = saved                                     # W_hn h_prev + b_hn
-        if consts is None:                             # no bias
-            hn[...] = gh[:, 2 * H:]
+        if self.reset_after:
+            hn = saved                                 # W_hn h_prev + b_hn
+            if consts is None:                         # no bias
+                hn[...] = gh[:, 2 * H:]
+            else:
+                np.add(gh[:, 2 * H:], consts, out=hn)
+            n += r * hn
         else:
-            np.add(gh[:, 2 * H:], consts, out=hn)
-        n += r * hn
+            rh = saved                                 # r * h_prev, the candidate's input
+            np.multiply(r, h_prev, out=rh)
+            n += rh @ consts[1]                        # + W_hn (r * h_prev)
         np.tanh(n, out=n)                              # n
         np.subtract(h_prev, n, out=h)                  # h = n + z * (h_prev - n)
         h *= z
@@ -75,7 +96,21 @@ class GRUEquations:
         dn *= 1 - z
         return None
 
-    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
+    def prepare_backward(self, cache, dGX, dGH):
+        """Whole-sequence slopes: r(1-r) and z(1-z) for the gates, and (1-z)(1-n^2), the factor
+        that takes dh to the candidate's pre-activation. Classic: returns W_hn for d(r h)."""
+        H = dGX.shape[2] // 3
+        gates = cache.gates
+        rz, drz = gates[..., :2 * H], dGX[..., :2 * H]
+        np.subtract(1, rz, out=drz)
+        drz *= rz
+        z, n, dn = gates[..., H:2 * H], gates[..., 2 * H:], dGX[..., 2 * H:]
+        np.multiply(n, n, out=dn)
+        np.subtract(1, dn, out=dn)
+        dn *= 1 - z
+        return None
+
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work, consts):
         H = dh.shape[1]
         r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
         dr, dz, dn = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:]
@@ -84,11 +119,23 @@ class GRUEquations:
         np.subtract(h_prev, n, out=tmp)                # update gate: dh (h_prev - n) z(1 - z)
         tmp *= dh
         dz *= tmp
-        np.multiply(dn, r, out=dgh[:, 2 * H:])         # recurrent side of the candidate: * r
-        np.multiply(dn, saved, out=tmp)                # reset gate: dn_pre (W_hn h + b_hn) r(1-r)
+        if self.reset_after:
+            np.multiply(dn, r, out=dgh[:, 2 * H:])     # recurrent side of the candidate: * r
+            np.multiply(dn, saved, out=tmp)            # reset: dn_pre (W_hn h + b_hn) r(1-r)
+            dr *= tmp
+            dgh[:, :2 * H] = dgx[:, :2 * H]
+            return dh * z                              # h_prev's direct path through z * h_prev
+        d_rh = dn @ consts[0]                          # back through W_hn (r * h_prev)
+        np.multiply(d_rh, h_prev, out=tmp)             # reset: d(r h) h_prev r(1-r)
         dr *= tmp
-        dgh[:, :2 * H] = dgx[:, :2 * H]
-        return dh * z                                  # h_prev's direct path through z * h_prev
+        dgh[...] = dgx                                 # b_hn's gradient is dn_pre; dW_hn below
+        return dh * z + d_rh * r                       # direct paths: z * h_prev and r * h_prev
+
+    def other_recurrent_grads(self, cache, dGH, g):
+        """Classic variant: dW_hn += dn_pre^T (r * h_prev), summed over the sequence."""
+        H = dGH.shape[2] // 3
+        T, N = dGH.shape[:2]
+        g.W_hh[2 * H:] += dGH[..., 2 * H:].reshape(T * N, H).T @ cache.saved.reshape(T * N, H)
 
 
 class GRUCell(CellBase):
@@ -102,5 +149,13 @@ class GRUCell(CellBase):
     (4,)
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
-        super().__init__(GRUEquations(), input_size, hidden_size, bias, dtype, seed)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
+                 reset_after=True):
+        super().__init__(GRUEquations(reset_after), input_size, hidden_size, bias, dtype, seed)
+        self.reset_after = bool(reset_after)
+
+    def config(self) -> dict:
+        cfg = super().config()
+        if not self.reset_after:
+            cfg["reset_after"] = False
+        return cfg

@@ -34,9 +34,10 @@ class LSTMEquations:
     saved_width = 1        # tanh(c)
     separate_dgh = False
     work_width = 4
+    recurrent_gates = 4
 
     @staticmethod
-    def prepare_forward(b_ih, b_hh, H, dtype):
+    def prepare_forward(w, H, dtype):
         """(bias for the input projection, step constants ``(s, 1 - s)``).
 
         ``s`` (4H,) is 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
@@ -44,7 +45,7 @@ class LSTMEquations:
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
         s = np.full(4 * H, 0.5, dtype=dtype)
         s[2 * H:3 * H] = 1
-        return (None if b_ih is None else b_ih + b_hh), (s, 1 - s)
+        return (None if w.b_ih is None else w.b_ih + w.b_hh), (s, 1 - s)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]
@@ -76,7 +77,7 @@ class LSTMEquations:
         to_c *= gates[..., 3 * H:]
         return to_c
 
-    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work, consts):
         H = dh.shape[1]
         i, f, g = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H]
         raw = work                                     # gradients wrt the activated gates

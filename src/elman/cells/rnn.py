@@ -26,6 +26,7 @@ class RNNEquations:
     saved_width = 0        # backward needs only h, which the loop keeps anyway
     separate_dgh = False   # the input and recurrent pre-activation gradients are the same
     work_width = 0
+    recurrent_gates = 1    # gate blocks whose recurrent input is h_prev (the loop's GEMM)
 
     def __init__(self, nonlinearity: str = "tanh"):
         if nonlinearity not in ("tanh", "relu"):
@@ -33,10 +34,10 @@ class RNNEquations:
         self.nonlinearity = nonlinearity
 
     @staticmethod
-    def prepare_forward(b_ih, b_hh, H, dtype):
+    def prepare_forward(w, H, dtype):
         """(bias for the input projection, step constants). Both biases act on the same
         pre-activation: add them once, to the input projection."""
-        return (None, None) if b_ih is None else (b_ih + b_hh, None)
+        return (None, None) if w.b_ih is None else (w.b_ih + w.b_hh, None)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         np.add(gx, gh, out=h)                       # a = (W_ih x + b) + W_hh h_prev
@@ -55,7 +56,7 @@ class RNNEquations:
             np.greater(h, 0, out=dGX, casting="unsafe")
         return None
 
-    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work):
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work, consts):
         dgx *= dh                                   # da = dh * slope
         return None                                 # h_prev enters only through W_hh
 

@@ -233,8 +233,8 @@ def _recurrent(g: _Graph, layer: RecurrentLayer, kind: str, X: str, h0: str | No
                                              g.ints([(k + 1) * D], "ends"), g.ints([0])],
                                    f"{name}_{state}"))
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
-        if kind == "GRU":
-            attrs["linear_before_reset"] = 1
+        if kind == "GRU":                 # 1: reset after W_hn h (PyTorch); 0: the classic GRU
+            attrs["linear_before_reset"] = 1 if layer.reset_after else 0
         if kind == "RNN":
             attrs["activations"] = ["Relu" if layer.nonlinearity == "relu" else "Tanh"] * D
         outs = g.op(kind, inputs, f"{name}_Y", outputs=3 if kind == "LSTM" else 2, **attrs)

@@ -510,6 +510,9 @@ def _to_parts(torch, m, where: str) -> list:
     if hasattr(m, "dtype"):
         tdt = torch.float64 if m.dtype == np.float64 else torch.float32
     act = None
+    if cls in (GRU, GRUCell) and not m.reset_after:
+        raise ConversionError(f"{where}: {cls.__name__}(reset_after=False) has no torch.nn "
+                              "counterpart (torch's GRU resets after W_hn h)")
     if cls in (RNN, GRU, LSTM):
         args = dict(num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first,
                     dropout=m.dropout, bidirectional=m.bidirectional, dtype=tdt)
