@@ -15,7 +15,7 @@ from .model import Sequential
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler,
                         ModelCheckpoint, TensorBoard)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
-from .interop import ConversionError, export_onnx, from_torch, to_onnx, to_torch
+from .interop import ConversionError, export_onnx, from_keras, from_torch, to_onnx, to_torch
 from . import data
 
 __version__ = "0.1.0"
@@ -29,4 +29,4 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
            "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-           "data", "from_torch", "to_torch", "export_onnx", "to_onnx", "ConversionError"]
+           "data", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]

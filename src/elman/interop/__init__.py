@@ -4,6 +4,9 @@ only when a converter is called, so ``import elman`` never needs them.
 - :mod:`elman.interop.torch`: :func:`~elman.interop.torch.from_torch` builds the elman twin of a
   ``torch.nn`` module (same configuration, same weights bit for bit);
   :func:`~elman.interop.torch.to_torch` goes back.
+- :mod:`elman.interop.keras`: :func:`~elman.interop.keras.from_keras` reads a Keras 3
+  ``Sequential`` (live, or a ``.keras`` file read with h5py and without Keras) into an
+  :class:`~elman.Sequential`, gate orders and bias layouts converted.
 - :mod:`elman.interop.onnx`: :func:`~elman.interop.onnx.export_onnx` writes a recurrent layer or a
   :class:`~elman.Sequential` as an ONNX graph of the standard ``RNN``/``GRU``/``LSTM`` operators.
 
@@ -12,7 +15,7 @@ layer, rather than producing a model that computes something else.
 """
 from __future__ import annotations
 
-__all__ = ["ConversionError", "from_torch", "to_torch", "export_onnx", "to_onnx"]
+__all__ = ["ConversionError", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx"]
 
 
 class ConversionError(ValueError):
@@ -25,3 +28,4 @@ class ConversionError(ValueError):
 # imported after ConversionError, which the converters raise
 from .torch import from_torch, to_torch  # noqa: E402  (no torch import happens here)
 from .onnx import export_onnx, to_onnx  # noqa: E402  (nor an onnx import)
+from .keras import from_keras  # noqa: E402  (nor a keras or h5py import)

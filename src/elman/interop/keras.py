@@ -172,10 +172,14 @@ def from_keras(model_or_path, weights=None, *, dtype=None) -> Sequential:
             raise TypeError(f"weights must be a path to a .weights.h5 file, got "
                             f"{type(weights).__name__}")
         _read_weights_file(os.fspath(weights), layers)
-    elif not isinstance(model_or_path, (str, os.PathLike)) and isinstance(model_or_path, dict):
+    elif isinstance(model_or_path, dict):
         raise ConversionError("a model config holds no weights: pass weights='model.weights.h5'"
                               " as well")
-    return _convert(layers, dtype)
+    notes: list[str] = []
+    model = _convert(layers, dtype, notes)
+    for note in dict.fromkeys(notes):          # a Bidirectional's two halves say it once
+        warnings.warn(note, TrainingOnlyWarning, stacklevel=2)
+    return model
 
 
 # -- reading: live models -----------------------------------------------------------------------
@@ -262,7 +266,7 @@ def _live_weights(entry: _Layer) -> list:
         raise ConversionError(f"{entry.where} has not been built, so it has no weights yet: "
                               f"give the model an input shape or call it on a batch")
     if entry.config.get("lora_rank"):
-        return []                                  # refused by _check_layer, with its reason
+        return []                                  # refused by _check_dtype, with its reason
     if entry.cls == "Embedding":
         variables = [layer.embeddings]
     elif entry.cls == "Dense":
@@ -477,16 +481,16 @@ def _policy(config: dict) -> str:
     return str(d)
 
 
-def _training_only(layer: _Layer, cfg: dict, extra=()) -> None:
-    """Warn about settings that act only in training and that elman does not have."""
+def _training_only(layer: _Layer, cfg: dict, notes: list, extra=()) -> None:
+    """Note the settings that act only in training and that elman does not have."""
     found = [f"{k}={cfg[k]!r}" for k in extra if cfg.get(k)]
     found += [f"{k}={_act_repr(v)}" for k, v in cfg.items()
               if (k.endswith("_regularizer") or k.endswith("_constraint")) and v is not None]
     if found:
-        warnings.warn(
+        notes.append(
             f"{layer.where}: {', '.join(found)} act(s) only in training and elman has no "
             f"counterpart; the converted model predicts the same, but training it in elman goes "
-            f"without", TrainingOnlyWarning, stacklevel=4)
+            f"without")
 
 
 def _check_recurrent(layer: _Layer, cfg: dict, bidirectional: bool, where: str) -> None:
@@ -585,7 +589,7 @@ def _recurrent_state(layer: _Layer, cfg: dict, arrays: list, suffix: str, featur
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in state.items()}, I
 
 
-def _recurrent(layer: _Layer, features, dtype, layers_out: list):
+def _recurrent(layer: _Layer, features, dtype, layers_out: list, notes: list):
     bidirectional = layer.cls == "Bidirectional"
     parts = layer.inner if bidirectional else [layer]
     core = parts[0]
@@ -611,13 +615,13 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list):
         if fwd.config.get("go_backwards") or not bwd.config.get("go_backwards"):
             raise ConversionError(f"{layer.where}: expected a forward layer with "
                                   f"go_backwards=False and a backward one with go_backwards=True")
-        _training_only(layer, layer.config)
+        _training_only(layer, layer.config, notes)
     if core.cls not in _RECURRENT:           # pragma: no cover - guarded by the callers
         raise ConversionError(f"{layer.where} is not a recurrent layer")
     for part in parts:
         where = layer.where if part is layer else f"{layer.where}, its {part.name!r}"
         _check_recurrent(part, part.config, bidirectional, where)
-        _training_only(layer, part.config, extra=("dropout", "recurrent_dropout"))
+        _training_only(layer, part.config, notes, extra=("dropout", "recurrent_dropout"))
     dt = None
     for part in parts:
         dt = _check_dtype(layer, part.config, part.weights, dtype)
@@ -631,9 +635,7 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list):
     if core.cls == "SimpleRNN":
         module = RNN(I, U, nonlinearity=_act_name(cfg.get("activation", "tanh")), **args)
     elif core.cls == "GRU":
-        reset_after = bool(cfg.get("reset_after", True))
-        module = GRU(I, U, reset_after=reset_after, **args) if not reset_after \
-            else GRU(I, U, **args)
+        module = GRU(I, U, reset_after=bool(cfg.get("reset_after", True)), **args)
     else:
         module = LSTM(I, U, **args)
     module.load_state_dict(state)
@@ -645,14 +647,15 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list):
     return D * U
 
 
-def _convert(layers: list[_Layer], dtype) -> Sequential:
+def _convert(layers: list[_Layer], dtype, notes: list) -> Sequential:
+    """The elman Sequential; ``notes`` receives what acts only in training and is left out."""
     out: list = []
     features = None                  # the width of what the previous layer gives
     for k, layer in enumerate(layers):
         cfg = layer.config
         cls = layer.cls
         if cls in _RECURRENT or cls == "Bidirectional":
-            features = _recurrent(layer, features, dtype, out)
+            features = _recurrent(layer, features, dtype, out, notes)
         elif cls == "Embedding":
             dt = _check_dtype(layer, cfg, layer.weights, dtype)
             if len(layer.weights) != 1:
@@ -665,7 +668,7 @@ def _convert(layers: list[_Layer], dtype) -> Sequential:
             if cfg.get("mask_zero") and k != 0:
                 raise ConversionError(f"{layer.where} has mask_zero=True but is not the first "
                                       f"layer: elman masks by the model's input values")
-            _training_only(layer, cfg)
+            _training_only(layer, cfg, notes)
             module = Embedding(n, d, dtype=dt, seed=0)
             module.load_state_dict({"weight": table.astype(dt)})
             out.append(module)
@@ -688,7 +691,7 @@ def _convert(layers: list[_Layer], dtype) -> Sequential:
             if features is not None and kernel.shape[0] != features:
                 raise ConversionError(f"{layer.where}: its kernel takes {kernel.shape[0]} input "
                                       f"features but the previous layer gives {features}")
-            _training_only(layer, cfg)
+            _training_only(layer, cfg, notes)
             module = Dense(kernel.shape[0], units, bias=bool(use_bias), activation=act,
                            dtype=dt, seed=0)
             state = {"weight": np.ascontiguousarray(kernel.T, dtype=dt)}
@@ -701,11 +704,11 @@ def _convert(layers: list[_Layer], dtype) -> Sequential:
             features = units
         elif cls == "Dropout":
             if cfg.get("noise_shape") is not None:
-                warnings.warn(
+                notes.append(
                     f"{layer.where}: noise_shape={cfg['noise_shape']!r} (one mask shared along "
                     f"some axes) acts only in training and elman's Dropout has no counterpart; "
                     f"the converted model predicts the same, but training it in elman drops "
-                    f"elements independently", TrainingOnlyWarning, stacklevel=3)
+                    f"elements independently")
             out.append(Dropout(float(cfg.get("rate", 0.5)), seed=cfg.get("seed")))
         elif cls == "Activation":
             act = _act_name(cfg.get("activation"))
