@@ -1,0 +1,325 @@
+"""`elman generate`: the stateful truncated-BPTT loop, scoring, sampling, and the command end to
+end on a tiny setting (files written, metrics schema, --sample, --resume, the user's text)."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import elman
+from elman.cli import main
+from elman.data.text import CharVocabulary
+from elman.tasks import generate as gen
+
+TINY = ["generate", "--max-chars", "3000", "--hidden", "12", "--embedding", "8",
+        "--batch-size", "4", "--bptt", "16", "--length", "30", "--quiet"]
+
+
+def _run(tmp_path, *extra, name="run"):
+    out = str(tmp_path / name)
+    assert main(TINY + ["--out", out, *extra]) == 0
+    return out
+
+
+def _history(out):
+    with open(os.path.join(out, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tiny_model(V=7, cell="lstm", dropout=0.0, input_dropout=0.0, layers=1):
+    class A:
+        pass
+    args = A()
+    args.cell, args.embedding, args.hidden, args.layers = cell, 5, 6, layers
+    args.dropout, args.input_dropout, args.seed = dropout, input_dropout, 0
+    return gen.build_model(V, args)
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+def test_split_is_contiguous_and_in_order():
+    text = "".join(chr(65 + i % 26) for i in range(1000))
+    train, val, test = gen.split_text(text, 0.1, 0.1)
+    assert (len(train), len(val), len(test)) == (800, 100, 100)
+    assert train + val + test == text
+    with pytest.raises(SystemExit, match="at least 2"):
+        gen.split_text("abcdefghij", 0.1, 0.1)
+
+
+def test_stream_batches_continue_each_stream():
+    ids = np.arange(100)
+    batches = gen.stream_batches(ids, streams=3, bptt=7, offset=2)
+    x = np.concatenate([b[0] for b in batches])          # (steps, streams), time-major
+    y = np.concatenate([b[1] for b in batches])
+    length = (100 - 2 - 1) // 3
+    assert x.shape == (length, 3)
+    for s in range(3):                                   # stream s: one contiguous piece
+        start = 2 + s * length
+        np.testing.assert_array_equal(x[:, s], np.arange(start, start + length))
+    np.testing.assert_array_equal(y, x + 1)              # targets: the next character
+    assert all(b[0].shape[0] == 7 for b in batches[:-1])
+    with pytest.raises(SystemExit, match="--batch-size"):
+        gen.stream_batches(np.arange(5), streams=8, bptt=4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_carried_state_equals_one_long_forward(cell):
+    model = _tiny_model(cell=cell).eval()
+    x = np.random.default_rng(0).integers(0, 7, size=(20, 3))
+    whole, _ = gen.forward(model, x)
+    first, state = gen.forward(model, x[:8])
+    second, _ = gen.forward(model, x[8:], state)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-5, atol=1e-6)
+    fresh, _ = gen.forward(model, x[8:])                 # without the state it differs
+    assert not np.allclose(fresh, whole[8:], atol=1e-4)
+
+
+def test_backward_matches_finite_differences():
+    # the hand-chained backward of the stateful loop (embedding, input dropout in eval mode,
+    # LSTM from a given state, head) against central differences in float64
+    model = _tiny_model(input_dropout=0.2, dropout=0.3)
+    for p in model.parameters():
+        p.data = p.data.astype(np.float64)
+    for layer in model.layers:
+        if hasattr(layer, "dtype"):
+            layer.dtype = np.dtype(np.float64)
+    model.eval()
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 7, size=(4, 2)), rng.integers(0, 7, size=(4, 2))
+    state = (rng.standard_normal((1, 2, 6)), rng.standard_normal((1, 2, 6)))
+    loss = elman.CrossEntropyLoss()
+
+    def value():
+        return loss(gen.forward(model, x, state)[0], y)[0]
+    model.zero_grad()
+    _, d = loss(gen.forward(model, x, state)[0], y)
+    gen.backward(model, d)
+    for name, p in model.named_parameters():
+        flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
+        for i in rng.choice(flat.size, size=min(6, flat.size), replace=False):
+            old = flat[i]
+            flat[i] = old + 1e-6
+            up = value()
+            flat[i] = old - 1e-6
+            down = value()
+            flat[i] = old
+            assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), name
+
+
+def test_truncated_backward_matches_pytorch_style_detach():
+    # the gradient of batch 2 must not depend on how batch 1 produced its final state
+    model = _tiny_model()
+    ids = np.random.default_rng(1).integers(0, 7, size=(12, 2))
+    _, state = gen.forward(model, ids[:6])
+    loss = elman.CrossEntropyLoss()
+    model.zero_grad()
+    logits, _ = gen.forward(model, ids[6:11], state)
+    _, d = loss(logits, ids[7:12])
+    gen.backward(model, d)
+    g1 = [p.grad.copy() for p in model.parameters()]
+    # the same batch from the same (copied) state, run in a fresh forward: same gradient
+    model.zero_grad()
+    logits, _ = gen.forward(model, ids[6:11], tuple(s.copy() for s in state))
+    _, d = loss(logits, ids[7:12])
+    gen.backward(model, d)
+    for a, b in zip(g1, (p.grad for p in model.parameters())):
+        np.testing.assert_array_equal(a, b)
+    assert any(np.abs(g).sum() > 0 for g in g1)
+
+
+def test_bits_per_char_is_chunk_independent_and_matches_the_loss():
+    model = _tiny_model(dropout=0.3)
+    ids = np.random.default_rng(2).integers(0, 7, size=300)
+    a = gen.bits_per_char(model, ids, chunk=1000)
+    b = gen.bits_per_char(model, ids, chunk=17)
+    assert a == pytest.approx(b, rel=1e-5)
+    assert model.training                                 # mode restored
+    logits, _ = gen.forward(model.eval(), ids[:-1, None])
+    nats, _ = elman.CrossEntropyLoss()(logits, ids[1:, None])
+    assert a == pytest.approx(nats / math.log(2), rel=1e-5)
+
+
+def test_next_char_distribution_filters():
+    logits = np.log(np.array([0.05, 0.1, 0.15, 0.3, 0.4]))
+    p = gen.next_char_distribution(logits, banned=())
+    np.testing.assert_allclose(p, [0.05, 0.1, 0.15, 0.3, 0.4])
+    p = gen.next_char_distribution(logits)                  # id 0 (unknown) never drawn
+    assert p[0] == 0 and p.sum() == pytest.approx(1)
+    p = gen.next_char_distribution(logits, top_k=2, banned=())
+    np.testing.assert_allclose(p, [0, 0, 0, 3 / 7, 4 / 7])
+    p = gen.next_char_distribution(logits, top_p=0.65, banned=())     # 0.4 + 0.3 >= 0.65
+    np.testing.assert_allclose(p, [0, 0, 0, 3 / 7, 4 / 7])
+    p = gen.next_char_distribution(logits, top_p=0.4, banned=())      # the top one is enough
+    np.testing.assert_allclose(p, [0, 0, 0, 0, 1])
+    cold = gen.next_char_distribution(logits, temperature=0.25, banned=())
+    hot = gen.next_char_distribution(logits, temperature=4.0, banned=())
+    assert cold[4] > 0.4 > hot[4] > 0.2
+
+
+def test_weight_average_is_debiased_and_swaps_back():
+    p = elman.Param(np.zeros(3, np.float32))
+    avg = gen.WeightAverage([p], decay=0.5)
+    for value in (1.0, 2.0, 4.0):
+        p.data[...] = value
+        avg.update()
+    # weights 1, 2, 4 with EMA weights 0.25, 0.5, 1 (before debiasing by 1 - 0.5**3)
+    expected = (0.25 * 1 + 0.5 * 2 + 1.0 * 4) * 0.5 / (1 - 0.5 ** 3)
+    with avg.swapped_in():
+        np.testing.assert_allclose(p.data, expected, rtol=1e-6)
+    np.testing.assert_array_equal(p.data, 4.0)
+    again = gen.WeightAverage([p], decay=0.9)
+    again.load_state_dict(avg.state_dict())
+    with again.swapped_in():
+        np.testing.assert_allclose(p.data, expected, rtol=1e-6)
+
+
+def test_sample_continues_the_prime_deterministically():
+    model = _tiny_model(V=5)
+    vocab = CharVocabulary().fit("abcd")
+    s1 = gen.sample(model, vocab, "ab?", 40, seed=3)       # "?" is unseen: read as unknown
+    s2 = gen.sample(model, vocab, "ab?", 40, seed=3)
+    assert s1 == s2 and len(s1) == 40 and set(s1) <= set("abcd")
+    assert gen.sample(model, vocab, "ab", 40, top_k=1) == gen.sample(model, vocab, "ab", 40,
+                                                                      top_k=1, seed=9)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def test_end_to_end_files_metrics_and_model(tmp_path, capsys):
+    out = _run(tmp_path, "--epochs", "2")
+    printed = capsys.readouterr().out
+    assert "bits per character" in printed and "n-gram" in printed
+    for name in ("model.npz", "last.npz", "history.csv", "metrics.json", "curves.png",
+                 "generate.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert math.isfinite(m["model"]["bits_per_char"])
+    ng = m["baselines"]["ngram"]
+    assert math.isfinite(ng["bits_per_char"]) and ng["order"] in range(1, 9)
+    assert 0 < ng["discount"] <= 1
+    assert m["config"]["train_chars"] == 2400 and m["config"]["test_chars"] == 300
+    assert len(m["sample"]["text"]) == 30
+    rows = _history(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "val_loss"))
+    # the best model loads alone and carries what sampling needs
+    model = elman.load(os.path.join(out, "model.npz"))
+    assert isinstance(model, elman.Sequential) and model.epoch in (1, 2)
+    ck = elman.load_checkpoint(os.path.join(out, "model.npz"))
+    vocab = CharVocabulary().load_state_dict(ck.extra["vocab"])
+    assert len(vocab) == model[0].num_embeddings == model[-1].out_features
+    assert min(float(r["val_loss"]) for r in rows) == pytest.approx(
+        m["model"]["val_bits_per_char"], rel=1e-5)
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--text", "--bptt", "--temperature", "--top-k", "--top-p", "--prime",
+                   "--minutes", "--sample", "--resume", "--max-chars"):
+        assert option in text
+    assert "default: 512" in text and "runs/generate" in text
+
+
+def test_sample_from_saved_model(tmp_path, capsys):
+    out = _run(tmp_path, "--epochs", "1", "--length", "0")
+    capsys.readouterr()
+    assert main(["generate", "--sample", "--out", out, "--prime", "HAM", "--length", "25",
+                 "--temperature", "0.5", "--top-k", "5", "--top-p", "0.9"]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert text.startswith("HAM") and len(text) == 3 + 25
+    with pytest.raises(SystemExit, match="no model"):
+        main(["generate", "--sample", "--out", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="--temperature"):
+        main(["generate", "--sample", "--out", out, "--temperature", "0"])
+
+
+def test_resume_continues_exactly(tmp_path):
+    opts = ["--length", "0", "--ema", "0.9", "--weight-decay", "0.01"]
+    straight = _run(tmp_path, "--epochs", "2", *opts, name="straight")
+    resumed = _run(tmp_path, "--epochs", "1", *opts, name="resumed")
+    assert len(_history(resumed)) == 1
+    _run(tmp_path, "--epochs", "2", "--resume", *opts, name="resumed")
+    rows = _history(resumed)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert elman.load(os.path.join(resumed, "last.npz")).epoch == 2
+    for a, b in zip(rows, _history(straight)):             # bit for bit the same run
+        assert (a["loss"], a["val_loss"], a["lr"]) == (b["loss"], b["val_loss"], b["lr"])
+    for name in ("last.npz", "model.npz"):
+        w1 = elman.load(os.path.join(resumed, name)).get_weights()
+        w2 = elman.load(os.path.join(straight, name)).get_weights()
+        for a, b in zip(w1, w2):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit, match="different architecture"):
+        _run(tmp_path, "--epochs", "3", "--resume", "--hidden", "13", name="resumed")
+    with pytest.raises(SystemExit, match="--resume"):
+        _run(tmp_path, "--resume", name="fresh")
+
+
+def test_time_budget_stops_cleanly(tmp_path, capsys):
+    out = _run(tmp_path, "--epochs", "50", "--minutes", "0.00001", "--length", "0")
+    assert "budget" in capsys.readouterr().out
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert m["config"]["stopped_by"] == "minutes" and m["config"]["epochs_trained"] == 1
+    assert len(_history(out)) == 1
+
+
+def test_patience_stops_when_validation_stalls(tmp_path, capsys):
+    # a learning rate this small cannot improve the validation score after the first epoch
+    # by much; with patience 1 the run stops at the first epoch that is not better
+    out = _run(tmp_path, "--epochs", "30", "--patience", "1", "--lr", "3", "--clip", "0.01",
+               "--length", "0")
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    rows = _history(out)
+    best = min(range(len(rows)), key=lambda i: float(rows[i]["val_loss"]))
+    assert m["config"]["stopped_by"] == "patience"
+    assert len(rows) == best + 2                          # one epoch without improvement
+    assert "--patience" in capsys.readouterr().out
+
+
+def test_users_text_file_with_unseen_characters(tmp_path):
+    path = tmp_path / "mine.txt"
+    body = "the cat sat on the mat. " * 60
+    path.write_text(body + "Zebras! " * 5, encoding="utf-8")     # Z, b, r, ! only at the end
+    out = _run(tmp_path, "--text", str(path), "--epochs", "1", "--max-chars", "100000",
+               "--cell", "gru")
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert m["config"]["unseen_test_chars"] > 0
+    assert math.isfinite(m["model"]["bits_per_char"])
+    assert math.isfinite(m["baselines"]["ngram"]["bits_per_char"])
+    assert m["config"]["source"].endswith("mine.txt")
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["--text", "missing.txt"], "no such file"),
+    ("", ["--text", "{path}"], "empty"),
+    (b"caf\xe9 au lait " * 50, ["--text", "{path}"], "not valid utf-8"),
+    ("short", ["--text", "{path}"], "at least 2"),
+    (None, ["--temperature", "-1"], "--temperature"),
+    (None, ["--top-p", "0"], "--top-p"),
+    (None, ["--top-k", "-2"], "--top-k"),
+    (None, ["--dropout", "1"], "--dropout"),
+    (None, ["--bptt", "0"], "--bptt"),
+    (None, ["--max-chars", "0"], "--max-chars"),
+    (None, ["--val-fraction", "0.6", "--test-fraction", "0.5"], "below 1"),
+    (None, ["--batch-size", "5000"], "--batch-size"),
+])
+def test_bad_options_and_files(tmp_path, setup, args, message):
+    path = tmp_path / "t.txt"
+    if isinstance(setup, bytes):
+        path.write_bytes(setup)
+    elif setup is not None:
+        path.write_text(setup, encoding="utf-8")
+    args = [a.replace("{path}", str(path)) for a in args]
+    if "missing.txt" in args:
+        args[args.index("missing.txt")] = str(tmp_path / "missing.txt")
+    with pytest.raises(SystemExit, match=message):
+        main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *args])
