@@ -1,0 +1,587 @@
+"""Classify short texts (default: the sentiment of movie-review snippets) with a recurrent network,
+and compare it with a tuned bag-of-words logistic regression on the same split.
+
+Default data: the 10,568 movie-review snippets bundled with elman (Hutto & Gilbert 2014, from
+the vaderSentiment sources; one sentence each, 21 tokens on the median), labelled positive or
+negative by the sign of their mean human rating. They are split 80/10/10 into training,
+validation and test parts, stratified by label (--seed). The tokenizer (lower-case, punctuation
+as tokens of their own) and the vocabulary (the --max-words most frequent tokens; id 0 padding,
+id 1 out-of-vocabulary) are fit on the training part only. Token ids are padded or cut to
+--maxlen (--padding, --truncating: "pre" or "post"); padding is masked, so it never reaches the
+recurrent layer (each sequence is read only up to its own last word).
+
+Model: Embedding(--embed-dim) -> Dropout(--embed-dropout) -> RNN/GRU/LSTM (--cell, --hidden,
+--layers, --bidirectional) -> each sequence's last step (LastBidirectional when bidirectional)
+-> Dropout(--dropout) -> Dense(1, sigmoid), trained with Adam (--lr, L2 --weight-decay) on binary
+cross-entropy; the epoch with the lowest validation loss is kept. (The seed tutorial's Keras model
+is `--cell rnn`.) Without pre-trained embeddings the data is small for a network: the defaults
+keep the model small and regularise it (dropout on words and features, L2 on every weight), and
+the number of epochs is picked on validation. On three splits (--seed 0, 1, 2) the default GRU
+reached 78.8 % test accuracy on average, the baseline 79.0 % (1,056 test texts: +-1.3 %).
+
+Baseline: bag-of-words logistic regression (which words occur, over the same vocabulary and the
+same padded/cut token ids) written with elman's own Linear and BCEWithLogitsLoss, trained with
+Adam; its L2 strength is chosen on the validation part from a grid.
+
+Metrics on the test part: accuracy, F1 of the positive class (class 1) and the confusion matrix
+[[tn, fp], [fn, tp]] (rows: true class, columns: predicted).
+
+Your own data: --csv FILE --text-col COL --label-col COL. Labels 0/1, or any two distinct strings
+(mapped in sorted order: numbers numerically, other strings alphabetically, e.g. neg -> 0,
+pos -> 1; the second one is the "positive" class). With more than two labels the model ends in
+Dense(C) with a softmax cross-entropy and the baseline is a multinomial logistic regression; F1
+is then the macro average and the confusion matrix is C x C. Rows with an empty text are skipped
+(with a note); an empty label is an error.
+
+Writes into --out (default runs/classify): model.npz (the best epoch, with the vocabulary, maxlen,
+padding and class names in its extra: `--predict` reads it), last.npz (for --resume),
+history.csv, metrics.json ({"model": {"accuracy", "f1", "confusion_matrix"}, "baselines":
+{"bow_logreg": {...}}, "config": {...}}), curves.png (training vs validation loss and accuracy)
+and classify.png (validation accuracy per epoch against the baseline's, and the test confusion
+matrices).
+
+Examples:
+  elman classify                                         # movie-review snippets, GRU
+  elman classify --cell rnn --epochs 10                  # the seed tutorial's SimpleRNN
+  elman classify --cell lstm --bidirectional --hidden 64
+  elman classify --csv reviews.csv --text-col review --label-col sentiment
+  elman classify --predict "a gorgeous, witty film" "dull and far too long"
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import checkpoint
+from ..data.datasets import load_movie_reviews, read_csv
+from ..data.text import Vocabulary, pad_sequences, stratified_split
+from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, Linear, MeanPool
+from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
+from ..model import Sequential
+from ..optim import Adam
+from ..recurrent import GRU, LSTM, RNN
+from . import common
+
+__all__ = ["HELP", "add_arguments", "run", "build_model", "bow_matrix", "BowLogReg",
+           "fit_bow_logreg", "classification_metrics", "labels_to_ids"]
+
+HELP = "classify texts (default: movie-review sentiment) with an RNN vs bag-of-words logreg"
+
+BUNDLED = "movie-reviews"                    # the name of the bundled data in metrics/extra
+BUNDLED_CLASSES = ["negative", "positive"]
+MASK = 0                                     # the padding id (Vocabulary.PAD)
+CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+
+# The baseline's L2 grid (penalty lambda/2 * ||W||^2 added to the mean loss) and its training.
+BOW_L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+BOW_EPOCHS = 8
+BOW_BATCH = 128
+BOW_LR = 1e-2
+BOW_MIN_STEPS = 500
+
+
+# ----------------------------------------------------------------------------- options
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data")
+    d.add_argument("--csv", metavar="FILE", help="your own CSV with a header row; without it, "
+                   "the bundled movie-review snippets")
+    d.add_argument("--text-col", metavar="COL", help="with --csv: the column of texts")
+    d.add_argument("--label-col", metavar="COL", help="with --csv: the column of labels (0/1, "
+                   "or two or more distinct strings, mapped in sorted order)")
+    d.add_argument("--max-words", type=int, default=10_000, help="vocabulary size: the most "
+                   "frequent training tokens")
+    d.add_argument("--maxlen", type=int, default=50, help="tokens kept per text (99%% of "
+                   "the snippets are shorter than 50)")
+    d.add_argument("--padding", choices=("pre", "post"), default="post",
+                   help="where padding goes (it is masked either way)")
+    d.add_argument("--truncating", choices=("pre", "post"), default="pre",
+                   help="which end of a long text is cut (pre keeps "
+                   "its end)")
+    d.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of the texts for validation")
+    d.add_argument("--test-fraction", type=float, default=0.1,
+                   help="fraction of the texts for the test")
+    d.add_argument("--limit", type=int, metavar="N", help="use only N texts, a random "
+                   "stratified subset (for quick trials)")
+    common.add_common_arguments(p, cell="gru", hidden=64, layers=1, epochs=10, batch_size=64,
+                                lr=3e-3, out="runs/classify", bidirectional=True)
+    m = p.add_argument_group("regularisation and embedding")
+    m.add_argument("--pool", choices=("last", "mean"), default="last", help="what the output "
+                   "layer reads: each text's last step (LastBidirectional when bidirectional), "
+                   "or the mean over its steps")
+    m.add_argument("--embed-dim", type=int, default=64, help="embedding size")
+    m.add_argument("--embed-dropout", type=float, default=0.5, help="dropout on the word "
+                   "vectors")
+    m.add_argument("--dropout", type=float, default=0.5, help="dropout before the output layer "
+                   "and between stacked recurrent layers")
+    m.add_argument("--weight-decay", type=float, default=3e-4, help="L2 penalty on every weight "
+                   "(Adam's coupled weight decay)")
+    m.add_argument("--clipnorm", type=float, default=5.0, help="clip the global gradient norm")
+    q = p.add_argument_group("prediction")
+    q.add_argument("--predict", nargs="+", metavar="TEXT", help="print the probability of the "
+                   "positive class for each TEXT with the model saved in --out, and exit")
+
+
+def _check_args(args) -> None:
+    common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "max_words",
+                          "maxlen", "embed_dim")
+    if args.limit is not None and args.limit < 10:
+        raise SystemExit(f"error: --limit must be an integer >= 10, got {args.limit}")
+    for name in ("embed_dropout", "dropout"):
+        value = getattr(args, name)
+        if not 0.0 <= value < 1.0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {value}")
+    if args.weight_decay < 0:
+        raise SystemExit(f"error: --weight-decay must be >= 0, got {args.weight_decay}")
+    if not args.clipnorm > 0:
+        raise SystemExit(f"error: --clipnorm must be positive, got {args.clipnorm}")
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(args, name)
+        if not 0.0 < value < 1.0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be in (0, 1), got {value}")
+    if args.val_fraction + args.test_fraction >= 0.9:
+        raise SystemExit(f"error: --val-fraction + --test-fraction must leave at least 10 % "
+                         f"for training, got {args.val_fraction} + {args.test_fraction}")
+    if args.csv is None and (args.text_col or args.label_col):
+        raise SystemExit("error: --text-col and --label-col go with --csv FILE")
+    if args.csv is not None and not (args.text_col and args.label_col):
+        raise SystemExit("error: --csv needs --text-col COL and --label-col COL")
+    if args.csv is not None and args.text_col == args.label_col:
+        raise SystemExit(f"error: --text-col and --label-col name the same column "
+                         f"{args.text_col!r}")
+
+
+# ----------------------------------------------------------------------------- data
+
+def labels_to_ids(labels) -> tuple[np.ndarray, list]:
+    """Label strings -> (int64 ids, class names), classes in sorted order: numerically when
+    every label is a number ("0"/"1", "1".."5"), else alphabetically.
+
+    >>> labels_to_ids(["pos", "neg", "pos"])
+    (array([1, 0, 1]), ['neg', 'pos'])
+    >>> labels_to_ids(["10", "9", "10"])[1]
+    ['9', '10']
+    """
+    labels = [str(v).strip() for v in labels]
+    names = sorted(set(labels))
+    try:
+        names.sort(key=float)
+    except ValueError:
+        pass                                   # not all numbers: alphabetical order
+    index = {name: k for k, name in enumerate(names)}
+    return np.array([index[v] for v in labels], dtype=np.int64), names
+
+
+def _load_data(args):
+    """(texts, labels as 0..C-1, class names, source name)."""
+    if args.csv is None:
+        texts, labels, _ = load_movie_reviews()
+        return list(texts), labels.astype(np.int64), list(BUNDLED_CLASSES), BUNDLED
+    try:
+        table = read_csv(args.csv, columns=[], text_columns=[args.text_col, args.label_col])
+    except FileNotFoundError:
+        raise SystemExit(f"error: --csv: no such file: {args.csv}") from None
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"error: --csv: {e}") from None
+    texts, raw_labels = table.text[args.text_col], table.text[args.label_col]
+    lines = table.line_numbers
+    for k, label in enumerate(raw_labels):
+        if not label.strip():
+            raise SystemExit(f"error: --csv: {args.csv}, line {int(lines[k])}: empty label in "
+                             f"column {args.label_col!r}")
+    keep = [k for k, t in enumerate(texts) if t.strip()]
+    if len(keep) < len(texts):
+        print(f"note: skipped {len(texts) - len(keep)} rows with an empty text (first at line "
+              f"{int(lines[next(k for k, t in enumerate(texts) if not t.strip())])})",
+              file=sys.stderr)
+    texts = [texts[k] for k in keep]
+    if not texts:
+        raise SystemExit(f"error: --csv: {args.csv} has no rows with a text in column "
+                         f"{args.text_col!r}")
+    labels, names = labels_to_ids([raw_labels[k] for k in keep])
+    if len(names) < 2:
+        raise SystemExit(f"error: --label-col {args.label_col!r}: every row has the label "
+                         f"{names[0]!r}; a classifier needs at least two classes")
+    return texts, labels, names, os.path.basename(args.csv)
+
+
+def _subset(labels, limit, seed):
+    """Indices of a stratified random subset of ``limit`` samples (all when limit is None)."""
+    n = len(labels)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    keep, _ = stratified_split(labels, (limit / n, 1 - limit / n), seed=seed)
+    return keep
+
+
+def _pad(seqs, maxlen, padding, truncating) -> np.ndarray:
+    """(N, maxlen) int64 ids; a text with no tokens becomes one OOV token, so no row is all
+    padding (the mask would have nothing to read)."""
+    seqs = [s if s else [Vocabulary.OOV] for s in seqs]
+    return pad_sequences(seqs, maxlen=maxlen, dtype="int64", padding=padding,
+                         truncating=truncating, value=MASK)
+
+
+def _encode(vocab, texts, maxlen, padding, truncating) -> np.ndarray:
+    return _pad(vocab.encode(texts), maxlen, padding, truncating)
+
+
+# ----------------------------------------------------------------------------- model
+
+def _seeds(seed: int, n: int) -> list[int]:
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: int = 64,
+                hidden: int = 64, layers: int = 1, bidirectional: bool = False,
+                embed_dropout: float = 0.5, dropout: float = 0.5, pool: str = "last",
+                seed: int = 0) -> Sequential:
+    """``Embedding -> [Dropout] -> RNN/GRU/LSTM -> Last(Bidirectional) -> [Dropout] -> Dense``.
+
+    ``pool="mean"`` replaces the last step by the mean over each text's steps (``MeanPool``).
+
+    Binary (``n_classes == 2``): ``Dense(1, sigmoid)``, the probability of class 1; otherwise
+    ``Dense(n_classes)`` logits. The embedding's row 0 is padding (always zero).
+
+    >>> build_model(100, 2, cell="rnn", embed_dim=8, hidden=4).predict(np.array([[5, 6, 0]]),
+    ...                                                             mask_value=0).shape
+    (1, 1)
+    """
+    s = _seeds(seed, 6)
+    directions = 2 if bidirectional else 1
+    out = [Embedding(vocab_size, embed_dim, padding_idx=MASK, seed=s[0])]
+    if embed_dropout:
+        out.append(Dropout(embed_dropout, seed=s[1]))
+    out.append(CELL_CLASSES[cell](embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
+                                  dropout=dropout if layers > 1 else 0.0, seed=s[2]))
+    if pool == "mean":
+        out.append(MeanPool())
+    else:
+        out.append(LastBidirectional(hidden) if bidirectional else Last())
+    if dropout:
+        out.append(Dropout(dropout, seed=s[3]))
+    if n_classes == 2:
+        out.append(Dense(directions * hidden, 1, activation="sigmoid", seed=s[4]))
+    else:
+        out.append(Dense(directions * hidden, n_classes, seed=s[4]))
+    return Sequential(out, seed=s[5])
+
+
+def _compile(model: Sequential, n_classes: int, args) -> None:
+    loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+    model.compile(Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay), loss,
+                  metrics=["accuracy"], global_clipnorm=args.clipnorm)
+
+
+def _probabilities(model, x, batch_size=256) -> np.ndarray:
+    """(N, C) class probabilities (binary: [1 - p, p])."""
+    out = model.predict(x, batch_size=batch_size, mask_value=MASK).astype(np.float64)
+    if out.shape[1] == 1:
+        p = out[:, 0]
+        return np.stack([1 - p, p], axis=1)
+    out -= out.max(axis=1, keepdims=True)
+    e = np.exp(out)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- baseline
+
+def bow_matrix(x, n_features: int) -> np.ndarray:
+    """Bag of words: (N, T) token ids -> (N, n_features) float32, 1 where the id occurs in the
+    row (padding id 0 never counts).
+
+    >>> bow_matrix(np.array([[2, 3, 2, 0], [1, 0, 0, 0]]), 5).tolist()
+    [[0.0, 0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]]
+    """
+    x = np.asarray(x)
+    out = np.zeros((len(x), n_features), np.float32)
+    out[np.arange(len(x))[:, None], x] = 1.0
+    out[:, MASK] = 0.0
+    return out
+
+
+class BowLogReg:
+    """A fitted bag-of-words logistic regression (binary: one logit; else C logits, softmax).
+
+    ``linear`` is the elman ``Linear`` layer, ``l2`` the chosen penalty, ``grid`` the
+    validation accuracy and loss of every penalty tried."""
+
+    def __init__(self, linear: Linear, n_features: int, n_classes: int, l2: float, grid: dict):
+        self.linear, self.n_features, self.n_classes = linear, n_features, n_classes
+        self.l2, self.grid = l2, grid
+
+    def logits(self, x, batch_size: int = 1024) -> np.ndarray:
+        return np.concatenate([self.linear(bow_matrix(x[k:k + batch_size], self.n_features))
+                               for k in range(0, len(x), batch_size)]).astype(np.float64)
+
+    def predict_proba(self, x) -> np.ndarray:
+        """(N, C) class probabilities."""
+        z = self.logits(x)
+        if self.n_classes == 2:
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1 - p, p], axis=1)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, x) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+
+def _train_logreg(x, y, n_features, n_classes, l2, epochs, batch_size, lr, seed) -> Linear:
+    """Minimise mean cross-entropy + l2/2 ||W||^2 (bias not penalised) with Adam over shuffled
+    mini-batches for ``epochs`` epochs (more on small data: at least BOW_MIN_STEPS steps); the
+    learning rate decays to 0 (cosine) so the last epochs settle."""
+    rng = np.random.default_rng(seed)
+    binary = n_classes == 2
+    linear = Linear(n_features, 1 if binary else n_classes, seed=seed)
+    linear.weight.data[...] = 0.0                  # a convex problem: start from zero
+    linear.bias.data[...] = 0.0
+    loss = BCEWithLogitsLoss() if binary else CrossEntropyLoss()
+    opt = Adam(linear.parameters(), lr=lr)
+    steps = math.ceil(len(x) / batch_size)
+    # at least BOW_MIN_STEPS updates, so small data sets are fitted too
+    schedule_steps = max(epochs, math.ceil(BOW_MIN_STEPS / steps)) * steps
+    for step in range(schedule_steps):
+        if step % steps == 0:
+            order = rng.permutation(len(x))
+        opt.lr = lr * 0.5 * (1 + math.cos(math.pi * step / schedule_steps))
+        idx = order[(step % steps) * batch_size:(step % steps + 1) * batch_size]
+        opt.zero_grad()
+        z = linear(bow_matrix(x[idx], n_features))
+        target = y[idx].astype(np.float32)[:, None] if binary else y[idx]
+        _, grad = loss(z, target)
+        linear.backward(grad)
+        linear.weight.grad += l2 * linear.weight.data     # d/dW of l2/2 ||W||^2
+        opt.step()
+    return linear
+
+
+def _log_loss(proba, y) -> float:
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))))
+
+
+def fit_bow_logreg(x_train, y_train, x_val, y_val, n_features: int, n_classes: int = 2,
+                   l2_grid=BOW_L2_GRID, epochs: int = BOW_EPOCHS, batch_size: int = BOW_BATCH,
+                   lr: float = BOW_LR, seed: int = 0) -> BowLogReg:
+    """Fit one logistic regression per L2 strength in ``l2_grid`` on the training rows and keep
+    the one with the best validation accuracy (ties: lower validation log-loss).
+
+    ``x_*`` are (N, T) token-id matrices (0 = padding), ``y_*`` class ids 0..C-1."""
+    x_train, x_val = np.asarray(x_train), np.asarray(x_val)
+    y_train, y_val = np.asarray(y_train, np.int64), np.asarray(y_val, np.int64)
+    best, grid = None, {}
+    for l2 in l2_grid:
+        linear = _train_logreg(x_train, y_train, n_features, n_classes, float(l2), epochs,
+                               batch_size, lr, seed)
+        fitted = BowLogReg(linear, n_features, n_classes, float(l2), grid)
+        proba = fitted.predict_proba(x_val)
+        acc = float(np.mean(proba.argmax(axis=1) == y_val))
+        loss = _log_loss(proba, y_val)
+        grid[float(l2)] = {"val_accuracy": acc, "val_loss": loss}
+        if best is None or (acc, -loss) > (best[0], -best[1]):
+            best = (acc, loss, fitted)
+    return best[2]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def classification_metrics(y_true, y_pred, n_classes: int = 2) -> dict:
+    """Accuracy, F1 (binary: of class 1; else the macro average over classes) and the
+    confusion matrix (rows: true class, columns: predicted; binary [[tn, fp], [fn, tp]]).
+
+    >>> m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1])
+    >>> m["accuracy"], round(m["f1"], 4), m["confusion_matrix"]
+    (0.75, 0.8, [[1, 1], [0, 2]])
+    """
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = np.asarray(y_pred, np.int64)
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    denom = predicted + actual
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"accuracy": float(tp.sum() / max(len(y_true), 1)),
+            "f1": float(f1[1] if n_classes == 2 else f1.mean()),
+            "confusion_matrix": cm.tolist()}
+
+
+# ----------------------------------------------------------------------------- figure
+
+def _plot_task(path, history, baseline_val_acc, metrics, class_names, title):
+    """Validation accuracy per epoch vs the baseline's, and the two test confusion matrices."""
+    from .. import plots
+    plt = plots._pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2),
+                             gridspec_kw={"width_ratios": [1.6, 1, 1]})
+    ax = axes[0]
+    acc = history.get("val_accuracy") or []
+    epochs = np.arange(1, len(acc) + 1)
+    if len(acc):
+        ax.plot(epochs, acc, "s-", ms=3, label="model (validation)")
+        train_acc = history.get("accuracy") or []
+        ax.plot(epochs[:len(train_acc)], train_acc, "o-", ms=3, alpha=0.5,
+                label="model (training)")
+        losses = history.get("val_loss") or []
+        if losses and np.isfinite(losses).any():
+            best = int(np.nanargmin(losses))
+            ax.plot([best + 1], [acc[best]], "*", ms=12, color="C3",
+                    label=f"kept: epoch {best + 1}")
+    ax.axhline(baseline_val_acc, ls="--", color="gray", lw=1.0,
+               label="bag-of-words logreg (validation)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}: accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    for ax, (name, m) in zip(axes[1:], metrics):
+        cm = np.asarray(m["confusion_matrix"])
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > cm.max() / 2 else "black")
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 2 else 0)
+        ax.set_yticks(ticks, class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{name}: test accuracy {m['accuracy']:.3f}")
+    fig.tight_layout()
+    return plots._save(fig, path)
+
+
+# ----------------------------------------------------------------------------- run
+
+def _predict(args) -> int:
+    path = os.path.join(args.out, "model.npz")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: --predict: no model {path}; train one first with "
+                         f"`elman classify --out {args.out}`")
+    ck = checkpoint.load_checkpoint(path)
+    extra = ck.extra or {}
+    if extra.get("task") != "classify":
+        raise SystemExit(f"error: --predict: {path} was not written by `elman classify`")
+    vocab = Vocabulary().load_state_dict(extra["vocabulary"])
+    texts = list(args.predict)
+    for t in texts:
+        if not vocab.tokenize(t):
+            raise SystemExit(f"error: --predict: the text {t!r} has no words")
+    x = _encode(vocab, texts, extra["maxlen"], extra["padding"], extra["truncating"])
+    proba = _probabilities(ck.model, x)
+    names = extra["classes"]
+    if len(names) == 2:
+        print(f"P({names[1]})  text")
+        for t, p in zip(texts, proba[:, 1]):
+            print(f"{p:.4f}  {t}")
+    else:
+        print("class  probability  text")
+        for t, p in zip(texts, proba):
+            k = int(p.argmax())
+            print(f"{names[k]}  {p[k]:.4f}  {t}")
+    return 0
+
+
+def run(args) -> int:
+    if args.predict:
+        return _predict(args)
+    _check_args(args)
+    start = time.perf_counter()
+    out_dir = common.prepare_out_dir(args.out, args.resume)
+
+    # data: load, subset, stratified split; the vocabulary sees the training texts only
+    texts, labels, class_names, source = _load_data(args)
+    n_classes = len(class_names)
+    keep = _subset(labels, args.limit, args.seed)
+    texts, labels = [texts[k] for k in keep], labels[keep]
+    train_frac = 1.0 - args.val_fraction - args.test_fraction
+    try:
+        tr, va, te = stratified_split(labels, (train_frac, args.val_fraction,
+                                               args.test_fraction), seed=args.seed)
+    except ValueError as e:
+        raise SystemExit(f"error: cannot split {len(labels)} texts by label: {e}") from None
+    vocab = Vocabulary(max_words=args.max_words).fit([texts[k] for k in tr])
+    seqs = vocab.encode(texts)
+    x = _pad(seqs, args.maxlen, args.padding, args.truncating)
+    y = labels.astype(np.float32) if n_classes == 2 else labels
+    V = len(vocab)
+    lengths = np.array([len(s) for s in seqs])
+    print(f"{source}: {len(texts)} texts, {n_classes} classes ({', '.join(class_names)}); "
+          f"train {len(tr)}, validation {len(va)}, test {len(te)}; vocabulary {V} ids; "
+          f"{np.mean(lengths):.1f} tokens per text on average, "
+          f"{np.mean(lengths > args.maxlen):.1%} cut at --maxlen {args.maxlen}")
+
+    # model, training (best by validation loss, checkpoints, --resume)
+    model = build_model(V, n_classes, args.cell, args.embed_dim, args.hidden, args.layers,
+                        args.bidirectional, args.embed_dropout, args.dropout, args.pool,
+                        args.seed)
+    _compile(model, n_classes, args)
+    extra = {"task": "classify", "data": source, "classes": class_names,
+             "vocabulary": vocab.state_dict(), "maxlen": args.maxlen, "padding": args.padding,
+             "truncating": args.truncating, "mask_value": MASK}
+    if args.resume:
+        saved = checkpoint.load_checkpoint(os.path.join(out_dir, "last.npz")).extra or {}
+        if saved.get("vocabulary") != extra["vocabulary"] or saved.get("classes") != class_names:
+            raise SystemExit(f"error: --resume: {os.path.join(out_dir, 'last.npz')} was trained "
+                             f"on other data or another vocabulary; use the same data options "
+                             f"(--csv, --max-words, --limit, --seed, fractions) as the first run")
+    model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, out_dir,
+                                  extra=extra, fit_kwargs={"mask_value": MASK})
+    best, _ = common.load_best(out_dir)
+    model_metrics = classification_metrics(labels[te], _probabilities(best, x[te]).argmax(1),
+                                           n_classes)
+
+    # baseline on the same split and token ids, L2 chosen on validation
+    t0 = time.perf_counter()
+    bow = fit_bow_logreg(x[tr], labels[tr], x[va], labels[va], V, n_classes, seed=args.seed)
+    bow_seconds = time.perf_counter() - t0
+    bow_metrics = classification_metrics(labels[te], bow.predict(x[te]), n_classes)
+    bow_metrics["l2"] = bow.l2
+    bow_metrics["val_accuracy"] = bow.grid[bow.l2]["val_accuracy"]
+
+    val_losses = history.get("val_loss") or [math.nan]
+    best_epoch = int(np.nanargmin(val_losses)) + 1 if np.isfinite(val_losses).any() else None
+    model_metrics["val_accuracy"] = (history["val_accuracy"][best_epoch - 1]
+                                     if best_epoch else None)
+    metrics = {
+        "model": model_metrics,
+        "baselines": {"bow_logreg": bow_metrics},
+        "config": {"data": source, "classes": class_names, "samples": len(texts),
+                   "train": len(tr), "validation": len(va), "test": len(te),
+                   "vocabulary": V, "maxlen": args.maxlen, "padding": args.padding,
+                   "truncating": args.truncating, "cell": args.cell, "pool": args.pool,
+                   "hidden": args.hidden, "layers": args.layers,
+                   "bidirectional": args.bidirectional, "embed_dim": args.embed_dim,
+                   "embed_dropout": args.embed_dropout, "dropout": args.dropout,
+                   "weight_decay": args.weight_decay,
+                   "epochs": args.epochs, "best_epoch": best_epoch,
+                   "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                   "parameters": int(sum(p.data.size for p in model.parameters())),
+                   "train_seconds": round(history.get("seconds", 0.0), 2),
+                   "bow_l2_grid": {str(k): v for k, v in bow.grid.items()},
+                   "bow_seconds": round(bow_seconds, 2)},
+    }
+    common.write_metrics(out_dir, metrics)
+
+    title = f"classify ({source}, {args.cell}{' bi' if args.bidirectional else ''})"
+    common.print_results(f"Test set: {len(te)} texts (model: epoch {best_epoch} of "
+                         f"{len(val_losses)}, lowest validation loss)",
+                         [(f"{args.cell} model", model_metrics),
+                          (f"bag-of-words logreg (l2={bow.l2:g})", bow_metrics)],
+                         ["accuracy", "f1"])
+    common.plot_curves(history, out_dir, title)
+    from .. import plots
+    if plots.have_matplotlib():
+        _plot_task(os.path.join(out_dir, "classify.png"), history,
+                   bow.grid[bow.l2]["val_accuracy"],
+                   [("model", model_metrics), ("bag-of-words logreg", bow_metrics)],
+                   class_names, title)
+    print(f"wrote {out_dir}/: model.npz, last.npz, history.csv, metrics.json, curves.png, "
+          f"classify.png ({time.perf_counter() - start:.0f}s)")
+    return 0

@@ -1,0 +1,309 @@
+"""`elman classify`: end to end on tiny settings (bundled snippets and a user's CSV), prediction
+from the saved model, --resume, error messages, and the bag-of-words baseline on known answers."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import elman
+from elman.cli import build_parser, main
+from elman.tasks import classify
+
+TINY = ["--limit", "300", "--epochs", "2", "--hidden", "8", "--embed-dim", "8",
+        "--max-words", "400", "--batch-size", "32", "--quiet"]
+
+
+def _finite_metrics(m, n_classes, n_test):
+    assert set(m) >= {"accuracy", "f1", "confusion_matrix"}
+    assert 0.0 <= m["accuracy"] <= 1.0 and math.isfinite(m["accuracy"])
+    assert 0.0 <= m["f1"] <= 1.0 and math.isfinite(m["f1"])
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (n_classes, n_classes) and cm.sum() == n_test
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / n_test)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("classify")
+    assert main(["classify", *TINY, "--cell", "rnn", "--out", str(out)]) == 0
+    return out
+
+
+def test_default_data_end_to_end(tiny_run):
+    for name in ("model.npz", "last.npz", "history.csv", "metrics.json", "curves.png",
+                 "classify.png"):
+        assert (tiny_run / name).stat().st_size > 0, name
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert set(metrics) == {"model", "baselines", "config"}
+    assert set(metrics["baselines"]) == {"bow_logreg"}
+    cfg = metrics["config"]
+    assert cfg["train"] + cfg["validation"] + cfg["test"] == cfg["samples"] == 300
+    assert cfg["classes"] == ["negative", "positive"] and cfg["cell"] == "rnn"
+    _finite_metrics(metrics["model"], 2, cfg["test"])
+    _finite_metrics(metrics["baselines"]["bow_logreg"], 2, cfg["test"])
+    assert metrics["baselines"]["bow_logreg"]["l2"] in classify.BOW_L2_GRID
+    with open(tiny_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and "val_accuracy" in rows[0]
+
+
+def test_checkpoint_predicts_on_its_own(tiny_run, capsys):
+    ck = elman.load_checkpoint(str(tiny_run / "model.npz"))
+    extra = ck.extra
+    assert extra["task"] == "classify" and extra["maxlen"] == 50
+    assert extra["classes"] == ["negative", "positive"]
+    vocab = elman.data.text.Vocabulary().load_state_dict(extra["vocabulary"])
+    assert len(vocab) == ck.model[0].num_embeddings <= 402
+    texts = ["a gorgeous, witty and moving film", "dull , lifeless and far too long"]
+    assert main(["classify", "--predict", *texts, "--out", str(tiny_run)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("P(positive)") and len(lines) == 3
+    printed = [float(line.split()[0]) for line in lines[1:]]
+    x = elman.data.text.pad_sequences(vocab.encode(texts), maxlen=50, padding="post")
+    expected = ck.model.predict(x, mask_value=0)[:, 0]
+    np.testing.assert_allclose(printed, expected, atol=1e-4)
+    assert all(0.0 < p < 1.0 for p in printed)
+
+
+def test_padding_never_changes_a_prediction(tiny_run):
+    """pre and post padding give the same probabilities: padding is masked."""
+    model = elman.load(str(tiny_run / "model.npz"))
+    ids = [[5, 9, 3, 7], [4, 2]]
+    post = elman.data.text.pad_sequences(ids, maxlen=10, padding="post")
+    pre = elman.data.text.pad_sequences(ids, maxlen=10, padding="pre")
+    np.testing.assert_allclose(model.predict(post, mask_value=0), model.predict(pre, mask_value=0),
+                               rtol=1e-5)
+
+
+def test_predict_errors(tmp_path, tiny_run):
+    with pytest.raises(SystemExit, match="no model"):
+        main(["classify", "--predict", "good", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no words"):
+        main(["classify", "--predict", "   ", "--out", str(tiny_run)])
+
+
+def test_resume_continues(tmp_path):
+    out = str(tmp_path / "run")
+    args = ["classify", *TINY, "--out", out]
+    args[args.index("--epochs") + 1] = "1"
+    assert main(args) == 0
+    args[args.index("--epochs") + 1] = "2"
+    assert main(args + ["--resume"]) == 0
+    with open(os.path.join(out, "history.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert elman.load(os.path.join(out, "last.npz")).epoch == 2
+    # another vocabulary (other data options) cannot resume this run
+    other = list(args)
+    other[other.index("--max-words") + 1] = "300"
+    other[other.index("--epochs") + 1] = "3"
+    with pytest.raises(SystemExit, match="--resume"):
+        main(other + ["--resume"])
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        main(["classify", *TINY, "--out", str(tmp_path), "--resume"])
+
+
+def _write_csv(path, rows, header=("review", "sentiment", "stars")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _toy_rows(n=120, labels=("neg", "pos"), seed=0):
+    rng = np.random.default_rng(seed)
+    words = {"neg": ["awful", "boring", "bad"], "pos": ["great", "lovely", "good"],
+             "mid": ["fine", "okay", "average"]}
+    filler = ["the", "film", "plot", "actors", "a", "was", "is"]
+    rows = []
+    for k in range(n):
+        label = labels[k % len(labels)]
+        text = " ".join(rng.choice(filler, 4).tolist() + [rng.choice(words[label])])
+        rows.append((text, label, str(k % 5)))
+    return rows
+
+
+def test_users_csv_with_string_labels(tmp_path, capsys):
+    path = tmp_path / "reviews.csv"
+    rows = _toy_rows()
+    rows[3] = ("  ", "pos", "1")                       # an empty text is skipped with a note
+    _write_csv(path, rows)
+    out = tmp_path / "out"
+    assert main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
+                 "sentiment", "--epochs", "2", "--hidden", "8", "--embed-dim", "8", "--quiet",
+                 "--out", str(out)]) == 0
+    assert "skipped 1 rows with an empty text (first at line 5)" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = metrics["config"]
+    assert cfg["classes"] == ["neg", "pos"] and cfg["samples"] == 119
+    assert cfg["data"] == "reviews.csv"
+    _finite_metrics(metrics["model"], 2, cfg["test"])
+    # the words decide the label, so the baseline is perfect on held-out rows
+    assert metrics["baselines"]["bow_logreg"]["accuracy"] == 1.0
+    assert main(["classify", "--predict", "a great and lovely film", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("P(pos)")
+
+
+def test_users_csv_with_three_classes(tmp_path, capsys):
+    path = tmp_path / "three.csv"
+    _write_csv(path, _toy_rows(150, labels=("neg", "mid", "pos")))
+    out = tmp_path / "out"
+    assert main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
+                 "sentiment", "--epochs", "1", "--hidden", "8", "--embed-dim", "8", "--quiet",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["classes"] == ["mid", "neg", "pos"]
+    _finite_metrics(metrics["model"], 3, metrics["config"]["test"])
+    _finite_metrics(metrics["baselines"]["bow_logreg"], 3, metrics["config"]["test"])
+    assert metrics["baselines"]["bow_logreg"]["accuracy"] == 1.0
+    assert elman.load(str(out / "model.npz"))[-1].out_features == 3
+    capsys.readouterr()
+    assert main(["classify", "--predict", "a boring film", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[0] in ("mid", "neg", "pos") and 0 < float(line.split()[1]) <= 1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (dict(label_col="nope"), "nope"),
+    (dict(text_col="nope"), "nope"),
+    (dict(label_col=None), "--label-col"),
+    (dict(csv="missing.csv"), "no such file"),
+    (dict(label_col="single"), "at least two classes"),
+    (dict(label_col="holey"), "line 4: empty label"),
+    (dict(label_col="review"), "the same column"),
+])
+def test_users_csv_errors(tmp_path, edit, message):
+    path = tmp_path / "data.csv"
+    rows = [(t, s, "x", "1" if k != 2 else "") for k, (t, s, _) in enumerate(_toy_rows(40))]
+    _write_csv(path, rows, header=("review", "sentiment", "single", "holey"))
+    opts = dict(csv=str(path), text_col="review", label_col="sentiment")
+    opts.update(edit)
+    if opts["csv"] == "missing.csv":
+        opts["csv"] = str(tmp_path / "missing.csv")
+    argv = ["classify", "--epochs", "1", "--out", str(tmp_path / "out"), "--quiet"]
+    for key, value in opts.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", value]
+    with pytest.raises(SystemExit, match=message):
+        main(argv)
+
+
+def test_users_csv_without_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("review,sentiment\n")
+    with pytest.raises(SystemExit, match="no data rows"):
+        main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
+              "sentiment", "--out", str(tmp_path / "out")])
+    path.write_text("review,sentiment\n ,pos\n,neg\n")
+    with pytest.raises(SystemExit, match="no rows with a text"):
+        main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
+              "sentiment", "--out", str(tmp_path / "out")])
+    path.write_text("")
+    with pytest.raises(SystemExit, match="empty"):
+        main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
+              "sentiment", "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--maxlen", "0"], "--maxlen"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--test-fraction", "0"], "--test-fraction"),
+    (["--text-col", "x"], "go with --csv"),
+    (["--lr", "-1"], "--lr"),
+])
+def test_bad_options(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main(["classify", *argv, "--out", str(tmp_path)])
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["classify", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--csv", "--text-col", "--label-col", "--maxlen", "--padding", "--cell",
+                   "--bidirectional", "--predict", "--resume", "default: runs/classify"):
+        assert option in text
+
+
+# -- the baseline and the metrics ------------------------------------------------------------
+
+def test_bow_matrix():
+    x = np.array([[3, 3, 1, 0], [0, 0, 0, 2]])
+    np.testing.assert_array_equal(classify.bow_matrix(x, 5),
+                                  [[0, 1, 0, 1, 0], [0, 0, 1, 0, 0]])
+
+
+def test_logreg_recovers_the_known_optimum():
+    """One word present in 80 % of positives and 20 % of negatives: the maximum-likelihood
+    logistic regression has P(y=1 | word) = 0.8, P(y=1 | no word) = 0.2, so weight
+    log(16) = 2.77 and bias -log(4) = -1.39."""
+    n = 1000
+    y = np.zeros(n, np.int64)
+    y[:500] = 1
+    word = np.zeros(n, bool)
+    word[:400] = True                     # 400 of the 500 positives
+    word[500:600] = True                  # 100 of the 500 negatives
+    x = np.where(word, 2, 1)[:, None]     # id 2 = the word, id 1 = another token
+    model = classify.fit_bow_logreg(x, y, x, y, n_features=3, l2_grid=[1e-6], epochs=40,
+                                    batch_size=100, lr=0.05)
+    w, b = model.linear.weight.data[0], model.linear.bias.data[0]
+    assert w[2] - w[1] == pytest.approx(math.log(16), abs=0.05)
+    assert b + w[1] == pytest.approx(-math.log(4), abs=0.05)
+    proba = model.predict_proba(np.array([[2], [1]]))[:, 1]
+    np.testing.assert_allclose(proba, [0.8, 0.2], atol=0.01)
+
+
+def test_logreg_chooses_l2_on_validation():
+    """Many noise words and one weakly informative word: an unpenalised fit memorises the noise
+    and a huge penalty predicts one class; the chosen penalty is the one with the best
+    validation accuracy of the grid."""
+    rng = np.random.default_rng(0)
+    n, vocab = 400, 300
+
+    def data(n):
+        y = rng.integers(0, 2, n)
+        signal = np.where(rng.random(n) < 0.8, y, 1 - y) + 2        # id 2 or 3, 80 % right
+        noise = rng.integers(4, vocab, size=(n, 6))
+        return np.column_stack([signal, noise]), y
+
+    (xt, yt), (xv, yv) = data(n), data(n)
+    grid = [1e-6, 3e-2, 100.0]
+    model = classify.fit_bow_logreg(xt, yt, xv, yv, vocab, l2_grid=grid, epochs=30, lr=0.05)
+    accs = {l2: r["val_accuracy"] for l2, r in model.grid.items()}
+    assert sorted(accs) == grid
+    assert model.l2 == max(grid, key=lambda l2: (accs[l2], -model.grid[l2]["val_loss"]))
+    assert model.l2 == 3e-2
+    assert accs[3e-2] > accs[1e-6] and accs[3e-2] > 0.7
+    # so strong a penalty leaves only the (unpenalised) bias: the training majority class
+    majority = int(np.mean(yt) > 0.5)
+    assert accs[100.0] == pytest.approx(np.mean(yv == majority), abs=0.01)
+
+
+def test_multinomial_logreg():
+    x = np.array([[2], [3], [4]] * 30)
+    y = np.array([0, 1, 2] * 30)
+    model = classify.fit_bow_logreg(x, y, x, y, 5, n_classes=3, l2_grid=[1e-4], epochs=20)
+    np.testing.assert_array_equal(model.predict(np.array([[4], [2], [3]])), [2, 0, 1])
+    np.testing.assert_allclose(model.predict_proba(x).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_classification_metrics():
+    m = classify.classification_metrics([0, 0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 0])
+    assert m["confusion_matrix"] == [[1, 2], [1, 3]]            # [[tn, fp], [fn, tp]]
+    assert m["accuracy"] == pytest.approx(4 / 7)
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))     # 2tp / (2tp + fp + fn)
+    m3 = classify.classification_metrics([0, 1, 2, 2], [0, 2, 2, 2], n_classes=3)
+    assert m3["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 2]]
+    assert m3["f1"] == pytest.approx((1 + 0 + 0.8) / 3)          # macro F1
+
+
+def test_labels_to_ids():
+    ids, names = classify.labels_to_ids(["1", "0", "1", " 0"])
+    assert names == ["0", "1"] and ids.tolist() == [1, 0, 1, 0]
+    ids, names = classify.labels_to_ids(["b", "a", "10", "b"])
+    assert names == ["10", "a", "b"] and ids.tolist() == [2, 1, 0, 2]
