@@ -37,9 +37,10 @@ metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_cha
 "config", "sample"}), curves.png (training vs validation bits/char) and generate.png
 (validation bits/char per epoch against the n-gram baseline).
 
-Speed: one BLAS thread (--threads 1, the default; needs threadpoolctl) is fastest for the
-small per-step products here, and several times faster than a thread per core on a busy
-machine. The defaults stop early after about 24 epochs on Hamlet, 6-8 minutes on 2 cores.
+Speed: BLAS uses a thread per core by default, which is fastest on an idle machine (1.3-1.5x
+faster than one thread on 2 idle cores); when other jobs share the CPU, --threads 1 (needs
+threadpoolctl) is several times faster, since BLAS threads then wait for each other. The
+defaults stop early after about 24 epochs on Hamlet, 6-8 minutes on 2 cores.
 
 Examples:
   elman generate                                 # Hamlet, at most 10 minutes of training
@@ -120,10 +121,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip", type=float, default=5.0,
                    help="clip the gradient norm of each batch to this (0: no clipping) "
                    "(default: %(default)s)")
-    g.add_argument("--threads", type=int, default=1,
-                   help="BLAS threads (needs threadpoolctl; 0: leave as is). One is fastest "
-                   "for the small per-step products of this model, and much faster on a "
-                   "busy machine (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="BLAS threads (needs threadpoolctl; 0: leave as is, a thread per "
+                   "core, fastest on an idle machine). 1 is much faster when other jobs "
+                   "share the CPU (default: %(default)s)")
     g.add_argument("--patience", type=int, default=6,
                    help="stop when the validation score has not improved for this many "
                    "epochs; 0: never (default: %(default)s)")
