@@ -84,21 +84,7 @@ class GRUEquations:
 
     def prepare_backward(self, cache, dGX, dGH):
         """Whole-sequence slopes: r(1-r) and z(1-z) for the gates, and (1-z)(1-n^2), the factor
-        that takes dh to the candidate's pre-activation."""
-        H = dGX.shape[2] // 3
-        gates = cache.gates
-        rz, drz = gates[..., :2 * H], dGX[..., :2 * H]
-        np.subtract(1, rz, out=drz)
-        drz *= rz
-        z, n, dn = gates[..., H:2 * H], gates[..., 2 * H:], dGX[..., 2 * H:]
-        np.multiply(n, n, out=dn)
-        np.subtract(1, dn, out=dn)
-        dn *= 1 - z
-        return None
-
-    def prepare_backward(self, cache, dGX, dGH):
-        """Whole-sequence slopes: r(1-r) and z(1-z) for the gates, and (1-z)(1-n^2), the factor
-        that takes dh to the candidate's pre-activation. Classic: returns W_hn for d(r h)."""
+        that takes dh to the candidate's pre-activation (the same in both variants)."""
         H = dGX.shape[2] // 3
         gates = cache.gates
         rz, drz = gates[..., :2 * H], dGX[..., :2 * H]

@@ -460,14 +460,7 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title):
 # ----------------------------------------------------------------------------- run
 
 def _predict(args) -> int:
-    path = os.path.join(args.out, "model.npz")
-    if not os.path.exists(path):
-        raise SystemExit(f"error: --predict: no model {path}; train one first with "
-                         f"`elman classify --out {args.out}`")
-    ck = checkpoint.load_checkpoint(path)
-    extra = ck.extra or {}
-    if extra.get("task") != "classify":
-        raise SystemExit(f"error: --predict: {path} was not written by `elman classify`")
+    ck, extra = common.load_saved(args.out, "classify", "--predict")
     vocab = Vocabulary().load_state_dict(extra["vocabulary"])
     texts = list(args.predict)
     for t in texts:

@@ -149,6 +149,20 @@ def load_best(out_dir: str):
     return ck.model, ck.extra
 
 
+def load_saved(out_dir: str, task: str, option: str):
+    """``(checkpoint, extra)`` of OUT/model.npz for ``--predict``/``--sample``: a clear exit if it
+    is missing or was written by another command (its ``extra["task"]`` names the writer)."""
+    path = os.path.join(out_dir, "model.npz")
+    if not os.path.exists(path):
+        raise SystemExit(f"error: {option}: no model at {path}; train one first with "
+                         f"`elman {task} --out {out_dir}`")
+    ck = checkpoint.load_checkpoint(path)
+    extra = ck.extra if isinstance(ck.extra, dict) else {}
+    if extra.get("task") != task:
+        raise SystemExit(f"error: {option}: {path} is not a model saved by `elman {task}`")
+    return ck, extra
+
+
 def write_metrics(out_dir: str, metrics: dict) -> str:
     """metrics.json, written atomically; NaN/inf become null (JSON has no NaN)."""
     def clean(v):

@@ -47,7 +47,6 @@ import time
 import numpy as np
 
 from .. import baselines as bl
-from .. import checkpoint
 from ..data import StandardScaler, chronological_split, sliding_windows
 from ..data.datasets import MISSING_MARKERS, MISSING_MODES, load_seattle_weather, read_csv
 from . import common
@@ -428,14 +427,7 @@ def _plot(series, p, y_test, y_model, preds, metrics, out):
 
 def predict(args) -> int:
     """Load OUT/model.npz and forecast the next H values after the last K rows of the data."""
-    path = os.path.join(args.out, "model.npz")
-    if not os.path.exists(path):
-        raise SystemExit(f"error: --predict: no model at {path}; train one first (elman "
-                         f"forecast --out {args.out}) or point --out at a run's directory")
-    ck = checkpoint.load_checkpoint(path)
-    extra = ck.extra if isinstance(ck.extra, dict) else {}
-    if extra.get("task") != "forecast":
-        raise SystemExit(f"error: --predict: {path} is not a model saved by elman forecast")
+    ck, extra = common.load_saved(args.out, "forecast", "--predict")
     columns, target, date = extra["columns"], extra["target"], extra["date"]
     K, H = int(extra["lookback"]), int(extra["horizon"])
     source = args.csv or extra["data"]
@@ -475,7 +467,8 @@ def predict(args) -> int:
     when = future_dates(dates, H) if dates is not None else None
     last = f" after {dates[-1]}" if dates is not None else ""
     print(f"forecast of {target!r} for the next {H} step{'s' if H > 1 else ''}{last}, from the "
-          f"last {K} rows of {label} (model {path}, epoch {ck.epoch}):")
+          f"last {K} rows of {label} (model {os.path.join(args.out, 'model.npz')}, "
+          f"epoch {ck.epoch}):")
     for h in range(H):
         name = str(when[h]) if when is not None else f"t+{h + 1}"
         print(f"  {name}  {forecast[h]:.4f}")

@@ -618,14 +618,9 @@ def run_sample(args) -> int:
     check_sampling(args)
     if args.resume:
         raise SystemExit("error: --sample does not train; leave out --resume")
-    path = os.path.join(args.out, "model.npz")
-    if not os.path.exists(path):
-        raise SystemExit(f"error: --sample: no model {path}; train one first with "
-                         f"`elman generate --out {args.out}`")
-    ck = checkpoint.load_checkpoint(path)
-    extra = ck.extra if isinstance(ck.extra, dict) else {}
-    if extra.get("task") != "generate" or "vocab" not in extra:
-        raise SystemExit(f"error: --sample: {path} is not a model saved by `elman generate`")
+    ck, extra = common.load_saved(args.out, "generate", "--sample")
+    if "vocab" not in extra:
+        raise SystemExit(f"error: --sample: {args.out}/model.npz holds no vocabulary")
     if args.length < 1:
         raise SystemExit(f"error: --length must be positive with --sample, got {args.length}")
     vocab = CharVocabulary().load_state_dict(extra["vocab"])
