@@ -5,6 +5,7 @@ unbatched, initial states, lengths, proj_size, nonlinearity, dtype, sizes) and c
 torch.nn on outputs, final states, dx, d(initial states) and every parameter gradient:
 float64 to 1e-9 relative, float32 to 1e-4. Variable lengths are compared against
 pack_padded_sequence(enforce_sorted=False) / pad_packed_sequence(total_length=T).
+Every test runs twice: on the compiled fast path (elman.fast) and on the NumPy reference path.
 """
 import warnings
 
@@ -13,8 +14,18 @@ import pytest
 
 import elman
 from _parity import assert_match, run_both
+from _torch import require
 
 CASES_PER_CELL = 100
+
+
+@pytest.fixture(params=["fast", "reference"], autouse=True)
+def path(request):
+    """Run the test on the compiled loops, then on the NumPy reference."""
+    if request.param == "fast":
+        require("numba")
+    with elman.fast.use(request.param == "fast"):
+        yield request.param
 
 
 def random_case(kind, seed):

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import fast
+
 __all__ = ["Weights", "SequenceCache", "sequence_forward", "sequence_backward"]
 
 
@@ -116,7 +118,12 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if C is not None:
             C[lengths, cols] = c0
     gh = np.empty((N, K), dtype=dtype)
-    # 2. the recurrence: one GEMM and the cell's element-wise math per step
+    # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
+    # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
+    kernels = fast.kernels_for(eq, w, dtype)
+    if kernels is not None:
+        kernels.forward(eq, GX, W_hh_T, S, C, saved, gh, consts, _active(active, T, N), reverse)
+        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts)
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])
         h_prev = S[p, :n]
@@ -160,7 +167,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     **added** into the arrays of ``g``. Returns ``(dX, dh0, dc0)`` with ``dX`` (T, N, I), or None
     when ``input_grad`` is False (the input is data: its GEMM would be wasted work).
     """
-    X, GX, S, C, R, active = cache.X, cache.gates, cache.S, cache.C, cache.R, cache.active
+    X, GX, S, R, active = cache.X, cache.gates, cache.S, cache.R, cache.active
     T, N, _ = X.shape
     GH = GX.shape[2]
     H = GH // eq.gates
@@ -169,35 +176,19 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     dGX = np.empty((T, N, GH), dtype=dtype)
     dGH = np.empty((T, N, GH), dtype=dtype) if eq.separate_dgh else dGX
     dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
-    # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
-    # NumPy calls; each step then only multiplies in what depends on dh.
-    aux = eq.prepare_backward(cache, dGX, dGH)
     K = eq.recurrent_gates * H
-    W_hh_K = w.W_hh[:K]
     work = np.empty((N, eq.work_width * H), dtype=dtype) if eq.work_width else None
     dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
     if eq.has_cell:
         dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
-    for t, p, q in reversed(_steps(T, cache.reverse)):
-        n = N if active is None else int(active[t])
-        dh_t = dh[:n]
-        if dY is not None:
-            dh_t += dY[t, :n]
-        if R is not None:
-            dHs[t, :n] = dh_t
-            d_out = dh_t @ w.W_hr          # back through the projection: dr = dh W_hr
-        else:
-            d_out = dh_t
-        direct = eq.backward(d_out, None if dc is None else dc[:n], GX[t, :n],
-                             None if cache.saved is None else cache.saved[t, :n],
-                             None if aux is None else aux[t, :n],
-                             S[p, :n], None if C is None else C[p, :n], dGX[t, :n], dGH[t, :n],
-                             None if work is None else work[:n], cache.consts)
-        np.matmul(dGH[t, :n, :K], W_hh_K, out=dh_t)
-        if direct is not None:
-            dh_t += direct
+    kernels = fast.kernels_for(eq, w, dtype)
+    if kernels is not None:
+        kernels.backward(eq, cache, None if dY is None else np.ascontiguousarray(dY), dh, dc,
+                         dGX, dGH, w.W_hh, work, _active(active, T, N))
+    else:
+        _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
         # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
         # GEMMs below sum over every slot.
@@ -222,3 +213,37 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
     return dX, dh, dc
+
+
+def _active(active, T, N):
+    """Rows running at each step as an int64 array (all N when there are no lengths)."""
+    return np.full(T, N, dtype=np.int64) if active is None else active.astype(np.int64)
+
+
+def _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work):
+    """Step 4 with the cell's NumPy equations: the reference for the compiled loops."""
+    GX, S, C, R, active = cache.gates, cache.S, cache.C, cache.R, cache.active
+    N, H = dGX.shape[1], dGX.shape[2] // eq.gates
+    K = eq.recurrent_gates * H
+    W_hh_K = w.W_hh[:K]
+    # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
+    # NumPy calls; each step then only multiplies in what depends on dh.
+    aux = eq.prepare_backward(cache, dGX, dGH)
+    for t, p, q in reversed(_steps(cache.X.shape[0], cache.reverse)):
+        n = N if active is None else int(active[t])
+        dh_t = dh[:n]
+        if dY is not None:
+            dh_t += dY[t, :n]
+        if R is not None:
+            dHs[t, :n] = dh_t
+            d_out = dh_t @ w.W_hr          # back through the projection: dr = dh W_hr
+        else:
+            d_out = dh_t
+        direct = eq.backward(d_out, None if dc is None else dc[:n], GX[t, :n],
+                             None if cache.saved is None else cache.saved[t, :n],
+                             None if aux is None else aux[t, :n],
+                             S[p, :n], None if C is None else C[p, :n], dGX[t, :n], dGH[t, :n],
+                             None if work is None else work[:n], cache.consts)
+        np.matmul(dGH[t, :n, :K], W_hh_K, out=dh_t)
+        if direct is not None:
+            dh_t += direct

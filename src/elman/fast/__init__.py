@@ -1,0 +1,76 @@
+"""The fast path: the recurrent time loops compiled with numba (``pip install "elman[fast]"``).
+
+The NumPy step functions in :mod:`elman.cells` are the reference. When numba (and SciPy, through
+which numba's ``np.dot`` reaches BLAS) is installed, :mod:`elman.timeloop` runs each layer's
+time loop as one compiled function instead: per step the same GEMM, then the gate math fused into
+one pass over each row (no temporaries, a SIMD tanh), with no Python between steps. The input
+projection and the weight-gradient GEMMs stay whole-sequence NumPy calls, shared by both paths.
+The tests require both paths to agree (float32 to 1e-5, float64 to 1e-12) and both to match
+PyTorch.
+
+Covered: ``RNN`` (tanh, relu), ``GRU`` (``reset_after=True``), ``LSTM`` (without ``proj_size``),
+float32 and float64, every layout, lengths and direction; the rest runs on the reference path.
+Compiled code is cached on disk, so only the first run on a machine pays for compilation.
+
+>>> import elman
+>>> with elman.fast.use(False):           # the NumPy reference path, for this block only
+...     elman.fast.enabled()
+False
+
+``ELMAN_FAST=0`` in the environment switches the fast path off for the whole process.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+
+import numpy as np
+
+__all__ = ["available", "enabled", "set_enabled", "use", "kernels_for"]
+
+#: True when numba and SciPy can be imported (checked without importing them).
+available = all(importlib.util.find_spec(m) is not None for m in ("numba", "scipy"))
+
+_enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+
+# which kernel module serves a cell's equations, and for which of its variants
+_SUPPORTED = {
+    "RNNEquations": ("rnn", lambda eq, w: True),
+    "GRUEquations": ("gru", lambda eq, w: eq.reset_after),
+    "LSTMEquations": ("lstm", lambda eq, w: w.W_hr is None),
+}
+
+
+def enabled() -> bool:
+    """Whether the recurrent layers use the compiled loops (needs :data:`available`)."""
+    return _enabled and available
+
+
+def set_enabled(flag: bool) -> bool:
+    """Switch the fast path on or off for the process; returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(flag)
+    return previous
+
+
+@contextlib.contextmanager
+def use(flag: bool):
+    """``with elman.fast.use(False): ...`` runs the block on the reference (NumPy) path."""
+    previous = set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def kernels_for(eq, w, dtype):
+    """The kernel module (``forward``/``backward``) for these equations and weights, or None
+    when the reference path must run (fast path off or unavailable, or a variant not covered)."""
+    if not enabled() or np.dtype(dtype) not in (np.float32, np.float64):
+        return None
+    entry = _SUPPORTED.get(type(eq).__name__)
+    if entry is None or not entry[1](eq, w):
+        return None
+    return importlib.import_module(f".{entry[0]}", __name__)

@@ -1,0 +1,20 @@
+"""What the compiled time loops share: the compile options and the step order."""
+import numpy as np
+from numba import njit
+
+# cache: compiled once per dtype/signature, then loaded from disk (numba's cache directory).
+# error_model="numpy": a float division never raises, so no branch keeps a loop from SIMD.
+# nogil: the loops hold no Python objects, so other threads may run meanwhile.
+JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+ONE = np.float32(1)     # float32 constants keep float32 arithmetic in float32 (a Python 1.0
+HALF = np.float32(0.5)  # would promote it to float64) and are exact in float64 arithmetic
+
+
+@njit(inline="always")
+def step_index(step, T, reverse):
+    """(t, prev, new) of processing step ``step``: the layout of ``timeloop._steps``."""
+    if reverse:
+        t = T - 1 - step
+        return t, t + 1, t
+    return step, step, step + 1

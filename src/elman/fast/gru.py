@@ -1,0 +1,83 @@
+"""Compiled GRU time loops, ``reset_after=True`` (PyTorch's GRU; equations in
+:mod:`elman.cells.gru`), the fast twin of ``GRUEquations.forward``/``backward``."""
+import numpy as np
+from numba import njit
+
+from ._loop import JIT, ONE, step_index
+from ._math import sigmoid, tanh
+
+__all__ = ["forward", "backward"]
+
+
+@njit(**JIT)
+def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
+    """GX (T, N, 3H) overwritten with [r, z, n]; HN (T, N, H) keeps W_hn h_prev + b_hn."""
+    T = GX.shape[0]
+    H = S.shape[2]
+    for step in range(T):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        np.dot(S[p, :n], W_hh_T, gh[:n])
+        for b in range(n):
+            g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
+            rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
+            grz, ghn = r[:2 * H], r[2 * H:]                           # see lstm._forward
+            for k in range(2 * H):                                    # r, z
+                rz[k] = sigmoid(rz[k] + grz[k])
+            for j in range(H):
+                a = ghn[j] + b_hn[j]
+                hn[j] = a
+                nj = tanh(nn[j] + rt[j] * a)           # n = tanh(.. + r (W_hn h + b_hn))
+                nn[j] = nj
+                h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
+
+@njit(**JIT)
+def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
+    """dGX/dGH (T, N, 3H) receive the input-/recurrent-side pre-activation gradients; dh
+    (N, H) enters as the gradient wrt the final state and leaves as that wrt h0."""
+    T = gates.shape[0]
+    H = dh.shape[1]
+    for step in range(T - 1, -1, -1):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        if dY is not None:
+            for b in range(n):
+                for j in range(H):
+                    dh[b, j] += dY[t, b, j]
+        for b in range(n):
+            g, dx, dr, hn, h_prev = gates[t, b], dGX[t, b], dGH[t, b], HN[t, b], S[p, b]
+            dh_b, direct_b = dh[b], direct[b]
+            r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
+            dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
+            dhr, dhz, dhn = dr[:H], dr[H:2 * H], dr[2 * H:]
+            for j in range(H):
+                nj, zj, dhj = nn[j], z[j], dh_b[j]
+                dn = ((ONE - nj * nj) * (ONE - zj)) * dhj
+                dzj = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
+                drj = ((ONE - r[j]) * r[j]) * (dn * hn[j])
+                dxr[j] = drj
+                dxz[j] = dzj
+                dxn[j] = dn
+                dhr[j] = drj
+                dhz[j] = dzj
+                dhn[j] = dn * r[j]
+                direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
+        np.dot(dGH[t, :n], W_hh, dh[:n])
+        for b in range(n):
+            for j in range(H):
+                dh[b, j] += direct[b, j]
+
+
+def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    H = S.shape[2]
+    b_hn = np.zeros(H, GX.dtype) if consts is None else consts
+    _forward(GX, W_hh_T, S, saved, gh, b_hn, active, reverse)
+
+
+def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
+    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, work,
+              active, cache.reverse)

@@ -1,0 +1,87 @@
+"""Compiled LSTM time loops (equations in :mod:`elman.cells.lstm`), the fast twin of
+``LSTMEquations.forward``/``backward`` driven by :mod:`elman.timeloop`.
+
+Per step: one GEMM ``gh = h_prev @ W_hh^T`` (BLAS through numba's ``np.dot``), then one pass over
+each row that activates the gates and updates ``c``, ``tanh(c)`` and ``h`` in registers, instead
+of ~12 NumPy calls with temporaries. Shapes as in :class:`elman.timeloop.SequenceCache`.
+"""
+import numpy as np
+from numba import njit
+
+from ._loop import JIT, ONE, step_index
+from ._math import sigmoid, tanh
+
+__all__ = ["forward", "backward"]
+
+
+@njit(**JIT)
+def _forward(GX, W_hh_T, S, C, TC, gh, active, reverse):
+    """GX (T, N, 4H) pre-activations without the recurrent term, overwritten with the gates
+    [i, f, g, o]; S (T+1, N, H) and C (T+1, N, H) states; TC (T, N, H) tanh(c)."""
+    T = GX.shape[0]
+    H = C.shape[2]
+    for step in range(T):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        np.dot(S[p, :n], W_hh_T, gh[:n])
+        for b in range(n):
+            # loops index views from 0: LLVM then proves the index non-negative and emits SIMD
+            # code (an offset index like g[2 * H + j] in a loop that writes g does not vectorize)
+            g, r = GX[t, b], gh[b]
+            i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
+            ri, rf, rg, ro = r[:H], r[H:2 * H], r[2 * H:3 * H], r[3 * H:]
+            c_prev, c, tc, h = C[p, b], C[q, b], TC[t, b], S[q, b]
+            for j in range(H):
+                i[j] = sigmoid(i[j] + ri[j])
+            for j in range(H):
+                f[j] = sigmoid(f[j] + rf[j])
+            for j in range(H):
+                gg[j] = tanh(gg[j] + rg[j])
+            for j in range(H):
+                o[j] = sigmoid(o[j] + ro[j])
+            for j in range(H):
+                cj = f[j] * c_prev[j] + i[j] * gg[j]               # c = f c_prev + i g
+                c[j] = cj
+                y = tanh(cj)
+                tc[j] = y
+                h[j] = o[j] * y                                    # h = o tanh(c)
+
+@njit(**JIT)
+def _backward(gates, TC, C, dY, dh, dc, dG, W_hh, active, reverse):
+    """dG (T, N, 4H) receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
+    the gradients wrt the final states and leave as those wrt the initial states."""
+    T = gates.shape[0]
+    H = dc.shape[1]
+    for step in range(T - 1, -1, -1):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        if dY is not None:
+            for b in range(n):
+                for j in range(H):
+                    dh[b, j] += dY[t, b, j]
+        for b in range(n):
+            g, d, tc, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], TC[t, b], C[p, b], dh[b], dc[b]
+            i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
+            di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
+            for j in range(H):
+                y, dhj = tc[j], dh_b[j]
+                dcj = dc_b[j] + dhj * ((ONE - y * y) * o[j])
+                di[j] = ((ONE - i[j]) * i[j]) * (dcj * gg[j])
+                df[j] = ((ONE - f[j]) * f[j]) * (dcj * c_prev[j])
+                dg[j] = (ONE - gg[j] * gg[j]) * (dcj * i[j])
+                do[j] = ((ONE - o[j]) * o[j]) * (dhj * y)
+                dc_b[j] = dcj * f[j]
+        np.dot(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
+
+
+def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    _forward(GX, W_hh_T, S, C, saved, gh, active, reverse)
+
+
+def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
+    _backward(cache.gates, cache.saved, cache.C, dY, dh, dc, dGX, W_hh,
+              active, cache.reverse)

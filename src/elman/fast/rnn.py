@@ -1,0 +1,69 @@
+"""Compiled Elman RNN time loops (equations in :mod:`elman.cells.rnn`), the fast twin of
+``RNNEquations.forward``/``backward``."""
+import numpy as np
+from numba import njit
+
+from ._loop import JIT, ONE, step_index
+from ._math import tanh
+
+__all__ = ["forward", "backward"]
+
+
+@njit(**JIT)
+def _forward(GX, W_hh_T, S, gh, relu, active, reverse):
+    """h_t = tanh(GX[t] + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX is left as it is."""
+    T = GX.shape[0]
+    H = S.shape[2]
+    zero = ONE - ONE
+    for step in range(T):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        h = S[q, :n]
+        np.dot(S[p, :n], W_hh_T, gh[:n])
+        for b in range(n):
+            g, r, h_b = GX[t, b], gh[b], h[b]
+            if relu:
+                for j in range(H):
+                    a = g[j] + r[j]
+                    h_b[j] = a if a > zero else zero
+            else:
+                for j in range(H):
+                    h_b[j] = tanh(g[j] + r[j])
+
+
+@njit(**JIT)
+def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
+    """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
+    the final state and leaves as that wrt h0."""
+    T = dG.shape[0]
+    H = dh.shape[1]
+    zero = ONE - ONE
+    for step in range(T - 1, -1, -1):
+        t, p, q = step_index(step, T, reverse)
+        n = active[t]
+        if n == 0:
+            continue
+        if dY is not None:
+            for b in range(n):
+                for j in range(H):
+                    dh[b, j] += dY[t, b, j]
+        for b in range(n):
+            h, d, dh_b = S[q, b], dG[t, b], dh[b]
+            if relu:
+                for j in range(H):
+                    d[j] = dh_b[j] if h[j] > zero else zero
+            else:
+                for j in range(H):
+                    d[j] = (ONE - h[j] * h[j]) * dh_b[j]
+        np.dot(dG[t, :n], W_hh, dh[:n])
+
+
+def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    _forward(GX, W_hh_T, S, gh, eq.nonlinearity == "relu", active, reverse)
+
+
+def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
+    _backward(cache.S, dY, dh, dGX, W_hh, eq.nonlinearity == "relu", active,
+              cache.reverse)

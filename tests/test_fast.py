@@ -1,0 +1,180 @@
+"""The fast path (elman.fast, compiled with numba) against the NumPy reference path.
+
+Both paths run the same layers on the same inputs; outputs, final states, dx, d(initial states)
+and every parameter gradient must agree to 1e-5 (float32) and 1e-12 (float64), relative to the
+largest magnitude of each array. PyTorch parity of both paths is in test_recurrent_parity.py.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import elman
+from _torch import require
+
+require("numba")          # CI installs the fast extra: there a missing numba is an error
+from elman.fast import _math  # noqa: E402  (imports numba)
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def run(layer, x, hx, lengths, seed):
+    """Forward and backward with random upstream gradients; every result in one dict."""
+    rng = np.random.default_rng(seed)
+    layer.zero_grad()
+    out, state = layer(x, hx, lengths=lengths)
+    is_lstm = isinstance(state, tuple)
+    states = state if is_lstm else (state,)
+    dout = rng.standard_normal(out.shape).astype(layer.dtype)
+    dstates = [rng.standard_normal(s.shape).astype(layer.dtype) for s in states]
+    dx, dstate0 = layer.backward(dout, tuple(dstates) if is_lstm else dstates[0])
+    result = dict(out=out, dx=dx)
+    for k, (s, d) in enumerate(zip(states, dstate0 if is_lstm else (dstate0,))):
+        result[f"state{k}"], result[f"dstate{k}"] = s, d
+    result.update({name: p.grad.copy() for name, p in layer.named_parameters()})
+    return result
+
+
+def both_paths(layer, x, hx=None, lengths=None, seed=0):
+    with elman.fast.use(False):
+        reference = run(layer, x, hx, lengths, seed)
+    with elman.fast.use(True):
+        fast = run(layer, x, hx, lengths, seed)
+    return reference, fast
+
+
+def assert_agree(reference, fast, dtype, context=""):
+    tol = TOLERANCE[np.dtype(dtype).type]
+    for key, ref in reference.items():
+        got = fast[key]
+        scale = max(1.0, float(np.max(np.abs(ref))))
+        err = float(np.max(np.abs(got - ref))) / scale
+        assert err <= tol, f"{key}: relative difference {err:.2e} > {tol:g} ({context})"
+
+
+CASES = [
+    # kind, kwargs, (T, N, I, H), lengths
+    ("RNN", {}, (6, 4, 3, 5), None),
+    ("RNN", {"nonlinearity": "relu"}, (6, 4, 3, 5), [6, 2, 5, 1]),
+    ("RNN", {"num_layers": 2, "bidirectional": True}, (5, 3, 4, 6), [3, 5, 2]),
+    ("GRU", {}, (7, 3, 4, 5), None),
+    ("GRU", {"bias": False}, (4, 2, 3, 3), None),
+    ("GRU", {"num_layers": 2, "bidirectional": True, "batch_first": True}, (6, 4, 3, 5),
+     [6, 1, 4, 3]),
+    ("LSTM", {}, (7, 3, 4, 5), None),
+    ("LSTM", {"bias": False, "bidirectional": True}, (5, 2, 3, 4), None),
+    ("LSTM", {"num_layers": 3, "bidirectional": True}, (6, 5, 2, 7), [6, 2, 3, 1, 5]),
+    ("LSTM", {"num_layers": 2}, (40, 8, 16, 33), [40, 17, 39, 2, 40, 11, 25, 30]),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fast_path_agrees_with_reference(case, dtype):
+    kind, kwargs, (T, N, I, H), lengths = CASES[case]
+    layer = getattr(elman, kind)(I, H, dtype=dtype, seed=case, **kwargs)
+    rng = np.random.default_rng(case)
+    shape = (N, T, I) if kwargs.get("batch_first") else (T, N, I)
+    x = rng.standard_normal(shape).astype(dtype)
+    D = 2 if kwargs.get("bidirectional") else 1
+    L = kwargs.get("num_layers", 1)
+    h0 = rng.standard_normal((D * L, N, H)).astype(dtype)
+    hx = (h0, rng.standard_normal((D * L, N, H)).astype(dtype)) if kind == "LSTM" else h0
+    assert elman.fast.kernels_for(layer.eq, layer._weights(0), dtype) is not None
+    reference, fast = both_paths(layer, x, hx, lengths, seed=case)
+    assert_agree(reference, fast, dtype, context=repr(layer))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_fast_path_on_saturated_gates_and_long_sequences(kind):
+    """Large pre-activations (gates at 0 or 1 in float32) over 300 steps stay in agreement.
+    Only the input side is scaled up: a large W_hh makes the recurrence chaotic, where any two
+    float32 computations part ways (PyTorch's included)."""
+    layer = getattr(elman, kind)(8, 16, seed=3)
+    for name, p in layer.named_parameters():
+        if "hh" not in name:
+            p.data *= 6                              # |pre-activations| up to ~10
+    x = np.random.default_rng(3).standard_normal((300, 4, 8)).astype(np.float32)
+    reference, fast = both_paths(layer, x, seed=3)
+    assert np.abs(x @ layer.weight_ih_l0.data.T).max() > 9     # tanh(9) = 1 in float32
+    assert_agree(reference, fast, np.float32, context=kind)
+
+
+def test_cells_run_through_the_fast_path():
+    for cell in (elman.RNNCell(3, 4, seed=0), elman.GRUCell(3, 4, seed=0),
+                 elman.LSTMCell(3, 4, seed=0)):
+        x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+        results = []
+        for flag in (False, True):
+            with elman.fast.use(flag):
+                cell.zero_grad()
+                out = cell(x)
+                h = out[0] if isinstance(out, tuple) else out
+                dx, _ = cell.backward(np.ones_like(h))
+                results.append((h, dx, cell.weight_hh.grad.copy()))
+        for a, b in zip(*results):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_variants_without_kernels_use_the_reference_path():
+    """proj_size and the classic GRU have no kernel: they run (and stay correct) on NumPy."""
+    lstm = elman.LSTM(3, 5, proj_size=2, seed=0)
+    gru = elman.GRU(3, 5, reset_after=False, seed=0)
+    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is None
+    assert elman.fast.kernels_for(gru.eq, gru._weights(0), np.float32) is None
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    for layer in (lstm, gru):
+        reference, fast = both_paths(layer, x)
+        assert_agree(reference, fast, np.float32)
+
+
+def test_switches():
+    assert elman.fast.available
+    lstm = elman.LSTM(2, 3)
+    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is not None
+    with elman.fast.use(False):
+        assert not elman.fast.enabled()
+        assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is None
+        with elman.fast.use(True):
+            assert elman.fast.enabled()
+        assert not elman.fast.enabled()
+    assert elman.fast.enabled()
+    previous = elman.fast.set_enabled(False)
+    try:
+        assert previous is True and not elman.fast.enabled()
+    finally:
+        elman.fast.set_enabled(previous)
+
+
+def test_environment_variable_switches_off():
+    code = "import elman; print(elman.fast.enabled())"
+    for value, expected in (("0", "False"), ("off", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={"ELMAN_FAST": value, "PATH": ""}, check=True)
+        assert out.stdout.strip() == expected
+
+
+def test_fast_tanh_accuracy():
+    """The float32 rational tanh: within 5e-7 of the exact value, odd, bounded by 1; float64 is
+    libm's tanh."""
+    numba = require("numba")
+
+    @numba.njit
+    def apply(x, out):
+        for k in range(x.size):
+            out[k] = _math.tanh(x[k])
+
+    x = np.concatenate([np.linspace(-12, 12, 400_001), [0.0, 1e-30, 50.0, -50.0, 1e30]])
+    x32 = x.astype(np.float32)
+    y32 = np.empty_like(x32)
+    apply(x32, y32)
+    exact = np.tanh(x32.astype(np.float64))
+    assert np.max(np.abs(y32 - exact)) < 5e-7
+    grid = y32[:400_001]                                 # x is symmetric: tanh is odd
+    np.testing.assert_array_equal(grid, -grid[::-1])
+    assert np.all(np.abs(y32) <= 1)
+    assert y32[-3] == 1 and y32[-2] == -1 and y32[-1] == 1
+    y64 = np.empty_like(x)
+    apply(x, y64)
+    np.testing.assert_allclose(y64, np.tanh(x), rtol=1e-15, atol=0)
