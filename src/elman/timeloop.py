@@ -63,6 +63,7 @@ class SequenceCache:
     active: np.ndarray | None  # (T,) rows still running at each step; None = all
     reverse: bool
     consts: object = None      # the cell's step constants (prepare_forward), for backward too
+    kernels: object = None     # the elman.fast module that ran the loop; None: the NumPy steps
 
 
 def _steps(T: int, reverse: bool):
@@ -98,14 +99,17 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
     GX = np.matmul(X.reshape(T * N, -1), w.W_ih.T).reshape(T, N, GH)
-    if gx_bias is not None:
+    # the compiled loops (elman.fast) add the bias as they go; the NumPy steps need it in GX
+    kernels = fast.kernels_for(eq, w, dtype)
+    if gx_bias is not None and kernels is None:
         GX += gx_bias
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     alloc = np.empty if active is None else np.zeros
     S = alloc((T + 1, N, P), dtype=dtype)
     C = alloc((T + 1, N, H), dtype=dtype) if eq.has_cell else None
     R = alloc((T, N, H), dtype=dtype) if w.W_hr is not None else None  # read by dW_hr GEMM
-    saved = alloc((T, N, eq.saved_width * H), dtype=dtype) if eq.saved_width else None
+    saved_width = eq.saved_width if kernels is None else kernels.saved_width
+    saved = alloc((T, N, saved_width * H), dtype=dtype) if saved_width else None
     first = T if reverse else 0
     S[first] = h0
     if C is not None:
@@ -120,10 +124,10 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     gh = np.empty((N, K), dtype=dtype)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
-    kernels = fast.kernels_for(eq, w, dtype)
     if kernels is not None:
-        kernels.forward(eq, GX, W_hh_T, S, C, saved, gh, consts, _active(active, T, N), reverse)
-        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts)
+        kernels.forward(eq, GX, gx_bias, W_hh_T, S, C, saved, gh, consts,
+                        _active(active, T, N), reverse)
+        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels)
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])
         h_prev = S[p, :n]
@@ -183,7 +187,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if eq.has_cell:
         dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
-    kernels = fast.kernels_for(eq, w, dtype)
+    kernels = cache.kernels        # the path that ran forward (what it saved is its own)
     if kernels is not None:
         kernels.backward(eq, cache, None if dY is None else np.ascontiguousarray(dY), dh, dc,
                          dGX, dGH, w.W_hh, work, _active(active, T, N))

@@ -1,9 +1,11 @@
 """Compiled LSTM time loops (equations in :mod:`elman.cells.lstm`), the fast twin of
 ``LSTMEquations.forward``/``backward`` driven by :mod:`elman.timeloop`.
 
-Per step: one GEMM ``gh = h_prev @ W_hh^T`` (BLAS through numba's ``np.dot``), then one pass over
-each row that activates the gates and updates ``c``, ``tanh(c)`` and ``h`` in registers, instead
-of ~12 NumPy calls with temporaries. Shapes as in :class:`elman.timeloop.SequenceCache`.
+Per step: one GEMM ``gh = h_prev @ W_hh^T`` (BLAS through numba's ``np.dot``), then short
+passes over each row that add the bias, activate the gates and update ``c`` and ``h``, instead of
+~12 NumPy calls with temporaries. Unlike the reference, the forward pass keeps no ``tanh(c)``:
+backward recomputes it from ``c`` (0.3 ns per element against T*N*H floats of memory).
+Shapes as in :class:`elman.timeloop.SequenceCache`.
 """
 import numpy as np
 from numba import njit
@@ -15,11 +17,12 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, W_hh_T, S, C, TC, gh, active, reverse):
-    """GX (T, N, 4H) pre-activations without the recurrent term, overwritten with the gates
-    [i, f, g, o]; S (T+1, N, H) and C (T+1, N, H) states; TC (T, N, H) tanh(c)."""
+def _forward(GX, bias, W_hh_T, S, C, gh, active, reverse):
+    """GX (T, N, 4H) input projections, overwritten with the gates [i, f, g, o]; bias (4H,)
+    b_ih + b_hh; S (T+1, N, H) and C (T+1, N, H) states."""
     T = GX.shape[0]
     H = C.shape[2]
+    bi, bf, bg, bo = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
     for step in range(T):
         t, p, q = step_index(step, T, reverse)
         n = active[t]
@@ -32,25 +35,24 @@ def _forward(GX, W_hh_T, S, C, TC, gh, active, reverse):
             g, r = GX[t, b], gh[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             ri, rf, rg, ro = r[:H], r[H:2 * H], r[2 * H:3 * H], r[3 * H:]
-            c_prev, c, tc, h = C[p, b], C[q, b], TC[t, b], S[q, b]
+            c_prev, c, h = C[p, b], C[q, b], S[q, b]
             for j in range(H):
-                i[j] = sigmoid(i[j] + ri[j])
+                i[j] = sigmoid((i[j] + bi[j]) + ri[j])
             for j in range(H):
-                f[j] = sigmoid(f[j] + rf[j])
+                f[j] = sigmoid((f[j] + bf[j]) + rf[j])
             for j in range(H):
-                gg[j] = tanh(gg[j] + rg[j])
+                gg[j] = tanh((gg[j] + bg[j]) + rg[j])
             for j in range(H):
-                o[j] = sigmoid(o[j] + ro[j])
+                o[j] = sigmoid((o[j] + bo[j]) + ro[j])
             for j in range(H):
                 cj = f[j] * c_prev[j] + i[j] * gg[j]               # c = f c_prev + i g
                 c[j] = cj
-                y = tanh(cj)
-                tc[j] = y
-                h[j] = o[j] * y                                    # h = o tanh(c)
+                h[j] = o[j] * tanh(cj)                             # h = o tanh(c)
 
 @njit(**JIT)
-def _backward(gates, TC, C, dY, dh, dc, dG, W_hh, active, reverse):
-    """dG (T, N, 4H) receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
+def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
+    """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
+    dG (T, N, 4H) receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
     the gradients wrt the final states and leave as those wrt the initial states."""
     T = gates.shape[0]
     H = dc.shape[1]
@@ -64,11 +66,11 @@ def _backward(gates, TC, C, dY, dh, dc, dG, W_hh, active, reverse):
                 for j in range(H):
                     dh[b, j] += dY[t, b, j]
         for b in range(n):
-            g, d, tc, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], TC[t, b], C[p, b], dh[b], dc[b]
+            g, d, c, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], C[q, b], C[p, b], dh[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
             for j in range(H):
-                y, dhj = tc[j], dh_b[j]
+                y, dhj = tanh(c[j]), dh_b[j]
                 dcj = dc_b[j] + dhj * ((ONE - y * y) * o[j])
                 di[j] = ((ONE - i[j]) * i[j]) * (dcj * gg[j])
                 df[j] = ((ONE - f[j]) * f[j]) * (dcj * c_prev[j])
@@ -78,10 +80,15 @@ def _backward(gates, TC, C, dY, dh, dc, dG, W_hh, active, reverse):
         np.dot(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
 
 
-def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
-    _forward(GX, W_hh_T, S, C, saved, gh, active, reverse)
+saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
+
+
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    H = C.shape[2]
+    _forward(GX, np.zeros(4 * H, GX.dtype) if bias is None else bias, W_hh_T, S, C, gh, active,
+             reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
-    _backward(cache.gates, cache.saved, cache.C, dY, dh, dc, dGX, W_hh,
+    _backward(cache.gates, cache.C, dY, dh, dc, dGX, W_hh,
               active, cache.reverse)

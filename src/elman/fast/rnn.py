@@ -10,8 +10,9 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, W_hh_T, S, gh, relu, active, reverse):
-    """h_t = tanh(GX[t] + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX is left as it is."""
+def _forward(GX, bias, W_hh_T, S, gh, relu, active, reverse):
+    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
+    projection, is left as it is."""
     T = GX.shape[0]
     H = S.shape[2]
     zero = ONE - ONE
@@ -26,11 +27,11 @@ def _forward(GX, W_hh_T, S, gh, relu, active, reverse):
             g, r, h_b = GX[t, b], gh[b], h[b]
             if relu:
                 for j in range(H):
-                    a = g[j] + r[j]
+                    a = (g[j] + bias[j]) + r[j]
                     h_b[j] = a if a > zero else zero
             else:
                 for j in range(H):
-                    h_b[j] = tanh(g[j] + r[j])
+                    h_b[j] = tanh((g[j] + bias[j]) + r[j])
 
 
 @njit(**JIT)
@@ -60,8 +61,13 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
         np.dot(dG[t, :n], W_hh, dh[:n])
 
 
-def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
-    _forward(GX, W_hh_T, S, gh, eq.nonlinearity == "relu", active, reverse)
+saved_width = 0        # backward needs only h
+
+
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    H = S.shape[2]
+    _forward(GX, np.zeros(H, GX.dtype) if bias is None else bias, W_hh_T, S, gh,
+             eq.nonlinearity == "relu", active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
