@@ -10,7 +10,9 @@ PyTorch.
 
 Covered: ``RNN`` (tanh, relu), ``GRU`` (``reset_after=True``), ``LSTM`` (without ``proj_size``),
 float32 and float64, every layout, lengths and direction; the rest runs on the reference path.
-Compiled code is cached on disk, so only the first run on a machine pays for compilation.
+Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the
+first run on a machine pays for compilation (about 1 s per kernel). numba checks the timestamp of
+a kernel's own file only: after editing ``_math.py`` or ``_loop.py``, delete that cache.
 
 >>> import elman
 >>> with elman.fast.use(False):           # the NumPy reference path, for this block only

@@ -18,3 +18,13 @@ def step_index(step, T, reverse):
         t = T - 1 - step
         return t, t + 1, t
     return step, step, step + 1
+
+
+@njit(inline="always")
+def add_output_grad(dh, dY, t, n):
+    """dh[:n] += dY[t, :n]: what reaches h_t from the output sequence (nothing when dY is None,
+    a branch numba removes when it compiles for a None argument)."""
+    if dY is not None:
+        for b in range(n):
+            for j in range(dh.shape[1]):
+                dh[b, j] += dY[t, b, j]

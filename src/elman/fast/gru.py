@@ -3,7 +3,7 @@
 import numpy as np
 from numba import njit
 
-from ._loop import JIT, ONE, step_index
+from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
@@ -46,10 +46,7 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        if dY is not None:
-            for b in range(n):
-                for j in range(H):
-                    dh[b, j] += dY[t, b, j]
+        add_output_grad(dh, dY, t, n)
         for b in range(n):
             g, dx, dr, hn, h_prev = gates[t, b], dGX[t, b], dGH[t, b], HN[t, b], S[p, b]
             dh_b, direct_b = dh[b], direct[b]

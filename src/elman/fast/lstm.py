@@ -10,7 +10,7 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 import numpy as np
 from numba import njit
 
-from ._loop import JIT, ONE, step_index
+from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
@@ -61,10 +61,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        if dY is not None:
-            for b in range(n):
-                for j in range(H):
-                    dh[b, j] += dY[t, b, j]
+        add_output_grad(dh, dY, t, n)
         for b in range(n):
             g, d, c, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], C[q, b], C[p, b], dh[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]

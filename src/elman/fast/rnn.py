@@ -3,7 +3,7 @@
 import numpy as np
 from numba import njit
 
-from ._loop import JIT, ONE, step_index
+from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -46,10 +46,7 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        if dY is not None:
-            for b in range(n):
-                for j in range(H):
-                    dh[b, j] += dY[t, b, j]
+        add_output_grad(dh, dY, t, n)
         for b in range(n):
             h, d, dh_b = S[q, b], dG[t, b], dh[b]
             if relu:
