@@ -1,25 +1,34 @@
 #!/usr/bin/env python
 """elman vs torch.nn: RNN, GRU and LSTM on the CPU, float32, same weights, same input, same process.
 
-For every (cell, mode, config) the two frameworks are timed repeat by repeat in alternation
-(elman, torch, elman, torch, ...) after a warm-up that also checks that both compute the same
-thing; each repeat runs as many iterations as needed to last at least ``--min-time`` seconds
-(calibrated once; a single iteration when one already takes that long) and the table reports the
-median over repeats as sequences per second. See benchmarks/README.md.
+Three frameworks per case: ``fast`` (elman with its compiled fast path, ``elman.fast.use(True)``),
+``numpy`` (elman on the pure-NumPy reference path, ``elman.fast.use(False)``) and ``torch``.
+A case is (cell, mode, stack, config): mode ``train`` is zero_grad + forward + backward + an Adam
+step, ``infer`` a forward only; the stack is 1 or 2 layers, uni- or bidirectional. The frameworks
+are timed repeat by repeat in alternation (fast, numpy, torch, fast, numpy, torch, ...) after a
+warm-up that also checks that they compute the same thing; each repeat runs as many iterations as
+needed to last at least ``--min-time`` seconds and the table reports the median over repeats as
+sequences per second, plus the achieved GEMM GFLOP/s against a measured SGEMM ceiling. For the
+largest config the peak memory of one training step is measured in fresh subprocesses.
+See benchmarks/README.md.
 
-    python benchmarks/bench_rnn.py                  # the full grid (3 cells x 2 modes x 6 configs)
-    python benchmarks/bench_rnn.py --quick          # smoke test: one tiny config, 2 repeats
-    python benchmarks/bench_rnn.py --configs 1 --cells lstm --repeats 3
+    python benchmarks/bench_rnn.py          # full grid: 3 cells x 2 modes x 4 stacks x 6 configs
+    python benchmarks/bench_rnn.py --quick  # smoke test: one tiny config, 2 repeats
+    python benchmarks/bench_rnn.py --configs 1 --cells lstm --stacks 1,2bi --repeats 5
+    python benchmarks/bench_rnn.py --dry-run  # list the cases and a rough time estimate
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import threading
 import time
 
 # (N, T, I, H): batch size, sequence length, input size, hidden size
@@ -32,8 +41,20 @@ CONFIGS = [
     (32, 500, 32, 32),
 ]
 QUICK_CONFIG = (4, 10, 8, 16)
+MEMORY_CONFIG = (128, 200, 256, 512)          # the largest config: peak memory per training step
 CELLS = ("rnn", "gru", "lstm")
 MODES = ("train", "infer")
+FRAMEWORKS = ("fast", "numpy", "torch")
+# stack name -> (num_layers, bidirectional)
+STACKS = {"1": (1, False), "2": (2, False), "1bi": (1, True), "2bi": (2, True)}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GEMM_BOUND_H = 256            # configs with H >= this are GEMM-bound: % of the SGEMM ceiling
+CEILING_SIZE = 2048           # SGEMM ceiling: (2048 x 2048) @ (2048 x 2048), float32
+STEP_GEMM = (128, 512, 2048)  # the per-step recurrent GEMM of the largest LSTM: (N x H) @ (H x 4H)
+CEILING_RUNS = 7              # timed runs of each reference GEMM (the median is reported; >= 5)
+LR = 1e-3
+MIN_REPEATS = 5
+PROBE_MARKER = "MEMORY_PROBE_RESULT "
 
 # Environment variables that slow NumPy's OpenBLAS on the benchmark machine: if set, the script
 # re-executes itself once without them (unless --keep-env). OpenBLAS reads them when it is loaded,
@@ -43,38 +64,90 @@ REEXEC_MARKER = "ELMAN_BENCH_REEXECUTED"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except None/False ones (flags, and defaults that depend on --quick)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Benchmark elman's RNN/GRU/LSTM against torch.nn on the CPU (float32).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Benchmark elman's RNN/GRU/LSTM (fast path and NumPy path) against torch.nn "
+                    "on the CPU (float32).",
+        formatter_class=_HelpFormatter)
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                   help="comma-separated subset of fast (elman, compiled fast path), numpy "
+                        "(elman, NumPy reference path), torch; torch is always included (the "
+                        "reference for the ratios)")
     p.add_argument("--cells", default=",".join(CELLS),
                    help="comma-separated subset of rnn,gru,lstm")
     p.add_argument("--modes", default=",".join(MODES),
-                   help="comma-separated subset of train (forward+backward), infer (forward)")
+                   help="comma-separated subset of train (forward+backward+Adam step), "
+                        "infer (forward)")
+    p.add_argument("--stacks", default=",".join(STACKS),
+                   help="comma-separated subset of 1, 2 (layers), 1bi, 2bi (bidirectional)")
     p.add_argument("--configs", default="all",
                    help='comma-separated indices into the grid (0-based) or "all"; grid: '
                         + ", ".join(f"{i}=(N,T,I,H)={c}" for i, c in enumerate(CONFIGS)))
-    p.add_argument("--repeats", type=int, default=5,
-                   help="timed repeats per framework (the median is reported)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repeats per framework (the median is reported); default "
+                        f"{MIN_REPEATS} ({2} with --quick)")
     p.add_argument("--min-time", type=float, default=0.2,
                    help="minimum duration of one repeat in seconds (calibrated once per case; "
                         "one iteration when a single iteration takes longer)")
     p.add_argument("--threads", type=int, default=2,
-                   help="threads for torch (set_num_threads) and NumPy's BLAS (threadpoolctl)")
+                   help="threads for torch (set_num_threads) and both OpenBLAS libraries "
+                        "(NumPy's and SciPy's, through threadpoolctl)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke test: one tiny config {QUICK_CONFIG}, 2 repeats, short repeats")
-    p.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")
+                   help=f"smoke test: one tiny config {QUICK_CONFIG}, 2 repeats, short repeats, "
+                        "no memory measurement")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the peak memory of one training step for the largest config "
+                        f"{MEMORY_CONFIG} (stack 1, every cell, one fresh subprocess per "
+                        "framework); default: on, off with --quick")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cases and a rough run-time estimate (measures only the SGEMM "
+                        "ceiling), run nothing else")
+    p.add_argument("--markdown", metavar="FILE", help="also write the Markdown tables to FILE")
     p.add_argument("--json", metavar="FILE", help="write the raw numbers (every repeat) to FILE")
     p.add_argument("--keep-env", action="store_true",
                    help="do not re-execute without " + " / ".join(SLOW_ENV_VARS))
+    # hidden: the memory probe (run in a subprocess by --memory) and its config
+    p.add_argument("--memory-probe", nargs=2, metavar=("FRAMEWORK", "CELL"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--memory-config", default=",".join(map(str, MEMORY_CONFIG)),
+                   help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    fws = _choices(p, "--frameworks", args.frameworks, FRAMEWORKS)
+    args.frameworks_note = None
+    if "torch" not in fws:
+        fws.append("torch")
+        args.frameworks_note = "added torch to --frameworks: it is the reference for the ratios"
+    args.frameworks = [f for f in FRAMEWORKS if f in fws]       # fixed order: fast, numpy, torch
     args.cells = _choices(p, "--cells", args.cells, CELLS)
     args.modes = _choices(p, "--modes", args.modes, MODES)
+    args.stacks = _choices(p, "--stacks", args.stacks, tuple(STACKS))
+    try:
+        args.memory_config = tuple(int(s) for s in args.memory_config.split(","))
+        if len(args.memory_config) != 4 or min(args.memory_config) < 1:
+            raise ValueError
+    except ValueError:
+        p.error(f"--memory-config takes N,T,I,H (4 positive integers), "
+                f"got {args.memory_config!r}")
+    if args.memory_probe is not None:
+        fw, cell = (s.lower() for s in args.memory_probe)
+        if fw not in FRAMEWORKS or cell not in CELLS:
+            p.error(f"--memory-probe takes FRAMEWORK CELL in {FRAMEWORKS} x {CELLS}")
+        args.memory_probe = (fw, cell)
     if args.quick:
         args.config_list = [QUICK_CONFIG]
-        args.repeats = 2
+        if args.repeats is None:
+            args.repeats = 2
         args.min_time = min(args.min_time, 0.05)
     elif args.configs.strip().lower() == "all":
         args.config_list = list(CONFIGS)
@@ -87,6 +160,10 @@ def parse_args(argv=None):
         if bad or not idx:
             p.error(f"--configs indices must be in 0..{len(CONFIGS) - 1}, got {args.configs!r}")
         args.config_list = [CONFIGS[i] for i in idx]
+    if args.repeats is None:
+        args.repeats = MIN_REPEATS
+    if args.memory is None:
+        args.memory = not args.quick
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if args.min_time <= 0:
@@ -132,6 +209,30 @@ def reexec_without_slow_env(args):
 
 
 # --------------------------------------------------------------------------------------------
+# threads
+
+def setup_threads(np, torch, elman, threads):
+    """Limit torch and every BLAS to ``threads``; returns the threadpoolctl limiter.
+
+    elman's fast path calls BLAS from compiled code through SciPy's OpenBLAS, a second OpenBLAS
+    besides NumPy's. threadpoolctl only limits libraries that are already loaded, so SciPy's BLAS
+    and numba's kernels are loaded first (one tiny fast-path forward + backward).
+    """
+    import threadpoolctl
+    torch.set_num_threads(threads)
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+    except ImportError:
+        pass
+    if elman.fast.available:
+        with elman.fast.use(True):
+            tiny = elman.LSTM(2, 3, dtype=np.float32, seed=0)
+            out, _ = tiny(np.zeros((2, 1, 2), np.float32))
+            tiny.backward(np.zeros_like(out), None)
+    return threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+
+
+# --------------------------------------------------------------------------------------------
 # environment header
 
 def cpu_model():
@@ -143,6 +244,17 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _pool_owner(filepath):
+    """Which package ships a thread pool's library (NumPy's BLAS, SciPy's BLAS, torch's OpenMP)."""
+    path = (filepath or "").replace("\\", "/")
+    for key, name in (("/numpy.libs/", "numpy"), ("/numpy/", "numpy"),
+                      ("/scipy.libs/", "scipy (elman.fast)"), ("/scipy/", "scipy (elman.fast)"),
+                      ("/torch/", "torch"), ("/numba", "numba")):
+        if key in path:
+            return name
+    return None
 
 
 def environment(np, torch, threadpoolctl, env_note, threads):
@@ -160,9 +272,10 @@ def environment(np, torch, threadpoolctl, env_note, threads):
         "torch_blas": _torch_blas(torch),
         "torch_cpu_capability": _safe(lambda: torch.backends.cpu.get_cpu_capability()),
         "threadpools": [
-            {k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version",
-                                   "architecture", "corename", "threading_layer",
-                                   "num_threads", "filepath")}
+            dict({k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version",
+                                        "architecture", "corename", "threading_layer",
+                                        "num_threads", "filepath")},
+                 owner=_pool_owner(d.get("filepath")))
             for d in threadpoolctl.threadpool_info()],
         "env": {k: os.environ.get(k) for k in SLOW_ENV_VARS + THREAD_ENV_VARS},
         "env_note": env_note,
@@ -170,8 +283,14 @@ def environment(np, torch, threadpoolctl, env_note, threads):
     try:
         import elman
         info["elman"] = getattr(elman, "__version__", "?")
+        info["elman_fast_available"] = bool(elman.fast.available)
     except Exception:  # pragma: no cover
         info["elman"] = "?"
+    for mod in ("scipy", "numba"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            info[mod] = None
     return info
 
 
@@ -196,24 +315,44 @@ def _torch_blas(torch):
     return None
 
 
-def print_header(info):
-    print("# elman vs torch.nn benchmark (CPU, float32)")
-    print(f"- python {info['python']}, numpy {info['numpy']}, torch {info['torch']}, "
-          f"elman {info['elman']}, threadpoolctl {info['threadpoolctl']}")
+def print_header(info, args, ceilings):
+    print("# elman (fast path, NumPy path) vs torch.nn benchmark (CPU, float32)")
+    print(f"- python {info['python']}, numpy {info['numpy']}, scipy {info.get('scipy')}, "
+          f"numba {info.get('numba')}, torch {info['torch']}, elman {info['elman']}, "
+          f"threadpoolctl {info['threadpoolctl']}")
     print(f"- platform {info['platform']}; CPU {info['cpu']} ({info['cpu_count']} logical CPUs)"
           + (f"; load average {', '.join(f'{x:.2f}' for x in info['loadavg'])}"
              if info["loadavg"] else ""))
     for d in info["threadpools"]:
         kernel = d.get("architecture") or d.get("corename") or "-"
-        print(f"- threadpool {d['user_api']}: internal_api={d['internal_api']} "
+        owner = f" [{d['owner']}]" if d.get("owner") else ""
+        print(f"- threadpool {d['user_api']}{owner}: internal_api={d['internal_api']} "
               f"version={d['version']} kernel={kernel} num_threads={d['num_threads']} "
               f"({os.path.basename(d['filepath'] or '')})")
+    n_openblas = sum(1 for d in info["threadpools"] if d.get("internal_api") == "openblas")
+    if info.get("elman_fast_available") and n_openblas < 2:
+        print("- NOTE: expected two OpenBLAS thread pools (NumPy's and SciPy's); threadpoolctl "
+              f"found {n_openblas}")
     print(f"- torch.get_num_threads()={info['torch_num_threads']}, torch BLAS "
-          f"{info['torch_blas'] or '?'}, CPU capability {info['torch_cpu_capability'] or '?'}; requested threads: {info['threads_requested']}")
+          f"{info['torch_blas'] or '?'}, CPU capability {info['torch_cpu_capability'] or '?'}; "
+          f"requested threads: {info['threads_requested']}")
     envs = ", ".join(f"{k}={'unset' if v is None else v}" for k, v in info["env"].items())
     print(f"- env: {envs}")
+    if ceilings:
+        c, s = ceilings["sgemm"], ceilings["step_gemm"]
+        print(f"- SGEMM ceiling (np.matmul float32 {c['shape']}, median of {len(c['runs_s'])}): "
+              f"{c['gflop_per_s']:.1f} GFLOP/s; per-step recurrent GEMM {s['shape']}: "
+              f"{s['gflop_per_s']:.1f} GFLOP/s")
     if info["env_note"]:
         print(f"- NOTE: {info['env_note']}")
+    if args.frameworks_note:
+        print(f"- NOTE: {args.frameworks_note}")
+    if "fast" in args.frameworks and not info.get("elman_fast_available"):
+        print("- NOTE: elman.fast is not available (numba/scipy missing): 'fast' runs the "
+              "NumPy path")
+    if args.repeats < MIN_REPEATS:
+        print(f"- NOTE: {args.repeats} repeat(s) < {MIN_REPEATS}: the medians are not reliable "
+              "(smoke run)")
     if info["loadavg"] and info["loadavg"][0] > 0.5:
         print(f"- WARNING: 1-minute load average {info['loadavg'][0]:.2f}: other processes are "
               "using the CPU. Multi-threaded BLAS/OpenMP slows down badly when its threads share "
@@ -222,77 +361,207 @@ def print_header(info):
 
 
 # --------------------------------------------------------------------------------------------
+# FLOPs and the SGEMM ceiling
+
+def gemm_flops(cell, mode, N, T, I, H, num_layers=1, bidirectional=False):
+    """GEMM floating-point operations of one iteration (multiply + add = 2), analytically.
+
+    Per layer l and direction, with I_l = I for layer 0 and D*H above and G gates:
+    forward: input projection 2*T*N*I_l*G*H + recurrent 2*T*N*H*G*H; training adds
+    dW_ih 2*T*N*I_l*G*H, dW_hh 2*T*N*G*H*H, dh_prev 2*T*N*G*H*H and, for layers > 0 only
+    (the first layer's input gradient is not computed), dX 2*T*N*G*H*I_l.
+    Element-wise work (gates, activations) and the optimizer step are not counted.
+    """
+    G = GATES[cell]
+    D = 2 if bidirectional else 1
+    total = 0
+    for layer in range(num_layers):
+        I_l = I if layer == 0 else D * H
+        per = 2 * T * N * I_l * G * H + 2 * T * N * H * G * H
+        if mode == "train":
+            per += 2 * T * N * I_l * G * H + 2 * T * N * G * H * H + 2 * T * N * G * H * H
+            if layer > 0:
+                per += 2 * T * N * G * H * I_l
+        total += D * per
+    return total
+
+
+def _gemm_rate(np, m, k, n, runs, min_run_s=0.02):
+    """Median GFLOP/s of float32 np.matmul (m x k) @ (k x n) over ``runs`` timed runs."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    c = np.empty((m, n), np.float32)
+    t0 = time.perf_counter()
+    np.matmul(a, b, out=c)                                  # warm-up
+    first = time.perf_counter() - t0
+    reps = max(1, int(math.ceil(min_run_s / max(first, 1e-9)))) if first < min_run_s else 1
+    runs_s = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.matmul(a, b, out=c)
+        runs_s.append((time.perf_counter() - t0) / reps)
+    med = statistics.median(runs_s)
+    return {"shape": f"({m} x {k}) @ ({k} x {n})", "flops": 2 * m * k * n,
+            "calls_per_run": reps, "runs_s": runs_s, "median_s": med,
+            "gflop_per_s": 2 * m * k * n / med / 1e9, "library": "numpy (np.matmul)"}
+
+
+def measure_ceilings(np):
+    n = CEILING_SIZE
+    return {"sgemm": _gemm_rate(np, n, n, n, CEILING_RUNS),
+            "step_gemm": _gemm_rate(np, *STEP_GEMM, CEILING_RUNS)}
+
+
+# --------------------------------------------------------------------------------------------
 # the cases
 
-def make_case(np, torch, elman, cell, mode, cfg, seed):
-    """Build an elman layer and its torch twin with the same weights, input and dout.
-
-    Returns (run_elman, run_torch, check): run_* do one iteration; check() does one iteration of
-    each, compares them and returns (relative errors by name, elman seconds, torch seconds).
-    """
-    N, T, I, H = cfg
+def _classes(elman, torch, cell):
     e_cls = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[cell]
     t_cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
-    layer = e_cls(I, H, dtype=np.float32, seed=seed)
-    model = t_cls(I, H)
-    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
-                           for k, v in layer.state_dict().items()})
-    rng = np.random.default_rng(seed + 1)
-    x = rng.standard_normal((T, N, I), dtype=np.float32)
-    dout = rng.standard_normal((T, N, H), dtype=np.float32)
-    xt = torch.from_numpy(x.copy())                 # requires_grad=False
-    doutt = torch.from_numpy(dout.copy())
+    return e_cls, t_cls
 
+
+class Runner:
+    """One framework's model for one case.
+
+    ``iterate()`` is one timed iteration (train: zero_grad, forward, backward, Adam step; infer:
+    forward). ``first()`` is the same without the optimizer step, returning the output (for the
+    correctness check, before any step has changed the weights); ``step()`` is the step alone;
+    ``grads()`` the parameter gradients by name.
+    """
+
+    def __init__(self, iterate, first, step, grads):
+        self.iterate, self.first, self.step, self.grads = iterate, first, step, grads
+
+
+def _elman_runner(np, elman, layer, mode, x, dout, fast):
     if mode == "train":
         layer.train()
-        model.train()
+        opt = elman.Adam(layer.parameters(), lr=LR)
 
-        def run_elman():
-            layer.zero_grad()
-            out, _ = layer(x)
-            # x is data, as torch's input without requires_grad: neither computes dx
-            layer.backward(dout, None, input_grad=False)
+        def first():
+            with elman.fast.use(fast):
+                layer.zero_grad()
+                out, _ = layer(x)
+                # x is data, as torch's input without requires_grad: neither computes dx
+                layer.backward(dout, None, input_grad=False)
             return out
 
-        def run_torch():
+        def step():
+            opt.step()
+
+        def iterate():
+            with elman.fast.use(fast):
+                layer.zero_grad()
+                out, _ = layer(x)
+                layer.backward(dout, None, input_grad=False)
+                opt.step()
+            return out
+
+        def grads():
+            return {name: p.grad for name, p in layer.named_parameters()}
+    else:
+        layer.eval()
+
+        def iterate():
+            with elman.fast.use(fast):
+                out, _ = layer(x)
+            return out
+
+        first, step, grads = iterate, (lambda: None), (lambda: {})
+    return Runner(iterate, first, step, grads)
+
+
+def _torch_runner(torch, model, mode, xt, doutt):
+    if mode == "train":
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=LR)   # torch's default implementation
+
+        def first():
             model.zero_grad(set_to_none=True)
             out, _ = model(xt)
             (out * doutt).sum().backward()
+            return out.detach().numpy()
+
+        def step():
+            opt.step()
+
+        def iterate():
+            model.zero_grad(set_to_none=True)
+            out, _ = model(xt)
+            (out * doutt).sum().backward()
+            opt.step()
             return out
 
-        def check():
-            t0 = time.perf_counter()
-            out_e = run_elman()
-            t1 = time.perf_counter()
-            out_t = run_torch()
-            t2 = time.perf_counter()
-            diffs = {"out": _rel_err(np, out_e, out_t.detach().numpy())}
-            tgrads = {k: p.grad.numpy() for k, p in model.named_parameters()}
-            for name, p in layer.named_parameters():
-                diffs[name] = _rel_err(np, p.grad, tgrads[name])
-            return diffs, t1 - t0, t2 - t1
-    else:
-        layer.eval()
-        model.eval()
+        def grads():
+            return {k: p.grad.numpy() for k, p in model.named_parameters()}
 
-        def run_elman():
-            out, _ = layer(x)
-            return out
+        return Runner(iterate, first, step, grads)
+    model.eval()
 
-        def run_torch():
-            with torch.inference_mode():
-                out, _ = model(xt)
-            return out
+    def iterate():
+        with torch.inference_mode():
+            out, _ = model(xt)
+        return out
 
-        def check():
-            t0 = time.perf_counter()
-            out_e = run_elman()
-            t1 = time.perf_counter()
-            out_t = run_torch()
-            t2 = time.perf_counter()
-            return {"out": _rel_err(np, out_e, out_t.numpy())}, t1 - t0, t2 - t1
+    return Runner(iterate, lambda: iterate().numpy(), lambda: None, lambda: {})
 
-    return run_elman, run_torch, check
+
+def make_case(np, torch, elman, cell, mode, cfg, stack, frameworks, seed):
+    """Build one model per framework, all with the same weights, plus the input and dout.
+
+    Returns {framework: Runner}. fast and numpy get separate elman layers (and optimizers), so
+    their states are independent; torch gets elman's initial weights.
+    """
+    N, T, I, H = cfg
+    L, bi = STACKS[stack]
+    D = 2 if bi else 1
+    e_cls, t_cls = _classes(elman, torch, cell)
+    kw = dict(num_layers=L, bidirectional=bi, dtype=np.float32)
+    weights = e_cls(I, H, seed=seed, **kw).state_dict()
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((T, N, I), dtype=np.float32)
+    dout = rng.standard_normal((T, N, D * H), dtype=np.float32)
+    runners = {}
+    for fw in frameworks:
+        if fw == "torch":
+            model = t_cls(I, H, num_layers=L, bidirectional=bi)
+            model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
+                                   for k, v in weights.items()})
+            xt = torch.from_numpy(x.copy())                 # requires_grad=False
+            doutt = torch.from_numpy(dout.copy())
+            runners[fw] = _torch_runner(torch, model, mode, xt, doutt)
+        else:
+            layer = e_cls(I, H, seed=seed, **kw)
+            layer.load_state_dict(weights)
+            runners[fw] = _elman_runner(np, elman, layer, mode, x, dout, fast=(fw == "fast"))
+    return runners
+
+
+def check(np, runners):
+    """The warm-up: one iteration of each framework, compared with torch before any optimizer
+    step; then each framework's step. Returns ({framework: {name: rel err}}, {framework: s})."""
+    outs, grads, secs = {}, {}, {}
+    for fw, r in runners.items():
+        t0 = time.perf_counter()
+        outs[fw] = np.array(r.first(), dtype=np.float64)
+        secs[fw] = time.perf_counter() - t0
+        grads[fw] = {k: np.array(v, dtype=np.float64) for k, v in r.grads().items()}
+    for fw, r in runners.items():          # only now change the weights
+        t0 = time.perf_counter()
+        r.step()
+        secs[fw] += time.perf_counter() - t0
+    diffs = {}
+    for fw in runners:
+        if fw == "torch":
+            continue
+        d = {"out": _rel_err(np, outs[fw], outs["torch"])}
+        for name, g in grads[fw].items():
+            d[name] = _rel_err(np, g, grads["torch"][name])
+        diffs[fw] = d
+    return diffs, secs
 
 
 def _rel_err(np, a, b):
@@ -331,39 +600,176 @@ def timed(fn, iters):
     return time.perf_counter() - t0
 
 
-def bench_case(np, torch, elman, cell, mode, cfg, args):
-    N = cfg[0]
-    run_e, run_t, check = make_case(np, torch, elman, cell, mode, cfg, args.seed)
+def bench_case(np, torch, elman, cell, mode, cfg, stack, args, ceilings):
+    N, T, I, H = cfg
+    L, bi = STACKS[stack]
+    runners = make_case(np, torch, elman, cell, mode, cfg, stack, args.frameworks, args.seed)
     # warm-up: one iteration each, which is also a correctness check and a first timing
-    diffs, first_e, first_t = check()
-    worst = max(diffs.values())
-    # calibrate each framework once
-    it_e = calibrate(run_e, args.min_time, first_e)
-    it_t = calibrate(run_t, args.min_time, first_t)
-    te, tt = [], []
-    for _ in range(args.repeats):          # alternate: elman, torch, elman, torch, ...
-        te.append(timed(run_e, it_e))
-        tt.append(timed(run_t, it_t))
-    sps_e = [N * it_e / t for t in te]
-    sps_t = [N * it_t / t for t in tt]
-    med_e, med_t = statistics.median(sps_e), statistics.median(sps_t)
+    diffs, first = check(np, runners)
+    worst = max((e for d in diffs.values() for e in d.values()), default=0.0)
+    iters = {fw: calibrate(r.iterate, args.min_time, first[fw]) for fw, r in runners.items()}
+    times = {fw: [] for fw in runners}
+    for _ in range(args.repeats):          # alternate: fast, numpy, torch, fast, numpy, ...
+        for fw, r in runners.items():
+            times[fw].append(timed(r.iterate, iters[fw]))
+    flops = gemm_flops(cell, mode, N, T, I, H, L, bi)
+    res = {}
+    for fw in runners:
+        sps = [N * iters[fw] / t for t in times[fw]]
+        med = statistics.median(sps)
+        res[fw] = {"seq_per_s": med, "gflop_per_s": flops * med / N / 1e9,
+                   "iters_per_repeat": iters[fw], "repeat_s": times[fw],
+                   "seq_per_s_all": sps, "warmup_s": first[fw],
+                   "max_rel_err": max(diffs[fw].values()) if fw in diffs else 0.0}
+    t_rate = res["torch"]["seq_per_s"]
+    ratios = {f"{fw}/torch": res[fw]["seq_per_s"] / t_rate for fw in res if fw != "torch"}
+    pct = None
+    if "fast" in res and H >= GEMM_BOUND_H and ceilings:
+        pct = 100.0 * res["fast"]["gflop_per_s"] / ceilings["sgemm"]["gflop_per_s"]
     return {
-        "cell": cell, "mode": mode, "N": cfg[0], "T": cfg[1], "I": cfg[2], "H": cfg[3],
-        "elman_seq_per_s": med_e, "torch_seq_per_s": med_t, "ratio": med_e / med_t,
-        "elman_iters_per_repeat": it_e, "torch_iters_per_repeat": it_t,
-        "elman_repeat_s": te, "torch_repeat_s": tt,
-        "elman_seq_per_s_all": sps_e, "torch_seq_per_s_all": sps_t,
-        "warmup_s": [first_e, first_t], "max_rel_err": worst, "rel_err": diffs,
+        "cell": cell, "mode": mode, "stack": stack, "num_layers": L, "bidirectional": bi,
+        "N": N, "T": T, "I": I, "H": H, "flops_per_iter": flops,
+        "frameworks": res, "ratios": ratios, "fast_pct_of_sgemm_ceiling": pct,
+        "max_rel_err": worst, "rel_err": diffs,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# peak memory per training step (one fresh subprocess per framework and cell)
+
+def _proc_status_kib(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])          # "VmRSS:   123456 kB"
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _malloc_trim():
+    """Give free heap memory back to the OS (glibc), so that pages the warm-up freed but malloc
+    kept do not hide the step's allocations from VmHWM. True when it ran."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def memory_probe(args):
+    """Run in a fresh process: the peak memory of one training iteration above the baseline.
+
+    Builds model, data and optimizer, runs one full training iteration (compiles numba, creates
+    the Adam state), gc.collect() and malloc_trim(0), reads VmRSS (the baseline), resets the peak
+    (VmHWM) through /proc/self/clear_refs, runs one training iteration and reads VmHWM. Prints
+    one JSON line.
+    """
+    fw, cell = args.memory_probe
+    cfg = args.memory_config
+    import numpy as np
+    import torch
+    import elman
+    limiter = setup_threads(np, torch, elman, args.threads)
+    try:
+        runners = make_case(np, torch, elman, cell, "train", cfg, "1", [fw], args.seed)
+        run = runners[fw].iterate
+        run()                                                 # warm-up
+        gc.collect()
+        trimmed = _malloc_trim()
+        result = {"framework": fw, "cell": cell, "config": list(cfg), "stack": "1",
+                  "malloc_trim": trimmed}
+        baseline = _proc_status_kib("VmRSS")
+        if baseline is None:
+            result.update(peak_mib=None, baseline_mib=None,
+                          method="unavailable: no /proc/self/status (not Linux?)")
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")                              # resets VmHWM to the current RSS
+                reset = True
+            except OSError as e:
+                reset = False
+                reset_error = f"{type(e).__name__}: {e}"
+            if reset:
+                run()
+                hwm = _proc_status_kib("VmHWM")
+                method = "VmHWM after reset through /proc/self/clear_refs, minus VmRSS"
+                if not trimmed:
+                    method += " (no malloc_trim: freed heap pages may hide some of the peak)"
+            else:
+                # fall back: sample VmRSS from a thread while the iteration runs (a lower bound)
+                peak = [baseline]
+                stop = threading.Event()
+
+                def sample():
+                    while not stop.is_set():
+                        v = _proc_status_kib("VmRSS")
+                        if v is not None and v > peak[0]:
+                            peak[0] = v
+                        time.sleep(0.001)
+
+                th = threading.Thread(target=sample, daemon=True)
+                th.start()
+                run()
+                stop.set()
+                th.join()
+                hwm = peak[0]
+                method = ("VmRSS sampled every ~1 ms (a lower bound): /proc/self/clear_refs not "
+                          f"writable ({reset_error})")
+            result.update(baseline_mib=baseline / 1024, peak_mib=(hwm - baseline) / 1024,
+                          hwm_mib=hwm / 1024, method=method)
+    finally:
+        limiter.restore_original_limits()
+    print(PROBE_MARKER + json.dumps(result), flush=True)
+    return 0
+
+
+def measure_memory(args):
+    """Run the memory probe for every (cell, framework) in a fresh subprocess each."""
+    cfg = ",".join(map(str, args.memory_config))
+    rows, notes = [], set()
+    script = os.path.abspath(__file__)
+    for cell in args.cells:
+        row = {"cell": cell, "config": list(args.memory_config), "stack": "1"}
+        for fw in args.frameworks:
+            cmd = [sys.executable, script, "--memory-probe", fw, cell, "--memory-config", cfg,
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--keep-env"]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            secs = time.perf_counter() - t0
+            found = [ln[len(PROBE_MARKER):] for ln in proc.stdout.splitlines()
+                     if ln.startswith(PROBE_MARKER)]
+            if proc.returncode != 0 or not found:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                row[fw] = {"peak_mib": None, "error": f"exit {proc.returncode}: {err}",
+                           "probe_s": secs}
+                notes.add(f"{fw} {cell}: probe failed ({err})")
+            else:
+                r = json.loads(found[-1])
+                r["probe_s"] = secs
+                row[fw] = r
+                notes.add(r["method"])
+        rows.append(row)
+        print(f"  memory {cell:4s} N,T,I,H={cfg}: " + ", ".join(
+            f"{fw} {_fmt_mib(row[fw].get('peak_mib'))} MiB" for fw in args.frameworks),
+            flush=True)
+    return {"config": list(args.memory_config), "stack": "1", "rows": rows,
+            "notes": sorted(notes)}
 
 
 # --------------------------------------------------------------------------------------------
 # output
 
-HEAD = ("cell", "mode", "N", "T", "I", "H", "elman seq/s", "torch seq/s", "ratio")
+HEAD = ("cell", "mode", "stack", "N", "T", "I", "H", "fast seq/s", "numpy seq/s", "torch seq/s",
+        "fast/torch", "numpy/torch", "fast GFLOP/s", "% of SGEMM ceiling")
 
 
 def _fmt_rate(x):
+    if x is None:
+        return "-"
     if x >= 100:
         return f"{x:,.0f}"
     if x >= 10:
@@ -371,28 +777,77 @@ def _fmt_rate(x):
     return f"{x:.2f}"
 
 
+def _fmt_mib(x):
+    return "-" if x is None else f"{x:,.1f}"
+
+
 def table_row(r):
-    return (r["cell"], r["mode"], str(r["N"]), str(r["T"]), str(r["I"]), str(r["H"]),
-            _fmt_rate(r["elman_seq_per_s"]), _fmt_rate(r["torch_seq_per_s"]), f"{r['ratio']:.2f}")
+    fw = r["frameworks"]
+
+    def rate(name):
+        return _fmt_rate(fw[name]["seq_per_s"]) if name in fw else "-"
+
+    def ratio(name):
+        v = r["ratios"].get(f"{name}/torch")
+        return "-" if v is None else f"{v:.2f}"
+
+    pct = r["fast_pct_of_sgemm_ceiling"]
+    return (r["cell"], r["mode"], r["stack"], str(r["N"]), str(r["T"]), str(r["I"]), str(r["H"]),
+            rate("fast"), rate("numpy"), rate("torch"), ratio("fast"), ratio("numpy"),
+            _fmt_rate(fw["fast"]["gflop_per_s"]) if "fast" in fw else "-",
+            "" if pct is None else f"{pct:.0f}%")
 
 
-def markdown_table(rows):
-    cells = [HEAD] + [table_row(r) for r in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(len(HEAD))]
-    right = [False, False] + [True] * (len(HEAD) - 2)
+def _markdown(head, rows, left):
+    cells = [tuple(head)] + [tuple(r) for r in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    right = [i >= left for i in range(len(head))]
 
     def line(c):
         return "| " + " | ".join(s.rjust(w[i]) if right[i] else s.ljust(w[i])
                                  for i, s in enumerate(c)) + " |"
 
     sep = "|" + "|".join(("-" * (w[i] + 1) + ":") if right[i] else ("-" * (w[i] + 2))
-                         for i in range(len(HEAD))) + "|"
-    return "\n".join([line(HEAD), sep] + [line(c) for c in cells[1:]])
+                         for i in range(len(head))) + "|"
+    return "\n".join([line(head), sep] + [line(c) for c in cells[1:]])
+
+
+def markdown_table(rows):
+    return _markdown(HEAD, [table_row(r) for r in rows], left=3)
+
+
+def memory_table(mem, frameworks):
+    head = ["cell"] + [f"{fw} MiB" for fw in frameworks] + [
+        f"{fw}/torch" for fw in frameworks if fw != "torch"]
+    rows = []
+    for row in mem["rows"]:
+        peaks = {fw: row[fw].get("peak_mib") for fw in frameworks}
+        t = peaks.get("torch")
+        rows.append([row["cell"]] + [_fmt_mib(peaks[fw]) for fw in frameworks] + [
+            "-" if peaks[fw] is None or not t else f"{peaks[fw] / t:.2f}"
+            for fw in frameworks if fw != "torch"])
+    return _markdown(head, rows, left=1)
+
+
+def predict_case_s(flops, n_frameworks, args, rate_flops):
+    """A rough duration of one case: warm-up + calibration + repeats, per framework, with one
+    iteration taking max(flops / rate, a small overhead)."""
+    per_iter = max(flops / rate_flops, 1e-3)
+    per_repeat = max(args.min_time, per_iter)
+    calib = 0 if per_iter >= 3 * args.min_time else args.min_time / 2 + per_iter
+    return n_frameworks * (per_iter + calib + args.repeats * per_repeat)
+
+
+def case_list(args):
+    return [(cfg, stack, cell, mode) for cfg in args.config_list for stack in args.stacks
+            for cell in args.cells for mode in args.modes]
 
 
 def main(argv=None):
     args = parse_args(argv)
     env_note = reexec_without_slow_env(args)
+    if args.memory_probe is not None:
+        return memory_probe(args)
 
     # heavy imports only now, after the environment is final
     import numpy as np
@@ -400,53 +855,101 @@ def main(argv=None):
     import torch
     import elman
 
-    torch.set_num_threads(args.threads)
-    limiter = threadpoolctl.threadpool_limits(limits=args.threads, user_api="blas")
+    torch_threads = torch.get_num_threads()      # restored at the end (main() may be imported)
+    limiter = setup_threads(np, torch, elman, args.threads)
     try:
         info = environment(np, torch, threadpoolctl, env_note, args.threads)
-        print_header(info)
-        n_cases = len(args.cells) * len(args.modes) * len(args.config_list)
-        print(f"{n_cases} case(s), {args.repeats} repeat(s) each, >= {args.min_time:g} s per "
-              "repeat, alternating elman/torch; ratio = elman/torch (> 1: elman faster)\n",
+        ceilings = measure_ceilings(np)
+        print_header(info, args, ceilings)
+        cases = case_list(args)
+        # rough model for the time estimate: GEMM work at half the SGEMM ceiling
+        rate_guess = 0.5 * ceilings["sgemm"]["gflop_per_s"] * 1e9
+        predicted = [predict_case_s(gemm_flops(cell, mode, *cfg, *STACKS[stack]),
+                                    len(args.frameworks), args, rate_guess)
+                     for cfg, stack, cell, mode in cases]
+        if args.dry_run:
+            for (cfg, stack, cell, mode), p in zip(cases, predicted):
+                print(f"  {cell:4s} {mode:5s} {stack:3s} N={cfg[0]} T={cfg[1]} I={cfg[2]} "
+                      f"H={cfg[3]}: {gemm_flops(cell, mode, *cfg, *STACKS[stack]) / 1e9:.3g} "
+                      f"GFLOP/iter, ~{p:.0f} s")
+            print(f"\n{len(cases)} case(s); rough estimate {sum(predicted) / 60:.0f} min "
+                  "(GEMM work at 50% of the SGEMM ceiling, overhead ignored)"
+                  + ("; plus the memory probes" if args.memory else ""))
+            return 0
+        print(f"{len(cases)} case(s), frameworks {', '.join(args.frameworks)}, {args.repeats} "
+              f"repeat(s) each, >= {args.min_time:g} s per repeat, alternating "
+              f"{'/'.join(args.frameworks)}; x/torch = x seq/s / torch seq/s (> 1: x faster)\n",
               flush=True)
         rows = []
         t_start = time.perf_counter()
-        for cfg in args.config_list:
-            for cell in args.cells:
-                for mode in args.modes:
-                    t0 = time.perf_counter()
-                    r = bench_case(np, torch, elman, cell, mode, cfg, args)
-                    r["case_s"] = time.perf_counter() - t0
-                    rows.append(r)
-                    warn = ("  WARNING: outputs/gradients differ" if r["max_rel_err"] > 1e-3
-                            else "")
-                    print(f"  {cell:4s} {mode:5s} N={cfg[0]} T={cfg[1]} I={cfg[2]} H={cfg[3]}: "
-                          f"elman {_fmt_rate(r['elman_seq_per_s'])} seq/s "
-                          f"(x{r['elman_iters_per_repeat']}), torch "
-                          f"{_fmt_rate(r['torch_seq_per_s'])} seq/s "
-                          f"(x{r['torch_iters_per_repeat']}), ratio {r['ratio']:.2f}, "
-                          f"max rel err {r['max_rel_err']:.1e}, {r['case_s']:.1f} s{warn}",
-                          flush=True)
+        for k, (cfg, stack, cell, mode) in enumerate(cases, 1):
+            t0 = time.perf_counter()
+            r = bench_case(np, torch, elman, cell, mode, cfg, stack, args, ceilings)
+            r["case_s"] = time.perf_counter() - t0
+            rows.append(r)
+            fw = r["frameworks"]
+            warn = "  WARNING: outputs/gradients differ" if r["max_rel_err"] > 1e-3 else ""
+            rates = ", ".join(f"{f} {_fmt_rate(v['seq_per_s'])} (x{v['iters_per_repeat']})"
+                              for f, v in fw.items())
+            ratios = ", ".join(f"{k2} {v:.2f}" for k2, v in r["ratios"].items())
+            gf = (f", fast {_fmt_rate(fw['fast']['gflop_per_s'])} GFLOP/s" if "fast" in fw
+                  else "")
+            print(f"  [{k}/{len(cases)}] {cell:4s} {mode:5s} {stack:3s} N={cfg[0]} T={cfg[1]} "
+                  f"I={cfg[2]} H={cfg[3]}: {rates} seq/s; {ratios}{gf}; max rel err "
+                  f"{r['max_rel_err']:.1e}; {r['case_s']:.1f} s{warn}", flush=True)
+            if k == 3 and k < len(cases) or (k > 3 and k < len(cases)
+                                               and cases[k][0] != cfg):
+                done = time.perf_counter() - t_start
+                scale = done / max(sum(predicted[:k]), 1e-9)
+                left = scale * sum(predicted[k:])
+                print(f"  (estimated time left: ~{left / 60:.1f} min, rough: the flop model "
+                      "scaled by the cases so far)", flush=True)
         total = time.perf_counter() - t_start
+        memory = None
+        if args.memory:
+            print("\npeak memory per training step (fresh subprocess per framework):",
+                  flush=True)
+            memory = measure_memory(args)
         info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         table = markdown_table(rows)
+        foot = (f"median of {args.repeats} repeats; x/torch = x seq/s / torch seq/s (> 1: x "
+                f"faster); GFLOP/s from the analytic GEMM flops of one iteration; % of the SGEMM "
+                f"ceiling ({ceilings['sgemm']['gflop_per_s']:.1f} GFLOP/s, np.matmul float32 "
+                f"{CEILING_SIZE}^3) for H >= {GEMM_BOUND_H}; benchmark time {total:.1f} s")
         print()
         print(table)
-        print(f"\nmedian of {args.repeats} repeats; ratio = elman/torch (> 1: elman faster); "
-              f"total {total:.1f} s")
+        print("\n" + foot)
+        mem_md = None
+        if memory is not None:
+            mem_md = memory_table(memory, args.frameworks)
+            n, t, i, h = memory["config"]
+            mem_head = (f"peak memory of one training step above the baseline, MiB "
+                        f"((N,T,I,H) = ({n},{t},{i},{h}), 1 layer; method: "
+                        + "; ".join(memory["notes"]) + ")")
+            print("\n" + mem_head + "\n")
+            print(mem_md)
         if args.markdown:
             with open(args.markdown, "w") as f:
-                f.write(table + "\n")
+                f.write(table + "\n\n" + foot + "\n")
+                if mem_md is not None:
+                    f.write("\n" + mem_head + "\n\n" + mem_md + "\n")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"environment": info,
-                           "settings": {"repeats": args.repeats, "min_time_s": args.min_time,
+                           "settings": {"frameworks": args.frameworks, "cells": args.cells,
+                                        "modes": args.modes, "stacks": args.stacks,
+                                        "configs": args.config_list,
+                                        "repeats": args.repeats, "min_time_s": args.min_time,
                                         "threads": args.threads, "seed": args.seed,
-                                        "quick": args.quick},
-                           "total_s": total, "results": rows}, f, indent=2)
+                                        "quick": args.quick, "lr": LR,
+                                        "optimizers": "elman.Adam / torch.optim.Adam "
+                                                      "(default implementation)"},
+                           "ceilings": ceilings, "total_s": total, "results": rows,
+                           "memory": memory}, f, indent=2)
                 f.write("\n")
     finally:
         limiter.restore_original_limits()
+        torch.set_num_threads(torch_threads)
     return 0
 
 

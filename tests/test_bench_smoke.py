@@ -1,0 +1,77 @@
+"""Smoke test of benchmarks/bench_rnn.py: a tiny run of every framework, and the flop formula."""
+import importlib.util
+import json
+import pathlib
+
+from _torch import require, require_torch
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_rnn.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_rnn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gemm_flops_by_hand():
+    bench = load_bench()
+    # LSTM (G = 4), N=2, T=3, I=5, H=7, two bidirectional layers, training
+    N, T, I, H, G, D = 2, 3, 5, 7, 4, 2
+    layer0 = (2 * T * N * I * G * H          # input projection
+              + 2 * T * N * H * G * H        # recurrent
+              + 2 * T * N * I * G * H        # dW_ih
+              + 2 * T * N * G * H * H        # dW_hh
+              + 2 * T * N * G * H * H)       # dh_prev (no dX in the first layer)
+    I1 = D * H
+    layer1 = (2 * T * N * I1 * G * H + 2 * T * N * H * G * H + 2 * T * N * I1 * G * H
+              + 2 * T * N * G * H * H + 2 * T * N * G * H * H
+              + 2 * T * N * G * H * I1)      # dX of the second layer
+    expected = D * (layer0 + layer1)
+    # layer 0: 1680 + 2352 + 1680 + 2352 + 2352 = 10416; layer 1 (I_1 = 14):
+    # 4704 + 2352 + 4704 + 2352 + 2352 + 4704 = 21168; two directions each
+    assert expected == 2 * (10416 + 21168) == 63168
+    assert bench.gemm_flops("lstm", "train", N, T, I, H, 2, True) == expected
+    # inference, one GRU layer (G = 3): input projection + recurrent only
+    assert bench.gemm_flops("gru", "infer", N, T, I, H) == (2 * T * N * I * 3 * H
+                                                            + 2 * T * N * H * 3 * H)
+
+
+def test_quick_run_writes_all_frameworks(tmp_path):
+    require_torch()
+    require("threadpoolctl")
+    import elman
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    rc = bench.main(["--quick", "--repeats", "1", "--min-time", "0.01", "--no-memory",
+                     "--keep-env", "--threads", "1", "--cells", "lstm", "--stacks", "1,2bi",
+                     "--json", str(out), "--markdown", str(md)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["settings"]["frameworks"] == ["fast", "numpy", "torch"]
+    assert data["ceilings"]["sgemm"]["gflop_per_s"] > 0
+    assert data["ceilings"]["step_gemm"]["gflop_per_s"] > 0
+    assert data["memory"] is None
+    pools = data["environment"]["threadpools"]
+    n_openblas = sum(d["internal_api"] == "openblas" for d in pools)
+    # NumPy's OpenBLAS, plus SciPy's (the fast path's BLAS) when the fast path is installed
+    assert n_openblas >= (2 if elman.fast.available else 1)
+    assert all(d["num_threads"] == 1 for d in pools if d["user_api"] == "blas")
+    results = data["results"]
+    assert [(r["stack"], r["mode"]) for r in results] == [
+        ("1", "train"), ("1", "infer"), ("2bi", "train"), ("2bi", "infer")]
+    for r in results:
+        assert r["flops_per_iter"] > 0
+        assert r["max_rel_err"] < 1e-3
+        assert set(r["rel_err"]) == {"fast", "numpy"}
+        for fw in ("fast", "numpy", "torch"):
+            res = r["frameworks"][fw]
+            assert res["seq_per_s"] > 0 and res["gflop_per_s"] > 0
+            assert len(res["repeat_s"]) == 1 and res["iters_per_repeat"] >= 1
+        assert set(r["ratios"]) == {"fast/torch", "numpy/torch"}
+        if r["mode"] == "train":     # every parameter gradient was compared
+            n_params = 4 * r["num_layers"] * (2 if r["bidirectional"] else 1)
+            assert len(r["rel_err"]["fast"]) == 1 + n_params
+    assert "fast GFLOP/s" in md.read_text()
