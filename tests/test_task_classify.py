@@ -13,7 +13,7 @@ from elman.cli import build_parser, main
 from elman.tasks import classify
 
 TINY = ["--limit", "300", "--epochs", "2", "--hidden", "8", "--embed-dim", "8",
-        "--max-words", "400", "--batch-size", "32", "--quiet"]
+        "--max-words", "400", "--batch-size", "32", "--quiet", "--ensemble", "1"]
 
 
 def _finite_metrics(m, n_classes, n_test):
@@ -108,6 +108,94 @@ def test_resume_needs_a_checkpoint(tmp_path):
         main(["classify", *TINY, "--out", str(tmp_path), "--resume"])
 
 
+def _tiny(**edits):
+    argv = list(TINY)
+    for key, value in edits.items():
+        argv[argv.index(f"--{key}") + 1] = str(value)
+    return argv
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("classify_ensemble")
+    assert main(["classify", *_tiny(ensemble=2), "--out", str(out)]) == 0
+    return out
+
+
+def test_ensemble_writes_every_member(ensemble_run):
+    for name in ("model.npz", "last.npz", "history.csv", "curves.png"):
+        assert (ensemble_run / name).stat().st_size > 0, name
+        assert (ensemble_run / "member2" / name).stat().st_size > 0, name
+    assert not (ensemble_run / "member3").exists()
+    metrics = json.loads((ensemble_run / "metrics.json").read_text())
+    assert metrics["config"]["ensemble"] == 2
+    members = metrics["model"]["members"]
+    assert len(members) == 2 and members[0]["seed"] == 0 and members[1]["seed"] != 0
+    assert members[0]["best_epoch"] == metrics["config"]["best_epoch"]
+    _finite_metrics(metrics["model"], 2, metrics["config"]["test"])
+    first = elman.load_checkpoint(str(ensemble_run / "model.npz"))
+    second = elman.load_checkpoint(str(ensemble_run / "member2" / "model.npz"))
+    assert first.extra["ensemble"] == second.extra["ensemble"] == 2
+    assert first.extra["vocabulary"] == second.extra["vocabulary"]
+    # differently seeded: other initial weights, so other trained weights
+    assert not np.array_equal(first.model[0].weight.data, second.model[0].weight.data)
+
+
+def test_ensemble_averages_the_members(ensemble_run, capsys):
+    """The reported test accuracy and --predict use the mean of the members' probabilities."""
+    first = elman.load_checkpoint(str(ensemble_run / "model.npz"))
+    second = elman.load(str(ensemble_run / "member2" / "model.npz"))
+    vocab = elman.data.text.Vocabulary().load_state_dict(first.extra["vocabulary"])
+    texts = ["a gorgeous, witty and moving film", "dull , lifeless and far too long"]
+    x = elman.data.text.pad_sequences(vocab.encode(texts), maxlen=50, padding="post")
+    p1 = first.model.predict(x, mask_value=0)[:, 0]
+    p2 = second.predict(x, mask_value=0)[:, 0]
+    assert not np.allclose(p1, p2)
+    capsys.readouterr()
+    assert main(["classify", "--predict", *texts, "--out", str(ensemble_run)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = [float(line.split()[0]) for line in lines[1:]]
+    np.testing.assert_allclose(printed, (p1 + p2) / 2, atol=1e-4)
+
+
+def test_ensemble_metrics_match_the_members():
+    """classify's own pieces: the ensemble probability is the members' mean."""
+    models = [classify.build_model(50, 2, cell="rnn", embed_dim=4, hidden=3,
+                                   seed=classify.member_seed(0, k)) for k in range(3)]
+    x = np.array([[5, 6, 7, 0], [8, 9, 0, 0]])
+    each = [classify._probabilities(m, x) for m in models]
+    np.testing.assert_allclose(classify._ensemble_probabilities(models, x),
+                               np.mean(each, axis=0), rtol=1e-12)
+    assert classify.member_seed(7, 0) == 7
+    assert len({classify.member_seed(7, k) for k in range(5)}) == 5
+    assert classify.member_seed(7, 1) != classify.member_seed(8, 1)
+
+
+def test_ensemble_predict_needs_every_member(tmp_path, ensemble_run):
+    import shutil
+    out = tmp_path / "copy"
+    shutil.copytree(ensemble_run, out)
+    os.remove(out / "member2" / "model.npz")
+    with pytest.raises(SystemExit, match="ensemble of 2 models.*missing"):
+        main(["classify", "--predict", "good", "--out", str(out)])
+
+
+def test_ensemble_resume(tmp_path):
+    out = str(tmp_path / "run")
+    args = ["classify", *_tiny(ensemble=2, epochs=1), "--out", out]
+    assert main(args) == 0
+    with pytest.raises(SystemExit, match="--ensemble 2"):
+        main(["classify", *_tiny(ensemble=3, epochs=2), "--out", out, "--resume"])
+    assert main(["classify", *_tiny(ensemble=2, epochs=2), "--out", out, "--resume"]) == 0
+    for member in (out, os.path.join(out, "member2")):
+        with open(os.path.join(member, "history.csv")) as f:
+            assert len(list(csv.DictReader(f))) == 2
+        assert elman.load(os.path.join(member, "last.npz")).epoch == 2
+    os.remove(os.path.join(out, "member2", "last.npz"))
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        main(["classify", *_tiny(ensemble=2, epochs=3), "--out", out, "--resume"])
+
+
 def _write_csv(path, rows, header=("review", "sentiment", "stars")):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -136,7 +224,7 @@ def test_users_csv_with_string_labels(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
                  "sentiment", "--epochs", "2", "--hidden", "8", "--embed-dim", "8", "--quiet",
-                 "--out", str(out)]) == 0
+                 "--ensemble", "1", "--out", str(out)]) == 0
     assert "skipped 1 rows with an empty text (first at line 5)" in capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     cfg = metrics["config"]
@@ -155,7 +243,7 @@ def test_users_csv_with_three_classes(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["classify", "--csv", str(path), "--text-col", "review", "--label-col",
                  "sentiment", "--epochs", "1", "--hidden", "8", "--embed-dim", "8", "--quiet",
-                 "--out", str(out)]) == 0
+                 "--ensemble", "2", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["classes"] == ["mid", "neg", "pos"]
     _finite_metrics(metrics["model"], 3, metrics["config"]["test"])
@@ -215,6 +303,7 @@ def test_users_csv_without_rows(tmp_path):
     (["--test-fraction", "0"], "--test-fraction"),
     (["--text-col", "x"], "go with --csv"),
     (["--lr", "-1"], "--lr"),
+    (["--ensemble", "0"], "--ensemble"),
 ])
 def test_bad_options(tmp_path, argv, message):
     with pytest.raises(SystemExit, match=message):
@@ -226,7 +315,8 @@ def test_help_shows_defaults(capsys):
         build_parser().parse_args(["classify", "--help"])
     text = capsys.readouterr().out
     for option in ("--csv", "--text-col", "--label-col", "--maxlen", "--padding", "--cell",
-                   "--bidirectional", "--predict", "--resume", "default: runs/classify"):
+                   "--bidirectional", "--predict", "--resume", "--ensemble",
+                   "default: runs/classify"):
         assert option in text
 
 
