@@ -214,16 +214,14 @@ def reexec_without_slow_env(args):
 def setup_threads(np, torch, elman, threads):
     """Limit torch and every BLAS to ``threads``; returns the threadpoolctl limiter.
 
-    elman's fast path calls BLAS from compiled code through SciPy's OpenBLAS, a second OpenBLAS
-    besides NumPy's. threadpoolctl only limits libraries that are already loaded, so SciPy's BLAS
-    and numba's kernels are loaded first (one tiny fast-path forward + backward).
+    elman's fast path calls NumPy's own BLAS from compiled code (``elman.fast._blas``); only
+    where that cannot be found does it go through numba's ``np.dot`` and SciPy's OpenBLAS, a
+    second library. threadpoolctl only limits libraries that are already loaded, so numba's
+    kernels (and with them whatever BLAS they use) are loaded first: one tiny fast-path forward
+    and backward.
     """
     import threadpoolctl
     torch.set_num_threads(threads)
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
-    except ImportError:
-        pass
     if elman.fast.available:
         with elman.fast.use(True):
             tiny = elman.LSTM(2, 3, dtype=np.float32, seed=0)
@@ -250,7 +248,7 @@ def _pool_owner(filepath):
     """Which package ships a thread pool's library (NumPy's BLAS, SciPy's BLAS, torch's OpenMP)."""
     path = (filepath or "").replace("\\", "/")
     for key, name in (("/numpy.libs/", "numpy"), ("/numpy/", "numpy"),
-                      ("/scipy.libs/", "scipy (elman.fast)"), ("/scipy/", "scipy (elman.fast)"),
+                      ("/scipy.libs/", "scipy"), ("/scipy/", "scipy"),
                       ("/torch/", "torch"), ("/numba", "numba")):
         if key in path:
             return name
@@ -284,6 +282,9 @@ def environment(np, torch, threadpoolctl, env_note, threads):
         import elman
         info["elman"] = getattr(elman, "__version__", "?")
         info["elman_fast_available"] = bool(elman.fast.available)
+        if elman.fast.available:
+            from elman.fast import _blas
+            info["elman_fast_blas"] = _blas.source
     except Exception:  # pragma: no cover
         info["elman"] = "?"
     for mod in ("scipy", "numba"):
@@ -329,10 +330,10 @@ def print_header(info, args, ceilings):
         print(f"- threadpool {d['user_api']}{owner}: internal_api={d['internal_api']} "
               f"version={d['version']} kernel={kernel} num_threads={d['num_threads']} "
               f"({os.path.basename(d['filepath'] or '')})")
-    n_openblas = sum(1 for d in info["threadpools"] if d.get("internal_api") == "openblas")
-    if info.get("elman_fast_available") and n_openblas < 2:
-        print("- NOTE: expected two OpenBLAS thread pools (NumPy's and SciPy's); threadpoolctl "
-              f"found {n_openblas}")
+    n_blas = sum(1 for d in info["threadpools"] if d.get("user_api") == "blas")
+    if n_blas > 1:
+        print(f"- NOTE: {n_blas} BLAS thread pools are loaded; pools that take turns on the same "
+              "cores slow each other down")
     print(f"- torch.get_num_threads()={info['torch_num_threads']}, torch BLAS "
           f"{info['torch_blas'] or '?'}, CPU capability {info['torch_cpu_capability'] or '?'}; "
           f"requested threads: {info['threads_requested']}")
@@ -348,8 +349,9 @@ def print_header(info, args, ceilings):
     if args.frameworks_note:
         print(f"- NOTE: {args.frameworks_note}")
     if "fast" in args.frameworks and not info.get("elman_fast_available"):
-        print("- NOTE: elman.fast is not available (numba/scipy missing): 'fast' runs the "
-              "NumPy path")
+        print("- NOTE: elman.fast is not available (numba missing): 'fast' runs the NumPy path")
+    elif info.get("elman_fast_blas"):
+        print(f"- elman.fast per-step GEMMs: {info['elman_fast_blas']}")
     if args.repeats < MIN_REPEATS:
         print(f"- NOTE: {args.repeats} repeat(s) < {MIN_REPEATS}: the medians are not reliable "
               "(smoke run)")

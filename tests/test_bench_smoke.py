@@ -55,9 +55,10 @@ def test_quick_run_writes_all_frameworks(tmp_path):
     assert data["ceilings"]["step_gemm"]["gflop_per_s"] > 0
     assert data["memory"] is None
     pools = data["environment"]["threadpools"]
-    n_openblas = sum(d["internal_api"] == "openblas" for d in pools)
-    # NumPy's OpenBLAS, plus SciPy's (the fast path's BLAS) when the fast path is installed
-    assert n_openblas >= (2 if elman.fast.available else 1)
+    # the fast path calls NumPy's own BLAS: one BLAS pool, limited like every other
+    assert sum(d["user_api"] == "blas" for d in pools) >= 1
+    if elman.fast.available:
+        assert data["environment"]["elman_fast_blas"].startswith("numpy-blas")
     assert all(d["num_threads"] == 1 for d in pools if d["user_api"] == "blas")
     results = data["results"]
     assert [(r["stack"], r["mode"]) for r in results] == [

@@ -1,7 +1,7 @@
 """The fast path: the recurrent time loops compiled with numba (``pip install "elman[fast]"``).
 
-The NumPy step functions in :mod:`elman.cells` are the reference. When numba (and SciPy, through
-which numba's ``np.dot`` reaches BLAS) is installed, :mod:`elman.timeloop` runs each layer's
+The NumPy step functions in :mod:`elman.cells` are the reference. When numba is installed,
+:mod:`elman.timeloop` runs each layer's
 time loop as one compiled function instead: per step the same GEMM, then the gate math fused into
 one pass over each row (no temporaries, a SIMD tanh), with no Python between steps. The input
 projection and the weight-gradient GEMMs stay whole-sequence NumPy calls, shared by both paths.
@@ -32,8 +32,10 @@ import numpy as np
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for"]
 
-#: True when numba and SciPy can be imported (checked without importing them).
-available = all(importlib.util.find_spec(m) is not None for m in ("numba", "scipy"))
+#: True when numba can be imported (checked without importing it). The per-step GEMMs call the
+#: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
+#: through numba's ``np.dot``, which needs SciPy.
+available = importlib.util.find_spec("numba") is not None
 
 _enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 

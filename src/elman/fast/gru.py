@@ -3,6 +3,7 @@
 import numpy as np
 from numba import njit
 
+from ._blas import gemm
 from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import sigmoid, tanh
 
@@ -21,7 +22,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        np.dot(S[p, :n], W_hh_T, gh[:n])
+        gemm(S[p, :n], W_hh_T, gh[:n])
         for b in range(n):
             g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
             rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
@@ -65,7 +66,7 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
                 dhz[j] = dzj
                 dhn[j] = dn * r[j]
                 direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
-        np.dot(dGH[t, :n], W_hh, dh[:n])
+        gemm(dGH[t, :n], W_hh, dh[:n])
         for b in range(n):
             for j in range(H):
                 dh[b, j] += direct[b, j]

@@ -1,7 +1,7 @@
 """Compiled LSTM time loops (equations in :mod:`elman.cells.lstm`), the fast twin of
 ``LSTMEquations.forward``/``backward`` driven by :mod:`elman.timeloop`.
 
-Per step: one GEMM ``gh = h_prev @ W_hh^T`` (BLAS through numba's ``np.dot``), then short
+Per step: one GEMM ``gh = h_prev @ W_hh^T`` (NumPy's BLAS, :mod:`._blas`), then short
 passes over each row that add the bias, activate the gates and update ``c`` and ``h``, instead of
 ~12 NumPy calls with temporaries. Unlike the reference, the forward pass keeps no ``tanh(c)``:
 backward recomputes it from ``c`` (0.3 ns per element against T*N*H floats of memory).
@@ -10,6 +10,7 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 import numpy as np
 from numba import njit
 
+from ._blas import gemm
 from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import sigmoid, tanh
 
@@ -28,7 +29,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, gh, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        np.dot(S[p, :n], W_hh_T, gh[:n])
+        gemm(S[p, :n], W_hh_T, gh[:n])
         for b in range(n):
             # one loop over the row's 4H gates (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5 on i, f, o;
             # tanh on g): fewer, longer loops than one per gate, which matters at small H
@@ -67,7 +68,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
                 dg[j] = (ONE - gg[j] * gg[j]) * (dcj * i[j])
                 do[j] = ((ONE - o[j]) * o[j]) * (dhj * y)
                 dc_b[j] = dcj * f[j]
-        np.dot(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
+        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c

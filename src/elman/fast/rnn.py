@@ -3,6 +3,7 @@
 import numpy as np
 from numba import njit
 
+from ._blas import gemm
 from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import tanh
 
@@ -22,7 +23,7 @@ def _forward(GX, bias, W_hh_T, S, gh, relu, active, reverse):
         if n == 0:
             continue
         h = S[q, :n]
-        np.dot(S[p, :n], W_hh_T, gh[:n])
+        gemm(S[p, :n], W_hh_T, gh[:n])
         for b in range(n):
             g, r, h_b = GX[t, b], gh[b], h[b]
             if relu:
@@ -55,7 +56,7 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
             else:
                 for j in range(H):
                     d[j] = (ONE - h[j] * h[j]) * dh_b[j]
-        np.dot(dG[t, :n], W_hh, dh[:n])
+        gemm(dG[t, :n], W_hh, dh[:n])
 
 
 saved_width = 0        # backward needs only h

@@ -1,0 +1,111 @@
+"""``gemm(A, B, C)``: ``C = A @ B`` from compiled code, through NumPy's own BLAS.
+
+The time loops call a GEMM per step. numba's ``np.dot`` would reach BLAS through SciPy, whose
+wheels bring a second OpenBLAS with a thread pool of its own; with both pools at 2 threads on 2
+cores, the whole-sequence GEMMs (NumPy's pool) and the per-step GEMMs (SciPy's pool) slowed each
+other down up to 5x (measured: the idle threads of one pool keep spinning while the other works).
+So the kernels call the ``cblas_?gemm`` of the library NumPy itself is linked with, found here by
+its exported name, and fall back to ``np.dot`` (SciPy) only where it cannot be found.
+
+Binding by name (numba's ``ExternalFunction`` after ``llvmlite``'s ``load_library_permanently``)
+keeps the compiled kernels cacheable: no address is baked into them.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+__all__ = ["gemm", "source"]
+
+# (symbol prefix, suffix, integer width) of the CBLAS names NumPy's wheels have shipped with:
+# scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
+_NAMINGS = (("scipy_cblas_", "64_", 64), ("cblas_", "64_", 64), ("scipy_cblas_", "", 32),
+            ("cblas_", "", 32))
+_ROW_MAJOR, _NO_TRANS = 101, 111
+
+
+def _numpy_blas_libraries():
+    """Shared libraries shipped inside NumPy's wheel (``numpy.libs``, ``.dylibs``, ``.libs``)."""
+    root = os.path.dirname(np.__file__)
+    patterns = [os.path.join(root, "..", "numpy.libs", "*"), os.path.join(root, ".dylibs", "*"),
+                os.path.join(root, ".libs", "*")]
+    paths = []
+    for pattern in patterns:
+        paths += [p for p in sorted(glob.glob(pattern)) if "blas" in os.path.basename(p).lower()]
+    return list(dict.fromkeys(os.path.realpath(p) for p in paths))
+
+
+def _find_cblas():
+    """(library path, prefix, suffix, int width) of NumPy's CBLAS, or None."""
+    for path in _numpy_blas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix, width in _NAMINGS:
+            if all(hasattr(lib, f"{prefix}{t}gemm{suffix}") for t in "sd"):
+                return path, prefix, suffix, width
+    return None
+
+
+_found = _find_cblas()
+#: where the per-step GEMMs go: "numpy-blas: <library>" or "scipy (numba np.dot)"
+source = "scipy (numba np.dot)" if _found is None else f"numpy-blas: {os.path.basename(_found[0])}"
+
+
+def gemm(A, B, C):
+    """``C[...] = A @ B`` for C-contiguous 2-D arrays of one float dtype (compiled code only)."""
+    np.matmul(A, B, out=C)
+
+
+if _found is not None:
+    import llvmlite.binding as llvm
+
+    _path, _prefix, _suffix, _width = _found
+    llvm.load_library_permanently(_path)
+    _int = types.int64 if _width == 64 else types.int32
+
+    def _external(t, ftype):
+        ptr = types.CPointer(ftype)
+        sig = types.void(types.int32, types.int32, types.int32, _int, _int, _int, ftype, ptr,
+                         _int, ptr, _int, ftype, ptr, _int)
+        return types.ExternalFunction(f"{_prefix}{t}gemm{_suffix}", sig)
+
+    _sgemm = _external("s", types.float32)
+    _dgemm = _external("d", types.float64)
+
+    @overload(gemm)
+    def _gemm_impl(A, B, C):
+        call = _sgemm if A.dtype == types.float32 else _dgemm
+        one, zero = (np.float32(1), np.float32(0)) if A.dtype == types.float32 else (1.0, 0.0)
+
+        def impl(A, B, C):
+            m, k = A.shape
+            n = B.shape[1]
+            if m == 0 or n == 0:
+                return
+            call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, k, B.ctypes, n, zero,
+                 C.ctypes, n)
+        return impl
+else:
+    @overload(gemm)
+    def _gemm_impl(A, B, C):
+        def impl(A, B, C):
+            if A.shape[0] > 0:
+                np.dot(A, B, C)
+        return impl
+
+
+@njit
+def _check():
+    """Used by the tests: one GEMM through the compiled binding."""
+    A = np.arange(6.0).reshape(2, 3)
+    B = np.arange(12.0).reshape(3, 4)
+    C = np.empty((2, 4))
+    gemm(A, B, C)
+    return C
