@@ -128,7 +128,7 @@ def test_cell_errors_name_the_argument():
         cell(np.zeros((2, 3)), (np.zeros((2, 3)), np.zeros((2, 4))))
     with pytest.raises(TypeError, match=r"must be a tuple \(h, c\)"):
         cell(np.zeros((2, 3)), np.zeros((2, 4)))
-    with pytest.raises(RuntimeError, match=r"backward\(\) called before forward\(\)"):
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs a forward\(\) first"):
         elman.GRUCell(3, 4).backward(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'gelu'"):
         elman.RNNCell(3, 4, nonlinearity="gelu")

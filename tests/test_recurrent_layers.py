@@ -62,7 +62,7 @@ def test_parameter_gradients_accumulate_until_zero_grad():
     rnn = elman.RNN(2, 3, dtype=np.float64, seed=0)
     x = rng.standard_normal((4, 2, 2))
     out, _ = rnn(x)
-    rnn.backward(np.ones_like(out))
+    rnn.backward(np.ones_like(out), retain_graph=True)
     once = rnn.weight_hh_l0.grad.copy()
     rnn.backward(np.ones_like(out))
     np.testing.assert_allclose(rnn.weight_hh_l0.grad, 2 * once)
@@ -75,7 +75,7 @@ def test_backward_with_only_state_gradients():
     lstm = elman.LSTM(2, 3, num_layers=2, dtype=np.float64, seed=0)
     x = rng.standard_normal((4, 2, 2))
     lstm(x)
-    dx, (dh0, dc0) = lstm.backward(None, (None, np.ones((2, 2, 3))))
+    dx, (dh0, dc0) = lstm.backward(None, (None, np.ones((2, 2, 3))), retain_graph=True)
     assert np.abs(dx).sum() > 0 and dh0.shape == (2, 2, 3) and dc0.shape == (2, 2, 3)
     dx, (dh0, dc0) = lstm.backward(None, None)
     assert not dx.any() and not dh0.any() and not dc0.any()
@@ -163,9 +163,25 @@ def test_lengths_errors():
         rnn(np.zeros((5, 3)), lengths=[5])
 
 
+def test_backward_frees_the_saved_sequence():
+    """One backward per forward (PyTorch's default): the second fails clearly, a failed one (bad
+    dout) keeps the saved sequence, and a new forward makes backward possible again."""
+    gru = elman.GRU(3, 4, seed=0)
+    out, _ = gru(np.zeros((5, 2, 3)))
+    with pytest.raises(ValueError, match=r"Expected dout"):
+        gru.backward(np.zeros((5, 2, 3)))
+    gru.backward(np.ones_like(out))
+    assert gru._cache is None
+    with pytest.raises(RuntimeError, match=r"one backward per forward"):
+        gru.backward(np.ones_like(out))
+    out, _ = gru(np.zeros((5, 2, 3)))
+    gru.backward(np.ones_like(out), retain_graph=True)            # kept: a second backward works
+    gru.backward(np.ones_like(out))
+
+
 def test_backward_errors():
     lstm = elman.LSTM(3, 4)
-    with pytest.raises(RuntimeError, match=r"LSTM.backward\(\) called before forward\(\)"):
+    with pytest.raises(RuntimeError, match=r"LSTM.backward\(\) needs a forward\(\) first"):
         lstm.backward(np.zeros((5, 2, 4)))
     out, _ = lstm(np.zeros((5, 2, 3)))
     with pytest.raises(ValueError, match=r"Expected dout of shape \(5, 2, 4\), got \(5, 2, 3\)"):
@@ -184,7 +200,7 @@ def test_input_grad_false_skips_dx_and_changes_nothing_else(cls):
     x = rng.standard_normal((3, 5, 3))
     out, _ = layer(x, lengths=[2, 5, 4])
     dout = rng.standard_normal(out.shape)
-    dx, full_state = layer.backward(dout)
+    dx, full_state = layer.backward(dout, retain_graph=True)
     full = {n: p.grad.copy() for n, p in layer.named_parameters()}
     layer.zero_grad()
     none, state = layer.backward(dout, input_grad=False)

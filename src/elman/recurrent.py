@@ -17,7 +17,8 @@ with ``total_length=T``: outputs past a sequence's end are zero, ``h_n``/``c_n``
 its last valid step, and the reverse direction starts at that step.
 
 ``backward(dout, dstate)`` returns ``(dx, dstate0)`` for the last forward call and adds the
-parameter gradients into ``Param.grad``.
+parameter gradients into ``Param.grad``; then it frees what that forward kept (one backward per
+forward, as in PyTorch).
 """
 from __future__ import annotations
 
@@ -220,8 +221,9 @@ class RecurrentLayer(Module):
         return out, h_n
 
     # -- backward --------------------------------------------------------------------------
-    def backward(self, dout=None, dhx=None, input_grad: bool = True):
-        """Backpropagate the last forward call.
+    def backward(self, dout=None, dhx=None, input_grad: bool = True, retain_graph: bool = False):
+        """Backpropagate the last forward call, then free what it kept (a second backward needs
+        a new forward, as in PyTorch), unless ``retain_graph=True``.
 
         ``dout`` has the shape of ``out``; ``dhx`` the shape of ``h_n`` (or a tuple ``(dh_n,
         dc_n)`` for an LSTM); any of them may be None, meaning zero. Returns ``(dx, dh_0)`` or,
@@ -233,8 +235,10 @@ class RecurrentLayer(Module):
         (T*N, G*H) x (G*H, I) per direction of the first layer.
         """
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
-                               "there is no saved sequence to differentiate")
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first: there "
+                               "is no saved sequence to differentiate (backward() frees what "
+                               "forward() kept, as PyTorch does: one backward per forward, or "
+                               "backward(..., retain_graph=True))")
         st = self._cache
         T, N, batched = st["T"], st["N"], st["batched"]
         D, P, H, L = self._D, self._P, self.hidden_size, self.num_layers
@@ -293,6 +297,10 @@ class RecurrentLayer(Module):
         dx, dh0, dc0 = (_to_caller(a, inverse, batched) for a in (dY, dh0, dc0))
         if dx is not None and batched and self.batch_first:
             dx = dx.transpose(1, 0, 2)
+        # Free the saved sequences (gates, states: the bulk of training memory) now rather than
+        # at the next forward, which would otherwise hold two sets at its peak.
+        if not retain_graph:
+            self._cache = None
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0

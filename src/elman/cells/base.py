@@ -115,12 +115,14 @@ class CellBase(Module):
             return h1, cache.C[1].reshape(state_shape).copy()
         return h1
 
-    def backward(self, dh=None, dc=None):
+    def backward(self, dh=None, dc=None, retain_graph: bool = False):
         """Gradients wrt ``(x, hx)`` from the gradients wrt the new state(s); parameter
         gradients are accumulated. LSTMCell: ``backward(dh, dc)`` returns ``(dx, (dh, dc))``."""
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() called before forward(): "
-                               "there is no saved step to differentiate")
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first: there "
+                               "is no saved step to differentiate (backward() frees what "
+                               "forward() kept: one backward per forward, or "
+                               "backward(..., retain_graph=True))")
         cache, batched = self._cache
         N, H = cache.X.shape[1], self.hidden_size
         shape = (N, H) if batched else (H,)
@@ -132,6 +134,8 @@ class CellBase(Module):
             dc = check_state("dc", dc, shape, self.dtype).reshape(N, H)
         dX, dh0, dc0 = sequence_backward(self.eq, cache, None, dh, dc, self._weights(),
                                          self._weights(grads=True))
+        if not retain_graph:
+            self._cache = None             # one backward per forward, as in PyTorch
         x_shape = cache.X.shape[1:] if batched else cache.X.shape[2:]
         dx = dX.reshape(x_shape)
         if self.eq.has_cell:
