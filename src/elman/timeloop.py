@@ -99,10 +99,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
     GX = np.matmul(X.reshape(T * N, -1), w.W_ih.T).reshape(T, N, GH)
-    # the compiled loops (elman.fast) add the bias as they go; the NumPy steps need it in GX
-    kernels = fast.kernels_for(eq, w, dtype)
-    if gx_bias is not None and kernels is None:
+    if gx_bias is not None:
         GX += gx_bias
+    kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     alloc = np.empty if active is None else np.zeros
     S = alloc((T + 1, N, P), dtype=dtype)
@@ -125,8 +124,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
     if kernels is not None:
-        kernels.forward(eq, GX, gx_bias, W_hh_T, S, C, saved, gh, consts,
-                        _active(active, T, N), reverse)
+        kernels.forward(eq, GX, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
+                        reverse)
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels)
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])

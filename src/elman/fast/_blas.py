@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-__all__ = ["gemm", "source"]
+__all__ = ["gemm", "gemm_acc", "source"]
 
 # (symbol prefix, suffix, integer width) of the CBLAS names NumPy's wheels have shipped with:
 # scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
@@ -63,6 +63,11 @@ def gemm(A, B, C):
     np.matmul(A, B, out=C)
 
 
+def gemm_acc(A, B, C):
+    """``C += A @ B`` (BLAS with beta = 1: no temporary, C is read once, in the GEMM)."""
+    C += A @ B
+
+
 if _found is not None:
     import llvmlite.binding as llvm
 
@@ -79,25 +84,37 @@ if _found is not None:
     _sgemm = _external("s", types.float32)
     _dgemm = _external("d", types.float64)
 
-    @overload(gemm)
-    def _gemm_impl(A, B, C):
-        call = _sgemm if A.dtype == types.float32 else _dgemm
-        one, zero = (np.float32(1), np.float32(0)) if A.dtype == types.float32 else (1.0, 0.0)
+    def _bind(beta):
+        def typer(A, B, C):
+            call = _sgemm if A.dtype == types.float32 else _dgemm
+            f32 = A.dtype == types.float32
+            one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
 
-        def impl(A, B, C):
-            m, k = A.shape
-            n = B.shape[1]
-            if m == 0 or n == 0:
-                return
-            call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, k, B.ctypes, n, zero,
-                 C.ctypes, n)
-        return impl
+            def impl(A, B, C):
+                m, k = A.shape
+                n = B.shape[1]
+                if m == 0 or n == 0:
+                    return
+                call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, k, B.ctypes, n,
+                     b, C.ctypes, n)
+            return impl
+        return typer
+
+    overload(gemm)(_bind(0))
+    overload(gemm_acc)(_bind(1))
 else:
     @overload(gemm)
     def _gemm_impl(A, B, C):
         def impl(A, B, C):
             if A.shape[0] > 0:
                 np.dot(A, B, C)
+        return impl
+
+    @overload(gemm_acc)
+    def _gemm_acc_impl(A, B, C):
+        def impl(A, B, C):
+            if A.shape[0] > 0:
+                C += np.dot(A, B)
         return impl
 
 

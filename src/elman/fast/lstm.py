@@ -1,26 +1,26 @@
 """Compiled LSTM time loops (equations in :mod:`elman.cells.lstm`), the fast twin of
 ``LSTMEquations.forward``/``backward`` driven by :mod:`elman.timeloop`.
 
-Per step: one GEMM ``gh = h_prev @ W_hh^T`` (NumPy's BLAS, :mod:`._blas`), then short
-passes over each row that add the bias, activate the gates and update ``c`` and ``h``, instead of
+Per step: one GEMM that adds ``h_prev @ W_hh^T`` onto the step's input projection in place
+(NumPy's BLAS with beta = 1, :mod:`._blas`), then short passes over each row that activate the
+gates and update ``c`` and ``h``, instead of
 ~12 NumPy calls with temporaries. Unlike the reference, the forward pass keeps no ``tanh(c)``:
 backward recomputes it from ``c`` (0.3 ns per element against T*N*H floats of memory).
 Shapes as in :class:`elman.timeloop.SequenceCache`.
 """
-import numpy as np
 from numba import njit
 
-from ._blas import gemm
+from ._blas import gemm, gemm_acc
 from ._loop import JIT, ONE, add_output_grad, step_index
-from ._math import sigmoid, tanh
+from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, gh, active, reverse):
-    """GX (T, N, 4H) input projections, overwritten with the gates [i, f, g, o]; bias (4H,)
-    b_ih + b_hh; scale/shift (4H,) the one-tanh-for-all-gates constants of
+def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
+    """GX (T, N, 4H) input projections (biases included), overwritten with the gates [i, f, g,
+    o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, H) and C (T+1, N, H) states."""
     T = GX.shape[0]
     H = C.shape[2]
@@ -29,13 +29,15 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, gh, active, reverse):
         n = active[t]
         if n == 0:
             continue
-        gemm(S[p, :n], W_hh_T, gh[:n])
+        # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
+        # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
+        gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
         for b in range(n):
             # one loop over the row's 4H gates (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5 on i, f, o;
             # tanh on g): fewer, longer loops than one per gate, which matters at small H
-            g, r = GX[t, b], gh[b]
+            g = GX[t, b]
             for k in range(4 * H):
-                g[k] = scale[k] * tanh(scale[k] * ((g[k] + bias[k]) + r[k])) + shift[k]
+                g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
             c_prev, c, h = C[p, b], C[q, b], S[q, b]
             for j in range(H):
                 cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
@@ -74,11 +76,9 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
-    H = C.shape[2]
+def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
     scale, shift = consts
-    _forward(GX, np.zeros(4 * H, GX.dtype) if bias is None else bias, scale, shift, W_hh_T, S, C,
-             gh, active, reverse)
+    _forward(GX, scale, shift, W_hh_T, S, C, active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):

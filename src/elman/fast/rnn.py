@@ -1,9 +1,8 @@
 """Compiled Elman RNN time loops (equations in :mod:`elman.cells.rnn`), the fast twin of
 ``RNNEquations.forward``/``backward``."""
-import numpy as np
 from numba import njit
 
-from ._blas import gemm
+from ._blas import gemm, gemm_acc
 from ._loop import JIT, ONE, add_output_grad, step_index
 from ._math import tanh
 
@@ -11,9 +10,9 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, gh, relu, active, reverse):
-    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
-    projection, is left as it is."""
+def _forward(GX, W_hh_T, S, relu, active, reverse):
+    """h_t = tanh(GX[t] + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input projection
+    with the biases, receives the recurrent term."""
     T = GX.shape[0]
     H = S.shape[2]
     zero = ONE - ONE
@@ -23,16 +22,16 @@ def _forward(GX, bias, W_hh_T, S, gh, relu, active, reverse):
         if n == 0:
             continue
         h = S[q, :n]
-        gemm(S[p, :n], W_hh_T, gh[:n])
+        gemm_acc(S[p, :n], W_hh_T, GX[t, :n])          # GX[t] += h_prev W_hh^T (beta = 1)
         for b in range(n):
-            g, r, h_b = GX[t, b], gh[b], h[b]
+            g, h_b = GX[t, b], h[b]
             if relu:
                 for j in range(H):
-                    a = (g[j] + bias[j]) + r[j]
+                    a = g[j]
                     h_b[j] = a if a > zero else zero
             else:
                 for j in range(H):
-                    h_b[j] = tanh((g[j] + bias[j]) + r[j])
+                    h_b[j] = tanh(g[j])
 
 
 @njit(**JIT)
@@ -62,10 +61,8 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
 saved_width = 0        # backward needs only h
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
-    H = S.shape[2]
-    _forward(GX, np.zeros(H, GX.dtype) if bias is None else bias, W_hh_T, S, gh,
-             eq.nonlinearity == "relu", active, reverse)
+def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    _forward(GX, W_hh_T, S, eq.nonlinearity == "relu", active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
