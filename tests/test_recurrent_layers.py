@@ -209,3 +209,54 @@ def test_input_grad_false_skips_dx_and_changes_nothing_else(cls):
         np.testing.assert_array_equal(a, b)
     for n, p in layer.named_parameters():
         np.testing.assert_array_equal(p.grad, full[n], err_msg=n)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_workspace_reuses_internal_arrays_and_never_what_it_returned(kind):
+    """Gates, cell states and their gradients are reused from step to step; outputs, final
+    states and input gradients handed to the caller are never written again."""
+    rng = np.random.default_rng(11)
+    layer = getattr(elman, kind)(3, 4, num_layers=2, bidirectional=True, seed=0)
+    fresh = getattr(elman, kind)(3, 4, num_layers=2, bidirectional=True, seed=0)
+    kept = []
+    for step in range(3):
+        T = 5 if step < 2 else 6                        # the last step changes the shape
+        x = rng.standard_normal((T, 2, 3)).astype(np.float32)
+        dout = rng.standard_normal((T, 2, 8)).astype(np.float32)
+        out, state = layer(x, lengths=[T, 2])
+        gates = layer._cache["caches"][0].gates
+        dx, dstate = layer.backward(dout)
+        kept.append([a.copy() for a in (out, dx)] + [(out, dx)])
+        fresh.zero_grad()
+        fresh._workspaces = [elman.timeloop.Workspace() for _ in fresh._workspaces]
+        out2, _ = fresh(x, lengths=[T, 2])
+        dx2, _ = fresh.backward(dout)
+        np.testing.assert_array_equal(out, out2)
+        np.testing.assert_array_equal(dx, dx2)
+        if step == 1:
+            assert gates is previous_gates                    # same shape: reused
+        if step == 2:
+            assert gates.shape[0] == 6                        # new shape: a new array
+        previous_gates = gates
+        layer.zero_grad()
+    for copies_and_views in kept:                             # nothing handed out changed
+        *copies, (out, dx) = copies_and_views
+        np.testing.assert_array_equal(copies[0], out)
+        np.testing.assert_array_equal(copies[1], dx)
+    layer.clear_workspace()
+    assert all(not ws._free for ws in layer._workspaces)
+
+
+def test_workspace_in_an_inference_loop():
+    """Forward after forward (no backward): the previous, never differentiated cache's arrays
+    are reused, and earlier outputs stay as they were."""
+    lstm = elman.LSTM(3, 4, seed=0)
+    lstm.eval()
+    x1, x2 = (np.random.default_rng(s).standard_normal((5, 2, 3)) for s in (1, 2))
+    out1, (h1, c1) = lstm(x1)
+    saved = [a.copy() for a in (out1, h1, c1)]
+    gates1 = lstm._cache["caches"][0].gates
+    lstm(x2)
+    assert lstm._cache["caches"][0].gates is gates1
+    for a, b in zip(saved, (out1, h1, c1)):
+        np.testing.assert_array_equal(a, b)

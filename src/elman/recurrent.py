@@ -31,7 +31,8 @@ from .cells.lstm import LSTMEquations
 from .cells.rnn import RNNEquations
 from .init import uniform_
 from .module import Module, Param
-from .timeloop import Weights, final_states, output_view, sequence_backward, sequence_forward
+from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
+                       sequence_forward)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -79,6 +80,8 @@ class RecurrentLayer(Module):
                                                        self._rng)))
                 self._names.append([n for n, _ in shapes])
         self._cache = None
+        # per layer-direction: internal arrays reused from call to call (timeloop.Workspace)
+        self._workspaces = [Workspace() for _ in self._names]
 
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -174,6 +177,7 @@ class RecurrentLayer(Module):
                 # gradients: make it zero so NaN or inf padding cannot leak into dW_ih.
                 X = np.where(np.arange(T)[:, None, None] < lengths[None, :, None], X, 0)
 
+        self._release_cache()             # a forward nobody differentiated: reuse its arrays
         caches, masks, h_n, c_n = [], [], [], []
         layer_in = X
         for layer in range(self.num_layers):
@@ -182,7 +186,8 @@ class RecurrentLayer(Module):
                 k = layer * D + direction
                 cache = sequence_forward(self.eq, layer_in, h0[k],
                                          None if c0 is None else c0[k], self._weights(k),
-                                         lengths, active, reverse=bool(direction))
+                                         lengths, active, reverse=bool(direction),
+                                         workspace=self._workspaces[k])
                 caches.append(cache)
                 outs.append(output_view(cache))
                 h, c = final_states(cache, lengths)
@@ -219,6 +224,19 @@ class RecurrentLayer(Module):
         if self.eq.has_cell:
             return out, (h_n, c_n)
         return out, h_n
+
+    def _release_cache(self) -> None:
+        """Drop the saved sequences; their internal arrays go back to the workspaces."""
+        if self._cache is not None:
+            for cache in self._cache["caches"]:
+                release(cache)
+            self._cache = None
+
+    def clear_workspace(self) -> None:
+        """Free the arrays kept for reuse between calls (see :class:`elman.timeloop.Workspace`);
+        the next call allocates afresh."""
+        for ws in self._workspaces:
+            ws.clear()
 
     # -- backward --------------------------------------------------------------------------
     def backward(self, dout=None, dhx=None, input_grad: bool = True, retain_graph: bool = False):
@@ -300,7 +318,7 @@ class RecurrentLayer(Module):
         # Free the saved sequences (gates, states: the bulk of training memory) now rather than
         # at the next forward, which would otherwise hold two sets at its peak.
         if not retain_graph:
-            self._cache = None
+            self._release_cache()
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0

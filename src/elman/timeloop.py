@@ -33,7 +33,8 @@ import numpy as np
 
 from . import fast
 
-__all__ = ["Weights", "SequenceCache", "sequence_forward", "sequence_backward"]
+__all__ = ["Weights", "SequenceCache", "Workspace", "release", "sequence_forward",
+           "sequence_backward"]
 
 
 @dataclass
@@ -64,6 +65,47 @@ class SequenceCache:
     reverse: bool
     consts: object = None      # the cell's step constants (prepare_forward), for backward too
     kernels: object = None     # the elman.fast module that ran the loop; None: the NumPy steps
+    workspace: Workspace | None = None   # where the internal arrays go back (release)
+
+
+class Workspace:
+    """The large internal arrays of one layer-direction, kept from one call to the next.
+
+    A fresh multi-megabyte array costs a page fault per 4 KiB page at first touch, and on
+    virtual machines those are slow and erratic (measured here: writing a fresh 105 MB array
+    took 27 to 240 ms, an already-touched one 27 ms). Gates, cell states and their gradients
+    never leave the layer, so once a backward pass is done with them (or a new forward replaces
+    a cache nobody differentiated) they come back here and the next call reuses them when the
+    shape and dtype match; the hidden states are the layer's output and are never reused. Like
+    PyTorch's caching allocator this keeps memory between steps: ``clear()`` gives it back.
+    """
+
+    def __init__(self):
+        self._free = {}
+
+    def take(self, name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+        a = self._free.pop(name, None)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype:
+            return (np.zeros if zero else np.empty)(shape, dtype=dtype)
+        if zero:
+            a.fill(0)
+        return a
+
+    def give(self, **arrays) -> None:
+        for name, a in arrays.items():
+            if a is not None:
+                self._free[name] = a
+
+    def clear(self) -> None:
+        self._free.clear()
+
+
+def release(cache: "SequenceCache") -> None:
+    """Return a cache's internal arrays to its workspace (after its backward, or when a new
+    forward replaces it): nothing may use the cache afterwards."""
+    if cache.workspace is not None:
+        cache.workspace.give(GX=cache.gates, C=cache.C, saved=cache.saved)
+        cache.gates = cache.C = cache.saved = None
 
 
 def _steps(T: int, reverse: bool):
@@ -75,14 +117,15 @@ def _steps(T: int, reverse: bool):
 
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
                      lengths: np.ndarray | None = None, active: np.ndarray | None = None,
-                     reverse: bool = False) -> SequenceCache:
+                     reverse: bool = False, workspace: Workspace | None = None) -> SequenceCache:
     """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
     (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
     ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
-    lengths)``.
+    lengths)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
     """
+    ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
     GH = w.W_ih.shape[0]
     H = GH // eq.gates
@@ -98,17 +141,19 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     K = eq.recurrent_gates * H
     W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
-    GX = np.matmul(X.reshape(T * N, -1), w.W_ih.T).reshape(T, N, GH)
+    GX = ws.take("GX", (T, N, GH), dtype)
+    np.matmul(X.reshape(T * N, -1), w.W_ih.T, out=GX.reshape(T * N, GH))
     if gx_bias is not None:
         GX += gx_bias
     kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     alloc = np.empty if active is None else np.zeros
     S = alloc((T + 1, N, P), dtype=dtype)
-    C = alloc((T + 1, N, H), dtype=dtype) if eq.has_cell else None
+    zero = active is not None
+    C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = alloc((T, N, H), dtype=dtype) if w.W_hr is not None else None  # read by dW_hr GEMM
     saved_width = eq.saved_width if kernels is None else kernels.saved_width
-    saved = alloc((T, N, saved_width * H), dtype=dtype) if saved_width else None
+    saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     first = T if reverse else 0
     S[first] = h0
     if C is not None:
@@ -126,7 +171,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     if kernels is not None:
         kernels.forward(eq, GX, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
                         reverse)
-        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels)
+        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels, workspace)
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])
         h_prev = S[p, :n]
@@ -138,7 +183,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if R is not None:
             # 3. LSTM projection h = W_hr r
             np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
-    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts)
+    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace)
 
 
 def output_view(cache: SequenceCache) -> np.ndarray:
@@ -176,8 +221,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     H = GH // eq.gates
     P = S.shape[2]
     dtype = X.dtype
-    dGX = np.empty((T, N, GH), dtype=dtype)
-    dGH = np.empty((T, N, GH), dtype=dtype) if eq.separate_dgh else dGX
+    ws = Workspace() if cache.workspace is None else cache.workspace
+    dGX = ws.take("dGX", (T, N, GH), dtype)
+    dGH = ws.take("dGH", (T, N, GH), dtype) if eq.separate_dgh else dGX
     dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
     K = eq.recurrent_gates * H
     work = np.empty((N, eq.work_width * H), dtype=dtype) if eq.work_width else None
@@ -215,6 +261,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
+    ws.give(dGX=dGX, dGH=dGH if dGH is not dGX else None)
     return dX, dh, dc
 
 
