@@ -434,8 +434,9 @@ class Runner:
     ``grads()`` the parameter gradients by name.
     """
 
-    def __init__(self, iterate, first, step, grads):
+    def __init__(self, iterate, first, step, grads, forget=lambda: None):
         self.iterate, self.first, self.step, self.grads = iterate, first, step, grads
+        self.forget = forget      # drop what the model keeps between iterations (memory probe)
 
 
 def _elman_runner(np, elman, layer, mode, x, dout, fast):
@@ -473,7 +474,7 @@ def _elman_runner(np, elman, layer, mode, x, dout, fast):
             return out
 
         first, step, grads = iterate, (lambda: None), (lambda: {})
-    return Runner(iterate, first, step, grads)
+    return Runner(iterate, first, step, grads, forget=layer.clear_workspace)
 
 
 def _torch_runner(torch, model, mode, xt, doutt):
@@ -665,7 +666,8 @@ def memory_probe(args):
     """Run in a fresh process: the peak memory of one training iteration above the baseline.
 
     Builds model, data and optimizer, runs one full training iteration (compiles numba, creates
-    the Adam state), gc.collect() and malloc_trim(0), reads VmRSS (the baseline), resets the peak
+    the Adam state), frees what elman keeps between calls (its workspace), gc.collect() and
+    malloc_trim(0), reads VmRSS (the baseline), resets the peak
     (VmHWM) through /proc/self/clear_refs, runs one training iteration and reads VmHWM. Prints
     one JSON line.
     """
@@ -679,6 +681,9 @@ def memory_probe(args):
         runners = make_case(np, torch, elman, cell, "train", cfg, "1", [fw], args.seed)
         run = runners[fw].iterate
         run()                                                 # warm-up
+        # elman keeps its gates/cell-state arrays for the next call (timeloop.Workspace): free
+        # them, so that the measured step allocates everything it needs, as torch's does
+        runners[fw].forget()
         gc.collect()
         trimmed = _malloc_trim()
         result = {"framework": fw, "cell": cell, "config": list(cfg), "stack": "1",
