@@ -196,3 +196,20 @@ def test_backward_follows_the_path_that_ran_forward(kind):
         grads.append([dx] + [p.grad.copy() for p in layer.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_retain_graph_keeps_the_gates_that_a_normal_backward_overwrites(kind):
+    """Without retain_graph the compiled backward writes gate gradients over the saved gates;
+    with it the gates stay, and a second backward gives the same gradients again."""
+    layer = getattr(elman, kind)(3, 4, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(np.float32)
+    out, _ = layer(x)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    dx1, _ = layer.backward(dout, retain_graph=True)
+    first = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    dx2, _ = layer.backward(dout)
+    np.testing.assert_array_equal(dx1, dx2)
+    for a, p in zip(first, layer.parameters()):
+        np.testing.assert_array_equal(a, p.grad)

@@ -303,7 +303,7 @@ class RecurrentLayer(Module):
                 dX_d, dh, dc = sequence_backward(
                     self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True),
-                    input_grad=layer > 0 or input_grad)
+                    input_grad=layer > 0 or input_grad, consume=not retain_graph)
                 if dX_d is not None:
                     dX = dX_d if dX is None else dX + dX_d
                 dh0[k] = dh

@@ -207,13 +207,16 @@ def final_states(cache: SequenceCache, lengths: np.ndarray | None):
 
 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
-                      dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True):
+                      dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True,
+                      consume: bool = False):
     """Backpropagate through one direction of one layer.
 
     ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
     ``dh_n``/``dc_n`` gradients wrt the final states (or None). Parameter gradients are
     **added** into the arrays of ``g``. Returns ``(dX, dh0, dc0)`` with ``dX`` (T, N, I), or None
     when ``input_grad`` is False (the input is data: its GEMM would be wasted work).
+    ``consume=True`` (no second backward will follow) lets the compiled loops write the gate
+    gradients over the saved gates, which saves a (T, N, G*H) array; the cache is spent.
     """
     X, GX, S, R, active = cache.X, cache.gates, cache.S, cache.R, cache.active
     T, N, _ = X.shape
@@ -222,7 +225,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     P = S.shape[2]
     dtype = X.dtype
     ws = Workspace() if cache.workspace is None else cache.workspace
-    dGX = ws.take("dGX", (T, N, GH), dtype)
+    in_place = consume and cache.kernels is not None
+    dGX = GX if in_place else ws.take("dGX", (T, N, GH), dtype)
     dGH = ws.take("dGH", (T, N, GH), dtype) if eq.separate_dgh else dGX
     dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
     K = eq.recurrent_gates * H
@@ -261,7 +265,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
-    ws.give(dGX=dGX, dGH=dGH if dGH is not dGX else None)
+    ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None)
     return dX, dh, dc
 
 

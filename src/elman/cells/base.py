@@ -133,7 +133,7 @@ class CellBase(Module):
                                 "state)")
             dc = check_state("dc", dc, shape, self.dtype).reshape(N, H)
         dX, dh0, dc0 = sequence_backward(self.eq, cache, None, dh, dc, self._weights(),
-                                         self._weights(grads=True))
+                                         self._weights(grads=True), consume=not retain_graph)
         if not retain_graph:
             self._cache = None             # one backward per forward, as in PyTorch
         x_shape = cache.X.shape[1:] if batched else cache.X.shape[2:]

@@ -37,7 +37,8 @@ def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
 
 @njit(**JIT)
 def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
-    """dGX/dGH (T, N, 3H) receive the input-/recurrent-side pre-activation gradients; dh
+    """dGX/dGH (T, N, 3H) receive the input-/recurrent-side pre-activation gradients (dGX may
+    be ``gates`` itself: each step reads its gates before it writes their gradients); dh
     (N, H) enters as the gradient wrt the final state and leaves as that wrt h0."""
     T = gates.shape[0]
     H = dh.shape[1]
@@ -54,16 +55,17 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
             dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
             dhr, dhz, dhn = dr[:H], dr[H:2 * H], dr[2 * H:]
             for j in range(H):
-                nj, zj, dhj = nn[j], z[j], dh_b[j]
+                # every read before any write: dGX may be the gates' own memory (in place)
+                rj, zj, nj, dhj = r[j], z[j], nn[j], dh_b[j]
                 dn = ((ONE - nj * nj) * (ONE - zj)) * dhj
                 dzj = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
-                drj = ((ONE - r[j]) * r[j]) * (dn * hn[j])
+                drj = ((ONE - rj) * rj) * (dn * hn[j])
                 dxr[j] = drj
                 dxz[j] = dzj
                 dxn[j] = dn
                 dhr[j] = drj
                 dhz[j] = dzj
-                dhn[j] = dn * r[j]
+                dhn[j] = dn * rj
                 direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
         gemm(dGH[t, :n], W_hh, dh[:n])
         for b in range(n):

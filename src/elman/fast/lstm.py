@@ -48,7 +48,8 @@ def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
 @njit(**JIT)
 def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
-    dG (T, N, 4H) receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
+    dG (T, N, 4H), which may be ``gates`` itself (each step reads its gates before it writes
+    their gradients, and never reads them again), receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
     the gradients wrt the final states and leave as those wrt the initial states."""
     T = gates.shape[0]
     H = dc.shape[1]
@@ -63,13 +64,15 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
             for j in range(H):
+                # every read before any write: dG may be the gates' own memory (in place)
+                ij, fj, gj, oj = i[j], f[j], gg[j], o[j]
                 y, dhj = tanh(c[j]), dh_b[j]
-                dcj = dc_b[j] + dhj * ((ONE - y * y) * o[j])
-                di[j] = ((ONE - i[j]) * i[j]) * (dcj * gg[j])
-                df[j] = ((ONE - f[j]) * f[j]) * (dcj * c_prev[j])
-                dg[j] = (ONE - gg[j] * gg[j]) * (dcj * i[j])
-                do[j] = ((ONE - o[j]) * o[j]) * (dhj * y)
-                dc_b[j] = dcj * f[j]
+                dcj = dc_b[j] + dhj * ((ONE - y * y) * oj)
+                di[j] = ((ONE - ij) * ij) * (dcj * gj)
+                df[j] = ((ONE - fj) * fj) * (dcj * c_prev[j])
+                dg[j] = (ONE - gj * gj) * (dcj * ij)
+                do[j] = ((ONE - oj) * oj) * (dhj * y)
+                dc_b[j] = dcj * fj
         gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
 
 
