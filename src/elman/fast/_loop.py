@@ -28,3 +28,12 @@ def add_output_grad(dh, dY, t, n):
         for b in range(n):
             for j in range(dh.shape[1]):
                 dh[b, j] += dY[t, b, j]
+
+
+@njit(inline="always")
+def backward_step(step, T, reverse, active, dh, dY):
+    """(t, prev, new, rows) of backward step ``step``, after adding dY[t] into dh."""
+    t, p, q = step_index(step, T, reverse)
+    n = active[t]
+    add_output_grad(dh, dY, t, n)
+    return t, p, q, n

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm
-from ._loop import JIT, ONE, add_output_grad, step_index
+from ._loop import JIT, ONE, backward_step, step_index
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
@@ -43,11 +43,9 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
     T = gates.shape[0]
     H = dh.shape[1]
     for step in range(T - 1, -1, -1):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
-        add_output_grad(dh, dY, t, n)
         for b in range(n):
             g, dx, dr, hn, h_prev = gates[t, b], dGX[t, b], dGH[t, b], HN[t, b], S[p, b]
             dh_b, direct_b = dh[b], direct[b]

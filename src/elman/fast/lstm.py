@@ -11,7 +11,7 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, add_output_grad, step_index
+from ._loop import JIT, ONE, backward_step, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -54,11 +54,9 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
     T = gates.shape[0]
     H = dc.shape[1]
     for step in range(T - 1, -1, -1):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
-        add_output_grad(dh, dY, t, n)
         for b in range(n):
             g, d, c, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], C[q, b], C[p, b], dh[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]

@@ -3,7 +3,7 @@
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, add_output_grad, step_index
+from ._loop import JIT, ONE, backward_step, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -42,11 +42,9 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
     H = dh.shape[1]
     zero = ONE - ONE
     for step in range(T - 1, -1, -1):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
-        add_output_grad(dh, dY, t, n)
         for b in range(n):
             h, d, dh_b = S[q, b], dG[t, b], dh[b]
             if relu:
