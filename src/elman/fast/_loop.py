@@ -9,15 +9,17 @@ JIT = dict(cache=True, error_model="numpy", nogil=True)
 
 ONE = np.float32(1)     # float32 constants keep float32 arithmetic in float32 (a Python 1.0
 HALF = np.float32(0.5)  # would promote it to float64) and are exact in float64 arithmetic
+ZERO = np.float32(0)
 
 
 @njit(inline="always")
-def step_index(step, T, reverse):
-    """(t, prev, new) of processing step ``step``: the layout of ``timeloop._steps``."""
+def step_index(step, T, reverse, active):
+    """(t, prev, new, rows) of processing step ``step``: the layout of ``timeloop._steps``, and
+    the number of sequences still running at time t."""
     if reverse:
         t = T - 1 - step
-        return t, t + 1, t
-    return step, step, step + 1
+        return t, t + 1, t, active[t]
+    return step, step, step + 1, active[step]
 
 
 @njit(inline="always")
@@ -33,7 +35,6 @@ def add_output_grad(dh, dY, t, n):
 @njit(inline="always")
 def backward_step(step, T, reverse, active, dh, dY):
     """(t, prev, new, rows) of backward step ``step``, after adding dY[t] into dh."""
-    t, p, q = step_index(step, T, reverse)
-    n = active[t]
+    t, p, q, n = step_index(step, T, reverse, active)
     add_output_grad(dh, dY, t, n)
     return t, p, q, n

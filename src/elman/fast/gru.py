@@ -17,8 +17,7 @@ def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
     T = GX.shape[0]
     H = S.shape[2]
     for step in range(T):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = step_index(step, T, reverse, active)
         if n == 0:
             continue
         gemm(S[p, :n], W_hh_T, gh[:n])

@@ -25,8 +25,7 @@ def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
     T = GX.shape[0]
     H = C.shape[2]
     for step in range(T):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = step_index(step, T, reverse, active)
         if n == 0:
             continue
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are

@@ -3,7 +3,7 @@
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, step_index
+from ._loop import JIT, ONE, ZERO, backward_step, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -15,10 +15,8 @@ def _forward(GX, W_hh_T, S, relu, active, reverse):
     with the biases, receives the recurrent term."""
     T = GX.shape[0]
     H = S.shape[2]
-    zero = ONE - ONE
     for step in range(T):
-        t, p, q = step_index(step, T, reverse)
-        n = active[t]
+        t, p, q, n = step_index(step, T, reverse, active)
         if n == 0:
             continue
         h = S[q, :n]
@@ -28,7 +26,7 @@ def _forward(GX, W_hh_T, S, relu, active, reverse):
             if relu:
                 for j in range(H):
                     a = g[j]
-                    h_b[j] = a if a > zero else zero
+                    h_b[j] = a if a > ZERO else ZERO
             else:
                 for j in range(H):
                     h_b[j] = tanh(g[j])
@@ -40,7 +38,6 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
     the final state and leaves as that wrt h0."""
     T = dG.shape[0]
     H = dh.shape[1]
-    zero = ONE - ONE
     for step in range(T - 1, -1, -1):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
@@ -49,7 +46,7 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
             h, d, dh_b = S[q, b], dG[t, b], dh[b]
             if relu:
                 for j in range(H):
-                    d[j] = dh_b[j] if h[j] > zero else zero
+                    d[j] = dh_b[j] if h[j] > ZERO else ZERO
             else:
                 for j in range(H):
                     d[j] = (ONE - h[j] * h[j]) * dh_b[j]
