@@ -38,3 +38,20 @@ def backward_step(step, T, reverse, active, dh, dY):
     t, p, q, n = step_index(step, T, reverse, active)
     add_output_grad(dh, dY, t, n)
     return t, p, q, n
+
+
+@njit(inline="always")
+def scratch_row(gates):
+    """A fresh (G,) array for one row's gate gradients. The backward loops compute a row into
+    it and only then copy it over ``dG``, which may be the gates' own memory: with reads and
+    writes on arrays that may overlap, LLVM keeps the loop scalar (measured: the in-place LSTM
+    backward ran its element-wise part 2.5-3x slower than into a separate array), while a
+    fresh allocation is known to overlap nothing."""
+    return np.empty(gates.shape[2], gates.dtype)
+
+
+@njit(inline="always")
+def copy_row(row, out):
+    """out[:] = row, for the 1-D rows of :func:`scratch_row`."""
+    for k in range(row.shape[0]):
+        out[k] = row[k]

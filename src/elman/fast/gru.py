@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm
-from ._loop import JIT, ONE, backward_step, step_index
+from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_index
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
@@ -37,22 +37,22 @@ def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
 @njit(**JIT)
 def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
     """dGX/dGH (T, N, 3H) receive the input-/recurrent-side pre-activation gradients (dGX may
-    be ``gates`` itself: each step reads its gates before it writes their gradients); dh
-    (N, H) enters as the gradient wrt the final state and leaves as that wrt h0."""
+    be ``gates`` itself, consumed: each step reads its gates before their gradients replace
+    them); dh (N, H) enters as the gradient wrt the final state and leaves as that wrt h0."""
     T = gates.shape[0]
     H = dh.shape[1]
+    row = scratch_row(gates)
     for step in range(T - 1, -1, -1):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
         for b in range(n):
-            g, dx, dr, hn, h_prev = gates[t, b], dGX[t, b], dGH[t, b], HN[t, b], S[p, b]
+            g, dr, hn, h_prev = gates[t, b], dGH[t, b], HN[t, b], S[p, b]
             dh_b, direct_b = dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
-            dxr, dxz, dxn = dx[:H], dx[H:2 * H], dx[2 * H:]
+            dxr, dxz, dxn = row[:H], row[H:2 * H], row[2 * H:]
             dhr, dhz, dhn = dr[:H], dr[H:2 * H], dr[2 * H:]
             for j in range(H):
-                # every read before any write: dGX may be the gates' own memory (in place)
                 rj, zj, nj, dhj = r[j], z[j], nn[j], dh_b[j]
                 dn = ((ONE - nj * nj) * (ONE - zj)) * dhj
                 dzj = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
@@ -64,6 +64,7 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
                 dhz[j] = dzj
                 dhn[j] = dn * rj
                 direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
+            copy_row(row, dGX[t, b])
         gemm(dGH[t, :n], W_hh, dh[:n])
         for b in range(n):
             for j in range(H):

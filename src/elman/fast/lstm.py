@@ -11,7 +11,7 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, step_index
+from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -47,21 +47,22 @@ def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
 @njit(**JIT)
 def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
-    dG (T, N, 4H), which may be ``gates`` itself (each step reads its gates before it writes
-    their gradients, and never reads them again), receives the pre-activation gradients; dh (N, H) and dc (N, H) enter as
-    the gradients wrt the final states and leave as those wrt the initial states."""
+    dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
+    their gradients replace them), receives the pre-activation gradients; dh (N, H) and dc
+    (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
+    states."""
     T = gates.shape[0]
     H = dc.shape[1]
+    row = scratch_row(gates)
     for step in range(T - 1, -1, -1):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
         for b in range(n):
-            g, d, c, c_prev, dh_b, dc_b = gates[t, b], dG[t, b], C[q, b], C[p, b], dh[b], dc[b]
+            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], dh[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
-            di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
+            di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
             for j in range(H):
-                # every read before any write: dG may be the gates' own memory (in place)
                 ij, fj, gj, oj = i[j], f[j], gg[j], o[j]
                 y, dhj = tanh(c[j]), dh_b[j]
                 dcj = dc_b[j] + dhj * ((ONE - y * y) * oj)
@@ -70,6 +71,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
                 dg[j] = (ONE - gj * gj) * (dcj * ij)
                 do[j] = ((ONE - oj) * oj) * (dhj * y)
                 dc_b[j] = dcj * fj
+            copy_row(row, dG[t, b])
         gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
 
 
