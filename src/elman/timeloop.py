@@ -141,11 +141,11 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     K = eq.recurrent_gates * H
     W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
+    kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
     np.matmul(X.reshape(T * N, -1), w.W_ih.T, out=GX.reshape(T * N, GH))
-    if gx_bias is not None:
-        GX += gx_bias
-    kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
+    if kernels is None and gx_bias is not None:
+        GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     alloc = np.empty if active is None else np.zeros
     S = alloc((T + 1, N, P), dtype=dtype)
@@ -169,7 +169,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
     if kernels is not None:
-        kernels.forward(eq, GX, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
+        bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
+        kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
                         reverse)
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels, workspace)
     for t, p, q in _steps(T, reverse):

@@ -23,6 +23,18 @@ def step_index(step, T, reverse, active):
 
 
 @njit(inline="always")
+def add_bias(G, bias):
+    """G[b] += bias for each row of the step's pre-activations, just before the GEMM that adds
+    the recurrent term onto them reads them: the order of the sums of the NumPy reference
+    ((x W_ih^T + b) + h W_hh^T), and the rows are in cache for that GEMM, where a
+    whole-sequence ``GX += b`` is one more trip through memory."""
+    for b in range(G.shape[0]):
+        row = G[b]
+        for k in range(row.shape[0]):
+            row[k] += bias[k]
+
+
+@njit(inline="always")
 def add_output_grad(dh, dY, t, n):
     """dh[:n] += dY[t, :n]: what reaches h_t from the output sequence (nothing when dY is None,
     a branch numba removes when it compiles for a None argument)."""

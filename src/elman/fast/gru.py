@@ -11,9 +11,9 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
-    """GX (T, N, 3H) input projections with the input-side biases (b_ih, plus b_hh for r and
-    z), overwritten with [r, z, n]; HN (T, N, H) keeps W_hn h_prev + b_hn."""
+def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
+    """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
+    biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn."""
     T = GX.shape[0]
     H = S.shape[2]
     for step in range(T):
@@ -24,13 +24,13 @@ def _forward(GX, W_hh_T, S, HN, gh, b_hn, active, reverse):
         for b in range(n):
             g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
             rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
-            grz, ghn = r[:2 * H], r[2 * H:]                           # see lstm._forward
+            grz, ghn, bn = r[:2 * H], r[2 * H:], bias[2 * H:]         # see lstm._forward
             for k in range(2 * H):                                    # r, z
-                rz[k] = sigmoid(rz[k] + grz[k])
+                rz[k] = sigmoid((rz[k] + bias[k]) + grz[k])
             for j in range(H):
                 a = ghn[j] + b_hn[j]
                 hn[j] = a
-                nj = tanh(nn[j] + rt[j] * a)           # n = tanh(.. + r (W_hn h + b_hn))
+                nj = tanh(nn[j] + bn[j] + rt[j] * a)   # n = tanh(.. + r (W_hn h + b_hn))
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
 
@@ -74,10 +74,10 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
 saved_width = 1        # W_hn h_prev + b_hn, for the reset gate's gradient
 
 
-def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
     H = S.shape[2]
     b_hn = np.zeros(H, GX.dtype) if consts is None else consts
-    _forward(GX, W_hh_T, S, saved, gh, b_hn, active, reverse)
+    _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):

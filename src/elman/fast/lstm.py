@@ -11,16 +11,16 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_index
+from ._loop import JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
-    """GX (T, N, 4H) input projections (biases included), overwritten with the gates [i, f, g,
-    o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
+def _forward(GX, bias, scale, shift, W_hh_T, S, C, active, reverse):
+    """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
+    [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, H) and C (T+1, N, H) states."""
     T = GX.shape[0]
     H = C.shape[2]
@@ -28,6 +28,7 @@ def _forward(GX, scale, shift, W_hh_T, S, C, active, reverse):
         t, p, q, n = step_index(step, T, reverse, active)
         if n == 0:
             continue
+        add_bias(GX[t, :n], bias)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
         gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
@@ -78,9 +79,9 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
-def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
     scale, shift = consts
-    _forward(GX, scale, shift, W_hh_T, S, C, active, reverse)
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):

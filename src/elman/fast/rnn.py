@@ -3,16 +3,16 @@
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, ZERO, backward_step, step_index
+from ._loop import JIT, ONE, ZERO, add_bias, backward_step, step_index
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, W_hh_T, S, relu, active, reverse):
-    """h_t = tanh(GX[t] + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input projection
-    with the biases, receives the recurrent term."""
+def _forward(GX, bias, W_hh_T, S, relu, active, reverse):
+    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
+    projection without its bias, receives both terms."""
     T = GX.shape[0]
     H = S.shape[2]
     for step in range(T):
@@ -20,6 +20,7 @@ def _forward(GX, W_hh_T, S, relu, active, reverse):
         if n == 0:
             continue
         h = S[q, :n]
+        add_bias(GX[t, :n], bias)
         gemm_acc(S[p, :n], W_hh_T, GX[t, :n])          # GX[t] += h_prev W_hh^T (beta = 1)
         for b in range(n):
             g, h_b = GX[t, b], h[b]
@@ -56,8 +57,8 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
 saved_width = 0        # backward needs only h
 
 
-def forward(eq, GX, W_hh_T, S, C, saved, gh, consts, active, reverse):
-    _forward(GX, W_hh_T, S, eq.nonlinearity == "relu", active, reverse)
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+    _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", active, reverse)
 
 
 def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
