@@ -66,6 +66,15 @@ CASES = [
     ("LSTM", {"bias": False, "bidirectional": True}, (5, 2, 3, 4), None),
     ("LSTM", {"num_layers": 3, "bidirectional": True}, (6, 5, 2, 7), [6, 2, 3, 1, 5]),
     ("LSTM", {"num_layers": 2}, (40, 8, 16, 33), [40, 17, 39, 2, 40, 11, 25, 30]),
+    # the variants with loops of their own: the classic GRU candidate, the LSTM projection
+    ("GRU", {"reset_after": False}, (7, 3, 4, 5), None),
+    ("GRU", {"reset_after": False, "bias": False}, (4, 2, 3, 3), None),
+    ("GRU", {"reset_after": False, "num_layers": 2, "bidirectional": True}, (6, 4, 3, 5),
+     [6, 1, 4, 3]),
+    ("LSTM", {"proj_size": 3}, (7, 3, 4, 5), None),
+    ("LSTM", {"proj_size": 2, "bias": False}, (4, 2, 3, 4), None),
+    ("LSTM", {"proj_size": 4, "num_layers": 2, "bidirectional": True, "batch_first": True},
+     (6, 5, 2, 7), [6, 2, 3, 1, 5]),
 ]
 
 
@@ -79,30 +88,33 @@ def test_fast_path_agrees_with_reference(case, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     D = 2 if kwargs.get("bidirectional") else 1
     L = kwargs.get("num_layers", 1)
-    h0 = rng.standard_normal((D * L, N, H)).astype(dtype)
+    h0 = rng.standard_normal((D * L, N, kwargs.get("proj_size", H))).astype(dtype)
     hx = (h0, rng.standard_normal((D * L, N, H)).astype(dtype)) if kind == "LSTM" else h0
     assert elman.fast.kernels_for(layer.eq, layer._weights(0), dtype) is not None
     reference, fast = both_paths(layer, x, hx, lengths, seed=case)
     assert_agree(reference, fast, dtype, context=repr(layer))
 
 
-@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
-def test_fast_path_on_saturated_gates_and_long_sequences(kind):
+@pytest.mark.parametrize("kind, kwargs", [("RNN", {}), ("GRU", {}), ("LSTM", {}),
+                                          ("GRU", {"reset_after": False}),
+                                          ("LSTM", {"proj_size": 6})])
+def test_fast_path_on_saturated_gates_and_long_sequences(kind, kwargs):
     """Large pre-activations (gates at 0 or 1 in float32) over 300 steps stay in agreement.
     Only the input side is scaled up: a large W_hh makes the recurrence chaotic, where any two
     float32 computations part ways (PyTorch's included)."""
-    layer = getattr(elman, kind)(8, 16, seed=3)
+    layer = getattr(elman, kind)(8, 16, seed=3, **kwargs)
     for name, p in layer.named_parameters():
-        if "hh" not in name:
+        if "hh" not in name and "hr" not in name:
             p.data *= 6                              # |pre-activations| up to ~10
     x = np.random.default_rng(3).standard_normal((300, 4, 8)).astype(np.float32)
     reference, fast = both_paths(layer, x, seed=3)
     assert np.abs(x @ layer.weight_ih_l0.data.T).max() > 9     # tanh(9) = 1 in float32
-    assert_agree(reference, fast, np.float32, context=kind)
+    assert_agree(reference, fast, np.float32, context=f"{kind} {kwargs}")
 
 
 def test_cells_run_through_the_fast_path():
     for cell in (elman.RNNCell(3, 4, seed=0), elman.GRUCell(3, 4, seed=0),
+                 elman.GRUCell(3, 4, seed=0, reset_after=False),
                  elman.LSTMCell(3, 4, seed=0)):
         x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
         results = []
@@ -117,16 +129,36 @@ def test_cells_run_through_the_fast_path():
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_variants_without_kernels_use_the_reference_path():
-    """proj_size and the classic GRU have no kernel: they run (and stay correct) on NumPy."""
-    lstm = elman.LSTM(3, 5, proj_size=2, seed=0)
-    gru = elman.GRU(3, 5, reset_after=False, seed=0)
-    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is None
-    assert elman.fast.kernels_for(gru.eq, gru._weights(0), np.float32) is None
-    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
-    for layer in (lstm, gru):
-        reference, fast = both_paths(layer, x)
-        assert_agree(reference, fast, np.float32)
+def test_every_variant_has_kernels_except_unknown_equations_and_dtypes():
+    for layer in (elman.RNN(3, 5, nonlinearity="relu"), elman.GRU(3, 5, reset_after=False),
+                  elman.LSTM(3, 5, proj_size=2)):
+        assert elman.fast.kernels_for(layer.eq, layer._weights(0), np.float32) is not None
+    lstm = elman.LSTM(3, 5)
+    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float16) is None
+    assert elman.fast.kernels_for(object(), lstm._weights(0), np.float32) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_compiled_gemm_on_column_blocks(dtype, accumulate):
+    """The kernels' GEMM binding passes each operand's own row stride to BLAS: column blocks of
+    wider arrays (GX[t, :n, 2H:]) work in place, and nothing outside the block is touched."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(0)
+    wide_a = rng.standard_normal((5, 9)).astype(dtype)
+    wide_b = rng.standard_normal((4, 11)).astype(dtype)
+    wide_c = rng.standard_normal((5, 12)).astype(dtype)
+    A, B, C = wide_a[:, 2:6], wide_b[:, 3:10], wide_c[:, 4:11]
+    expected_c = wide_c.copy()
+    expected_c[:, 4:11] = (C if accumulate else 0) + A.astype(np.float64) @ B
+    _blas._check(A, B, C, accumulate)
+    np.testing.assert_allclose(wide_c, expected_c, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    # length-1 axes may carry any stride in NumPy (here a row stride of one element)
+    row = np.lib.stride_tricks.as_strided(wide_a[:1, :4].copy(), (1, 4), (A.itemsize, A.itemsize))
+    col = np.ascontiguousarray(wide_b[:, :1])
+    out = np.zeros((1, 1), dtype)
+    _blas._check(row, col, out, accumulate)
+    np.testing.assert_allclose(out, row.astype(np.float64) @ col, rtol=1e-5)
 
 
 def test_switches():

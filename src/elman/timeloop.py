@@ -171,7 +171,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     if kernels is not None:
         bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
         kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
-                        reverse)
+                        reverse, R, W_hr_T)
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels, workspace)
     for t, p, q in _steps(T, reverse):
         n = N if active is None else int(active[t])
@@ -240,7 +240,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     kernels = cache.kernels        # the path that ran forward (what it saved is its own)
     if kernels is not None:
         kernels.backward(eq, cache, None if dY is None else np.ascontiguousarray(dY), dh, dc,
-                         dGX, dGH, w.W_hh, work, _active(active, T, N))
+                         dGX, dGH, w, work, _active(active, T, N), dHs)
     else:
         _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:

@@ -38,13 +38,15 @@ class GRUEquations:
     gates = 3
     has_cell = False
     saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
-    separate_dgh = True
     work_width = 1
 
     def __init__(self, reset_after: bool = True):
         self.reset_after = bool(reset_after)
         # classic: the candidate's recurrent GEMM takes r * h_prev, so the loop's covers r, z
         self.recurrent_gates = 3 if self.reset_after else 2
+        # reset_after: the candidate's recurrent-side gradient is dn_pre * r, not dn_pre; in
+        # the classic variant both sides are the same array
+        self.separate_dgh = self.reset_after
 
     def prepare_forward(self, w, H, dtype):
         """(bias for the input projection, step constants): b_hn for reset_after (it is
@@ -114,7 +116,7 @@ class GRUEquations:
         d_rh = dn @ consts[0]                          # back through W_hn (r * h_prev)
         np.multiply(d_rh, h_prev, out=tmp)             # reset: d(r h) h_prev r(1-r)
         dr *= tmp
-        dgh[...] = dgx                                 # b_hn's gradient is dn_pre; dW_hn below
+        # dgh is dgx (separate_dgh): b_hn's gradient is dn_pre; dW_hn below
         return dh * z + d_rh * r                       # direct paths: z * h_prev and r * h_prev
 
     def other_recurrent_grads(self, cache, dGH, g):

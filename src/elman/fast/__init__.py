@@ -8,8 +8,8 @@ projection and the weight-gradient GEMMs stay whole-sequence NumPy calls, shared
 The tests require both paths to agree (float32 to 1e-5, float64 to 1e-12) and both to match
 PyTorch.
 
-Covered: ``RNN`` (tanh, relu), ``GRU`` (``reset_after=True``), ``LSTM`` (without ``proj_size``),
-float32 and float64, every layout, lengths and direction; the rest runs on the reference path.
+Covered: every cell variant (``RNN`` tanh/relu, ``GRU`` with either candidate, ``LSTM`` with
+or without ``proj_size``), float32 and float64, every layout, lengths and direction.
 Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the
 first run on a machine pays for compilation (about 1 s per kernel). numba checks the timestamp of
 a kernel's own file only: after editing ``_math.py`` or ``_loop.py``, delete that cache.
@@ -39,12 +39,9 @@ available = importlib.util.find_spec("numba") is not None
 
 _enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 
-# which kernel module serves a cell's equations, and for which of its variants
-_SUPPORTED = {
-    "RNNEquations": ("rnn", lambda eq, w: True),
-    "GRUEquations": ("gru", lambda eq, w: eq.reset_after),
-    "LSTMEquations": ("lstm", lambda eq, w: w.W_hr is None),
-}
+# which kernel module serves a cell's equations (every variant: both GRU candidates, LSTM with
+# or without proj_size, RNN tanh/relu)
+_MODULES = {"RNNEquations": "rnn", "GRUEquations": "gru", "LSTMEquations": "lstm"}
 
 
 def enabled() -> bool:
@@ -70,11 +67,10 @@ def use(flag: bool):
 
 
 def kernels_for(eq, w, dtype):
-    """The kernel module (``forward``/``backward``) for these equations and weights, or None
-    when the reference path must run (fast path off or unavailable, or a variant not covered)."""
+    """The kernel module (``forward``/``backward``) for these equations and weights ``w``, or
+    None when the reference path must run (fast path off or unavailable, a dtype other than
+    float32/float64, or equations of a cell this package does not know)."""
     if not enabled() or np.dtype(dtype) not in (np.float32, np.float64):
         return None
-    entry = _SUPPORTED.get(type(eq).__name__)
-    if entry is None or not entry[1](eq, w):
-        return None
-    return importlib.import_module(f".{entry[0]}", __name__)
+    name = _MODULES.get(type(eq).__name__)
+    return None if name is None else importlib.import_module(f".{name}", __name__)

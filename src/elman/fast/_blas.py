@@ -59,7 +59,8 @@ source = "scipy (numba np.dot)" if _found is None else f"numpy-blas: {os.path.ba
 
 
 def gemm(A, B, C):
-    """``C[...] = A @ B`` for C-contiguous 2-D arrays of one float dtype (compiled code only)."""
+    """``C[...] = A @ B`` for 2-D arrays of one float dtype whose rows are contiguous (a row
+    stride of their own is fine: column blocks of a wider array), in compiled code only."""
     np.matmul(A, B, out=C)
 
 
@@ -84,6 +85,17 @@ if _found is not None:
     _sgemm = _external("s", types.float32)
     _dgemm = _external("d", types.float64)
 
+    @njit(inline="always")
+    def _ld(X):
+        """Row stride in elements (BLAS's leading dimension). Rows may be strided (a block of
+        columns: GX[t, :n, 2H:]); elements within a row may not. A length-1 axis may carry any
+        stride in NumPy (it is never stepped over), so it decides nothing."""
+        rows, cols = X.shape
+        if rows == 1:
+            return max(1, cols)
+        assert cols == 1 or X.strides[1] == X.itemsize, "gemm: rows must be contiguous"
+        return X.strides[0] // X.itemsize
+
     def _bind(beta):
         def typer(A, B, C):
             call = _sgemm if A.dtype == types.float32 else _dgemm
@@ -95,8 +107,8 @@ if _found is not None:
                 n = B.shape[1]
                 if m == 0 or n == 0:
                     return
-                call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, k, B.ctypes, n,
-                     b, C.ctypes, n)
+                call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, _ld(A),
+                     B.ctypes, _ld(B), b, C.ctypes, _ld(C))
             return impl
         return typer
 
@@ -107,22 +119,21 @@ else:
     def _gemm_impl(A, B, C):
         def impl(A, B, C):
             if A.shape[0] > 0:
-                np.dot(A, B, C)
+                C[:, :] = np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
         return impl
 
     @overload(gemm_acc)
     def _gemm_acc_impl(A, B, C):
         def impl(A, B, C):
             if A.shape[0] > 0:
-                C += np.dot(A, B)
+                C[:, :] += np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
         return impl
 
 
 @njit
-def _check():
-    """Used by the tests: one GEMM through the compiled binding."""
-    A = np.arange(6.0).reshape(2, 3)
-    B = np.arange(12.0).reshape(3, 4)
-    C = np.empty((2, 4))
-    gemm(A, B, C)
-    return C
+def _check(A, B, C, accumulate):
+    """Used by the tests: ``gemm``/``gemm_acc`` through the compiled binding."""
+    if accumulate:
+        gemm_acc(A, B, C)
+    else:
+        gemm(A, B, C)

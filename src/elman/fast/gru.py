@@ -1,9 +1,11 @@
-"""Compiled GRU time loops, ``reset_after=True`` (PyTorch's GRU; equations in
-:mod:`elman.cells.gru`), the fast twin of ``GRUEquations.forward``/``backward``."""
+"""Compiled GRU time loops (equations in :mod:`elman.cells.gru`), the fast twin of
+``GRUEquations.forward``/``backward``: ``reset_after=True`` (PyTorch's GRU, Keras' default)
+and the classic candidate ``tanh(W_in x + W_hn (r * h_prev) + b)`` (``reset_after=False``),
+whose step needs a second GEMM once r is known."""
 import numpy as np
 from numba import njit
 
-from ._blas import gemm
+from ._blas import gemm, gemm_acc
 from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_index
 from ._math import sigmoid, tanh
 
@@ -71,15 +73,93 @@ def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
                 dh[b, j] += direct[b, j]
 
 
-saved_width = 1        # W_hn h_prev + b_hn, for the reset gate's gradient
+@njit(**JIT)
+def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, active, reverse):
+    """reset_after=False. GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias
+    (3H,) every bias; W_rz_T (H, 2H) and W_hn_T (H, H) the recurrent weights of r, z and of
+    the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn)."""
+    T = GX.shape[0]
+    H = S.shape[2]
+    for step in range(T):
+        t, p, q, n = step_index(step, T, reverse, active)
+        if n == 0:
+            continue
+        gemm(S[p, :n], W_rz_T, grz[:n])
+        for b in range(n):
+            g, gh, h_prev, rh = GX[t, b], grz[b], S[p, b], RH[t, b]
+            r, nn, bn = g[:H], g[2 * H:], bias[2 * H:]
+            for k in range(2 * H):                                    # r, z
+                g[k] = sigmoid((g[k] + bias[k]) + gh[k])
+            for j in range(H):
+                rh[j] = r[j] * h_prev[j]
+                nn[j] += bn[j]
+        gemm_acc(RH[t, :n], W_hn_T, GX[t, :n, 2 * H:])  # n_pre += (r h_prev) W_hn^T
+        for b in range(n):
+            g, h_prev, h = GX[t, b], S[p, b], S[q, b]
+            z, nn = g[H:2 * H], g[2 * H:]
+            for j in range(H):
+                nj = tanh(nn[j])
+                nn[j] = nj
+                h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+@njit(**JIT)
+def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, direct, active, reverse):
+    """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
+    pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
+    gradient wrt the final state and leaves as that wrt h0."""
+    T = gates.shape[0]
+    N, H = dh.shape
+    row = scratch_row(gates)
+    d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
+    for step in range(T - 1, -1, -1):
+        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
+        if n == 0:
+            continue
+        for b in range(n):                     # z and n first: dr needs d(r h_prev) below
+            g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
+            z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
+            for j in range(H):
+                zj, nj, dhj = z[j], nn[j], dh_b[j]
+                dn[j] = ((ONE - nj * nj) * (ONE - zj)) * dhj
+                dz[j] = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
+                direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
+            for k in range(H, 3 * H):          # r stays: its gradient overwrites it below
+                d[k] = row[k]
+        gemm(dG[t, :n, 2 * H:], W_hn, d_rh[:n])        # d(r h_prev) = dn_pre W_hn
+        for b in range(n):
+            g, h_prev, direct_b, d_rh_b, d = gates[t, b], S[p, b], direct[b], d_rh[b], dG[t, b]
+            dr = row[:H]
+            for j in range(H):
+                rj, dj = g[j], d_rh_b[j]
+                dr[j] = ((ONE - rj) * rj) * (dj * h_prev[j])
+                direct_b[j] += dj * rj                 # h_prev's path through r h_prev
+            for j in range(H):
+                d[j] = dr[j]
+        gemm(dG[t, :n, :2 * H], W_rz, dh[:n])
+        for b in range(n):
+            for j in range(H):
+                dh[b, j] += direct[b, j]
+
+
+saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
+
+
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
+    if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
+        _forward_classic(GX, bias, W_hh_T, consts[1], S, saved, gh, active, reverse)
+        return
     H = S.shape[2]
     b_hn = np.zeros(H, GX.dtype) if consts is None else consts
     _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, active, reverse)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
+    W_hh = w.W_hh
+    if not eq.reset_after:
+        H = dh.shape[1]
+        _backward_classic(cache.gates, cache.saved, cache.S, dY, dh, dGX, W_hh[:2 * H],
+                          cache.consts[0], work, active, cache.reverse)
+        return
     _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, work,
               active, cache.reverse)

@@ -8,6 +8,7 @@ gates and update ``c`` and ``h``, instead of
 backward recomputes it from ``c`` (0.3 ns per element against T*N*H floats of memory).
 Shapes as in :class:`elman.timeloop.SequenceCache`.
 """
+import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
@@ -18,10 +19,12 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, active, reverse):
+def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, active, reverse):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
-    ``LSTMEquations.prepare_forward``; S (T+1, N, H) and C (T+1, N, H) states."""
+    ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
+    projection (proj_size, R and W_hr_T (H, P) given; None otherwise, and numba compiles the
+    branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T."""
     T = GX.shape[0]
     H = C.shape[2]
     for step in range(T):
@@ -38,20 +41,27 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, active, reverse):
             g = GX[t, b]
             for k in range(4 * H):
                 g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
-            c_prev, c, h = C[p, b], C[q, b], S[q, b]
+            c_prev, c = C[p, b], C[q, b]
+            if R is None:
+                h = S[q, b]
+            else:
+                h = R[t, b]
             for j in range(H):
                 cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
                 c[j] = cj
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
+        if R is not None:
+            gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
+def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, active, reverse):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
-    their gradients replace them), receives the pre-activation gradients; dh (N, H) and dc
+    their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
     (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
-    states."""
+    states. With a projection (W_hr (P, H); None otherwise): dHs (T, N, P) receives dh at
+    every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr."""
     T = gates.shape[0]
     H = dc.shape[1]
     row = scratch_row(gates)
@@ -59,8 +69,17 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
+        if W_hr is None:
+            d_out = dh                         # what reaches o * tanh(c)
+        else:
+            for b in range(n):
+                dHs_b, dh_b = dHs[t, b], dh[b]
+                for j in range(dh_b.shape[0]):
+                    dHs_b[j] = dh_b[j]
+            gemm(dh[:n], W_hr, dR[:n])         # back through the projection: dr = dh W_hr
+            d_out = dR
         for b in range(n):
-            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], dh[b], dc[b]
+            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
             for j in range(H):
@@ -79,11 +98,12 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, active, reverse):
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
     scale, shift = consts
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, active, reverse)
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, active, reverse)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
-    _backward(cache.gates, cache.C, dY, dh, dc, dGX, W_hh,
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
+    dR = None if w.W_hr is None else np.empty(dc.shape, dc.dtype)
+    _backward(cache.gates, cache.C, dY, dh, dc, dGX, w.W_hh, w.W_hr, dHs, dR,
               active, cache.reverse)

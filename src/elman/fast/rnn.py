@@ -57,10 +57,10 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
 saved_width = 0        # backward needs only h
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
     _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", active, reverse)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, W_hh, work, active):
-    _backward(cache.S, dY, dh, dGX, W_hh, eq.nonlinearity == "relu", active,
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
+    _backward(cache.S, dY, dh, dGX, w.W_hh, eq.nonlinearity == "relu", active,
               cache.reverse)
