@@ -228,10 +228,17 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     ws = Workspace() if cache.workspace is None else cache.workspace
     in_place = consume and cache.kernels is not None
     dGX = GX if in_place else ws.take("dGX", (T, N, GH), dtype)
-    dGH = ws.take("dGH", (T, N, GH), dtype) if eq.separate_dgh else dGX
+    # dGH: the recurrent side's pre-activation gradients where they differ from dGX's, i.e.
+    # for its last dGH.shape[2] gate columns (the compiled GRU keeps only the candidate's)
+    dGH = dGX
+    if eq.separate_dgh:
+        blocks = eq.gates if cache.kernels is None else cache.kernels.dgh_blocks
+        dGH = ws.take("dGH", (T, N, blocks * H), dtype)
     dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
     K = eq.recurrent_gates * H
-    work = np.empty((N, eq.work_width * H), dtype=dtype) if eq.work_width else None
+    work = None                    # the reference's per-step scratch (the compiled loops own theirs)
+    if eq.work_width and cache.kernels is None:
+        work = np.empty((N, eq.work_width * H), dtype=dtype)
     dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
     if eq.has_cell:
@@ -253,16 +260,25 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     # 5. weight gradients and the input gradient as whole-sequence GEMMs
     X2 = X.reshape(T * N, -1)
     dGX2 = dGX.reshape(T * N, GH)
-    dGH2 = dGH.reshape(T * N, GH)
+    dGH2 = dGH.reshape(T * N, -1)
+    split = GH - dGH2.shape[1]     # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
+    H_prev2 = H_prev.reshape(T * N, P)
     g.W_ih += dGX2.T @ X2
-    g.W_hh[:K] += dGH2[:, :K].T @ H_prev.reshape(T * N, P)
+    if split:
+        g.W_hh[:split] += dGX2[:, :split].T @ H_prev2
+    if split < K:
+        g.W_hh[split:K] += dGH2[:, :K - split].T @ H_prev2
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
     if g.b_ih is not None:
         db_ih = dGX2.sum(axis=0)
         g.b_ih += db_ih
-        g.b_hh += db_ih if dGH is dGX else dGH2.sum(axis=0)
+        if dGH is dGX:
+            g.b_hh += db_ih
+        else:
+            g.b_hh[:split] += db_ih[:split]
+            g.b_hh[split:] += dGH2.sum(axis=0)
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None

@@ -37,37 +37,42 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGH, W_hh, direct, active, reverse):
-    """dGX/dGH (T, N, 3H) receive the input-/recurrent-side pre-activation gradients (dGX may
-    be ``gates`` itself, consumed: each step reads its gates before their gradients replace
-    them); dh (N, H) enters as the gradient wrt the final state and leaves as that wrt h0."""
+def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, active, reverse):
+    """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
+    itself, consumed: each step reads its gates before their gradients replace them); dGHn
+    (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
+    not stored twice); dh (N, H) enters as the gradient wrt the final state and leaves as that
+    wrt h0."""
     T = gates.shape[0]
-    H = dh.shape[1]
+    N, H = dh.shape
     row = scratch_row(gates)
+    dgh = np.empty((N, 3 * H), gates.dtype)    # this step's recurrent-side rows, for its GEMM
+    direct = np.empty((N, H), gates.dtype)     # h_prev's own path, dh * z
     for step in range(T - 1, -1, -1):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
             continue
         for b in range(n):
-            g, dr, hn, h_prev = gates[t, b], dGH[t, b], HN[t, b], S[p, b]
-            dh_b, direct_b = dh[b], direct[b]
+            g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
-            dxr, dxz, dxn = row[:H], row[H:2 * H], row[2 * H:]
-            dhr, dhz, dhn = dr[:H], dr[H:2 * H], dr[2 * H:]
+            dr, dz, dn = row[:H], row[H:2 * H], row[2 * H:]
             for j in range(H):
                 rj, zj, nj, dhj = r[j], z[j], nn[j], dh_b[j]
-                dn = ((ONE - nj * nj) * (ONE - zj)) * dhj
-                dzj = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
-                drj = ((ONE - rj) * rj) * (dn * hn[j])
-                dxr[j] = drj
-                dxz[j] = dzj
-                dxn[j] = dn
-                dhr[j] = drj
-                dhz[j] = dzj
-                dhn[j] = dn * rj
+                dnj = ((ONE - nj * nj) * (ONE - zj)) * dhj
+                dz[j] = ((ONE - zj) * zj) * ((h_prev[j] - nj) * dhj)
+                dr[j] = ((ONE - rj) * rj) * (dnj * hn[j])
+                dn[j] = dnj
                 direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
-            copy_row(row, dGX[t, b])
-        gemm(dGH[t, :n], W_hh, dh[:n])
+            # the recurrent side: [dr, dz] as on the input side, the candidate's times r
+            dgh_b, dghn = dgh[b], dGHn[t, b]
+            for k in range(2 * H):
+                dgh_b[k] = row[k]
+            for j in range(H):
+                d = dn[j] * r[j]
+                dgh_b[2 * H + j] = d
+                dghn[j] = d
+            copy_row(row, dGX[t, b])           # last: dGX may be the gates just read
+        gemm(dgh[:n], W_hh, dh[:n])
         for b in range(n):
             for j in range(H):
                 dh[b, j] += direct[b, j]
@@ -104,7 +109,7 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, active, reverse):
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, direct, active, reverse):
+def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, active, reverse):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
     gradient wrt the final state and leaves as that wrt h0."""
@@ -112,6 +117,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, direct, active, reve
     N, H = dh.shape
     row = scratch_row(gates)
     d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
+    direct = np.empty((N, H), gates.dtype)     # h_prev's own paths, dh * z + d(r h) * r
     for step in range(T - 1, -1, -1):
         t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
         if n == 0:
@@ -143,6 +149,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, direct, active, reve
 
 
 saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
+dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _backward)
 
 
 def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
@@ -159,7 +166,6 @@ def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
     if not eq.reset_after:
         H = dh.shape[1]
         _backward_classic(cache.gates, cache.saved, cache.S, dY, dh, dGX, W_hh[:2 * H],
-                          cache.consts[0], work, active, cache.reverse)
+                          cache.consts[0], active, cache.reverse)
         return
-    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, work,
-              active, cache.reverse)
+    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, active, cache.reverse)
