@@ -304,8 +304,8 @@ class RecurrentLayer(Module):
                     self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True),
                     input_grad=layer > 0 or input_grad, consume=not retain_graph)
-                if dX_d is not None:
-                    dX = dX_d if dX is None else dX + dX_d
+                if dX_d is not None:      # (a fresh array: the second direction adds in place)
+                    dX = dX_d if dX is None else np.add(dX, dX_d, out=dX)
                 dh0[k] = dh
                 if dc0 is not None:
                     dc0[k] = dc
