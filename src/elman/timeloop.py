@@ -245,9 +245,16 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
     kernels = cache.kernels        # the path that ran forward (what it saved is its own)
+    dY_copy = None
     if kernels is not None:
-        kernels.backward(eq, cache, None if dY is None else np.ascontiguousarray(dY), dh, dc,
-                         dGX, dGH, w, work, _active(active, T, N), dHs)
+        if dY is not None and not dY.flags.c_contiguous:
+            # one direction's columns of a bidirectional output gradient: the compiled loops
+            # take C-contiguous arrays (one specialisation each), so copy, into a reused
+            # buffer (a fresh 50 MB array costs more in page faults than the copy itself)
+            dY_copy = ws.take("dY", dY.shape, dtype)
+            np.copyto(dY_copy, dY)
+            dY = dY_copy
+        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, _active(active, T, N), dHs)
     else:
         _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
@@ -282,7 +289,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
-    ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None)
+    ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 
 
