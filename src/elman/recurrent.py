@@ -153,7 +153,7 @@ class RecurrentLayer(Module):
             X = x
         T, N, _ = X.shape
         h0, c0 = self._split_hx(hx, N, batched)
-        D, P = self._D, self._P
+        D = self._D
 
         order = inverse = active = None
         if lengths is not None:
