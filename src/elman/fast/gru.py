@@ -36,6 +36,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
 
+
 @njit(**JIT)
 def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, active, reverse):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
