@@ -260,3 +260,15 @@ def test_workspace_in_an_inference_loop():
     assert lstm._cache["caches"][0].gates is gates1
     for a, b in zip(saved, (out1, h1, c1)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_schedule_lists_running_steps_in_processing_order():
+    """timeloop._schedule, walked by both paths: (t, prev, new, rows); steps without a running
+    sequence are left out; the reverse direction reads slot t+1 and writes slot t."""
+    from elman.timeloop import _schedule
+    active = np.array([3, 2, 0, 0])                       # lengths [2, 2, 1] padded to T = 4
+    np.testing.assert_array_equal(_schedule(4, 3, active, False), [[0, 0, 1, 3], [1, 1, 2, 2]])
+    np.testing.assert_array_equal(_schedule(4, 3, active, True), [[1, 2, 1, 2], [0, 1, 0, 3]])
+    full = _schedule(2, 5, None, False)
+    assert full.dtype == np.int64 and full.flags.c_contiguous
+    np.testing.assert_array_equal(full, [[0, 0, 1, 5], [1, 1, 2, 5]])

@@ -108,11 +108,15 @@ def release(cache: "SequenceCache") -> None:
         cache.gates = cache.C = cache.saved = None
 
 
-def _steps(T: int, reverse: bool):
-    """(t, prev, new) for each step in processing order; prev/new index the state buffers."""
-    if reverse:
-        return [(t, t + 1, t) for t in range(T - 1, -1, -1)]
-    return [(t, t, t + 1) for t in range(T)]
+def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.ndarray:
+    """The steps in processing order as an int64 array of rows (t, prev, new, rows): prev/new
+    index the state buffers, rows is how many sequences (a prefix of the batch, sorted longest
+    first) run at time t. Steps where none runs are left out. Both paths walk it, backward from
+    its end."""
+    t = np.arange(T - 1, -1, -1) if reverse else np.arange(T)
+    rows = np.full(T, N) if active is None else np.asarray(active)[t]
+    steps = np.stack([t, t + 1, t] if reverse else [t, t, t + 1], axis=1)
+    return np.ascontiguousarray(np.column_stack([steps, rows])[rows > 0], dtype=np.int64)
 
 
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
@@ -166,15 +170,14 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if C is not None:
             C[lengths, cols] = c0
     gh = np.empty((N, K), dtype=dtype)
+    schedule = _schedule(T, N, active, reverse)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
     if kernels is not None:
         bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
-        kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, _active(active, T, N),
-                        reverse, R, W_hr_T)
+        kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels, workspace)
-    for t, p, q in _steps(T, reverse):
-        n = N if active is None else int(active[t])
+    for t, p, q, n in schedule:
         h_prev = S[p, :n]
         np.matmul(h_prev, W_hh_T, out=gh[:n])
         h_new = R[t, :n] if R is not None else S[q, :n]
@@ -245,6 +248,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
     kernels = cache.kernels        # the path that ran forward (what it saved is its own)
+    schedule = _schedule(T, N, active, cache.reverse)
     dY_copy = None
     if kernels is not None:
         if dY is not None and not dY.flags.c_contiguous:
@@ -254,9 +258,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
-        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, _active(active, T, N), dHs)
+        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs)
     else:
-        _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work)
+        _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
         # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
         # GEMMs below sum over every slot.
@@ -293,22 +297,16 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     return dX, dh, dc
 
 
-def _active(active, T, N):
-    """Rows running at each step as an int64 array (all N when there are no lengths)."""
-    return np.full(T, N, dtype=np.int64) if active is None else active.astype(np.int64)
-
-
-def _reference_backward(eq, cache, dY, dh, dc, dGX, dGH, dHs, w, work):
+def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work):
     """Step 4 with the cell's NumPy equations: the reference for the compiled loops."""
-    GX, S, C, R, active = cache.gates, cache.S, cache.C, cache.R, cache.active
-    N, H = dGX.shape[1], dGX.shape[2] // eq.gates
+    GX, S, C, R = cache.gates, cache.S, cache.C, cache.R
+    H = dGX.shape[2] // eq.gates
     K = eq.recurrent_gates * H
     W_hh_K = w.W_hh[:K]
     # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
     # NumPy calls; each step then only multiplies in what depends on dh.
     aux = eq.prepare_backward(cache, dGX, dGH)
-    for t, p, q in reversed(_steps(cache.X.shape[0], cache.reverse)):
-        n = N if active is None else int(active[t])
+    for t, p, q, n in schedule[::-1]:
         dh_t = dh[:n]
         if dY is not None:
             dh_t += dY[t, :n]

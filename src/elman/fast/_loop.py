@@ -1,4 +1,4 @@
-"""What the compiled time loops share: the compile options and the step order."""
+"""What the compiled time loops share: the compile options, the step schedule, small helpers."""
 import numpy as np
 from numba import njit
 
@@ -13,13 +13,10 @@ ZERO = np.float32(0)
 
 
 @njit(inline="always")
-def step_index(step, T, reverse, active):
-    """(t, prev, new, rows) of processing step ``step``: the layout of ``timeloop._steps``, and
-    the number of sequences still running at time t."""
-    if reverse:
-        t = T - 1 - step
-        return t, t + 1, t, active[t]
-    return step, step, step + 1, active[step]
+def step_at(schedule, s):
+    """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
+    slots read and written, and the number of sequences still running (only steps with rows)."""
+    return schedule[s, 0], schedule[s, 1], schedule[s, 2], schedule[s, 3]
 
 
 @njit(inline="always")
@@ -45,9 +42,10 @@ def add_output_grad(dh, dY, t, n):
 
 
 @njit(inline="always")
-def backward_step(step, T, reverse, active, dh, dY):
-    """(t, prev, new, rows) of backward step ``step``, after adding dY[t] into dh."""
-    t, p, q, n = step_index(step, T, reverse, active)
+def backward_step(schedule, s, dh, dY):
+    """(t, prev, new, rows) of step ``s``, after adding dY[t] into dh (backward runs the
+    schedule from its last step to its first)."""
+    t, p, q, n = step_at(schedule, s)
     add_output_grad(dh, dY, t, n)
     return t, p, q, n
 

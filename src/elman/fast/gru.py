@@ -6,22 +6,19 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_index
+from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_at
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
+def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
     biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn."""
-    T = GX.shape[0]
     H = S.shape[2]
-    for step in range(T):
-        t, p, q, n = step_index(step, T, reverse, active)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0]):
+        t, p, q, n = step_at(schedule, s)
         gemm(S[p, :n], W_hh_T, gh[:n])
         for b in range(n):
             g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
@@ -38,21 +35,18 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, active, reverse):
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, active, reverse):
+def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
     not stored twice); dh (N, H) enters as the gradient wrt the final state and leaves as that
     wrt h0."""
-    T = gates.shape[0]
     N, H = dh.shape
     row = scratch_row(gates)
     dgh = np.empty((N, 3 * H), gates.dtype)    # this step's recurrent-side rows, for its GEMM
     direct = np.empty((N, H), gates.dtype)     # h_prev's own path, dh * z
-    for step in range(T - 1, -1, -1):
-        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0] - 1, -1, -1):
+        t, p, q, n = backward_step(schedule, s, dh, dY)
         for b in range(n):
             g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
@@ -80,16 +74,13 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, active, reverse):
 
 
 @njit(**JIT)
-def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, active, reverse):
+def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule):
     """reset_after=False. GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias
     (3H,) every bias; W_rz_T (H, 2H) and W_hn_T (H, H) the recurrent weights of r, z and of
     the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn)."""
-    T = GX.shape[0]
     H = S.shape[2]
-    for step in range(T):
-        t, p, q, n = step_index(step, T, reverse, active)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0]):
+        t, p, q, n = step_at(schedule, s)
         gemm(S[p, :n], W_rz_T, grz[:n])
         for b in range(n):
             g, gh, h_prev, rh = GX[t, b], grz[b], S[p, b], RH[t, b]
@@ -110,19 +101,16 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, active, reverse):
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, active, reverse):
+def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
     gradient wrt the final state and leaves as that wrt h0."""
-    T = gates.shape[0]
     N, H = dh.shape
     row = scratch_row(gates)
     d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
     direct = np.empty((N, H), gates.dtype)     # h_prev's own paths, dh * z + d(r h) * r
-    for step in range(T - 1, -1, -1):
-        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0] - 1, -1, -1):
+        t, p, q, n = backward_step(schedule, s, dh, dY)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
             g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
             z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
@@ -153,20 +141,20 @@ saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * 
 dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _backward)
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
-        _forward_classic(GX, bias, W_hh_T, consts[1], S, saved, gh, active, reverse)
+        _forward_classic(GX, bias, W_hh_T, consts[1], S, saved, gh, schedule)
         return
     H = S.shape[2]
     b_hn = np.zeros(H, GX.dtype) if consts is None else consts
-    _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, active, reverse)
+    _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
     W_hh = w.W_hh
     if not eq.reset_after:
         H = dh.shape[1]
         _backward_classic(cache.gates, cache.saved, cache.S, dY, dh, dGX, W_hh[:2 * H],
-                          cache.consts[0], active, cache.reverse)
+                          cache.consts[0], schedule)
         return
-    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, active, cache.reverse)
+    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, schedule)

@@ -12,25 +12,22 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_index
+from ._loop import JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_at
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, active, reverse):
+def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
     projection (proj_size, R and W_hr_T (H, P) given; None otherwise, and numba compiles the
     branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T."""
-    T = GX.shape[0]
     H = C.shape[2]
-    for step in range(T):
-        t, p, q, n = step_index(step, T, reverse, active)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0]):
+        t, p, q, n = step_at(schedule, s)
         add_bias(GX[t, :n], bias)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
@@ -55,20 +52,17 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, active, reverse):
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, active, reverse):
+def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
     their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
     (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
     states. With a projection (W_hr (P, H); None otherwise): dHs (T, N, P) receives dh at
     every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr."""
-    T = gates.shape[0]
     H = dc.shape[1]
     row = scratch_row(gates)
-    for step in range(T - 1, -1, -1):
-        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0] - 1, -1, -1):
+        t, p, q, n = backward_step(schedule, s, dh, dY)
         if W_hr is None:
             d_out = dh                         # what reaches o * tanh(c)
         else:
@@ -98,12 +92,12 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, active, reverse):
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
     scale, shift = consts
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, active, reverse)
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
     dR = None if w.W_hr is None else np.empty(dc.shape, dc.dtype)
     _backward(cache.gates, cache.C, dY, dh, dc, dGX, w.W_hh, w.W_hr, dHs, dR,
-              active, cache.reverse)
+              schedule)

@@ -3,22 +3,19 @@
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, ZERO, add_bias, backward_step, step_index
+from ._loop import JIT, ONE, ZERO, add_bias, backward_step, step_at
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, relu, active, reverse):
+def _forward(GX, bias, W_hh_T, S, relu, schedule):
     """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
     projection without its bias, receives both terms."""
-    T = GX.shape[0]
     H = S.shape[2]
-    for step in range(T):
-        t, p, q, n = step_index(step, T, reverse, active)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0]):
+        t, p, q, n = step_at(schedule, s)
         h = S[q, :n]
         add_bias(GX[t, :n], bias)
         gemm_acc(S[p, :n], W_hh_T, GX[t, :n])          # GX[t] += h_prev W_hh^T (beta = 1)
@@ -34,15 +31,12 @@ def _forward(GX, bias, W_hh_T, S, relu, active, reverse):
 
 
 @njit(**JIT)
-def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
+def _backward(S, dY, dh, dG, W_hh, relu, schedule):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
     the final state and leaves as that wrt h0."""
-    T = dG.shape[0]
     H = dh.shape[1]
-    for step in range(T - 1, -1, -1):
-        t, p, q, n = backward_step(step, T, reverse, active, dh, dY)
-        if n == 0:
-            continue
+    for s in range(schedule.shape[0] - 1, -1, -1):
+        t, p, q, n = backward_step(schedule, s, dh, dY)
         for b in range(n):
             h, d, dh_b = S[q, b], dG[t, b], dh[b]
             if relu:
@@ -57,10 +51,9 @@ def _backward(S, dY, dh, dG, W_hh, relu, active, reverse):
 saved_width = 0        # backward needs only h
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, active, reverse, R, W_hr_T):
-    _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", active, reverse)
+def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
+    _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, active, dHs):
-    _backward(cache.S, dY, dh, dGX, w.W_hh, eq.nonlinearity == "relu", active,
-              cache.reverse)
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
+    _backward(cache.S, dY, dh, dGX, w.W_hh, eq.nonlinearity == "relu", schedule)
