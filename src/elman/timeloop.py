@@ -258,7 +258,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
-        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs)
+        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs)
     else:
         _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:

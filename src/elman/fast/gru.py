@@ -150,7 +150,7 @@ def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
     _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
     W_hh = w.W_hh
     if not eq.reset_after:
         H = dh.shape[1]

@@ -97,7 +97,7 @@ def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
     _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
     dR = None if w.W_hr is None else np.empty(dc.shape, dc.dtype)
     _backward(cache.gates, cache.C, dY, dh, dc, dGX, w.W_hh, w.W_hr, dHs, dR,
               schedule)

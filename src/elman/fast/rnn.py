@@ -55,5 +55,5 @@ def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
     _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, work, schedule, dHs):
+def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
     _backward(cache.S, dY, dh, dGX, w.W_hh, eq.nonlinearity == "relu", schedule)
