@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fast
+from . import fast, threads
 
 __all__ = ["Weights", "SequenceCache", "Workspace", "release", "sequence_forward",
            "sequence_backward"]
@@ -173,20 +173,23 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     schedule = _schedule(T, N, active, reverse)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
-    if kernels is not None:
-        bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
-        kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
-        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels, workspace)
-    for t, p, q, n in schedule:
-        h_prev = S[p, :n]
-        np.matmul(h_prev, W_hh_T, out=gh[:n])
-        h_new = R[t, :n] if R is not None else S[q, :n]
-        eq.forward(GX[t, :n], gh[:n], consts, h_prev,
-                   None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
-                   None if saved is None else saved[t, :n])
-        if R is not None:
-            # 3. LSTM projection h = W_hr r
-            np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
+    # (the per-step GEMMs get the threads their size earns: elman.threads)
+    with threads.for_gemm(N, K, P):
+        if kernels is not None:
+            bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
+            kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
+            return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels,
+                                 workspace)
+        for t, p, q, n in schedule:
+            h_prev = S[p, :n]
+            np.matmul(h_prev, W_hh_T, out=gh[:n])
+            h_new = R[t, :n] if R is not None else S[q, :n]
+            eq.forward(GX[t, :n], gh[:n], consts, h_prev,
+                       None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
+                       None if saved is None else saved[t, :n])
+            if R is not None:
+                # 3. LSTM projection h = W_hr r
+                np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace)
 
 
@@ -258,9 +261,11 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
-        kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs)
-    else:
-        _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
+    with threads.for_gemm(N, P, K):
+        if kernels is not None:
+            kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs)
+        else:
+            _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
         # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
         # GEMMs below sum over every slot.

@@ -1,0 +1,309 @@
+"""How many BLAS threads elman's work gets: a thread policy that holds on a busy machine.
+
+Why: a recurrent layer runs one small GEMM per time step. BLAS hands each GEMM to all its
+threads, and a thread that does not get a core stalls the others at every step: beside two
+CPU-bound processes on 2 cores, a layer that took 10 ms with one thread took 177 ms with two.
+So elman decides, per piece of work:
+
+1. **a cap**: :func:`set_num_threads` (or ``ELMAN_NUM_THREADS``, or every command's
+   ``--threads``); by default the CPUs this process may run on (``os.sched_getaffinity``);
+2. **the cores that are free now** (adaptive, on by default): the CPU time that *other*
+   processes used on our CPUs over the last fraction of a second (``/proc/stat`` minus this
+   process's own CPU time; the load average elsewhere) is not ours to take, so the policy grants
+   ``round(cpus - busy_elsewhere)`` threads, at least 1 and at most the cap; re-measured at most
+   every :data:`SAMPLE_SECONDS` when a layer runs, so it follows neighbours that come and go;
+3. **the size of the GEMM**: one below :data:`MIN_FLOPS_PER_THREAD` floating-point operations
+   per extra thread runs on one thread whatever is free (on 2 idle cores, 2 threads gave nothing
+   below about 4 MFLOP per GEMM and up to 2.4x above 16 MFLOP; the per-step GEMMs of small
+   layers sit far below, the whole-sequence GEMMs far above).
+
+The policy acts on the BLAS that NumPy is linked with (found with threadpoolctl, the standard
+tool), which serves both NumPy's GEMMs and the compiled loops' per-step GEMMs
+(:mod:`elman.fast._blas`); it leaves every other library's pool (PyTorch's, say) alone. The
+compiled loops use no thread pool of their own (numba's ``parallel`` is not used). BLAS's
+thread count is a per-process setting, so plain NumPy code that runs after an elman layer
+runs with the count elman last set.
+
+>>> import elman
+>>> elman.set_num_threads(1)
+>>> elman.get_num_threads()
+1
+>>> elman.set_num_threads(None)           # back to the default: every CPU we may use
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["set_num_threads", "get_num_threads", "available_cpus", "granted", "for_gemm",
+           "gemm_threads", "busy_elsewhere", "info", "MIN_FLOPS_PER_THREAD", "SAMPLE_SECONDS",
+           "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
+
+#: a GEMM needs this many floating-point operations (2*m*n*k) per thread beyond the first to be
+#: given that thread (measured on 2 idle cores: 2 threads were 0.9-1.0x below 4 MFLOP, 1.2-1.3x
+#: at 4-8 MFLOP, 1.5-2.4x from 16 MFLOP)
+MIN_FLOPS_PER_THREAD = 4e6
+#: how often (seconds) the policy re-measures what other processes use, at most
+SAMPLE_SECONDS = 0.25
+#: no layer ran for this long (seconds): the process was idle, the next layer opens a new window
+IDLE_GAP_SECONDS = 0.1
+#: the first window after an idle gap closes after this many seconds
+FIRST_WINDOW_SECONDS = 0.1
+_BLAS_OWN_SINGLE_THREAD_MNK = 4 * 65536
+
+_ENV = "ELMAN_NUM_THREADS"
+
+
+def available_cpus() -> int:
+    """The number of CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _parse_env(value: str | None):
+    """``ELMAN_NUM_THREADS``: unset/empty/"auto"/"0" -> None (every CPU), else a positive int."""
+    if value is None or value.strip().lower() in ("", "auto", "0"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ValueError(f"{_ENV} must be a positive integer, 0 or 'auto', got {value!r}")
+    return n
+
+
+_cap: int | None = _parse_env(os.environ.get(_ENV))
+_adaptive = True
+
+
+def set_num_threads(n: int | None = None, adaptive: bool = True) -> None:
+    """Let elman's BLAS calls use at most ``n`` threads (``None`` or 0: every CPU this process
+    may use, the default; ``ELMAN_NUM_THREADS`` sets the same from the environment).
+
+    ``adaptive`` (default True): use fewer when other processes keep CPUs busy, and one for
+    GEMMs too small to gain from more. ``adaptive=False`` gives GEMMs large enough to profit
+    exactly ``n`` threads whatever else runs (benchmarks on an idle machine want that).
+    MPI ranks sharing a host see each other as neighbours and so run on a thread each.
+    """
+    global _cap, _adaptive
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
+        raise ValueError(f"set_num_threads: n must be a positive integer, 0 or None (every "
+                         f"CPU), got {n!r}")
+    if not isinstance(adaptive, (bool, np.bool_)):
+        raise TypeError(f"set_num_threads: adaptive must be True or False, got {adaptive!r}")
+    _cap = int(n) if n else None
+    _adaptive = bool(adaptive)
+    _monitor.grant = None
+    _apply(granted())
+
+
+def get_num_threads() -> int:
+    """The most BLAS threads elman gives one GEMM (the cap of :func:`set_num_threads`)."""
+    return _cap if _cap is not None else available_cpus()
+
+
+# -- what other processes use -------------------------------------------------------------------
+
+class _LoadMonitor:
+    """CPU time used on our CPUs by everything except this process, over a recent window.
+
+    Linux: the busy jiffies of our CPUs in ``/proc/stat`` (user, nice, system, irq, softirq and
+    steal: a hypervisor's steal is a neighbour too) minus this process's CPU time
+    (``time.process_time``, all its threads). Elsewhere: the 1-minute load average minus one
+    (ourselves), a slower but still honest signal.
+
+    A window opens at one reading and closes at the next, and covers only a stretch of our own
+    work: when no layer has run for :data:`IDLE_GAP_SECONDS` (a pause, a data load, another
+    program's turn), what the CPUs did meanwhile says nothing about the contention our work
+    meets, so a new window opens at the next layer and the last decision stands until it
+    closes, :data:`FIRST_WINDOW_SECONDS` later. A window in which this process used less than
+    a quarter of a CPU is dropped for the same reason.
+    """
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.linux = self._read() is not None
+        self.sample = None              # the reading that opened the current window
+        self.busy = 0.0                 # CPUs kept busy by others in the last closed window
+        self.grant = None               # (valid until, threads): the policy's last decision
+        self.seen = -math.inf           # when a layer last asked
+
+    def restart(self) -> None:
+        """Open a new window now (the old one spans time we were not computing)."""
+        self.sample = self._read() if self.linux else None
+
+    def _read(self):
+        """(wall seconds, busy seconds on our CPUs, our own CPU seconds) or None."""
+        try:
+            cpus = {f"cpu{c}".encode() for c in os.sched_getaffinity(0)}
+            busy = 0
+            with open("/proc/stat", "rb") as f:
+                for line in f:
+                    fields = line.split()
+                    if fields and fields[0] in cpus:
+                        v = [int(x) for x in fields[1:9]]
+                        busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # not idle, not iowait
+            return time.monotonic(), busy / self.tick, time.process_time()
+        except (OSError, AttributeError, ValueError, IndexError):
+            return None
+
+    def measure(self):
+        """Close the current window and open the next: CPUs busy elsewhere, or None when the
+        window was unusable (the first one, or stale)."""
+        if not self.linux:
+            try:
+                self.busy = max(0.0, os.getloadavg()[0] - 1.0)
+            except (AttributeError, OSError):
+                self.busy = 0.0
+            return self.busy
+        old, new = self.sample, self._read()
+        self.sample = new
+        if old is None or new is None or new[0] <= old[0]:
+            return None
+        wall, own = new[0] - old[0], new[2] - old[2]
+        if own < 0.25 * wall:
+            return None                      # we were mostly idle: not a window of our work
+        others = (new[1] - old[1]) - own
+        self.busy = min(max(others / wall, 0.0), float(available_cpus()))
+        return self.busy
+
+
+_monitor = _LoadMonitor()
+
+
+def granted() -> int:
+    """The threads the policy gives a large GEMM now: the cap, less the CPUs that others kept
+    busy in the last window (decided at most every :data:`SAMPLE_SECONDS`: layers ask at every
+    call)."""
+    now = time.monotonic()
+    last = _monitor.grant
+    _monitor.seen = now
+    if last is not None and now < last[0]:
+        return last[1]
+    cap = get_num_threads()
+    until = now + SAMPLE_SECONDS
+    if not _adaptive or cap == 1:
+        threads = cap
+    else:
+        busy = _monitor.measure()
+        if busy is None:                     # a new window: the last decision stands a moment
+            threads = cap if last is None else last[1]
+            until = now + FIRST_WINDOW_SECONDS
+        else:
+            threads = max(1, min(cap, int(math.floor(available_cpus() - busy + 0.5))))
+    _monitor.grant = (until, threads)
+    return threads
+
+
+def busy_elsewhere() -> float:
+    """CPUs (of those we may use) that other processes kept busy in the last measured window."""
+    granted()
+    return _monitor.busy
+
+
+def _work_starts() -> None:
+    """A layer starts: after an idle gap, open a new window (see :class:`_LoadMonitor`)."""
+    now = time.monotonic()
+    last = _monitor.grant
+    if _adaptive and last is not None and now - _monitor.seen > IDLE_GAP_SECONDS:
+        _monitor.restart()                   # the last decision stands a moment
+        _monitor.grant = (now + FIRST_WINDOW_SECONDS, last[1])
+
+
+def gemm_threads(m: int, n: int, k: int) -> int:
+    """Threads for an ``(m x k) @ (k x n)`` GEMM: :func:`granted`, but one more thread only per
+    :data:`MIN_FLOPS_PER_THREAD` operations (adaptive policy only)."""
+    _work_starts()
+    threads = granted()
+    if _adaptive and threads > 1:
+        threads = min(threads, 1 + int(2.0 * m * n * k // MIN_FLOPS_PER_THREAD))
+    return threads
+
+
+# -- acting on the BLAS ---------------------------------------------------------------------
+
+class _Blas:
+    """The thread control of NumPy's own BLAS library (through threadpoolctl)."""
+
+    def __init__(self):
+        self.controllers = []
+        self.current = None
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:          # a core dependency; still, never fail a computation on it
+            return
+        libs = ThreadpoolController().select(user_api="blas").lib_controllers
+        mine = [c for c in libs if _is_numpys(c.filepath)]
+        self.controllers = mine or libs
+
+    def set(self, n: int) -> None:
+        if n != self.current:
+            for c in self.controllers:
+                c.set_num_threads(n)
+            self.current = n
+
+
+def _is_numpys(path: str | None) -> bool:
+    """Whether a shared library ships inside NumPy's wheel (numpy.libs, .dylibs, .libs)."""
+    if not path:
+        return False
+    root = os.path.dirname(os.path.dirname(os.path.realpath(np.__file__)))
+    real = os.path.realpath(path)
+    return real.startswith(os.path.join(root, "numpy")) and "blas" in os.path.basename(real).lower()
+
+
+_blas: _Blas | None = None
+
+
+def _apply(n: int) -> None:
+    global _blas
+    if _blas is None:
+        _blas = _Blas()
+    _blas.set(n)
+
+
+class for_gemm:
+    """``with for_gemm(m, n, k):`` runs the block's GEMMs of shape ``(m x k) @ (k x n)`` on
+    :func:`gemm_threads` threads, then leaves BLAS at :func:`granted` for the whole-array GEMMs
+    around it. (A class, not a generator: a layer enters one per call, and it must cost next
+    to nothing beside a small layer's 0.2 ms step.)"""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, m: int, n: int, k: int):
+        # OpenBLAS runs a GEMM of m*n*k <= 4 * 65536 on one thread by itself
+        # (GEMM_MULTITHREAD_THRESHOLD): leave the setting alone for those, switching costs more
+        if m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:
+            _work_starts()
+            self.threads = None
+        else:
+            self.threads = gemm_threads(m, n, k)
+
+    def __enter__(self):
+        if self.threads is not None:
+            _apply(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        _apply(granted())
+        return False
+
+
+def info() -> dict:
+    """What the policy sees and does now (benchmarks print it)."""
+    if _blas is None:
+        _apply(granted())
+    libs = [{"filepath": c.filepath, "internal_api": c.internal_api, "version": c.version,
+             "architecture": getattr(c, "architecture", None), "num_threads": c.num_threads}
+            for c in _blas.controllers]
+    return {"cap": get_num_threads(), "adaptive": _adaptive, "available_cpus": available_cpus(),
+            "busy_elsewhere": round(busy_elsewhere(), 2), "granted": granted(),
+            "blas": libs, "platform": sys.platform}
