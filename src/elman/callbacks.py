@@ -38,7 +38,14 @@ __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpo
 
 
 class Callback:
-    """Base class: every hook does nothing. Override the ones you need."""
+    """Base class: every hook does nothing. Override the ones you need.
+
+    ``root_only``: in a distributed ``fit`` (several MPI ranks), a callback with
+    ``root_only = True`` (those that write files or print: checkpoints, logs, progress) runs
+    on rank 0 alone; the others (early stopping, learning-rate schedules) run on every rank,
+    which see the same logs and so take the same decisions."""
+
+    root_only = False
 
     def __init__(self):
         self.model = None
@@ -230,6 +237,8 @@ class ModelCheckpoint(Callback):
     its best file with a worse one.
     """
 
+    root_only = True
+
     def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto", verbose: int = 0, extra=None,
                  initial_value_threshold: float | None = None):
@@ -281,6 +290,8 @@ class CSVLogger(Callback):
     epoch,accuracy,loss
     0,0.75,0.5
     """
+
+    root_only = True
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         super().__init__()
@@ -488,6 +499,8 @@ class TensorBoard(Callback):
     (``tensorboard --logdir <log_dir>``). Each ``fit`` starts new files; records are flushed
     every epoch. :func:`read_event_file` reads them back.
     """
+
+    root_only = True
 
     def __init__(self, log_dir="logs"):
         super().__init__()

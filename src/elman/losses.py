@@ -60,6 +60,13 @@ class Loss:
     def __call__(self, prediction, target):
         raise NotImplementedError
 
+    def mean_denominator(self, prediction, target) -> float:
+        """What ``reduction='mean'`` divides the summed loss by for this batch: the number of
+        elements here (:class:`CrossEntropyLoss`: the summed weight of the positions it does
+        not ignore). A distributed ``fit`` uses it to weight each rank's share of a batch, so
+        that the ranks together average exactly as one process would."""
+        return float(np.size(prediction))
+
     # -- helpers shared by the element-wise losses ---------------------------------------------
     def _pair(self, prediction, target) -> tuple[np.ndarray, np.ndarray]:
         """Prediction and target as arrays of the prediction's float dtype and the same shape."""
@@ -336,6 +343,15 @@ class CrossEntropyLoss(Loss):
             raise TypeError(f"CrossEntropyLoss: target must hold integer class indices, got an "
                             f"array of dtype {tgt.dtype}")
         return tgt.astype(np.int64, copy=False)
+
+    def mean_denominator(self, prediction, target) -> float:
+        """``sum_n w[y_n]`` over the positions not ignored (their number without weights)."""
+        x = _prediction_array("CrossEntropyLoss", prediction)
+        tgt = self._targets(x, target)
+        keep = tgt != self.ignore_index
+        if self.weight is None:
+            return float(np.count_nonzero(keep))
+        return float(np.asarray(self.weight, dtype=np.float64)[tgt[keep]].sum())
 
     def __call__(self, prediction, target):
         x = _prediction_array("CrossEntropyLoss", prediction)

@@ -60,6 +60,14 @@ class Metric:
     def result(self) -> float:
         return self._total / self._count if self._count else float("nan")
 
+    def state(self) -> tuple[float, float]:
+        """``(total, count)`` accumulated so far: summed over MPI ranks, they give the
+        metric of the whole epoch (a distributed ``fit`` does that)."""
+        return self._total, self._count
+
+    def set_state(self, total: float, count: float) -> None:
+        self._total, self._count = float(total), float(count)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
@@ -157,6 +165,13 @@ class Accuracy(Metric):
 
     def result(self):
         return float("nan") if self._impl is None else self._impl.result()
+
+    def state(self):
+        return (0.0, 0.0) if self._impl is None else self._impl.state()
+
+    def set_state(self, total, count):
+        if self._impl is not None:
+            self._impl.set_state(total, count)
 
 
 class _FunctionMetric(Metric):

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from . import _validate
+from . import distributed as _distributed
 from . import losses as _losses
 from . import optim as _optim
 from .callbacks import Callback, CallbackList, History
@@ -499,28 +500,33 @@ class Sequential(Module):
         return None if mask.all() else mask
 
     def _loss(self, pred, y, mask):
-        """(value, dvalue/dpred), ignoring padded steps when ``mask`` is given."""
+        """(value, dvalue/dpred, denominator), ignoring padded steps when ``mask`` is given.
+        ``denominator`` is what a mean divided by (None for a summed loss; the batch size for
+        a plain callable), which a distributed fit needs to average across ranks exactly."""
         if not isinstance(self.loss, _losses.CrossEntropyLoss):
             y = _like(pred, y)
         elif y.shape == pred.shape[:-1] + (1,):
             y = y[..., 0]
+        if not isinstance(self.loss, _losses.Loss):
+            return (*self.loss(pred, y), float(len(pred)))
+        mean = self.loss.reduction == "mean"
         if mask is None or self._masked_loss is None:
-            return self.loss(pred, y)
+            value, grad = self.loss(pred, y)
+            return value, grad, self.loss.mean_denominator(pred, y) if mean else None
         values, grad = self._masked_loss(pred, y)
         mv = np.broadcast_to(_expand(mask, values.ndim), values.shape)
         value = float(values[mv].sum())
         g_mask = _expand(mask, grad.ndim).astype(grad.dtype)
         grad = grad * g_mask
-        if self.loss.reduction == "mean":
-            count = max(int(np.count_nonzero(mv)), 1)
-            value /= count
-            grad /= count
-        return value, grad
+        if not mean:
+            return value, grad, None
+        count = max(int(np.count_nonzero(mv)), 1)
+        return value / count, grad / count, float(count)
 
     # -- fit -------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, callbacks=None, verbose=1, initial_epoch=0, lengths=None,
-            mask_value=None, seed=None):
+            mask_value=None, seed=None, distributed=None):
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
         ``x``, ``y``: samples on axis 0 (see the class docstring). ``validation_split``: the
@@ -539,6 +545,12 @@ class Sequential(Module):
         epoch and batch, raised before that batch's update and before any callback could save
         broken weights, so the last good checkpoint stays in place; so do parameters that
         became non-finite during an epoch (checked before the epoch's callbacks).
+
+        ``distributed="mpi"`` trains data-parallel on every rank of ``MPI.COMM_WORLD`` (start
+        the script with ``mpiexec -n K``; see :mod:`elman.distributed`): ``batch_size`` stays
+        the global batch, each rank computes its slice of it, one ``Allreduce`` per step sums
+        the gradients, and the run ends at the weights of one process training on the same
+        batches. Rank 0 alone runs the ``root_only`` callbacks (files, progress).
         """
         self._require_compiled("fit")
         batch_size = _positive_int("batch_size", batch_size)
@@ -577,12 +589,31 @@ class Sequential(Module):
 
         if seed is not None:
             self._rng = _validate.rng(seed)
+        comm = _distributed.resolve(distributed)
+        with _distributed.abort_on_error(comm):
+            return self._fit(x, y, val, epochs, batch_size, shuffle, callbacks, verbose,
+                             initial_epoch, lengths, comm)
+
+    def _fit(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, initial_epoch,
+             lengths, comm):
         n = len(x)
+        reducer = None
+        if comm is not None:
+            for what, count in (("training", n), ("validation", None if val is None
+                                                  else len(val[0]))):
+                if count is not None and count < comm.size:
+                    raise ValueError(f"distributed fit: {comm.size} ranks need at least "
+                                     f"{comm.size} {what} samples (one each), got {count}")
+            _distributed.broadcast_parameters(comm, self.parameters())
+            reducer = _distributed.GradientReducer(comm, self.optimizer.params)
+        root = comm is None or comm.is_root
         steps = math.ceil(n / batch_size)
         history = History()
         cbs = list(callbacks or []) + [history]      # History sees the logs callbacks leave
         if verbose:
             cbs.append(_ProgressLogger(verbose))
+        if not root:
+            cbs = [c for c in cbs if not getattr(c, "root_only", False)]
         cb = CallbackList(cbs, self, dict(epochs=epochs, steps=steps, verbose=verbose,
                                           samples=n, batch_size=batch_size))
         self.history = history
@@ -593,12 +624,15 @@ class Sequential(Module):
             cb.on_train_begin({})
             for epoch in range(initial_epoch, epochs):
                 self.train()
+                if comm is not None:
+                    _distributed.sync_generators(comm, self)
                 cb.on_epoch_begin(epoch, {})
                 lr = float(self.optimizer.lr)
-                logs = self._train_epoch(x, y, lengths, batch_size, shuffle, epoch, epochs, cb)
+                logs = self._train_epoch(x, y, lengths, batch_size, shuffle, epoch, epochs, cb,
+                                         reducer)
                 if val is not None:
                     logs.update({f"val_{k}": v for k, v in
-                                 self._evaluate_arrays(*val, batch_size).items()})
+                                 self._evaluate_arrays(*val, batch_size, comm).items()})
                 logs["lr"] = lr
                 bad = [name for name, p in self.named_parameters()
                        if not np.all(np.isfinite(p.data))]
@@ -613,29 +647,44 @@ class Sequential(Module):
                 if self.stop_training:
                     break
             cb.on_train_end({})
+            if comm is not None:
+                comm.barrier()          # rank 0's last files are written when fit returns
         finally:
             self.train(was_training)
         return history
 
-    def _train_epoch(self, x, y, lengths, batch_size, shuffle, epoch, epochs, cb) -> dict:
+    def _train_epoch(self, x, y, lengths, batch_size, shuffle, epoch, epochs, cb,
+                     reducer=None) -> dict:
         n = len(x)
-        order = self._rng.permutation(n) if shuffle else None
+        order = self._rng.permutation(n) if shuffle else np.arange(n)
         steps = math.ceil(n / batch_size)
         total_loss = 0.0
         for m in self.metrics:
             m.reset()
         for b in range(steps):
-            sl = slice(b * batch_size, min((b + 1) * batch_size, n))
-            idx = sl if order is None else order[sl]
+            idx = order[b * batch_size:min((b + 1) * batch_size, n)]
+            size = len(idx)                     # the global batch
+            if reducer is not None:
+                idx = reducer.comm.shard(idx)   # this rank's slice of it
             xb, yb = x[idx], y[idx]
             lb = None if lengths is None else lengths[idx]
             cb.on_batch_begin(b, {})
             # forward, loss
             self.zero_grad()
-            pred = self.forward(xb, lengths=lb)
-            mask = self._step_mask(lb, pred)
-            finite_output = bool(np.all(np.isfinite(pred)))
-            value, grad = self._loss(pred, yb, mask) if finite_output else (float("nan"), None)
+            pred, mask, grad, denominator = None, None, None, 0.0
+            value, finite_output = 0.0, True
+            if len(idx):
+                pred = self.forward(xb, lengths=lb)
+                mask = self._step_mask(lb, pred)
+                finite_output = bool(np.all(np.isfinite(pred)))
+                value, grad, denominator = (self._loss(pred, yb, mask) if finite_output
+                                            else (float("nan"), None, 1.0))
+            if reducer is not None:
+                # backward first (local), then one Allreduce turns the local gradients and
+                # loss into the global batch's; every rank sees the same value below
+                if grad is not None and math.isfinite(value):
+                    self.backward(grad)
+                value = reducer.reduce(value, denominator)
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"non-finite loss ({value}) in epoch {epoch + 1}/{epochs}, batch {b + 1}/"
@@ -645,17 +694,21 @@ class Sequential(Module):
                     "the learning rate, clip gradients (compile(..., clipnorm=1.0)) or check the "
                     "data")
             # backward, clip, step
-            self.backward(grad)
+            if reducer is None:
+                self.backward(grad)
             self._clip_gradients()
             self.optimizer.step()
             # log
-            total_loss += value * len(xb)
-            for m in self.metrics:
-                m.update(pred, yb, mask)
-            cb.on_batch_end(b, {"loss": value, "size": len(xb)})
+            total_loss += value * size
+            if pred is not None:
+                for m in self.metrics:
+                    m.update(pred, yb, mask)
+            cb.on_batch_end(b, {"loss": value, "size": size})
             if self.stop_training:
                 break
         seen = min(n, (b + 1) * batch_size)
+        if reducer is not None:
+            _reduce_metrics(reducer.comm, self.metrics)
         logs = {"loss": total_loss / seen}
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
@@ -672,22 +725,31 @@ class Sequential(Module):
             _optim.clip_grad_norm_(params, clip["global_clipnorm"])
 
     # -- evaluate / predict ----------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, lengths, batch_size) -> dict:
+    def _evaluate_arrays(self, x, y, lengths, batch_size, comm=None) -> dict:
+        """Loss and metrics in evaluation mode; with ``comm`` each rank takes a contiguous
+        part of the samples and the sums are combined across ranks."""
         was_training = self.training
         self.eval()
         try:
-            total, n = 0.0, len(x)
+            n = len(x)
+            if comm is not None:
+                part = comm.shard(np.arange(n))
+                x, y = x[part], y[part]
+                lengths = None if lengths is None else lengths[part]
+            total = 0.0
             for m in self.metrics:
                 m.reset()
-            for start in range(0, n, batch_size):
+            for start in range(0, len(x), batch_size):
                 sl = slice(start, start + batch_size)
                 lb = None if lengths is None else lengths[sl]
                 pred = self.forward(x[sl], lengths=lb)
                 mask = self._step_mask(lb, pred)
-                value, _ = self._loss(pred, y[sl], mask)
+                value, _, _ = self._loss(pred, y[sl], mask)
                 total += value * len(pred)
                 for m in self.metrics:
                     m.update(pred, y[sl], mask)
+            if comm is not None:
+                total = _reduce_metrics(comm, self.metrics, total)
             logs = {"loss": total / n}
             logs.update({m.name: m.result() for m in self.metrics})
             return logs
@@ -825,9 +887,21 @@ class Sequential(Module):
         return shapes
 
 
+def _reduce_metrics(comm, metrics, total: float = 0.0) -> float:
+    """Sum every metric's (total, count) and ``total`` over the ranks in one Allreduce; the
+    metrics then hold the whole epoch's sums. Returns the summed ``total``."""
+    buf = np.array([total] + [v for m in metrics for v in m.state()], dtype=np.float64)
+    comm.allreduce_(buf)
+    for k, m in enumerate(metrics):
+        m.set_state(buf[1 + 2 * k], buf[2 + 2 * k])
+    return float(buf[0])
+
+
 class _ProgressLogger(Callback):
     """Progress output of ``fit``: a tqdm bar per epoch when tqdm is installed, ``verbose=1``
     and stdout is a terminal; otherwise one line per epoch."""
+
+    root_only = True
 
     def __init__(self, verbose: int):
         super().__init__()

@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from .. import checkpoint
+from .. import checkpoint, distributed, threads
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
-__all__ = ["add_common_arguments", "prepare_out_dir", "train", "write_metrics",
+__all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
            "print_results", "read_history", "plot_curves", "CELLS"]
 
 CELLS = ("rnn", "gru", "lstm")
@@ -55,6 +55,38 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.npz up to --epochs epochs in total")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    g = p.add_argument_group("speed and scale")
+    g.add_argument("--threads", type=int, default=0,
+                   help="the most BLAS threads to use; 0: every CPU, fewer while other "
+                   "programs keep CPUs busy (elman.set_num_threads)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel training on every rank of an MPI job: start with "
+                   "mpiexec -n K elman ... --distributed (needs elman[mpi]); rank 0 writes "
+                   "the outputs")
+
+
+def check_threads(args) -> None:
+    if args.threads < 0:
+        raise SystemExit(f"error: --threads must be 0 (every CPU) or positive, got "
+                         f"{args.threads}")
+
+
+def setup_run(args):
+    """Apply --threads and --distributed: returns the MPI communicator (None without
+    --distributed). MPI ranks on one host share its CPUs, so without --threads each rank's
+    cap is its share of them (one thread each when there are as many ranks as CPUs)."""
+    check_threads(args)
+    comm = None
+    if args.distributed:
+        try:
+            comm = distributed.world()
+        except ImportError as e:
+            raise SystemExit(f"error: --distributed: {e}") from None
+    if args.threads:
+        threads.set_num_threads(args.threads)
+    elif comm is not None:
+        threads.set_num_threads(max(1, threads.available_cpus() // comm.local_size))
+    return comm
 
 
 def check_positive(args, *names) -> None:
@@ -78,6 +110,8 @@ def prepare_out_dir(path: str, resume: bool) -> str:
 class _SaveLast(Callback):
     """Write OUT/last.npz after every epoch (model, optimizer, epoch, generators, extra)."""
 
+    root_only = True
+
     def __init__(self, path: str, extra):
         super().__init__()
         self.path, self.extra = path, extra
@@ -86,7 +120,8 @@ class _SaveLast(Callback):
         checkpoint.save(self.model, self.path, extra=self.extra)
 
 
-def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=None):
+def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=None,
+          comm=None):
     """Fit ``model`` (compiled) with checkpoints, or continue a run with ``--resume``.
 
     ``validation`` is ``(x_val, y_val)`` or a dict of ``fit`` keywords; ``extra`` is stored in
@@ -109,7 +144,7 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
         if initial_epoch >= args.epochs:
             print(f"{last_path} has already trained {initial_epoch} epochs (--epochs "
                   f"{args.epochs}): nothing to do")
-    else:
+    elif comm is None or comm.is_root:
         for stale in (history_path,):
             if os.path.exists(stale):
                 os.remove(stale)
@@ -125,7 +160,8 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     start = time.perf_counter()
     if initial_epoch < args.epochs:
         model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=callbacks,
-                  verbose=0 if args.quiet else 1, initial_epoch=initial_epoch, **kwargs)
+                  verbose=0 if args.quiet else 1, initial_epoch=initial_epoch,
+                  distributed=comm, **kwargs)
     seconds = time.perf_counter() - start
     history = read_history(history_path)
     history["seconds"] = seconds

@@ -37,10 +37,10 @@ metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_cha
 "config", "sample"}), curves.png (training vs validation bits/char) and generate.png
 (validation bits/char per epoch against the n-gram baseline).
 
-Speed: BLAS uses a thread per core by default, which is fastest on an idle machine (1.3-1.5x
-faster than one thread on 2 idle cores); when other jobs share the CPU, --threads 1 (needs
-threadpoolctl) is several times faster, since BLAS threads then wait for each other. The
-defaults stop early after about 24 epochs on Hamlet, 6-8 minutes on 2 cores.
+Speed: elman's thread policy uses every CPU on an idle machine and fewer while other programs
+keep CPUs busy (--threads caps it). The defaults stop early after about 24 epochs on Hamlet,
+6-8 minutes on 2 cores. With --distributed under mpiexec each rank trains on its share of the
+streams (the global batch stays --batch-size streams) and rank 0 writes everything.
 
 Examples:
   elman generate                                 # Hamlet, at most 10 minutes of training
@@ -60,8 +60,9 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, ngram
+from .. import checkpoint, distributed, ngram
 from ..data.datasets import load_hamlet, read_text
+from ..distributed import GradientReducer, broadcast_parameters, sync_generators
 from ..data.text import CharVocabulary
 from ..layers import Dropout, Embedding, Linear
 from ..losses import CrossEntropyLoss
@@ -121,10 +122,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip", type=float, default=5.0,
                    help="clip the gradient norm of each batch to this (0: no clipping) "
                    "(default: %(default)s)")
-    g.add_argument("--threads", type=int, default=0,
-                   help="BLAS threads (needs threadpoolctl; 0: leave as is, a thread per "
-                   "core, fastest on an idle machine). 1 is much faster when other jobs "
-                   "share the CPU (default: %(default)s)")
     g.add_argument("--patience", type=int, default=6,
                    help="stop when the validation score has not improved for this many "
                    "epochs; 0: never (default: %(default)s)")
@@ -189,9 +186,6 @@ def check_training(args) -> None:
     if args.patience < 0:
         raise SystemExit(f"error: --patience must be 0 (never stop early) or positive, got "
                          f"{args.patience}")
-    if args.threads < 0:
-        raise SystemExit(f"error: --threads must be 0 (leave as is) or positive, got "
-                         f"{args.threads}")
     if not args.minutes >= 0:
         raise SystemExit(f"error: --minutes must be 0 (no limit) or positive, got "
                          f"{args.minutes}")
@@ -466,8 +460,12 @@ class Trainer:
     history) and one method per epoch."""
 
     def __init__(self, model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir,
-                 extra):
+                 extra, comm=None):
         self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
+        # data-parallel: each MPI rank runs its share of the streams (elman.distributed)
+        self.comm = comm
+        self.root = comm is None or comm.is_root
+        self.reducer = None if comm is None else GradientReducer(comm, model.parameters())
         self.args, self.train_ids, self.val_ids = args, train_ids, val_ids
         self.best_path = os.path.join(out_dir, "model.npz")
         self.last_path = os.path.join(out_dir, "last.npz")
@@ -504,18 +502,27 @@ class Trainer:
         # a new offset each epoch moves the truncation boundaries through the text
         room = min(args.bptt, len(self.train_ids) - args.batch_size - 1)
         offset = int(self.rng.integers(0, room)) if room > 0 else 0
+        if self.comm is not None:
+            sync_generators(self.comm, model)
         state, total, count = None, 0.0, 0
         for x, y in stream_batches(self.train_ids, args.batch_size, args.bptt, offset):
+            size = y.size                       # characters in the (global) batch
+            if self.comm is not None:           # this rank's streams
+                streams = self.comm.shard(np.arange(x.shape[1]))
+                x, y = x[:, streams], y[:, streams]
             opt.zero_grad()
             # forward: from the state the previous batch ended in
             logits, state = forward(model, x, state)
             # loss: mean cross-entropy of the next character over all steps and streams
             loss, dlogits = self.loss_fn(logits, y)
+            # backward: through this batch only (truncated BPTT)
+            if math.isfinite(loss):
+                backward(model, dlogits)
+            if self.reducer is not None:        # the global batch's gradient and loss
+                loss = self.reducer.reduce(loss, y.size)
             if not math.isfinite(loss):
                 raise SystemExit(f"error: the training loss became {loss} at epoch "
                                  f"{model.epoch + 1}; try a smaller --lr or --clip")
-            # backward: through this batch only (truncated BPTT)
-            backward(model, dlogits)
             # clip: the joint gradient norm, against the rare exploding batch
             if args.clip > 0:
                 clip_grad_norm_(params, args.clip)
@@ -523,8 +530,8 @@ class Trainer:
             opt.step()
             if self.average:
                 self.average.update()
-            total += loss * y.size
-            count += y.size
+            total += loss * size
+            count += size
         # evaluate: the validation text as one stream
         with self.scored_weights():
             val = bits_per_char(model, self.val_ids)
@@ -536,18 +543,19 @@ class Trainer:
         row = {"epoch": model.epoch, "loss": total / count / LN2, "val_loss": val,
                "lr": float(opt.lr), "seconds": time.perf_counter() - start}
         # checkpoint: best model, then the state to resume from, then the history row
-        if improved:
-            with self.scored_weights():
-                checkpoint.save(model, self.best_path, extra=self.extra)
-        checkpoint.save(model, self.last_path, optimizer=opt,
-                        extra={**self.extra, "training": self.state()})
         self.history.append(row)
-        _write_history(self.history_path, self.history)
+        if self.root:
+            if improved:
+                with self.scored_weights():
+                    checkpoint.save(model, self.best_path, extra=self.extra)
+            checkpoint.save(model, self.last_path, optimizer=opt,
+                            extra={**self.extra, "training": self.state()})
+            _write_history(self.history_path, self.history)
         row["improved"] = improved
         return row
 
 
-def train(model, args, train_ids, val_ids, out_dir, extra):
+def train(model, args, train_ids, val_ids, out_dir, extra, comm=None):
     """Train from scratch or resume OUT/last.npz, up to --epochs epochs in total and within the
     --minutes budget. Returns (model with the last weights, history rows, seconds, why it
     stopped)."""
@@ -575,37 +583,45 @@ def train(model, args, train_ids, val_ids, out_dir, extra):
         optimizer = Adam(model.parameters(), lr=args.lr)
         model.epoch = 0
     scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
-    trainer = Trainer(model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir, extra)
+    root = comm is None or comm.is_root
+    if comm is not None:
+        broadcast_parameters(comm, model.parameters())
+    trainer = Trainer(model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir, extra,
+                      comm)
     if args.resume:
         trainer.load_state(ck.extra["training"])
         trainer.history = _read_history(trainer.history_path, model.epoch)
-        if model.epoch >= args.epochs:
+        if model.epoch >= args.epochs and root:
             print(f"{last_path} has already trained {model.epoch} epochs (--epochs "
                   f"{args.epochs}): nothing to do")
-    elif os.path.exists(trainer.history_path):
+    elif root and os.path.exists(trainer.history_path):
         os.remove(trainer.history_path)
 
     budget = args.minutes * 60 if args.minutes > 0 else math.inf
     start, durations, stopped = time.perf_counter(), [], "epochs"
     while model.epoch < args.epochs:
         elapsed = time.perf_counter() - start
+        why = None
         if durations and elapsed + float(np.mean(durations)) > budget:
-            stopped = "minutes"
-            print(f"stopping after epoch {model.epoch}: another epoch (about "
-                  f"{np.mean(durations):.0f}s) would end after the --minutes {args.minutes:g} "
-                  f"budget ({elapsed:.0f}s used)")
-            break
-        if args.patience and trainer.history:
+            why = ("minutes", f"stopping after epoch {model.epoch}: another epoch (about "
+                   f"{np.mean(durations):.0f}s) would end after the --minutes "
+                   f"{args.minutes:g} budget ({elapsed:.0f}s used)")
+        elif args.patience and trainer.history:
             best_epoch = min(trainer.history, key=lambda r: r["val_loss"])["epoch"]
             if model.epoch - best_epoch >= args.patience:
-                stopped = "patience"
-                print(f"stopping after epoch {model.epoch}: no better validation score for "
-                      f"{args.patience} epochs (--patience)")
-                break
+                why = ("patience", f"stopping after epoch {model.epoch}: no better validation "
+                       f"score for {args.patience} epochs (--patience)")
+        if comm is not None:            # rank 0's clock decides for all: no rank left waiting
+            why = comm.bcast_object(why)
+        if why is not None:
+            stopped = why[0]
+            if root:
+                print(why[1])
+            break
         row = trainer.epoch()
         durations.append(row["seconds"])
         # log
-        if not args.quiet:
+        if not args.quiet and root:
             print(f"epoch {row['epoch']:3d}/{args.epochs}  loss {row['loss']:.4f}  val_loss "
                   f"{row['val_loss']:.4f} bits/char  lr {row['lr']:.2g}  {row['seconds']:.1f}s"
                   + ("  *best" if row["improved"] else ""), flush=True)
@@ -630,28 +646,17 @@ def run_sample(args) -> int:
     return 0
 
 
-def _limit_threads(threads: int):
-    """A context that limits the BLAS thread pool (a no-op without threadpoolctl or for 0)."""
-    if threads:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            print("note: install threadpoolctl to use --threads (one BLAS thread is usually "
-                  "fastest here)", file=sys.stderr)
-        else:
-            return threadpool_limits(limits=threads, user_api="blas")
-    return contextlib.nullcontext()
-
-
 def run(args) -> int:
+    comm = common.setup_run(args)
     if args.sample:
         return run_sample(args)
     check_training(args)
-    with _limit_threads(args.threads):
-        return _run(args)
+    with distributed.abort_on_error(comm):
+        return _run(args, comm)
 
 
-def _run(args) -> int:
+def _run(args, comm=None) -> int:
+    root = comm is None or comm.is_root
     out = common.prepare_out_dir(args.out, args.resume)
 
     # data: a contiguous split, the vocabulary from the training text only
@@ -663,8 +668,15 @@ def _run(args) -> int:
     sizes = {"train_chars": len(train_text), "val_chars": len(val_text),
              "test_chars": len(test_text), "vocab_size": V,
              "unseen_test_chars": int((test_ids == CharVocabulary.UNK).sum())}
+    if not root:                # the other ranks only train: rank 0 scores and reports
+        model = build_model(V, args)
+        extra = {"task": "generate", "vocab": vocab.state_dict(),
+                 "options": _options(args, V)}
+        train(model, args, train_ids, val_ids, out, extra, comm)
+        return 0
     print(f"{label}: {len(text):,} characters ({len(train_text):,} train, {len(val_text):,} "
-          f"validation, {len(test_text):,} test), {V} character ids")
+          f"validation, {len(test_text):,} test), {V} character ids"
+          + ("" if comm is None else f"; training on {comm.size} MPI ranks"))
 
     # baseline: the n-gram model, order and discount chosen on validation
     t0 = time.perf_counter()
@@ -678,7 +690,7 @@ def _run(args) -> int:
     model = build_model(V, args)
     extra = {"task": "generate", "vocab": vocab.state_dict(), "options": _options(args, V),
              "data": {"source": source, "max_chars": args.max_chars, **sizes}}
-    model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra)
+    model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra, comm)
 
     # evaluate the best epoch on the test text
     best, _ = common.load_best(out)
