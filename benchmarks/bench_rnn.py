@@ -222,6 +222,8 @@ def setup_threads(np, torch, elman, threads):
     """
     import threadpoolctl
     torch.set_num_threads(threads)
+    # elman's own policy (elman.threads) then decides per GEMM, at most `threads`
+    elman.set_num_threads(threads)
     if elman.fast.available:
         with elman.fast.use(True):
             tiny = elman.LSTM(2, 3, dtype=np.float32, seed=0)

@@ -117,6 +117,22 @@ def test_generate_distributed_completes_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_forecast_distributed_rank0_alone_reports(tmp_path):
+    out = str(tmp_path / "forecast")
+    proc = _mpi(2, "-c", "import sys; from elman.cli import main; sys.exit(main(sys.argv[1:]))",
+                "forecast", "--epochs", "2", "--hidden", "8", "--quiet", "--out", out,
+                "--distributed")
+    assert proc.stdout.count("test set, ") == 1
+    assert elman.load(os.path.join(out, "model.npz")).epoch >= 1
+    assert len(_history(out)) == 2
+
+
+def test_threads_option_is_checked(capsys):
+    from elman.cli import main
+    with pytest.raises(SystemExit, match="--threads must be 0"):
+        main(["forecast", "--threads", "-1"])
+
+
 # -- pieces, one process ------------------------------------------------------------------------
 
 def _self_comm():

@@ -71,7 +71,7 @@ import time
 
 import numpy as np
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..data.datasets import load_movie_reviews, read_csv
 from ..data.text import Vocabulary, pad_sequences, stratified_split
 from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, Linear, MeanPool
@@ -554,9 +554,16 @@ def _predict(args) -> int:
 
 
 def run(args) -> int:
+    comm = common.setup_run(args)
     if args.predict:
         return _predict(args)
     _check_args(args)
+    with distributed.abort_on_error(comm):
+        return _run(args, comm)
+
+
+def _run(args, comm=None) -> int:
+    root = comm is None or comm.is_root
     start = time.perf_counter()
     out_dir = common.prepare_out_dir(args.out, args.resume)
 
@@ -614,9 +621,12 @@ def run(args) -> int:
                             seeds[k])
         _compile(model, n_classes, args)
         model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, mdir,
-                                      extra=extra, fit_kwargs={"mask_value": MASK})
-        members.append(common.load_best(mdir)[0])
+                                      extra=extra, fit_kwargs={"mask_value": MASK}, comm=comm)
+        if root:
+            members.append(common.load_best(mdir)[0])
         histories.append(history)
+    if not root:                # the other MPI ranks only train: rank 0 scores and reports
+        return 0
     history = histories[0]
     p_val = _ensemble_probabilities(members, x[va])
     model_metrics = classification_metrics(labels[te], _ensemble_probabilities(members, x[te])

@@ -47,6 +47,7 @@ import time
 import numpy as np
 
 from .. import baselines as bl
+from .. import distributed
 from ..data import StandardScaler, chronological_split, sliding_windows
 from ..data.datasets import MISSING_MARKERS, MISSING_MODES, load_seattle_weather, read_csv
 from . import common
@@ -335,9 +336,16 @@ def score(y, pred) -> dict:
 # -- the command ---------------------------------------------------------------------------------
 
 def run(args) -> int:
+    comm = common.setup_run(args)
     if args.predict:
         return predict(args)
     common.check_positive(args, "hidden", "layers", "epochs", "batch_size")
+    with distributed.abort_on_error(comm):
+        return _run(args, comm)
+
+
+def _run(args, comm=None) -> int:
+    root = comm is None or comm.is_root
     started = time.perf_counter()
     series = load_series(args)
     p = prepare(series, args)
@@ -350,7 +358,7 @@ def run(args) -> int:
           f"{' + time of year' if p.season is not None else ''}")
     print(f"windows: train {n_tr}, validation {n_va}, test {n_te} (split in time order)")
 
-    preds, chosen = run_baselines(series, p)
+    preds, chosen = run_baselines(series, p) if root else ({}, {})
 
     extra = {"task": "forecast", "data": series.source, "columns": series.columns,
              "target": series.target, "date": None if series.dates is None else
@@ -360,7 +368,10 @@ def run(args) -> int:
              "scaler": p.scaler.state_dict()}
     model = build_model(p.x.shape[2], args)
     model, history = common.train(model, p.x[p.train], p.y_scaled[p.train],
-                                  (p.x[p.val], p.y_scaled[p.val]), args, out, extra=extra)
+                                  (p.x[p.val], p.y_scaled[p.val]), args, out, extra=extra,
+                                  comm=comm)
+    if not root:                # the other MPI ranks only train: rank 0 scores and reports
+        return 0
     best, _ = common.load_best(out)
     best.eval()
     y_model = (best.predict(p.x[p.test], batch_size=256).astype(np.float64) * p.y_scale

@@ -1,0 +1,148 @@
+"""elman.threads: the cap, the size rule, the load rule, what reaches NumPy's BLAS, and the
+measurement of a real CPU-bound neighbour. (No timing asserts: speed under load is measured by
+benchmarks/bench_load.py.)"""
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import elman
+from elman import threads
+from _torch import require
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    cap, adaptive = threads._cap, threads._adaptive
+    yield
+    threads.set_num_threads(cap, adaptive=adaptive)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+def test_set_num_threads_checks_its_argument(bad):
+    with pytest.raises(ValueError, match="set_num_threads: n must be a positive integer"):
+        elman.set_num_threads(bad)
+    with pytest.raises(TypeError, match="adaptive must be True or False"):
+        elman.set_num_threads(1, adaptive="no")
+
+
+def test_cap_and_default():
+    elman.set_num_threads(3)
+    assert elman.get_num_threads() == 3
+    elman.set_num_threads(0)
+    assert elman.get_num_threads() == threads.available_cpus()
+    elman.set_num_threads(None)
+    assert elman.get_num_threads() == threads.available_cpus()
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("auto", None),
+                                             ("0", None), ("4", 4)])
+def test_environment_variable(value, expected):
+    assert threads._parse_env(value) == expected
+
+
+@pytest.mark.parametrize("value", ["-2", "two", "1.5"])
+def test_bad_environment_variable_names_it(value):
+    with pytest.raises(ValueError, match="ELMAN_NUM_THREADS must be a positive integer"):
+        threads._parse_env(value)
+
+
+def _fake_load(monkeypatch, busy, cpus=2):
+    """The policy on ``cpus`` CPUs of which ``busy`` are kept busy by others."""
+    monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(threads._monitor, "measure", lambda: busy)
+    threads._monitor.grant = None
+
+
+@pytest.mark.parametrize("busy, expected", [(0.0, 2), (0.3, 2), (0.8, 1), (1.0, 1), (1.9, 1)])
+def test_granted_leaves_the_cores_others_use(monkeypatch, busy, expected):
+    _fake_load(monkeypatch, busy)
+    elman.set_num_threads(None)
+    assert threads.granted() == expected
+
+
+def test_granted_never_exceeds_the_cap_and_fixed_ignores_load(monkeypatch):
+    _fake_load(monkeypatch, 0.0, cpus=8)
+    elman.set_num_threads(3)
+    assert threads.granted() == 3
+    _fake_load(monkeypatch, 7.5, cpus=8)
+    elman.set_num_threads(3, adaptive=False)
+    assert threads.granted() == 3
+
+
+def test_small_gemms_get_one_thread(monkeypatch):
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(None)
+    assert threads.gemm_threads(32, 256, 64) == 1          # 1 MFLOP
+    assert threads.gemm_threads(64, 1024, 256) == 2        # 34 MFLOP
+    elman.set_num_threads(2, adaptive=False)
+    assert threads.gemm_threads(32, 256, 64) == 2
+
+
+def test_a_new_window_after_an_idle_gap_keeps_the_last_decision(monkeypatch):
+    _fake_load(monkeypatch, 1.5)
+    elman.set_num_threads(None)
+    assert threads.granted() == 1
+    threads._monitor.seen -= 10 * threads.IDLE_GAP_SECONDS      # we were idle meanwhile
+    monkeypatch.setattr(threads._monitor, "measure", lambda: 0.0)
+    threads._work_starts()
+    assert threads.granted() == 1                              # stands for the first window
+    threads._monitor.grant = (0.0, 1)                          # the window has closed
+    assert threads.granted() == 2
+
+
+def _numpy_blas_threads():
+    threadpoolctl = require("threadpoolctl")
+    return [d["num_threads"] for d in threadpoolctl.threadpool_info()
+            if d["user_api"] == "blas" and threads._is_numpys(d["filepath"])]
+
+
+def test_for_gemm_sets_numpys_blas_and_restores(monkeypatch):
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(2, adaptive=False)
+    with threads.for_gemm(256, 256, 256):
+        assert set(_numpy_blas_threads()) == {2}
+    elman.set_num_threads(None)
+    with threads.for_gemm(64, 1024, 256):
+        assert set(_numpy_blas_threads()) == {2}
+    with threads.for_gemm(4, 1024, 256):                       # 2 MFLOP: one thread
+        assert set(_numpy_blas_threads()) == {1}
+    assert set(_numpy_blas_threads()) == {2}
+
+
+def test_layers_give_the_same_numbers_under_any_thread_count():
+    x = np.random.default_rng(0).standard_normal((20, 64, 16))
+    results = []
+    for n in (1, 2):
+        elman.set_num_threads(n, adaptive=False)
+        lstm = elman.LSTM(16, 256, dtype=np.float64, seed=0)
+        out, _ = lstm(x)
+        lstm.backward(np.ones_like(out), None)
+        results.append((out, lstm.weight_hh_l0.grad.copy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_the_monitor_sees_a_cpu_bound_neighbour():
+    if threads.available_cpus() < 2:
+        pytest.skip("needs 2 CPUs")
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\n"
+                                "while time.time() < end:\n    pass\n"])
+    try:
+        time.sleep(0.3)
+        threads._monitor.grant = None
+        threads._monitor.restart()
+        a = np.random.default_rng(0).standard_normal((200, 200))
+        end = time.monotonic() + 1.0
+        seen = []
+        while time.monotonic() < end:            # our own work: a loop of small GEMMs
+            for _ in range(20):
+                a = np.tanh(a @ a.T / 200)
+            seen.append(threads.busy_elsewhere())
+        assert max(seen) > 0.5                   # the neighbour keeps about one CPU busy
+    finally:
+        spinner.kill()
+        spinner.wait()
