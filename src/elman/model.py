@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _validate
 from . import distributed as _distributed
+from . import threads as _threads
 from . import losses as _losses
 from . import optim as _optim
 from .callbacks import Callback, CallbackList, History
@@ -605,6 +606,7 @@ class Sequential(Module):
                     raise ValueError(f"distributed fit: {comm.size} ranks need at least "
                                      f"{comm.size} {what} samples (one each), got {count}")
             _distributed.broadcast_parameters(comm, self.parameters())
+            _threads.share_cpus(comm.local_size)     # ranks, not threads, share a host's CPUs
             reducer = _distributed.GradientReducer(comm, self.optimizer.params)
         root = comm is None or comm.is_root
         steps = math.ceil(n / batch_size)

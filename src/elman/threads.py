@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-__all__ = ["set_num_threads", "get_num_threads", "available_cpus", "granted", "for_gemm",
+__all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted", "for_gemm",
            "gemm_threads", "busy_elsewhere", "info", "MIN_FLOPS_PER_THREAD", "SAMPLE_SECONDS",
            "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
 
@@ -103,6 +103,16 @@ def set_num_threads(n: int | None = None, adaptive: bool = True) -> None:
     _adaptive = bool(adaptive)
     _monitor.grant = None
     _apply(granted())
+
+
+def share_cpus(processes: int) -> None:
+    """Unless a cap was set (:func:`set_num_threads`, ``ELMAN_NUM_THREADS``), cap this process
+    at its share of the CPUs when ``processes`` processes of one job share them (MPI ranks on
+    one host): ranks, not threads, then share the cores."""
+    global _cap
+    if _cap is None and processes > 1:
+        _cap = max(1, available_cpus() // processes)
+        _monitor.grant = None
 
 
 def get_num_threads() -> int:

@@ -85,7 +85,7 @@ def setup_run(args):
     if args.threads:
         threads.set_num_threads(args.threads)
     elif comm is not None:
-        threads.set_num_threads(max(1, threads.available_cpus() // comm.local_size))
+        threads.share_cpus(comm.local_size)
     if comm is not None and not comm.is_root:
         sys.stdout = open(os.devnull, "w")     # rank 0 speaks for the job (errors still show)
     return comm

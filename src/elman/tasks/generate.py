@@ -60,7 +60,7 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, distributed, ngram
+from .. import checkpoint, distributed, ngram, threads
 from ..data.datasets import load_hamlet, read_text
 from ..distributed import GradientReducer, broadcast_parameters, sync_generators
 from ..data.text import CharVocabulary
@@ -586,6 +586,7 @@ def train(model, args, train_ids, val_ids, out_dir, extra, comm=None):
     root = comm is None or comm.is_root
     if comm is not None:
         broadcast_parameters(comm, model.parameters())
+        threads.share_cpus(comm.local_size)
     trainer = Trainer(model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir, extra,
                       comm)
     if args.resume:
