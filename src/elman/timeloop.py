@@ -78,15 +78,24 @@ class Workspace:
     a cache nobody differentiated) they come back here and the next call reuses them when the
     shape and dtype match; the hidden states are the layer's output and are never reused. Like
     PyTorch's caching allocator this keeps memory between steps: ``clear()`` gives it back.
+
+    It is also the one place where the engine creates arrays (``take`` for reusable ones,
+    ``new`` for fresh ones): a GPU path would allocate here from its own array module.
     """
 
     def __init__(self):
         self._free = {}
 
+    @staticmethod
+    def new(shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+        """A fresh array (zeros when ``zero``; otherwise uninitialised)."""
+        return (np.zeros if zero else np.empty)(shape, dtype=dtype)
+
     def take(self, name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+        """The array last given back under ``name`` if its shape and dtype fit, else a new one."""
         a = self._free.pop(name, None)
         if a is None or a.shape != tuple(shape) or a.dtype != dtype:
-            return (np.zeros if zero else np.empty)(shape, dtype=dtype)
+            return self.new(shape, dtype, zero)
         if zero:
             a.fill(0)
         return a
@@ -151,11 +160,10 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
-    alloc = np.empty if active is None else np.zeros
-    S = alloc((T + 1, N, P), dtype=dtype)
     zero = active is not None
+    S = ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
-    R = alloc((T, N, H), dtype=dtype) if w.W_hr is not None else None  # read by dW_hr GEMM
+    R = ws.new((T, N, H), dtype, zero) if w.W_hr is not None else None  # read by dW_hr GEMM
     saved_width = eq.saved_width if kernels is None else kernels.saved_width
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     first = T if reverse else 0
@@ -169,14 +177,15 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         S[lengths, cols] = h0
         if C is not None:
             C[lengths, cols] = c0
-    gh = np.empty((N, K), dtype=dtype)
+    gh = ws.new((N, K), dtype)
     schedule = _schedule(T, N, active, reverse)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
     # (the per-step GEMMs get the threads their size earns: elman.threads)
     with threads.for_gemm(N, K, P):
         if kernels is not None:
-            bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
+            bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
+                else gx_bias.astype(dtype, copy=False)
             kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels,
                                  workspace)
@@ -240,15 +249,15 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if eq.separate_dgh:
         blocks = eq.gates if cache.kernels is None else cache.kernels.dgh_blocks
         dGH = ws.take("dGH", (T, N, blocks * H), dtype)
-    dHs = np.zeros((T, N, P), dtype=dtype) if R is not None else None
+    dHs = ws.new((T, N, P), dtype, zero=True) if R is not None else None
     K = eq.recurrent_gates * H
     work = None                    # the reference's per-step scratch (the compiled loops own theirs)
     if eq.work_width and cache.kernels is None:
-        work = np.empty((N, eq.work_width * H), dtype=dtype)
-    dh = np.zeros((N, P), dtype=dtype) if dh_n is None else np.array(dh_n, dtype=dtype)
+        work = ws.new((N, eq.work_width * H), dtype)
+    dh = ws.new((N, P), dtype, zero=True) if dh_n is None else np.array(dh_n, dtype=dtype)
     dc = None
     if eq.has_cell:
-        dc = np.zeros((N, H), dtype=dtype) if dc_n is None else np.array(dc_n, dtype=dtype)
+        dc = ws.new((N, H), dtype, zero=True) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
     kernels = cache.kernels        # the path that ran forward (what it saved is its own)
     schedule = _schedule(T, N, active, cache.reverse)
