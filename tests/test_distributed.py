@@ -117,6 +117,15 @@ def test_generate_distributed_completes_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_example_learns_on_two_ranks():
+    example = os.path.join(os.path.dirname(HERE), "examples", "mpi_fit.py")
+    proc = _mpi(2, example)
+    line = proc.stdout.strip()
+    assert line.startswith("2 rank(s): validation MSE")          # rank 0 alone prints
+    mse, baseline = (float(v.strip("():")) for v in line.split()[4::4][:2])
+    assert mse < 0.05 * baseline
+
+
 def test_forecast_distributed_rank0_alone_reports(tmp_path):
     out = str(tmp_path / "forecast")
     proc = _mpi(2, "-c", "import sys; from elman.cli import main; sys.exit(main(sys.argv[1:]))",

@@ -16,7 +16,7 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRat
                         ModelCheckpoint, TensorBoard)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .interop import ConversionError, export_onnx, from_keras, from_torch, to_onnx, to_torch
-from . import data, fast, threads
+from . import data, distributed, fast, threads
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -30,4 +30,4 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
            "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-           "data", "fast", "threads", "set_num_threads", "get_num_threads", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]
+           "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]
