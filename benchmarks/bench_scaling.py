@@ -63,7 +63,6 @@ def build(name: str, n_samples: int):
 
 def worker(name: str, steps: int) -> None:
     """Run inside the MPI job (or alone): time ``steps`` global batches of ``fit``."""
-    import numpy as np
     import elman
     comm = elman.distributed.world()
     batch = MODELS[name][0]

@@ -7,6 +7,8 @@
 Every rank builds the same data and model; fit gives each rank its slice of every global batch
 and sums the gradients with one Allreduce per step. Rank 0 alone prints.
 """
+import importlib.util
+
 import numpy as np
 
 import elman
@@ -30,11 +32,8 @@ def main() -> float:
     model = elman.Sequential([elman.LSTM(2, 32, seed=1), elman.Last(),
                               elman.Dense(32, 1, seed=2)], seed=0)
     model.compile(elman.Adam(model.parameters(), lr=1e-2), "mse")
-    try:
-        import mpi4py  # noqa: F401  (without it: one process)
-        distributed = "mpi"
-    except ImportError:
-        distributed = None
+    # with mpi4py installed: every rank of the job (one process when started without mpiexec)
+    distributed = "mpi" if importlib.util.find_spec("mpi4py") else None
     history = model.fit(x[:1792], y[:1792], epochs=20, batch_size=64, verbose=0,
                         validation_data=(x[1792:], y[1792:]), distributed=distributed)
     val = history.history["val_loss"][-1]

@@ -30,4 +30,5 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
            "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
-           "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]
+           "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
+           "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]

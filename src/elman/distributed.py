@@ -207,19 +207,15 @@ class GradientReducer:
         self.bytes_per_step = self.flat.buffer.nbytes
 
     def reduce(self, value: float, denominator: float | None) -> float:
-        mean = denominator is not None
-        d = float(denominator) if mean else 1.0
-        buf = self.flat.pack(d if mean else 1.0)
-        buf[-2] = value * d if (mean and d) else (0.0 if mean else value)
-        buf[-1] = d if mean else 0.0
+        summed = denominator is None
+        d = 1.0 if summed else float(denominator)
+        buf = self.flat.pack(d)                 # this rank's gradient of its loss *sum*
+        buf[-2] = value * d if d else 0.0       # its loss sum (a rank without samples: 0)
+        buf[-1] = d
         self.comm.allreduce_(buf)
-        if not mean:
-            self.flat.unpack()
-            return float(buf[-2])
-        total = buf[-1]
-        if total == 0:                  # every position of the global batch ignored
+        total = 1.0 if summed else float(buf[-1])
+        if total == 0:                          # every position of the global batch ignored
             self.flat.unpack(0.0)
             return float("nan")
         self.flat.unpack(1.0 / total)
         return float(buf[-2] / total)
-

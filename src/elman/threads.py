@@ -40,9 +40,9 @@ import time
 
 import numpy as np
 
-__all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted", "for_gemm",
-           "gemm_threads", "busy_elsewhere", "info", "MIN_FLOPS_PER_THREAD", "SAMPLE_SECONDS",
-           "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
+__all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
+           "for_gemm", "gemm_threads", "busy_elsewhere", "info", "MIN_FLOPS_PER_THREAD",
+           "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
 
 #: a GEMM needs this many floating-point operations (2*m*n*k) per thread beyond the first to be
 #: given that thread (measured on 2 idle cores: 2 threads were 0.9-1.0x below 4 MFLOP, 1.2-1.3x
@@ -91,7 +91,8 @@ def set_num_threads(n: int | None = None, adaptive: bool = True) -> None:
     ``adaptive`` (default True): use fewer when other processes keep CPUs busy, and one for
     GEMMs too small to gain from more. ``adaptive=False`` gives GEMMs large enough to profit
     exactly ``n`` threads whatever else runs (benchmarks on an idle machine want that).
-    MPI ranks sharing a host see each other as neighbours and so run on a thread each.
+    Without a cap, MPI ranks sharing a host each take their share of its CPUs
+    (:func:`share_cpus`, applied by a distributed ``fit``).
     """
     global _cap, _adaptive
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
@@ -167,7 +168,7 @@ class _LoadMonitor:
 
     def measure(self):
         """Close the current window and open the next: CPUs busy elsewhere, or None when the
-        window was unusable (the first one, or stale)."""
+        window was unusable (the first one, or one in which we hardly computed)."""
         if not self.linux:
             try:
                 self.busy = max(0.0, os.getloadavg()[0] - 1.0)
@@ -245,7 +246,6 @@ class _Blas:
 
     def __init__(self):
         self.controllers = []
-        self.current = None
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:          # a core dependency; still, never fail a computation on it
@@ -255,10 +255,9 @@ class _Blas:
         self.controllers = mine or libs
 
     def set(self, n: int) -> None:
-        if n != self.current:
-            for c in self.controllers:
-                c.set_num_threads(n)
-            self.current = n
+        # every time (about 0.2 us): other code (a threadpoolctl context) may have changed it
+        for c in self.controllers:
+            c.set_num_threads(n)
 
 
 def _is_numpys(path: str | None) -> bool:

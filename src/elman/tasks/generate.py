@@ -55,7 +55,6 @@ import contextlib
 import csv
 import math
 import os
-import sys
 import time
 
 import numpy as np
