@@ -64,8 +64,15 @@ class SequenceCache:
     active: np.ndarray | None  # (T,) rows still running at each step; None = all
     reverse: bool
     consts: object = None      # the cell's step constants (prepare_forward), for backward too
-    kernels: object = None     # the elman.fast module that ran the loop; None: the NumPy steps
+    # the name of the elman.fast module that ran the loop (None: the NumPy steps); a name, not
+    # the module, so that a layer holding a cache can be pickled and deep-copied
+    kernel_module: str | None = None
     workspace: Workspace | None = None   # where the internal arrays go back (release)
+
+    @property
+    def kernels(self):
+        """The kernel module that ran the forward loop, or None (the NumPy reference)."""
+        return None if self.kernel_module is None else fast.kernels_named(self.kernel_module)
 
 
 class Workspace:
@@ -187,8 +194,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
                 else gx_bias.astype(dtype, copy=False)
             kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
-            return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, kernels,
-                                 workspace)
+            return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
+                                 kernels.__name__, workspace)
         for t, p, q, n in schedule:
             h_prev = S[p, :n]
             np.matmul(h_prev, W_hh_T, out=gh[:n])

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-__all__ = ["available", "enabled", "set_enabled", "use", "kernels_for"]
+__all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -74,3 +74,11 @@ def kernels_for(eq, w, dtype):
         return None
     name = _MODULES.get(type(eq).__name__)
     return None if name is None else importlib.import_module(f".{name}", __name__)
+
+
+def kernels_named(name: str):
+    """The kernel module ``name`` (``"elman.fast.lstm"``), one of those :func:`kernels_for`
+    hands out; a forward pass records the name, its backward looks the module up here."""
+    if name not in {f"{__name__}.{m}" for m in _MODULES.values()}:
+        raise ValueError(f"no elman.fast kernel module named {name!r}")
+    return importlib.import_module(name)
