@@ -16,6 +16,15 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def flag(name: str, value) -> bool:
+    """A bool (or NumPy bool): strings such as ``"False"`` and numbers are refused, as PyTorch
+    refuses them, rather than read by truthiness (``bool("False")`` is True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} "
+                        f"({type(value).__name__})")
+    return bool(value)
+
+
 def probability(name: str, value) -> float:
     """A float in [0, 1] (dropout rates)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
@@ -25,6 +34,8 @@ def probability(name: str, value) -> float:
 
 def float_dtype(dtype) -> np.dtype:
     """The floating dtype a module computes in: float32 or float64."""
+    if dtype is None:               # np.dtype(None) would quietly be float64
+        raise TypeError("dtype must be np.float32 or np.float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:

@@ -33,6 +33,8 @@ import warnings
 
 import numpy as np
 
+from . import _validate
+
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint",
            "CSVLogger", "LearningRateScheduler", "TensorBoard", "read_event_file"]
 
@@ -178,7 +180,7 @@ class EarlyStopping(Callback):
         self.min_delta = float(min_delta)
         self.patience = int(patience)
         self.mode = _mode("EarlyStopping", mode, monitor)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = _validate.flag("restore_best_weights", restore_best_weights)
         self._reset()
 
     def _reset(self):
@@ -245,7 +247,7 @@ class ModelCheckpoint(Callback):
         super().__init__()
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = _validate.flag("save_best_only", save_best_only)
         self.mode = _mode("ModelCheckpoint", mode, monitor)
         self.verbose = verbose
         self.extra = extra
@@ -297,7 +299,7 @@ class CSVLogger(Callback):
         super().__init__()
         self.filename = os.fspath(filename)
         self.separator = separator
-        self.append = bool(append)
+        self.append = _validate.flag("append", append)
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs=None):

@@ -547,7 +547,7 @@ class LayerNorm(Module):
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.elementwise_affine = _validate.flag("elementwise_affine", elementwise_affine)
         self.dtype = _validate.float_dtype(dtype)
         self.weight = Param(np.ones(self.normalized_shape, self.dtype)) \
             if self.elementwise_affine else None
@@ -612,7 +612,7 @@ class _SequencePicker(Module):
         super().__init__()
         if not isinstance(batch_first, (bool, np.bool_)):
             raise TypeError(f"batch_first must be True or False, got {batch_first!r}")
-        self.batch_first = bool(batch_first)
+        self.batch_first = _validate.flag("batch_first", batch_first)
         self._cache = None
 
     def _time_major(self, x, lengths):

@@ -50,10 +50,10 @@ class RecurrentLayer(Module):
         self.input_size = _validate.positive_int("input_size", input_size)
         self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
         self.num_layers = _validate.positive_int("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
+        self.bias = _validate.flag("bias", bias)
+        self.batch_first = _validate.flag("batch_first", batch_first)
         self.dropout = _validate.probability("dropout", dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = _validate.flag("bidirectional", bidirectional)
         self.proj_size = _validate.positive_int("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
@@ -394,7 +394,7 @@ class GRU(RecurrentLayer):
                  reset_after=True):
         super().__init__(GRUEquations(reset_after), input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, 0, dtype, seed)
-        self.reset_after = bool(reset_after)
+        self.reset_after = _validate.flag("reset_after", reset_after)
 
     def extra_repr(self):
         s = super().extra_repr()

@@ -40,6 +40,8 @@ import time
 
 import numpy as np
 
+from . import _validate
+
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "busy_elsewhere", "info", "MIN_FLOPS_PER_THREAD",
            "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
@@ -98,10 +100,8 @@ def set_num_threads(n: int | None = None, adaptive: bool = True) -> None:
     if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0):
         raise ValueError(f"set_num_threads: n must be a positive integer, 0 or None (every "
                          f"CPU), got {n!r}")
-    if not isinstance(adaptive, (bool, np.bool_)):
-        raise TypeError(f"set_num_threads: adaptive must be True or False, got {adaptive!r}")
+    _adaptive = _validate.flag("set_num_threads: adaptive", adaptive)
     _cap = int(n) if n else None
-    _adaptive = bool(adaptive)
     _monitor.grant = None
     _apply(granted())
 

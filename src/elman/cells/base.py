@@ -62,7 +62,7 @@ class CellBase(Module):
         self.eq = eq
         self.input_size = _validate.positive_int("input_size", input_size)
         self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.bias = _validate.flag("bias", bias)
         self.dtype = _validate.float_dtype(dtype)
         rng = _validate.rng(seed)
         G, H, I = eq.gates, self.hidden_size, self.input_size

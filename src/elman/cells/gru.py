@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _validate
 from .base import CellBase, sigmoid_
 
 __all__ = ["GRUEquations", "GRUCell"]
@@ -41,7 +42,7 @@ class GRUEquations:
     work_width = 1
 
     def __init__(self, reset_after: bool = True):
-        self.reset_after = bool(reset_after)
+        self.reset_after = _validate.flag("reset_after", reset_after)
         # classic: the candidate's recurrent GEMM takes r * h_prev, so the loop's covers r, z
         self.recurrent_gates = 3 if self.reset_after else 2
         # reset_after: the candidate's recurrent-side gradient is dn_pre * r, not dn_pre; in
@@ -140,7 +141,7 @@ class GRUCell(CellBase):
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
                  reset_after=True):
         super().__init__(GRUEquations(reset_after), input_size, hidden_size, bias, dtype, seed)
-        self.reset_after = bool(reset_after)
+        self.reset_after = _validate.flag("reset_after", reset_after)
 
     def config(self) -> dict:
         cfg = super().config()
