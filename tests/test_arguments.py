@@ -36,3 +36,43 @@ def test_numpy_bools_are_flags():
 def test_dtype_none_is_refused(build):
     with pytest.raises(TypeError, match="dtype must be np.float32 or np.float64, got None"):
         build()
+
+
+@pytest.mark.parametrize("build", [lambda: elman.LSTM(3, 4, seed=-1),
+                                   lambda: elman.Dropout(0.5, seed=-3),
+                                   lambda: elman.Sequential([], seed=-1)])
+def test_negative_seed_names_the_argument(build):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        build()
+
+
+def test_callbacks_must_be_a_list():
+    model = elman.Sequential([elman.Dense(2, 1, seed=0)])
+    model.compile("sgd", "mse")
+    with pytest.raises(TypeError, match=r"callbacks must be a list of callbacks, got "
+                                        r"EarlyStopping; write callbacks=\[EarlyStopping"):
+        model.fit(np.zeros((4, 2)), np.zeros((4, 1)), callbacks=elman.EarlyStopping(),
+                  verbose=0)
+
+
+@pytest.mark.parametrize("loss, pred", [(elman.BCELoss(), np.full(3, 0.5)),
+                                        (elman.BCEWithLogitsLoss(), np.zeros(3))])
+def test_binary_losses_refuse_labels_outside_0_1(loss, pred):
+    for bad in (np.array([0.0, 1.0, 2.0]), np.array([-1.0, 0.0, 1.0])):
+        with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]"):
+            loss(pred, bad)
+    value, _ = loss(pred, np.array([0.0, 0.3, 1.0]))          # soft labels are fine
+    assert np.isfinite(value)
+
+
+def test_float64_input_beyond_float32_range_is_an_error_not_nan():
+    lstm = elman.LSTM(3, 4, seed=0)                            # float32
+    x = np.zeros((2, 1, 3))
+    x[1, 0, 2] = 1e39
+    with pytest.raises(ValueError, match=r"input holds 1 finite value\(s\) beyond the range of "
+                                         r"float32.*1e\+39.*dtype=np.float64"):
+        lstm(x)
+    out, _ = lstm(np.full((2, 1, 3), 1e30))                    # within range: cast as before
+    assert np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        elman.Dense(3, 1, seed=0)(np.full((2, 3), -1e300))

@@ -49,9 +49,26 @@ def test_load_state_dict_reports_missing_and_unexpected_keys():
     sd = m.state_dict()
     del sd["bias_hh_l0"]
     sd["bias_hh_l7"] = np.zeros(12, np.float32)
-    with pytest.raises(KeyError, match=r"missing keys: \['bias_hh_l0'\].*unexpected keys: "
+    with pytest.raises(RuntimeError, match=r"missing keys: \['bias_hh_l0'\].*unexpected keys: "
                                        r"\['bias_hh_l7'\]"):
         m.load_state_dict(sd)
+
+
+def test_load_state_dict_reports_every_problem_at_once():
+    m = elman.LSTM(3, 4, seed=0)
+    sd = m.state_dict()
+    del sd["bias_ih_l0"]
+    sd["extra"] = np.zeros(3)
+    sd["weight_ih_l0"] = np.zeros((16, 2), np.float32)
+    sd["weight_hh_l0"] = np.full((16, 4), np.nan, np.float32)
+    sd["bias_hh_l0"] = np.zeros(16, np.int32)
+    with pytest.raises(RuntimeError) as e:
+        m.load_state_dict(sd)
+    msg = str(e.value)
+    for part in ("missing keys: ['bias_ih_l0']", "unexpected keys: ['extra']",
+                 "'weight_ih_l0' has the wrong shape", "'weight_hh_l0' contains NaN",
+                 "'bias_hh_l0' has the wrong dtype"):
+        assert part in msg
 
 
 def test_load_state_dict_wrong_shape_and_dtype_and_leaves_module_untouched():
@@ -59,17 +76,17 @@ def test_load_state_dict_wrong_shape_and_dtype_and_leaves_module_untouched():
     before = m.state_dict()
     sd = m.state_dict()
     sd["weight_ih_l0"] = np.zeros((4, 5), np.float32)
-    with pytest.raises(ValueError, match=r"'weight_ih_l0' has the wrong shape: expected "
+    with pytest.raises(RuntimeError, match=r"'weight_ih_l0' has the wrong shape: expected "
                                          r"\(4, 3\), got \(4, 5\)"):
         m.load_state_dict(sd)
     sd = m.state_dict()
     sd["weight_hh_l0"] = np.zeros((4, 4), np.float64)      # would lose precision
     sd["weight_ih_l0"] = np.full((4, 3), 7, np.float32)    # valid, must not be written
-    with pytest.raises(TypeError, match=r"'weight_hh_l0' has the wrong dtype: expected "
+    with pytest.raises(RuntimeError, match=r"'weight_hh_l0' has the wrong dtype: expected "
                                         r"float32, got float64"):
         m.load_state_dict(sd)
     sd["weight_hh_l0"] = np.zeros((4, 4), np.int64)
-    with pytest.raises(TypeError, match="expected float32, got int64"):
+    with pytest.raises(RuntimeError, match="expected float32, got int64"):
         m.load_state_dict(sd)
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
@@ -79,7 +96,7 @@ def test_load_state_dict_refuses_non_finite_and_non_mapping():
     m = elman.RNN(2, 2, seed=0)
     sd = m.state_dict()
     sd["bias_ih_l0"] = np.array([np.nan, 0], np.float32)
-    with pytest.raises(ValueError, match="'bias_ih_l0' contains NaN"):
+    with pytest.raises(RuntimeError, match="'bias_ih_l0' contains NaN"):
         m.load_state_dict(sd)
     with pytest.raises(TypeError, match="expected a mapping"):
         m.load_state_dict([1, 2])

@@ -50,7 +50,20 @@ def float_array(name: str, value, dtype: np.dtype) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= np.dtype(dtype).itemsize:
+        return np.ascontiguousarray(arr, dtype=dtype)
+    # a narrowing cast (float64 data, float32 module): finite values beyond the smaller type's
+    # range would become inf, then NaN downstream; refuse them instead
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    overflow = np.isinf(out) & np.isfinite(arr)
+    if overflow.any():
+        first = arr[overflow].ravel()[0]
+        raise ValueError(f"{name} holds {int(overflow.sum())} finite value(s) beyond the range "
+                         f"of {np.dtype(dtype)} (largest {np.finfo(dtype).max:.4g}), e.g. "
+                         f"{first!r}: scale the data or build the module with "
+                         f"dtype=np.{arr.dtype}")
+    return out
 
 
 def rng(seed) -> np.random.Generator:
@@ -59,6 +72,8 @@ def rng(seed) -> np.random.Generator:
         return seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (or None), got {seed!r}")
     return np.random.default_rng(seed)
 
 

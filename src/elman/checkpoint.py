@@ -447,8 +447,8 @@ def load_checkpoint(path, custom_objects: Mapping[str, type] | None = None) -> C
                                 f"parameter {name!r}")
     try:
         model.load_state_dict(state)
-    except (KeyError, ValueError, TypeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except (RuntimeError, ValueError, TypeError) as e:
+        msg = e
         raise fail(f"the saved parameters do not fit the rebuilt {type(model).__name__}: "
                    f"{msg}") from e
 

@@ -81,6 +81,13 @@ class Loss:
                              f"prediction {pred.shape} and target {tgt.shape}")
         return pred, tgt.astype(pred.dtype, copy=False)
 
+    def _check_binary_target(self, tgt: np.ndarray) -> None:
+        """Binary targets are probabilities: values in [0, 1] (labels 0/1, or soft labels)."""
+        if tgt.size and not (np.all(tgt >= 0) and np.all(tgt <= 1)):
+            bad = tgt[~((tgt >= 0) & (tgt <= 1))].ravel()[:5].tolist()
+            raise ValueError(f"{type(self).__name__}: target must hold values in [0, 1] (labels "
+                             f"0 and 1, or probabilities), got {bad}")
+
     def _reduce(self, losses: np.ndarray, grad: np.ndarray):
         """Apply the reduction to per-element ``losses`` and scale ``grad`` (in place) to match."""
         if self.reduction == "none":
@@ -207,6 +214,7 @@ class BCELoss(Loss):
 
     def __call__(self, prediction, target):
         pred, tgt = self._pair(prediction, target)
+        self._check_binary_target(tgt)
         if pred.size and not (np.all(pred >= 0) and np.all(pred <= 1)):
             raise ValueError(f"BCELoss: prediction must be probabilities in [0, 1] (use "
                              f"BCEWithLogitsLoss for logits), got values in "
@@ -257,6 +265,7 @@ class BCEWithLogitsLoss(Loss):
 
     def __call__(self, prediction, target):
         x, y = self._pair(prediction, target)
+        self._check_binary_target(y)
         z = np.exp(-np.abs(x))                           # in (0, 1]: never overflows
         # softplus(-x) = -log sigmoid(x) = max(-x, 0) + log1p(exp(-|x|))  (PyTorch's log_sigmoid)
         neg_log_sigmoid = np.maximum(-x, 0)

@@ -611,6 +611,10 @@ class Sequential(Module):
         root = comm is None or comm.is_root
         steps = math.ceil(n / batch_size)
         history = History()
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            name = type(callbacks).__name__
+            raise TypeError(f"callbacks must be a list of callbacks, got {name}; write "
+                            f"callbacks=[{name}(...)]")
         cbs = list(callbacks or []) + [history]      # History sees the logs callbacks leave
         if verbose:
             cbs.append(_ProgressLogger(verbose))

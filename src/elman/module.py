@@ -125,43 +125,43 @@ class Module:
         ``__array__``; for a torch tensor pass ``t.numpy()``). Nothing is written unless every
         entry is valid, so a failed load leaves the module as it was. A float array of lower
         precision is cast up (float32 into a float64 module); anything else that would lose
-        information or is not floating point raises ``TypeError``.
+        information or is not floating point is refused. Every problem (missing and unexpected
+        names with ``strict``, wrong shapes and dtypes, NaN or infinity) is reported at once,
+        in one ``RuntimeError``, as PyTorch does.
         """
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"load_state_dict: expected a mapping of parameter names to arrays, got "
                 f"{type(state).__name__}")
         params = OrderedDict(self.named_parameters())
+        problems = []                  # every problem, reported at once (as PyTorch does)
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
-        if strict and (missing or unexpected):
-            parts = []
-            if missing:
-                parts.append(f"missing keys: {missing}")
-            if unexpected:
-                parts.append(f"unexpected keys: {unexpected}")
-            raise KeyError(
-                f"load_state_dict for {type(self).__name__}: " + "; ".join(parts)
-                + f" (expected exactly: {list(params)})")
+        if strict and missing:
+            problems.append(f"missing keys: {missing}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
         staged = []
         for name, param in params.items():
             if name not in state:
                 continue
             value = np.asarray(state[name])
             if value.shape != param.data.shape:
-                raise ValueError(
-                    f"load_state_dict: {name!r} has the wrong shape: expected "
-                    f"{param.data.shape}, got {value.shape}")
-            if value.dtype != param.data.dtype and not (
+                problems.append(f"{name!r} has the wrong shape: expected "
+                                f"{param.data.shape}, got {value.shape}")
+            elif value.dtype != param.data.dtype and not (
                     value.dtype.kind == "f" and np.can_cast(value.dtype, param.data.dtype, "safe")):
-                raise TypeError(
-                    f"load_state_dict: {name!r} has the wrong dtype: expected "
-                    f"{param.data.dtype}, got {value.dtype} (cast it with "
-                    f".astype(np.{param.data.dtype}) or build the module with "
-                    f"dtype=np.{value.dtype})")
-            if not np.all(np.isfinite(value)):
-                raise ValueError(f"load_state_dict: {name!r} contains NaN or infinite values")
-            staged.append((param, value))
+                problems.append(f"{name!r} has the wrong dtype: expected {param.data.dtype}, got "
+                                f"{value.dtype} (cast it with .astype(np.{param.data.dtype}) or "
+                                f"build the module with dtype=np.{value.dtype})")
+            elif not np.all(np.isfinite(value)):
+                problems.append(f"{name!r} contains NaN or infinite values")
+            else:
+                staged.append((param, value))
+        if problems:
+            expected = f" (expected exactly: {list(params)})" if missing or unexpected else ""
+            raise RuntimeError(f"load_state_dict for {type(self).__name__}: "
+                               + "; ".join(problems) + expected)
         for param, value in staged:
             param.data[...] = value
 
