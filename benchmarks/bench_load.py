@@ -199,6 +199,9 @@ def main(argv=None) -> int:
                    help="seconds of pause before each turn (a worker's idle BLAS/OpenMP threads "
                         "spin for a while after its turn; that is not the neighbours' load)")
     p.add_argument("--neighbours", default="0,1,2", help="neighbour counts, the idle one first")
+    p.add_argument("--cases", default="all",
+                   help="comma-separated indices into the grid or 'all'; grid: "
+                        + ", ".join(f"{i}={c}" for i, c in enumerate(CASES)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     p.add_argument("--json", metavar="FILE", help="write every repeat to FILE")
@@ -209,6 +212,8 @@ def main(argv=None) -> int:
         worker(args.worker, [tuple(c) for c in json.loads(args.cases_json)], args.seed)
         return 0
     cases = QUICK_CASES if args.quick else CASES
+    if not args.quick and args.cases != "all":
+        cases = [CASES[int(i)] for i in args.cases.split(",")]
     repeats = 2 if args.quick else args.repeats
     min_time = 0.02 if args.quick else args.min_time
     counts = [int(c) for c in args.neighbours.split(",")]
