@@ -76,3 +76,15 @@ def test_float64_input_beyond_float32_range_is_an_error_not_nan():
     assert np.all(np.isfinite(out))
     with pytest.raises(ValueError, match="beyond the range of float32"):
         elman.Dense(3, 1, seed=0)(np.full((2, 3), -1e300))
+
+
+@pytest.mark.parametrize("build, names", [
+    (lambda: elman.LSTM(3, 10**12), "hidden_size=1000000000000"),
+    (lambda: elman.GRU(8, 64, num_layers=10**9), "num_layers=1000000000"),
+    (lambda: elman.LSTMCell(10**7, 10**5), "input_size=10000000"),
+    (lambda: elman.Dense(10**6, 10**7), "in_features=1000000, out_features=10000000"),
+    (lambda: elman.Embedding(10**10, 64), "num_embeddings=10000000000"),
+])
+def test_sizes_beyond_memory_are_refused_before_allocating(build, names):
+    with pytest.raises(ValueError, match=f"{names}.* needs .* GiB .* more than this machine"):
+        build()

@@ -3,6 +3,7 @@ what was received, so a user can fix the call without reading our source."""
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -23,6 +24,25 @@ def flag(name: str, value) -> bool:
         raise TypeError(f"{name} must be True or False, got {value!r} "
                         f"({type(value).__name__})")
     return bool(value)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def affordable(owner: str, elements: int, dtype, sizes: dict) -> None:
+    """Refuse, before allocating, parameters that need more memory than the machine has (a
+    parameter and its gradient: 2 arrays); ``sizes`` names the arguments that decide it."""
+    need = 2 * int(elements) * np.dtype(dtype).itemsize
+    have = _physical_memory()
+    if have is not None and need > have:
+        args = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ValueError(f"{owner}: {args} needs {need / 2**30:,.1f} GiB for its parameters "
+                         f"and their gradients, more than this machine's "
+                         f"{have / 2**30:,.1f} GiB of memory; use smaller sizes")
 
 
 def probability(name: str, value) -> float:

@@ -322,6 +322,9 @@ class Linear(Module):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.activation = _activation_name(activation)
         self.dtype = _validate.float_dtype(dtype)
+        _validate.affordable(type(self).__name__, (self.in_features + 1) * self.out_features,
+                             self.dtype, {"in_features": self.in_features,
+                                          "out_features": self.out_features})
         rng = _validate.rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = Param(uniform_(np.empty((self.out_features, self.in_features), self.dtype),
@@ -405,6 +408,9 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
         self.dtype = _validate.float_dtype(dtype)
+        _validate.affordable("Embedding", self.num_embeddings * self.embedding_dim, self.dtype,
+                             {"num_embeddings": self.num_embeddings,
+                              "embedding_dim": self.embedding_dim})
         rng = _validate.rng(seed)
         weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         if padding_idx is not None:

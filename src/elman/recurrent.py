@@ -64,6 +64,15 @@ class RecurrentLayer(Module):
         H = self.hidden_size
         P = self.proj_size or H
         G = eq.gates
+        # parameters per direction: the first layer reads the input, the others D*P features
+        # (in closed form: num_layers may be absurd, and a loop over it would spin)
+        proj = P * H if self.proj_size else 0
+        first = G * H * (self.input_size + P + 2) + proj
+        later = G * H * (D * P + P + 2) + proj
+        _validate.affordable(type(self).__name__,
+                             D * (first + (self.num_layers - 1) * later), self.dtype,
+                             {"input_size": self.input_size, "hidden_size": H,
+                              "num_layers": self.num_layers})
         bound = 1.0 / np.sqrt(H)
         self._names = []                           # per (layer, direction): the 4 or 5 names
         for layer in range(self.num_layers):
