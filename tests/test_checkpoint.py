@@ -4,6 +4,7 @@ file is refused with a clear error, pickles without ever being unpickled."""
 import json
 import os
 import pickle
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -597,15 +598,20 @@ def test_a_whole_file_pickle_is_refused_unread(tmp_path, sentinel_payload):
         load(bad)
 
 
-@pytest.mark.parametrize("member", ["param/weight_ih_l0", "__elman__", "extra/0"])
-def test_an_object_array_is_refused_unpickled(tmp_path, lstm_file, sentinel_payload, member):
+@pytest.mark.parametrize("member, message", [
+    ("param/weight_ih_l0", "the member 'param/weight_ih_l0' holds pickled Python objects"),
+    ("__elman__", "the member '__elman__' holds pickled Python objects"),
+    # a member the document does not describe is refused by name, never even decompressed
+    ("extra/0", r"the archive holds arrays that the JSON document does not describe: "
+                r"\['extra/0'\]")])
+def test_an_object_array_is_refused_unpickled(tmp_path, lstm_file, sentinel_payload, member,
+                                              message):
     m = _members(lstm_file)
     arrays = {"__elman__": np.array(json.dumps(m["doc"])), **m["arrays"]}
     arrays[member] = np.array([Sentinel(), 1], dtype=object)     # written with pickle inside
     bad = tmp_path / "evil.npz"
     _write_zip(bad, arrays, allow_pickle=True)
-    with pytest.raises(ValueError, match=f"evil.npz: the member '{member}' holds pickled "
-                                         f"Python objects"):
+    with pytest.raises(ValueError, match=f"evil.npz: {message}"):
         load(bad)
 
 
@@ -818,3 +824,91 @@ def test_classic_gru_round_trip(tmp_path):
     loaded = elman.load(tmp_path / "gru.npz")
     assert loaded.reset_after is False
     np.testing.assert_array_equal(loaded(x)[0], layer(x)[0])
+
+
+# -- hostile files: limits before allocation ----------------------------------------------------
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="pipe.npz: not a regular file"):
+        load(fifo)                       # opening it for reading would block forever
+
+
+def test_duplicated_member_names_are_refused(tmp_path, lstm_file):
+    m = _members(lstm_file)
+    bad = tmp_path / "dup.npz"
+    _rewrite(lstm_file, bad)
+    with zipfile.ZipFile(bad, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        with zf.open("param/weight_ih_l0.npy", "w") as f:
+            np.lib.format.write_array(f, m["arrays"]["param/weight_ih_l0"] + 1)
+    with pytest.raises(ValueError, match=r"several members named \['param/weight_ih_l0.npy'\]"):
+        load(bad)
+
+
+def test_a_small_file_describing_a_huge_model_fails_before_allocating(tmp_path, lstm_file):
+    doc = _members(lstm_file)["doc"]
+    doc["model"]["config"]["hidden_size"] = 8000    # 4H(I + H) + 8H = 256,160,000 weights, 1 GB
+    _rewrite(lstm_file, tmp_path / "huge.npz", doc=doc)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="needs 256,160,000 parameter values, but the file "
+                                             "holds only"):
+            load(tmp_path / "huge.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+
+
+def test_declared_member_sizes_beyond_memory_are_refused_unread(tmp_path, lstm_file,
+                                                                monkeypatch):
+    monkeypatch.setattr(elman.checkpoint._validate, "physical_memory", lambda: 1000)
+    with pytest.raises(ValueError, match=r"would take 0\.0 GiB once decompressed, more than "
+                                         r"this machine's"):
+        load(lstm_file)
+
+
+def test_an_oversized_json_document_is_refused_unread(lstm_file, monkeypatch):
+    monkeypatch.setattr(elman.checkpoint, "MAX_DOCUMENT_BYTES", 100)
+    with pytest.raises(ValueError, match="the JSON document takes .* bytes; a checkpoint's is "
+                                         "at most 100"):
+        load(lstm_file)
+
+
+def test_an_undescribed_member_is_never_decompressed(tmp_path, lstm_file):
+    bad = tmp_path / "extra.npz"
+    _rewrite(lstm_file, bad)
+    with zipfile.ZipFile(bad, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("junk.npy", b"\x93NUMPY" + os.urandom(4096))
+    with open(bad, "r+b") as f:              # corrupt the junk member's compressed bytes
+        data = f.read()
+        at = data.rindex(b"junk.npy", 0, len(data) - 200) + len(b"junk.npy") + 20
+        f.seek(at)
+        f.write(os.urandom(64))
+    with pytest.raises(ValueError, match=r"does not describe: \['junk'\]"):
+        load(bad)                            # not "corrupted": it was never inflated
+
+
+@pytest.mark.parametrize("epoch", [-5, 10**30])
+def test_an_absurd_epoch_is_refused(tmp_path, lstm_file, epoch):
+    doc = _members(lstm_file)["doc"]
+    doc["epoch"] = epoch
+    _rewrite(lstm_file, tmp_path / "e.npz", doc=doc)
+    with pytest.raises(ValueError, match=r"epoch must be an integer in \[0, 1000000000\]"):
+        load(tmp_path / "e.npz")
+
+
+def test_a_file_with_non_finite_optimizer_state_is_refused_on_load(tmp_path):
+    model = elman.Sequential([elman.Dense(2, 1, seed=0)])
+    model.compile("adam", "mse")
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    path = tmp_path / "m.npz"
+    save(model, path)
+    m = _members(path)
+    key = next(k for k in m["arrays"] if k.startswith("optim/") and
+               m["arrays"][k].dtype.kind == "f")
+    m["arrays"][key] = np.full_like(m["arrays"][key], np.nan)
+    _rewrite(path, tmp_path / "nan.npz", arrays=m["arrays"])
+    with pytest.raises(ValueError, match="the optimizer state holds NaN or infinity"):
+        load(tmp_path / "nan.npz")

@@ -2,6 +2,8 @@
 what was received, so a user can fix the call without reading our source."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 import os
 
@@ -26,20 +28,43 @@ def flag(name: str, value) -> bool:
     return bool(value)
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the OS tells."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
 
 
+# parameter values the modules being built may still allocate (None: no limit); set while a
+# checkpoint is rebuilt, to the number of parameter values the file actually holds
+_budget: contextvars.ContextVar = contextvars.ContextVar("elman_parameter_budget", default=None)
+
+
+@contextlib.contextmanager
+def parameter_budget(values: int):
+    """Within the block, modules may create at most ``values`` parameter values in all."""
+    token = _budget.set([int(values)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 def affordable(owner: str, elements: int, dtype, sizes: dict) -> None:
     """Refuse, before allocating, parameters that need more memory than the machine has (a
-    parameter and its gradient: 2 arrays); ``sizes`` names the arguments that decide it."""
+    parameter and its gradient: 2 arrays), or more values than a :func:`parameter_budget`
+    allows; ``sizes`` names the arguments that decide it."""
+    args = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    budget = _budget.get()
+    if budget is not None:
+        if elements > budget[0]:
+            raise ValueError(f"{owner}: {args} needs {int(elements):,} parameter values, but "
+                             f"the file holds only {budget[0]:,} more")
+        budget[0] -= int(elements)
     need = 2 * int(elements) * np.dtype(dtype).itemsize
-    have = _physical_memory()
+    have = physical_memory()
     if have is not None and need > have:
-        args = ", ".join(f"{k}={v}" for k, v in sizes.items())
         raise ValueError(f"{owner}: {args} needs {need / 2**30:,.1f} GiB for its parameters "
                          f"and their gradients, more than this machine's "
                          f"{have / 2**30:,.1f} GiB of memory; use smaller sizes")

@@ -65,17 +65,20 @@ leaves the previous checkpoint untouched.
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import json
 import numbers
 import os
+import stat
 import tempfile
 import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
+from . import _validate
 from .module import Module
 from .optim import Optimizer
 
@@ -426,14 +429,31 @@ def load_checkpoint(path, custom_objects: Mapping[str, type] | None = None) -> C
     def fail(message: str) -> CheckpointError:
         return CheckpointError(f"checkpoint {path}: {message}")
 
-    arrays = _read_arrays(path, fail)
+    arrays = _Archive(path, fail)
+    try:
+        return _load(arrays, custom_objects, fail)
+    finally:
+        arrays.close()
+
+
+def _load(arrays: "_Archive", custom_objects, fail) -> Checkpoint:
     doc = _read_document(arrays, fail)
     dec = _Decoder(fail, arrays)
+    dec.used.add(_META)
     registry = _registry(custom_objects, fail)
 
-    # architecture and weights
+    # architecture and weights: the rebuilt modules may not allocate much more than the
+    # archive holds parameter values for, so a small file describing a huge model fails before
+    # building it (a near miss is left to load_state_dict, whose message is more precise)
+    held = 0
+    for entry in _as(list, doc["params"], "params", fail):
+        key = f"param/{entry.get('name')}" if isinstance(entry, dict) else None
+        if key in arrays:
+            held += int(np.prod(arrays.shape(key), dtype=np.int64))
+    budget = 2 * held + 2**24
     try:
-        model = _build(doc["model"], registry["module"], dec, fail, "model")
+        with _validate.parameter_budget(budget):
+            model = _build(doc["model"], registry["module"], dec, fail, "model")
     except RecursionError:
         raise fail("the architecture is nested too deeply") from None
     if not isinstance(model, Module):
@@ -470,8 +490,8 @@ def load_checkpoint(path, custom_objects: Mapping[str, type] | None = None) -> C
         generators[mpath] = gen
     epoch = doc["epoch"]
     if epoch is not None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise fail(f"epoch must be an integer or null, got {epoch!r}")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
+            raise fail(f"epoch must be an integer in [0, {MAX_EPOCH}] or null, got {epoch!r}")
         model.epoch = epoch
     model.train(bool(doc["training"]))
 
@@ -497,52 +517,126 @@ def _as(kind: type, value, where: str, fail):
     return value
 
 
-def _read_arrays(path: str, fail) -> dict[str, np.ndarray]:
-    """Every member of the archive as an array; no member is ever unpickled."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"checkpoint {path}: is a directory, not a checkpoint file")
-    with open(path, "rb") as f:
-        magic = f.read(len(_ZIP_MAGIC))
-    if magic != _ZIP_MAGIC:
-        what = "a pickle, which elman never loads" if magic[:1] == b"\x80" else \
-            "an empty file" if not magic else f"it starts with {magic!r}"
-        raise fail(f"not an elman checkpoint (.npz zip archive): {what}")
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                try:
-                    value = npz[key]
-                except ValueError as e:
-                    if "allow_pickle" in str(e):
-                        raise fail(f"the member {key!r} holds pickled Python objects (an object "
-                                   f"array); refused without unpickling it") from None
-                    raise
-                if not isinstance(value, np.ndarray):
-                    raise fail(f"the member {key!r} is not a NumPy .npy array (raw bytes, e.g. a "
-                               f"pickle); refused without unpickling it")
-                if value.dtype.kind not in _ARRAY_KINDS or value.dtype.hasobject:
-                    raise fail(f"the member {key!r} has dtype {value.dtype}, which a checkpoint "
-                               f"never holds")
-                arrays[key] = value
-    except CheckpointError:
-        raise
-    except Exception as e:                # zipfile.BadZipFile, EOFError, OSError, zlib.error...
-        raise fail(f"the archive is corrupted or truncated ({type(e).__name__}: {e})") from e
-    return arrays
+#: the largest epoch count a checkpoint may record
+MAX_EPOCH = 10**9
+#: the most bytes the JSON document may take (the largest one a task writes is a few MB)
+MAX_DOCUMENT_BYTES = 64 * 2**20
+
+
+class _Archive(collections.abc.Mapping):
+    """The archive's arrays by key, read lazily: a member is decompressed only when the JSON
+    document asks for it, so members it does not describe are refused by name without ever
+    being inflated. Before anything is read: the path must be a regular file (a FIFO would
+    block), member names must be unique, and the sizes the archive declares for its members
+    (which bound what decompression may produce) must fit in memory, the document in
+    :data:`MAX_DOCUMENT_BYTES`. No member is ever unpickled."""
+
+    def __init__(self, path: str, fail):
+        self.fail = fail
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"checkpoint {path}: no such file") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"checkpoint {path}: is a directory, not a checkpoint file")
+        if not stat.S_ISREG(info.st_mode):
+            raise fail("not a regular file (a FIFO, socket or device); refused without "
+                       "opening it")
+        with open(path, "rb") as f:
+            magic = f.read(len(_ZIP_MAGIC))
+        if magic != _ZIP_MAGIC:
+            what = "a pickle, which elman never loads" if magic[:1] == b"\x80" else \
+                "an empty file" if not magic else f"it starts with {magic!r}"
+            raise fail(f"not an elman checkpoint (.npz zip archive): {what}")
+        try:
+            self.zip = zipfile.ZipFile(path)
+            members = self.zip.infolist()
+        except Exception as e:            # zipfile.BadZipFile, EOFError, OSError, ...
+            raise fail(f"the archive is corrupted or truncated ({type(e).__name__}: {e})") from e
+        names = [m.filename for m in members]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise fail(f"the archive holds several members named {duplicated}")
+        self.members = {}
+        for m in members:
+            if not m.filename.endswith(".npy"):
+                raise fail(f"the member {m.filename!r} is not a NumPy .npy array")
+            self.members[m.filename[:-4]] = m
+        declared = sum(m.file_size for m in members)
+        memory = _validate.physical_memory()
+        if memory is not None and declared > memory:
+            raise fail(f"the archive's members would take {declared / 2**30:,.1f} GiB once "
+                       f"decompressed, more than this machine's {memory / 2**30:,.1f} GiB")
+        meta = self.members.get(_META)
+        if meta is not None and meta.file_size > MAX_DOCUMENT_BYTES:
+            raise fail(f"the JSON document takes {meta.file_size:,} bytes; a checkpoint's is "
+                       f"at most {MAX_DOCUMENT_BYTES:,}")
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self):
+        return len(self.members)
+
+    def _open(self, key: str):
+        f = self.zip.open(self.members[key])
+        if f.read(6) != b"\x93NUMPY":
+            f.close()
+            raise self.fail(f"the member {key!r} is not a NumPy .npy array (raw bytes, e.g. a "
+                            f"pickle); refused without unpickling it")
+        f.close()
+        return self.zip.open(self.members[key])
+
+    def shape(self, key: str) -> tuple:
+        """The shape a member's header declares, without reading its data."""
+        with self._open(key) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                    else np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(f)
+            except Exception as e:
+                raise self.fail(f"the member {key!r} has an invalid .npy header ({e})") from e
+        return shape
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self.cache:
+            return self.cache[key]
+        if key not in self.members:
+            raise KeyError(key)
+        try:
+            with self._open(key) as f:
+                value = np.lib.format.read_array(f, allow_pickle=False)
+        except CheckpointError:
+            raise
+        except ValueError as e:
+            if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                raise self.fail(f"the member {key!r} holds pickled Python objects (an object "
+                                f"array); refused without unpickling it") from None
+            raise self.fail(f"the member {key!r} is corrupted ({e})") from e
+        except Exception as e:            # zlib.error, EOFError, BadZipFile (CRC), ...
+            raise self.fail(f"the archive is corrupted or truncated ({type(e).__name__}: "
+                            f"{e})") from e
+        if value.dtype.kind not in _ARRAY_KINDS or value.dtype.hasobject:
+            raise self.fail(f"the member {key!r} has dtype {value.dtype}, which a checkpoint "
+                            f"never holds")
+        self.cache[key] = value
+        return value
+
+    def close(self) -> None:
+        self.zip.close()
 
 
 _KEYS = ("format", "format_version", "elman_version", "numpy_version", "model", "training",
          "params", "optimizer", "compile", "epoch", "rng", "extra")
 
 
-def _read_document(arrays: dict, fail) -> dict:
-    meta = arrays.pop(_META, None)
-    if meta is None:
+def _read_document(arrays: "_Archive", fail) -> dict:
+    if _META not in arrays:
         raise fail(f"not an elman checkpoint: the archive has no {_META!r} member (was it "
                    f"written by elman.save?)")
+    meta = arrays[_META]
     if meta.ndim != 0 or meta.dtype.kind != "U":
         raise fail(f"the {_META!r} member must be a 0-d unicode array holding JSON, got dtype "
                    f"{meta.dtype} and shape {meta.shape}")
@@ -652,12 +746,35 @@ def _optimizer(entry, model: Module, classes: dict, dec: _Decoder, fail) -> Opti
         raise fail(f"the optimizer refers to parameters the model does not have: {unknown}")
     params = [by_name[n] for n in entry["params"]]
     state = dec.decode(entry["state"], "optimizer.state")
+    bad = _non_finite(state, "optimizer.state")
+    if bad:
+        raise fail(f"the optimizer state holds NaN or infinity at {bad}")
     try:
         optimizer = cls(params, **state["hyperparams"])
         optimizer.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as e:
         raise fail(f"cannot restore the {name} optimizer: {e}") from e
     return optimizer
+
+
+def _non_finite(value, where: str) -> str | None:
+    """Where the first NaN or infinity in plain data with arrays inside is, or None."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{where}[{k!r}]")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            return where
+    elif isinstance(value, float) and not np.isfinite(value):
+        return where
+    return None
 
 
 def _recompile(model, compile_doc, optimizer, registry, fail):

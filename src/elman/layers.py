@@ -322,7 +322,8 @@ class Linear(Module):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         self.activation = _activation_name(activation)
         self.dtype = _validate.float_dtype(dtype)
-        _validate.affordable(type(self).__name__, (self.in_features + 1) * self.out_features,
+        _validate.affordable(type(self).__name__,
+                             (self.in_features + bool(bias)) * self.out_features,
                              self.dtype, {"in_features": self.in_features,
                                           "out_features": self.out_features})
         rng = _validate.rng(seed)

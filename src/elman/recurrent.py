@@ -66,9 +66,9 @@ class RecurrentLayer(Module):
         G = eq.gates
         # parameters per direction: the first layer reads the input, the others D*P features
         # (in closed form: num_layers may be absurd, and a loop over it would spin)
-        proj = P * H if self.proj_size else 0
-        first = G * H * (self.input_size + P + 2) + proj
-        later = G * H * (D * P + P + 2) + proj
+        extra = (2 * G * H if self.bias else 0) + (P * H if self.proj_size else 0)
+        first = G * H * (self.input_size + P) + extra
+        later = G * H * (D * P + P) + extra
         _validate.affordable(type(self).__name__,
                              D * (first + (self.num_layers - 1) * later), self.dtype,
                              {"input_size": self.input_size, "hidden_size": H,

@@ -66,7 +66,8 @@ class CellBase(Module):
         self.dtype = _validate.float_dtype(dtype)
         rng = _validate.rng(seed)
         G, H, I = eq.gates, self.hidden_size, self.input_size
-        _validate.affordable(type(self).__name__, G * H * (I + H + 2), self.dtype,
+        _validate.affordable(type(self).__name__, G * H * (I + H + (2 if self.bias else 0)),
+                             self.dtype,
                              {"input_size": I, "hidden_size": H})
         bound = 1.0 / np.sqrt(H)
         shapes = {"weight_ih": (G * H, I), "weight_hh": (G * H, H)}
