@@ -912,3 +912,21 @@ def test_a_file_with_non_finite_optimizer_state_is_refused_on_load(tmp_path):
     _rewrite(path, tmp_path / "nan.npz", arrays=m["arrays"])
     with pytest.raises(ValueError, match="the optimizer state holds NaN or infinity"):
         load(tmp_path / "nan.npz")
+
+
+def test_a_killed_saves_temporary_is_removed_by_the_next_save(tmp_path):
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                        # a pid that no longer runs
+    stale = tmp_path / f".m.npz.{gone.pid}.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    alive = tmp_path / f".m.npz.{os.getppid()}.def456.tmp"      # a writer still running
+    alive.write_bytes(b"being written")
+    other = tmp_path / f".other.npz.{gone.pid}.x.tmp"           # another file's: not ours
+    other.write_bytes(b"x")
+    save(elman.GRU(2, 3, seed=0), tmp_path / "m.npz")
+    assert not stale.exists()
+    assert alive.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == \
+        sorted([alive.name, other.name])

@@ -241,3 +241,26 @@ def test_climatology_recovers_a_seasonal_cycle():
     # monthly dates: January to December map to 0, 1/12, ..., 11/12 (by days)
     months = np.arange("2001-01", "2002-01", dtype="datetime64[M]")
     np.testing.assert_allclose(bl.year_phase(months), np.arange(12) / 12, atol=0.01)
+
+
+def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
+    import subprocess
+    import sys
+    cli = [sys.executable, "-c", "import sys; from elman.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", "forecast", "--epochs", "1", "--quiet"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [(["--out", str(a_file)], "--out: .* is a file, not a directory"),
+             (["--seed", "-1", "--out", str(tmp_path / "s")], "--seed must be a non-negative"),
+             (["--lr", "nan", "--out", str(tmp_path / "l")], "--lr must be a positive number"),
+             (["--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")],
+              "--csv: no such file"),
+             # fails after creating --out: the empty directory goes again
+             (["--resume", "--out", str(tmp_path / "r")], "--resume: no checkpoint")]
+    for args, message in cases:
+        proc = subprocess.run(cli + args, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert re.search(message, proc.stderr), proc.stderr
+    # a run that failed before writing anything leaves no empty output directory behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -71,6 +71,7 @@ import dataclasses
 import json
 import numbers
 import os
+import re
 import stat
 import tempfile
 import zipfile
@@ -360,6 +361,27 @@ def _new_file_mode(path: str) -> int:
         return 0o666 & ~umask
 
 
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Delete the temporary files that saves of ``name`` left behind when their process was
+    killed (``.<name>.<pid>.<random>.tmp`` whose pid no longer runs; POSIX only: elsewhere
+    there is no harmless way to ask whether a process lives)."""
+    if os.name != "posix":
+        return
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]*\.tmp$")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(directory):
+            match = pattern.match(entry)
+            if match is None or int(match.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)     # signal 0: only asks whether it exists
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, entry))
+            except (PermissionError, OverflowError, ValueError):
+                pass                                # alive (another user's) or not a pid
+
+
 def _atomic_write(path: str, text: str, arrays: Mapping[str, np.ndarray]) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: {path} is a directory; give a file path, e.g. "
@@ -369,8 +391,10 @@ def _atomic_write(path: str, text: str, arrays: Mapping[str, np.ndarray]) -> Non
         raise FileNotFoundError(f"save: the directory {directory} does not exist (create it "
                                 f"first)")
     mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
+    _remove_stale_temporaries(directory, os.path.basename(path))
+    # the writer's pid in the name tells a later save whether its writer is gone
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp",
+                               prefix=f".{os.path.basename(path)}.{os.getpid()}.")
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:

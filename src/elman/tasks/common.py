@@ -14,6 +14,8 @@ Every run writes into ``--out DIR``:
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import csv
 import json
 import math
@@ -69,6 +71,8 @@ def check_threads(args) -> None:
     if args.threads < 0:
         raise SystemExit(f"error: --threads must be 0 (every CPU) or positive, got "
                          f"{args.threads}")
+    if getattr(args, "seed", 0) < 0:
+        raise SystemExit(f"error: --seed must be a non-negative integer, got {args.seed}")
 
 
 def setup_run(args):
@@ -97,16 +101,30 @@ def check_positive(args, *names) -> None:
         if value is None or value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be a positive integer, "
                              f"got {value}")
-    if getattr(args, "lr", 1.0) <= 0:
-        raise SystemExit(f"error: --lr must be positive, got {args.lr}")
+    if not 0 < getattr(args, "lr", 1.0) < math.inf:
+        raise SystemExit(f"error: --lr must be a positive number, got {args.lr}")
 
 
 def prepare_out_dir(path: str, resume: bool) -> str:
-    os.makedirs(path, exist_ok=True)
+    """Create ``--out`` (a directory this run creates and leaves empty, because it failed
+    before writing anything, is removed again when the process exits)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SystemExit(f"error: --out: {path} is a file, not a directory")
+    if not os.path.exists(path):
+        try:
+            os.makedirs(path)
+        except OSError as e:
+            raise SystemExit(f"error: --out: cannot create {path}: {e.strerror}") from None
+        atexit.register(_remove_if_empty, path)
     if resume and not os.path.exists(os.path.join(path, "last.npz")):
         raise SystemExit(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
                          "resume from")
     return path
+
+
+def _remove_if_empty(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(path)                  # only succeeds on an empty directory
 
 
 class _SaveLast(Callback):
