@@ -84,3 +84,12 @@ def test_synthetic_weather_is_reproducible_and_plausible():
     assert 0 < a[:, 0].mean() < 25 and (a[:, 1] >= 20).all() and (a[:, 2] >= 0).all()
     # autocorrelated: yesterday says something about today
     assert np.corrcoef(a[1:, 0], a[:-1, 0])[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("shift, scale", [([np.nan], [1.0]), ([0.0], [np.inf]), ([0.0], [0.0])])
+def test_scaler_state_must_be_finite_with_positive_scale(shift, scale):
+    from elman.data import StandardScaler
+    state = StandardScaler().fit([[1.0], [3.0]]).state_dict()
+    state.update(shift=shift, scale=scale)
+    with pytest.raises(ValueError, match="invalid scaler state"):
+        StandardScaler().load_state_dict(state)

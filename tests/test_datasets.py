@@ -412,3 +412,15 @@ def test_known_hashes_are_well_formed():
         assert re.fullmatch(r"[0-9a-f]{64}", value)
     assert download.IMDB_URL.endswith("/aclImdb_v1.tar.gz")
     assert download.TINY_SHAKESPEARE_URL.endswith("/tinyshakespeare/input.txt")
+
+
+def test_readers_refuse_a_fifo_without_blocking_and_name_a_directory(tmp_path):
+    import os
+    from elman.data.datasets import read_csv, read_text
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for reader in (read_csv, read_text):
+        with pytest.raises(ValueError, match="pipe.csv: not a regular file"):
+            reader(fifo)                 # opening it would block: nobody writes to it
+        with pytest.raises(IsADirectoryError, match="is a directory, not a file"):
+            reader(tmp_path)

@@ -255,6 +255,8 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
              (["--lr", "nan", "--out", str(tmp_path / "l")], "--lr must be a positive number"),
              (["--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")],
               "--csv: no such file"),
+             (["--csv", str(tmp_path), "--target", "x", "--out", str(tmp_path / "d")],
+              "--csv: .* is not a regular file"),
              # fails after creating --out: the empty directory goes again
              (["--resume", "--out", str(tmp_path / "r")], "--resume: no checkpoint")]
     for args, message in cases:

@@ -29,6 +29,7 @@ import gzip
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -108,11 +109,22 @@ def read_csv(path, columns=None, date_column=None, text_columns=(), missing: str
     (['temp', 'wind'], [[3.5, 2.0], [3.5, 4.0]], ['sun', 'rain'])
     """
     source = os.fspath(path)
-    with open(source, "rb") as f:
-        raw = f.read()
+    raw = _read_bytes(source)
     return _parse_csv(raw, source, columns=columns, date_column=date_column,
                       text_columns=text_columns, missing=missing, delimiter=delimiter,
                       encoding=encoding)
+
+
+def _read_bytes(source: str) -> bytes:
+    """A regular file's bytes; a FIFO, socket or device is refused without opening it (reading
+    a FIFO nobody writes would block forever), a directory with a clear message."""
+    info = os.stat(source)               # FileNotFoundError names the path
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(f"{source}: is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{source}: not a regular file (a FIFO, socket or device)")
+    with open(source, "rb") as f:
+        return f.read()
 
 
 def read_text(path, encoding: str = "utf-8") -> str:
@@ -123,8 +135,7 @@ def read_text(path, encoding: str = "utf-8") -> str:
     names the byte offset and line, and suggests passing ``encoding=...``.
     """
     source = os.fspath(path)
-    with open(source, "rb") as f:
-        raw = f.read()
+    raw = _read_bytes(source)
     text = _decode(raw, source, encoding).replace("\r\n", "\n").replace("\r", "\n")
     if not text:
         raise ValueError(f"{source}: the file is empty")

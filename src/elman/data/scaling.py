@@ -75,9 +75,10 @@ class _Scaler:
         if state.get("class") != type(self).__name__:
             raise ValueError(f"state is for {state.get('class')!r}, not {type(self).__name__}")
         shift, scale = np.asarray(state["shift"], float), np.asarray(state["scale"], float)
-        if shift.shape != scale.shape or shift.ndim != 1 or np.any(scale <= 0):
+        if shift.shape != scale.shape or shift.ndim != 1 or not np.all(scale > 0) \
+                or not np.all(np.isfinite(shift)) or not np.all(np.isfinite(scale)):
             raise ValueError(f"invalid scaler state: shift {shift.shape}, scale {scale.shape} "
-                             "(scale must be positive)")
+                             "(both finite, scale positive)")
         self.shift, self.scale = shift, scale
         return self
 

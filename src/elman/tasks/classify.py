@@ -209,7 +209,7 @@ def _load_data(args):
         table = read_csv(args.csv, columns=[], text_columns=[args.text_col, args.label_col])
     except FileNotFoundError:
         raise SystemExit(f"error: --csv: no such file: {args.csv}") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, IsADirectoryError) as e:
         raise SystemExit(f"error: --csv: {e}") from None
     texts, raw_labels = table.text[args.text_col], table.text[args.label_col]
     lines = table.line_numbers

@@ -158,6 +158,9 @@ def load_series(args) -> Series:
     else:
         if not os.path.exists(args.csv):
             raise SystemExit(f"error: --csv: no such file: {args.csv}")
+        if not os.path.isfile(args.csv):
+            raise SystemExit(f"error: --csv: {args.csv} is not a regular file (a directory, "
+                             f"FIFO or device)")
         if args.target is None:
             raise SystemExit(f"error: --target: name the column of {args.csv} to forecast (its "
                              f"columns: {', '.join(_csv_header(args.csv)) or 'none'})")

@@ -198,8 +198,11 @@ def load_text(args) -> tuple[str, str, str]:
     if args.text is None:
         text, source, label = load_hamlet(), BUNDLED, "Hamlet"
     else:
-        if not os.path.isfile(args.text):
+        if not os.path.exists(args.text):
             raise SystemExit(f"error: --text: no such file: {args.text}")
+        if not os.path.isfile(args.text):
+            raise SystemExit(f"error: --text: {args.text} is not a regular file (a directory, "
+                             f"FIFO or device)")
         try:
             text = read_text(args.text, encoding=args.encoding)
         except ValueError as e:
