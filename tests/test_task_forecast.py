@@ -250,7 +250,11 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
            "sys.exit(main(sys.argv[1:]))", "forecast", "--epochs", "1", "--quiet"]
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    cases = [(["--out", str(a_file)], "--out: .* is a file, not a directory"),
+    constant = tmp_path / "constant.csv"
+    constant.write_text("x,y\n" + "".join(f"{i % 7},5\n" for i in range(200)))
+    cases = [(["--csv", str(constant), "--target", "y", "--out", str(tmp_path / "c")],
+              "the column 'y' holds the same value \\(5\\) in every row"),
+             (["--out", str(a_file)], "--out: .* is a file, not a directory"),
              (["--seed", "-1", "--out", str(tmp_path / "s")], "--seed must be a non-negative"),
              (["--lr", "nan", "--out", str(tmp_path / "l")], "--lr must be a positive number"),
              (["--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")],
@@ -265,4 +269,4 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
         assert "Traceback" not in proc.stderr, proc.stderr
         assert re.search(message, proc.stderr), proc.stderr
     # a run that failed before writing anything leaves no empty output directory behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "constant.csv"]

@@ -351,6 +351,10 @@ def _run(args, comm=None) -> int:
     root = comm is None or comm.is_root
     started = time.perf_counter()
     series = load_series(args)
+    target = series.values[:, series.target_index]
+    if np.all(target == target[0]):
+        raise SystemExit(f"error: --target: the column {series.target!r} holds the same value "
+                         f"({target[0]:g}) in every row: there is nothing to forecast")
     p = prepare(series, args)
     out = common.prepare_out_dir(args.out, args.resume)
     H = args.horizon
@@ -409,8 +413,11 @@ def _run(args, comm=None) -> int:
         common.print_results("test RMSE per step ahead", steps, [f"h{h + 1}" for h in range(H)],
                              file=sys.stdout)
     persist = metrics["baselines"]["persistence"]["rmse"]
-    print(f"\nmodel vs persistence: {100 * (1 - metrics['model']['rmse'] / persist):+.1f} % RMSE "
-          f"(positive = better); best epoch {best.epoch}")
+    if persist > 0:
+        print(f"\nmodel vs persistence: {100 * (1 - metrics['model']['rmse'] / persist):+.1f} % "
+              f"RMSE (positive = better); best epoch {best.epoch}")
+    else:                       # the test period repeats its last value: nothing to beat
+        print(f"\npersistence is exact on the test period; best epoch {best.epoch}")
 
     history.pop("seconds", None)
     common.plot_curves(history, out, f"forecast {series.target}")
