@@ -185,7 +185,8 @@ def test_user_csv_missing_values(tmp_path):
     path.write_text("t,v\n" + rows)
     argv = ["forecast", "--csv", str(path), "--target", "v", "--features", "t",
             "--lookback", "4", "--out", str(tmp_path / "o"), *TINY]
-    with pytest.raises(ValueError, match=r"line 32, column 'v': missing value"):
+    with pytest.raises(SystemExit, match=r"line 32, column 'v': missing value.*Pass --missing "
+                                         r"drop"):
         main(argv)
     assert main(argv + ["--missing", "ffill"]) == 0
     with pytest.raises(SystemExit, match="no such file"):
@@ -252,7 +253,11 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
     a_file.write_text("x")
     constant = tmp_path / "constant.csv"
     constant.write_text("x,y\n" + "".join(f"{i % 7},5\n" for i in range(200)))
-    cases = [(["--csv", str(constant), "--target", "y", "--out", str(tmp_path / "c")],
+    gap = tmp_path / "gap.csv"
+    gap.write_text("x,y\n1,2\n3,\n4,5\n")
+    cases = [(["--csv", str(gap), "--target", "y", "--out", str(tmp_path / "g")],
+              r"error: --csv: .*gap.csv, line 3, column 'y': missing value.* Pass --missing drop"),
+             (["--csv", str(constant), "--target", "y", "--out", str(tmp_path / "c")],
               "the column 'y' holds the same value \\(5\\) in every row"),
              (["--out", str(a_file)], "--out: .* is a file, not a directory"),
              (["--seed", "-1", "--out", str(tmp_path / "s")], "--seed must be a non-negative"),
@@ -269,4 +274,4 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
         assert "Traceback" not in proc.stderr, proc.stderr
         assert re.search(message, proc.stderr), proc.stderr
     # a run that failed before writing anything leaves no empty output directory behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "constant.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "constant.csv", "gap.csv"]

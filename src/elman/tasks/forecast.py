@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import sys
 import time
 
@@ -118,6 +119,16 @@ class Series:
         self.label = label             # for messages and titles
 
 
+def _read_user_csv(path: str, **kwargs):
+    """``read_csv`` on the user's ``--csv`` file: its errors (they name the file, line and
+    column) become one ``error:`` line, in the command's words (``--missing drop``)."""
+    try:
+        return read_csv(path, **kwargs)
+    except (ValueError, OSError) as e:
+        message = re.sub(r"missing='(\w+)'", r"--missing \1", str(e))
+        raise SystemExit(f"error: --csv: {message}") from None
+
+
 def _csv_header(path: str) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -133,7 +144,7 @@ def _numeric_columns(path: str, date: str | None, missing: str) -> tuple[list, l
     """(numeric, other) column names: a column is numeric when every present cell is a number."""
     header = _csv_header(path)
     names = [h for h in header if h and h != date]
-    table = read_csv(path, columns=[], text_columns=names, missing=missing)
+    table = _read_user_csv(path, columns=[], text_columns=names, missing=missing)
     numeric, other = [], []
     for name in names:
         cells = [c.strip() for c in table.text[name] if c.strip().lower() not in MISSING_MARKERS]
@@ -200,7 +211,8 @@ def load_series(args) -> Series:
         values = table.values[:, [table.columns.index(c) for c in columns]]
         dates = table.dates
     else:
-        table = read_csv(args.csv, columns=columns, date_column=date, missing=args.missing)
+        table = _read_user_csv(args.csv, columns=columns, date_column=date,
+                               missing=args.missing)
         values, dates = table.values, table.dates
     if dates is not None and len(dates) > 1 and np.any(np.diff(dates) <= np.timedelta64(0)):
         k = int(np.argmax(np.diff(dates) <= np.timedelta64(0)))
@@ -469,8 +481,9 @@ def predict(args) -> int:
             raise SystemExit(f"error: --csv: {source} lacks the column(s) {lacking} the model "
                              f"reads (it was trained on {columns}"
                              f"{f' with dates in {date!r}' if date else ''})")
-        table = read_csv(source, columns=columns, date_column=date,
-                         missing=args.missing if args.csv else extra.get("missing", "error"))
+        table = _read_user_csv(source, columns=columns, date_column=date,
+                               missing=args.missing if args.csv else extra.get("missing",
+                                                                               "error"))
         values, dates, label = table.values, table.dates, source
     if len(values) < K:
         raise SystemExit(f"error: --predict: {label} has {len(values)} rows; the model reads the "
