@@ -565,7 +565,7 @@ def run(args) -> int:
 def _run(args, comm=None) -> int:
     root = comm is None or comm.is_root
     start = time.perf_counter()
-    out_dir = common.prepare_out_dir(args.out, args.resume)
+    out_dir = common.prepare_out_dir(args.out, args.resume, writer=root)
 
     # data: load, subset, stratified split; the vocabulary sees the training texts only
     texts, labels, class_names, source = _load_data(args)

@@ -105,17 +105,19 @@ def check_positive(args, *names) -> None:
         raise SystemExit(f"error: --lr must be a positive number, got {args.lr}")
 
 
-def prepare_out_dir(path: str, resume: bool) -> str:
-    """Create ``--out`` (a directory this run creates and leaves empty, because it failed
-    before writing anything, is removed again when the process exits)."""
+def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
+    """Create ``--out``. A directory this run creates and leaves empty (it failed before
+    writing anything) is removed again when the process exits, by the ``writer`` (under MPI,
+    rank 0: another rank may finish while rank 0 is still to write its files)."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise SystemExit(f"error: --out: {path} is a file, not a directory")
     if not os.path.exists(path):
         try:
-            os.makedirs(path)
+            os.makedirs(path, exist_ok=True)    # (MPI ranks may race to create it)
         except OSError as e:
             raise SystemExit(f"error: --out: cannot create {path}: {e.strerror}") from None
-        atexit.register(_remove_if_empty, path)
+        if writer:
+            atexit.register(_remove_if_empty, path)
     if resume and not os.path.exists(os.path.join(path, "last.npz")):
         raise SystemExit(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
                          "resume from")

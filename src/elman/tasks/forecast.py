@@ -368,7 +368,7 @@ def _run(args, comm=None) -> int:
         raise SystemExit(f"error: --target: the column {series.target!r} holds the same value "
                          f"({target[0]:g}) in every row: there is nothing to forecast")
     p = prepare(series, args)
-    out = common.prepare_out_dir(args.out, args.resume)
+    out = common.prepare_out_dir(args.out, args.resume, writer=root)
     H = args.horizon
     n_tr, n_va, n_te = (int(m.sum()) for m in (p.train, p.val, p.test))
     what = f"the next {H} values" if H > 1 else "the next value"

@@ -660,7 +660,7 @@ def run(args) -> int:
 
 def _run(args, comm=None) -> int:
     root = comm is None or comm.is_root
-    out = common.prepare_out_dir(args.out, args.resume)
+    out = common.prepare_out_dir(args.out, args.resume, writer=root)
 
     # data: a contiguous split, the vocabulary from the training text only
     text, source, label = load_text(args)
