@@ -598,6 +598,10 @@ class Sequential(Module):
     def _fit(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, initial_epoch,
              lengths, comm):
         n = len(x)
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            name = type(callbacks).__name__
+            raise TypeError(f"callbacks must be a list of callbacks, got {name}; write "
+                            f"callbacks=[{name}(...)]")
         reducer = None
         if comm is not None:
             for what, count in (("training", n), ("validation", None if val is None
@@ -611,10 +615,6 @@ class Sequential(Module):
         root = comm is None or comm.is_root
         steps = math.ceil(n / batch_size)
         history = History()
-        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-            name = type(callbacks).__name__
-            raise TypeError(f"callbacks must be a list of callbacks, got {name}; write "
-                            f"callbacks=[{name}(...)]")
         cbs = list(callbacks or []) + [history]      # History sees the logs callbacks leave
         if verbose:
             cbs.append(_ProgressLogger(verbose))
@@ -662,16 +662,18 @@ class Sequential(Module):
     def _train_epoch(self, x, y, lengths, batch_size, shuffle, epoch, epochs, cb,
                      reducer=None) -> dict:
         n = len(x)
-        order = self._rng.permutation(n) if shuffle else np.arange(n)
+        order = self._rng.permutation(n) if shuffle else None
         steps = math.ceil(n / batch_size)
         total_loss = 0.0
         for m in self.metrics:
             m.reset()
         for b in range(steps):
-            idx = order[b * batch_size:min((b + 1) * batch_size, n)]
-            size = len(idx)                     # the global batch
-            if reducer is not None:
-                idx = reducer.comm.shard(idx)   # this rank's slice of it
+            start, stop = b * batch_size, min((b + 1) * batch_size, n)
+            size = stop - start                 # the global batch
+            # unshuffled, one process: a slice (a view, no copy of the batch)
+            idx = slice(start, stop) if order is None else order[start:stop]
+            if reducer is not None:             # this rank's part of the global batch
+                idx = reducer.comm.shard(np.arange(start, stop) if order is None else idx)
             xb, yb = x[idx], y[idx]
             lb = None if lengths is None else lengths[idx]
             cb.on_batch_begin(b, {})
@@ -679,7 +681,7 @@ class Sequential(Module):
             self.zero_grad()
             pred, mask, grad, denominator = None, None, None, 0.0
             value, finite_output = 0.0, True
-            if len(idx):
+            if len(xb):
                 pred = self.forward(xb, lengths=lb)
                 mask = self._step_mask(lb, pred)
                 finite_output = bool(np.all(np.isfinite(pred)))
