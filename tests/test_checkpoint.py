@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import elman
+from _checkpoint_files import members, rewrite, write_zip
 from elman import layers, losses
 from elman.checkpoint import (FORMAT_VERSION, Checkpoint, CheckpointError, load,
                               load_checkpoint, save)
@@ -76,33 +77,6 @@ def _outputs(out):
     if isinstance(out, (tuple, list)):
         return [a for o in out for a in _outputs(o)]
     return [] if out is None else [np.asarray(out)]
-
-
-def _members(path) -> dict:
-    """Every member of a checkpoint as an array, and the JSON document as a dict."""
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    doc = json.loads(str(arrays.pop("__elman__")[()]))
-    return {"arrays": arrays, "doc": doc}
-
-
-def _write_zip(path, members: dict, allow_pickle=False) -> None:
-    """Write ``{name: array or raw bytes}`` as a zip of .npy members (our own np.savez)."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, value in members.items():
-            with zf.open(name + ".npy", "w") as f:
-                if isinstance(value, bytes):
-                    f.write(value)
-                else:
-                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=allow_pickle)
-
-
-def _rewrite(path, out, doc=None, arrays=None) -> None:
-    """A copy of the checkpoint ``path`` at ``out`` with its JSON and/or arrays replaced."""
-    m = _members(path)
-    doc = m["doc"] if doc is None else doc
-    arrays = m["arrays"] if arrays is None else arrays
-    _write_zip(out, {"__elman__": np.array(json.dumps(doc)), **arrays})
 
 
 # A pickle payload that records being unpickled: the refusal tests assert it never is.
@@ -606,33 +580,33 @@ def test_a_whole_file_pickle_is_refused_unread(tmp_path, sentinel_payload):
                 r"\['extra/0'\]")])
 def test_an_object_array_is_refused_unpickled(tmp_path, lstm_file, sentinel_payload, member,
                                               message):
-    m = _members(lstm_file)
+    m = members(lstm_file)
     arrays = {"__elman__": np.array(json.dumps(m["doc"])), **m["arrays"]}
     arrays[member] = np.array([Sentinel(), 1], dtype=object)     # written with pickle inside
     bad = tmp_path / "evil.npz"
-    _write_zip(bad, arrays, allow_pickle=True)
+    write_zip(bad, arrays, allow_pickle=True)
     with pytest.raises(ValueError, match=f"evil.npz: {message}"):
         load(bad)
 
 
 def test_raw_pickle_bytes_as_a_member_are_refused_unpickled(tmp_path, lstm_file,
                                                             sentinel_payload):
-    m = _members(lstm_file)
+    m = members(lstm_file)
     arrays = {"__elman__": np.array(json.dumps(m["doc"])), **m["arrays"]}
     arrays["param/weight_ih_l0"] = sentinel_payload
     bad = tmp_path / "evil.npz"
-    _write_zip(bad, arrays)
+    write_zip(bad, arrays)
     with pytest.raises(ValueError, match="'param/weight_ih_l0' is not a NumPy .npy array"):
         load(bad)
 
 
 def test_bad_json(tmp_path, lstm_file):
-    m = _members(lstm_file)
+    m = members(lstm_file)
     bad = tmp_path / "bad.npz"
-    _write_zip(bad, {"__elman__": np.array('{"format": "elman.checkpoint", '), **m["arrays"]})
+    write_zip(bad, {"__elman__": np.array('{"format": "elman.checkpoint", '), **m["arrays"]})
     with pytest.raises(ValueError, match="bad.npz: the JSON document in '__elman__' is invalid"):
         load(bad)
-    _write_zip(bad, {"__elman__": np.array([1, 2]), **m["arrays"]})
+    write_zip(bad, {"__elman__": np.array([1, 2]), **m["arrays"]})
     with pytest.raises(ValueError, match="must be a 0-d unicode array"):
         load(bad)
 
@@ -650,58 +624,58 @@ def test_a_plain_npz_is_not_a_checkpoint(tmp_path):
     ("1", "format version '1' is not supported"),
 ])
 def test_wrong_format_version(tmp_path, lstm_file, version, message):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["format_version"] = version
-    _rewrite(lstm_file, tmp_path / "v.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "v.npz", doc=doc)
     with pytest.raises(ValueError, match="v.npz: " + message):
         load(tmp_path / "v.npz")
 
 
 def test_missing_array(tmp_path, lstm_file):
-    arrays = _members(lstm_file)["arrays"]
+    arrays = members(lstm_file)["arrays"]
     del arrays["param/bias_hh_l0"]
-    _rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
+    rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
     with pytest.raises(ValueError, match=r"the array 'param/bias_hh_l0' \(parameter "
                                          r"'bias_hh_l0'\) is missing"):
         load(tmp_path / "m.npz")
 
 
 def test_array_shape_or_dtype_differs_from_the_json(tmp_path, lstm_file):
-    arrays = _members(lstm_file)["arrays"]
+    arrays = members(lstm_file)["arrays"]
     arrays["param/weight_hh_l0"] = arrays["param/weight_hh_l0"][:, :2]
-    _rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
+    rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
     with pytest.raises(ValueError, match=r"'param/weight_hh_l0' .* has shape \[16, 2\] but the "
                                          r"JSON document records \[16, 4\]"):
         load(tmp_path / "m.npz")
-    arrays = _members(lstm_file)["arrays"]
+    arrays = members(lstm_file)["arrays"]
     arrays["param/weight_hh_l0"] = arrays["param/weight_hh_l0"].astype(np.float64)
-    _rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
+    rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
     with pytest.raises(ValueError, match="has dtype float64 but the JSON document records "
                                          "float32"):
         load(tmp_path / "m.npz")
 
 
 def test_json_and_architecture_disagree(tmp_path, lstm_file):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["model"]["config"]["hidden_size"] = 5                # arrays are for hidden_size 4
-    _rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
     with pytest.raises(ValueError, match="the saved parameters do not fit the rebuilt LSTM: "
                                          ".*'weight_ih_l0' has the wrong shape"):
         load(tmp_path / "m.npz")
 
 
 def test_unexpected_array(tmp_path, lstm_file):
-    arrays = _members(lstm_file)["arrays"]
+    arrays = members(lstm_file)["arrays"]
     arrays["extra/9"] = np.zeros(2)
-    _rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
+    rewrite(lstm_file, tmp_path / "m.npz", arrays=arrays)
     with pytest.raises(ValueError, match=r"does not describe: \['extra/9'\]"):
         load(tmp_path / "m.npz")
 
 
 def test_unknown_class_is_named(tmp_path, lstm_file):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["model"]["class"] = "os.system"
-    _rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
     with pytest.raises(ValueError, match=r"unknown class 'os.system' at model .*custom_objects"):
         load(tmp_path / "m.npz")
 
@@ -715,21 +689,21 @@ def test_custom_class_needs_custom_objects(tmp_path):
 
 
 def test_bad_config_is_reported(tmp_path, lstm_file):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["model"]["config"]["hidden_size"] = "four"
-    _rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
     with pytest.raises(ValueError, match="cannot rebuild LSTM .*hidden_size must be an integer"):
         load(tmp_path / "m.npz")
     doc["model"]["config"] = {"hidden_size": 4, "nonsense": 1}
-    _rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
     with pytest.raises(ValueError, match="cannot rebuild LSTM"):
         load(tmp_path / "m.npz")
 
 
 def test_malformed_document(tmp_path, lstm_file):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     del doc["rng"]
-    _rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "m.npz", doc=doc)
     with pytest.raises(ValueError, match=r"malformed JSON document: missing \['rng'\]"):
         load(tmp_path / "m.npz")
 
@@ -737,9 +711,9 @@ def test_malformed_document(tmp_path, lstm_file):
 def test_unknown_optimizer_is_named(tmp_path):
     m = elman.GRU(2, 3)
     save(m, tmp_path / "m.npz", optimizer=elman.SGD(m.parameters()))
-    doc = _members(tmp_path / "m.npz")["doc"]
+    doc = members(tmp_path / "m.npz")["doc"]
     doc["optimizer"]["class"] = "Lion"
-    _rewrite(tmp_path / "m.npz", tmp_path / "bad.npz", doc=doc)
+    rewrite(tmp_path / "m.npz", tmp_path / "bad.npz", doc=doc)
     with pytest.raises(ValueError, match="unknown optimizer class 'Lion'"):
         load_checkpoint(tmp_path / "bad.npz")
 
@@ -836,9 +810,9 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 
 def test_duplicated_member_names_are_refused(tmp_path, lstm_file):
-    m = _members(lstm_file)
+    m = members(lstm_file)
     bad = tmp_path / "dup.npz"
-    _rewrite(lstm_file, bad)
+    rewrite(lstm_file, bad)
     with zipfile.ZipFile(bad, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
         with zf.open("param/weight_ih_l0.npy", "w") as f:
             np.lib.format.write_array(f, m["arrays"]["param/weight_ih_l0"] + 1)
@@ -847,9 +821,9 @@ def test_duplicated_member_names_are_refused(tmp_path, lstm_file):
 
 
 def test_a_small_file_describing_a_huge_model_fails_before_allocating(tmp_path, lstm_file):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["model"]["config"]["hidden_size"] = 8000    # 4H(I + H) + 8H = 256,160,000 weights, 1 GB
-    _rewrite(lstm_file, tmp_path / "huge.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "huge.npz", doc=doc)
     tracemalloc.start()
     try:
         with pytest.raises(ValueError, match="needs 256,160,000 parameter values, but the file "
@@ -878,7 +852,7 @@ def test_an_oversized_json_document_is_refused_unread(lstm_file, monkeypatch):
 
 def test_an_undescribed_member_is_never_decompressed(tmp_path, lstm_file):
     bad = tmp_path / "extra.npz"
-    _rewrite(lstm_file, bad)
+    rewrite(lstm_file, bad)
     with zipfile.ZipFile(bad, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("junk.npy", b"\x93NUMPY" + os.urandom(4096))
     with open(bad, "r+b") as f:              # corrupt the junk member's compressed bytes
@@ -892,9 +866,9 @@ def test_an_undescribed_member_is_never_decompressed(tmp_path, lstm_file):
 
 @pytest.mark.parametrize("epoch", [-5, 10**30])
 def test_an_absurd_epoch_is_refused(tmp_path, lstm_file, epoch):
-    doc = _members(lstm_file)["doc"]
+    doc = members(lstm_file)["doc"]
     doc["epoch"] = epoch
-    _rewrite(lstm_file, tmp_path / "e.npz", doc=doc)
+    rewrite(lstm_file, tmp_path / "e.npz", doc=doc)
     with pytest.raises(ValueError, match=r"epoch must be an integer in \[0, 1000000000\]"):
         load(tmp_path / "e.npz")
 
@@ -905,11 +879,11 @@ def test_a_file_with_non_finite_optimizer_state_is_refused_on_load(tmp_path):
     model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
     path = tmp_path / "m.npz"
     save(model, path)
-    m = _members(path)
+    m = members(path)
     key = next(k for k in m["arrays"] if k.startswith("optim/") and
                m["arrays"][k].dtype.kind == "f")
     m["arrays"][key] = np.full_like(m["arrays"][key], np.nan)
-    _rewrite(path, tmp_path / "nan.npz", arrays=m["arrays"])
+    rewrite(path, tmp_path / "nan.npz", arrays=m["arrays"])
     with pytest.raises(ValueError, match="the optimizer state holds NaN or infinity"):
         load(tmp_path / "nan.npz")
 

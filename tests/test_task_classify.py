@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import elman
+from _checkpoint_files import with_extra
 from elman.cli import build_parser, main
 from elman.tasks import classify
 
@@ -113,6 +114,22 @@ def _tiny(**edits):
     for key, value in edits.items():
         argv[argv.index(f"--{key}") + 1] = str(value)
     return argv
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"maxlen": 0}, "'maxlen' must be an integer >= 1, got 0"),
+    ({"padding": "middle"}, "'padding' must be 'pre' or 'post'"),
+    ({"classes": ["pos"]}, "'classes' must be a list of two or more distinct class names"),
+    ({"classes": ["a", "b", "c"]}, "its network scores 2 classes, its settings name 3"),
+    ({"ensemble": 10 ** 9}, "'ensemble' must be null or an integer from 1 to 100"),
+    ({"vocabulary": {"words": "film"}}, "its vocabulary: "),
+])
+def test_predict_refuses_a_damaged_model_file(tiny_run, tmp_path, changes, message):
+    with_extra(tiny_run / "model.npz", tmp_path / "model.npz", **changes)
+    with pytest.raises(SystemExit, match="error: --predict: .*model.npz is damaged: .*"
+                       + message) as e:
+        main(["classify", "--predict", "a witty film", "--out", str(tmp_path)])
+    assert e.value.code == 2
 
 
 @pytest.fixture(scope="module")

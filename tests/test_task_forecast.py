@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import elman
+from _checkpoint_files import with_extra
 from elman import baselines as bl
 from elman.cli import main
 from elman.data import load_airline_passengers
@@ -76,6 +77,29 @@ def test_predict_from_saved_model(weather_run, capsys):
     expect = ck.model.predict(x.astype(np.float32))[0, 0] * scaler.scale[0] + scaler.shift[0]
     assert value == pytest.approx(float(expect), abs=1e-3)
     assert -10 < value < 40
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lookback": 0}, "'lookback' must be an integer >= 1, got 0"),
+    ({"lookback": "14"}, "'lookback' must be an integer >= 1, got '14'"),
+    ({"horizon": 3}, "its network forecasts \\(1,\\) values, its settings say --horizon 3"),
+    ({"columns": []}, "'columns' must be a list of distinct column names"),
+    ({"target": "snow"}, "its target 'snow' is not one of its columns"),
+    ({"season": "yes"}, "'season' must be true or false"),
+    ({"season": False}, "its network does not read the inputs its settings describe"),
+    ({"missing": "guess"}, "'missing' must be one of"),
+    ({"target_scale": -1.0}, "'target_scale' must be a positive number"),
+    ({"scaler": {"class": "StandardScaler"}}, "its scaler: "),
+    ({"data": 7}, "'data' must be the bundled data's name or a file name"),
+])
+def test_predict_refuses_a_damaged_model_file(weather_run, tmp_path, changes, message):
+    """A model file is a stranger's file: every setting --predict reads back is checked (an
+    edited lookback of 0 used to forecast from the wrong window and exit 0)."""
+    with_extra(os.path.join(weather_run, "model.npz"), tmp_path / "model.npz", **changes)
+    with pytest.raises(SystemExit, match="error: --predict: .*model.npz is damaged: .*"
+                       + message) as e:
+        main(["forecast", "--predict", "--out", str(tmp_path)])
+    assert e.value.code == 2
 
 
 def test_predict_without_a_model_names_the_option(tmp_path):
@@ -270,7 +294,7 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
              (["--resume", "--out", str(tmp_path / "r")], "--resume: no checkpoint")]
     for args, message in cases:
         proc = subprocess.run(cli + args, capture_output=True, text=True, timeout=120)
-        assert proc.returncode != 0
+        assert proc.returncode == 2, (args, proc.returncode)
         assert "Traceback" not in proc.stderr, proc.stderr
         assert re.search(message, proc.stderr), proc.stderr
     # a run that failed before writing anything leaves no empty output directory behind

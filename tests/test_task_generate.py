@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import elman
+from _checkpoint_files import with_extra
 from elman.cli import main
 from elman.data.text import CharVocabulary
 from elman.tasks import generate as gen
@@ -237,6 +238,17 @@ def test_sample_from_saved_model(tmp_path, capsys):
         main(["generate", "--sample", "--out", str(tmp_path / "nothing")])
     with pytest.raises(SystemExit, match="--temperature"):
         main(["generate", "--sample", "--out", out, "--temperature", "0"])
+    # the model file is checked as a stranger's: its vocabulary against its network
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    chars = elman.load_checkpoint(os.path.join(out, "model.npz")).extra["vocab"]["chars"]
+    for changes, message in [({"vocab": {"chars": chars[:-1]}}, "its network scores "
+                              f"{len(chars) + 1} characters, its vocabulary has {len(chars)}"),
+                             ({"vocab": {"chars": ["ab"]}}, "its vocabulary: ")]:
+        with_extra(os.path.join(out, "model.npz"), damaged / "model.npz", **changes)
+        with pytest.raises(SystemExit, match="error: --sample: .*is damaged: " + message) as e:
+            main(["generate", "--sample", "--out", str(damaged)])
+        assert e.value.code == 2
 
 
 def test_resume_continues_exactly(tmp_path):

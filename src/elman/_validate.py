@@ -12,6 +12,19 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class CommandError(SystemExit):
+    """A user mistake on an ``elman`` command line: one ``error: ...`` line naming the flag or
+    the file, and exit status 2 (argparse's status for a usage error).
+
+    ``str(e)`` is the message. ``elman.cli.main`` prints it and re-raises, so the interpreter
+    exits with ``e.code == 2`` and no traceback; code that calls a command's ``main`` catches it
+    as the ``SystemExit`` it is."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 2
+
+
 def positive_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum``; bools and non-integral numbers are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from ._validate import CommandError
+
 __all__ = ["main"]
 
 # An explicit table: the command line never imports a module named by its input.
@@ -51,9 +53,15 @@ def _unavailable(name: str, error: Exception) -> int:
 
 
 def main(argv=None) -> int:
+    """Run one command. A user mistake ends in one ``error: ...`` line on stderr and exit status
+    2, as argparse's own usage errors do (the :class:`CommandError` is re-raised after printing,
+    so a caller of ``main`` still sees it)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except CommandError as e:
+        print(e, file=sys.stderr, flush=True)
+        raise
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

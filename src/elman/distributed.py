@@ -129,7 +129,9 @@ def abort_on_error(comm: Communicator | None):
     except SystemExit as e:
         if comm is None or comm.size == 1 or e.code in (0, None):
             raise
-        print(f"[rank {comm.rank}] {e.code}", file=sys.stderr, flush=True)
+        # a CommandError's message is its first argument, its code the exit status (2)
+        print(f"[rank {comm.rank}] {e.args[0] if e.args else e.code}", file=sys.stderr,
+              flush=True)
         comm.abort(e.code if isinstance(e.code, int) else 1)
     except BaseException:
         if comm is None or comm.size == 1:

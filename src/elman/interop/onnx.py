@@ -64,6 +64,7 @@ import tempfile
 import numpy as np
 
 from .. import _validate
+from .._validate import CommandError
 from ..layers import (Dropout, Embedding, Last, LastBidirectional, LayerNorm, Linear, LogSoftmax,
                       MeanPool, ReLU, Sigmoid, Softmax, Tanh)
 from ..model import Sequential
@@ -592,15 +593,15 @@ def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, export it, print what was written (errors exit with a message)."""
     from ..checkpoint import load
     if not os.path.isfile(args.checkpoint):
-        raise SystemExit(f"error: no such checkpoint file: {args.checkpoint}")
+        raise CommandError(f"error: no such checkpoint file: {args.checkpoint}")
     try:
         model = load(args.checkpoint)
         proto = export_onnx(model, args.output, args.opset, lengths=args.lengths,
                             initial_states=args.initial_states, dtype=args.dtype)
     except ImportError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise CommandError(f"error: {e}") from None
     except (ValueError, TypeError) as e:                  # ConversionError, CheckpointError, ...
-        raise SystemExit(f"error: {args.checkpoint}: {e}") from None
+        raise CommandError(f"error: {args.checkpoint}: {e}") from None
 
     def describe(values):
         out = []
@@ -616,12 +617,12 @@ def run(args: argparse.Namespace) -> int:
         from onnx import TensorProto
         if proto.graph.output[0].type.tensor_type.elem_type == TensorProto.DOUBLE and any(
                 n.op_type in ("RNN", "GRU", "LSTM") for n in proto.graph.node):
-            raise SystemExit("error: --verify: onnxruntime runs RNN/GRU/LSTM in float32 only; "
-                             "export with --dtype float32 to run the graph there")
+            raise CommandError("error: --verify: onnxruntime runs RNN/GRU/LSTM in float32 only; "
+                               "export with --dtype float32 to run the graph there")
         try:
             err = _verify(model.eval(), args.output, args.lengths, args.initial_states)
         except ImportError:
-            raise SystemExit("error: --verify needs onnxruntime: pip install onnxruntime") \
+            raise CommandError("error: --verify needs onnxruntime: pip install onnxruntime") \
                 from None
         print(f"  onnxruntime vs elman on a random batch: max relative difference {err:.2e}")
     return 0

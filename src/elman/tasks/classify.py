@@ -71,7 +71,8 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, distributed
+from .. import distributed
+from .._validate import CommandError
 from ..data.datasets import load_movie_reviews, read_csv
 from ..data.text import Vocabulary, pad_sequences, stratified_split
 from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, Linear, MeanPool
@@ -101,6 +102,7 @@ BOW_MIN_STEPS = 500
 
 # Models averaged by default (--ensemble): chosen on the validation part (see the docstring).
 ENSEMBLE = 5
+MAX_ENSEMBLE = 100          # members of one ensemble (each is trained in full)
 
 
 # ----------------------------------------------------------------------------- options
@@ -153,30 +155,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_args(args) -> None:
     common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "max_words",
                           "maxlen", "embed_dim", "ensemble")
+    if args.ensemble > MAX_ENSEMBLE:
+        raise CommandError(f"error: --ensemble must be at most {MAX_ENSEMBLE}, got "
+                           f"{args.ensemble}")
     if args.limit is not None and args.limit < 10:
-        raise SystemExit(f"error: --limit must be an integer >= 10, got {args.limit}")
+        raise CommandError(f"error: --limit must be an integer >= 10, got {args.limit}")
     for name in ("embed_dropout", "dropout"):
         value = getattr(args, name)
         if not 0.0 <= value < 1.0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {value}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be in [0, 1), got {value}")
     if args.weight_decay < 0:
-        raise SystemExit(f"error: --weight-decay must be >= 0, got {args.weight_decay}")
+        raise CommandError(f"error: --weight-decay must be >= 0, got {args.weight_decay}")
     if not args.clipnorm > 0:
-        raise SystemExit(f"error: --clipnorm must be positive, got {args.clipnorm}")
+        raise CommandError(f"error: --clipnorm must be positive, got {args.clipnorm}")
     for name in ("val_fraction", "test_fraction"):
         value = getattr(args, name)
         if not 0.0 < value < 1.0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be in (0, 1), got {value}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be in (0, 1), got {value}")
     if args.val_fraction + args.test_fraction >= 0.9:
-        raise SystemExit(f"error: --val-fraction + --test-fraction must leave at least 10 % "
-                         f"for training, got {args.val_fraction} + {args.test_fraction}")
+        raise CommandError(f"error: --val-fraction + --test-fraction must leave at least 10 % "
+                           f"for training, got {args.val_fraction} + {args.test_fraction}")
     if args.csv is None and (args.text_col or args.label_col):
-        raise SystemExit("error: --text-col and --label-col go with --csv FILE")
+        raise CommandError("error: --text-col and --label-col go with --csv FILE")
     if args.csv is not None and not (args.text_col and args.label_col):
-        raise SystemExit("error: --csv needs --text-col COL and --label-col COL")
+        raise CommandError("error: --csv needs --text-col COL and --label-col COL")
     if args.csv is not None and args.text_col == args.label_col:
-        raise SystemExit(f"error: --text-col and --label-col name the same column "
-                         f"{args.text_col!r}")
+        raise CommandError(f"error: --text-col and --label-col name the same column "
+                           f"{args.text_col!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -208,15 +213,15 @@ def _load_data(args):
     try:
         table = read_csv(args.csv, columns=[], text_columns=[args.text_col, args.label_col])
     except FileNotFoundError:
-        raise SystemExit(f"error: --csv: no such file: {args.csv}") from None
+        raise CommandError(f"error: --csv: no such file: {args.csv}") from None
     except (ValueError, TypeError, IsADirectoryError) as e:
-        raise SystemExit(f"error: --csv: {e}") from None
+        raise CommandError(f"error: --csv: {e}") from None
     texts, raw_labels = table.text[args.text_col], table.text[args.label_col]
     lines = table.line_numbers
     for k, label in enumerate(raw_labels):
         if not label.strip():
-            raise SystemExit(f"error: --csv: {args.csv}, line {int(lines[k])}: empty label in "
-                             f"column {args.label_col!r}")
+            raise CommandError(f"error: --csv: {args.csv}, line {int(lines[k])}: empty label in "
+                               f"column {args.label_col!r}")
     keep = [k for k, t in enumerate(texts) if t.strip()]
     if len(keep) < len(texts):
         print(f"note: skipped {len(texts) - len(keep)} rows with an empty text (first at line "
@@ -224,12 +229,12 @@ def _load_data(args):
               file=sys.stderr)
     texts = [texts[k] for k in keep]
     if not texts:
-        raise SystemExit(f"error: --csv: {args.csv} has no rows with a text in column "
-                         f"{args.text_col!r}")
+        raise CommandError(f"error: --csv: {args.csv} has no rows with a text in column "
+                           f"{args.text_col!r}")
     labels, names = labels_to_ids([raw_labels[k] for k in keep])
     if len(names) < 2:
-        raise SystemExit(f"error: --label-col {args.label_col!r}: every row has the label "
-                         f"{names[0]!r}; a classifier needs at least two classes")
+        raise CommandError(f"error: --label-col {args.label_col!r}: every row has the label "
+                           f"{names[0]!r}; a classifier needs at least two classes")
     return texts, labels, names, os.path.basename(args.csv)
 
 
@@ -338,20 +343,20 @@ def _load_members(out_dir: str, extra: dict, first, option: str) -> list:
     """The models of a saved ensemble: ``first`` (OUT/model.npz) and OUT/member{k}/model.npz,
     each checked to come from the same run (task, vocabulary, classes)."""
     models = [first]
-    n = int(extra.get("ensemble", 1))
+    n = extra.get("ensemble") or 1
     for k in range(1, n):
         path = os.path.join(member_dir(out_dir, k), "model.npz")
         if not os.path.exists(path):
-            raise SystemExit(f"error: {option}: {os.path.join(out_dir, 'model.npz')} is the "
-                             f"first of an ensemble of {n} models, but {path} is missing; "
-                             f"train again with `elman classify --out {out_dir}`")
-        ck = checkpoint.load_checkpoint(path)
+            raise CommandError(f"error: {option}: {os.path.join(out_dir, 'model.npz')} is the "
+                               f"first of an ensemble of {n} models, but {path} is missing; "
+                               f"train again with `elman classify --out {out_dir}`")
+        ck = common.read_checkpoint(path, option)
         other = ck.extra if isinstance(ck.extra, dict) else {}
         if any(other.get(key) != extra.get(key) for key in ("task", "vocabulary", "classes",
                                                              "maxlen", "ensemble")):
-            raise SystemExit(f"error: {option}: {path} was not trained in the same run as "
-                             f"{os.path.join(out_dir, 'model.npz')} (another vocabulary, "
-                             f"classes or --ensemble); train again")
+            raise CommandError(f"error: {option}: {path} was not trained in the same run as "
+                               f"{os.path.join(out_dir, 'model.npz')} (another vocabulary, "
+                               f"classes or --ensemble); train again")
         models.append(ck.model)
     return models
 
@@ -531,16 +536,39 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title, ens
 
 # ----------------------------------------------------------------------------- run
 
+# what --predict reads back from model.npz's extra, checked before use (common.check_saved)
+SAVED_SETTINGS = {
+    "classes": (lambda v: common.is_name_list(v) and len(v) >= 2,
+                "a list of two or more distinct class names"),
+    "maxlen": (common.is_count, "an integer >= 1"),
+    "padding": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
+    "truncating": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
+    "ensemble": (lambda v: v is None or common.is_count(v) and v <= MAX_ENSEMBLE,
+                 f"null or an integer from 1 to {MAX_ENSEMBLE}"),
+}
+
+
 def _predict(args) -> int:
     ck, extra = common.load_saved(args.out, "classify", "--predict")
-    vocab = Vocabulary().load_state_dict(extra["vocabulary"])
+    path = os.path.join(args.out, "model.npz")
+    common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
+    vocab = common.restore("--predict", path, "vocabulary",
+                           lambda: Vocabulary().load_state_dict(extra["vocabulary"]))
     texts = list(args.predict)
     for t in texts:
         if not vocab.tokenize(t):
-            raise SystemExit(f"error: --predict: the text {t!r} has no words")
+            raise CommandError(f"error: --predict: the text {t!r} has no words")
     x = _encode(vocab, texts, extra["maxlen"], extra["padding"], extra["truncating"])
-    proba = _ensemble_probabilities(_load_members(args.out, extra, ck.model, "--predict"), x)
     names = extra["classes"]
+    members = _load_members(args.out, extra, ck.model, "--predict")
+    try:
+        proba = _ensemble_probabilities(members, x)
+    except ValueError as e:                       # e.g. word ids beyond its embedding
+        raise CommandError(f"error: --predict: {path} is damaged: its network does not read "
+                           f"its vocabulary's ids: {e}") from None
+    if proba.shape[1] != len(names):
+        raise CommandError(f"error: --predict: {path} is damaged: its network scores "
+                           f"{proba.shape[1]} classes, its settings name {len(names)}")
     if len(names) == 2:
         print(f"P({names[1]})  text")
         for t, p in zip(texts, proba[:, 1]):
@@ -577,7 +605,7 @@ def _run(args, comm=None) -> int:
         tr, va, te = stratified_split(labels, (train_frac, args.val_fraction,
                                                args.test_fraction), seed=args.seed)
     except ValueError as e:
-        raise SystemExit(f"error: cannot split {len(labels)} texts by label: {e}") from None
+        raise CommandError(f"error: cannot split {len(labels)} texts by label: {e}") from None
     vocab = Vocabulary(max_words=args.max_words).fit([texts[k] for k in tr])
     seqs = vocab.encode(texts)
     x = _pad(seqs, args.maxlen, args.padding, args.truncating)
@@ -596,19 +624,19 @@ def _run(args, comm=None) -> int:
              "truncating": args.truncating, "mask_value": MASK, "ensemble": args.ensemble}
     if args.resume:
         last = os.path.join(out_dir, "last.npz")
-        saved = checkpoint.load_checkpoint(last).extra or {}
+        saved = common.read_checkpoint(last, "--resume").extra or {}
         if saved.get("vocabulary") != extra["vocabulary"] or saved.get("classes") != class_names:
-            raise SystemExit(f"error: --resume: {last} was trained "
-                             f"on other data or another vocabulary; use the same data options "
-                             f"(--csv, --max-words, --limit, --seed, fractions) as the first run")
+            raise CommandError(f"error: --resume: {last} was trained "
+                               f"on other data or another vocabulary; use the same data options "
+                               f"(--csv, --max-words, --limit, --seed, fractions) as the first run")
         if saved.get("ensemble", 1) != args.ensemble:
-            raise SystemExit(f"error: --resume: {last} was trained with --ensemble "
-                             f"{saved.get('ensemble', 1)}; use the same --ensemble as the "
-                             f"first run")
+            raise CommandError(f"error: --resume: {last} was trained with --ensemble "
+                               f"{saved.get('ensemble', 1)}; use the same --ensemble as the "
+                               f"first run")
         for k in range(1, args.ensemble):
             path = os.path.join(member_dir(out_dir, k), "last.npz")
             if not os.path.exists(path):
-                raise SystemExit(f"error: --resume: no checkpoint {path} to resume from")
+                raise CommandError(f"error: --resume: no checkpoint {path} to resume from")
     members, histories, seeds = [], [], []
     for k in range(args.ensemble):
         mdir = member_dir(out_dir, k)

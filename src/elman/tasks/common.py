@@ -26,10 +26,12 @@ import time
 import numpy as np
 
 from .. import checkpoint, distributed, threads
+from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
 __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
-           "print_results", "read_history", "plot_curves", "CELLS"]
+           "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
+           "restore", "CELLS"]
 
 CELLS = ("rnn", "gru", "lstm")
 
@@ -69,10 +71,10 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
 
 def check_threads(args) -> None:
     if args.threads < 0:
-        raise SystemExit(f"error: --threads must be 0 (every CPU) or positive, got "
-                         f"{args.threads}")
+        raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
+                           f"{args.threads}")
     if getattr(args, "seed", 0) < 0:
-        raise SystemExit(f"error: --seed must be a non-negative integer, got {args.seed}")
+        raise CommandError(f"error: --seed must be a non-negative integer, got {args.seed}")
 
 
 def setup_run(args):
@@ -85,7 +87,7 @@ def setup_run(args):
         try:
             comm = distributed.world()
         except ImportError as e:
-            raise SystemExit(f"error: --distributed: {e}") from None
+            raise CommandError(f"error: --distributed: {e}") from None
     if args.threads:
         threads.set_num_threads(args.threads)
     elif comm is not None:
@@ -99,10 +101,10 @@ def check_positive(args, *names) -> None:
     for name in names:
         value = getattr(args, name)
         if value is None or value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be a positive integer, "
-                             f"got {value}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be a positive integer, "
+                               f"got {value}")
     if not 0 < getattr(args, "lr", 1.0) < math.inf:
-        raise SystemExit(f"error: --lr must be a positive number, got {args.lr}")
+        raise CommandError(f"error: --lr must be a positive number, got {args.lr}")
 
 
 def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
@@ -110,17 +112,17 @@ def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
     writing anything) is removed again when the process exits, by the ``writer`` (under MPI,
     rank 0: another rank may finish while rank 0 is still to write its files)."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise SystemExit(f"error: --out: {path} is a file, not a directory")
+        raise CommandError(f"error: --out: {path} is a file, not a directory")
     if not os.path.exists(path):
         try:
             os.makedirs(path, exist_ok=True)    # (MPI ranks may race to create it)
         except OSError as e:
-            raise SystemExit(f"error: --out: cannot create {path}: {e.strerror}") from None
+            raise CommandError(f"error: --out: cannot create {path}: {e.strerror}") from None
         if writer:
             atexit.register(_remove_if_empty, path)
     if resume and not os.path.exists(os.path.join(path, "last.npz")):
-        raise SystemExit(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
-                         "resume from")
+        raise CommandError(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
+                           "resume from")
     return path
 
 
@@ -154,10 +156,10 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     history_path = os.path.join(out_dir, "history.csv")
     initial_epoch, best = 0, None
     if args.resume:
-        resumed = checkpoint.load(last_path)
+        resumed = read_checkpoint(last_path, "--resume").model
         if resumed.config() != model.config():
-            raise SystemExit(f"error: --resume: {last_path} holds a different architecture "
-                             f"than these options build; use the same options as the first run")
+            raise CommandError(f"error: --resume: {last_path} holds a different architecture "
+                               f"than these options build; use the same options as the first run")
         model = resumed
         initial_epoch = int(model.epoch)
         previous = read_history(history_path)
@@ -201,9 +203,23 @@ def read_history(path: str) -> dict:
             for k in keys}
 
 
+def read_checkpoint(path: str, option: str):
+    """``checkpoint.load_checkpoint(path)`` for a command: a file that is missing, unreadable or
+    fails any of the loader's checks (it is validated as a stranger's file would be) ends the
+    command with one ``error: OPTION: PATH: why`` line."""
+    try:
+        return checkpoint.load_checkpoint(path)
+    except FileNotFoundError:
+        raise CommandError(f"error: {option}: no such file: {path}") from None
+    except OSError as e:
+        raise CommandError(f"error: {option}: {path}: {e.strerror or e}") from None
+    except (ValueError, TypeError) as e:           # CheckpointError and the rebuild's own checks
+        raise CommandError(f"error: {option}: {path}: {e}") from None
+
+
 def load_best(out_dir: str):
     """The best checkpoint of a run: ``(model, extra)``."""
-    ck = checkpoint.load_checkpoint(os.path.join(out_dir, "model.npz"))
+    ck = read_checkpoint(os.path.join(out_dir, "model.npz"), "--out")
     return ck.model, ck.extra
 
 
@@ -212,13 +228,50 @@ def load_saved(out_dir: str, task: str, option: str):
     is missing or was written by another command (its ``extra["task"]`` names the writer)."""
     path = os.path.join(out_dir, "model.npz")
     if not os.path.exists(path):
-        raise SystemExit(f"error: {option}: no model at {path}; train one first with "
-                         f"`elman {task} --out {out_dir}`")
-    ck = checkpoint.load_checkpoint(path)
+        raise CommandError(f"error: {option}: no model at {path}; train one first with "
+                           f"`elman {task} --out {out_dir}`")
+    ck = read_checkpoint(path, option)
     extra = ck.extra if isinstance(ck.extra, dict) else {}
     if extra.get("task") != task:
-        raise SystemExit(f"error: {option}: {path} is not a model saved by `elman {task}`")
+        raise CommandError(f"error: {option}: {path} is not a model saved by `elman {task}`")
     return ck, extra
+
+
+# Rules for the settings a command keeps in a model file's ``extra``: each key maps to
+# ``(check, what it must be)``. The file may come from anyone, so every value a command reads
+# back is checked before it is used (a ``lookback`` of 0 would silently read the wrong window).
+def is_count(value, minimum=1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_name_list(value) -> bool:
+    return (isinstance(value, list) and len(value) > 0 and len(set(value)) == len(value)
+            and all(isinstance(v, str) and v for v in value))
+
+
+def check_saved(extra: dict, path: str, option: str, rules: dict) -> None:
+    """Refuse a model file whose ``extra`` breaks one of ``rules`` (``{key: (check, expected)}``)
+    with one ``error: OPTION: PATH: ...`` line naming the setting, expected and received."""
+    for key, (check, expected) in rules.items():
+        value = extra.get(key)
+        try:
+            good = bool(check(value))
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise CommandError(f"error: {option}: {path} is damaged: its setting {key!r} must be "
+                               f"{expected}, got {shown}")
+
+
+def restore(option: str, path: str, what: str, build):
+    """``build()`` (a vocabulary's or scaler's ``load_state_dict`` on a model file's state); its
+    ValueError/TypeError become one ``error:`` line naming the file and the part."""
+    try:
+        return build()
+    except (ValueError, TypeError, KeyError) as e:
+        raise CommandError(f"error: {option}: {path} is damaged: its {what}: {e}") from None
 
 
 def write_metrics(out_dir: str, metrics: dict) -> str:

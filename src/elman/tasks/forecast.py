@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
 import sys
@@ -49,6 +50,7 @@ import numpy as np
 
 from .. import baselines as bl
 from .. import distributed
+from .._validate import CommandError
 from ..data import StandardScaler, chronological_split, sliding_windows
 from ..data.datasets import MISSING_MARKERS, MISSING_MODES, load_seattle_weather, read_csv
 from . import common
@@ -126,7 +128,7 @@ def _read_user_csv(path: str, **kwargs):
         return read_csv(path, **kwargs)
     except (ValueError, OSError) as e:
         message = re.sub(r"missing='(\w+)'", r"--missing \1", str(e))
-        raise SystemExit(f"error: --csv: {message}") from None
+        raise CommandError(f"error: --csv: {message}") from None
 
 
 def _csv_header(path: str) -> list[str]:
@@ -163,18 +165,18 @@ def load_series(args) -> Series:
         table = load_seattle_weather()
         target = args.target or DEFAULT_TARGET
         if args.date not in (None, "date"):
-            raise SystemExit(f"error: --date: the bundled data's date column is 'date', got "
-                             f"{args.date!r} (--date is for --csv files)")
+            raise CommandError(f"error: --date: the bundled data's date column is 'date', got "
+                               f"{args.date!r} (--date is for --csv files)")
         available, source, label, date = table.columns, BUNDLED, "Seattle weather", "date"
     else:
         if not os.path.exists(args.csv):
-            raise SystemExit(f"error: --csv: no such file: {args.csv}")
+            raise CommandError(f"error: --csv: no such file: {args.csv}")
         if not os.path.isfile(args.csv):
-            raise SystemExit(f"error: --csv: {args.csv} is not a regular file (a directory, "
-                             f"FIFO or device)")
+            raise CommandError(f"error: --csv: {args.csv} is not a regular file (a directory, "
+                               f"FIFO or device)")
         if args.target is None:
-            raise SystemExit(f"error: --target: name the column of {args.csv} to forecast (its "
-                             f"columns: {', '.join(_csv_header(args.csv)) or 'none'})")
+            raise CommandError(f"error: --target: name the column of {args.csv} to forecast (its "
+                               f"columns: {', '.join(_csv_header(args.csv)) or 'none'})")
         target, source, date = args.target, os.path.abspath(args.csv), args.date
         label = os.path.basename(args.csv)
         header = _csv_header(args.csv)
@@ -182,13 +184,13 @@ def load_series(args) -> Series:
                            ("--features", args.features or [])):
             for name in names:
                 if header and name not in header:
-                    raise SystemExit(f"error: {opt}: {args.csv} has no column {name!r}; its "
-                                     f"columns are: {', '.join(header)}")
+                    raise CommandError(f"error: {opt}: {args.csv} has no column {name!r}; its "
+                                       f"columns are: {', '.join(header)}")
         if args.features is None:
             available, skipped = _numeric_columns(args.csv, date, args.missing)
             if target not in available:
-                raise SystemExit(f"error: --target: column {target!r} of {args.csv} is not "
-                                 f"numeric")
+                raise CommandError(f"error: --target: column {target!r} of {args.csv} is not "
+                                   f"numeric")
             if skipped:
                 print(f"note: leaving out the non-numeric column(s) {', '.join(skipped)}"
                       + ("" if date else " (pass --date COL to use a date column)"))
@@ -196,18 +198,18 @@ def load_series(args) -> Series:
             available = list(args.features)
     features = list(args.features) if args.features is not None else list(available)
     if target == date:
-        raise SystemExit(f"error: --target: {target!r} is the date column")
+        raise CommandError(f"error: --target: {target!r} is the date column")
     if date is not None and date in features:
-        raise SystemExit(f"error: --features: {date!r} is the date column")
+        raise CommandError(f"error: --features: {date!r} is the date column")
     if len(set(features)) != len(features):
-        raise SystemExit(f"error: --features names a column twice: {features}")
+        raise CommandError(f"error: --features names a column twice: {features}")
     columns = [target] + [c for c in features if c != target]   # the target is always an input
     if args.csv is None:
         for name in columns:
             if name not in table.columns:
                 opt = "--target" if name == target else "--features"
-                raise SystemExit(f"error: {opt}: the bundled data has no numeric column "
-                                 f"{name!r}; its numeric columns are: {', '.join(table.columns)}")
+                raise CommandError(f"error: {opt}: the bundled data has no numeric column "
+                                   f"{name!r}; its numeric columns are: {', '.join(table.columns)}")
         values = table.values[:, [table.columns.index(c) for c in columns]]
         dates = table.dates
     else:
@@ -216,8 +218,8 @@ def load_series(args) -> Series:
         values, dates = table.values, table.dates
     if dates is not None and len(dates) > 1 and np.any(np.diff(dates) <= np.timedelta64(0)):
         k = int(np.argmax(np.diff(dates) <= np.timedelta64(0)))
-        raise SystemExit(f"error: --date: the rows must be in time order, one per time step; "
-                         f"{dates[k + 1]} follows {dates[k]}")
+        raise CommandError(f"error: --date: the rows must be in time order, one per time step; "
+                           f"{dates[k + 1]} follows {dates[k]}")
     return Series(values, columns, target, dates, source, label)
 
 
@@ -257,15 +259,16 @@ def prepare(series: Series, args) -> Prepared:
     for name in ("val_fraction", "test_fraction"):
         v = getattr(args, name)
         if not 0 < v < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 1, got {v}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                               f"got {v}")
     train_fraction = 1.0 - args.val_fraction - args.test_fraction
     if train_fraction <= 0:
-        raise SystemExit(f"error: --val-fraction + --test-fraction must be below 1, got "
-                         f"{args.val_fraction} + {args.test_fraction}")
+        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
+                           f"{args.val_fraction} + {args.test_fraction}")
     n, K, H, t = len(series.values), args.lookback, args.horizon, series.target_index
     if n < K + H:
-        raise SystemExit(f"error: --lookback/--horizon: {series.label} has {n} rows, too few for "
-                         f"--lookback {K} and --horizon {H} (needs at least {K + H})")
+        raise CommandError(f"error: --lookback/--horizon: {series.label} has {n} rows, too few for "
+                           f"--lookback {K} and --horizon {H} (needs at least {K + H})")
     p = Prepared()
     p.train_end = int(round(train_fraction * n))
     p.scaler = StandardScaler().fit(series.values[:p.train_end])
@@ -280,10 +283,10 @@ def prepare(series: Series, args) -> Prepared:
                                                args.test_fraction))
     for mask, what in zip(masks, ("training", "validation", "test")):
         if not mask.any():
-            raise SystemExit(f"error: {series.label}: {n} rows leave no {what} windows with "
-                             f"--lookback {K}, --horizon {H}, --val-fraction {args.val_fraction} "
-                             f"and --test-fraction {args.test_fraction}; use a longer series or "
-                             "a shorter --lookback")
+            raise CommandError(f"error: {series.label}: {n} rows leave no {what} windows with "
+                               f"--lookback {K}, --horizon {H}, --val-fraction {args.val_fraction} "
+                               f"and --test-fraction {args.test_fraction}; use a longer series or "
+                               "a shorter --lookback")
     mean_t, scale_t = p.scaler.shift[t], p.scaler.scale[t]
     p.x, p.y, p.rows, p.last = x, y, rows, target[starts + K - 1]
     # The network learns (y - offset) / y_scale: the standardised level, or the change from
@@ -365,8 +368,8 @@ def _run(args, comm=None) -> int:
     series = load_series(args)
     target = series.values[:, series.target_index]
     if np.all(target == target[0]):
-        raise SystemExit(f"error: --target: the column {series.target!r} holds the same value "
-                         f"({target[0]:g}) in every row: there is nothing to forecast")
+        raise CommandError(f"error: --target: the column {series.target!r} holds the same value "
+                           f"({target[0]:g}) in every row: there is nothing to forecast")
     p = prepare(series, args)
     out = common.prepare_out_dir(args.out, args.resume, writer=root)
     H = args.horizon
@@ -458,46 +461,77 @@ def _plot(series, p, y_test, y_model, preds, metrics, out):
 
 # -- forecasting with a saved model ----------------------------------------------------------------
 
+# what --predict reads back from model.npz's extra, checked before use (common.check_saved)
+SAVED_SETTINGS = {
+    "data": (lambda v: isinstance(v, str) and v, "the bundled data's name or a file name"),
+    "columns": (common.is_name_list, "a list of distinct column names"),
+    "target": (lambda v: isinstance(v, str), "a column name"),
+    "date": (lambda v: v is None or isinstance(v, str) and v, "null or a column name"),
+    "season": (lambda v: isinstance(v, bool), "true or false"),
+    "lookback": (common.is_count, "an integer >= 1"),
+    "horizon": (common.is_count, "an integer >= 1"),
+    "missing": (lambda v: v in MISSING_MODES, f"one of {list(MISSING_MODES)}"),
+    "target_mode": (lambda v: v in ("level", "change"), "'level' or 'change'"),
+    "target_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and math.isfinite(v) and v > 0, "a positive number"),
+}
+
+
 def predict(args) -> int:
     """Load OUT/model.npz and forecast the next H values after the last K rows of the data."""
     ck, extra = common.load_saved(args.out, "forecast", "--predict")
+    path = os.path.join(args.out, "model.npz")
+    common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
     columns, target, date = extra["columns"], extra["target"], extra["date"]
-    K, H = int(extra["lookback"]), int(extra["horizon"])
+    K, H = extra["lookback"], extra["horizon"]
+    if target not in columns:
+        raise CommandError(f"error: --predict: {path} is damaged: its target {target!r} is not "
+                           f"one of its columns {columns}")
     source = args.csv or extra["data"]
     if source == BUNDLED:
         table = load_seattle_weather()
         missing = [c for c in columns if c not in table.columns]
         if missing:
-            raise SystemExit(f"error: --csv: the model reads the columns {columns}; the bundled "
-                             f"data lacks {missing}: pass the CSV it was trained on")
+            raise CommandError(f"error: --csv: the model reads the columns {columns}; the bundled "
+                               f"data lacks {missing}: pass the CSV it was trained on")
         values = table.values[:, [table.columns.index(c) for c in columns]]
         dates, label = table.dates, "the bundled Seattle weather"
     else:
         if not os.path.exists(source):
-            raise SystemExit(f"error: --csv: no such file: {source}")
+            raise CommandError(f"error: --csv: no such file: {source}")
         header = _csv_header(source)
         lacking = [c for c in columns + ([date] if date else []) if c not in header]
         if lacking:
-            raise SystemExit(f"error: --csv: {source} lacks the column(s) {lacking} the model "
-                             f"reads (it was trained on {columns}"
-                             f"{f' with dates in {date!r}' if date else ''})")
+            raise CommandError(f"error: --csv: {source} lacks the column(s) {lacking} the model "
+                               f"reads (it was trained on {columns}"
+                               f"{f' with dates in {date!r}' if date else ''})")
         table = _read_user_csv(source, columns=columns, date_column=date,
-                               missing=args.missing if args.csv else extra.get("missing",
-                                                                               "error"))
+                               missing=args.missing if args.csv else extra["missing"])
         values, dates, label = table.values, table.dates, source
     if len(values) < K:
-        raise SystemExit(f"error: --predict: {label} has {len(values)} rows; the model reads the "
-                         f"last {K}")
-    scaler = StandardScaler().load_state_dict(extra["scaler"])
+        raise CommandError(f"error: --predict: {label} has {len(values)} rows; the model reads the "
+                           f"last {K}")
+    scaler = common.restore("--predict", path, "scaler",
+                            lambda: StandardScaler().load_state_dict(extra["scaler"]))
+    if scaler.shift.shape != (len(columns),):
+        raise CommandError(f"error: --predict: {path} is damaged: its scaler has "
+                           f"{scaler.shift.size} columns, its settings name {len(columns)}")
     window_dates = None if dates is None else dates[-K:]
-    season = season_inputs(window_dates, bool(extra.get("season")))
+    season = season_inputs(window_dates, extra["season"])
     x = make_inputs(values[-K:], scaler, season)[None]                # (1, K, F)
     model = ck.model
     model.eval()
+    try:
+        scaled = model.predict(x)
+    except ValueError as e:
+        raise CommandError(f"error: --predict: {path} is damaged: its network does not read "
+                           f"the inputs its settings describe: {e}") from None
+    if scaled.shape != (1, H):
+        raise CommandError(f"error: --predict: {path} is damaged: its network forecasts "
+                           f"{scaled.shape[1:]} values, its settings say --horizon {H}")
     t = columns.index(target)
-    offset = values[-1, t] if extra.get("target_mode") == "change" else scaler.shift[t]
-    y_scale = float(extra.get("target_scale", scaler.scale[t]))
-    forecast = model.predict(x)[0].astype(np.float64) * y_scale + offset
+    offset = values[-1, t] if extra["target_mode"] == "change" else scaler.shift[t]
+    forecast = scaled[0].astype(np.float64) * extra["target_scale"] + offset
     when = future_dates(dates, H) if dates is not None else None
     last = f" after {dates[-1]}" if dates is not None else ""
     print(f"forecast of {target!r} for the next {H} step{'s' if H > 1 else ''}{last}, from the "
@@ -510,7 +544,5 @@ def predict(args) -> int:
 
 
 if __name__ == "__main__":      # python -m elman.tasks.forecast ...
-    parser = argparse.ArgumentParser(prog="elman forecast", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))
+    from elman.cli import main
+    sys.exit(main(["forecast", *sys.argv[1:]]))

@@ -60,6 +60,7 @@ import time
 import numpy as np
 
 from .. import checkpoint, distributed, ngram, threads
+from .._validate import CommandError
 from ..data.datasets import load_hamlet, read_text
 from ..distributed import GradientReducer, broadcast_parameters, sync_generators
 from ..data.text import CharVocabulary
@@ -148,46 +149,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_sampling(args) -> None:
     if not args.temperature > 0 or not math.isfinite(args.temperature):
-        raise SystemExit(f"error: --temperature must be a positive number, got "
-                         f"{args.temperature}")
+        raise CommandError(f"error: --temperature must be a positive number, got "
+                           f"{args.temperature}")
     if args.top_k < 0:
-        raise SystemExit(f"error: --top-k must be 0 (off) or a positive integer, got "
-                         f"{args.top_k}")
+        raise CommandError(f"error: --top-k must be 0 (off) or a positive integer, got "
+                           f"{args.top_k}")
     if not 0 < args.top_p <= 1:
-        raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
+        raise CommandError(f"error: --top-p must be in (0, 1], got {args.top_p}")
     if args.length < 0:
-        raise SystemExit(f"error: --length must be 0 or more, got {args.length}")
+        raise CommandError(f"error: --length must be 0 or more, got {args.length}")
     if not args.prime:
-        raise SystemExit("error: --prime must not be empty: the sample continues it")
+        raise CommandError("error: --prime must not be empty: the sample continues it")
 
 
 def check_training(args) -> None:
     common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "embedding", "bptt")
     if args.max_chars is not None and args.max_chars < 1:
-        raise SystemExit(f"error: --max-chars must be a positive integer, got {args.max_chars}")
+        raise CommandError(f"error: --max-chars must be a positive integer, got {args.max_chars}")
     for name in ("val_fraction", "test_fraction"):
         v = getattr(args, name)
         if not 0 < v < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                             f"got {v}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                               f"got {v}")
     if args.val_fraction + args.test_fraction >= 1:
-        raise SystemExit(f"error: --val-fraction + --test-fraction must be below 1, got "
-                         f"{args.val_fraction} + {args.test_fraction}")
+        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
+                           f"{args.val_fraction} + {args.test_fraction}")
     for name in ("dropout", "input_dropout", "ema"):
         v = getattr(args, name)
         if not 0 <= v < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {v}")
+            raise CommandError(f"error: --{name.replace('_', '-')} must be in [0, 1), got {v}")
     if not args.weight_decay >= 0:
-        raise SystemExit(f"error: --weight-decay must be 0 or positive, got "
-                         f"{args.weight_decay}")
+        raise CommandError(f"error: --weight-decay must be 0 or positive, got "
+                           f"{args.weight_decay}")
     if not args.clip >= 0:
-        raise SystemExit(f"error: --clip must be 0 (off) or positive, got {args.clip}")
+        raise CommandError(f"error: --clip must be 0 (off) or positive, got {args.clip}")
     if args.patience < 0:
-        raise SystemExit(f"error: --patience must be 0 (never stop early) or positive, got "
-                         f"{args.patience}")
+        raise CommandError(f"error: --patience must be 0 (never stop early) or positive, got "
+                           f"{args.patience}")
     if not args.minutes >= 0:
-        raise SystemExit(f"error: --minutes must be 0 (no limit) or positive, got "
-                         f"{args.minutes}")
+        raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
+                           f"{args.minutes}")
     check_sampling(args)
 
 
@@ -199,14 +200,14 @@ def load_text(args) -> tuple[str, str, str]:
         text, source, label = load_hamlet(), BUNDLED, "Hamlet"
     else:
         if not os.path.exists(args.text):
-            raise SystemExit(f"error: --text: no such file: {args.text}")
+            raise CommandError(f"error: --text: no such file: {args.text}")
         if not os.path.isfile(args.text):
-            raise SystemExit(f"error: --text: {args.text} is not a regular file (a directory, "
-                             f"FIFO or device)")
+            raise CommandError(f"error: --text: {args.text} is not a regular file (a directory, "
+                               f"FIFO or device)")
         try:
             text = read_text(args.text, encoding=args.encoding)
         except ValueError as e:
-            raise SystemExit(f"error: --text: {e}") from None
+            raise CommandError(f"error: --text: {e}") from None
         source, label = os.path.abspath(args.text), os.path.basename(args.text)
     if args.max_chars is not None:
         text = text[:args.max_chars]
@@ -225,9 +226,9 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[st
     n_train = n - n_val - n_test
     for what, size in (("test", n_test), ("validation", n_val), ("training", n_train)):
         if size < 2:
-            raise SystemExit(f"error: the text has {n} characters, which leaves {size} for "
-                             f"the {what} part; it needs at least 2 (use a longer text or "
-                             f"other --val-fraction / --test-fraction)")
+            raise CommandError(f"error: the text has {n} characters, which leaves {size} for "
+                               f"the {what} part; it needs at least 2 (use a longer text or "
+                               f"other --val-fraction / --test-fraction)")
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
 
@@ -245,9 +246,9 @@ def stream_batches(ids: np.ndarray, streams: int, bptt: int, offset: int = 0):
     usable = len(ids) - offset - 1                 # every input needs a next character
     length = usable // streams
     if length < 1:
-        raise SystemExit(f"error: --batch-size: {streams} streams need at least {streams + 1} "
-                         f"training characters, got {len(ids) - offset}; use a smaller "
-                         f"--batch-size or a longer text")
+        raise CommandError(f"error: --batch-size: {streams} streams need at least {streams + 1} "
+                           f"training characters, got {len(ids) - offset}; use a smaller "
+                           f"--batch-size or a longer text")
     x = ids[offset:offset + streams * length].reshape(streams, length)
     y = ids[offset + 1:offset + 1 + streams * length].reshape(streams, length)
     return [(np.ascontiguousarray(x[:, j:j + bptt].T), np.ascontiguousarray(y[:, j:j + bptt].T))
@@ -276,8 +277,12 @@ def build_model(vocab_size: int, args) -> Sequential:
 
 def _split_layers(model: Sequential):
     """(layers before the recurrent one, the recurrent layer, layers after it)."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"the model must be a Sequential, got {type(model).__name__}")
     layers = model.layers
-    k = next(i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer))
+    k = next((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer)), None)
+    if k is None:
+        raise ValueError("the model has no recurrent layer")
     return layers[:k], layers[k], layers[k + 1:]
 
 
@@ -523,8 +528,8 @@ class Trainer:
             if self.reducer is not None:        # the global batch's gradient and loss
                 loss = self.reducer.reduce(loss, y.size)
             if not math.isfinite(loss):
-                raise SystemExit(f"error: the training loss became {loss} at epoch "
-                                 f"{model.epoch + 1}; try a smaller --lr or --clip")
+                raise CommandError(f"error: the training loss became {loss} at epoch "
+                                   f"{model.epoch + 1}; try a smaller --lr or --clip")
             # clip: the joint gradient norm, against the rare exploding batch
             if args.clip > 0:
                 clip_grad_norm_(params, args.clip)
@@ -564,21 +569,21 @@ def train(model, args, train_ids, val_ids, out_dir, extra, comm=None):
     last_path = os.path.join(out_dir, "last.npz")
     rng = np.random.default_rng([args.seed, 4])
     if args.resume:
-        ck = checkpoint.load_checkpoint(last_path)
+        ck = common.read_checkpoint(last_path, "--resume")
         if ck.model.config() != model.config():
-            raise SystemExit(f"error: --resume: {last_path} holds a different architecture "
-                             f"than these options build; use the same options as the first run")
+            raise CommandError(f"error: --resume: {last_path} holds a different architecture "
+                               f"than these options build; use the same options as the first run")
         if ck.extra.get("vocab") != extra["vocab"]:
-            raise SystemExit(f"error: --resume: {last_path} was trained on a text with another "
-                             f"character set; use the same --text / --max-chars")
+            raise CommandError(f"error: --resume: {last_path} was trained on a text with another "
+                               f"character set; use the same --text / --max-chars")
         model, optimizer = ck.model, ck.optimizer
         saved = ck.extra.get("training") or {}
         if optimizer is None or "rng" not in saved:
-            raise SystemExit(f"error: --resume: {last_path} holds no training state")
+            raise CommandError(f"error: --resume: {last_path} holds no training state")
         if (saved.get("average") is None) != (args.ema == 0):
-            raise SystemExit(f"error: --resume: {last_path} was trained "
-                             f"{'without' if saved.get('average') is None else 'with'} --ema; "
-                             f"use the same --ema as the first run")
+            raise CommandError(f"error: --resume: {last_path} was trained "
+                               f"{'without' if saved.get('average') is None else 'with'} --ema; "
+                               f"use the same --ema as the first run")
     elif args.weight_decay > 0:
         optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     else:
@@ -636,13 +641,23 @@ def train(model, args, train_ids, val_ids, out_dir, extra, comm=None):
 def run_sample(args) -> int:
     check_sampling(args)
     if args.resume:
-        raise SystemExit("error: --sample does not train; leave out --resume")
-    ck, extra = common.load_saved(args.out, "generate", "--sample")
-    if "vocab" not in extra:
-        raise SystemExit(f"error: --sample: {args.out}/model.npz holds no vocabulary")
+        raise CommandError("error: --sample does not train; leave out --resume")
     if args.length < 1:
-        raise SystemExit(f"error: --length must be positive with --sample, got {args.length}")
-    vocab = CharVocabulary().load_state_dict(extra["vocab"])
+        raise CommandError(f"error: --length must be positive with --sample, got {args.length}")
+    ck, extra = common.load_saved(args.out, "generate", "--sample")
+    path = os.path.join(args.out, "model.npz")
+    if "vocab" not in extra:
+        raise CommandError(f"error: --sample: {path} holds no vocabulary")
+    vocab = common.restore("--sample", path, "vocabulary",
+                           lambda: CharVocabulary().load_state_dict(extra["vocab"]))
+    try:                                  # the network must be the one `elman generate` builds
+        logits, _ = forward(ck.model, np.zeros((1, 1), np.int64))
+    except (ValueError, TypeError) as e:
+        raise CommandError(f"error: --sample: {path} is damaged: its network is not a "
+                           f"character model: {e}") from None
+    if logits.shape[-1] != len(vocab):
+        raise CommandError(f"error: --sample: {path} is damaged: its network scores "
+                           f"{logits.shape[-1]} characters, its vocabulary has {len(vocab)}")
     text = sample(ck.model, vocab, args.prime, args.length, args.temperature, args.top_k,
                   args.top_p, seed=args.seed)
     print(args.prime + text)
