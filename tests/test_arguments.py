@@ -1,5 +1,7 @@
 """Flags must be bools and dtype must be float32/float64, as in PyTorch: a string "False" or
 dtype=None is refused with a message naming the argument, never read by truthiness."""
+import re
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,51 @@ def test_float64_input_beyond_float32_range_is_an_error_not_nan():
 def test_sizes_beyond_memory_are_refused_before_allocating(build, names):
     with pytest.raises(ValueError, match=f"{names}.* needs .* GiB .* more than this machine"):
         build()
+
+
+# -- empty batches: as in PyTorch, N = 0 gives empty results, T = 0 is refused ------------------
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("name, kwargs", [("RNN", {}), ("GRU", {}), ("LSTM", {}),
+                                          ("LSTM", {"proj_size": 2}),
+                                          ("GRU", {"batch_first": True})])
+def test_an_empty_batch_gives_what_torch_gives(name, kwargs, fast):
+    torch = pytest.importorskip("torch")
+    layer = getattr(elman, name)(3, 4, num_layers=2, bidirectional=True, dtype=np.float64,
+                                 dropout=0.5, **kwargs)
+    ref = getattr(torch.nn, name)(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64,
+                                  dropout=0.5, **kwargs)
+    shape = (0, 5, 3) if kwargs.get("batch_first") else (5, 0, 3)
+    x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    out_ref, states_ref = ref(x)
+    out_ref.sum().backward()
+    states_ref = states_ref if isinstance(states_ref, tuple) else (states_ref,)
+    with elman.fast.use(fast):
+        for lengths in (None, np.zeros(0, np.int64)):
+            out, states = layer(np.zeros(shape), lengths=lengths)
+            states = states if isinstance(states, tuple) else (states,)
+            assert out.shape == tuple(out_ref.shape)
+            assert [s.shape for s in states] == [tuple(s.shape) for s in states_ref]
+            dx, _ = layer.backward(np.ones_like(out), None)
+            assert dx.shape == tuple(x.grad.shape)
+    for p in layer.parameters():        # nothing flowed: the gradients stay (torch's) zeros
+        assert not p.grad.any()
+
+
+@pytest.mark.parametrize("cell", [elman.RNNCell, elman.GRUCell, elman.LSTMCell])
+def test_a_cell_takes_an_empty_batch(cell):
+    c = cell(3, 4)
+    out = c(np.zeros((0, 3), np.float32))
+    h = out[0] if isinstance(out, tuple) else out
+    assert h.shape == (0, 4)
+    grads = c.backward(np.zeros_like(h), np.zeros_like(h)) if isinstance(out, tuple) \
+        else c.backward(np.zeros_like(h))
+    assert grads[0].shape == (0, 3)
+
+
+@pytest.mark.parametrize("batch_first, shape", [(False, (0, 2, 3)), (True, (2, 0, 3)),
+                                                (False, (0, 3))])
+def test_a_sequence_of_no_steps_is_refused(batch_first, shape):
+    with pytest.raises(ValueError, match=r"input must have at least one time step .*got shape "
+                       + re.escape(str(shape))):
+        elman.GRU(3, 4, batch_first=batch_first)(np.zeros(shape, np.float32))

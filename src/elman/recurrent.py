@@ -152,8 +152,12 @@ class RecurrentLayer(Module):
         return check_state("h_0", hx, h_shape, self.dtype).reshape(LD, N, P), None
 
     def forward(self, x, hx=None, lengths=None):
-        """Run the stack. Returns ``(out, h_n)`` (GRU, RNN) or ``(out, (h_n, c_n))`` (LSTM)."""
-        x, batched = check_input(x, self.input_size, self.dtype, 3)
+        """Run the stack. Returns ``(out, h_n)`` (GRU, RNN) or ``(out, (h_n, c_n))`` (LSTM).
+
+        As in PyTorch, a batch of no sequences (N = 0) gives empty outputs and states (and
+        zero parameter gradients); an input of no time steps is refused."""
+        x, batched = check_input(x, self.input_size, self.dtype, 3,
+                                 time_axis=1 if self.batch_first else 0)
         if not batched:
             X = x[:, None, :]
         elif self.batch_first:

@@ -163,7 +163,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
     kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
-    np.matmul(X.reshape(T * N, -1), w.W_ih.T, out=GX.reshape(T * N, GH))
+    np.matmul(X.reshape(T * N, X.shape[2]), w.W_ih.T, out=GX.reshape(T * N, GH))
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
@@ -290,9 +290,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         if dGH is not dGX:
             dGH[padded] = 0
     # 5. weight gradients and the input gradient as whole-sequence GEMMs
-    X2 = X.reshape(T * N, -1)
+    X2 = X.reshape(T * N, X.shape[2])
     dGX2 = dGX.reshape(T * N, GH)
-    dGH2 = dGH.reshape(T * N, -1)
+    dGH2 = dGH.reshape(T * N, dGH.shape[2])
     split = GH - dGH2.shape[1]     # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
     H_prev2 = H_prev.reshape(T * N, P)
@@ -313,7 +313,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             g.b_hh[split:] += dGH2.sum(axis=0)
     if R is not None:
         g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
-    dX = (dGX2 @ w.W_ih).reshape(T, N, -1) if input_grad else None
+    dX = (dGX2 @ w.W_ih).reshape(T, N, X.shape[2]) if input_grad else None
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 

@@ -23,10 +23,13 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def check_input(x, input_size: int, dtype: np.dtype, batched_ndim: int, name: str = "input"):
+def check_input(x, input_size: int, dtype: np.dtype, batched_ndim: int, name: str = "input",
+                time_axis: int | None = None):
     """Convert and check an input whose last axis is the feature axis.
 
     Returns ``(array, batched)``; ``batched_ndim`` is 3 for layers (T, N, I) and 2 for cells.
+    A batch of no sequences (N = 0) is accepted and gives empty results, as in PyTorch; a
+    sequence of no steps is not (``time_axis``, the time axis of batched input, for layers).
     """
     arr = _validate.float_array(name, x, dtype)
     if arr.ndim not in (batched_ndim - 1, batched_ndim):
@@ -37,9 +40,11 @@ def check_input(x, input_size: int, dtype: np.dtype, batched_ndim: int, name: st
         raise ValueError(
             f"{name}.shape[-1] must be equal to input_size. Expected {input_size}, "
             f"got {arr.shape[-1]}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    return arr, arr.ndim == batched_ndim
+    batched = arr.ndim == batched_ndim
+    if time_axis is not None and arr.shape[time_axis if batched else 0] == 0:
+        raise ValueError(f"{name} must have at least one time step (as in PyTorch), got shape "
+                         f"{arr.shape}")
+    return arr, batched
 
 
 def check_state(name: str, value, expected: tuple, dtype: np.dtype) -> np.ndarray:
@@ -95,7 +100,7 @@ class CellBase(Module):
 
     def forward(self, x, hx=None):
         x, batched = check_input(x, self.input_size, self.dtype, 2)
-        X = x.reshape(1, -1, self.input_size)
+        X = x.reshape(1, x.shape[0] if batched else 1, self.input_size)
         N, H = X.shape[1], self.hidden_size
         state_shape = (N, H) if batched else (H,)
         if self.eq.has_cell:
