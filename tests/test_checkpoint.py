@@ -888,6 +888,25 @@ def test_a_file_with_non_finite_optimizer_state_is_refused_on_load(tmp_path):
         load(tmp_path / "nan.npz")
 
 
+@pytest.mark.parametrize("optimizer, state", [("adam", "exp_avg_sq"), ("rmsprop", "square_avg"),
+                                              ("adagrad", "sum")])
+def test_a_file_with_negative_squares_in_the_optimizer_is_refused(tmp_path, optimizer, state):
+    """Adam's exp_avg_sq, RMSprop's square_avg and Adagrad's sum are >= 0; a negative value
+    would turn the next step's sqrt into NaN."""
+    model = elman.Sequential([elman.Dense(2, 1, seed=0)])
+    model.compile(optimizer, "mse")
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    path = tmp_path / "m.npz"
+    save(model, path)
+    m = members(path)
+    opt = m["doc"]["optimizer"]["state"]["state"]
+    key = opt[state][0]["__ndarray__"]
+    m["arrays"][key] = -np.abs(m["arrays"][key]) - 1.0
+    rewrite(path, tmp_path / "neg.npz", arrays=m["arrays"])
+    with pytest.raises(ValueError, match=f"state '{state}'\\[0\\] holds negative values"):
+        load(tmp_path / "neg.npz")
+
+
 def test_a_killed_saves_temporary_is_removed_by_the_next_save(tmp_path):
     import subprocess
     import sys

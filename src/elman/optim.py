@@ -127,6 +127,9 @@ class Optimizer:
             out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
+    # state arrays that accumulate squares: a negative value would put NaN into the next step
+    _NONNEGATIVE_STATE: tuple[str, ...] = ()
+
     def _state_names(self) -> tuple[str, ...]:
         """Names of the per-parameter state arrays for the current hyper-parameters."""
         raise NotImplementedError
@@ -228,6 +231,13 @@ class Optimizer:
                 if a.dtype.kind != "f" or not np.can_cast(a.dtype, p.data.dtype, "safe"):
                     raise TypeError(f"{owner}: state {name!r}[{i}] has dtype {a.dtype}, "
                                     f"parameter {i} is {p.data.dtype}")
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"{owner}: state {name!r}[{i}] holds NaN or infinite "
+                                     f"values")
+                if name in self._NONNEGATIVE_STATE and np.any(a < 0):
+                    raise ValueError(f"{owner}: state {name!r}[{i}] holds negative values "
+                                     f"(min {a.min()!r}); it is a sum or running average of "
+                                     f"squares, so it is >= 0")
                 copies.append(np.array(a, dtype=p.data.dtype, copy=True))
             staged[name] = copies
         self._set_hyper(hyper)
@@ -331,6 +341,8 @@ class RMSprop(Optimizer):
         h["centered"], h["maximize"] = bool(h["centered"]), bool(h["maximize"])
         return h
 
+    _NONNEGATIVE_STATE = ("square_avg",)
+
     def _state_names(self):
         return (("square_avg",) + (("momentum_buffer",) if self.momentum > 0 else ())
                 + (("grad_avg",) if self.centered else ()))
@@ -406,6 +418,8 @@ class Adagrad(Optimizer):
         h["maximize"] = bool(h["maximize"])
         return h
 
+    _NONNEGATIVE_STATE = ("sum",)
+
     def _state_names(self):
         return ("sum",)
 
@@ -465,6 +479,8 @@ class Adam(Optimizer):
         for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
             h[name] = bool(h[name])
         return h
+
+    _NONNEGATIVE_STATE = ("exp_avg_sq", "max_exp_avg_sq")
 
     def _state_names(self):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
