@@ -83,7 +83,8 @@ from . import _validate
 from .module import Module
 from .optim import Optimizer
 
-__all__ = ["save", "load", "load_checkpoint", "Checkpoint", "CheckpointError", "FORMAT_VERSION"]
+__all__ = ["save", "load", "load_checkpoint", "Checkpoint", "CheckpointError", "FORMAT_VERSION",
+           "remove_stale_temporaries"]
 
 FORMAT = "elman.checkpoint"
 FORMAT_VERSION = 1
@@ -361,13 +362,16 @@ def _new_file_mode(path: str) -> int:
         return 0o666 & ~umask
 
 
-def _remove_stale_temporaries(directory: str, name: str) -> None:
-    """Delete the temporary files that saves of ``name`` left behind when their process was
-    killed (``.<name>.<pid>.<random>.tmp`` whose pid no longer runs; POSIX only: elsewhere
-    there is no harmless way to ask whether a process lives)."""
+def remove_stale_temporaries(directory: str, name: str | None = None) -> None:
+    """Delete the temporary files that saves of ``name`` (of any file when None) into
+    ``directory`` left behind when their process was killed (``.<name>.<pid>.<random>.tmp``
+    whose pid no longer runs; POSIX only: elsewhere there is no harmless way to ask whether a
+    process lives). Every save does this for its own file; the commands do it for their whole
+    output directory when they start."""
     if os.name != "posix":
         return
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]*\.tmp$")
+    target = ".+" if name is None else re.escape(name)
+    pattern = re.compile(rf"^\.{target}\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
     with contextlib.suppress(OSError):
         for entry in os.listdir(directory):
             match = pattern.match(entry)
@@ -391,7 +395,7 @@ def _atomic_write(path: str, text: str, arrays: Mapping[str, np.ndarray]) -> Non
         raise FileNotFoundError(f"save: the directory {directory} does not exist (create it "
                                 f"first)")
     mode = _new_file_mode(path)
-    _remove_stale_temporaries(directory, os.path.basename(path))
+    remove_stale_temporaries(directory, os.path.basename(path))
     # the writer's pid in the name tells a later save whether its writer is gone
     fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp",
                                prefix=f".{os.path.basename(path)}.{os.getpid()}.")

@@ -120,6 +120,8 @@ def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
             raise CommandError(f"error: --out: cannot create {path}: {e.strerror}") from None
         if writer:
             atexit.register(_remove_if_empty, path)
+    elif writer:           # what a killed earlier run was writing when it died
+        checkpoint.remove_stale_temporaries(path)
     if resume and not os.path.exists(os.path.join(path, "last.npz")):
         raise CommandError(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
                            "resume from")
@@ -162,6 +164,8 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
                                f"than these options build; use the same options as the first run")
         model = resumed
         initial_epoch = int(model.epoch)
+        if comm is None or comm.is_root:
+            _truncate_history(history_path, initial_epoch)
         previous = read_history(history_path)
         if previous.get("val_loss"):
             best = float(np.nanmin(previous["val_loss"][:initial_epoch]))
@@ -172,10 +176,12 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
         for stale in (history_path,):
             if os.path.exists(stale):
                 os.remove(stale)
+    # history.csv's row before last.npz: a run killed between the two resumes from the epoch
+    # before, and _truncate_history drops the row that last.npz does not cover
     callbacks = [ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
                                  extra=extra, initial_value_threshold=best),
-                 _SaveLast(last_path, extra),
-                 CSVLogger(history_path, append=args.resume)]
+                 CSVLogger(history_path, append=args.resume),
+                 _SaveLast(last_path, extra)]
     kwargs = dict(fit_kwargs or {})
     if isinstance(validation, dict):
         kwargs.update(validation)
@@ -190,6 +196,21 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     history = read_history(history_path)
     history["seconds"] = seconds
     return model, history
+
+
+def _truncate_history(path: str, epochs: int) -> None:
+    """Keep the rows of history.csv for the first ``epochs`` epochs (those last.npz holds): a
+    run killed after writing an epoch's row but before saving last.npz repeats that epoch."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    if len(lines) <= epochs + 1:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        f.writelines(lines[:epochs + 1])
+    os.replace(tmp, path)
 
 
 def read_history(path: str) -> dict:
