@@ -105,7 +105,11 @@ def float_dtype(dtype) -> np.dtype:
 
 def float_array(name: str, value, dtype: np.dtype) -> np.ndarray:
     """``value`` as a C-contiguous array of ``dtype``; non-numeric data is a TypeError."""
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:          # ragged nested lists: NumPy's words do not name the culprit
+        raise ValueError(f"{name} must be a rectangular array (nested lists of equal lengths), "
+                         f"got {type(value).__name__}: {e}") from None
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
     if arr.dtype.kind != "f" or arr.dtype.itemsize <= np.dtype(dtype).itemsize:

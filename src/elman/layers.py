@@ -551,11 +551,14 @@ class LayerNorm(Module):
             raise ValueError(f"normalized_shape must be a positive integer or a non-empty tuple "
                              f"of positive integers, got {normalized_shape!r}")
         self.normalized_shape = tuple(int(s) for s in shape)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            raise ValueError(f"eps must be a positive finite number, got {eps!r}")
         self.eps = float(eps)
         self.elementwise_affine = _validate.flag("elementwise_affine", elementwise_affine)
         self.dtype = _validate.float_dtype(dtype)
+        if self.elementwise_affine:
+            _validate.affordable("LayerNorm", math.prod(self.normalized_shape) * (1 + bool(bias)),
+                                 self.dtype, {"normalized_shape": normalized_shape})
         self.weight = Param(np.ones(self.normalized_shape, self.dtype)) \
             if self.elementwise_affine else None
         self.bias = Param(np.zeros(self.normalized_shape, self.dtype)) \

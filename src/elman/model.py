@@ -565,6 +565,7 @@ class Sequential(Module):
             raise ValueError("give validation_split or validation_data, not both")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        shuffle = _validate.flag("shuffle", shuffle)
         x, y, lengths, _ = self._prepare(x, y, lengths, mask_value)
 
         val = None

@@ -36,6 +36,8 @@ from typing import Iterable
 
 import numpy as np
 
+from . import _validate
+
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "OPTIMIZERS", "get_optimizer",
     "clip_grad_norm_", "clip_grad_value_",
@@ -53,6 +55,11 @@ def _nonneg(owner: str, name: str, value, label: str | None = None) -> float:
         raise ValueError(f"{owner}: Invalid {label or name} value: {value!r} ({name} must be a "
                          f"number >= 0)")
     return float(value)
+
+
+def _flag(owner: str, hyper: dict, name: str) -> bool:
+    """``hyper[name]`` as a bool: strings such as "False", numbers and None are refused."""
+    return _validate.flag(f"{owner}: {name}", hyper[name])
 
 
 def _params_list(owner: str, params) -> list:
@@ -275,7 +282,7 @@ class SGD(Optimizer):
             raise ValueError(f"{o}: dampening must be a number, got {h['dampening']!r}")
         h["dampening"] = float(h["dampening"])
         h["weight_decay"] = _nonneg(o, "weight_decay", h["weight_decay"])
-        h["nesterov"], h["maximize"] = bool(h["nesterov"]), bool(h["maximize"])
+        h["nesterov"], h["maximize"] = _flag(o, h, "nesterov"), _flag(o, h, "maximize")
         if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
             raise ValueError(f"{o}: Nesterov momentum requires a momentum and zero dampening "
                              f"(got momentum={h['momentum']}, dampening={h['dampening']})")
@@ -338,7 +345,7 @@ class RMSprop(Optimizer):
         h["momentum"] = _nonneg(o, "momentum", h["momentum"])
         h["weight_decay"] = _nonneg(o, "weight_decay", h["weight_decay"])
         h["alpha"] = _nonneg(o, "alpha", h["alpha"])
-        h["centered"], h["maximize"] = bool(h["centered"]), bool(h["maximize"])
+        h["centered"], h["maximize"] = _flag(o, h, "centered"), _flag(o, h, "maximize")
         return h
 
     _NONNEGATIVE_STATE = ("square_avg",)
@@ -415,7 +422,7 @@ class Adagrad(Optimizer):
         h["initial_accumulator_value"] = _nonneg(o, "initial_accumulator_value",
                                                  h["initial_accumulator_value"])
         h["eps"] = _nonneg(o, "eps", h["eps"], "epsilon")
-        h["maximize"] = bool(h["maximize"])
+        h["maximize"] = _flag(o, h, "maximize")
         return h
 
     _NONNEGATIVE_STATE = ("sum",)
@@ -477,7 +484,7 @@ class Adam(Optimizer):
         h["betas"] = (float(betas[0]), float(betas[1]))
         h["weight_decay"] = _nonneg(o, "weight_decay", h["weight_decay"])
         for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
-            h[name] = bool(h[name])
+            h[name] = _flag(o, h, name)
         return h
 
     _NONNEGATIVE_STATE = ("exp_avg_sq", "max_exp_avg_sq")
