@@ -138,3 +138,50 @@ def test_a_sequence_of_no_steps_is_refused(batch_first, shape):
     with pytest.raises(ValueError, match=r"input must have at least one time step .*got shape "
                        + re.escape(str(shape))):
         elman.GRU(3, 4, batch_first=batch_first)(np.zeros(shape, np.float32))
+
+
+# -- the commands: every numeric flag refuses what no flag may take --------------------------------
+
+def _numeric_flags():
+    import argparse
+
+    from elman.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("forecast", "classify", "generate"):
+        for action in sub.choices[command]._actions:
+            if action.type in (int, float):
+                values = ["-1"] if action.type is int else ["-1", "nan"]
+                for value in values:
+                    yield command, action.option_strings[-1], value
+
+
+@pytest.mark.parametrize("command, flag, value", list(_numeric_flags()))
+def test_every_numeric_flag_refuses_negative_and_nan(tmp_path, capsys, command, flag, value):
+    """One ``error:`` line naming the flag and exit status 2, before any training, and no
+    output directory left behind."""
+    from elman.cli import main
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main([command, flag, value, "--out", str(out), "--quiet"])
+    assert e.value.code == 2
+    assert re.search(f"^error: .*{flag}", capsys.readouterr().err, re.MULTILINE)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["forecast", "--hidden", "1000000000"], "--hidden/--layers: LSTM: .*more than this machine"),
+    (["forecast", "--layers", "1000000000"], "--hidden/--layers: LSTM: .*num_layers=1000000000"),
+    (["classify", "--embed-dim", "10000000000", "--limit", "300"],
+     "--embed-dim/--hidden/--layers: Embedding: "),
+    (["generate", "--hidden", "1000000000", "--max-chars", "3000"],
+     "--embedding/--hidden/--layers: LSTM: "),
+    (["classify", "--maxlen", "1000000000000"], "--maxlen must be at most 100_000"),
+    (["generate", "--length", "100000000000"], "--length must be from 0 to 10_000_000"),
+])
+def test_commands_refuse_sizes_beyond_the_machine(tmp_path, capsys, argv, message):
+    """Sizes no machine can hold are one error line, not a MemoryError after the baselines."""
+    from elman.cli import main
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--out", str(out), "--quiet"])
+    assert e.value.code == 2
+    assert re.search("^error: " + message, capsys.readouterr().err, re.MULTILINE)

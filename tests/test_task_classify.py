@@ -117,7 +117,8 @@ def _tiny(**edits):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"maxlen": 0}, "'maxlen' must be an integer >= 1, got 0"),
+    ({"maxlen": 0}, "'maxlen' must be an integer from 1 to 100_000, got 0"),
+    ({"maxlen": 10 ** 12}, "'maxlen' must be an integer from 1 to 100_000"),    # 8 TB of ids
     ({"padding": "middle"}, "'padding' must be 'pre' or 'post'"),
     ({"classes": ["pos"]}, "'classes' must be a list of two or more distinct class names"),
     ({"classes": ["a", "b", "c"]}, "its network scores 2 classes, its settings name 3"),

@@ -103,6 +103,7 @@ BOW_MIN_STEPS = 500
 # Models averaged by default (--ensemble): chosen on the validation part (see the docstring).
 ENSEMBLE = 5
 MAX_ENSEMBLE = 100          # members of one ensemble (each is trained in full)
+MAX_MAXLEN = 100_000        # tokens per text: a book; more is a typo (or a hostile model file)
 
 
 # ----------------------------------------------------------------------------- options
@@ -155,6 +156,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _check_args(args) -> None:
     common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "max_words",
                           "maxlen", "embed_dim", "ensemble")
+    if args.maxlen > MAX_MAXLEN:
+        raise CommandError(f"error: --maxlen must be at most {MAX_MAXLEN:_}, got {args.maxlen}")
     if args.ensemble > MAX_ENSEMBLE:
         raise CommandError(f"error: --ensemble must be at most {MAX_ENSEMBLE}, got "
                            f"{args.ensemble}")
@@ -164,7 +167,7 @@ def _check_args(args) -> None:
         value = getattr(args, name)
         if not 0.0 <= value < 1.0:
             raise CommandError(f"error: --{name.replace('_', '-')} must be in [0, 1), got {value}")
-    if args.weight_decay < 0:
+    if not args.weight_decay >= 0:                  # (nan too)
         raise CommandError(f"error: --weight-decay must be >= 0, got {args.weight_decay}")
     if not args.clipnorm > 0:
         raise CommandError(f"error: --clipnorm must be positive, got {args.clipnorm}")
@@ -540,7 +543,8 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title, ens
 SAVED_SETTINGS = {
     "classes": (lambda v: common.is_name_list(v) and len(v) >= 2,
                 "a list of two or more distinct class names"),
-    "maxlen": (common.is_count, "an integer >= 1"),
+    "maxlen": (lambda v: common.is_count(v) and v <= MAX_MAXLEN,
+               f"an integer from 1 to {MAX_MAXLEN:_}"),
     "padding": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
     "truncating": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
     "ensemble": (lambda v: v is None or common.is_count(v) and v <= MAX_ENSEMBLE,
@@ -644,9 +648,10 @@ def _run(args, comm=None) -> int:
         seeds.append(member_seed(args.seed, k))
         if args.ensemble > 1 and not args.quiet:
             print(f"model {k + 1} of {args.ensemble} (seed {seeds[k]}, writes to {mdir}/)")
-        model = build_model(V, n_classes, args.cell, args.embed_dim, args.hidden, args.layers,
-                            args.bidirectional, args.embed_dropout, args.dropout, args.pool,
-                            seeds[k])
+        model = common.build(lambda: build_model(
+            V, n_classes, args.cell, args.embed_dim, args.hidden, args.layers,
+            args.bidirectional, args.embed_dropout, args.dropout, args.pool, seeds[k]),
+            "--embed-dim/--hidden/--layers")
         _compile(model, n_classes, args)
         model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, mdir,
                                       extra=extra, fit_kwargs={"mask_value": MASK}, comm=comm)

@@ -31,7 +31,7 @@ from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
 __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
            "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
-           "restore", "CELLS"]
+           "restore", "build", "CELLS"]
 
 CELLS = ("rnn", "gru", "lstm")
 
@@ -126,6 +126,16 @@ def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
         raise CommandError(f"error: --resume: no checkpoint {os.path.join(path, 'last.npz')} to "
                            "resume from")
     return path
+
+
+def build(factory, flags: str):
+    """The task's model from ``factory()``. The constructors refuse sizes the machine cannot
+    hold before allocating anything; here that is one error line naming the ``flags`` that
+    set them (e.g. ``"--hidden/--layers"``)."""
+    try:
+        return factory()
+    except ValueError as e:
+        raise CommandError(f"error: {flags}: {e}") from None
 
 
 def _remove_if_empty(path: str) -> None:

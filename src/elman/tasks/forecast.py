@@ -380,6 +380,8 @@ def _run(args, comm=None) -> int:
           f"{' + time of year' if p.season is not None else ''}")
     print(f"windows: train {n_tr}, validation {n_va}, test {n_te} (split in time order)")
 
+    # the network first: sizes the machine cannot hold end the run before the baselines
+    model = common.build(lambda: build_model(p.x.shape[2], args), "--hidden/--layers")
     preds, chosen = run_baselines(series, p) if root else ({}, {})
 
     extra = {"task": "forecast", "data": series.source, "columns": series.columns,
@@ -388,7 +390,6 @@ def _run(args, comm=None) -> int:
              "lookback": args.lookback, "horizon": H, "missing": args.missing,
              "target_mode": args.target_mode, "target_scale": p.y_scale,
              "scaler": p.scaler.state_dict()}
-    model = build_model(p.x.shape[2], args)
     model, history = common.train(model, p.x[p.train], p.y_scaled[p.train],
                                   (p.x[p.val], p.y_scaled[p.val]), args, out, extra=extra,
                                   comm=comm)

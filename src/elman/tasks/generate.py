@@ -75,6 +75,7 @@ HELP = "train a character-level language model (default: Hamlet) vs an n-gram, a
        "text from it"
 
 BUNDLED = "hamlet"              # the name of the bundled text in the checkpoint's extra
+MAX_LENGTH = 10_000_000         # characters per sample (about five minutes of sampling)
 LN2 = math.log(2.0)
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "lr", "seconds")
 CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
@@ -156,8 +157,9 @@ def check_sampling(args) -> None:
                            f"{args.top_k}")
     if not 0 < args.top_p <= 1:
         raise CommandError(f"error: --top-p must be in (0, 1], got {args.top_p}")
-    if args.length < 0:
-        raise CommandError(f"error: --length must be 0 or more, got {args.length}")
+    if not 0 <= args.length <= MAX_LENGTH:
+        raise CommandError(f"error: --length must be from 0 to {MAX_LENGTH:_}, got "
+                           f"{args.length}")
     if not args.prime:
         raise CommandError("error: --prime must not be empty: the sample continues it")
 
@@ -686,8 +688,9 @@ def _run(args, comm=None) -> int:
     sizes = {"train_chars": len(train_text), "val_chars": len(val_text),
              "test_chars": len(test_text), "vocab_size": V,
              "unseen_test_chars": int((test_ids == CharVocabulary.UNK).sum())}
+    # the network first: sizes the machine cannot hold end the run before the baseline
+    model = common.build(lambda: build_model(V, args), "--embedding/--hidden/--layers")
     if not root:                # the other ranks only train: rank 0 scores and reports
-        model = build_model(V, args)
         extra = {"task": "generate", "vocab": vocab.state_dict(),
                  "options": _options(args, V)}
         train(model, args, train_ids, val_ids, out, extra, comm)
@@ -705,7 +708,6 @@ def _run(args, comm=None) -> int:
           f"{ngram_val:.4f}, test {ngram_test:.4f} bits/char ({time.perf_counter() - t0:.1f}s)")
 
     # model and training
-    model = build_model(V, args)
     extra = {"task": "generate", "vocab": vocab.state_dict(), "options": _options(args, V),
              "data": {"source": source, "max_chars": args.max_chars, **sizes}}
     model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra, comm)
