@@ -117,3 +117,19 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     assert _temporaries(out) == []             # the resumed runs cleaned up the dead ones'
     assert np.isfinite(elman.load(os.path.join(out, "model.npz")).predict(
         np.zeros((1, 7, 6), np.float32))).all()
+
+
+def test_a_failed_text_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    """metrics.json and history.csv are written all or nothing (elman.tasks.common)."""
+    from elman.tasks.common import atomic_text, write_metrics
+    path = tmp_path / "metrics.json"
+    write_metrics(str(tmp_path), {"model": {"rmse": 1.0}})
+    before = path.read_text()
+    with pytest.raises(TypeError):                     # not JSON: fails half-way through
+        write_metrics(str(tmp_path), {"model": {"rmse": 2.0, "object": object()}})
+    assert path.read_text() == before
+    with pytest.raises(RuntimeError):
+        with atomic_text(str(tmp_path / "history.csv")) as f:
+            f.write("epoch,loss\n")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

@@ -208,6 +208,21 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     return model, history
 
 
+@contextlib.contextmanager
+def atomic_text(path: str):
+    """Write a text file all or nothing: into ``PATH.tmp``, renamed over ``path`` when the block
+    ends; if the block fails, the temporary file goes and ``path`` is untouched."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _truncate_history(path: str, epochs: int) -> None:
     """Keep the rows of history.csv for the first ``epochs`` epochs (those last.npz holds): a
     run killed after writing an epoch's row but before saving last.npz repeats that epoch."""
@@ -217,10 +232,8 @@ def _truncate_history(path: str, epochs: int) -> None:
         lines = f.readlines()
     if len(lines) <= epochs + 1:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_text(path) as f:
         f.writelines(lines[:epochs + 1])
-    os.replace(tmp, path)
 
 
 def read_history(path: str) -> dict:
@@ -318,11 +331,9 @@ def write_metrics(out_dir: str, metrics: dict) -> str:
             return int(v)
         return v
     path = os.path.join(out_dir, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_text(path) as f:
         json.dump(clean(metrics), f, indent=2, allow_nan=False)
         f.write("\n")
-    os.replace(tmp, path)
     return path
 
 

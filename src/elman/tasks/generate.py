@@ -403,14 +403,12 @@ def _options(args, vocab_size: int) -> dict:
 
 
 def _write_history(path: str, rows: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with common.atomic_text(path) as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
                         for k in HISTORY_FIELDS})
-    os.replace(tmp, path)
 
 
 def _read_history(path: str, epochs: int) -> list[dict]:
