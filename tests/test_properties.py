@@ -100,7 +100,7 @@ bad_size = st.one_of(junk, st.booleans(), st.integers(max_value=0),
 bad_count = st.one_of(junk, st.booleans(), st.integers(max_value=-1),
                       st.floats(allow_nan=True, allow_infinity=True).filter(
                           lambda v: not (math.isfinite(v) and v == int(v) and v >= 0)))
-bad_flag = st.one_of(junk.filter(lambda v: v is not None or True), st.integers(),
+bad_flag = st.one_of(junk, st.integers(),
                      st.floats(allow_nan=True))
 bad_probability = st.one_of(junk, st.floats(allow_nan=True, allow_infinity=True).filter(
     lambda v: not 0 <= v <= 1))
@@ -118,13 +118,21 @@ bad_positive_finite = st.one_of(bad_positive, st.just(math.inf))
 bad_nonnegative = st.one_of(junk, st.booleans(), st.floats(max_value=-1e-9),
                             st.floats(allow_nan=True).filter(math.isnan))
 
+# sizes that allocate nothing: only what is not a positive integer is wrong
+bad_positive_int = st.one_of(junk, st.booleans(), st.integers(max_value=0),
+                             st.floats(allow_nan=True, allow_infinity=True))
+bad_int = st.one_of(junk.filter(lambda v: v is not None), st.booleans(),
+                    st.floats(allow_nan=True, allow_infinity=True))
 bad_shape = bad_size.filter(lambda v: not (isinstance(v, list) and v and all(
     isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in v)))
 
-KINDS = {"size": bad_size, "shape": bad_shape, "count": bad_count, "flag": bad_flag, "probability": bad_probability,
+KINDS = {"size": bad_size, "shape": bad_shape, "positive_int": bad_positive_int, "int": bad_int,
+         "count": bad_count, "flag": bad_flag, "probability": bad_probability,
          "dtype": bad_dtype, "seed": bad_seed, "choice": bad_choice, "positive": bad_positive,
-         "positive_finite": bad_positive_finite,
-         "nonnegative": bad_nonnegative}
+         "positive_finite": bad_positive_finite, "nonnegative": bad_nonnegative,
+         "threads": bad_count.filter(lambda v: v is not None),
+         "separator": st.one_of(st.just(""), st.text(min_size=2, max_size=3), st.integers()),
+         "name": st.one_of(st.just(""), st.integers(), st.none(), st.lists(st.text(), max_size=1))}
 
 RNN_ARGS = {"input_size": "size", "hidden_size": "size", "num_layers": "size", "bias": "flag",
             "batch_first": "flag", "dropout": "probability", "bidirectional": "flag",
@@ -150,9 +158,29 @@ CONSTRUCTORS = [
       "dtype": "dtype"}),
     (elman.CrossEntropyLoss, {}, {"reduction": "choice", "label_smoothing": "probability"}),
     (elman.HuberLoss, {}, {"reduction": "choice", "delta": "positive"}),     # inf: MSE / 2
-    (elman.EarlyStopping, {}, {"min_delta": "nonnegative", "patience": "count",
+    (elman.EarlyStopping, {}, {"monitor": "name", "min_delta": "nonnegative",
+                               "patience": "count",
                                "mode": "choice", "restore_best_weights": "flag"}),
     (elman.Sequential, {}, {"seed": "seed"}),
+    (elman.Linear, dict(in_features=3, out_features=2),
+     {"in_features": "size", "out_features": "size", "bias": "flag", "activation": "choice"}),
+    (elman.LastBidirectional, dict(hidden_size=4),
+     {"hidden_size": "positive_int", "batch_first": "flag"}),
+    (elman.MeanPool, {}, {"batch_first": "flag"}),
+    (elman.Softmax, {}, {"dim": "int"}),
+    (elman.MSELoss, {}, {"reduction": "choice"}),
+    (elman.BCELoss, {}, {"reduction": "choice"}),
+    (elman.ModelCheckpoint, dict(filepath="m.npz"),
+     {"monitor": "name", "save_best_only": "flag", "mode": "choice", "verbose": "choice"}),
+    (elman.CSVLogger, dict(filename="h.csv"), {"separator": "separator", "append": "flag"}),
+    (lambda **kw: elman.StepLR(elman.SGD(elman.Dense(2, 1).parameters()), **kw),
+     dict(step_size=2), {"step_size": "positive_int", "gamma": "nonnegative"}),
+    (lambda **kw: elman.CosineAnnealingLR(elman.SGD(elman.Dense(2, 1).parameters()), **kw),
+     dict(T_max=2), {"T_max": "positive_int", "eta_min": "nonnegative"}),
+    (lambda **kw: elman.ReduceLROnPlateau(elman.SGD(elman.Dense(2, 1).parameters()), **kw),
+     {}, {"mode": "choice", "factor": "probability", "patience": "count",
+          "threshold_mode": "choice", "cooldown": "count", "min_lr": "nonnegative"}),
+    (elman.set_num_threads, dict(n=1), {"n": "threads", "adaptive": "flag"}),
 ]
 OPTIMIZERS = [
     (elman.SGD, {"lr": "nonnegative", "momentum": "nonnegative", "weight_decay": "nonnegative",
@@ -166,7 +194,7 @@ OPTIMIZERS = [
 
 
 @pytest.mark.parametrize("build, valid, spec", CONSTRUCTORS,
-                         ids=[c[0].__name__ for c in CONSTRUCTORS])
+                         ids=[f"{c[0].__name__}-{'-'.join(c[2])}"[:40] for c in CONSTRUCTORS])
 @PROPERTY
 @given(data=st.data())
 def test_constructors_refuse_bad_arguments_by_name(build, valid, spec, data):

@@ -135,6 +135,14 @@ class History(Callback):
 
 # -- monitoring a metric ------------------------------------------------------------------------
 
+def _monitor(owner: str, monitor) -> str:
+    """The name of a logged quantity: a non-empty string (``"val_loss"``, ``"accuracy"``)."""
+    if not isinstance(monitor, str) or not monitor:
+        raise TypeError(f"{owner}: monitor must be the name of a logged quantity such as "
+                        f"'val_loss', got {monitor!r}")
+    return monitor
+
+
 def _mode(owner: str, mode: str, monitor: str) -> str:
     """'min' or 'max'; 'auto' is 'max' for accuracies (the name contains 'acc'), else 'min'."""
     if mode not in ("auto", "min", "max"):
@@ -176,7 +184,7 @@ class EarlyStopping(Callback):
                 or not min_delta >= 0:
             raise ValueError(f"EarlyStopping: min_delta must be a number >= 0, got "
                              f"{min_delta!r}")
-        self.monitor = monitor
+        self.monitor = _monitor("EarlyStopping", monitor)
         self.min_delta = float(min_delta)
         self.patience = int(patience)
         self.mode = _mode("EarlyStopping", mode, monitor)
@@ -246,10 +254,12 @@ class ModelCheckpoint(Callback):
                  initial_value_threshold: float | None = None):
         super().__init__()
         self.filepath = os.fspath(filepath)
-        self.monitor = monitor
+        self.monitor = _monitor("ModelCheckpoint", monitor)
         self.save_best_only = _validate.flag("save_best_only", save_best_only)
         self.mode = _mode("ModelCheckpoint", mode, monitor)
-        self.verbose = verbose
+        if verbose not in (0, 1):
+            raise ValueError(f"ModelCheckpoint: verbose must be 0 or 1, got {verbose!r}")
+        self.verbose = int(verbose)
         self.extra = extra
         self.best = math.inf if self.mode == "min" else -math.inf
         if initial_value_threshold is not None:
@@ -298,6 +308,8 @@ class CSVLogger(Callback):
     def __init__(self, filename, separator: str = ",", append: bool = False):
         super().__init__()
         self.filename = os.fspath(filename)
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise TypeError(f"CSVLogger: separator must be one character, got {separator!r}")
         self.separator = separator
         self.append = _validate.flag("append", append)
         self._keys: list[str] | None = None
@@ -356,7 +368,7 @@ class LearningRateScheduler(Callback):
                             f"lr or an elman.optim scheduler, got {type(schedule).__name__}")
         self._plateau = isinstance(schedule, ReduceLROnPlateau)
         self.schedule = schedule
-        self.monitor = monitor
+        self.monitor = _monitor("LearningRateScheduler", monitor)
         self.verbose = verbose
 
     def on_train_begin(self, logs=None):
