@@ -30,6 +30,14 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    for name in ("epochs", "hidden", "lookback", "batch_size"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be a positive integer, got "
+                     f"{getattr(args, name)}")
+    if not 0 < args.lr < float("inf"):
+        ap.error(f"--lr must be a positive number, got {args.lr}")
+    if args.seed < 0:
+        ap.error(f"--seed must be a non-negative integer, got {args.seed}")
 
     rng = np.random.default_rng(args.seed)
     data = synthetic_weather(4 * 365, seed=args.seed)
