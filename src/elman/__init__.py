@@ -1,4 +1,5 @@
 """elman: recurrent neural networks in NumPy with hand-written backpropagation through time."""
+from ._version import __version__  # noqa: F401
 from .module import Module, Param
 from .gradcheck import gradcheck
 from .cells import GRUCell, LSTMCell, RNNCell
@@ -16,10 +17,8 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRat
                         ModelCheckpoint, TensorBoard)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .interop import ConversionError, export_onnx, from_keras, from_torch, to_onnx, to_torch
-from . import data, distributed, fast, threads
+from . import data, distributed, fast, registry, threads
 from .threads import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
 
 __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
            "LSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
@@ -31,4 +30,5 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
            "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
            "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
-           "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError"]
+           "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError",
+           "registry"]

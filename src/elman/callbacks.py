@@ -33,7 +33,8 @@ import warnings
 
 import numpy as np
 
-from . import _validate
+from . import _validate, checkpoint
+from .optim import LRScheduler, ReduceLROnPlateau
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint",
            "CSVLogger", "LearningRateScheduler", "TensorBoard", "read_event_file"]
@@ -281,7 +282,6 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"ModelCheckpoint: cannot format filepath {self.filepath!r} with "
                              f"epoch and the logs {sorted(logs)}: {e!r}") from None
-        from . import checkpoint            # lazily: checkpoint imports this package's modules
         checkpoint.save(self.model, path, extra=self.extra)
         self.last_saved = path
         if self.verbose:
@@ -361,7 +361,6 @@ class LearningRateScheduler(Callback):
 
     def __init__(self, schedule, monitor: str = "val_loss", verbose: int = 0):
         super().__init__()
-        from .optim import LRScheduler, ReduceLROnPlateau
         self._is_object = isinstance(schedule, (LRScheduler, ReduceLROnPlateau))
         if not self._is_object and not callable(schedule):
             raise TypeError(f"LearningRateScheduler: schedule must be a function (epoch, lr) -> "

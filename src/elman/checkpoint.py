@@ -79,7 +79,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _validate
+from . import _validate, registry
+from ._version import __version__
+from .losses import Loss
 from .module import Module
 from .optim import Optimizer
 
@@ -262,8 +264,6 @@ def save(model: Module, path, optimizer: Optimizer | None = None, extra=None) ->
 
 def _serialise(model: Module, optimizer, extra, path: str) -> tuple[str, dict]:
     """The JSON document and the arrays to write, all checked before any file is touched."""
-    from . import __version__
-
     cls_name = type(model).__name__
     config = getattr(model, "config", None)
     if not callable(config):
@@ -468,7 +468,7 @@ def _load(arrays: "_Archive", custom_objects, fail) -> Checkpoint:
     doc = _read_document(arrays, fail)
     dec = _Decoder(fail, arrays)
     dec.used.add(_META)
-    registry = _registry(custom_objects, fail)
+    classes = _registry(custom_objects, fail)
 
     # architecture and weights: the rebuilt modules may not allocate much more than the
     # archive holds parameter values for, so a small file describing a huge model fails before
@@ -481,7 +481,7 @@ def _load(arrays: "_Archive", custom_objects, fail) -> Checkpoint:
     budget = 2 * held + 2**24
     try:
         with _validate.parameter_budget(budget):
-            model = _build(doc["model"], registry["module"], dec, fail, "model")
+            model = _build(doc["model"], classes["module"], dec, fail, "model")
     except RecursionError:
         raise fail("the architecture is nested too deeply") from None
     if not isinstance(model, Module):
@@ -526,7 +526,7 @@ def _load(arrays: "_Archive", custom_objects, fail) -> Checkpoint:
     # optimizer, compiled state, extra
     optimizer = None
     if doc["optimizer"] is not None:
-        optimizer = _optimizer(doc["optimizer"], model, registry["optimizer"], dec, fail)
+        optimizer = _optimizer(doc["optimizer"], model, classes["optimizer"], dec, fail)
     extra = dec.decode(doc["extra"], "extra")
     compile_doc = dec.decode(doc["compile"], "compile")
     left = set(arrays) - dec.used
@@ -534,7 +534,7 @@ def _load(arrays: "_Archive", custom_objects, fail) -> Checkpoint:
         raise fail(f"the archive holds arrays that the JSON document does not describe: "
                    f"{sorted(left)}")
     if compile_doc is not None and callable(getattr(model, "compile", None)):
-        optimizer = _recompile(model, compile_doc, optimizer, registry, fail)
+        optimizer = _recompile(model, compile_doc, optimizer, classes, fail)
     return Checkpoint(model=model, optimizer=optimizer, extra=extra, epoch=epoch)
 
 
@@ -676,7 +676,6 @@ def _read_document(arrays: "_Archive", fail) -> dict:
         raise fail(f"not an elman checkpoint: the JSON document's format is not {FORMAT!r}")
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
-        from . import __version__
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise fail(f"format version {version!r} is not supported: elman {__version__} reads "
                    f"version {FORMAT_VERSION}" + (" (the file was written by a newer elman)"
@@ -688,36 +687,15 @@ def _read_document(arrays: "_Archive", fail) -> dict:
 
 
 def _registry(custom_objects, fail) -> dict[str, dict[str, type]]:
-    """Name -> class tables for modules, losses and optimizers: elman's own classes plus
-    ``custom_objects``. The only way a name in a file becomes a class."""
-    from . import layers, losses, optim
-    from .cells import GRUCell, LSTMCell, RNNCell
-    from .recurrent import GRU, LSTM, RNN
-
-    modules = [RNN, GRU, LSTM, RNNCell, GRUCell, LSTMCell, layers.Linear, layers.Embedding,
-               layers.Dropout, layers.LayerNorm, layers.Tanh, layers.Sigmoid, layers.ReLU,
-               layers.Softmax, layers.LogSoftmax, layers.Last, layers.LastBidirectional,
-               layers.MeanPool]
-    try:
-        from .model import Sequential
-    except ModuleNotFoundError as e:      # model.py not there: every other class still loads
-        if e.name != f"{__package__}.model":
-            raise
-    else:
-        modules.append(Sequential)
-    table = {
-        "module": {cls.__name__: cls for cls in modules},
-        "loss": {cls.__name__: cls for cls in (
-            losses.MSELoss, losses.L1Loss, losses.HuberLoss, losses.BCELoss,
-            losses.BCEWithLogitsLoss, losses.CrossEntropyLoss)},
-        "optimizer": {cls.__name__: cls for cls in (
-            optim.SGD, optim.RMSprop, optim.Adagrad, optim.Adam, optim.AdamW)},
-    }
+    """Name -> class tables for modules, losses and optimizers: elman's own classes (from
+    :mod:`elman.registry`) plus ``custom_objects``. The only way a name in a file becomes a
+    class."""
+    table = {kind: registry.table(kind) for kind in ("module", "loss", "optimizer")}
     for name, cls in dict(custom_objects or {}).items():
         if not isinstance(name, str) or not isinstance(cls, type):
             raise TypeError(f"load: custom_objects must map class names to classes, got "
                             f"{name!r}: {cls!r}")
-        for kind, base in (("module", Module), ("loss", losses.Loss), ("optimizer", Optimizer)):
+        for kind, base in (("module", Module), ("loss", Loss), ("optimizer", Optimizer)):
             if issubclass(cls, base):
                 table[kind][name] = cls
     return table
@@ -805,7 +783,7 @@ def _non_finite(value, where: str) -> str | None:
     return None
 
 
-def _recompile(model, compile_doc, optimizer, registry, fail):
+def _recompile(model, compile_doc, optimizer, classes, fail):
     """``model.compile(...)`` again, with the saved loss and metrics and the restored optimizer.
 
     ``compile_doc`` is what ``model.compile_config()`` returned: ``compile``'s keyword arguments,
@@ -817,7 +795,7 @@ def _recompile(model, compile_doc, optimizer, registry, fail):
     kwargs = dict(compile_doc)
     loss = kwargs.get("loss")
     if isinstance(loss, dict):
-        kwargs["loss"] = _build(loss, registry["loss"], _Decoder(fail, {}), fail, "compile.loss")
+        kwargs["loss"] = _build(loss, classes["loss"], _Decoder(fail, {}), fail, "compile.loss")
     if optimizer is not None:
         kwargs["optimizer"] = optimizer
     try:

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from ._validate import CommandError
+from ._version import __version__
 
 __all__ = ["main"]
 
@@ -28,7 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elman", description="Train recurrent networks (RNN, GRU, LSTM) on real sequence "
         "problems. Each command runs on bundled real data when given no file.")
-    from . import __version__
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from . import _validate
+from . import _validate, registry
 from .init import uniform_
 from .module import Module, Param
 
@@ -241,12 +241,14 @@ class _RowActivation(_Activation):
         return {"dim": self.dim}
 
 
+@registry.register("module")
 class Tanh(_Activation):
     """``y = tanh(x)``, element-wise; ``dx = dy * (1 - y^2)``. Any shape."""
 
     _name = "tanh"
 
 
+@registry.register("module")
 class Sigmoid(_Activation):
     """``y = 1 / (1 + exp(-x))``, element-wise, computed without overflow for any x;
     ``dx = dy * y * (1 - y)``. Any shape.
@@ -258,12 +260,14 @@ class Sigmoid(_Activation):
     _name = "sigmoid"
 
 
+@registry.register("module")
 class ReLU(_Activation):
     """``y = max(x, 0)``, element-wise; the derivative at 0 is 0 (as in PyTorch). Any shape."""
 
     _name = "relu"
 
 
+@registry.register("module")
 class Softmax(_RowActivation):
     """``y_i = exp(x_i) / sum_j exp(x_j)`` along ``dim`` (default: the last);
     ``dx = y * (dy - sum(dy * y))``. Any shape.
@@ -275,6 +279,7 @@ class Softmax(_RowActivation):
     _name = "softmax"
 
 
+@registry.register("module")
 class LogSoftmax(_RowActivation):
     """``y_i = x_i - log sum_j exp(x_j)`` along ``dim`` (default: the last), computed stably;
     ``dx = dy - exp(y) * sum(dy)``. Pairs with a negative log-likelihood loss. Any shape."""
@@ -284,6 +289,7 @@ class LogSoftmax(_RowActivation):
 
 # -- Linear ----------------------------------------------------------------------------------
 
+@registry.register("module")
 class Linear(Module):
     """Affine map with an optional activation (Keras' ``Dense(units, activation=...)``).
 
@@ -375,6 +381,7 @@ Dense = Linear
 
 # -- Embedding -------------------------------------------------------------------------------
 
+@registry.register("module")
 class Embedding(Module):
     """A lookup table: ``y[..., :] = weight[x[...], :]``.
 
@@ -462,6 +469,7 @@ class Embedding(Module):
 
 # -- Dropout ---------------------------------------------------------------------------------
 
+@registry.register("module")
 class Dropout(Module):
     """Inverted dropout: in training mode each element is zeroed with probability ``p`` and the
     survivors are scaled by ``1/(1-p)``, so the expected output equals the input; in evaluation
@@ -521,6 +529,7 @@ class Dropout(Module):
 
 # -- LayerNorm -------------------------------------------------------------------------------
 
+@registry.register("module")
 class LayerNorm(Module):
     """Layer normalisation over the last ``len(normalized_shape)`` dimensions, as PyTorch's.
 
@@ -662,6 +671,7 @@ class _SequencePicker(Module):
         return {"batch_first": self.batch_first}
 
 
+@registry.register("module")
 class Last(_SequencePicker):
     """Each sequence's last valid step: many-to-one after a recurrent layer.
 
@@ -701,6 +711,7 @@ class Last(_SequencePicker):
         return dx
 
 
+@registry.register("module")
 class LastBidirectional(_SequencePicker):
     """The many-to-one summary of a bidirectional RNN's output, as Keras'
     ``Bidirectional(..., return_sequences=False)`` returns (and as PyTorch's last-layer ``h_n``
@@ -756,6 +767,7 @@ class LastBidirectional(_SequencePicker):
         return {"hidden_size": self.hidden_size, "batch_first": self.batch_first}
 
 
+@registry.register("module")
 class MeanPool(_SequencePicker):
     """Mean over each sequence's valid steps: ``y[n] = sum_{t < lengths[n]} x[t, n] / lengths[n]``
     (time-major), or the mean over all T steps without ``lengths``.

@@ -27,6 +27,7 @@ import numbers
 
 import numpy as np
 
+from . import registry
 from ._validate import FLOAT_DTYPES
 
 __all__ = ["Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLoss",
@@ -108,6 +109,7 @@ class Loss:
         return {"reduction": self.reduction}
 
 
+@registry.register("loss")
 class MSELoss(Loss):
     """Mean squared error: ``l = (p - y)**2``, ``dl/dp = 2 (p - y)``.
 
@@ -125,6 +127,7 @@ class MSELoss(Loss):
         return self._reduce(diff, grad)
 
 
+@registry.register("loss")
 class L1Loss(Loss):
     """Mean absolute error: ``l = |p - y|``, ``dl/dp = sign(p - y)`` (0 where ``p == y``, as
     PyTorch's subgradient).
@@ -140,6 +143,7 @@ class L1Loss(Loss):
         return self._reduce(diff, grad)
 
 
+@registry.register("loss")
 class HuberLoss(Loss):
     """Huber loss with threshold ``delta`` > 0 (PyTorch's ``HuberLoss``)::
 
@@ -190,6 +194,7 @@ def _optional_weight(name: str, what: str, weight, pred: np.ndarray) -> np.ndarr
     return w.astype(pred.dtype)
 
 
+@registry.register("loss")
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities ``p`` in [0, 1] (PyTorch's ``BCELoss``)::
 
@@ -237,6 +242,7 @@ class BCELoss(Loss):
         return self._reduce(losses, grad)
 
 
+@registry.register("loss")
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits ``x`` (sigmoid folded in; PyTorch's
     ``BCEWithLogitsLoss``)::
@@ -289,6 +295,7 @@ class BCEWithLogitsLoss(Loss):
         return self._reduce(losses, grad)
 
 
+@registry.register("loss")
 class CrossEntropyLoss(Loss):
     """Softmax cross-entropy on logits with integer class targets (PyTorch's
     ``CrossEntropyLoss`` with class-index targets).

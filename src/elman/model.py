@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from . import _validate
+from . import _validate, registry
 from . import distributed as _distributed
 from . import threads as _threads
 from . import losses as _losses
@@ -26,7 +26,7 @@ from . import optim as _optim
 from .callbacks import Callback, CallbackList, History
 # re-exported so `from elman.model import METRICS, get_metric` keeps working
 from .metrics import METRICS, Metric, _expand, _like, get_metric  # noqa: F401
-from .layers import _SequencePicker
+from .layers import Embedding, Linear, _SequencePicker
 from .module import Module
 from .recurrent import RecurrentLayer
 
@@ -118,6 +118,7 @@ def _restore_order(a: np.ndarray, order) -> np.ndarray:
 
 # -- Sequential ---------------------------------------------------------------------------------
 
+@registry.register("module")
 class Sequential(Module):
     """A stack of layers trained Keras-style: ``compile``, ``fit``, ``evaluate``, ``predict``.
 
@@ -849,7 +850,6 @@ class Sequential(Module):
         layers = self.layers
         first = layers[0] if layers else None
         dtype = next((p.data.dtype for p in self.parameters()), np.dtype(np.float32))
-        from .layers import Embedding, Linear
         integer = isinstance(first, Embedding)
         if input_shape is None and self._input_spec is not None:
             shape, spec_dtype = self._input_spec

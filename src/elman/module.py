@@ -175,11 +175,6 @@ class Module:
     def backward(self, *grads):
         raise NotImplementedError(f"{type(self).__name__} does not define backward()")
 
-    def to_torch(self):
-        """The ``torch.nn`` twin of this module, same weights (see :func:`elman.to_torch`)."""
-        from .interop.torch import to_torch
-        return to_torch(self)
-
     def extra_repr(self) -> str:
         return ""
 

@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from . import _validate
+from . import _validate, registry
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "OPTIMIZERS", "get_optimizer",
@@ -256,6 +256,7 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
+@registry.register("optimizer")
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``::
 
@@ -317,6 +318,7 @@ class SGD(Optimizer):
             p.data -= self.lr * g
 
 
+@registry.register("optimizer")
 class RMSprop(Optimizer):
     """RMSprop, as ``torch.optim.RMSprop``::
 
@@ -394,6 +396,7 @@ def _lerp_(a: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> No
         np.subtract(end, tmp, out=a)
 
 
+@registry.register("optimizer")
 class Adagrad(Optimizer):
     """Adagrad, as ``torch.optim.Adagrad``::
 
@@ -446,6 +449,7 @@ class Adagrad(Optimizer):
         p.data -= q
 
 
+@registry.register("optimizer")
 class Adam(Optimizer):
     """Adam (and AMSGrad), as ``torch.optim.Adam``::
 
@@ -525,6 +529,7 @@ class Adam(Optimizer):
         p.data -= q
 
 
+@registry.register("optimizer")
 class AdamW(Adam):
     """Adam with decoupled weight decay, as ``torch.optim.AdamW``: each step first shrinks
     ``param *= 1 - lr * weight_decay``, then applies the Adam update (see :class:`Adam`)."""

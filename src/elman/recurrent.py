@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validate
+from . import _validate, registry
 from .cells.base import check_input, check_state
 from .cells.gru import GRUEquations
 from .cells.lstm import LSTMEquations
@@ -353,6 +353,8 @@ def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+@registry.register("module")
+@registry.register("recurrent", "rnn")
 class RNN(RecurrentLayer):
     r"""Elman RNN layer, ``torch.nn.RNN``'s twin.
 
@@ -387,6 +389,8 @@ class RNN(RecurrentLayer):
         return dict(super().config(), nonlinearity=self.nonlinearity)
 
 
+@registry.register("module")
+@registry.register("recurrent", "gru")
 class GRU(RecurrentLayer):
     r"""Gated recurrent unit layer, ``torch.nn.GRU``'s twin (equations in
     :mod:`elman.cells.gru`; gate rows ``[r | z | n]``, reset applied after ``W_hn h + b_hn``).
@@ -420,6 +424,8 @@ class GRU(RecurrentLayer):
         return cfg
 
 
+@registry.register("module")
+@registry.register("recurrent", "lstm")
 class LSTM(RecurrentLayer):
     r"""Long short-term memory layer, ``torch.nn.LSTM``'s twin (equations in
     :mod:`elman.cells.lstm`; gate rows ``[i | f | g | o]``). With ``proj_size = P > 0`` the hidden

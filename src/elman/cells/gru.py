@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import registry
 from .. import _validate
 from .base import CellBase, sigmoid_
 
@@ -127,6 +128,7 @@ class GRUEquations:
         g.W_hh[2 * H:] += dGH[..., 2 * H:].reshape(T * N, H).T @ cache.saved.reshape(T * N, H)
 
 
+@registry.register("module")
 class GRUCell(CellBase):
     """One GRU step (equations in the module docstring).
 

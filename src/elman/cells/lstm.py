@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import registry
 from .base import CellBase
 
 __all__ = ["LSTMEquations", "LSTMCell"]
@@ -92,6 +93,7 @@ class LSTMEquations:
         return None
 
 
+@registry.register("module")
 class LSTMCell(CellBase):
     """One LSTM step (equations in the module docstring); returns ``(h, c)``.
 

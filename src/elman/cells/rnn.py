@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import registry
 from ..timeloop import output_view
 from .base import CellBase
 
@@ -61,6 +62,7 @@ class RNNEquations:
         return None                                 # h_prev enters only through W_hh
 
 
+@registry.register("module")
 class RNNCell(CellBase):
     """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
 

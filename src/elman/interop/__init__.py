@@ -17,15 +17,7 @@ from __future__ import annotations
 
 __all__ = ["ConversionError", "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx"]
 
-
-class ConversionError(ValueError):
-    """A model (or one of its layers) has no exact counterpart in the target framework.
-
-    The message names the layer (its position in a container and its type) and says why.
-    """
-
-
-# imported after ConversionError, which the converters raise
-from .torch import from_torch, to_torch  # noqa: E402  (no torch import happens here)
-from .onnx import export_onnx, to_onnx  # noqa: E402  (nor an onnx import)
-from .keras import from_keras  # noqa: E402  (nor a keras or h5py import)
+from .errors import ConversionError
+from .keras import from_keras  # (no keras or h5py import happens here)
+from .onnx import export_onnx, to_onnx  # (nor an onnx import)
+from .torch import from_torch, to_torch  # (nor a torch import)

@@ -101,7 +101,7 @@ from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, LogSoft
     Sigmoid, Softmax, Tanh
 from ..model import Sequential
 from ..recurrent import GRU, LSTM, RNN
-from . import ConversionError
+from .errors import ConversionError
 
 __all__ = ["from_keras", "KERAS_LAYERS", "TrainingOnlyWarning"]
 

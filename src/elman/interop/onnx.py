@@ -64,13 +64,15 @@ import tempfile
 import numpy as np
 
 from .. import _validate
+from .._version import __version__
+from ..checkpoint import load
 from .._validate import CommandError
 from ..layers import (Dropout, Embedding, Last, LastBidirectional, LayerNorm, Linear, LogSoftmax,
                       MeanPool, ReLU, Sigmoid, Softmax, Tanh)
 from ..model import Sequential
 from ..module import Module
 from ..recurrent import GRU, LSTM, RNN, RecurrentLayer
-from . import ConversionError
+from .errors import ConversionError
 
 __all__ = ["export_onnx", "to_onnx", "default_opset", "MIN_OPSET", "HELP", "add_arguments",
            "run", "export_onnx_main"]
@@ -522,7 +524,6 @@ def to_onnx(model, opset: int | None = None, *, lengths: bool = False,
     graph = helper.make_graph(g.nodes, "elman", inputs, outputs, initializer=g.initializers,
                               doc_string=doc)
     proto = _make_model(helper, graph, opset)
-    from .. import __version__
     proto.producer_version = __version__
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -591,7 +592,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint, export it, print what was written (errors exit with a message)."""
-    from ..checkpoint import load
     if not os.path.isfile(args.checkpoint):
         raise CommandError(f"error: no such checkpoint file: {args.checkpoint}")
     try:

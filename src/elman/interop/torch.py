@@ -73,7 +73,7 @@ from ..layers import (Dropout, Embedding, Last, LastBidirectional, LayerNorm, Li
                       MeanPool, ReLU, Sigmoid, Softmax, Tanh)
 from ..model import Sequential
 from ..recurrent import GRU, LSTM, RNN
-from . import ConversionError
+from .errors import ConversionError
 
 __all__ = ["from_torch", "to_torch", "TORCH_TYPES", "ELMAN_TYPES"]
 

@@ -71,7 +71,7 @@ import time
 
 import numpy as np
 
-from .. import distributed
+from .. import distributed, plots, registry
 from .._validate import CommandError
 from ..data.datasets import load_movie_reviews, read_csv
 from ..data.text import Vocabulary, pad_sequences, stratified_split
@@ -79,7 +79,6 @@ from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, Linear,
 from ..losses import BCEWithLogitsLoss, CrossEntropyLoss
 from ..model import Sequential
 from ..optim import Adam
-from ..recurrent import GRU, LSTM, RNN
 from . import common
 
 __all__ = ["HELP", "add_arguments", "run", "build_model", "bow_matrix", "BowLogReg",
@@ -91,7 +90,6 @@ HELP = "classify texts (default: movie-review sentiment) with an RNN vs bag-of-w
 BUNDLED = "movie-reviews"                    # the name of the bundled data in metrics/extra
 BUNDLED_CLASSES = ["negative", "positive"]
 MASK = 0                                     # the padding id (Vocabulary.PAD)
-CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 
 # The baseline's L2 grid (penalty lambda/2 * ||W||^2 added to the mean loss) and its training.
 BOW_L2_GRID = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
@@ -288,8 +286,9 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
     out = [Embedding(vocab_size, embed_dim, padding_idx=MASK, seed=s[0])]
     if embed_dropout:
         out.append(Dropout(embed_dropout, seed=s[1]))
-    out.append(CELL_CLASSES[cell](embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
-                                  dropout=dropout if layers > 1 else 0.0, seed=s[2]))
+    out.append(registry.get("recurrent", cell)(
+        embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
+        dropout=dropout if layers > 1 else 0.0, seed=s[2]))
     if pool == "mean":
         out.append(MeanPool())
     else:
@@ -493,7 +492,6 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title, ens
     """Validation accuracy per epoch vs the baseline's, and the two test confusion matrices.
     ``ensemble``: ``(n, validation accuracy)`` of the averaged models, drawn as a line (the
     curves are the first model's)."""
-    from .. import plots
     plt = plots._pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2),
                              gridspec_kw={"width_ratios": [1.6, 1, 1]})
@@ -725,7 +723,6 @@ def _run(args, comm=None) -> int:
     for k, h in enumerate(histories):
         common.plot_curves(h, member_dir(out_dir, k),
                            title if n == 1 else f"{title}, model {k + 1} of {n}")
-    from .. import plots
     if plots.have_matplotlib():
         _plot_task(os.path.join(out_dir, "classify.png"), history,
                    bow.grid[bow.l2]["val_accuracy"],

@@ -25,15 +25,13 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, distributed, threads
+from .. import checkpoint, distributed, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
 __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
            "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
-           "restore", "build", "CELLS"]
-
-CELLS = ("rnn", "gru", "lstm")
+           "restore", "build"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
@@ -41,7 +39,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
                          bidirectional=True) -> None:
     """The options every task has, with that task's defaults."""
     g = p.add_argument_group("model and training")
-    g.add_argument("--cell", choices=CELLS, default=cell, help="recurrent cell")
+    g.add_argument("--cell", choices=list(registry.table("recurrent")), default=cell,
+                   help="recurrent cell")
     g.add_argument("--hidden", type=int, default=hidden, help="hidden units per layer")
     g.add_argument("--layers", type=int, default=layers, help="stacked recurrent layers")
     if bidirectional:
@@ -354,7 +353,6 @@ def print_results(title: str, rows: list[tuple[str, dict]], columns: list[str],
 
 def plot_curves(history: dict, out_dir: str, title: str) -> str | None:
     """curves.png from the run's history (None, with a note, when matplotlib is missing)."""
-    from .. import plots
     if not plots.have_matplotlib():
         print('note: install matplotlib (pip install "elman[plot]") for the figures',
               file=sys.stderr)

@@ -49,8 +49,12 @@ import time
 import numpy as np
 
 from .. import baselines as bl
-from .. import distributed
+from .. import distributed, plots, registry
 from .._validate import CommandError
+from ..cli import main as cli_main
+from ..layers import Dense, Last, LastBidirectional
+from ..model import Sequential
+from ..optim import Adam
 from ..data import StandardScaler, chronological_split, sliding_windows
 from ..data.datasets import MISSING_MARKERS, MISSING_MODES, load_seattle_weather, read_csv
 from . import common
@@ -304,16 +308,15 @@ def prepare(series: Series, args) -> Prepared:
 # -- model ---------------------------------------------------------------------------------------
 
 def build_model(n_inputs: int, args):
-    import elman
-    cell = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[args.cell]
+    cell = registry.get("recurrent", args.cell)
     D = 2 if args.bidirectional else 1
     recurrent = cell(n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
                      bidirectional=args.bidirectional, seed=args.seed)
-    pick = elman.LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \
-        else elman.Last(batch_first=True)
-    head = elman.Dense(D * args.hidden, args.horizon, seed=args.seed + 1)
-    model = elman.Sequential([recurrent, pick, head], seed=args.seed)
-    model.compile(elman.Adam(model.parameters(), lr=args.lr), "mse", metrics=["mae"],
+    pick = LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \
+        else Last(batch_first=True)
+    head = Dense(D * args.hidden, args.horizon, seed=args.seed + 1)
+    model = Sequential([recurrent, pick, head], seed=args.seed)
+    model.compile(Adam(model.parameters(), lr=args.lr), "mse", metrics=["mae"],
                   global_clipnorm=1.0)
     return model
 
@@ -444,7 +447,6 @@ def _run(args, comm=None) -> int:
 
 
 def _plot(series, p, y_test, y_model, preds, metrics, out):
-    from .. import plots
     if not plots.have_matplotlib():
         return None
     best_name = min(metrics["baselines"], key=lambda k: metrics["baselines"][k]["rmse"])
@@ -545,5 +547,4 @@ def predict(args) -> int:
 
 
 if __name__ == "__main__":      # python -m elman.tasks.forecast ...
-    from elman.cli import main
-    sys.exit(main(["forecast", *sys.argv[1:]]))
+    sys.exit(cli_main(["forecast", *sys.argv[1:]]))

@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, distributed, ngram, threads
+from .. import checkpoint, distributed, ngram, plots, registry, threads
 from .._validate import CommandError
 from ..data.datasets import load_hamlet, read_text
 from ..distributed import GradientReducer, broadcast_parameters, sync_generators
@@ -68,7 +68,7 @@ from ..layers import Dropout, Embedding, Linear
 from ..losses import CrossEntropyLoss
 from ..model import Sequential
 from ..optim import Adam, AdamW, ReduceLROnPlateau, clip_grad_norm_
-from ..recurrent import GRU, LSTM, RNN, RecurrentLayer
+from ..recurrent import RecurrentLayer
 from . import common
 
 HELP = "train a character-level language model (default: Hamlet) vs an n-gram, and sample " \
@@ -78,7 +78,6 @@ BUNDLED = "hamlet"              # the name of the bundled text in the checkpoint
 MAX_LENGTH = 10_000_000         # characters per sample (about five minutes of sampling)
 LN2 = math.log(2.0)
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "lr", "seconds")
-CELL_CLASSES = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -264,9 +263,9 @@ def build_model(vocab_size: int, args) -> Sequential:
     Sequential, so that ``elman.load`` rebuilds it; the stateful loop below calls its layers
     directly."""
     s = args.seed
-    rnn = CELL_CLASSES[args.cell](args.embedding, args.hidden, num_layers=args.layers,
-                                  dropout=args.dropout if args.layers > 1 else 0.0,
-                                  seed=s + 1)
+    rnn = registry.get("recurrent", args.cell)(
+        args.embedding, args.hidden, num_layers=args.layers,
+        dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1)
     layers = [Embedding(vocab_size, args.embedding, seed=s)]
     if getattr(args, "input_dropout", 0) > 0:
         layers.append(Dropout(args.input_dropout, seed=s + 4))
@@ -749,7 +748,6 @@ def _run(args, comm=None) -> int:
         curves = {"loss": [r["loss"] for r in history],
                   "val_loss": [r["val_loss"] for r in history]}
         common.plot_curves(curves, out, f"{label}: bits per character")
-        from .. import plots
         if plots.have_matplotlib():
             epochs = np.arange(1, len(history) + 1)
             plots.plot_series(
