@@ -126,6 +126,19 @@ class Layer(Module):
         self._batch_input_shape = None
         if input_shape is not None:
             self._batch_input_shape = (None,) + _shape_tuple("input_shape", input_shape)
+        object.__setattr__(self, "training", False)     # as Keras: no dropout outside fit()
+
+    def __call__(self, *args, training=None, **kwargs):
+        """``layer(x)``: the forward pass; ``training=True`` applies dropout (Keras' flag; a
+        model's ``fit`` sets it for its layers)."""
+        if training is None:
+            return self.forward(*args, **kwargs)
+        was_training = self.training
+        self.train(bool(training))
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            self.train(was_training)
 
     # -- parameters: the face's own, never the engine's ------------------------------------
     def named_parameters(self, prefix: str = ""):

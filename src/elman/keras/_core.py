@@ -88,7 +88,7 @@ class Embedding(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 
-    def forward(self, x, lengths=None):
+    def forward(self, x):
         self.build()
         ids = np.asarray(x)
         if ids.dtype.kind == "f":                  # Keras casts float ids to int
@@ -175,6 +175,7 @@ class Dropout(Layer):
         self.built = True
 
     def forward(self, x):
+        self.engine.train(self.training)
         return self.engine(x)
 
     def backward(self, grad_out):
