@@ -1,7 +1,9 @@
 """A small aclImdb-format archive, made in the test, for elman.keras.datasets.imdb (never the
 network): reviews built from a few sentiment words, so a model can learn something."""
 import hashlib
+import importlib.util
 import io
+import os
 import tarfile
 
 import numpy as np
@@ -47,3 +49,13 @@ def use_tiny_imdb(monkeypatch, tmp_path, n_per_class: int = 20):
     monkeypatch.setattr(imdb, "SHA256", sha)
     monkeypatch.setenv("ELMAN_CACHE", str(tmp_path / "cache"))
     return imdb
+
+
+def run_seed001_example(monkeypatch, tmp_path, argv):
+    """examples/seed001_keras.py's main(argv) on a small archive; returns what main returns."""
+    use_tiny_imdb(monkeypatch, tmp_path, n_per_class=20)
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "seed001_keras.py")
+    spec = importlib.util.spec_from_file_location("seed001_keras", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)

@@ -3,7 +3,6 @@ build when their input size is known, gradients are exact (float64 finite differ
 the Keras-layout weights), stateful layers carry their states, what cannot be honoured is
 refused by name, and the IMDB loader follows Keras' conventions on an archive made here.
 (Agreement with real Keras itself is in test_keras_face_parity.py.)"""
-import importlib.util
 import os
 import re
 
@@ -15,7 +14,7 @@ from elman import keras as face
 from elman.keras import layers as L
 from elman.keras.models import Sequential
 
-from _tiny_imdb import use_tiny_imdb
+from _tiny_imdb import run_seed001_example, use_tiny_imdb
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 
@@ -272,19 +271,6 @@ def test_imdb_load_data_follows_keras_conventions(monkeypatch, tmp_path):
 
 
 # -- the example and the README -------------------------------------------------------------
-
-def _load_example(name):
-    path = os.path.join(ROOT, "examples", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_seed001_example(monkeypatch, tmp_path, argv):
-    use_tiny_imdb(monkeypatch, tmp_path, n_per_class=20)
-    return _load_example("seed001_keras").main(argv)
-
 
 def test_seed001_example_runs_as_written(monkeypatch, tmp_path, capsys):
     pytest.importorskip("matplotlib")

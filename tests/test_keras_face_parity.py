@@ -19,6 +19,7 @@ keras = require("keras")
 
 import elman  # noqa: E402
 from elman import keras as face  # noqa: E402
+from _tiny_imdb import run_seed001_example  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword")   # Keras' variables
@@ -235,3 +236,17 @@ def test_one_sgd_step_matches_keras(name):
     assert h_ours.history["loss"][0] == pytest.approx(h_theirs.history["loss"][0], rel=1e-5)
     for k, (a, b) in enumerate(zip(ours.get_weights(), theirs.get_weights())):
         assert_close(a, b, what=f"weight {k} after the step")
+
+
+def test_seed001_example_model_loads_into_keras(monkeypatch, tmp_path):
+    """The model examples/seed001_keras.py trains, its weights set into the same Keras model,
+    predicts the same; so does its conversion back by elman.from_keras."""
+    result = run_seed001_example(monkeypatch, tmp_path, ["--no-plots"])
+    ours, (x_test, _) = result["model"], result["test"]
+    L = keras.layers
+    theirs = keras.Sequential([keras.Input((None,), dtype="int32"), L.Embedding(10000, 32),
+                               L.SimpleRNN(32), L.Dense(1, activation="sigmoid")])
+    theirs.set_weights(ours.get_weights())
+    expected = theirs.predict(x_test, verbose=0)
+    assert_close(ours.predict(x_test), expected)
+    assert_close(elman.from_keras(theirs).predict(x_test), expected)

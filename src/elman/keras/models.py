@@ -60,6 +60,7 @@ class Sequential(_model.Sequential):
         self._batch_input_shape = None
         self._shapes = None                 # each layer's output shape, once known
         self._pending_compile = None
+        self._keras_compile = None          # compile()'s arguments, as given
         self.eval()                         # as Keras: no dropout outside fit()
         if layers is not None:
             if isinstance(layers, (Layer, InputLayer)):
@@ -94,6 +95,9 @@ class Sequential(_model.Sequential):
             self._batch_input_shape = layer._batch_input_shape
         layer.train(self.training)
         super().add(layer)
+        if self.optimizer is not None and self._keras_compile is not None:
+            # its weights must be trained too: compile again once they exist (as Keras would)
+            self.optimizer, self._pending_compile = None, self._keras_compile
         self._build()
 
     def _sequence_effects(self) -> list:
@@ -166,6 +170,7 @@ class Sequential(_model.Sequential):
         if isinstance(loss, str):
             _losses.get_loss(loss)                        # an unknown name fails now
         args = dict(optimizer=optimizer, loss=loss, metrics=metrics, **clip)
+        self._keras_compile = args
         if self.built:
             self._compile_now(**args)
         else:
