@@ -33,12 +33,10 @@ def numpy(a):
 
 
 def assert_close(ours, theirs, tol=1e-5, what=""):
+    """|ours - theirs| <= tol * max(1, max |theirs|), element-wise."""
     theirs = numpy(theirs)
-    ours = np.asarray(ours)
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != keras {theirs.shape}"
     scale = max(1.0, float(np.max(np.abs(theirs), initial=0.0)))
-    err = float(np.max(np.abs(ours.astype(np.float64) - theirs), initial=0.0)) / scale
-    assert err <= tol, f"{what}: relative error {err:.3g} > {tol}"
+    np.testing.assert_allclose(np.asarray(ours), theirs, rtol=0, atol=tol * scale, err_msg=what)
 
 
 def random_weights(keras_thing, rng):

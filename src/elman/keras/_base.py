@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from .. import _validate
+from .. import model as _model
 from ..init import orthogonal_, uniform_, zeros_
 from ..module import Module, Param
 
@@ -164,19 +165,9 @@ class Layer(Module):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def get_weights(self) -> list:
-        """Copies of the weights in Keras' order and shapes (what ``keras_layer.set_weights``
-        takes)."""
-        return [p.data.copy() for p in self.parameters()]
-
-    def set_weights(self, weights) -> None:
-        """Load arrays in Keras' order and shapes (``keras_layer.get_weights()``)."""
-        names = [n for n, _ in self.named_parameters()]
-        weights = list(weights)
-        if len(weights) != len(names):
-            raise ValueError(f"{self.name}.set_weights: expected {len(names)} arrays ({names}), "
-                             f"got {len(weights)}")
-        self.load_state_dict(dict(zip(names, weights)))
+    # Keras' order is the order the weights were created in, as for a model
+    get_weights = _model.Sequential.get_weights
+    set_weights = _model.Sequential.set_weights
 
     @property
     def weights(self) -> list:

@@ -79,9 +79,13 @@ class _Recurrent(Layer):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0,
                  return_sequences=False, return_state=False, go_backwards=False, stateful=False,
-                 unroll=False, seed=None, name=None, dtype=None, input_shape=None):
+                 unroll=False, seed=None, name=None, dtype=None, input_shape=None,
+                 recurrent_activation=None):
         super().__init__(name, dtype, input_shape)
         cls = type(self).__name__
+        if self._gates > 1 and recurrent_activation != "sigmoid":   # GRU, LSTM
+            raise ValueError(f"{cls}: recurrent_activation must be 'sigmoid' (what elman's "
+                             f"engine computes), got {recurrent_activation!r}")
         self.units = _validate.positive_int("units", units)
         self.activation = activation
         allowed = ("tanh", "relu") if cls == "SimpleRNN" else ("tanh",)
@@ -302,12 +306,9 @@ class GRU(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  reset_after=True, **kwargs):
-        if recurrent_activation != "sigmoid":
-            raise ValueError(f"GRU: recurrent_activation must be 'sigmoid' (what elman's engine "
-                             f"computes), got {recurrent_activation!r}")
-        reset_after = _validate.flag("reset_after", reset_after)
-        super().__init__(units, activation, use_bias, **kwargs)
-        self.reset_after = reset_after
+        super().__init__(units, activation, use_bias, recurrent_activation=recurrent_activation,
+                         **kwargs)
+        self.reset_after = _validate.flag("reset_after", reset_after)
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
@@ -333,12 +334,9 @@ class LSTM(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  unit_forget_bias=True, **kwargs):
-        if recurrent_activation != "sigmoid":
-            raise ValueError(f"LSTM: recurrent_activation must be 'sigmoid' (what elman's "
-                             f"engine computes), got {recurrent_activation!r}")
-        forget = _validate.flag("unit_forget_bias", unit_forget_bias)
-        super().__init__(units, activation, use_bias, **kwargs)
-        self.unit_forget_bias = forget
+        super().__init__(units, activation, use_bias, recurrent_activation=recurrent_activation,
+                         **kwargs)
+        self.unit_forget_bias = _validate.flag("unit_forget_bias", unit_forget_bias)
 
     def _bias_initializer(self):
         base = get_initializer(self.bias_initializer, "bias_initializer")
