@@ -105,6 +105,13 @@ def test_input_and_input_shape_build_at_once():
                                                           (1,)]
 
 
+def test_get_layer_by_name_or_index():
+    model = seed_model()
+    assert model.get_layer("simple_rnn_1") is model.layers[2] is model.get_layer(index=2)
+    with pytest.raises(ValueError, match="no layer named 'lstm'"):
+        model.get_layer("lstm")
+
+
 def test_layer_names_count_per_session():
     assert [L.SimpleRNN(2).name, L.SimpleRNN(2).name, L.GRU(2).name,
             L.TimeDistributed(L.Dense(1)).name] == ["simple_rnn", "simple_rnn_1", "gru",

@@ -100,6 +100,16 @@ class Sequential(_model.Sequential):
             self.optimizer, self._pending_compile = None, self._keras_compile
         self._build()
 
+    def get_layer(self, name=None, index=None):
+        """A layer by its name or its position (Keras' ``get_layer``)."""
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the layers are "
+                         f"{[layer.name for layer in self.layers]}")
+
     def _sequence_effects(self) -> list:
         return [getattr(layer, "_sequence_effect", None) for layer in self.layers]
 

@@ -32,11 +32,15 @@ def _reviews(path):
     return _download.download_imdb(path, url=URL, sha256=SHA256)
 
 
-def _ranks(texts) -> dict:
-    """word -> frequency rank (1 = most frequent; ties alphabetical) over ``texts``."""
+def _words(texts) -> list:
+    return [tokenize(text, keep_punctuation=False) for text in texts]
+
+
+def _ranks(documents) -> dict:
+    """word -> frequency rank (1 = most frequent; ties alphabetical) over lists of words."""
     counts = Counter()
-    for text in texts:
-        counts.update(tokenize(text, keep_punctuation=False))
+    for words in documents:
+        counts.update(words)
     ranked = sorted(counts, key=lambda w: (-counts[w], w))
     return {w: k for k, w in enumerate(ranked, start=1)}
 
@@ -44,7 +48,7 @@ def _ranks(texts) -> dict:
 def get_word_index(path=None) -> dict:
     """``{word: rank}`` (1 = most frequent in the training reviews), as Keras'; a word's id in
     :func:`load_data` is its rank + ``index_from``. ``path``: the cache directory."""
-    return _ranks(_reviews(path)[0])
+    return _ranks(_words(_reviews(path)[0]))
 
 
 def _object_array(lists) -> np.ndarray:
@@ -70,16 +74,17 @@ def load_data(path=None, num_words=None, skip_top=0, maxlen=None, seed=113, star
     skip_top = _validate.positive_int("skip_top", skip_top, minimum=0)
     index_from = _validate.positive_int("index_from", index_from, minimum=0)
     train_texts, train_labels, test_texts, test_labels = _reviews(path)
-    ranks = _ranks(train_texts)
+    train_words, test_words = _words(train_texts), _words(test_texts)
+    ranks = _ranks(train_words)
     unknown = -1                                  # a test word never seen in training
 
-    def encode(text):
-        ids = [ranks.get(w, unknown) for w in tokenize(text, keep_punctuation=False)]
+    def encode(words):
+        ids = [ranks.get(w, unknown) for w in words]
         return [w if w == unknown else w + index_from for w in ids]
 
     rng = np.random.RandomState(seed)             # Keras' shuffle, split by split
     splits = []
-    for texts, labels in ((train_texts, train_labels), (test_texts, test_labels)):
+    for texts, labels in ((train_words, train_labels), (test_words, test_labels)):
         order = np.arange(len(texts))
         rng.shuffle(order)
         xs = [encode(texts[i]) for i in order]
