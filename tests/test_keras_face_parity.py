@@ -248,3 +248,20 @@ def test_seed001_example_model_loads_into_keras(monkeypatch, tmp_path):
     expected = theirs.predict(x_test, verbose=0)
     assert_close(ours.predict(x_test), expected)
     assert_close(elman.from_keras(theirs).predict(x_test), expected)
+
+
+@pytest.mark.parametrize("kind,kwargs", KINDS[::2])
+def test_stateful_layer_matches_keras(kind, kwargs):
+    """Final states carry over to the next batch, row by row, until reset_states()."""
+    rng = np.random.default_rng(5)
+    theirs, ours = both(kind, kwargs, stateful=True, return_sequences=True)
+    x = rng.standard_normal((3, 8, 2)).astype(np.float32)
+    theirs(x[:, :4])
+    theirs.reset_states()
+    ours.build((None, None, 2))
+    ours.set_weights(random_weights(theirs, rng))
+    for part in (x[:, :4], x[:, 4:]):
+        assert_close(ours(part), theirs(part))
+    theirs.reset_states()
+    ours.reset_states()
+    assert_close(ours(x[:, 2:]), theirs(x[:, 2:]))
