@@ -206,6 +206,38 @@ def test_mask_zero_skips_padding_wherever_it_is():
         np.testing.assert_allclose(model.predict(np.array(padded)), expected, atol=1e-6)
 
 
+# -- saving ---------------------------------------------------------------------------------
+
+def test_save_and_load_model_resume_training_exactly(tmp_path):
+    def make():
+        model = Sequential([
+            L.Embedding(30, 4, mask_zero=True),
+            L.Bidirectional(L.LSTM(3, return_sequences=True, dropout=0.2), merge_mode="ave"),
+            L.Dropout(0.3), L.TimeDistributed(L.Dense(2)), L.GRU(3, reset_after=False),
+            L.Dense(1, activation="sigmoid")])
+        model.compile(face.optimizers.Adam(learning_rate=0.01), "binary_crossentropy",
+                      metrics=["acc"])
+        return model
+    rng = np.random.default_rng(0)
+    x = face.utils.pad_sequences([rng.integers(1, 30, rng.integers(2, 7)).tolist()
+                                  for _ in range(24)])
+    y = rng.integers(0, 2, 24)
+    model = make()
+    best = tmp_path / "best.npz"
+    model.fit(x, y, epochs=2, batch_size=8, validation_split=0.25, verbose=0,
+              callbacks=[face.callbacks.ModelCheckpoint(str(best), save_best_only=True)])
+    model.save(tmp_path / "model.npz")
+    loaded = face.models.load_model(tmp_path / "model.npz")
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert loaded.epoch == 2 and type(loaded.optimizer).__name__ == "Adam"
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    for m in (model, loaded):          # shuffling and dropout continue from the same states
+        m.fit(x, y, epochs=4, batch_size=8, initial_epoch=2, verbose=0)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert face.models.load_model(best).predict(x).shape == (24, 1)
+
+
 # -- refusals -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,error,message", [

@@ -20,14 +20,15 @@ compiled fast path are the same. ``Sequential`` is an :class:`elman.Sequential` 
 with its ``fit`` loop and callbacks.
 
 Modules: :mod:`~elman.keras.layers`, :mod:`~elman.keras.models`,
-:mod:`~elman.keras.optimizers`, :mod:`~elman.keras.datasets` (``imdb``),
+:mod:`~elman.keras.optimizers`, :mod:`~elman.keras.callbacks`, :mod:`~elman.keras.datasets`
+(``imdb``),
 :mod:`~elman.keras.utils` (``pad_sequences``, ``set_random_seed``),
 ``preprocessing.sequence`` (Keras 2's home of ``pad_sequences``) and ``backend``
 (``clear_session``).
 """
-from . import backend, datasets, layers, models, optimizers, preprocessing, utils
+from . import backend, callbacks, datasets, layers, models, optimizers, preprocessing, utils
 from .layers import Input
 from .models import Sequential
 
-__all__ = ["Sequential", "Input", "layers", "models", "optimizers", "datasets", "utils",
-           "preprocessing", "backend"]
+__all__ = ["Sequential", "Input", "layers", "models", "optimizers", "callbacks", "datasets",
+           "utils", "preprocessing", "backend"]

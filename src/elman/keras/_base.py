@@ -20,7 +20,28 @@ from .. import model as _model
 from ..init import orthogonal_, uniform_, zeros_
 from ..module import Module, Param
 
-__all__ = ["Layer", "clear_session", "set_random_seed", "get_initializer", "to_snake_case"]
+__all__ = ["Layer", "LAYERS", "register", "from_spec", "clear_session", "set_random_seed",
+           "get_initializer", "to_snake_case"]
+
+#: class name -> layer class, filled by :func:`register` where each layer is defined; what a
+#: saved model's layers are rebuilt from (:func:`elman.keras.models.load_model`)
+LAYERS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: list a layer class in :data:`LAYERS`."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def from_spec(spec):
+    """A layer from ``{"class": name, "config": kwargs}`` (a layer is returned as is)."""
+    if not isinstance(spec, dict):
+        return spec
+    if set(spec) != {"class", "config"} or spec["class"] not in LAYERS:
+        raise ValueError(f"expected a layer or {{'class': one of {sorted(LAYERS)}, 'config': "
+                         f"{{...}}}}, got {spec!r}")
+    return LAYERS[spec["class"]](**spec["config"])
 
 
 # -- session state: names and the weight generator -------------------------------------------
@@ -108,9 +129,10 @@ class Layer(Module):
     the input's feature size is known, ``compute_output_shape``, ``get_weights``/``set_weights``
     in Keras' order, and elman's ``forward``/``backward`` (samples-first arrays).
 
-    Sub-classes set ``engine`` (an elman module, or None) in ``build`` and list their weights in
-    ``_weight_names`` in Keras' order. ``_sequence_effect`` tells the model whether the layer
-    outputs a sequence ("seq"), turns one into a vector ("pick") or keeps what it gets (None).
+    Sub-classes create their weights in ``build``, in Keras' order (``_add_weight``), and set
+    ``engine``, the elman module that computes. ``_sequence_effect`` tells the model whether
+    the layer outputs a sequence ("seq"), turns one into a vector ("pick") or keeps what it
+    gets (None).
     """
 
     _sequence_effect = None
@@ -123,7 +145,6 @@ class Layer(Module):
         self.dtype = _validate.float_dtype(np.float32 if dtype is None else dtype)
         self.built = False
         self.engine = None
-        self._weight_names: list[str] = []
         self._batch_input_shape = None
         if input_shape is not None:
             self._batch_input_shape = (None,) + _shape_tuple("input_shape", input_shape)
@@ -149,14 +170,13 @@ class Layer(Module):
             if name != "engine":
                 yield from module.named_parameters(f"{prefix}.{name}" if prefix else name)
 
-    def _add_weight(self, name: str, shape, initializer, rng=None):
+    def _add_weight(self, name: str, shape, initializer):
         """A parameter in Keras' layout, initialised by a Keras initialiser name."""
         init = get_initializer(initializer, f"{type(self).__name__}: {name}_initializer") \
             if isinstance(initializer, str) else initializer
         array = np.zeros(shape, self.dtype)
-        init(array, session_rng() if rng is None else rng)
+        init(array, session_rng())
         setattr(self, name, Param(array))
-        self._weight_names.append(name)
 
     # -- Keras' interface ------------------------------------------------------------------
     def build(self, input_shape) -> None:
@@ -177,7 +197,15 @@ class Layer(Module):
         return sum(p.data.size for p in self.parameters())
 
     def get_config(self) -> dict:
+        """The constructor arguments, as plain JSON-able values."""
         return {"name": self.name, "dtype": self.dtype.name}
+
+    def config(self) -> dict:
+        """What :func:`elman.save` stores to rebuild the layer (``get_config()``)."""
+        return self.get_config()
+
+    def spec(self) -> dict:
+        return {"class": type(self).__name__, "config": self.get_config()}
 
     def _require_built(self, x) -> None:
         """Build from the first input a layer is called on directly."""

@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import _validate
 from .. import layers as _layers
-from ._base import Layer, _shape_tuple, draw_seed, get_initializer, session_rng
+from ._base import (Layer, _shape_tuple, draw_seed, from_spec, get_initializer, register,
+                    session_rng)
 
 __all__ = ["Input", "InputLayer", "Embedding", "Dense", "Dropout", "Masking", "TimeDistributed"]
 
@@ -50,6 +51,7 @@ def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None) 
     return InputLayer(shape, batch_size, dtype, name, batch_shape)
 
 
+@register
 class Embedding(Layer):
     """Token ids (N, T) -> vectors (N, T, output_dim): Keras' ``Embedding``, over
     :class:`elman.Embedding` (whose ``weight`` *is* this layer's ``embeddings``, (input_dim,
@@ -82,7 +84,6 @@ class Embedding(Layer):
         get_initializer(self.embeddings_initializer, "embeddings_initializer")(
             engine.weight.data, session_rng())
         self.embeddings = engine.weight            # one Param, two names: no copy, no sync
-        self._weight_names = ["embeddings"]
         self.built = True
 
     def compute_output_shape(self, input_shape):
@@ -106,6 +107,7 @@ class Embedding(Layer):
                     mask_zero=self.mask_zero, input_length=self.input_length)
 
 
+@register
 class Dense(Layer):
     """``y = activation(x @ kernel + bias)`` on the last axis: Keras' ``Dense``, over
     :class:`elman.Dense`. ``kernel`` (in_features, units), ``bias`` (units,) in Keras' layout;
@@ -159,6 +161,7 @@ class Dense(Layer):
                     use_bias=self.use_bias)
 
 
+@register
 class Dropout(Layer):
     """Keras' ``Dropout(rate)``, over :class:`elman.Dropout`: in training (``fit``) each element
     is zeroed with probability ``rate`` and the rest scaled by ``1/(1-rate)``; elsewhere the
@@ -185,6 +188,7 @@ class Dropout(Layer):
         return dict(super().get_config(), rate=self.rate)
 
 
+@register
 class Masking(Layer):
     """Keras' ``Masking(mask_value)``: a time step whose features all equal ``mask_value`` is
     padding. Its values are zeroed here, and the model gives the recurrent layers each
@@ -213,11 +217,13 @@ class Masking(Layer):
         return dict(super().get_config(), mask_value=self.mask_value)
 
 
+@register
 class TimeDistributed(Layer):
     """Apply ``layer`` to every time step: (N, T, ...) -> (N, T, ...), Keras'
     ``TimeDistributed``. Its weights are the wrapped layer's."""
 
     def __init__(self, layer, name=None, input_shape=None):
+        layer = from_spec(layer)
         if not isinstance(layer, Layer):
             raise TypeError(f"TimeDistributed wraps an elman.keras layer, got "
                             f"{type(layer).__name__}")
@@ -248,6 +254,9 @@ class TimeDistributed(Layer):
         y = self.layer.forward(x.reshape((n * t,) + x.shape[2:]))
         self._cache = x.shape
         return y.reshape((n, t) + y.shape[1:])
+
+    def get_config(self) -> dict:
+        return {"layer": self.layer.spec(), "name": self.name}
 
     def backward(self, grad_out):
         shape = _layers._saved(self)

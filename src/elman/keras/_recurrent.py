@@ -33,7 +33,7 @@ from .. import _validate
 from ..recurrent import GRU as _GRU
 from ..recurrent import LSTM as _LSTM
 from ..recurrent import RNN as _RNN
-from ._base import Layer, draw_seed, get_initializer
+from ._base import Layer, draw_seed, from_spec, get_initializer, register
 
 __all__ = ["SimpleRNN", "GRU", "LSTM", "Bidirectional"]
 
@@ -280,6 +280,7 @@ class _Recurrent(Layer):
                     seed=self.seed)
 
 
+@register
 class SimpleRNN(_Recurrent):
     """Keras' ``SimpleRNN``: ``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel +
     bias)``, over :class:`elman.RNN`. ``activation``: "tanh" or "relu".
@@ -296,6 +297,7 @@ class SimpleRNN(_Recurrent):
         return {"nonlinearity": self.activation}
 
 
+@register
 class GRU(_Recurrent):
     """Keras' ``GRU`` (gates z|r|h), over :class:`elman.GRU`. ``reset_after=True`` (Keras 3's
     default) applies the reset gate after the recurrent product and has two biases, (2, 3*units);
@@ -324,6 +326,7 @@ class GRU(_Recurrent):
         return dict(super().get_config(), reset_after=self.reset_after)
 
 
+@register
 class LSTM(_Recurrent):
     """Keras' ``LSTM`` (gates i|f|c|o, PyTorch's i|f|g|o), over :class:`elman.LSTM`.
     ``unit_forget_bias=True`` (Keras' default) starts the forget gate's bias at 1."""
@@ -356,6 +359,7 @@ class LSTM(_Recurrent):
 _MERGES = ("concat", "sum", "mul", "ave", None)
 
 
+@register
 class Bidirectional(Layer):
     """Keras' ``Bidirectional(layer, merge_mode)``: a copy of ``layer`` reads the sequence
     forwards, another (``go_backwards=True``) backwards, and their outputs are merged:
@@ -366,6 +370,7 @@ class Bidirectional(Layer):
 
     def __init__(self, layer, merge_mode="concat", backward_layer=None, name=None,
                  input_shape=None):
+        layer, backward_layer = from_spec(layer), from_spec(backward_layer)
         if not isinstance(layer, _Recurrent):
             raise TypeError(f"Bidirectional wraps an elman.keras SimpleRNN, GRU or LSTM, got "
                             f"{type(layer).__name__}")
@@ -376,9 +381,10 @@ class Bidirectional(Layer):
                              "(the backward copy is made for you)")
         super().__init__(name, layer.dtype, input_shape)
         cfg = layer.get_config()
-        self.forward_layer = type(layer)(**dict(cfg, name="forward_" + layer.name))
+        base = layer.name.removeprefix("forward_")
+        self.forward_layer = type(layer)(**dict(cfg, name="forward_" + base))
         if backward_layer is None:
-            backward_layer = type(layer)(**dict(cfg, name="backward_" + layer.name,
+            backward_layer = type(layer)(**dict(cfg, name="backward_" + base,
                                                 go_backwards=True))
         elif not isinstance(backward_layer, _Recurrent) or not backward_layer.go_backwards \
                 or backward_layer.return_sequences != layer.return_sequences \
@@ -451,6 +457,10 @@ class Bidirectional(Layer):
     def reset_states(self) -> None:
         self.forward_layer.reset_states()
         self.backward_layer.reset_states()
+
+    def get_config(self) -> dict:
+        return {"layer": self.forward_layer.spec(), "merge_mode": self.merge_mode,
+                "backward_layer": self.backward_layer.spec(), "name": self.name}
 
     reset_state = reset_states
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import checkpoint as _checkpoint
 from .. import losses as _losses
 from .. import model as _model
-from ._base import Layer, draw_seed, unique_name
+from ._base import LAYERS, Layer, draw_seed, unique_name
 from ._core import Embedding, InputLayer, Masking
 from .optimizers import KerasOptimizer
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "load_model"]
 
 
 def _verbose(value) -> int:
@@ -54,10 +55,11 @@ class Sequential(_model.Sequential):
     ['acc', 'loss', 'val_acc', 'val_loss']
     """
 
-    def __init__(self, layers=None, name=None):
+    def __init__(self, layers=None, name=None, batch_input_shape=None):
         super().__init__(None, seed=draw_seed())
         self.name = unique_name("sequential") if name is None else name
-        self._batch_input_shape = None
+        # (None, T, F)-like; set by Input(...), a first layer's input_shape=, or a saved model
+        self._batch_input_shape = None if batch_input_shape is None else tuple(batch_input_shape)
         self._shapes = None                 # each layer's output shape, once known
         self._pending_compile = None
         self._keras_compile = None          # compile()'s arguments, as given
@@ -235,6 +237,19 @@ class Sequential(_model.Sequential):
             out = _model._restore_order(out, order)
         return out
 
+    # -- saving ---------------------------------------------------------------------------
+    def config(self) -> dict:
+        """The architecture as plain data (what :func:`elman.save` stores)."""
+        shape = self._batch_input_shape
+        return {"layers": [layer.spec() for layer in self.layers], "name": self.name,
+                "batch_input_shape": None if shape is None else list(shape)}
+
+    def save(self, filepath) -> None:
+        """Write the model -- architecture, weights, optimizer state, epoch -- to one ``.npz``
+        file of arrays and JSON (:func:`elman.save`; never pickle). Read it back with
+        :func:`load_model`."""
+        _checkpoint.save(self, filepath)
+
     def reset_states(self) -> None:
         """Zero the carried states of every stateful layer."""
         for layer in self.layers:
@@ -277,3 +292,14 @@ class Sequential(_model.Sequential):
         emit = print if print_fn is None else print_fn
         for line in lines:
             emit(line)
+
+
+def load_model(filepath) -> Sequential:
+    """A model written by :meth:`Sequential.save` (or by :func:`elman.save`, or a
+    ``ModelCheckpoint``), compiled again with its optimizer state, ready to predict or to
+    continue training (``fit(..., initial_epoch=model.epoch)``)."""
+    model = _checkpoint.load(filepath, custom_objects={**LAYERS, "Sequential": Sequential})
+    if not isinstance(model, Sequential):
+        raise TypeError(f"load_model: {filepath} holds a {type(model).__name__}, not an "
+                        f"elman.keras Sequential; read it with elman.load")
+    return model
