@@ -176,6 +176,23 @@ def test_input_dropout_masks_every_step_alike_in_training_only():
     assert max(errors.values()) < 1e-7, errors
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_keras_crossentropies_have_exact_gradients(from_logits):
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((4, 3, 5))
+    p = z if from_logits else np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    labels = rng.integers(0, 5, (4, 3))
+    sparse = face.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    dense = face.losses.CategoricalCrossentropy(from_logits=from_logits)
+    errors = elman.gradcheck(lambda q: sparse(q, labels), (p,))
+    assert errors["input[0]"] < 1e-7
+    assert dense(p, np.eye(5)[labels])[0] == pytest.approx(sparse(p, labels)[0], rel=1e-12)
+    if from_logits:                       # the same as elman's (PyTorch's) loss on logits
+        assert sparse(p, labels)[0] == pytest.approx(elman.CrossEntropyLoss()(p, labels)[0])
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 5\)"):
+        sparse(p, labels + 5)
+
+
 # -- stateful -------------------------------------------------------------------------------
 
 def test_stateful_layer_carries_each_row_state_to_the_next_batch():

@@ -265,3 +265,31 @@ def test_stateful_layer_matches_keras(kind, kwargs):
     theirs.reset_states()
     ours.reset_states()
     assert_close(ours(x[:, 2:]), theirs(x[:, 2:]))
+
+
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+def test_categorical_losses_on_softmax_match_keras(loss):
+    """Keras' cross-entropies take probabilities: a softmax model trains as in Keras (loss,
+    accuracy and one SGD step), per time step and masked too."""
+    rng = np.random.default_rng(3)
+
+    def build(lib):
+        L = lib.layers
+        return lib.Sequential([lib.Input((None, 3)), L.Masking(0.0),
+                               L.GRU(4, return_sequences=True),
+                               L.TimeDistributed(L.Dense(3, activation="softmax"))])
+    theirs, ours = build(keras), build(face)
+    ours.set_weights(random_weights(theirs, rng))
+    x = rng.standard_normal((6, 5, 3)).astype(np.float32)
+    x[1, :2] = 0
+    labels = rng.integers(0, 3, (6, 5))
+    y = labels if loss.startswith("sparse") else np.eye(3, dtype=np.float32)[labels]
+    theirs.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5), loss=loss,
+                   metrics=["acc"])
+    ours.compile(optimizer=face.optimizers.SGD(learning_rate=0.5), loss=loss, metrics=["acc"])
+    for got, expected in zip(ours.evaluate(x, y, verbose=0), theirs.evaluate(x, y, verbose=0)):
+        assert got == pytest.approx(expected, rel=1e-5)
+    theirs.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    ours.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        assert_close(a, b)

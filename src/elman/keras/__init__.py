@@ -19,16 +19,16 @@ computing to the elman layer it holds (``layer.engine``: ``elman.RNN``, ``GRU``,
 compiled fast path are the same. ``Sequential`` is an :class:`elman.Sequential` and trains
 with its ``fit`` loop and callbacks.
 
-Modules: :mod:`~elman.keras.layers`, :mod:`~elman.keras.models`,
+Modules: :mod:`~elman.keras.layers`, :mod:`~elman.keras.models`, :mod:`~elman.keras.losses`,
 :mod:`~elman.keras.optimizers`, :mod:`~elman.keras.callbacks`, :mod:`~elman.keras.datasets`
-(``imdb``),
-:mod:`~elman.keras.utils` (``pad_sequences``, ``set_random_seed``),
+(``imdb``), :mod:`~elman.keras.utils` (``pad_sequences``, ``set_random_seed``),
 ``preprocessing.sequence`` (Keras 2's home of ``pad_sequences``) and ``backend``
 (``clear_session``).
 """
-from . import backend, callbacks, datasets, layers, models, optimizers, preprocessing, utils
+from . import (backend, callbacks, datasets, layers, losses, models, optimizers, preprocessing,
+               utils)
 from .layers import Input
 from .models import Sequential
 
-__all__ = ["Sequential", "Input", "layers", "models", "optimizers", "callbacks", "datasets",
-           "utils", "preprocessing", "backend"]
+__all__ = ["Sequential", "Input", "layers", "models", "losses", "optimizers", "callbacks",
+           "datasets", "utils", "preprocessing", "backend"]

@@ -19,7 +19,9 @@ import numpy as np
 
 from .. import checkpoint as _checkpoint
 from .. import losses as _losses
+from .. import metrics as _metrics
 from .. import model as _model
+from . import losses as _face_losses
 from ._base import LAYERS, Layer, draw_seed, unique_name
 from ._core import Embedding, InputLayer, Masking
 from .optimizers import KerasOptimizer
@@ -173,14 +175,15 @@ class Sequential(_model.Sequential):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **clip):
         """Keras' ``compile``: ``optimizer`` a name ("rmsprop", "adam", "sgd", ...) or an
         ``elman.keras.optimizers`` object, ``loss`` a name ("binary_crossentropy", "mse",
-        "sparse_categorical_crossentropy", ...), ``metrics`` names (``"acc"``/``"accuracy"``,
-        "mae", ...; each is logged under the name given). Takes effect once the model is
-        built (at once if it is)."""
+        "sparse_categorical_crossentropy", ... with Keras' meaning: the categorical ones take
+        probabilities, see :mod:`elman.keras.losses`) or a loss object, ``metrics`` names
+        (``"acc"``/``"accuracy"``, "mae", ...; each is logged under the name given). Takes
+        effect once the model is built (at once if it is)."""
         if loss is None:
             raise ValueError(f"compile: a loss is required, e.g. loss='mse'; known names: "
                              f"{sorted(_losses.LOSSES)}")
         if isinstance(loss, str):
-            _losses.get_loss(loss)                        # an unknown name fails now
+            _losses.get_loss(_face_losses.get(loss))      # an unknown name fails now
         args = dict(optimizer=optimizer, loss=loss, metrics=metrics, **clip)
         self._keras_compile = args
         if self.built:
@@ -188,10 +191,13 @@ class Sequential(_model.Sequential):
         else:
             self._pending_compile = args
 
-    def _compile_now(self, optimizer, **kwargs) -> None:
+    def _compile_now(self, optimizer, loss, metrics=None, **clip) -> None:
         if isinstance(optimizer, KerasOptimizer):
             optimizer = optimizer.build(self.parameters())
-        super().compile(optimizer, **kwargs)
+        super().compile(optimizer, _face_losses.get(loss), metrics, **clip)
+        if isinstance(self.loss, _face_losses.CategoricalCrossentropy):   # one-hot targets
+            self.metrics = [_face_losses.CategoricalAccuracy(m.name)
+                            if type(m) is _metrics.Accuracy else m for m in self.metrics]
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
@@ -298,7 +304,9 @@ def load_model(filepath) -> Sequential:
     """A model written by :meth:`Sequential.save` (or by :func:`elman.save`, or a
     ``ModelCheckpoint``), compiled again with its optimizer state, ready to predict or to
     continue training (``fit(..., initial_epoch=model.epoch)``)."""
-    model = _checkpoint.load(filepath, custom_objects={**LAYERS, "Sequential": Sequential})
+    classes = {**LAYERS, "Sequential": Sequential,
+               **{cls.__name__: cls for cls in _face_losses.LOSSES.values()}}
+    model = _checkpoint.load(filepath, custom_objects=classes)
     if not isinstance(model, Sequential):
         raise TypeError(f"load_model: {filepath} holds a {type(model).__name__}, not an "
                         f"elman.keras Sequential; read it with elman.load")
