@@ -183,7 +183,7 @@ MODELS = {
         L.LSTM(3), L.Dense(1)],
     "go_backwards_dense_per_step": lambda L, k: [
         k.Input((None, 3)), L.SimpleRNN(4, go_backwards=True, return_sequences=True),
-        L.Dense(2, activation="tanh"), L.LSTM(3), L.Dense(1)],
+        L.Dense(2, activation="tanh"), L.LSTM(3), L.Dense(2), L.Activation("softmax")],
 }
 
 

@@ -16,7 +16,8 @@ from .. import layers as _layers
 from ._base import (Layer, _shape_tuple, draw_seed, from_spec, get_initializer, register,
                     session_rng)
 
-__all__ = ["Input", "InputLayer", "Embedding", "Dense", "Dropout", "Masking", "TimeDistributed"]
+__all__ = ["Input", "InputLayer", "Embedding", "Dense", "Activation", "Dropout", "Masking",
+           "TimeDistributed"]
 
 
 class InputLayer:
@@ -159,6 +160,32 @@ class Dense(Layer):
     def get_config(self) -> dict:
         return dict(super().get_config(), units=self.units, activation=self.activation,
                     use_bias=self.use_bias)
+
+
+_ACTIVATIONS = {"tanh": _layers.Tanh, "sigmoid": _layers.Sigmoid, "relu": _layers.ReLU,
+                "softmax": _layers.Softmax, "log_softmax": _layers.LogSoftmax}
+
+
+@register
+class Activation(Layer):
+    """Keras' ``Activation(activation)``: "linear", "tanh", "sigmoid", "relu", "softmax" (over the
+    last axis) or "log_softmax", element-wise, over elman's activation layers."""
+
+    def __init__(self, activation, name=None, dtype=None, input_shape=None):
+        super().__init__(name, dtype, input_shape)
+        self.activation = _layers._activation_name(activation)
+        cls = _ACTIVATIONS.get(self.activation)
+        self.engine = None if cls is None else cls()
+        self.built = True
+
+    def forward(self, x):
+        return np.asarray(x) if self.engine is None else self.engine(x)
+
+    def backward(self, grad_out):
+        return np.asarray(grad_out) if self.engine is None else self.engine.backward(grad_out)
+
+    def get_config(self) -> dict:
+        return dict(super().get_config(), activation=self.activation)
 
 
 @register

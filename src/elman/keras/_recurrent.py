@@ -3,10 +3,10 @@
 
 Each layer keeps Keras' weights and layout::
 
-    kernel            (input_dim, k*units)    k = 1 (SimpleRNN), 3 (GRU: z|r|h), 4 (LSTM: i|f|c|o)
+    kernel            (input_dim, k*units)   k = 1 SimpleRNN, 3 GRU (z|r|h), 4 LSTM (i|f|c|o)
     recurrent_kernel  (units, k*units)
-    bias              (k*units,)              one bias; a GRU with reset_after=True has (2, 3*units):
-                                              [input bias; recurrent bias]
+    bias              (k*units,)             one bias; a GRU with reset_after=True has two,
+                                             (2, 3*units): [input bias; recurrent bias]
 
 and runs :class:`elman.RNN`/:class:`elman.GRU`/:class:`elman.LSTM` (one layer, ``batch_first``)
 on them: before a forward pass the weights are copied into the engine's PyTorch layout
