@@ -60,13 +60,15 @@ def right_padded_mask(rng, n, t):
 
 # -- single layers --------------------------------------------------------------------------
 
+# go_backwards with return_sequences on masked input is refused (Keras' mask does not follow the
+# reversed outputs; test_keras_face.py checks the refusal)
+FLAGS = [(seq, back, masked) for seq in (False, True) for back in (False, True)
+         for masked in (False, True) if not (seq and back and masked)]
+
+
 @pytest.mark.parametrize("kind,kwargs", KINDS)
-@pytest.mark.parametrize("return_sequences", [False, True])
-@pytest.mark.parametrize("go_backwards", [False, True])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences,go_backwards,masked", FLAGS)
 def test_recurrent_layer_matches_keras(kind, kwargs, return_sequences, go_backwards, masked):
-    if masked and go_backwards and return_sequences:
-        pytest.skip("refused: Keras' mask does not follow go_backwards' reversed outputs")
     rng = np.random.default_rng(len(kind) + 3 * return_sequences + 5 * go_backwards)
     theirs, ours = both(kind, kwargs, return_sequences=return_sequences, return_state=True,
                         go_backwards=go_backwards)
