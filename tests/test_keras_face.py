@@ -112,6 +112,20 @@ def test_get_layer_by_name_or_index():
         model.get_layer("lstm")
 
 
+def test_set_random_seed_makes_runs_repeat():
+    runs = []
+    for _ in range(2):
+        face.utils.set_random_seed(42)
+        model = Sequential([L.Embedding(20, 4), L.LSTM(3, dropout=0.3), L.Dropout(0.5),
+                            L.Dense(1)])
+        model.compile("adam", "mse")
+        x = np.arange(40).reshape(8, 5) % 20
+        model.fit(x, np.linspace(0, 1, 8), epochs=2, batch_size=4, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_layer_names_count_per_session():
     assert [L.SimpleRNN(2).name, L.SimpleRNN(2).name, L.GRU(2).name,
             L.TimeDistributed(L.Dense(1)).name] == ["simple_rnn", "simple_rnn_1", "gru",

@@ -295,3 +295,18 @@ def test_categorical_losses_on_softmax_match_keras(loss):
     ours.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         assert_close(a, b)
+
+
+@pytest.mark.parametrize("kind,kwargs", KINDS)
+def test_layers_without_bias_match_keras(kind, kwargs):
+    rng = np.random.default_rng(9)
+    theirs, ours = both(kind, kwargs, use_bias=False, return_sequences=True)
+    dense_k, dense_f = keras.layers.Dense(2, use_bias=False), face.layers.Dense(2, use_bias=False)
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    dense_k(theirs(x))
+    ours.build((None, None, 2))
+    dense_f.build((None, None, 5))
+    ours.set_weights(random_weights(theirs, rng))
+    dense_f.set_weights(random_weights(dense_k, rng))
+    assert [w.shape for w in ours.get_weights()] == [w.shape for w in theirs.get_weights()]
+    assert_close(dense_f(ours(x)), dense_k(theirs(x)))
