@@ -201,7 +201,8 @@ class _Recurrent(Layer):
         return tuple(states) if self._n_states == 2 else states[0]
 
     def _run(self, x, lengths=None, initial_state=None):
-        """The engine over x: (outputs (N, T, units) in processing order, [h, (c)])."""
+        """The engine over x: (outputs (N, T, units) in processing order, [h, (c)]). The
+        outputs are a view of the engine's buffers, reused by its next call: copy to keep."""
         x = _validate.float_array("input", x, self.dtype)
         if x.ndim != 3:
             raise ValueError(f"{self.name}: expected sequences (N, T, features), got input of "
@@ -221,7 +222,7 @@ class _Recurrent(Layer):
         if self.stateful:
             self._states = [s.copy() for s in states]
         self._cache = (mask, lengths)
-        return np.array(out), states
+        return out, states
 
     def _backprop(self, dseq, dstates) -> np.ndarray:
         """Gradient wrt x from the gradients of the processing-order outputs and the final
@@ -250,7 +251,7 @@ class _Recurrent(Layer):
                              f"masked input is not supported (Keras' mask does not follow the "
                              f"reversed outputs); use Bidirectional, or return_sequences=False")
         out, states = self._run(x, lengths, initial_state)
-        output = out if self.return_sequences else states[0]
+        output = np.array(out) if self.return_sequences else states[0]
         return [output] + states if self.return_state else output
 
     def backward(self, grad_out):
@@ -474,7 +475,7 @@ def _merge(mode, a, b):
         return a * b
     if mode == "ave":
         return (a + b) / a.dtype.type(2)
-    return (a, b)
+    return (a.copy(), b.copy())          # the forward outputs may be the engine's buffers
 
 
 def _merge_backward(mode, a, b, grads):
