@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-os.environ.setdefault("KERAS_BACKEND", "torch")     # before keras is imported
+os.environ["KERAS_BACKEND"] = "torch"       # before keras is imported; numpy's needs scipy
 
 from _torch import require  # noqa: E402
 
