@@ -1,0 +1,4 @@
+"""Keras 2's ``keras.preprocessing`` (``from keras.preprocessing import sequence``)."""
+from . import sequence
+
+__all__ = ["sequence"]
