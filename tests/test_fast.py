@@ -6,6 +6,7 @@ largest magnitude of each array. PyTorch parity of both paths is in test_recurre
 """
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def test_fast_path_agrees_with_reference(case, dtype):
     L = kwargs.get("num_layers", 1)
     h0 = rng.standard_normal((D * L, N, kwargs.get("proj_size", H))).astype(dtype)
     hx = (h0, rng.standard_normal((D * L, N, H)).astype(dtype)) if kind == "LSTM" else h0
-    assert elman.fast.kernels_for(layer.eq, layer._weights(0), dtype) is not None
+    assert elman.fast.kernels_for(layer.eq, dtype) is not None
     reference, fast = both_paths(layer, x, hx, lengths, seed=case)
     assert_agree(reference, fast, dtype, context=repr(layer))
 
@@ -132,10 +133,32 @@ def test_cells_run_through_the_fast_path():
 def test_every_variant_has_kernels_except_unknown_equations_and_dtypes():
     for layer in (elman.RNN(3, 5, nonlinearity="relu"), elman.GRU(3, 5, reset_after=False),
                   elman.LSTM(3, 5, proj_size=2)):
-        assert elman.fast.kernels_for(layer.eq, layer._weights(0), np.float32) is not None
+        assert elman.fast.kernels_for(layer.eq, np.float32) is not None
     lstm = elman.LSTM(3, 5)
-    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float16) is None
-    assert elman.fast.kernels_for(object(), lstm._weights(0), np.float32) is None
+    assert elman.fast.kernels_for(lstm.eq, np.float16) is None
+
+
+def test_a_cell_without_a_kernel_runs_its_numpy_steps_and_says_so():
+    """The fallback to the reference steps is explicit: a FastPathWarning, once per cell class,
+    and the same numbers as the NumPy path."""
+    from elman.cells.lstm import LSTMEquations
+
+    class NoKernel(LSTMEquations):
+        kernel = None
+
+    lstm = elman.LSTM(3, 5, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    with elman.fast.use(False):
+        expected = lstm(x)[0]
+    lstm.eq = NoKernel()
+    with pytest.warns(elman.fast.FastPathWarning, match="NoKernel has no compiled kernel"):
+        got = lstm(x)[0]
+    np.testing.assert_array_equal(got, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # once per class: no second warning
+        lstm(x)
+    with pytest.raises(ValueError, match="no elman.fast kernel module named 'os.path'"):
+        elman.fast.kernels_named("os.path")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -164,10 +187,10 @@ def test_compiled_gemm_on_column_blocks(dtype, accumulate):
 def test_switches():
     assert elman.fast.available
     lstm = elman.LSTM(2, 3)
-    assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is not None
+    assert elman.fast.kernels_for(lstm.eq, np.float32) is not None
     with elman.fast.use(False):
         assert not elman.fast.enabled()
-        assert elman.fast.kernels_for(lstm.eq, lstm._weights(0), np.float32) is None
+        assert elman.fast.kernels_for(lstm.eq, np.float32) is None
         with elman.fast.use(True):
             assert elman.fast.enabled()
         assert not elman.fast.enabled()

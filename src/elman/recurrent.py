@@ -25,12 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate, registry
-from .cells.base import check_input, check_state
+from .cells.base import check_input, check_state, make_parameters, parameter_count
 from .cells.gru import GRUEquations
 from .cells.lstm import LSTMEquations
 from .cells.rnn import RNNEquations
-from .init import uniform_
-from .module import Module, Param
+from .module import Module
 from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
                        sequence_forward)
 
@@ -63,31 +62,26 @@ class RecurrentLayer(Module):
         D = 2 if self.bidirectional else 1
         H = self.hidden_size
         P = self.proj_size or H
-        G = eq.gates
-        # parameters per direction: the first layer reads the input, the others D*P features
-        # (in closed form: num_layers may be absurd, and a loop over it would spin)
-        extra = (2 * G * H if self.bias else 0) + (P * H if self.proj_size else 0)
-        first = G * H * (self.input_size + P) + extra
-        later = G * H * (D * P + P) + extra
+
+        def specs(layer_in):       # one layer-direction's parameters, as the cell declares them
+            return eq.parameters(layer_in, H, self.proj_size, self.bias)
+        # the first layer reads the input, the others D*P features (in closed form: num_layers
+        # may be absurd, and a loop over it would spin)
+        first, later = parameter_count(specs(self.input_size)), parameter_count(specs(D * P))
         _validate.affordable(type(self).__name__,
                              D * (first + (self.num_layers - 1) * later), self.dtype,
                              {"input_size": self.input_size, "hidden_size": H,
                               "num_layers": self.num_layers})
-        bound = 1.0 / np.sqrt(H)
-        self._names = []                           # per (layer, direction): the 4 or 5 names
+        # per (layer, direction): {the cell's name for a parameter: this layer's attribute}
+        self._names = []
         for layer in range(self.num_layers):
             layer_in = self.input_size if layer == 0 else D * P
             for direction in range(D):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = [("weight_ih" + sfx, (G * H, layer_in)), ("weight_hh" + sfx, (G * H, P))]
-                if self.bias:
-                    shapes += [("bias_ih" + sfx, (G * H,)), ("bias_hh" + sfx, (G * H,))]
-                if self.proj_size:
-                    shapes.append(("weight_hr" + sfx, (P, H)))
-                for name, shape in shapes:
-                    setattr(self, name, Param(uniform_(np.empty(shape, self.dtype), bound,
-                                                       self._rng)))
-                self._names.append([n for n, _ in shapes])
+                made = make_parameters(specs(layer_in), H, self.dtype, self._rng)
+                for name, param in made.items():
+                    setattr(self, name + sfx, param)
+                self._names.append({name: name + sfx for name in made})
         self._cache = None
         # per layer-direction: internal arrays reused from call to call (timeloop.Workspace)
         self._workspaces = [Workspace() for _ in self._names]
@@ -122,12 +116,9 @@ class RecurrentLayer(Module):
         return self.proj_size or self.hidden_size
 
     def _weights(self, index: int, grads: bool = False) -> Weights:
-        params = [getattr(self, n) for n in self._names[index]]
-        arrays = [p.grad if grads else p.data for p in params]
-        W_ih, W_hh = arrays[:2]
-        b_ih, b_hh = arrays[2:4] if self.bias else (None, None)
-        W_hr = arrays[-1] if self.proj_size else None
-        return Weights(W_ih, W_hh, b_ih, b_hh, W_hr)
+        """Layer-direction ``index``'s arrays by the cell's parameter names."""
+        return {name: getattr(getattr(self, attribute), "grad" if grads else "data")
+                for name, attribute in self._names[index].items()}
 
     # -- forward ---------------------------------------------------------------------------
     def _split_hx(self, hx, N: int, batched: bool):

@@ -33,23 +33,16 @@ import numpy as np
 
 from . import fast, threads
 
-__all__ = ["Weights", "SequenceCache", "Workspace", "release", "sequence_forward",
-           "sequence_backward"]
+__all__ = ["Weights", "SequenceCache", "ForwardLoop", "BackwardLoop", "Workspace", "release",
+           "sequence_forward", "sequence_backward"]
 
-
-@dataclass
-class Weights:
-    """The parameters of one layer in one direction (arrays of ``Param.data``/``Param.grad``).
-
-    Shapes: W_ih (G*H, I), W_hh (G*H, P), b_ih and b_hh (G*H,) or None, W_hr (P, H) or None,
-    where G is the cell's number of gates and P the state size (H, or proj_size for an LSTM with a
-    projection).
-    """
-    W_ih: np.ndarray
-    W_hh: np.ndarray
-    b_ih: np.ndarray | None
-    b_hh: np.ndarray | None
-    W_hr: np.ndarray | None = None
+#: The parameters of one layer in one direction, by the names the cell declares
+#: (:meth:`elman.cells.base.CellEquations.parameters`), as arrays (``Param.data`` or
+#: ``Param.grad``). Every cell has ``weight_ih`` (G*H, I) and ``weight_hh`` (G*H, P); with
+#: biases ``bias_ih`` and ``bias_hh`` (G*H,); an LSTM with a projection ``weight_hr`` (P, H);
+#: G is the cell's number of gates and P the state size (H, or proj_size). Absent parameters
+#: are absent keys.
+Weights = dict
 
 
 @dataclass
@@ -73,6 +66,40 @@ class SequenceCache:
     def kernels(self):
         """The kernel module that ran the forward loop, or None (the NumPy reference)."""
         return None if self.kernel_module is None else fast.kernels_named(self.kernel_module)
+
+
+@dataclass
+class ForwardLoop:
+    """What a compiled forward loop (``kernel.forward(eq, loop)``) gets: the arrays of one
+    layer-direction, shaped as in :class:`SequenceCache`. It overwrites ``GX`` with the gates and
+    fills ``S`` (and ``C``, ``saved``, ``R``) step by step, in ``schedule``'s order."""
+    GX: np.ndarray             # (T, N, G*H) input projections, the bias not yet added
+    bias: np.ndarray           # (G*H,) to add to each step's projection
+    W_hh_T: np.ndarray         # (P, K) the recurrent GEMM's matrix, K = recurrent_gates * H
+    S: np.ndarray              # (T+1, N, P) states, the initial one in place
+    C: np.ndarray | None       # (T+1, N, H) cell states (LSTM)
+    saved: np.ndarray | None   # (T, N, saved_width*H) the kernel's own saved values
+    gh: np.ndarray             # (N, K) scratch for the recurrent GEMM
+    consts: object             # the cell's step constants (prepare_forward)
+    schedule: np.ndarray       # (steps, 4) rows (t, prev, new, n), see _schedule
+    R: np.ndarray | None       # (T, N, H) outputs before the projection (proj_size)
+    W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed
+
+
+@dataclass
+class BackwardLoop:
+    """What a compiled backward loop (``kernel.backward(eq, loop)``) gets: it turns ``dh``/``dc``
+    (gradients wrt the final states, left holding those wrt the initial states) and ``dY`` into
+    the pre-activation gradients ``dGX``/``dGH``, walking ``schedule`` backwards."""
+    cache: SequenceCache
+    dY: np.ndarray | None      # (T, N, P) gradient wrt the outputs, C-contiguous, or None
+    dh: np.ndarray             # (N, P)
+    dc: np.ndarray | None      # (N, H)
+    dGX: np.ndarray            # (T, N, G*H); may be cache.gates itself (consumed)
+    dGH: np.ndarray            # dGX, or (T, N, dgh_blocks*H) for the recurrent side
+    w: Weights
+    schedule: np.ndarray
+    dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
 
 
 class Workspace:
@@ -147,9 +174,10 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     """
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
-    GH = w.W_ih.shape[0]
+    W_ih, W_hh, W_hr = w["weight_ih"], w["weight_hh"], w.get("weight_hr")
+    GH = W_ih.shape[0]
     H = GH // eq.gates
-    P = w.W_hh.shape[1]
+    P = W_hh.shape[1]
     dtype = X.dtype
     # 1. input projection for every step at once
     # the cell folds what it can of b_hh into GX; `consts` is whatever else its steps need
@@ -159,18 +187,18 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # The loop's GEMM covers the gate rows that take h_prev itself (all of them, except the
     # candidate of the classic GRU, which takes r * h_prev and is the cell's own GEMM).
     K = eq.recurrent_gates * H
-    W_hh_T = np.ascontiguousarray(w.W_hh[:K].T)
-    W_hr_T = None if w.W_hr is None else np.ascontiguousarray(w.W_hr.T)
-    kernels = fast.kernels_for(eq, w, dtype)      # the compiled loops, or None: NumPy steps
+    W_hh_T = np.ascontiguousarray(W_hh[:K].T)
+    W_hr_T = None if W_hr is None else np.ascontiguousarray(W_hr.T)
+    kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
-    np.matmul(X.reshape(T * N, X.shape[2]), w.W_ih.T, out=GX.reshape(T * N, GH))
+    np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     zero = active is not None
     S = ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
-    R = ws.new((T, N, H), dtype, zero) if w.W_hr is not None else None  # read by dW_hr GEMM
+    R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
     saved_width = eq.saved_width if kernels is None else kernels.saved_width
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     first = T if reverse else 0
@@ -193,7 +221,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if kernels is not None:
             bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
                 else gx_bias.astype(dtype, copy=False)
-            kernels.forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T)
+            kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, gh, consts, schedule,
+                                            R, W_hr_T))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                                  kernels.__name__, workspace)
         for t, p, q, n in schedule:
@@ -279,7 +308,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY = dY_copy
     with threads.for_gemm(N, P, K):
         if kernels is not None:
-            kernels.backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs)
+            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, schedule, dHs))
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
@@ -296,24 +325,24 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     split = GH - dGH2.shape[1]     # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
     H_prev2 = H_prev.reshape(T * N, P)
-    g.W_ih += dGX2.T @ X2
+    g["weight_ih"] += dGX2.T @ X2
     if split:
-        g.W_hh[:split] += dGX2[:, :split].T @ H_prev2
+        g["weight_hh"][:split] += dGX2[:, :split].T @ H_prev2
     if split < K:
-        g.W_hh[split:K] += dGH2[:, :K - split].T @ H_prev2
+        g["weight_hh"][split:K] += dGH2[:, :K - split].T @ H_prev2
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
-    if g.b_ih is not None:
+    if "bias_ih" in g:
         db_ih = dGX2.sum(axis=0)
-        g.b_ih += db_ih
+        g["bias_ih"] += db_ih
         if dGH is dGX:
-            g.b_hh += db_ih
+            g["bias_hh"] += db_ih
         else:
-            g.b_hh[:split] += db_ih[:split]
-            g.b_hh[split:] += dGH2.sum(axis=0)
+            g["bias_hh"][:split] += db_ih[:split]
+            g["bias_hh"][split:] += dGH2.sum(axis=0)
     if R is not None:
-        g.W_hr += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
-    dX = (dGX2 @ w.W_ih).reshape(T, N, X.shape[2]) if input_grad else None
+        g["weight_hr"] += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
+    dX = (dGX2 @ w["weight_ih"]).reshape(T, N, X.shape[2]) if input_grad else None
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 
@@ -323,7 +352,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     GX, S, C, R = cache.gates, cache.S, cache.C, cache.R
     H = dGX.shape[2] // eq.gates
     K = eq.recurrent_gates * H
-    W_hh_K = w.W_hh[:K]
+    W_hh_K = w["weight_hh"][:K]
     # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
     # NumPy calls; each step then only multiplies in what depends on dh.
     aux = eq.prepare_backward(cache, dGX, dGH)
@@ -333,7 +362,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
             dh_t += dY[t, :n]
         if R is not None:
             dHs[t, :n] = dh_t
-            d_out = dh_t @ w.W_hr          # back through the projection: dr = dh W_hr
+            d_out = dh_t @ w["weight_hr"]  # back through the projection: dr = dh W_hr
         else:
             d_out = dh_t
         direct = eq.backward(d_out, None if dc is None else dc[:n], GX[t, :n],

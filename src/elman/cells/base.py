@@ -1,7 +1,11 @@
-"""What the three cells share: the in-place sigmoid, PyTorch's initialisation, the input and state
-checks, and :class:`CellBase`, the single-step module that runs a cell's equations through the same
-time loop as the layers (with T = 1), so a cell and a layer cannot disagree."""
+"""The cell contract (:class:`CellEquations`), what the cells share (the in-place sigmoid,
+PyTorch's initialisation, the input and state checks), and :class:`CellBase`, the single-step
+module that runs a cell's equations through the same time loop as the layers (with T = 1), so a
+cell and a layer cannot disagree. ``docs/cells.md`` walks through adding a cell."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,7 +14,116 @@ from ..init import uniform_
 from ..module import Module, Param
 from ..timeloop import Weights, sequence_backward, sequence_forward
 
-__all__ = ["sigmoid_", "CellBase", "check_input", "check_state"]
+__all__ = ["ParamSpec", "CellEquations", "make_parameters", "parameter_count", "sigmoid_",
+           "CellBase",
+           "check_input", "check_state"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a layer-direction: ``name`` (the layers add ``_l{k}`` and
+    ``_reverse``), ``shape``, and ``init``: ``"uniform"`` (PyTorch's U(-1/sqrt(H), 1/sqrt(H))),
+    ``"zeros"``, ``"ones"``, or a function ``init(array, rng)`` filling the array in place."""
+    name: str
+    shape: tuple
+    init: object = "uniform"
+
+
+class CellEquations:
+    """The contract a recurrent cell fulfils; the engine (:mod:`elman.timeloop`) runs any cell
+    that does, over sequences, both directions, stacked layers and variable lengths.
+
+    A cell declares:
+
+    - ``gates`` G: the rows of ``weight_ih``/``weight_hh`` are G blocks of H;
+      ``recurrent_gates``: how many of those blocks take ``h_prev`` itself (the loop's per-step
+      GEMM ``h_prev @ W_hh[:K].T``, K = recurrent_gates * H); the others are the cell's own
+      business (``other_recurrent_grads``);
+    - its states: ``has_cell`` (a second state ``c`` (N, H), as the LSTM's);
+    - what it saves for backward: the activated gates (always, (T, N, G*H)), plus
+      ``saved_width`` blocks of H per step; ``work_width`` blocks of per-step scratch;
+      ``separate_dgh``: whether the recurrent side's pre-activation gradients differ from the
+      input side's (then the engine gives it a separate ``dGH``);
+    - its parameters: :meth:`parameters`, names, shapes and initialisers of one
+      layer-direction (default: PyTorch's four, plus ``weight_hr`` with a projection);
+      they reach the step functions as a mapping by those names (:class:`~elman.timeloop.Weights`);
+    - its step equations, forward and backward side by side, in NumPy (:meth:`prepare_forward`,
+      :meth:`forward`, :meth:`prepare_backward`, :meth:`backward`): the reference;
+    - optionally ``kernel``, the name of the module in :mod:`elman.fast` that runs the same
+      equations as one compiled loop (``forward(eq, loop)``/``backward(eq, loop)`` with the
+      argument objects :class:`~elman.timeloop.ForwardLoop`/``BackwardLoop``). A cell without
+      one runs the NumPy steps, and says so (:class:`elman.fast.FastPathWarning`).
+    """
+
+    gates: int
+    recurrent_gates: int
+    has_cell = False
+    saved_width = 0
+    work_width = 0
+    separate_dgh = False
+    kernel: str | None = None
+
+    def parameters(self, input_size: int, hidden_size: int, proj_size: int = 0,
+                   bias: bool = True) -> list[ParamSpec]:
+        """One layer-direction's parameters, in creation order (the order of the random
+        draws: it fixes which weights a seed gives)."""
+        G, H, P = self.gates, hidden_size, proj_size or hidden_size
+        specs = [ParamSpec("weight_ih", (G * H, input_size)), ParamSpec("weight_hh", (G * H, P))]
+        if bias:
+            specs += [ParamSpec("bias_ih", (G * H,)), ParamSpec("bias_hh", (G * H,))]
+        if proj_size:
+            specs.append(ParamSpec("weight_hr", (P, H)))
+        return specs
+
+    def prepare_forward(self, w: Weights, H: int, dtype):
+        """``(bias added to the input projection or None, step constants)`` for a sequence."""
+        raise NotImplementedError
+
+    def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved) -> None:
+        """One step for the running rows: ``gx`` (n, G*H) the input projection (overwritten
+        with the activated gates), ``gh`` (n, K) the recurrent GEMM; writes ``h`` (and ``c``,
+        ``saved``) in place."""
+        raise NotImplementedError
+
+    def prepare_backward(self, cache, dGX, dGH):
+        """Whole-sequence derivative factors into ``dGX``/``dGH``; returns what ``backward``
+        needs per step (``aux``) or None."""
+        raise NotImplementedError
+
+    def backward(self, dh, dc, gates, saved, aux, h_prev, c_prev, dgx, dgh, work, consts):
+        """One step back: turns ``dh`` (and ``dc``, updated in place to the gradient wrt
+        ``c_prev``) into the pre-activation gradients ``dgx``/``dgh``; returns the part of
+        ``dh_prev`` that does not go through the loop's GEMM, or None."""
+        raise NotImplementedError
+
+    def other_recurrent_grads(self, cache, dGH, g: Weights) -> None:
+        """Weight gradients of the gate blocks past ``recurrent_gates`` (their recurrent input
+        is not ``h_prev``); only cells with such blocks define it."""
+        raise NotImplementedError(f"{type(self).__name__} has recurrent blocks the loop's GEMM "
+                                  f"does not cover, but no other_recurrent_grads")
+
+
+def make_parameters(specs: list[ParamSpec], hidden_size: int, dtype, rng) -> dict[str, Param]:
+    """``{name: Param}`` for ``specs``, initialised in order from ``rng``."""
+    bound = 1.0 / np.sqrt(hidden_size)
+    params = {}
+    for spec in specs:
+        array = np.empty(spec.shape, dtype)
+        if spec.init == "uniform":
+            uniform_(array, bound, rng)
+        elif spec.init == "zeros":
+            array.fill(0)
+        elif spec.init == "ones":
+            array.fill(1)
+        else:
+            spec.init(array, rng)
+        params[spec.name] = Param(array)
+    return params
+
+
+def parameter_count(specs: list[ParamSpec]) -> int:
+    """Values in ``specs`` (Python integers: sizes may be absurd, and must not wrap around)."""
+    return sum(math.prod(int(d) for d in spec.shape) for spec in specs)
 
 
 def sigmoid_(x: np.ndarray) -> np.ndarray:
@@ -70,16 +183,13 @@ class CellBase(Module):
         self.bias = _validate.flag("bias", bias)
         self.dtype = _validate.float_dtype(dtype)
         rng = _validate.rng(seed)
-        G, H, I = eq.gates, self.hidden_size, self.input_size
-        _validate.affordable(type(self).__name__, G * H * (I + H + (2 if self.bias else 0)),
-                             self.dtype,
+        H, I = self.hidden_size, self.input_size
+        specs = eq.parameters(I, H, 0, self.bias)
+        _validate.affordable(type(self).__name__, parameter_count(specs), self.dtype,
                              {"input_size": I, "hidden_size": H})
-        bound = 1.0 / np.sqrt(H)
-        shapes = {"weight_ih": (G * H, I), "weight_hh": (G * H, H)}
-        if self.bias:
-            shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
-        for name, shape in shapes.items():
-            setattr(self, name, Param(uniform_(np.empty(shape, self.dtype), bound, rng)))
+        self._names = [spec.name for spec in specs]
+        for name, param in make_parameters(specs, H, self.dtype, rng).items():
+            setattr(self, name, param)
         self._cache = None
 
     def extra_repr(self):
@@ -94,9 +204,8 @@ class CellBase(Module):
                 "bias": self.bias, "dtype": self.dtype.name}
 
     def _weights(self, grads: bool = False) -> Weights:
-        a = "grad" if grads else "data"
-        b = (getattr(self.bias_ih, a), getattr(self.bias_hh, a)) if self.bias else (None, None)
-        return Weights(getattr(self.weight_ih, a), getattr(self.weight_hh, a), *b)
+        return {name: getattr(getattr(self, name), "grad" if grads else "data")
+                for name in self._names}
 
     def forward(self, x, hx=None):
         x, batched = check_input(x, self.input_size, self.dtype, 2)

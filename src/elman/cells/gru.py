@@ -31,12 +31,13 @@ import numpy as np
 
 from .. import registry
 from .. import _validate
-from .base import CellBase, sigmoid_
+from .base import CellBase, CellEquations, sigmoid_
 
 __all__ = ["GRUEquations", "GRUCell"]
 
 
-class GRUEquations:
+class GRUEquations(CellEquations):
+    kernel = "elman.fast.gru"
     gates = 3
     has_cell = False
     saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
@@ -55,13 +56,13 @@ class GRUEquations:
         multiplied by r, so it stays on the recurrent side); for the classic variant every
         bias folds into the projection and the constants are W_hn and its transpose."""
         gx_bias = None
-        if w.b_ih is not None:
-            gx_bias = w.b_ih + w.b_hh
+        if "bias_ih" in w:
+            gx_bias = w["bias_ih"] + w["bias_hh"]
             if self.reset_after:
-                gx_bias[2 * H:] = w.b_ih[2 * H:]
+                gx_bias[2 * H:] = w["bias_ih"][2 * H:]
         if self.reset_after:
-            return gx_bias, (None if w.b_hh is None else w.b_hh[2 * H:])
-        W_hn = w.W_hh[2 * H:]
+            return gx_bias, (w["bias_hh"][2 * H:] if "bias_hh" in w else None)
+        W_hn = w["weight_hh"][2 * H:]
         return gx_bias, (W_hn, np.ascontiguousarray(W_hn.T))
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
@@ -125,7 +126,7 @@ class GRUEquations:
         """Classic variant: dW_hn += dn_pre^T (r * h_prev), summed over the sequence."""
         H = dGH.shape[2] // 3
         T, N = dGH.shape[:2]
-        g.W_hh[2 * H:] += dGH[..., 2 * H:].reshape(T * N, H).T @ cache.saved.reshape(T * N, H)
+        g["weight_hh"][2 * H:] += dGH[..., 2 * H:].reshape(T * N, H).T @ cache.saved.reshape(T * N, H)
 
 
 @registry.register("module")

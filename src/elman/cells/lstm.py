@@ -24,12 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import registry
-from .base import CellBase
+from .base import CellBase, CellEquations
 
 __all__ = ["LSTMEquations", "LSTMCell"]
 
 
-class LSTMEquations:
+class LSTMEquations(CellEquations):
+    kernel = "elman.fast.lstm"
     gates = 4
     has_cell = True
     saved_width = 1        # tanh(c)
@@ -46,7 +47,7 @@ class LSTMEquations:
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
         s = np.full(4 * H, 0.5, dtype=dtype)
         s[2 * H:3 * H] = 1
-        return (None if w.b_ih is None else w.b_ih + w.b_hh), (s, 1 - s)
+        return (w["bias_ih"] + w["bias_hh"] if "bias_ih" in w else None), (s, 1 - s)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]

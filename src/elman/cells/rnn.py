@@ -16,12 +16,13 @@ import numpy as np
 
 from .. import registry
 from ..timeloop import output_view
-from .base import CellBase
+from .base import CellBase, CellEquations
 
 __all__ = ["RNNEquations", "RNNCell"]
 
 
-class RNNEquations:
+class RNNEquations(CellEquations):
+    kernel = "elman.fast.rnn"
     gates = 1
     has_cell = False
     saved_width = 0        # backward needs only h, which the loop keeps anyway
@@ -38,7 +39,7 @@ class RNNEquations:
     def prepare_forward(w, H, dtype):
         """(bias for the input projection, step constants). Both biases act on the same
         pre-activation: add them once, to the input projection."""
-        return (None, None) if w.b_ih is None else (w.b_ih + w.b_hh, None)
+        return (None, None) if "bias_ih" not in w else (w["bias_ih"] + w["bias_hh"], None)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         np.add(gx, gh, out=h)                       # a = (W_ih x + b) + W_hh h_prev

@@ -9,7 +9,9 @@ The tests require both paths to agree (float32 to 1e-5, float64 to 1e-12) and bo
 PyTorch.
 
 Covered: every cell variant (``RNN`` tanh/relu, ``GRU`` with either candidate, ``LSTM`` with
-or without ``proj_size``), float32 and float64, every layout, lengths and direction.
+or without ``proj_size``), float32 and float64, every layout, lengths and direction. A cell
+names its kernel module itself (``CellEquations.kernel``); a cell without one runs its NumPy
+steps even with the fast path on, and a :class:`FastPathWarning` says so (once per cell class).
 Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the
 first run on a machine pays for compilation (about 1 s per kernel). numba checks the timestamp of
 a kernel's own file only: after editing ``_math.py`` or ``_loop.py``, delete that cache.
@@ -27,10 +29,12 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import warnings
 
 import numpy as np
 
-__all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named"]
+__all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
+           "FastPathWarning"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -39,9 +43,12 @@ available = importlib.util.find_spec("numba") is not None
 
 _enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 
-# which kernel module serves a cell's equations (every variant: both GRU candidates, LSTM with
-# or without proj_size, RNN tanh/relu)
-_MODULES = {"RNNEquations": "rnn", "GRUEquations": "gru", "LSTMEquations": "lstm"}
+
+class FastPathWarning(UserWarning):
+    """The fast path is on, but a cell has no compiled kernel: its layers run the NumPy steps."""
+
+
+_warned: set = set()           # cell classes already reported
 
 
 def enabled() -> bool:
@@ -66,19 +73,28 @@ def use(flag: bool):
         set_enabled(previous)
 
 
-def kernels_for(eq, w, dtype):
-    """The kernel module (``forward``/``backward``) for these equations and weights ``w``, or
-    None when the reference path must run (fast path off or unavailable, a dtype other than
-    float32/float64, or equations of a cell this package does not know)."""
+def kernels_for(eq, dtype):
+    """The kernel module (``forward``/``backward``) the cell ``eq`` names in its ``kernel``, or
+    None when the reference path must run: fast path off or unavailable, a dtype other than
+    float32/float64, or a cell without a kernel (then with a :class:`FastPathWarning`, once
+    per cell class: the fallback is deliberate but never silent)."""
     if not enabled() or np.dtype(dtype) not in (np.float32, np.float64):
         return None
-    name = _MODULES.get(type(eq).__name__)
-    return None if name is None else importlib.import_module(f".{name}", __name__)
+    name = getattr(eq, "kernel", None)
+    if name is None:
+        if type(eq) not in _warned:
+            _warned.add(type(eq))
+            warnings.warn(f"{type(eq).__name__} has no compiled kernel (its ``kernel`` is None): "
+                          f"its layers run the NumPy reference steps; elman.fast.use(False) "
+                          f"asks for that explicitly", FastPathWarning, stacklevel=3)
+        return None
+    return kernels_named(name)
 
 
 def kernels_named(name: str):
-    """The kernel module ``name`` (``"elman.fast.lstm"``), one of those :func:`kernels_for`
-    hands out; a forward pass records the name, its backward looks the module up here."""
-    if name not in {f"{__name__}.{m}" for m in _MODULES.values()}:
+    """The kernel module ``name`` (``"elman.fast.lstm"``): a module of this package, as a cell's
+    ``kernel`` names it; a forward pass records the name, its backward looks it up here."""
+    if not isinstance(name, str) or not name.startswith(f"{__name__}.") \
+            or importlib.util.find_spec(name) is None:
         raise ValueError(f"no elman.fast kernel module named {name!r}")
     return importlib.import_module(name)

@@ -141,20 +141,22 @@ saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * 
 dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _backward)
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
+def forward(eq, loop):
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
-        _forward_classic(GX, bias, W_hh_T, consts[1], S, saved, gh, schedule)
+        _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], loop.S, loop.saved,
+                         loop.gh, loop.schedule)
         return
-    H = S.shape[2]
-    b_hn = np.zeros(H, GX.dtype) if consts is None else consts
-    _forward(GX, bias, W_hh_T, S, saved, gh, b_hn, schedule)
+    H = loop.S.shape[2]
+    b_hn = np.zeros(H, loop.GX.dtype) if loop.consts is None else loop.consts
+    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh, b_hn, loop.schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
-    W_hh = w.W_hh
+def backward(eq, loop):
+    cache, W_hh = loop.cache, loop.w["weight_hh"]
     if not eq.reset_after:
-        H = dh.shape[1]
-        _backward_classic(cache.gates, cache.saved, cache.S, dY, dh, dGX, W_hh[:2 * H],
-                          cache.consts[0], schedule)
+        H = loop.dh.shape[1]
+        _backward_classic(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX,
+                          W_hh[:2 * H], cache.consts[0], loop.schedule)
         return
-    _backward(cache.gates, cache.saved, cache.S, dY, dh, dGX, dGH, W_hh, schedule)
+    _backward(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
+              loop.schedule)

@@ -92,12 +92,14 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule):
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
-    scale, shift = consts
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule)
+def forward(eq, loop):
+    scale, shift = loop.consts
+    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C, loop.R, loop.W_hr_T,
+             loop.schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
-    dR = None if w.W_hr is None else np.empty(dc.shape, dc.dtype)
-    _backward(cache.gates, cache.C, dY, dh, dc, dGX, w.W_hh, w.W_hr, dHs, dR,
-              schedule)
+def backward(eq, loop):
+    W_hr = loop.w.get("weight_hr")
+    dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
+    _backward(loop.cache.gates, loop.cache.C, loop.dY, loop.dh, loop.dc, loop.dGX,
+              loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule)

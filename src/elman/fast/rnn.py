@@ -51,9 +51,10 @@ def _backward(S, dY, dh, dG, W_hh, relu, schedule):
 saved_width = 0        # backward needs only h
 
 
-def forward(eq, GX, bias, W_hh_T, S, C, saved, gh, consts, schedule, R, W_hr_T):
-    _forward(GX, bias, W_hh_T, S, eq.nonlinearity == "relu", schedule)
+def forward(eq, loop):
+    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule)
 
 
-def backward(eq, cache, dY, dh, dc, dGX, dGH, w, schedule, dHs):
-    _backward(cache.S, dY, dh, dGX, w.W_hh, eq.nonlinearity == "relu", schedule)
+def backward(eq, loop):
+    _backward(loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
+              eq.nonlinearity == "relu", loop.schedule)

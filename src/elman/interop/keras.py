@@ -96,11 +96,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _validate
+from .. import _validate, registry
 from ..layers import Dense, Dropout, Embedding, Last, LastBidirectional, LogSoftmax, ReLU, \
     Sigmoid, Softmax, Tanh
 from ..model import Sequential
-from ..recurrent import GRU, LSTM, RNN
 from .errors import ConversionError
 
 __all__ = ["from_keras", "KERAS_LAYERS", "TrainingOnlyWarning"]
@@ -109,6 +108,7 @@ __all__ = ["from_keras", "KERAS_LAYERS", "TrainingOnlyWarning"]
 KERAS_LAYERS = ("InputLayer", "Embedding", "Masking", "SimpleRNN", "GRU", "LSTM", "Bidirectional",
                 "Dense", "Activation", "Dropout")
 _RECURRENT = ("SimpleRNN", "GRU", "LSTM")
+_ELMAN_CELL = {"SimpleRNN": "rnn", "GRU": "gru", "LSTM": "lstm"}     # registry names
 
 #: Keras activation name -> elman activation-layer class (None: the identity).
 _ACTIVATION_LAYERS = {"linear": None, "tanh": Tanh, "sigmoid": Sigmoid, "relu": ReLU,
@@ -633,11 +633,10 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list, notes: list):
     args = dict(bias=bool(cfg.get("use_bias", True)), batch_first=True,
                 bidirectional=bidirectional, dtype=dt, seed=0)
     if core.cls == "SimpleRNN":
-        module = RNN(I, U, nonlinearity=_act_name(cfg.get("activation", "tanh")), **args)
+        args["nonlinearity"] = _act_name(cfg.get("activation", "tanh"))
     elif core.cls == "GRU":
-        module = GRU(I, U, reset_after=bool(cfg.get("reset_after", True)), **args)
-    else:
-        module = LSTM(I, U, **args)
+        args["reset_after"] = bool(cfg.get("reset_after", True))
+    module = registry.get("recurrent", _ELMAN_CELL[core.cls])(I, U, **args)
     module.load_state_dict(state)
     layers_out.append(module)
     D = 2 if bidirectional else 1

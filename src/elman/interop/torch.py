@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _validate
+from .. import _validate, registry
 from ..cells import GRUCell, LSTMCell, RNNCell
 from ..layers import (Dropout, Embedding, Last, LastBidirectional, LayerNorm, Linear, LogSoftmax,
                       MeanPool, ReLU, Sigmoid, Softmax, Tanh)
@@ -391,7 +391,7 @@ def _from(torch, m, where: str, dtype, rng):
             args["nonlinearity"] = m.nonlinearity
         if cls is nn.LSTM:
             args["proj_size"] = m.proj_size
-        out = {"RNN": RNN, "GRU": GRU, "LSTM": LSTM}[name](m.input_size, m.hidden_size, **args)
+        out = registry.get("recurrent", name.lower())(m.input_size, m.hidden_size, **args)
     elif cls in (nn.RNNCell, nn.GRUCell, nn.LSTMCell):
         args = dict(bias=m.bias, seed=rng, **kw)
         if cls is nn.RNNCell:
