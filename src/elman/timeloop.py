@@ -342,6 +342,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             g["bias_hh"][split:] += dGH2.sum(axis=0)
     if R is not None:
         g["weight_hr"] += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
+    eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
     dX = (dGX2 @ w["weight_ih"]).reshape(T, N, X.shape[2]) if input_grad else None
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc

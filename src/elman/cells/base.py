@@ -96,6 +96,12 @@ class CellEquations:
         ``dh_prev`` that does not go through the loop's GEMM, or None."""
         raise NotImplementedError
 
+    def parameter_grads(self, cache, dGX, dGH, g: Weights) -> None:
+        """Add the gradients of the cell's own parameters (those beyond the standard
+        ``weight_ih``/``weight_hh``/``bias_*``/``weight_hr``, which the engine does) into ``g``,
+        from the whole sequence's pre-activation gradients (padded slots are zero). Default:
+        the cell has none."""
+
     def other_recurrent_grads(self, cache, dGH, g: Weights) -> None:
         """Weight gradients of the gate blocks past ``recurrent_gates`` (their recurrent input
         is not ``h_prev``); only cells with such blocks define it."""
