@@ -421,6 +421,9 @@ class LSTM(RecurrentLayer):
     r"""Long short-term memory layer, ``torch.nn.LSTM``'s twin (equations in
     :mod:`elman.cells.lstm`; gate rows ``[i | f | g | o]``). With ``proj_size = P > 0`` the hidden
     state is projected, ``h_t = W_hr (o_t * tanh(c_t))``, and ``weight_hr_l{k}`` (P, H) appears.
+    ``forget_bias=b`` starts every forget gate's bias at ``b`` (``bias_ih`` forget block ``b``,
+    ``bias_hh``'s 0; Jozefowicz et al. 2015, Keras' ``unit_forget_bias`` for b = 1); the default
+    None keeps PyTorch's initialisation.
 
     >>> import numpy as np, elman
     >>> lstm = elman.LSTM(3, 6, proj_size=2, seed=0)
@@ -430,9 +433,21 @@ class LSTM(RecurrentLayer):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
-        super().__init__(LSTMEquations(), input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, dtype, seed)
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
+                 forget_bias=None):
+        eq = LSTMEquations(forget_bias)
+        if eq.forget_bias is not None and not _validate.flag("bias", bias):
+            raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
+        super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, dtype, seed)
+        self.forget_bias = eq.forget_bias
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.forget_bias is None else s + f", forget_bias={self.forget_bias}"
 
     def config(self):
-        return dict(super().config(), proj_size=self.proj_size)
+        cfg = dict(super().config(), proj_size=self.proj_size)
+        if self.forget_bias is not None:
+            cfg["forget_bias"] = self.forget_bias
+        return cfg

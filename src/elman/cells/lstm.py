@@ -24,12 +24,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import registry
-from .base import CellBase, CellEquations
+from .. import _validate
+from ..init import uniform_
+from .base import CellBase, CellEquations, ParamSpec
 
 __all__ = ["LSTMEquations", "LSTMCell"]
 
 
 class LSTMEquations(CellEquations):
+    """``forget_bias=b`` (Jozefowicz et al. 2015; Keras' ``unit_forget_bias`` is b = 1): the
+    forget blocks of the biases start at ``b_if = b`` and ``b_hf = 0``, so the forget gate starts
+    near sigmoid(b); the other values are drawn as usual (the same draws as without it)."""
     kernel = "elman.fast.lstm"
     gates = 4
     has_cell = True
@@ -37,6 +42,17 @@ class LSTMEquations(CellEquations):
     separate_dgh = False
     work_width = 4
     recurrent_gates = 4
+
+    def __init__(self, forget_bias: float | None = None):
+        self.forget_bias = _forget_bias(forget_bias)
+
+    def parameters(self, input_size, hidden_size, proj_size=0, bias=True):
+        specs = super().parameters(input_size, hidden_size, proj_size, bias)
+        if self.forget_bias is None:
+            return specs
+        starts = {"bias_ih": self.forget_bias, "bias_hh": 0.0}
+        return [ParamSpec(s.name, s.shape, _forget_block(starts[s.name], hidden_size))
+                if s.name in starts else s for s in specs]
 
     @staticmethod
     def prepare_forward(w, H, dtype):
@@ -94,6 +110,25 @@ class LSTMEquations(CellEquations):
         return None
 
 
+def _forget_bias(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value):
+        raise TypeError(f"forget_bias must be None (PyTorch's initialisation) or a finite "
+                        f"number, got {value!r}")
+    return float(value)
+
+
+def _forget_block(value: float, H: int):
+    """An initialiser: PyTorch's U(-1/sqrt(H), 1/sqrt(H)), then the forget block set to
+    ``value``."""
+    def init(array, rng):
+        uniform_(array, 1.0 / np.sqrt(H), rng)
+        array[H:2 * H] = value
+    return init
+
+
 @registry.register("module")
 class LSTMCell(CellBase):
     """One LSTM step (equations in the module docstring); returns ``(h, c)``.
@@ -106,5 +141,16 @@ class LSTMCell(CellBase):
     >>> dx, (dh, dc) = cell.backward(np.ones_like(h), None)
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
-        super().__init__(LSTMEquations(), input_size, hidden_size, bias, dtype, seed)
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
+                 forget_bias=None):
+        eq = LSTMEquations(forget_bias)
+        if eq.forget_bias is not None and not _validate.flag("bias", bias):
+            raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
+        super().__init__(eq, input_size, hidden_size, bias, dtype, seed)
+        self.forget_bias = eq.forget_bias
+
+    def config(self) -> dict:
+        cfg = super().config()
+        if self.forget_bias is not None:
+            cfg["forget_bias"] = self.forget_bias
+        return cfg

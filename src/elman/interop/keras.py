@@ -636,6 +636,8 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list, notes: list):
         args["nonlinearity"] = _act_name(cfg.get("activation", "tanh"))
     elif core.cls == "GRU":
         args["reset_after"] = bool(cfg.get("reset_after", True))
+    elif cfg.get("unit_forget_bias", True) and args["bias"]:
+        args["forget_bias"] = 1.0           # how Keras started it (the weights are loaded next)
     module = registry.get("recurrent", _ELMAN_CELL[core.cls])(I, U, **args)
     module.load_state_dict(state)
     layers_out.append(module)
