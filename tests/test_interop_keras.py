@@ -291,12 +291,23 @@ def test_training_only_settings_warn_and_predict_the_same():
     with pytest.warns(TrainingOnlyWarning) as record:
         ours = from_keras(model)
     ours_ = [w for w in record if w.category is TrainingOnlyWarning]
-    assert len(ours_) == 3 and all(w.filename == __file__ for w in ours_)   # at the caller
+    assert len(ours_) == 2 and all(w.filename == __file__ for w in ours_)   # at the caller
     text = " ".join(str(w.message) for w in ours_)
-    assert "layer 0 'lstm" in text and "dropout=0.2" in text and "recurrent_dropout=0.1" in text
     assert "kernel_regularizer" in text and "noise_shape" in text
+    # the recurrent layer's dropouts are elman's variational dropouts, not warnings
+    assert "lstm" not in text
+    lstm = ours.layers[0]
+    assert (lstm.input_dropout, lstm.recurrent_dropout) == (0.2, 0.1)
     x = rng.standard_normal((3, 5, 3)).astype("f4")
     assert_close(ours.predict(x), keras_predict(model, x))
+
+
+def test_a_classic_gru_keeps_its_recurrent_dropout_as_a_warning():
+    model = keras.Sequential([keras.Input((None, 3)),
+                              L.GRU(4, reset_after=False, dropout=0.1, recurrent_dropout=0.2)])
+    with pytest.warns(TrainingOnlyWarning, match="recurrent_dropout=0.2"):
+        ours = from_keras(model)
+    assert (ours.layers[0].input_dropout, ours.layers[0].recurrent_dropout) == (0.1, 0.0)
 
 
 def test_mixed_precision_needs_a_dtype():

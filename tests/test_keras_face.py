@@ -187,6 +187,24 @@ def test_input_dropout_masks_every_step_alike_in_training_only():
     assert max(errors.values()) < 1e-7, errors
 
 
+@pytest.mark.parametrize("make", [
+    lambda: L.LSTM(4, dropout=0.3, recurrent_dropout=0.4, return_sequences=True, seed=3,
+                   dtype="float64"),
+    lambda: L.GRU(4, recurrent_dropout=0.4, seed=3, dtype="float64"),
+    lambda: L.Bidirectional(L.SimpleRNN(3, recurrent_dropout=0.5, seed=3, dtype="float64"))])
+def test_recurrent_dropout_in_training_only_with_exact_gradients(make):
+    """Keras' recurrent_dropout runs on the engine's variational dropout: masks on h_{t-1} in
+    training only, drawn from the layer's own seeded generator, gradients exact."""
+    layer = _built(make())
+    x = np.random.default_rng(4).standard_normal((2, 5, 3))
+    inference = layer(x)
+    np.testing.assert_array_equal(inference, layer(x))
+    assert not np.allclose(layer(x, training=True), inference)
+    layer.train()
+    errors = elman.gradcheck(layer, (x,), kwargs={"lengths": [5, 3]})
+    assert max(errors.values()) < 1e-7, errors
+
+
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_keras_crossentropies_have_exact_gradients(from_logits):
     rng = np.random.default_rng(6)
@@ -269,8 +287,8 @@ def test_save_and_load_model_resume_training_exactly(tmp_path):
 # -- refusals -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,error,message", [
-    (lambda: L.LSTM(4, recurrent_dropout=0.2), ValueError, "recurrent_dropout > 0 is not "
-                                                          "supported yet"),
+    (lambda: L.GRU(4, reset_after=False, recurrent_dropout=0.2)(np.zeros((1, 2, 3))),
+     ValueError, "recurrent_dropout is not available for GRU with reset_after=False"),
     (lambda: L.SimpleRNN(4, activation="selu"), ValueError, r"activation must be one of"),
     (lambda: L.GRU(4, recurrent_activation="hard_sigmoid"), ValueError, "'sigmoid'"),
     (lambda: L.LSTM(0), ValueError, "units must be an integer >= 1, got 0"),

@@ -43,7 +43,8 @@ class RecurrentLayer(Module):
     """
 
     def __init__(self, eq, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
+                 recurrent_dropout=0.0, input_dropout=0.0):
         super().__init__()
         self.eq = eq
         self.input_size = _validate.positive_int("input_size", input_size)
@@ -52,6 +53,12 @@ class RecurrentLayer(Module):
         self.bias = _validate.flag("bias", bias)
         self.batch_first = _validate.flag("batch_first", batch_first)
         self.dropout = _validate.probability("dropout", dropout)
+        self.recurrent_dropout = _keep_some("recurrent_dropout", recurrent_dropout)
+        self.input_dropout = _keep_some("input_dropout", input_dropout)
+        if self.recurrent_dropout and eq.recurrent_gates < eq.gates:
+            raise ValueError(f"recurrent_dropout is not available for {type(self).__name__} "
+                             f"with reset_after=False (its candidate reads r * h_prev through "
+                             f"a product of its own); use reset_after=True")
         self.bidirectional = _validate.flag("bidirectional", bidirectional)
         self.proj_size = _validate.positive_int("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
@@ -92,7 +99,8 @@ class RecurrentLayer(Module):
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("proj_size", 0)):
+                              ("bidirectional", False), ("proj_size", 0),
+                              ("recurrent_dropout", 0.0), ("input_dropout", 0.0)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
         if self.dtype != np.float32:
@@ -105,6 +113,9 @@ class RecurrentLayer(Module):
                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                    dropout=self.dropout, bidirectional=self.bidirectional,
                    dtype=self.dtype.name)
+        for name in ("recurrent_dropout", "input_dropout"):      # only when used: older files
+            if getattr(self, name):                               # and configs stay the same
+                cfg[name] = getattr(self, name)
         return cfg
 
     @property
@@ -184,14 +195,24 @@ class RecurrentLayer(Module):
         self._release_cache()             # a forward nobody differentiated: reuse its arrays
         caches, masks, h_n, c_n = [], [], [], []
         layer_in = X
+        # Keras' variational dropout: one mask per sequence and layer-direction, the same at
+        # every step, on the layer's input (input_dropout) and on h_prev where it enters W_hh
+        # (recurrent_dropout); drawn in the caller's row order, then sorted like the batch
+        in_masks, h_masks = [], []
         for layer in range(self.num_layers):
             outs = []
             for direction in range(D):
                 k = layer * D + direction
-                cache = sequence_forward(self.eq, layer_in, h0[k],
-                                         None if c0 is None else c0[k], self._weights(k),
+                x_mask = self._variational_mask(self.input_dropout, (N, layer_in.shape[2]),
+                                                order)
+                h_mask = self._variational_mask(self.recurrent_dropout, (N, self._P), order)
+                in_masks.append(x_mask)
+                h_masks.append(h_mask)
+                cache = sequence_forward(self.eq,
+                                         layer_in if x_mask is None else layer_in * x_mask,
+                                         h0[k], None if c0 is None else c0[k], self._weights(k),
                                          lengths, active, reverse=bool(direction),
-                                         workspace=self._workspaces[k])
+                                         workspace=self._workspaces[k], h_mask=h_mask)
                 caches.append(cache)
                 outs.append(output_view(cache))
                 h, c = final_states(cache, lengths)
@@ -218,8 +239,18 @@ class RecurrentLayer(Module):
         h_n = np.stack(h_n)
         c_n = None if c0 is None else np.stack(c_n)
         self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
-                           lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N)
+                           lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
+                           in_masks=in_masks, h_masks=h_masks)
         return self._format_outputs(out, h_n, c_n, inverse, batched)
+
+    def _variational_mask(self, p: float, shape: tuple, order) -> np.ndarray | None:
+        """A (N, width) inverted-dropout mask (0 or 1/(1-p)), in training only; rows in the
+        batch's processing order (``order`` sorts them longest first)."""
+        if not (self.training and p > 0):
+            return None
+        keep = 1.0 - p
+        mask = (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+        return mask if order is None else mask[order]
 
     def _format_outputs(self, out, h_n, c_n, inverse, batched):
         out, h_n, c_n = (_to_caller(a, inverse, batched) for a in (out, h_n, c_n))
@@ -308,6 +339,9 @@ class RecurrentLayer(Module):
                     self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
                     None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True),
                     input_grad=layer > 0 or input_grad, consume=not retain_graph)
+                x_mask = st["in_masks"][k]
+                if dX_d is not None and x_mask is not None:      # the input was x * mask
+                    dX_d *= x_mask
                 if dX_d is not None:      # (a fresh array: the second direction adds in place)
                     dX = dX_d if dX is None else np.add(dX, dX_d, out=dX)
                 dh0[k] = dh
@@ -326,6 +360,14 @@ class RecurrentLayer(Module):
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0
+
+
+def _keep_some(name: str, p) -> float:
+    """A dropout rate in [0, 1): a rate of 1 would drop every unit and scale by 1/0."""
+    p = _validate.probability(name, p)
+    if p >= 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+    return p
 
 
 def _to_caller(a, inverse, batched):
@@ -367,9 +409,10 @@ class RNN(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 seed=None):
+                 seed=None, recurrent_dropout=0.0, input_dropout=0.0):
         super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, dtype, seed)
+                         batch_first, dropout, bidirectional, 0, dtype, seed,
+                         recurrent_dropout, input_dropout)
         self.nonlinearity = nonlinearity
 
     def extra_repr(self):
@@ -399,9 +442,10 @@ class GRU(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 reset_after=True):
+                 reset_after=True, recurrent_dropout=0.0, input_dropout=0.0):
         super().__init__(GRUEquations(reset_after), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, dtype, seed)
+                         batch_first, dropout, bidirectional, 0, dtype, seed,
+                         recurrent_dropout, input_dropout)
         self.reset_after = _validate.flag("reset_after", reset_after)
 
     def extra_repr(self):
@@ -434,12 +478,13 @@ class LSTM(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
-                 forget_bias=None):
+                 forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0):
         eq = LSTMEquations(forget_bias)
         if eq.forget_bias is not None and not _validate.flag("bias", bias):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, dtype, seed)
+                         bidirectional, proj_size, dtype, seed, recurrent_dropout,
+                         input_dropout)
         self.forget_bias = eq.forget_bias
 
     def extra_repr(self):

@@ -61,6 +61,8 @@ class SequenceCache:
     # the module, so that a layer holding a cache can be pickled and deep-copied
     kernel_module: str | None = None
     workspace: Workspace | None = None   # where the internal arrays go back (release)
+    # (N, P) recurrent dropout mask on h_prev where it enters W_hh, the same at every step
+    h_mask: np.ndarray | None = None
 
     @property
     def kernels(self):
@@ -84,6 +86,7 @@ class ForwardLoop:
     schedule: np.ndarray       # (steps, 4) rows (t, prev, new, n), see _schedule
     R: np.ndarray | None       # (T, N, H) outputs before the projection (proj_size)
     W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed
+    h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM reads h_prev * mask
 
 
 @dataclass
@@ -100,6 +103,7 @@ class BackwardLoop:
     w: Weights
     schedule: np.ndarray
     dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
+    h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM's dh times mask
 
 
 class Workspace:
@@ -164,10 +168,14 @@ def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.nd
 
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
                      lengths: np.ndarray | None = None, active: np.ndarray | None = None,
-                     reverse: bool = False, workspace: Workspace | None = None) -> SequenceCache:
+                     reverse: bool = False, workspace: Workspace | None = None,
+                     h_mask: np.ndarray | None = None) -> SequenceCache:
     """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
     (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
     ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
+    ``h_mask`` (N, P), recurrent (variational) dropout: every step's recurrent GEMM reads
+    ``h_prev * h_mask`` instead of ``h_prev`` (a cell's direct use of ``h_prev``, as the GRU's
+    ``z * h_prev``, is not masked).
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
     lengths)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
@@ -222,12 +230,12 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
                 else gx_bias.astype(dtype, copy=False)
             kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, gh, consts, schedule,
-                                            R, W_hr_T))
+                                            R, W_hr_T, h_mask))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
-                                 kernels.__name__, workspace)
+                                 kernels.__name__, workspace, h_mask)
         for t, p, q, n in schedule:
             h_prev = S[p, :n]
-            np.matmul(h_prev, W_hh_T, out=gh[:n])
+            np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
             h_new = R[t, :n] if R is not None else S[q, :n]
             eq.forward(GX[t, :n], gh[:n], consts, h_prev,
                        None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
@@ -235,7 +243,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             if R is not None:
                 # 3. LSTM projection h = W_hr r
                 np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
-    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace)
+    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
+                         h_mask)
 
 
 def output_view(cache: SequenceCache) -> np.ndarray:
@@ -308,7 +317,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY = dY_copy
     with threads.for_gemm(N, P, K):
         if kernels is not None:
-            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, schedule, dHs))
+            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, schedule, dHs,
+                                              cache.h_mask))
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
@@ -324,6 +334,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     dGH2 = dGH.reshape(T * N, dGH.shape[2])
     split = GH - dGH2.shape[1]     # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
+    if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
+        H_prev = H_prev * cache.h_mask
     H_prev2 = H_prev.reshape(T * N, P)
     g["weight_ih"] += dGX2.T @ X2
     if split:
@@ -372,5 +384,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
                              S[p, :n], None if C is None else C[p, :n], dGX[t, :n], dGH[t, :n],
                              None if work is None else work[:n], cache.consts)
         np.matmul(dGH[t, :n, :K], W_hh_K, out=dh_t)
+        if cache.h_mask is not None:       # the recurrent GEMM read h_prev * mask
+            dh_t *= cache.h_mask[:n]
         if direct is not None:
             dh_t += direct

@@ -51,6 +51,23 @@ def backward_step(schedule, s, dh, dY):
 
 
 @njit(inline="always")
+def mask_into(h, mask, out):
+    """out = h * mask row by row (recurrent dropout: what the recurrent GEMM reads)."""
+    for b in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            out[b, j] = h[b, j] * mask[b, j]
+
+
+@njit(inline="always")
+def scale_rows(dh, mask, n):
+    """dh[:n] *= mask[:n]: back through the recurrent dropout mask (the caller skips it when
+    there is none)."""
+    for b in range(n):
+        for j in range(dh.shape[1]):
+            dh[b, j] *= mask[b, j]
+
+
+@njit(inline="always")
 def scratch_row(gates):
     """A fresh (G,) array for one row's gate gradients. The backward loops compute a row into
     it and only then copy it over ``dG``, which may be the gates' own memory: with reads and

@@ -6,20 +6,25 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, copy_row, scratch_row, step_at
+from ._loop import JIT, ONE, backward_step, copy_row, mask_into, scale_rows, scratch_row, step_at
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule):
+def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
     biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn."""
     H = S.shape[2]
+    hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
-        gemm(S[p, :n], W_hh_T, gh[:n])
+        if mask is None:
+            gemm(S[p, :n], W_hh_T, gh[:n])
+        else:                                  # z * h_prev below keeps the unmasked state
+            mask_into(S[p, :n], mask, hm)
+            gemm(hm[:n], W_hh_T, gh[:n])
         for b in range(n):
             g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
             rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
@@ -35,7 +40,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule):
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule):
+def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
@@ -68,6 +73,8 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule):
                 dghn[j] = d
             copy_row(row, dGX[t, b])           # last: dGX may be the gates just read
         gemm(dgh[:n], W_hh, dh[:n])
+        if mask is not None:                   # the GEMM's path read h_prev * mask
+            scale_rows(dh, mask, n)
         for b in range(n):
             for j in range(H):
                 dh[b, j] += direct[b, j]
@@ -148,7 +155,8 @@ def forward(eq, loop):
         return
     H = loop.S.shape[2]
     b_hn = np.zeros(H, loop.GX.dtype) if loop.consts is None else loop.consts
-    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh, b_hn, loop.schedule)
+    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh, b_hn, loop.schedule,
+             loop.h_mask)
 
 
 def backward(eq, loop):
@@ -159,4 +167,4 @@ def backward(eq, loop):
                           W_hh[:2 * H], cache.consts[0], loop.schedule)
         return
     _backward(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
-              loop.schedule)
+              loop.schedule, loop.h_mask)

@@ -12,26 +12,32 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_at
+from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, scale_rows,
+                    scratch_row, step_at)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule):
+def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
     projection (proj_size, R and W_hr_T (H, P) given; None otherwise, and numba compiles the
     branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T."""
     H = C.shape[2]
+    hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         add_bias(GX[t, :n], bias)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
-        gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
+        if mask is None:
+            gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
+        else:
+            mask_into(S[p, :n], mask, hm)
+            gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
             # one loop over the row's 4H gates (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5 on i, f, o;
             # tanh on g): fewer, longer loops than one per gate, which matters at small H
@@ -52,7 +58,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule):
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule):
+def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
     their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
@@ -87,6 +93,8 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule):
                 dc_b[j] = dcj * fj
             copy_row(row, dG[t, b])
         gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
+        if mask is not None:
+            scale_rows(dh, mask, n)
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
@@ -95,11 +103,11 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 def forward(eq, loop):
     scale, shift = loop.consts
     _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C, loop.R, loop.W_hr_T,
-             loop.schedule)
+             loop.schedule, loop.h_mask)
 
 
 def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
     _backward(loop.cache.gates, loop.cache.C, loop.dY, loop.dh, loop.dc, loop.dGX,
-              loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule)
+              loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask)

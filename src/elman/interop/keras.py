@@ -63,10 +63,13 @@ and LoRA-enabled layers are refused (their stored variables are not the plain ke
 
 Training-only settings
 ----------------------
-``dropout``/``recurrent_dropout`` of a recurrent layer, ``noise_shape`` of ``Dropout``,
-regularizers and constraints act only while training in Keras and have no elman counterpart:
-the converted model predicts exactly the same, and :class:`TrainingOnlyWarning` says what
-fine-tuning it in elman will train without. ``trainable=False`` is accepted (elman has no frozen
+``dropout`` and ``recurrent_dropout`` of a recurrent layer become the elman layer's
+``input_dropout`` and ``recurrent_dropout`` (one mask per sequence, the same at every step, as
+in Keras; Keras draws one mask per gate, elman one per layer-direction). ``noise_shape`` of
+``Dropout``, regularizers, constraints, and a ``recurrent_dropout`` the elman layer cannot take
+(a GRU with ``reset_after=False``) act only while training in Keras and have no elman
+counterpart: the converted model predicts exactly the same, and :class:`TrainingOnlyWarning`
+says what fine-tuning it in elman will train without. ``trainable=False`` is accepted (elman has no frozen
 parameters: leave them out of the optimizer).
 
 What is refused (:class:`~elman.interop.ConversionError`, naming the layer)
@@ -493,6 +496,21 @@ def _training_only(layer: _Layer, cfg: dict, notes: list, extra=()) -> None:
             f"without")
 
 
+_DROPOUT_NAMES = {"dropout": "input_dropout", "recurrent_dropout": "recurrent_dropout"}
+
+
+def _dropouts(cls: str, cfg: dict) -> dict:
+    """The elman layer's ``input_dropout``/``recurrent_dropout`` for a Keras recurrent layer's
+    ``dropout``/``recurrent_dropout`` (those in (0, 1) that elman can take)."""
+    out = {}
+    for keras_name, elman_name in _DROPOUT_NAMES.items():
+        p = cfg.get(keras_name) or 0.0
+        classic_gru = cls == "GRU" and not cfg.get("reset_after", True)
+        if 0.0 < p < 1.0 and not (keras_name == "recurrent_dropout" and classic_gru):
+            out[elman_name] = float(p)
+    return out
+
+
 def _check_recurrent(layer: _Layer, cfg: dict, bidirectional: bool, where: str) -> None:
     cls = layer.cls
     if cfg.get("stateful"):
@@ -618,10 +636,13 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list, notes: list):
         _training_only(layer, layer.config, notes)
     if core.cls not in _RECURRENT:           # pragma: no cover - guarded by the callers
         raise ConversionError(f"{layer.where} is not a recurrent layer")
+    dropouts = _dropouts(core.cls, cfg)
     for part in parts:
         where = layer.where if part is layer else f"{layer.where}, its {part.name!r}"
         _check_recurrent(part, part.config, bidirectional, where)
-        _training_only(layer, part.config, notes, extra=("dropout", "recurrent_dropout"))
+        unmapped = [k for k in ("dropout", "recurrent_dropout")
+                    if part.config.get(k) != dropouts.get(_DROPOUT_NAMES[k], 0.0)]
+        _training_only(layer, part.config, notes, extra=unmapped)
     dt = None
     for part in parts:
         dt = _check_dtype(layer, part.config, part.weights, dtype)
@@ -638,6 +659,7 @@ def _recurrent(layer: _Layer, features, dtype, layers_out: list, notes: list):
         args["reset_after"] = bool(cfg.get("reset_after", True))
     elif cfg.get("unit_forget_bias", True) and args["bias"]:
         args["forget_bias"] = 1.0           # how Keras started it (the weights are loaded next)
+    args.update(dropouts)
     module = registry.get("recurrent", _ELMAN_CELL[core.cls])(I, U, **args)
     module.load_state_dict(state)
     layers_out.append(module)

@@ -513,6 +513,11 @@ def _to_parts(torch, m, where: str) -> list:
     if cls in (GRU, GRUCell) and not m.reset_after:
         raise ConversionError(f"{where}: {cls.__name__}(reset_after=False) has no torch.nn "
                               "counterpart (torch's GRU resets after W_hn h)")
+    for option in ("recurrent_dropout", "input_dropout"):
+        if getattr(m, option, 0.0):
+            raise ConversionError(f"{where}: {cls.__name__}({option}={getattr(m, option)}) has "
+                                  f"no torch.nn counterpart (torch's recurrent layers drop out "
+                                  f"only between layers); build it with {option}=0.0 to convert")
     if cls in (RNN, GRU, LSTM):
         args = dict(num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first,
                     dropout=m.dropout, bidirectional=m.bidirectional, dtype=tdt)

@@ -20,8 +20,12 @@ Shapes (samples first): x (N, T, input_dim) -> (N, units), or (N, T, units) with
 ``[output, h, c]``). ``lengths`` (one int per sample; the model derives them from
 ``mask_zero``/``Masking``) skip each sequence's padding, as Keras' masks do.
 
-Not supported (refused with a ValueError naming the argument): ``recurrent_dropout > 0`` (the
-engine has no recurrent dropout yet), activations other than tanh (and relu for SimpleRNN),
+``dropout`` and ``recurrent_dropout`` are Keras' variational dropout: one mask per sequence,
+the same at every step, on the inputs and on ``h_{t-1}`` where it enters the recurrent kernel
+(the engine's ``recurrent_dropout``). Keras draws one mask per gate; elman draws one per layer.
+
+Not supported (refused with a ValueError naming the argument): ``recurrent_dropout`` with a
+``GRU(reset_after=False)``, activations other than tanh (and relu for SimpleRNN),
 ``recurrent_activation`` other than sigmoid, ``go_backwards`` with ``return_sequences`` on
 masked input (Keras' mask does not follow the reversal there).
 """
@@ -102,11 +106,6 @@ class _Recurrent(Layer):
         self.bias_initializer = bias_initializer
         self.dropout = _validate.probability("dropout", dropout)
         self.recurrent_dropout = _validate.probability("recurrent_dropout", recurrent_dropout)
-        if self.recurrent_dropout > 0:
-            raise ValueError(f"{cls}: recurrent_dropout > 0 is not supported yet (elman's engine "
-                             f"has no dropout on the recurrent connections), got "
-                             f"recurrent_dropout={recurrent_dropout!r}; use dropout= (on the "
-                             f"inputs) or a Dropout layer")
         self.return_sequences = _validate.flag("return_sequences", return_sequences)
         self.return_state = _validate.flag("return_state", return_state)
         self.go_backwards = _validate.flag("go_backwards", go_backwards)
@@ -141,9 +140,12 @@ class _Recurrent(Layer):
         self._add_weight("recurrent_kernel", (self.units, width), self.recurrent_initializer)
         if self.use_bias:
             self._add_weight("bias", self._bias_shape(), self._bias_initializer())
+        # Keras' rule: a rate of 1 drops nothing (the mask applies only for 0 < rate < 1)
+        rate = self.recurrent_dropout if self.recurrent_dropout < 1.0 else 0.0
         self.engine = self._engine_cls(features, self.units, bias=self.use_bias,
                                        batch_first=True, dtype=self.dtype, seed=0,
-                                       **self._engine_kwargs())
+                                       recurrent_dropout=rate, **self._engine_kwargs())
+        self.engine._rng = self._rng        # its masks come from this layer's seeded generator
         self._order = self._gate_order()
         self._inverse = np.argsort(self._order)
         self.built = True
@@ -217,6 +219,7 @@ class _Recurrent(Layer):
         if self.go_backwards:
             x = reverse_valid(x, lengths)
         self._sync_in()
+        self.engine.train(self.training)    # its recurrent dropout follows this layer's mode
         out, states = self.engine(x, hx, lengths=lengths)
         states = [s[0].copy() for s in (states if self._n_states == 2 else (states,))]
         if self.stateful:
