@@ -76,3 +76,16 @@ def test_quick_run_writes_all_frameworks(tmp_path):
             n_params = 4 * r["num_layers"] * (2 if r["bidirectional"] else 1)
             assert len(r["rel_err"]["fast"]) == 1 + n_params
     assert "fast GFLOP/s" in md.read_text()
+
+
+def test_cell_options_benchmark_quick_run(tmp_path):
+    """benchmarks/bench_cells.py: elman's LSTM with recurrent dropout against the PyTorch
+    per-step loop, a tiny run; the table has its row and a ratio."""
+    require_torch()
+    spec = importlib.util.spec_from_file_location("bench_cells", SCRIPT.parent / "bench_cells.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    md = tmp_path / "cells.md"
+    assert module.main(["--quick", "--keep-env", "--threads", "1", "--markdown", str(md)]) == 0
+    row = [line for line in md.read_text().splitlines() if "recurrent_dropout" in line]
+    assert len(row) == 1 and row[0].rstrip(" |").endswith("x")
