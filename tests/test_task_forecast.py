@@ -299,3 +299,13 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
         assert re.search(message, proc.stderr), proc.stderr
     # a run that failed before writing anything leaves no empty output directory behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "constant.csv", "gap.csv"]
+
+
+def test_recurrent_dropout_option_trains_and_is_saved(tmp_path, capsys):
+    out = str(tmp_path / "rd")
+    assert main(["forecast", "--out", out, *TINY, "--recurrent-dropout", "0.25"]) == 0
+    model = elman.load(os.path.join(out, "model.npz"))
+    assert model.layers[0].recurrent_dropout == 0.25
+    capsys.readouterr()
+    assert main(["forecast", "--predict", "--out", out]) == 0
+    assert "forecast of 'temp_max'" in capsys.readouterr().out

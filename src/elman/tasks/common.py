@@ -58,6 +58,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.npz up to --epochs epochs in total")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    g.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
+                   help="variational dropout on the recurrent state (one mask per sequence, "
+                   "Keras' recurrent_dropout), in [0, 1)")
     g = p.add_argument_group("speed and scale")
     g.add_argument("--threads", type=int, default=0,
                    help="the most BLAS threads to use; 0: every CPU, fewer while other "
@@ -69,6 +72,11 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
 
 
 def check_threads(args) -> None:
+    rate = getattr(args, "recurrent_dropout", 0.0)
+    if not 0 <= rate < 1:
+        raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
+    if rate and getattr(args, "cell", None) == "gru" and not getattr(args, "reset_after", True):
+        raise CommandError("error: --recurrent-dropout needs the GRU's reset_after=True")
     if args.threads < 0:
         raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
                            f"{args.threads}")

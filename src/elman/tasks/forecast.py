@@ -311,7 +311,8 @@ def build_model(n_inputs: int, args):
     cell = registry.get("recurrent", args.cell)
     D = 2 if args.bidirectional else 1
     recurrent = cell(n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
-                     bidirectional=args.bidirectional, seed=args.seed)
+                     bidirectional=args.bidirectional, seed=args.seed,
+                     recurrent_dropout=args.recurrent_dropout)
     pick = LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \
         else Last(batch_first=True)
     head = Dense(D * args.hidden, args.horizon, seed=args.seed + 1)
