@@ -185,3 +185,24 @@ def test_commands_refuse_sizes_beyond_the_machine(tmp_path, capsys, argv, messag
         main([*argv, "--out", str(out), "--quiet"])
     assert e.value.code == 2
     assert re.search("^error: " + message, capsys.readouterr().err, re.MULTILINE)
+
+
+@pytest.mark.parametrize("command", ["forecast", "classify", "generate", "export-onnx"])
+def test_help_shows_each_default_once(capsys, command):
+    """No "(default: None)" or "(default: False)", no option saying its default twice; a real
+    default such as 0 still shows."""
+    import argparse
+
+    from elman.cli import _HelpFormatter, build_parser, main
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    formatter = _HelpFormatter(command)
+    for action in sub.choices[command]._actions:
+        text = re.sub(r"%\(default\)\w", "", formatter._get_help_string(action) or "")
+        assert text.count("default") <= 1, (action.option_strings, text)
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    if command != "export-onnx":
+        assert re.search(r"--seed SEED seed for [^()]* \(default: 0\)", text)

@@ -1,4 +1,4 @@
-"""``python -m elman``: a short demonstration of the whole engine on seed 000's task.
+"""``python -m elman``: a short demonstration of the whole engine: next-day temperature.
 
 Predict tomorrow's temperature from the last 14 days of (temperature, humidity, wind), with an
 LSTM, a linear head, mean squared error and Adam, in an explicit training loop: forward, loss,
@@ -21,7 +21,9 @@ from elman.optim import Adam, clip_grad_norm_
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m elman", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m elman", description="A short demonstration of "
+                                 "the whole engine: predict tomorrow's temperature from the last "
+                                 "days' weather with an LSTM, in an explicit training loop.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30, help="passes over the training windows")
     ap.add_argument("--hidden", type=int, default=32, help="LSTM hidden size")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     x, y, target_rows = sliding_windows(data, args.lookback, batch_first=False)
     splits = chronological_split(target_rows, len(data), (0.7, 0.15, 0.15))
     # Scaler from the rows before the first validation target only: held-out days must not
-    # shape the inputs' statistics (seed 000 normalised its test set with its own).
+    # shape the inputs' statistics (the tutorials normalise the test set with its own).
     scaler = StandardScaler().fit(data[:int(0.7 * len(data))])
     x = scaler.transform(x).astype(np.float32)
     y = scaler.transform(y, columns=[0]).astype(np.float32)

@@ -22,7 +22,14 @@ COMMANDS = {"forecast": "elman.tasks.forecast", "classify": "elman.tasks.classif
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the task docstrings' layout and show every option's default."""
+    """Keep the task docstrings' layout and show each option's default once: not where the help
+    text already says it, and not for flags (off) or options without one (None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
