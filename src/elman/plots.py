@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_forecast", "plot_series", "have_matplotlib"]
+__all__ = ["plot_history", "plot_forecast", "plot_series", "epoch_axis", "have_matplotlib"]
 
 
 def have_matplotlib() -> bool:
@@ -51,12 +51,16 @@ def _save(fig, path) -> str:
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
-                 metrics: Sequence[str] | None = None) -> str:
-    """Training vs validation curves, one panel per metric (``loss`` first).
+                 metrics: Sequence[str] | None = None,
+                 ylabels: Mapping[str, str] | None = None) -> str:
+    """Training vs validation curves, one panel per metric (``loss`` first), epochs from 1, every
+    point marked (a one-epoch run shows its point), and the best epoch (lowest ``val_loss``)
+    marked on every panel.
 
     ``history`` is ``History.history``: ``{"loss": [...], "val_loss": [...], "accuracy": [...],
     ...}``. ``metrics`` picks the panels (default: every key without the ``val_`` prefix, except
-    the learning rate).
+    the learning rate); ``ylabels`` gives a panel's axis label with its unit (default: the
+    metric's name).
     """
     plt = _pyplot()
     if metrics is None:
@@ -66,18 +70,32 @@ def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
     if not metrics:
         raise ValueError(f"plot_history: nothing to plot in a history with keys "
                          f"{sorted(history)}")
+    val_loss = np.asarray(history.get("val_loss", []), dtype=float)
+    best = int(np.nanargmin(val_loss)) + 1 if np.isfinite(val_loss).any() else None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, name in zip(axes[0], metrics):
         for key, style, label in ((name, "o-", "training"), ("val_" + name, "s-", "validation")):
             values = history.get(key)
             if values is not None and len(values):
-                ax.plot(np.arange(1, len(values) + 1), values, style, ms=3, label=label)
+                ax.plot(np.arange(1, len(values) + 1), values, style, ms=4, label=label)
+        if best is not None:
+            ax.axvline(best, color="gray", ls=":", lw=1.2, label=f"best epoch ({best})")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
+        epoch_axis(ax, max(len(history.get(name, ())), len(history.get("val_" + name, ()))))
+        ax.set_ylabel((ylabels or {}).get(name, name))
         ax.set_title(f"{title}: {name}" if title else name)
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
     return _save(fig, path)
+
+
+def epoch_axis(ax, last: int, first: int = 1) -> None:
+    """Whole-number ticks (epochs) from ``first`` to ``last``, with half a step of margin: a
+    single epoch is one tick, not 0.96 ... 1.04."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(first - 0.5, max(last, first) + 0.5)
 
 
 def plot_forecast(x, actual, predictions: Mapping[str, np.ndarray], path, title: str = "",
@@ -103,14 +121,16 @@ def plot_series(x, series: Mapping[str, np.ndarray], path, title: str = "", xlab
     score, say); ``logy`` for gradient norms that span orders of magnitude."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, values in series.items():
-        ax.plot(x, values, lw=1.2, label=name)
+    for name, values in series.items():     # (markers: a curve of one point stays visible)
+        ax.plot(x, values, lw=1.2, marker="o" if len(values) < 40 else None, ms=3, label=name)
     for name, value in (hlines or {}).items():
         ax.axhline(value, ls="--", lw=1.0, color="gray")
         ax.annotate(name, (x[0] if len(x) else 0, value), textcoords="offset points",
                     xytext=(2, 3), fontsize="small", color="gray")
     if logy:
         ax.set_yscale("log")
+    if len(x) and np.issubdtype(np.asarray(x).dtype, np.integer):
+        epoch_axis(ax, int(np.max(x)), first=int(np.min(x)))
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -516,7 +516,9 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title, ens
         ax.axhline(ensemble[1], ls="-", color="C2", lw=1.0,
                    label=f"{ensemble[0]} models averaged (validation)")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
+    if len(acc):
+        plots.epoch_axis(ax, len(acc))
+    ax.set_ylabel("accuracy (fraction correct)")
     ax.set_title(f"{title}: accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -724,7 +726,9 @@ def _run(args, comm=None) -> int:
                          ["accuracy", "f1"])
     for k, h in enumerate(histories):
         common.plot_curves(h, member_dir(out_dir, k),
-                           title if n == 1 else f"{title}, model {k + 1} of {n}")
+                           title if n == 1 else f"{title}, model {k + 1} of {n}",
+                           {"loss": "cross-entropy (nats per text)",
+                            "accuracy": "accuracy (fraction correct)"})
     if plots.have_matplotlib():
         _plot_task(os.path.join(out_dir, "classify.png"), history,
                    bow.grid[bow.l2]["val_accuracy"],

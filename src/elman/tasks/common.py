@@ -359,11 +359,14 @@ def print_results(title: str, rows: list[tuple[str, dict]], columns: list[str],
                         for i, (cell, w) in enumerate(zip(r, widths))), file=file)
 
 
-def plot_curves(history: dict, out_dir: str, title: str) -> str | None:
-    """curves.png from the run's history (None, with a note, when matplotlib is missing)."""
+def plot_curves(history: dict, out_dir: str, title: str, ylabels: dict | None = None
+                ) -> str | None:
+    """curves.png from the run's history, ``ylabels`` naming each panel's quantity and unit
+    (None, with a note, when matplotlib is missing)."""
     if not plots.have_matplotlib():
         print('note: install matplotlib (pip install "elman[plot]") for the figures',
               file=sys.stderr)
         return None
     keys = {k: v for k, v in history.items() if isinstance(v, list)}
-    return plots.plot_history(keys, os.path.join(out_dir, "curves.png"), title=title)
+    return plots.plot_history(keys, os.path.join(out_dir, "curves.png"), title=title,
+                              ylabels=ylabels)

@@ -63,6 +63,7 @@ HELP = "forecast a time series (default: next-day Seattle temp_max) vs persisten
        "climatology and ridge"
 
 BUNDLED = "seattle-weather"      # the name of the bundled data in the checkpoint's extra
+BUNDLED_UNITS = {"temp_max": "degC", "temp_min": "degC", "precipitation": "mm", "wind": "m/s"}
 DEFAULT_TARGET = "temp_max"
 
 
@@ -440,7 +441,9 @@ def _run(args, comm=None) -> int:
         print(f"\npersistence is exact on the test period; best epoch {best.epoch}")
 
     history.pop("seconds", None)
-    common.plot_curves(history, out, f"forecast {series.target}")
+    common.plot_curves(history, out, f"forecast {series.target}",
+                       {"loss": "MSE (standardised target units)",
+                        "mae": "MAE (standardised target units)"})
     _plot(series, p, y_test, y_model, preds, metrics, out)
     print(f"wrote {out}/: model.npz, last.npz, history.csv, metrics.json, curves.png, "
           f"forecast.png")
@@ -460,7 +463,9 @@ def _plot(series, p, y_test, y_model, preds, metrics, out):
     return plots.plot_forecast(x, y_test[:, 0], {"model": y_model[:, 0],
                                                   best_name: preds[best_name][:, 0]},
                                os.path.join(out, "forecast.png"), title=title,
-                               ylabel=series.target)
+                               ylabel=f"{series.target} ({BUNDLED_UNITS[series.target]})"
+                               if series.source == BUNDLED and series.target in BUNDLED_UNITS
+                               else series.target)
 
 
 # -- forecasting with a saved model ----------------------------------------------------------------

@@ -748,7 +748,8 @@ def _run(args, comm=None) -> int:
     if history:
         curves = {"loss": [r["loss"] for r in history],
                   "val_loss": [r["val_loss"] for r in history]}
-        common.plot_curves(curves, out, f"{label}: bits per character")
+        common.plot_curves(curves, out, f"{label}: bits per character",
+                           {"loss": "bits per character"})
         if plots.have_matplotlib():
             epochs = np.arange(1, len(history) + 1)
             plots.plot_series(
