@@ -27,6 +27,7 @@ import numpy as np
 from . import _validate, registry
 from .cells.base import check_input, check_state, make_parameters, parameter_count
 from .cells.gru import GRUEquations
+from .cells.layer_norm import LayerNormGRUEquations, LayerNormLSTMEquations, LayerNormRNNEquations
 from .cells.lstm import LSTMEquations
 from .cells.rnn import RNNEquations
 from .module import Module
@@ -100,8 +101,9 @@ class RecurrentLayer(Module):
             s += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
                               ("bidirectional", False), ("proj_size", 0),
-                              ("recurrent_dropout", 0.0), ("input_dropout", 0.0)):
-            if getattr(self, name) != default:
+                              ("recurrent_dropout", 0.0), ("input_dropout", 0.0),
+                              ("layer_norm", False)):
+            if getattr(self, name, default) != default:
                 s += f", {name}={getattr(self, name)}"
         if self.dtype != np.float32:
             s += f", dtype={self.dtype}"
@@ -113,8 +115,8 @@ class RecurrentLayer(Module):
                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                    dropout=self.dropout, bidirectional=self.bidirectional,
                    dtype=self.dtype.name)
-        for name in ("recurrent_dropout", "input_dropout"):      # only when used: older files
-            if getattr(self, name):                               # and configs stay the same
+        for name in ("recurrent_dropout", "input_dropout", "layer_norm"):  # only when used:
+            if getattr(self, name, False):                  # older files and configs stay the same
                 cfg[name] = getattr(self, name)
         return cfg
 
@@ -409,11 +411,13 @@ class RNN(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 seed=None, recurrent_dropout=0.0, input_dropout=0.0):
-        super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, dtype, seed,
-                         recurrent_dropout, input_dropout)
+                 seed=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
+        eq = (LayerNormRNNEquations if _validate.flag("layer_norm", layer_norm)
+              else RNNEquations)(nonlinearity)
+        super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout)
         self.nonlinearity = nonlinearity
+        self.layer_norm = layer_norm
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -442,11 +446,13 @@ class GRU(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 reset_after=True, recurrent_dropout=0.0, input_dropout=0.0):
-        super().__init__(GRUEquations(reset_after), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, dtype, seed,
-                         recurrent_dropout, input_dropout)
+                 reset_after=True, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
+        eq = (LayerNormGRUEquations if _validate.flag("layer_norm", layer_norm)
+              else GRUEquations)(reset_after)
+        super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout)
         self.reset_after = _validate.flag("reset_after", reset_after)
+        self.layer_norm = layer_norm
 
     def extra_repr(self):
         s = super().extra_repr()
@@ -478,14 +484,16 @@ class LSTM(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
-                 forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0):
-        eq = LSTMEquations(forget_bias)
+                 forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
+        eq = (LayerNormLSTMEquations if _validate.flag("layer_norm", layer_norm)
+              else LSTMEquations)(forget_bias)
         if eq.forget_bias is not None and not _validate.flag("bias", bias):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, dtype, seed, recurrent_dropout,
                          input_dropout)
         self.forget_bias = eq.forget_bias
+        self.layer_norm = layer_norm
 
     def extra_repr(self):
         s = super().extra_repr()

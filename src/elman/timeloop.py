@@ -63,6 +63,8 @@ class SequenceCache:
     workspace: Workspace | None = None   # where the internal arrays go back (release)
     # (N, P) recurrent dropout mask on h_prev where it enters W_hh, the same at every step
     h_mask: np.ndarray | None = None
+    # what the cell's transform_input kept for its backward (layer norm: the normalised values)
+    input_state: object = None
 
     @property
     def kernels(self):
@@ -200,6 +202,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
     np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
+    input_state = eq.transform_input(GX, w)       # (a layer-normalised cell normalises it)
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
@@ -232,7 +235,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, gh, consts, schedule,
                                             R, W_hr_T, h_mask))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
-                                 kernels.__name__, workspace, h_mask)
+                                 kernels.__name__, workspace, h_mask, input_state)
         for t, p, q, n in schedule:
             h_prev = S[p, :n]
             np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
@@ -244,7 +247,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                 # 3. LSTM projection h = W_hr r
                 np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
-                         h_mask)
+                         h_mask, input_state)
 
 
 def output_view(cache: SequenceCache) -> np.ndarray:
@@ -328,11 +331,16 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         dGX[padded] = 0
         if dGH is not dGX:
             dGH[padded] = 0
-    # 5. weight gradients and the input gradient as whole-sequence GEMMs
+    # 5. weight gradients and the input gradient as whole-sequence GEMMs; first the biases,
+    # from the gradients wrt what the cell added them to, then (a layer-normalised cell) the
+    # input side back through its normalisation to the raw projection X W_ih^T
+    split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
+    if "bias_ih" in g:
+        eq.bias_grads(dGX, dGH, g, split)
+    dGX = eq.transform_input_backward(dGX, cache, g)
     X2 = X.reshape(T * N, X.shape[2])
     dGX2 = dGX.reshape(T * N, GH)
     dGH2 = dGH.reshape(T * N, dGH.shape[2])
-    split = GH - dGH2.shape[1]     # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
     if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
         H_prev = H_prev * cache.h_mask
@@ -344,14 +352,6 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         g["weight_hh"][split:K] += dGH2[:, :K - split].T @ H_prev2
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
-    if "bias_ih" in g:
-        db_ih = dGX2.sum(axis=0)
-        g["bias_ih"] += db_ih
-        if dGH is dGX:
-            g["bias_hh"] += db_ih
-        else:
-            g["bias_hh"][:split] += db_ih[:split]
-            g["bias_hh"][split:] += dGH2.sum(axis=0)
     if R is not None:
         g["weight_hr"] += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
     eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any

@@ -96,6 +96,30 @@ class CellEquations:
         ``dh_prev`` that does not go through the loop's GEMM, or None."""
         raise NotImplementedError
 
+    def transform_input(self, GX, w: Weights):
+        """Transform the raw input projection ``GX = X W_ih^T`` (T, N, G*H) in place before the
+        bias is added (a layer-normalised cell normalises it); returns what the backward needs,
+        kept as ``cache.input_state``. Default: nothing."""
+        return None
+
+    def transform_input_backward(self, dGX, cache, g: Weights):
+        """The gradient wrt the transformed projection back to the raw one (in place or new;
+        returned), adding the transform's parameter gradients into ``g``. Default: as is."""
+        return dGX
+
+    def bias_grads(self, dGX, dGH, g: Weights, split: int) -> None:
+        """Add the bias gradients: ``bias_ih`` acts on the input side (``dGX``); ``bias_hh`` on
+        the recurrent side, whose pre-activation gradient is ``dGX``'s for the first ``split``
+        gate columns and ``dGH``'s for the rest (all of ``dGX``'s when ``dGH is dGX``)."""
+        T, N, GH = dGX.shape
+        db_ih = dGX.reshape(T * N, GH).sum(axis=0)
+        g["bias_ih"] += db_ih
+        if dGH is dGX:
+            g["bias_hh"] += db_ih
+        else:
+            g["bias_hh"][:split] += db_ih[:split]
+            g["bias_hh"][split:] += dGH.reshape(T * N, dGH.shape[2]).sum(axis=0)
+
     def parameter_grads(self, cache, dGX, dGH, g: Weights) -> None:
         """Add the gradients of the cell's own parameters (those beyond the standard
         ``weight_ih``/``weight_hh``/``bias_*``/``weight_hr``, which the engine does) into ``g``,

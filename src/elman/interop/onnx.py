@@ -201,6 +201,9 @@ def _check_recurrent(layer: RecurrentLayer, where: str) -> str:
         raise ConversionError(
             f"{where} has proj_size={layer.proj_size}: ONNX's LSTM operator has "
             f"no output projection (weight_hr), so the layer cannot be written as one")
+    if getattr(layer, "layer_norm", False):
+        raise ConversionError(f"{where} has layer_norm=True: ONNX's {kind} operator has no "
+                              f"normalisation inside its recurrence")
     return kind
 
 

@@ -513,7 +513,7 @@ def _to_parts(torch, m, where: str) -> list:
     if cls in (GRU, GRUCell) and not m.reset_after:
         raise ConversionError(f"{where}: {cls.__name__}(reset_after=False) has no torch.nn "
                               "counterpart (torch's GRU resets after W_hn h)")
-    for option in ("recurrent_dropout", "input_dropout"):
+    for option in ("recurrent_dropout", "input_dropout", "layer_norm"):
         if getattr(m, option, 0.0):
             raise ConversionError(f"{where}: {cls.__name__}({option}={getattr(m, option)}) has "
                                   f"no torch.nn counterpart (torch's recurrent layers drop out "

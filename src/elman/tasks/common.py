@@ -22,10 +22,11 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
-from .. import checkpoint, distributed, plots, registry, threads
+from .. import checkpoint, distributed, fast, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
@@ -61,6 +62,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
                    help="variational dropout on the recurrent state (one mask per sequence, "
                    "Keras' recurrent_dropout), in [0, 1)")
+    g.add_argument("--layer-norm", action="store_true",
+                   help="layer-normalised recurrent cells (Ba et al. 2016; NumPy steps, not "
+                   "compiled yet)")
     g = p.add_argument_group("speed and scale")
     g.add_argument("--threads", type=int, default=0,
                    help="the most BLAS threads to use; 0: every CPU, fewer while other "
@@ -77,6 +81,8 @@ def check_threads(args) -> None:
         raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
     if rate and getattr(args, "cell", None) == "gru" and not getattr(args, "reset_after", True):
         raise CommandError("error: --recurrent-dropout needs the GRU's reset_after=True")
+    if getattr(args, "layer_norm", False):      # the command asked for it: no warning
+        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     if args.threads < 0:
         raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
                            f"{args.threads}")

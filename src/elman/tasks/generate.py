@@ -266,7 +266,8 @@ def build_model(vocab_size: int, args) -> Sequential:
     rnn = registry.get("recurrent", args.cell)(
         args.embedding, args.hidden, num_layers=args.layers,
         dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1,
-        recurrent_dropout=getattr(args, "recurrent_dropout", 0.0))
+        recurrent_dropout=getattr(args, "recurrent_dropout", 0.0),
+        layer_norm=getattr(args, "layer_norm", False))
     layers = [Embedding(vocab_size, args.embedding, seed=s)]
     if getattr(args, "input_dropout", 0) > 0:
         layers.append(Dropout(args.input_dropout, seed=s + 4))
@@ -398,7 +399,8 @@ def sample(model: Sequential, vocab: CharVocabulary, prime: str, length: int,
 
 def _options(args, vocab_size: int) -> dict:
     keys = ("cell", "hidden", "layers", "embedding", "dropout", "input_dropout", "bptt",
-            "batch_size", "lr", "weight_decay", "clip", "ema", "seed", "recurrent_dropout")
+            "batch_size", "lr", "weight_decay", "clip", "ema", "seed", "recurrent_dropout",
+            "layer_norm")
     return {**{k: getattr(args, k) for k in keys}, "vocab_size": vocab_size}
 
 

@@ -1,0 +1,147 @@
+"""layer_norm=True on RNN, GRU and LSTM (Ba, Kiros & Hinton 2016): exact gradients in float64,
+a torch.autograd re-implementation as the oracle, the scale invariance the normalisation
+promises, and the explicit fallback to the NumPy steps."""
+import warnings
+
+import numpy as np
+import pytest
+
+import elman
+from elman.interop import ConversionError
+
+
+@pytest.fixture(autouse=True)
+def _no_kernel_yet():
+    """These cells have no compiled kernel yet: their FastPathWarning is expected here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", elman.fast.FastPathWarning)
+        yield
+
+
+@pytest.mark.parametrize("kind, kwargs", [
+    ("RNN", {"num_layers": 2, "bidirectional": True}),
+    ("RNN", {"nonlinearity": "relu", "batch_first": True}),
+    ("GRU", {"num_layers": 2, "bidirectional": True}),
+    ("GRU", {"bias": False, "recurrent_dropout": 0.3}),
+    ("LSTM", {"num_layers": 2, "bidirectional": True, "forget_bias": 1.0}),
+    ("LSTM", {"proj_size": 3, "input_dropout": 0.2, "batch_first": True}),
+])
+def test_layer_norm_gradients_are_exact(kind, kwargs):
+    layer = getattr(elman, kind)(3, 6, layer_norm=True, dtype=np.float64, seed=4, **kwargs)
+    for p in layer.parameters():              # gains and shifts away from their 1 and 0
+        p.data += np.random.default_rng(5).normal(0, 0.1, p.data.shape)
+    shape = (4, 5, 3) if kwargs.get("batch_first") else (5, 4, 3)
+    x = np.random.default_rng(6).standard_normal(shape)
+    errors = elman.gradcheck(layer, (x,), kwargs={"lengths": [5, 2, 4, 1]})
+    assert any(name.startswith("ln_hh_weight") for name in errors)
+    assert max(errors.values()) < 1e-6, errors
+
+
+def _torch_reference(torch, kind, layer, x):
+    """One layer, both directions, in torch with F.layer_norm, the same weights."""
+    F = torch.nn.functional
+    H = layer.hidden_size
+    params = {n: torch.tensor(p.data, requires_grad=True) for n, p in layer.named_parameters()}
+    outs = []
+    for d, sfx in enumerate(["_l0", "_l0_reverse"]):
+        P = {k[:-len(sfx)]: v for k, v in params.items() if k.endswith(sfx)}
+
+        def ln(v, name):
+            return F.layer_norm(v, v.shape[-1:], P[name + "_weight"], P[name + "_bias"], 1e-5)
+        h = torch.zeros(x.shape[1], H, dtype=x.dtype)
+        c = torch.zeros_like(h)
+        seq = [None] * x.shape[0]
+        for t in (range(x.shape[0] - 1, -1, -1) if d else range(x.shape[0])):
+            gx = ln(x[t] @ P["weight_ih"].T, "ln_ih")
+            gh = ln(h @ P["weight_hh"].T, "ln_hh")
+            if kind == "RNN":
+                h = torch.tanh(gx + gh + P["bias_ih"] + P["bias_hh"])
+            elif kind == "LSTM":
+                a = gx + gh + P["bias_ih"] + P["bias_hh"]
+                i, f = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H:2 * H])
+                g, o = torch.tanh(a[:, 2 * H:3 * H]), torch.sigmoid(a[:, 3 * H:])
+                c = f * c + i * g
+                h = o * torch.tanh(ln(c, "ln_c"))
+            else:
+                b_ih, b_hh = P["bias_ih"], P["bias_hh"]
+                r = torch.sigmoid(gx[:, :H] + b_ih[:H] + gh[:, :H] + b_hh[:H])
+                z = torch.sigmoid(gx[:, H:2 * H] + b_ih[H:2 * H] + gh[:, H:2 * H] + b_hh[H:2 * H])
+                n = torch.tanh(gx[:, 2 * H:] + b_ih[2 * H:] + r * (gh[:, 2 * H:] + b_hh[2 * H:]))
+                h = (1 - z) * n + z * h
+            seq[t] = h
+        outs.append(torch.stack(seq))
+    return torch.cat(outs, dim=2), params
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_layer_norm_matches_a_torch_autograd_reference(kind):
+    torch = pytest.importorskip("torch")
+    layer = elman.__dict__[kind](3, 5, bidirectional=True, layer_norm=True, dtype=np.float64,
+                                 seed=1)
+    for p in layer.parameters():
+        p.data += np.random.default_rng(2).normal(0, 0.2, p.data.shape)
+    x = np.random.default_rng(3).standard_normal((6, 4, 3))
+    dout = np.random.default_rng(4).standard_normal((6, 4, 10))
+    out, _ = layer(x)
+    dx, _ = layer.backward(dout, None)
+    xt = torch.tensor(x, requires_grad=True)
+    ref, params = _torch_reference(torch, kind, layer, xt)
+    (ref * torch.from_numpy(dout)).sum().backward()
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for name, p in layer.named_parameters():
+        np.testing.assert_allclose(p.grad, params[name].grad.numpy(), rtol=1e-9, atol=1e-11,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_scaling_the_input_weights_leaves_the_output_unchanged(kind):
+    """The input side is normalised: W_ih -> 3 W_ih (biases zero) changes nothing (up to the
+    normalisation's eps)."""
+    layer = elman.__dict__[kind](3, 6, layer_norm=True, bias=False, dtype=np.float64, seed=0)
+    # inputs of some size: eps = 1e-5 against the projection's variance is the only difference
+    x = 10 * np.random.default_rng(1).standard_normal((7, 2, 3))
+    before = layer(x)[0]
+    layer.weight_ih_l0.data *= 3.0
+    np.testing.assert_allclose(layer(x)[0], before, rtol=0, atol=1e-4)
+    # without the normalisation, the same scaling moves the output
+    plain = elman.__dict__[kind](3, 6, bias=False, dtype=np.float64, seed=0)
+    was = plain(x)[0]
+    plain.weight_ih_l0.data *= 3.0
+    assert np.abs(plain(x)[0] - was).max() > 1e-2
+
+
+def test_the_fallback_to_the_numpy_steps_is_explicit():
+    from elman.cells.layer_norm import LayerNormLSTMEquations
+    elman.fast._warned.discard(LayerNormLSTMEquations)
+    layer = elman.LSTM(3, 4, layer_norm=True, seed=0)
+    x = np.ones((3, 2, 3), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", elman.fast.FastPathWarning)
+        with pytest.raises(elman.fast.FastPathWarning, match="LayerNormLSTMEquations has no "
+                           "compiled kernel"):
+            with elman.fast.use(True):
+                layer(x)
+
+
+def test_layer_norm_parameters_options_and_refusals(tmp_path):
+    lstm = elman.LSTM(3, 4, layer_norm=True, bidirectional=True)
+    names = [n for n, _ in lstm.named_parameters()]
+    assert names[4:10] == ["ln_ih_weight_l0", "ln_ih_bias_l0", "ln_hh_weight_l0",
+                           "ln_hh_bias_l0", "ln_c_weight_l0", "ln_c_bias_l0"]
+    assert (lstm.ln_hh_weight_l0_reverse.data == 1).all() and not lstm.ln_c_bias_l0.data.any()
+    assert "layer_norm=True" in repr(lstm)
+    elman.save(lstm, tmp_path / "m.npz")
+    again = elman.load(tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(again(x)[0], lstm(x)[0])
+    with pytest.raises(TypeError, match="layer_norm must be True or False"):
+        elman.GRU(3, 4, layer_norm="yes")
+    with pytest.raises(ValueError, match="layer_norm=True needs reset_after=True"):
+        elman.GRU(3, 4, layer_norm=True, reset_after=False)
+    with pytest.raises(ConversionError, match="layer_norm=True\\) has no torch.nn"):
+        pytest.importorskip("torch")
+        elman.to_torch(lstm)
+    pytest.importorskip("onnx")
+    with pytest.raises(ConversionError, match="has layer_norm=True: ONNX's LSTM operator"):
+        elman.export_onnx(lstm, tmp_path / "m.onnx")
