@@ -28,6 +28,7 @@ from . import _validate, registry
 from .cells.base import check_input, check_state, make_parameters, parameter_count
 from .cells.gru import GRUEquations
 from .cells.lstm import LSTMEquations
+from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .module import Module
 from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
@@ -427,12 +428,28 @@ class LSTM(RecurrentLayer):
     >>> out, (h_n, c_n) = lstm(np.zeros((5, 4, 3)), lengths=[5, 2, 3, 1])
     >>> out.shape, h_n.shape, c_n.shape
     ((5, 4, 2), (1, 4, 2), (1, 4, 6))
+
+    ``peephole=True`` adds peephole connections (Gers & Schmidhuber 2000; the ONNX ``LSTM``
+    operator's ``P``; equations in :mod:`elman.cells.peephole_lstm`): ``i`` and ``f`` see
+    ``c_{t-1}``, ``o`` sees ``c_t``, through the diagonal weights ``weight_ci_l{k}``,
+    ``weight_cf_l{k}``, ``weight_co_l{k}`` (H,), initialised to zero. torch.nn.LSTM has none.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None):
-        super().__init__(LSTMEquations(), input_size, hidden_size, num_layers, bias, batch_first,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
+                 peephole=False):
+        peephole = _validate.flag("peephole", peephole)
+        eq = PeepholeLSTMEquations() if peephole else LSTMEquations()
+        super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, proj_size, dtype, seed)
+        self.peephole = peephole
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s + ", peephole=True" if self.peephole else s
 
     def config(self):
-        return dict(super().config(), proj_size=self.proj_size)
+        cfg = dict(super().config(), proj_size=self.proj_size)
+        if self.peephole:                 # only when on: older configs and checkpoints stay
+            cfg["peephole"] = True
+        return cfg

@@ -1,0 +1,96 @@
+"""Compiled peephole-LSTM time loops (equations in :mod:`elman.cells.peephole_lstm`), the fast
+twin of ``PeepholeLSTMEquations.forward``/``backward``: :mod:`elman.fast.lstm`'s loops with the
+three diagonal peephole terms. As there, the forward pass keeps no ``tanh(c)`` (backward
+recomputes it from ``c``); the peephole weights' own gradients are whole-sequence sums, done by
+the cell's ``parameter_grads`` after the loop. Shapes as in :class:`elman.timeloop.SequenceCache`.
+"""
+import numpy as np
+from numba import njit
+
+from ._blas import gemm, gemm_acc
+from ._loop import HALF, JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_at
+from ._math import tanh
+
+__all__ = ["forward", "backward"]
+
+
+@njit(**JIT)
+def _forward(GX, bias, scale, shift, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule):
+    """As :func:`elman.fast.lstm._forward`, with the peephole weights w_ci, w_cf, w_co (H,):
+    i and f see c_prev before their activation, o sees the new c."""
+    H = C.shape[2]
+    for s in range(schedule.shape[0]):
+        t, p, q, n = step_at(schedule, s)
+        add_bias(GX[t, :n], bias)
+        gemm_acc(S[p, :n], W_hh_T, GX[t, :n])          # GX[t] += h_prev W_hh^T
+        for b in range(n):
+            g, c_prev, c = GX[t, b], C[p, b], C[q, b]
+            for j in range(H):
+                g[j] += w_ci[j] * c_prev[j]
+                g[H + j] += w_cf[j] * c_prev[j]
+            for k in range(3 * H):                     # i, f: sigmoid; g: tanh
+                g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
+            if R is None:
+                h = S[q, b]
+            else:
+                h = R[t, b]
+            for j in range(H):
+                cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
+                c[j] = cj
+                oj = HALF * tanh(HALF * (g[3 * H + j] + w_co[j] * cj)) + HALF
+                g[3 * H + j] = oj
+                h[j] = oj * tanh(cj)                               # h = o tanh(c)
+        if R is not None:
+            gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
+
+
+@njit(**JIT)
+def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule):
+    """As :func:`elman.fast.lstm._backward`, with the peepholes' paths into dc: o's from the
+    new c, i's and f's into dc_prev."""
+    H = dc.shape[1]
+    row = scratch_row(gates)
+    for s in range(schedule.shape[0] - 1, -1, -1):
+        t, p, q, n = backward_step(schedule, s, dh, dY)
+        if W_hr is None:
+            d_out = dh                         # what reaches o * tanh(c)
+        else:
+            for b in range(n):
+                dHs_b, dh_b = dHs[t, b], dh[b]
+                for j in range(dh_b.shape[0]):
+                    dHs_b[j] = dh_b[j]
+            gemm(dh[:n], W_hr, dR[:n])         # back through the projection: dr = dh W_hr
+            d_out = dR
+        for b in range(n):
+            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
+            i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
+            di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
+            for j in range(H):
+                ij, fj, gj, oj = i[j], f[j], gg[j], o[j]
+                y, dhj = tanh(c[j]), dh_b[j]
+                doj = ((ONE - oj) * oj) * (dhj * y)
+                dcj = dc_b[j] + dhj * ((ONE - y * y) * oj) + doj * w_co[j]
+                dij = ((ONE - ij) * ij) * (dcj * gj)
+                dfj = ((ONE - fj) * fj) * (dcj * c_prev[j])
+                di[j], df[j], do[j] = dij, dfj, doj
+                dg[j] = (ONE - gj * gj) * (dcj * ij)
+                dc_b[j] = dcj * fj + dij * w_ci[j] + dfj * w_cf[j]
+            copy_row(row, dG[t, b])
+        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
+
+
+saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
+
+
+def forward(eq, loop):
+    scale, shift, w_ci, w_cf, w_co = loop.consts
+    _forward(loop.GX, loop.bias, scale, shift, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C,
+             loop.R, loop.W_hr_T, loop.schedule)
+
+
+def backward(eq, loop):
+    w_ci, w_cf, w_co = loop.cache.consts[2:]
+    W_hr = loop.w.get("weight_hr")
+    dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
+    _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, loop.dY, loop.dh, loop.dc,
+              loop.dGX, loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule)
