@@ -8,7 +8,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import HALF, JIT, ONE, add_bias, backward_step, copy_row, scratch_row, step_at
+from ._loop import (HALF, JIT, ONE, add_bias, backward_step, copy_row, project_back,
+                    scratch_row, step_at)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -30,10 +31,7 @@ def _forward(GX, bias, scale, shift, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, 
                 g[H + j] += w_cf[j] * c_prev[j]
             for k in range(3 * H):                     # i, f: sigmoid; g: tanh
                 g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
-            if R is None:
-                h = S[q, b]
-            else:
-                h = R[t, b]
+            h = S[q, b] if R is None else R[t, b]      # R: o tanh(c) before the projection
             for j in range(H):
                 cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
                 c[j] = cj
@@ -52,29 +50,19 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
     row = scratch_row(gates)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if W_hr is None:
-            d_out = dh                         # what reaches o * tanh(c)
-        else:
-            for b in range(n):
-                dHs_b, dh_b = dHs[t, b], dh[b]
-                for j in range(dh_b.shape[0]):
-                    dHs_b[j] = dh_b[j]
-            gemm(dh[:n], W_hr, dR[:n])         # back through the projection: dr = dh W_hr
-            d_out = dR
+        d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
-            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
-            i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
-            di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
+            g, c, c_prev, d_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
             for j in range(H):
-                ij, fj, gj, oj = i[j], f[j], gg[j], o[j]
-                y, dhj = tanh(c[j]), dh_b[j]
-                doj = ((ONE - oj) * oj) * (dhj * y)
-                dcj = dc_b[j] + dhj * ((ONE - y * y) * oj) + doj * w_co[j]
-                dij = ((ONE - ij) * ij) * (dcj * gj)
-                dfj = ((ONE - fj) * fj) * (dcj * c_prev[j])
-                di[j], df[j], do[j] = dij, dfj, doj
-                dg[j] = (ONE - gj * gj) * (dcj * ij)
-                dc_b[j] = dcj * fj + dij * w_ci[j] + dfj * w_cf[j]
+                ij, fj, gj, oj = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
+                y = tanh(c[j])
+                do = ((ONE - oj) * oj) * (d_b[j] * y)
+                dcj = dc_b[j] + d_b[j] * ((ONE - y * y) * oj) + do * w_co[j]
+                di = ((ONE - ij) * ij) * (dcj * gj)
+                df = ((ONE - fj) * fj) * (dcj * c_prev[j])
+                row[j], row[H + j], row[3 * H + j] = di, df, do
+                row[2 * H + j] = (ONE - gj * gj) * (dcj * ij)
+                dc_b[j] = dcj * fj + di * w_ci[j] + df * w_cf[j]     # dc_prev
             copy_row(row, dG[t, b])
         gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
 
