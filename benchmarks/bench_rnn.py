@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 # (N, T, I, H): batch size, sequence length, input size, hidden size
 CONFIGS = [
@@ -439,9 +440,9 @@ def _torch_peephole(torch):
     """A peephole LSTM for torch, which has none: elman's parameter names and equations
     (``elman.cells.peephole_lstm``), the input projection as one GEMM per layer-direction (as
     torch.nn.LSTM does it) and the time loop compiled with ``torch.jit.script``; autograd does
-    the backward pass."""
+    the backward pass. (torch 2.13 deprecates ``torch.jit.script`` in favour of
+    ``torch.compile``, which needs a C++ compiler at run time; the script still runs.)"""
 
-    @torch.jit.script
     def direction(gx: torch.Tensor, W_hh: torch.Tensor, w_ci: torch.Tensor,
                   w_cf: torch.Tensor, w_co: torch.Tensor, reverse: bool):
         T, N, H = gx.size(0), gx.size(1), W_hh.size(1)
@@ -460,6 +461,10 @@ def _torch_peephole(torch):
         if reverse:
             outs.reverse()
         return torch.stack(outs), h, c
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        direction = torch.jit.script(direction)
 
     class TorchPeepholeLSTM(torch.nn.Module):
         def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False):

@@ -76,3 +76,23 @@ def test_quick_run_writes_all_frameworks(tmp_path):
             n_params = 4 * r["num_layers"] * (2 if r["bidirectional"] else 1)
             assert len(r["rel_err"]["fast"]) == 1 + n_params
     assert "fast GFLOP/s" in md.read_text()
+
+
+def test_quick_run_of_the_peephole_cell(tmp_path):
+    """The opt-in peephole row: elman.LSTM(peephole=True) against the TorchScript reference,
+    which must compute the same outputs and gradients (peepholes nonzero)."""
+    require_torch()
+    require("threadpoolctl")
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--repeats", "1", "--min-time", "0.01", "--no-memory",
+                     "--keep-env", "--threads", "1", "--cells", "peephole", "--stacks", "2bi",
+                     "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["cell"], r["mode"]) for r in results] == [("peephole", "train"),
+                                                         ("peephole", "infer")]
+    train = results[0]
+    assert train["max_rel_err"] < 1e-3
+    assert len(train["rel_err"]["fast"]) == 1 + 7 * 2 * 2      # out + 7 parameters x 4
+    assert any(k.startswith("weight_co") for k in train["rel_err"]["fast"])
