@@ -16,9 +16,12 @@ __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule):
+def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule):
     """As :func:`elman.fast.lstm._forward`, with the peephole weights w_ci, w_cf, w_co (H,):
-    i and f see c_prev before their activation, o sees the new c."""
+    i and f see c_prev before their activation, o sees the new c. One short loop per gate
+    (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5): with fewer arrays each, LLVM vectorises them all,
+    where one loop over the whole row stayed scalar (measured: 1.6x the time of the plain
+    LSTM's row pass; split, the same time)."""
     H = C.shape[2]
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
@@ -26,18 +29,19 @@ def _forward(GX, bias, scale, shift, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, 
         gemm_acc(S[p, :n], W_hh_T, GX[t, :n])          # GX[t] += h_prev W_hh^T
         for b in range(n):
             g, c_prev, c = GX[t, b], C[p, b], C[q, b]
-            for j in range(H):
-                g[j] += w_ci[j] * c_prev[j]
-                g[H + j] += w_cf[j] * c_prev[j]
-            for k in range(3 * H):                     # i, f: sigmoid; g: tanh
-                g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
             h = S[q, b] if R is None else R[t, b]      # R: o tanh(c) before the projection
-            for j in range(H):
-                cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
-                c[j] = cj
-                oj = HALF * tanh(HALF * (g[3 * H + j] + w_co[j] * cj)) + HALF
-                g[3 * H + j] = oj
-                h[j] = oj * tanh(cj)                               # h = o tanh(c)
+            for j in range(H):                         # i peeps at c_prev
+                g[j] = HALF * tanh(HALF * (g[j] + w_ci[j] * c_prev[j])) + HALF
+            for j in range(H):                         # f peeps at c_prev
+                g[H + j] = HALF * tanh(HALF * (g[H + j] + w_cf[j] * c_prev[j])) + HALF
+            for j in range(H):                         # g
+                g[2 * H + j] = tanh(g[2 * H + j])
+            for j in range(H):                         # c = f c_prev + i g
+                c[j] = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]
+            for j in range(H):                         # o peeps at the new c
+                g[3 * H + j] = HALF * tanh(HALF * (g[3 * H + j] + w_co[j] * c[j])) + HALF
+            for j in range(H):                         # h = o tanh(c)
+                h[j] = g[3 * H + j] * tanh(c[j])
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
 
@@ -71,9 +75,9 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 
 
 def forward(eq, loop):
-    scale, shift, w_ci, w_cf, w_co = loop.consts
-    _forward(loop.GX, loop.bias, scale, shift, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C,
-             loop.R, loop.W_hr_T, loop.schedule)
+    w_ci, w_cf, w_co = loop.consts[2:]         # (the one-tanh constants are not needed here)
+    _forward(loop.GX, loop.bias, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C, loop.R,
+             loop.W_hr_T, loop.schedule)
 
 
 def backward(eq, loop):
