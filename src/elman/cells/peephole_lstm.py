@@ -49,11 +49,10 @@ class PeepholeLSTMEquations(LSTMEquations):
         return super().parameters(input_size, hidden_size, proj_size, bias) + [
             ParamSpec(name, (hidden_size,), "zeros") for name in PEEPHOLES]
 
-    @staticmethod
-    def prepare_forward(w, H, dtype):
+    def prepare_forward(self, w, H, dtype):
         """The LSTM's ``(bias, (s, 1 - s))``, with the peephole weights appended to the step
         constants: ``(s, 1 - s, w_ci, w_cf, w_co)``."""
-        bias, consts = LSTMEquations.prepare_forward(w, H, dtype)
+        bias, consts = super().prepare_forward(w, H, dtype)
         return bias, consts + tuple(w[name] for name in PEEPHOLES)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):

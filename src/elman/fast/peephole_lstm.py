@@ -74,7 +74,16 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
 
 
+def _no_recurrent_mask(loop):
+    # recurrent dropout (in flight on main) hands the kernels a mask on h_prev: until this
+    # kernel applies it, refuse rather than silently compute without it
+    if getattr(loop, "h_mask", None) is not None:
+        raise NotImplementedError("elman.fast.peephole_lstm does not apply recurrent_dropout's "
+                                  "mask yet; run this layer with elman.fast.use(False)")
+
+
 def forward(eq, loop):
+    _no_recurrent_mask(loop)
     w_ci, w_cf, w_co = loop.consts[2:]         # (the one-tanh constants are not needed here)
     _forward(loop.GX, loop.bias, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C, loop.R,
              loop.W_hr_T, loop.schedule)
