@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 # (N, T, I, H): batch size, sequence length, input size, hidden size
 CONFIGS = [
@@ -43,11 +44,14 @@ CONFIGS = [
 QUICK_CONFIG = (4, 10, 8, 16)
 MEMORY_CONFIG = (128, 200, 256, 512)          # the largest config: peak memory per training step
 CELLS = ("rnn", "gru", "lstm")
+# opt-in with --cells: elman.LSTM(peephole=True) against a TorchScript peephole LSTM (torch.nn
+# has none), not part of the default grid
+EXTRA_CELLS = ("peephole",)
 MODES = ("train", "infer")
 FRAMEWORKS = ("fast", "numpy", "torch")
 # stack name -> (num_layers, bidirectional)
 STACKS = {"1": (1, False), "2": (2, False), "1bi": (1, True), "2bi": (2, True)}
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+GATES = {"rnn": 1, "gru": 3, "lstm": 4, "peephole": 4}
 GEMM_BOUND_H = 256            # configs with H >= this are GEMM-bound: % of the SGEMM ceiling
 CEILING_SIZE = 2048           # SGEMM ceiling: (2048 x 2048) @ (2048 x 2048), float32
 STEP_GEMM = (128, 512, 2048)  # the per-step recurrent GEMM of the largest LSTM: (N x H) @ (H x 4H)
@@ -83,7 +87,8 @@ def parse_args(argv=None):
                         "(elman, NumPy reference path), torch; torch is always included (the "
                         "reference for the ratios)")
     p.add_argument("--cells", default=",".join(CELLS),
-                   help="comma-separated subset of rnn,gru,lstm")
+                   help="comma-separated subset of rnn,gru,lstm, and peephole (opt-in: "
+                        "elman.LSTM(peephole=True) against a TorchScript peephole LSTM)")
     p.add_argument("--modes", default=",".join(MODES),
                    help="comma-separated subset of train (forward+backward+Adam step), "
                         "infer (forward)")
@@ -129,7 +134,7 @@ def parse_args(argv=None):
         fws.append("torch")
         args.frameworks_note = "added torch to --frameworks: it is the reference for the ratios"
     args.frameworks = [f for f in FRAMEWORKS if f in fws]       # fixed order: fast, numpy, torch
-    args.cells = _choices(p, "--cells", args.cells, CELLS)
+    args.cells = _choices(p, "--cells", args.cells, CELLS + EXTRA_CELLS)
     args.modes = _choices(p, "--modes", args.modes, MODES)
     args.stacks = _choices(p, "--stacks", args.stacks, tuple(STACKS))
     try:
@@ -141,8 +146,9 @@ def parse_args(argv=None):
                 f"got {args.memory_config!r}")
     if args.memory_probe is not None:
         fw, cell = (s.lower() for s in args.memory_probe)
-        if fw not in FRAMEWORKS or cell not in CELLS:
-            p.error(f"--memory-probe takes FRAMEWORK CELL in {FRAMEWORKS} x {CELLS}")
+        if fw not in FRAMEWORKS or cell not in CELLS + EXTRA_CELLS:
+            p.error(f"--memory-probe takes FRAMEWORK CELL in {FRAMEWORKS} x "
+                    f"{CELLS + EXTRA_CELLS}")
         args.memory_probe = (fw, cell)
     if args.quick:
         args.config_list = [QUICK_CONFIG]
@@ -422,9 +428,79 @@ def measure_ceilings(np):
 # the cases
 
 def _classes(elman, torch, cell):
+    """(elman layer class, torch module class), both called as ``cls(I, H, **kw)``."""
+    if cell == "peephole":
+        return (lambda *a, **kw: elman.LSTM(*a, peephole=True, **kw)), _torch_peephole(torch)
     e_cls = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[cell]
     t_cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
     return e_cls, t_cls
+
+
+def _torch_peephole(torch):
+    """A peephole LSTM for torch, which has none: elman's parameter names and equations
+    (``elman.cells.peephole_lstm``), the input projection as one GEMM per layer-direction (as
+    torch.nn.LSTM does it) and the time loop compiled with ``torch.jit.script``; autograd does
+    the backward pass. (torch 2.13 deprecates ``torch.jit.script`` in favour of
+    ``torch.compile``, which needs a C++ compiler at run time; the script still runs.)"""
+
+    def direction(gx: torch.Tensor, W_hh: torch.Tensor, w_ci: torch.Tensor,
+                  w_cf: torch.Tensor, w_co: torch.Tensor, reverse: bool):
+        T, N, H = gx.size(0), gx.size(1), W_hh.size(1)
+        h = gx.new_zeros(N, H)
+        c = gx.new_zeros(N, H)
+        W_hh_T = W_hh.t()
+        outs = []
+        for k in range(T):
+            t = T - 1 - k if reverse else k
+            i, f, g, o = torch.addmm(gx[t], h, W_hh_T).chunk(4, 1)
+            i = torch.sigmoid(i + w_ci * c)
+            f = torch.sigmoid(f + w_cf * c)
+            c = f * c + i * torch.tanh(g)
+            h = torch.sigmoid(o + w_co * c) * torch.tanh(c)
+            outs.append(h)
+        if reverse:
+            outs.reverse()
+        return torch.stack(outs), h, c
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        direction = torch.jit.script(direction)
+
+    class TorchPeepholeLSTM(torch.nn.Module):
+        def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False):
+            super().__init__()
+            self.num_layers, self.D = num_layers, 2 if bidirectional else 1
+            G, H = 4 * hidden_size, hidden_size
+            for layer in range(num_layers):
+                for d in range(self.D):
+                    sfx = f"_l{layer}" + ("_reverse" if d else "")
+                    I = input_size if layer == 0 else self.D * H
+                    for name, shape in (("weight_ih", (G, I)), ("weight_hh", (G, H)),
+                                        ("bias_ih", (G,)), ("bias_hh", (G,)),
+                                        ("weight_ci", (H,)), ("weight_cf", (H,)),
+                                        ("weight_co", (H,))):
+                        self.register_parameter(name + sfx,
+                                                torch.nn.Parameter(torch.zeros(shape)))
+
+        def forward(self, x):
+            hs, cs = [], []
+            for layer in range(self.num_layers):
+                outs = []
+                for d in range(self.D):
+                    p = {n: getattr(self, n + f"_l{layer}" + ("_reverse" if d else ""))
+                         for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                   "weight_ci", "weight_cf", "weight_co")}
+                    gx = torch.nn.functional.linear(x, p["weight_ih"],
+                                                    p["bias_ih"] + p["bias_hh"])
+                    out, h, c = direction(gx, p["weight_hh"], p["weight_ci"], p["weight_cf"],
+                                          p["weight_co"], bool(d))
+                    outs.append(out)
+                    hs.append(h)
+                    cs.append(c)
+                x = outs[0] if self.D == 1 else torch.cat(outs, 2)
+            return x, (torch.stack(hs), torch.stack(cs))
+
+    return TorchPeepholeLSTM
 
 
 class Runner:
@@ -527,6 +603,9 @@ def make_case(np, torch, elman, cell, mode, cfg, stack, frameworks, seed):
     kw = dict(num_layers=L, bidirectional=bi, dtype=np.float32)
     weights = e_cls(I, H, seed=seed, **kw).state_dict()
     rng = np.random.default_rng(seed + 1)
+    for name in weights:
+        if name.startswith("weight_c"):         # peepholes start at zero: make them count
+            weights[name] = rng.uniform(-0.5, 0.5, weights[name].shape).astype(np.float32)
     x = rng.standard_normal((T, N, I), dtype=np.float32)
     dout = rng.standard_normal((T, N, D * H), dtype=np.float32)
     runners = {}
@@ -538,6 +617,11 @@ def make_case(np, torch, elman, cell, mode, cfg, stack, frameworks, seed):
             xt = torch.from_numpy(x.copy())                 # requires_grad=False
             doutt = torch.from_numpy(dout.copy())
             runners[fw] = _torch_runner(torch, model, mode, xt, doutt)
+            if cell in EXTRA_CELLS:
+                # TorchScript's profiling executor optimises a graph only after its first
+                # runs: give it those before anything is timed (no optimizer step here)
+                for _ in range(3):
+                    runners[fw].first()
         else:
             layer = e_cls(I, H, seed=seed, **kw)
             layer.load_state_dict(weights)

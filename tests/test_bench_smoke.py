@@ -89,3 +89,23 @@ def test_cell_options_benchmark_quick_run(tmp_path):
     assert module.main(["--quick", "--keep-env", "--threads", "1", "--markdown", str(md)]) == 0
     row = [line for line in md.read_text().splitlines() if "recurrent_dropout" in line]
     assert len(row) == 1 and row[0].rstrip(" |").endswith("x")
+
+
+def test_quick_run_of_the_peephole_cell(tmp_path):
+    """The opt-in peephole row: elman.LSTM(peephole=True) against the TorchScript reference,
+    which must compute the same outputs and gradients (peepholes nonzero)."""
+    require_torch()
+    require("threadpoolctl")
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--quick", "--repeats", "1", "--min-time", "0.01", "--no-memory",
+                     "--keep-env", "--threads", "1", "--cells", "peephole", "--stacks", "2bi",
+                     "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["cell"], r["mode"]) for r in results] == [("peephole", "train"),
+                                                         ("peephole", "infer")]
+    train = results[0]
+    assert train["max_rel_err"] < 1e-3
+    assert len(train["rel_err"]["fast"]) == 1 + 7 * 2 * 2      # out + 7 parameters x 4
+    assert any(k.startswith("weight_co") for k in train["rel_err"]["fast"])

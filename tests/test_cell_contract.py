@@ -26,7 +26,8 @@ def test_the_worked_example_runs_as_written():
 
 
 @pytest.mark.parametrize("layer", [elman.RNN(3, 4), elman.GRU(3, 4, reset_after=False),
-                                   elman.LSTM(3, 4, proj_size=2)])
+                                   elman.LSTM(3, 4, proj_size=2),
+                                   elman.LSTM(3, 4, proj_size=2, peephole=True)])
 def test_built_in_cells_fulfil_the_contract(layer):
     eq = layer.eq
     assert isinstance(eq, CellEquations)

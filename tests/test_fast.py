@@ -76,6 +76,14 @@ CASES = [
     ("LSTM", {"proj_size": 2, "bias": False}, (4, 2, 3, 4), None),
     ("LSTM", {"proj_size": 4, "num_layers": 2, "bidirectional": True, "batch_first": True},
      (6, 5, 2, 7), [6, 2, 3, 1, 5]),
+    # peepholes (their weights start at zero: the test gives them random values)
+    ("LSTM", {"peephole": True}, (7, 3, 4, 5), None),
+    ("LSTM", {"peephole": True, "bias": False, "num_layers": 2, "bidirectional": True},
+     (6, 5, 2, 7), [6, 2, 3, 1, 5]),
+    ("LSTM", {"peephole": True, "proj_size": 3, "batch_first": True}, (7, 4, 4, 5),
+     [7, 3, 5, 1]),
+    ("LSTM", {"peephole": True, "proj_size": 4, "num_layers": 2, "bidirectional": True},
+     (40, 8, 16, 33), [40, 17, 39, 2, 40, 11, 25, 30]),
 ]
 
 
@@ -85,6 +93,9 @@ def test_fast_path_agrees_with_reference(case, dtype):
     kind, kwargs, (T, N, I, H), lengths = CASES[case]
     layer = getattr(elman, kind)(I, H, dtype=dtype, seed=case, **kwargs)
     rng = np.random.default_rng(case)
+    for p in layer.parameters():
+        if not p.data.any():               # zero-initialised (peepholes): make them count
+            p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape)
     shape = (N, T, I) if kwargs.get("batch_first") else (T, N, I)
     x = rng.standard_normal(shape).astype(dtype)
     D = 2 if kwargs.get("bidirectional") else 1
@@ -132,7 +143,7 @@ def test_cells_run_through_the_fast_path():
 
 def test_every_variant_has_kernels_except_unknown_equations_and_dtypes():
     for layer in (elman.RNN(3, 5, nonlinearity="relu"), elman.GRU(3, 5, reset_after=False),
-                  elman.LSTM(3, 5, proj_size=2)):
+                  elman.LSTM(3, 5, proj_size=2), elman.LSTM(3, 5, peephole=True, proj_size=2)):
         assert elman.fast.kernels_for(layer.eq, np.float32) is not None
     lstm = elman.LSTM(3, 5)
     assert elman.fast.kernels_for(lstm.eq, np.float16) is None

@@ -29,6 +29,7 @@ from .cells.base import check_input, check_state, make_parameters, parameter_cou
 from .cells.gru import GRUEquations
 from .cells.layer_norm import LayerNormGRUEquations, LayerNormLSTMEquations, LayerNormRNNEquations
 from .cells.lstm import LSTMEquations
+from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .module import Module
 from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
@@ -480,13 +481,25 @@ class LSTM(RecurrentLayer):
     >>> out, (h_n, c_n) = lstm(np.zeros((5, 4, 3)), lengths=[5, 2, 3, 1])
     >>> out.shape, h_n.shape, c_n.shape
     ((5, 4, 2), (1, 4, 2), (1, 4, 6))
+
+    ``peephole=True`` adds peephole connections (Gers & Schmidhuber 2000; the ONNX ``LSTM``
+    operator's ``P``; equations in :mod:`elman.cells.peephole_lstm`): ``i`` and ``f`` see
+    ``c_{t-1}``, ``o`` sees ``c_t``, through the diagonal weights ``weight_ci_l{k}``,
+    ``weight_cf_l{k}``, ``weight_co_l{k}`` (H,), initialised to zero. torch.nn.LSTM has none.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
-                 forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
-        eq = (LayerNormLSTMEquations if _validate.flag("layer_norm", layer_norm)
-              else LSTMEquations)(forget_bias)
+                 forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
+                 peephole=False):
+        layer_norm = _validate.flag("layer_norm", layer_norm)
+        peephole = _validate.flag("peephole", peephole)
+        if layer_norm and peephole:
+            raise ValueError("layer_norm=True and peephole=True cannot be combined (yet): choose "
+                             "one")
+        cls = (LayerNormLSTMEquations if layer_norm else PeepholeLSTMEquations if peephole
+               else LSTMEquations)
+        eq = cls(forget_bias)
         if eq.forget_bias is not None and not _validate.flag("bias", bias):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -494,13 +507,18 @@ class LSTM(RecurrentLayer):
                          input_dropout)
         self.forget_bias = eq.forget_bias
         self.layer_norm = layer_norm
+        self.peephole = peephole
 
     def extra_repr(self):
         s = super().extra_repr()
+        if self.peephole:
+            s += ", peephole=True"
         return s if self.forget_bias is None else s + f", forget_bias={self.forget_bias}"
 
     def config(self):
         cfg = dict(super().config(), proj_size=self.proj_size)
         if self.forget_bias is not None:
             cfg["forget_bias"] = self.forget_bias
+        if self.peephole:                 # only when on: older configs and checkpoints stay
+            cfg["peephole"] = True
         return cfg

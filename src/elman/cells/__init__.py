@@ -3,5 +3,7 @@ its single-step module. The time loop that runs them over sequences is ``elman.t
 from .rnn import RNNCell, RNNEquations
 from .gru import GRUCell, GRUEquations
 from .lstm import LSTMCell, LSTMEquations
+from .peephole_lstm import PeepholeLSTMEquations
 
-__all__ = ["RNNCell", "GRUCell", "LSTMCell", "RNNEquations", "GRUEquations", "LSTMEquations"]
+__all__ = ["RNNCell", "GRUCell", "LSTMCell", "RNNEquations", "GRUEquations", "LSTMEquations",
+           "PeepholeLSTMEquations"]

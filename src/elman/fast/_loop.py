@@ -2,6 +2,8 @@
 import numpy as np
 from numba import njit
 
+from ._blas import gemm
+
 # cache: compiled once per dtype/signature, then loaded from disk (numba's cache directory).
 # error_model="numpy": a float division never raises, so no branch keeps a loop from SIMD.
 # nogil: the loops hold no Python objects, so other threads may run meanwhile.
@@ -82,3 +84,18 @@ def copy_row(row, out):
     """out[:] = row, for the 1-D rows of :func:`scratch_row`."""
     for k in range(row.shape[0]):
         out[k] = row[k]
+
+
+@njit(inline="always")
+def project_back(dh, dHs, W_hr, dR, t, n):
+    """What reaches ``o * tanh(c)`` at step ``t`` of an LSTM's backward loop: ``dh`` itself, or
+    with a projection (``W_hr`` (P, H); None otherwise, a branch numba removes) ``dr = dh W_hr``
+    written into the scratch ``dR`` (N, H), after keeping ``dh`` in ``dHs[t]`` (for dW_hr)."""
+    if W_hr is None:
+        return dh
+    for b in range(n):
+        dHs_b, dh_b = dHs[t, b], dh[b]
+        for j in range(dh_b.shape[0]):
+            dHs_b[j] = dh_b[j]
+    gemm(dh[:n], W_hr, dR[:n])
+    return dR

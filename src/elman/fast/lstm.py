@@ -12,8 +12,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, scale_rows,
-                    scratch_row, step_at)
+from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, project_back,
+                    scale_rows, scratch_row, step_at)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -69,15 +69,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask):
     row = scratch_row(gates)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if W_hr is None:
-            d_out = dh                         # what reaches o * tanh(c)
-        else:
-            for b in range(n):
-                dHs_b, dh_b = dHs[t, b], dh[b]
-                for j in range(dh_b.shape[0]):
-                    dHs_b[j] = dh_b[j]
-            gemm(dh[:n], W_hr, dR[:n])         # back through the projection: dr = dh W_hr
-            d_out = dR
+        d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
             g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]

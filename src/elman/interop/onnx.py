@@ -13,7 +13,9 @@ Operators
   are reordered from PyTorch's gate rows to ONNX's: LSTM ``[i|f|g|o]`` -> ``[i|o|f|c]``, GRU
   ``[r|z|n]`` -> ``[z|r|h]`` with ``linear_before_reset=1`` (PyTorch's GRU applies the reset
   gate after ``W_hn h + b_hn``); biases are stored as ONNX wants them, ``B = [W_b | R_b]``. An
-  RNN with ``nonlinearity="relu"`` gets ``activations=["Relu"]``.
+  RNN with ``nonlinearity="relu"`` gets ``activations=["Relu"]``. An LSTM with
+  ``peephole=True`` writes its peephole weights into the operator's ``P`` input,
+  ``[w_ci | w_co | w_cf]`` per direction (ONNX's ``P[iof]``).
 - ``Embedding`` -> ``Gather``; ``Linear``/``Dense`` -> ``MatMul`` + ``Add`` (+ the activation:
   ``Tanh``, ``Sigmoid``, ``Relu``, ``Softmax``, ``LogSoftmax``); ``LayerNorm`` ->
   ``LayerNormalization`` (opset 17+); ``Dropout`` -> nothing.
@@ -238,6 +240,11 @@ def _recurrent(g: _Graph, layer: RecurrentLayer, kind: str, X: str, h0: str | No
                 inputs.append(g.op("Slice", [state, g.ints([k * D], "starts"),
                                              g.ints([(k + 1) * D], "ends"), g.ints([0])],
                                    f"{name}_{state}"))
+        if getattr(layer, "peephole", False):           # P: [p_i, p_o, p_f] per direction
+            P = [np.concatenate([getattr(layer, f"weight_c{gate}_l{k}" + sfx).data
+                                 for gate in "iof"])
+                 for sfx in ("", "_reverse")[:D]]
+            inputs.append(g.weight(np.stack(P), f"{name}_P"))
         attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
         if kind == "GRU":                 # 1: reset after W_hn h (PyTorch); 0: the classic GRU
             attrs["linear_before_reset"] = 1 if layer.reset_after else 0

@@ -60,6 +60,8 @@ What is refused (:class:`~elman.interop.ConversionError`, naming the layer)
 - ``Embedding`` with ``max_norm`` (renormalises rows during lookup) or ``scale_grad_by_freq``;
 - ``Softmax``/``LogSoftmax`` with ``dim=None`` (the dimension would depend on the input's rank);
 - parameters on the ``meta`` device (no values), of mixed dtypes, or of non-float dtypes.
+- (``to_torch``) the options ``torch.nn`` lacks: ``GRU(reset_after=False)``,
+  ``LSTM(peephole=True)``.
 ``requires_grad=False`` is accepted (elman has no frozen parameters; leave such a parameter out of
 the optimizer). Buffers are not used by any supported module.
 """
@@ -518,6 +520,9 @@ def _to_parts(torch, m, where: str) -> list:
             raise ConversionError(f"{where}: {cls.__name__}({option}={getattr(m, option)}) has "
                                   f"no torch.nn counterpart (torch's recurrent layers drop out "
                                   f"only between layers); build it with {option}=0.0 to convert")
+    if cls is LSTM and m.peephole:
+        raise ConversionError(f"{where}: LSTM(peephole=True) has no torch.nn counterpart "
+                              "(torch.nn.LSTM has no peephole connections)")
     if cls in (RNN, GRU, LSTM):
         args = dict(num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first,
                     dropout=m.dropout, bidirectional=m.bidirectional, dtype=tdt)
