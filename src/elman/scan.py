@@ -16,7 +16,7 @@ The blocked scan never divides. Split time into K blocks of C steps (C ~ sqrt(T)
 
 1. within every block at once (vectorised over the K blocks, C steps): the block's own prefix
    ``(P_j, Q_j)`` with ``P_j = a_j P_{j-1}`` (a cumulative product, which may underflow to 0
-   harmlessly: it only ever multiplies) and ``Q_j = a_j Q_{j-1} + b_j``, so that inside the
+   harmlessly: it is only ever multiplied, never divided by) and ``Q_j = a_j Q_{j-1} + b_j``, so that inside the
    block ``h_j = P_j h_start + Q_j``;
 2. the states at the blocks' starts: the same recurrence over the K block ends ``(P_C, Q_C)``,
    solved by this scan again (recursively, down to a short sequential loop);
@@ -70,20 +70,30 @@ def scan(a: np.ndarray, b: np.ndarray, h0: np.ndarray, block: int | None = None)
     K = -(-T // C)
     rest = a.shape[1:]
     dtype = np.result_type(a, b, h0)
-    # pad to K*C steps with the identity step (a = 1, b = 0)
-    A = np.ones((K * C,) + rest, dtype)
-    Q = np.zeros((K * C,) + rest, dtype)
-    A[:T], Q[:T] = a, b
-    A, Q = A.reshape((K, C) + rest), Q.reshape((K, C) + rest)
+    if K * C == T:                   # blocks as views of a; Q starts as a copy of b
+        A = a.reshape((K, C) + rest)
+        Q = np.array(b, dtype).reshape((K, C) + rest)
+    else:                            # pad to K*C steps with the identity step (a = 1, b = 0)
+        A = np.ones((K * C,) + rest, dtype)
+        Q = np.zeros((K * C,) + rest, dtype)
+        A[:T], Q[:T] = a, b
+        A, Q = A.reshape((K, C) + rest), Q.reshape((K, C) + rest)
     # 1. each block's own prefix, all blocks at once
-    P = np.cumprod(A, axis=1)
+    # (a loop over the C positions, each over all K blocks: NumPy's cumprod along a middle
+    # axis is several times slower)
+    P = np.empty(A.shape, dtype)
+    P[:, 0] = A[:, 0]
+    work = np.empty((K,) + rest, dtype)
     for j in range(1, C):
-        Q[:, j] += A[:, j] * Q[:, j - 1]
+        np.multiply(A[:, j], P[:, j - 1], out=P[:, j])
+        Q[:, j] += np.multiply(A[:, j], Q[:, j - 1], out=work)
     # 2. the state entering each block: the scan over the block ends
     ends = scan(P[:, -1], Q[:, -1], h0)
     starts = np.concatenate([h0[None], ends[:-1]]) if K > 1 else h0[None]
-    # 3. every state
-    h = P * starts[:, None] + Q
+    # 3. every state, in P's memory
+    P *= starts[:, None]
+    P += Q
+    h = P
     return h.reshape((K * C,) + rest)[:T]
 
 
