@@ -38,7 +38,7 @@ from . import _validate, registry
 from .cells.base import ParamSpec, check_input, check_state, make_parameters, \
     parameter_count, sigmoid_
 from .module import Module
-from .recurrent import _to_caller, _zero_padding
+from .recurrent import _to_caller, _zero_padding, dropout_mask, layer_repr
 from .scan import SCANS, scan_backward
 
 __all__ = ["MinGRU", "MinLSTM", "MinimalLayer"]
@@ -144,16 +144,7 @@ class MinimalLayer(Module):
         return 2 if self.bidirectional else 1
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("mode", "scan")):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)!r}"
-        if self.dtype != np.float32:
-            s += f", dtype={self.dtype}"
-        return s
+        return layer_repr(self, (("mode", "scan"),))
 
     def config(self) -> dict:
         """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
@@ -225,10 +216,7 @@ class MinimalLayer(Module):
             out = outs[0] if D == 1 else np.concatenate(outs, axis=2)
             mask = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
-                keep = 1.0 - self.dropout
-                mask = (self._rng.random(out.shape) < keep).astype(self.dtype)
-                if keep > 0:
-                    mask /= keep
+                mask = dropout_mask(self._rng, self.dropout, out.shape, self.dtype)
                 out = out * mask
             masks.append(mask)
             layer_in = out
