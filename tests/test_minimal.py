@@ -173,6 +173,27 @@ def test_layer_modes_agree_at_t_4096(kind, dtype, tol):
         assert np.abs(got - want).max() <= tol * np.abs(want).max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_gates_stay_finite(dtype):
+    """MinLSTM with both gates shut (f = i = 0 in floating point: f / (f + i) would be 0 / 0)
+    gives f' = i' = 1/2; MinGRU with z = 1 exactly gives a = 0, h = h~."""
+    x = np.ones((30, 1, 1))
+    lstm = elman.MinLSTM(1, 1, dtype=dtype, seed=0)
+    lstm.load_state_dict({"weight_ih_l0": np.zeros((3, 1), dtype),
+                          "bias_ih_l0": np.array([-200.0, -200.0, 1.0], dtype)})
+    out, h_n = lstm(x)
+    dx, dh0 = lstm.backward(np.ones_like(out))
+    np.testing.assert_allclose(out[:, 0, 0], 1 - 0.5 ** np.arange(1, 31), rtol=1e-6)
+    assert np.isfinite(dx).all() and np.isfinite(lstm.bias_ih_l0.grad).all()
+    gru = elman.MinGRU(1, 1, dtype=dtype, seed=0)
+    gru.load_state_dict({"weight_ih_l0": np.zeros((2, 1), dtype),
+                         "bias_ih_l0": np.array([200.0, 3], dtype)})
+    out, _ = gru(x, np.full((1, 1, 1), 5.0))
+    gru.backward(np.ones_like(out))
+    np.testing.assert_array_equal(out, 3)
+    assert np.isfinite(gru.bias_ih_l0.grad).all()
+
+
 # -- an independent oracle: torch.autograd through the step-by-step recurrence -------------------
 
 def _torch_sequence(torch, kind, params, x, h0, L, D):

@@ -52,41 +52,48 @@ class _MinGRUGates:
     def forward(gx: np.ndarray, H: int):
         """``gx`` (T, N, 2H) = ``[W_z x + b_z | W_h x + b_h]`` -> ``(a, b, saved)``."""
         z = sigmoid_(gx[..., :H].copy())
+        a = sigmoid_(-gx[..., :H])                # 1 - z, without cancellation as z -> 1
         h_tilde = gx[..., H:]
-        return 1 - z, z * h_tilde, (z, h_tilde)
+        return a, z * h_tilde, (z, a, h_tilde)
 
     @staticmethod
     def backward(da: np.ndarray, db: np.ndarray, saved) -> np.ndarray:
-        z, h_tilde = saved
+        z, a, h_tilde = saved
         dz = db * h_tilde - da                    # a = 1 - z, b = z * h~
-        dz *= z * (1 - z)                         # through the sigmoid
+        dz *= z * a                               # through the sigmoid: z (1 - z)
         return np.concatenate([dz, db * z], axis=-1)
 
 
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """``log(sigmoid(x)) = -log(1 + exp(-x))``, finite for every finite x."""
+    return -np.logaddexp(0, -x)
+
+
 class _MinLSTMGates:
-    """``(a, b)`` of the scan from MinLSTM's input projection, and back."""
+    """``(a, b)`` of the scan from MinLSTM's input projection, and back.
+
+    ``f' = f / (f + i)`` is computed as ``sigmoid(log f - log i)``: the same number, but finite
+    when both gates are closed (``f = i = 0`` in floating point would give 0 / 0)."""
     gates = 3
 
     @staticmethod
     def forward(gx: np.ndarray, H: int):
         """``gx`` (T, N, 3H) = ``[W_f x + b_f | W_i x + b_i | W_h x + b_h]`` ->
         ``(a, b, saved)``."""
-        f = sigmoid_(gx[..., :H].copy())
-        i = sigmoid_(gx[..., H:2 * H].copy())
-        h_tilde = gx[..., 2 * H:]
-        s = f + i
-        f_n, i_n = f / s, i / s                   # f', i' (f' + i' = 1)
-        return f_n, i_n * h_tilde, (f, i, s, f_n, i_n, h_tilde)
+        gf, gi, h_tilde = gx[..., :H], gx[..., H:2 * H], gx[..., 2 * H:]
+        d = _log_sigmoid(gf) - _log_sigmoid(gi)   # log(f / i)
+        f_n = sigmoid_(d.copy())                  # f' = f / (f + i)
+        i_n = sigmoid_(-d)                        # i' = i / (f + i) = 1 - f'
+        not_f = sigmoid_(-gf)                     # 1 - f, 1 - i: the slopes of log f, log i
+        not_i = sigmoid_(-gi)
+        return f_n, i_n * h_tilde, (f_n, i_n, not_f, not_i, h_tilde)
 
     @staticmethod
     def backward(da: np.ndarray, db: np.ndarray, saved) -> np.ndarray:
-        f, i, s, f_n, i_n, h_tilde = saved
-        di_n = db * h_tilde                       # b = i' * h~, a = f'
-        # f' = f / s, i' = i / s with s = f + i: df = (df' - di') i' / s, di = (di' - df') f' / s
-        diff = (da - di_n) / s
-        df = diff * i_n * f * (1 - f)             # ... and through the sigmoids
-        di = -diff * f_n * i * (1 - i)
-        return np.concatenate([df, di, db * i_n], axis=-1)
+        f_n, i_n, not_f, not_i, h_tilde = saved
+        # a = f' = sigmoid(d), b = (1 - f') h~: dd = f' i' (da - db h~); d = log f - log i
+        dd = (da - db * h_tilde) * f_n * i_n
+        return np.concatenate([dd * not_f, -dd * not_i, db * i_n], axis=-1)
 
 
 class MinimalLayer(Module):

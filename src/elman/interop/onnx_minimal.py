@@ -8,8 +8,9 @@ Per layer and direction, on a time-major input ``X`` (T, N, I)::
     X_d  = X, or ReverseSequence(X, lengths) for the reverse direction (each sequence backwards
            from its own last step; without lengths a Slice with step -1)
     G    = MatMul(X_d, W^T) + b                      (T, N, G*H), sliced into the gate blocks
-    MinGRU:  z = Sigmoid(G_z);  a = 1 - z;  b = z * G_h
-    MinLSTM: f = Sigmoid(G_f);  i = Sigmoid(G_i);  a = f / (f + i);  b = i / (f + i) * G_h
+    MinGRU:  z = Sigmoid(G_z);  a = Sigmoid(-G_z) (= 1 - z);  b = z * G_h
+    MinLSTM: d = Softplus(-G_i) - Softplus(-G_f) (= log f - log i);
+             a = Sigmoid(d) (= f / (f + i));  b = Sigmoid(-d) * G_h
     with lengths, past a sequence's end: a = 1, b = 0 (the state is kept), outputs zero
     h_n, Y = Scan(h_0, a, b)                          Y (T, N, H), reversed back if needed
 
@@ -81,16 +82,19 @@ def minimal_layer(g, layer: MinimalLayer, X: str, h0: str | None, lengths: str |
                 G = g.op("Add", [G, g.weight(getattr(layer, "bias_ih" + sfx).data, f"{name}_b")],
                          f"{name}_g")
             if isinstance(layer, MinGRU):
-                z = g.op("Sigmoid", [block(G, 0, f"{name}_gz")], f"{name}_z")
-                a = g.op("Sub", [scalar(1), z], f"{name}_a")
+                gz = block(G, 0, f"{name}_gz")
+                z = g.op("Sigmoid", [gz], f"{name}_z")
+                a = g.op("Sigmoid", [g.op("Neg", [gz], f"{name}_ngz")], f"{name}_a")  # 1 - z
                 b = g.op("Mul", [z, block(G, 1, f"{name}_h_tilde")], f"{name}_bt")
             else:
-                f = g.op("Sigmoid", [block(G, 0, f"{name}_gf")], f"{name}_f")
-                i = g.op("Sigmoid", [block(G, 1, f"{name}_gi")], f"{name}_i")
-                s = g.op("Add", [f, i], f"{name}_s")
-                a = g.op("Div", [f, s], f"{name}_a")
-                b = g.op("Mul", [g.op("Div", [i, s], f"{name}_i_n"),
-                                 block(G, 2, f"{name}_h_tilde")], f"{name}_bt")
+                # d = log f - log i = softplus(-g_i) - softplus(-g_f); f' = sigmoid(d)
+                soft = [g.op("Softplus", [g.op("Neg", [block(G, j, f"{name}_g{j}")],
+                                               f"{name}_ng{j}")], f"{name}_sp{j}")
+                        for j in (0, 1)]
+                logit = g.op("Sub", [soft[1], soft[0]], f"{name}_d")
+                a = g.op("Sigmoid", [logit], f"{name}_a")
+                i_n = g.op("Sigmoid", [g.op("Neg", [logit], f"{name}_nd")], f"{name}_i_n")
+                b = g.op("Mul", [i_n, block(G, 2, f"{name}_h_tilde")], f"{name}_bt")
             if valid is not None:
                 a = g.op("Where", [valid, a, scalar(1)], f"{name}_a_kept")
                 b = g.op("Where", [valid, b, scalar(0)], f"{name}_b_kept")
