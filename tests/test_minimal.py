@@ -310,6 +310,9 @@ def test_parameters_shapes_and_dtype(kind, gates):
     out, h_n = layer(np.zeros((3, 2, 4)))
     assert out.dtype == h_n.dtype == np.float32
     assert out.shape == (3, 2, 10) and h_n.shape == (4, 2, 5)
+    empty, h_empty = layer(np.zeros((3, 0, 4)), lengths=np.zeros(0, int))   # N = 0, as torch
+    assert empty.shape == (3, 0, 10) and h_empty.shape == (4, 0, 5)
+    assert layer.backward(empty)[0].shape == (3, 0, 4)
     assert "bias" not in dict(KINDS[kind](4, 5, bias=False).named_parameters())
     assert registry.get("module", type(layer).__name__) is type(layer)
     assert repr(KINDS[kind](4, 5, mode="sequential")).endswith("(4, 5, mode='sequential')")

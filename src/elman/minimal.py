@@ -15,6 +15,10 @@ MinLSTM, ``weight_ih_l{k}`` (3H, I) with row blocks ``[f | i | h~]`` and ``bias_
     f'_t = f_t / (f_t + i_t),       i'_t = i_t / (f_t + i_t)
     h_t = f'_t * h_{t-1} + i'_t * h~_t                a_t = f'_t,     b_t = i'_t * h~_t
 
+Computed without cancellation: ``a_t = sigmoid(-(W_z x_t + b_z))`` for MinGRU, and ``f'_t =
+sigmoid(log f_t - log i_t)`` for MinLSTM (finite when both gates are shut, where ``f / (f + i)``
+would be 0 / 0 in floating point).
+
 The layers take the arguments, shapes and state layout of :class:`elman.GRU` (without
 ``weight_hh``/``bias_hh``: there is no recurrent weight)::
 
@@ -187,7 +191,7 @@ class MinimalLayer(Module):
                 raise ValueError("lengths is only supported for batched input (T, N, I); got "
                                  f"unbatched input of shape {x.shape}")
             lengths = _validate.lengths(lengths, N, T, type(self).__name__)
-            if lengths.min() < T:
+            if lengths.size and lengths.min() < T:
                 valid = np.arange(T)[:, None] < lengths[None, :]             # (T, N)
                 # padding is never read as data: zero it so NaN there cannot leak into dW
                 X = np.where(valid[:, :, None], X, 0)
@@ -244,7 +248,8 @@ class MinimalLayer(Module):
         """One time step for generation: ``x`` (N, I) or (I,), ``hx`` the carried state
         (num_layers, N, H) or (num_layers, H) (zeros when None). Returns ``(y, h)``: ``y`` the
         last layer's new state (N, H), ``h`` all layers' states, to pass back in. The same
-        numbers as :meth:`forward` over the whole sequence; ``backward`` works on it too.
+        numbers as :meth:`forward` over the whole sequence (up to rounding in mode "scan");
+        ``backward`` works on it too.
         Unidirectional layers only (the reverse direction needs the future)."""
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step() needs a unidirectional layer: the "
@@ -300,8 +305,8 @@ class MinimalLayer(Module):
                 dgx = self._gates.backward(da, db, saved)
                 weight, _ = self._params_of(k)
                 gweight, gbias = self._params_of(k, grads=True)
-                flat = dgx.reshape(T * N, -1)
-                gweight += flat.T @ Xd.reshape(T * N, -1)
+                flat = dgx.reshape(T * N, dgx.shape[-1])
+                gweight += flat.T @ Xd.reshape(T * N, Xd.shape[-1])
                 if gbias is not None:
                     gbias += flat.sum(axis=0)
                 if layer == 0 and not input_grad:
