@@ -15,9 +15,9 @@ MinLSTM, ``weight_ih_l{k}`` (3H, I) with row blocks ``[f | i | h~]`` and ``bias_
     f'_t = f_t / (f_t + i_t),       i'_t = i_t / (f_t + i_t)
     h_t = f'_t * h_{t-1} + i'_t * h~_t                a_t = f'_t,     b_t = i'_t * h~_t
 
-Computed without cancellation: ``a_t = sigmoid(-(W_z x_t + b_z))`` for MinGRU, and ``f'_t =
-sigmoid(log f_t - log i_t)`` for MinLSTM (finite when both gates are shut, where ``f / (f + i)``
-would be 0 / 0 in floating point).
+Computed without cancellation: ``a_t = sigmoid(-(W_z x_t + b_z))`` for MinGRU; for MinLSTM
+``f'_t`` and ``i'_t`` from scaled exponentials (:class:`_MinLSTMGates`), finite and accurate when
+both gates are shut, where ``f / (f + i)`` would be 0 / 0 in floating point.
 
 The layers take the arguments, shapes and state layout of :class:`elman.GRU` (without
 ``weight_hh``/``bias_hh``: there is no recurrent weight)::
@@ -68,16 +68,14 @@ class _MinGRUGates:
         return np.concatenate([dz, db * z], axis=-1)
 
 
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    """``log(sigmoid(x)) = -log(1 + exp(-x))``, finite for every finite x."""
-    return -np.logaddexp(0, -x)
-
-
 class _MinLSTMGates:
     """``(a, b)`` of the scan from MinLSTM's input projection, and back.
 
-    ``f' = f / (f + i)`` is computed as ``sigmoid(log f - log i)``: the same number, but finite
-    when both gates are closed (``f = i = 0`` in floating point would give 0 / 0)."""
+    ``f' = f / (f + i)`` is computed as ``(1 + v) / (2 + u + v)`` with ``u = exp(-g_f)``, ``v =
+    exp(-g_i)``, numerator and denominator scaled by ``exp(-m)``, ``m = max(0, -g_f, -g_i)``: no
+    exponential overflows, the denominator is at least 1, and every term is positive, so ``f'``
+    and ``i'`` keep full relative precision even when both gates are shut (where ``f + i`` is 0
+    in floating point and ``f / (f + i)`` would be 0 / 0)."""
     gates = 3
 
     @staticmethod
@@ -85,9 +83,14 @@ class _MinLSTMGates:
         """``gx`` (T, N, 3H) = ``[W_f x + b_f | W_i x + b_i | W_h x + b_h]`` ->
         ``(a, b, saved)``."""
         gf, gi, h_tilde = gx[..., :H], gx[..., H:2 * H], gx[..., 2 * H:]
-        d = _log_sigmoid(gf) - _log_sigmoid(gi)   # log(f / i)
-        f_n = sigmoid_(d.copy())                  # f' = f / (f + i)
-        i_n = sigmoid_(-d)                        # i' = i / (f + i) = 1 - f'
+        m = np.maximum(-gf, -gi)
+        np.maximum(m, 0, out=m)
+        w = np.exp(-m)                            # exp(-m), exp(-g_f - m), exp(-g_i - m)
+        u = np.exp(np.subtract(-gf, m))
+        v = np.exp(np.subtract(-gi, m))
+        den = 2 * w + u + v
+        f_n = (w + v) / den                       # f' = f / (f + i)
+        i_n = (w + u) / den                       # i' = i / (f + i) = 1 - f'
         not_f = sigmoid_(-gf)                     # 1 - f, 1 - i: the slopes of log f, log i
         not_i = sigmoid_(-gi)
         return f_n, i_n * h_tilde, (f_n, i_n, not_f, not_i, h_tilde)
