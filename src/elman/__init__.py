@@ -4,6 +4,7 @@ from .module import Module, Param
 from .gradcheck import gradcheck
 from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import GRU, LSTM, RNN
+from .minimal import MinGRU, MinLSTM
 from .layers import (Dense, Dropout, Embedding, Last, LastBidirectional, LayerNorm, Linear,
                      LogSoftmax, MeanPool, ReLU, Sigmoid, Softmax, Tanh)
 from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, Loss,
@@ -21,7 +22,7 @@ from . import data, distributed, fast, registry, threads
 from .threads import get_num_threads, set_num_threads
 
 __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
-           "LSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
+           "LSTM", "MinGRU", "MinLSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
            "ReLU", "Softmax", "LogSoftmax", "Last", "LastBidirectional", "MeanPool",
            "Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLoss",
            "CrossEntropyLoss", "get_loss", "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam",

@@ -97,18 +97,8 @@ class RecurrentLayer(Module):
 
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("proj_size", 0),
-                              ("recurrent_dropout", 0.0), ("input_dropout", 0.0),
-                              ("layer_norm", False)):
-            if getattr(self, name, default) != default:
-                s += f", {name}={getattr(self, name)}"
-        if self.dtype != np.float32:
-            s += f", dtype={self.dtype}"
-        return s
+        return layer_repr(self, (("proj_size", 0), ("recurrent_dropout", 0.0),
+                                 ("input_dropout", 0.0), ("layer_norm", False)))
 
     def config(self) -> dict:
         """The constructor arguments, as plain JSON-able values."""
@@ -230,10 +220,7 @@ class RecurrentLayer(Module):
                     out = _zero_padding(out, lengths)
             mask = None
             if layer < self.num_layers - 1 and self.training and self.dropout > 0:
-                keep = 1.0 - self.dropout
-                mask = (self._rng.random(out.shape) < keep).astype(self.dtype)
-                if keep > 0:
-                    mask /= keep
+                mask = dropout_mask(self._rng, self.dropout, out.shape, self.dtype)
                 out = out * mask
             masks.append(mask)
             layer_in = np.ascontiguousarray(out)
@@ -363,6 +350,31 @@ class RecurrentLayer(Module):
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0
+
+
+def layer_repr(layer, options=()) -> str:
+    """``"input_size, hidden_size"``, then the stack options and ``options`` ((name, default)
+    pairs) that differ from their defaults, and the dtype unless float32."""
+    s = f"{layer.input_size}, {layer.hidden_size}"
+    if layer.num_layers != 1:
+        s += f", num_layers={layer.num_layers}"
+    for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                          ("bidirectional", False)) + tuple(options):
+        if getattr(layer, name, default) != default:   # (a subclass may lack an option)
+            s += f", {name}={getattr(layer, name)!r}"
+    if layer.dtype != np.float32:
+        s += f", dtype={layer.dtype}"
+    return s
+
+
+def dropout_mask(rng: np.random.Generator, p: float, shape: tuple, dtype) -> np.ndarray:
+    """Inverted dropout between layers: 0 with probability ``p``, else ``1 / (1 - p)`` (all 0
+    for p = 1)."""
+    keep = 1.0 - p
+    mask = (rng.random(shape) < keep).astype(dtype)
+    if keep > 0:
+        mask /= keep
+    return mask
 
 
 def _keep_some(name: str, p) -> float:

@@ -16,6 +16,8 @@ Operators
   RNN with ``nonlinearity="relu"`` gets ``activations=["Relu"]``. An LSTM with
   ``peephole=True`` writes its peephole weights into the operator's ``P`` input,
   ``[w_ci | w_co | w_cf]`` per direction (ONNX's ``P[iof]``).
+- ``MinGRU``/``MinLSTM`` (as a model of their own, not yet inside a Sequential): their equations
+  in element-wise operators and one ``Scan`` per layer-direction (:mod:`.onnx_minimal`).
 - ``Embedding`` -> ``Gather``; ``Linear``/``Dense`` -> ``MatMul`` + ``Add`` (+ the activation:
   ``Tanh``, ``Sigmoid``, ``Relu``, ``Softmax``, ``LogSoftmax``); ``LayerNorm`` ->
   ``LayerNormalization`` (opset 17+); ``Dropout`` -> nothing.
@@ -73,8 +75,10 @@ from ..layers import (Dropout, Embedding, Last, LastBidirectional, LayerNorm, Li
                       MeanPool, ReLU, Sigmoid, Softmax, Tanh)
 from ..model import Sequential
 from ..module import Module
+from ..minimal import MinimalLayer
 from ..recurrent import GRU, LSTM, RNN, RecurrentLayer
 from .errors import ConversionError
+from .onnx_minimal import minimal_layer
 
 __all__ = ["export_onnx", "to_onnx", "default_opset", "MIN_OPSET", "HELP", "add_arguments",
            "run", "export_onnx_main"]
@@ -477,8 +481,10 @@ def to_onnx(model, opset: int | None = None, *, lengths: bool = False,
 
     for reserved in ("input", "h0", "c0", "output", "h_n", "c_n"):
         g._used.add(reserved)
-    if isinstance(model, RecurrentLayer):
-        kind = _check_recurrent(model, f"the model ({type(model).__name__})")
+    if isinstance(model, (RecurrentLayer, MinimalLayer)):
+        minimal = isinstance(model, MinimalLayer)         # MinGRU/MinLSTM: onnx_minimal.py
+        kind = "GRU" if minimal else _check_recurrent(model, f"the model "
+                                                              f"({type(model).__name__})")
         D, H, L = (2 if model.bidirectional else 1), model.hidden_size, model.num_layers
         seq_dims = ["batch", "time"] if model.batch_first else ["time", "batch"]
         inputs.append(helper.make_tensor_value_info("input", T, seq_dims + [model.input_size]))
@@ -492,7 +498,8 @@ def to_onnx(model, opset: int | None = None, *, lengths: bool = False,
         lens = lengths_input() if lengths else {}
         X = g.op("Transpose", ["input"], "input_tm", perm=[1, 0, 2]) if model.batch_first \
             else "input"
-        Y, h_n, c_n = _recurrent(g, model, kind, X, h0, c0, lens.get("int32"), "")
+        Y, h_n, c_n = (minimal_layer(g, model, X, h0, lens.get("int64"), "") if minimal else
+                       _recurrent(g, model, kind, X, h0, c0, lens.get("int32"), ""))
         if model.batch_first:
             Y = g.op("Transpose", [Y], "output_bf", perm=[1, 0, 2])
         g.nodes.append(helper.make_node("Identity", [Y], ["output"], name="node_output"))
@@ -528,7 +535,7 @@ def to_onnx(model, opset: int | None = None, *, lengths: bool = False,
         outputs.append(helper.make_tensor_value_info("output", T, flow.dims))
         doc = "elman " + " -> ".join(type(layer).__name__ for layer in seq.layers)
     if getattr(model, "training", False) and any(
-            isinstance(m, Dropout) and m.p > 0 or isinstance(m, RecurrentLayer) and m.dropout > 0
+            isinstance(m, Dropout) and m.p > 0 or isinstance(m, (RecurrentLayer, MinimalLayer)) and m.dropout > 0
             for _, m in model.named_modules()):
         doc += " (exported in evaluation mode: dropout off)"
     graph = helper.make_graph(g.nodes, "elman", inputs, outputs, initializer=g.initializers,
@@ -675,7 +682,7 @@ def _verify(model, path, lengths: bool, initial_states: bool, batch: int = 3, st
         args.append(tuple(states) if len(states) == 2 else states[0])
     theirs = sess.run(None, feeds)[0]
     ours = model(x, *args, **kwargs)
-    if isinstance(model, RecurrentLayer):
+    if isinstance(model, (RecurrentLayer, MinimalLayer)):
         ours = ours[0]
     scale = max(float(np.max(np.abs(ours))), 1e-6)
     return float(np.max(np.abs(np.asarray(ours, np.float64) - theirs)) / scale)
