@@ -120,6 +120,11 @@ class _LayerNorm:
                      if k.startswith("ln_hh") or k.startswith("ln_c") or k == "bias_hh"}
         return None
 
+    def bias_grads(self, dGX, dGH, g, split):
+        db = dGX.reshape(-1, dGX.shape[2]).sum(axis=0)     # RNN, LSTM: both after the norms
+        g["bias_ih"] += db
+        g["bias_hh"] += db
+
     def parameter_grads(self, cache, dGX, dGH, g):
         for name, value in self._acc.items():
             if name != "bias_hh":
@@ -148,11 +153,6 @@ class LayerNormRNNEquations(_LayerNorm, RNNEquations):
             np.multiply(dh, gates > 0, out=dgx)
         self._recurrent_backward(dgx, saved, consts, dgh)
         return None
-
-    def bias_grads(self, dGX, dGH, g, split):
-        db = dGX.reshape(-1, dGX.shape[2]).sum(axis=0)     # both biases act after the norms
-        g["bias_ih"] += db
-        g["bias_hh"] += db
 
 
 class LayerNormLSTMEquations(_LayerNorm, LSTMEquations):
@@ -197,11 +197,6 @@ class LayerNormLSTMEquations(_LayerNorm, LSTMEquations):
         dc *= f                                        # dc_prev
         self._recurrent_backward(dgx, saved, consts, dgh)
         return None
-
-    def bias_grads(self, dGX, dGH, g, split):
-        db = dGX.reshape(-1, dGX.shape[2]).sum(axis=0)     # both biases act after the norms
-        g["bias_ih"] += db
-        g["bias_hh"] += db
 
 
 class LayerNormGRUEquations(_LayerNorm, GRUEquations):
