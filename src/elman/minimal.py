@@ -42,7 +42,7 @@ from . import _validate, registry
 from .cells.base import ParamSpec, check_input, check_state, make_parameters, \
     parameter_count, sigmoid_
 from .module import Module
-from .recurrent import _to_caller, _zero_padding, dropout_mask, layer_repr
+from .recurrent import _to_caller, _zero_padding, dropout_mask, layer_repr, stack_arguments
 from .scan import SCANS, scan_backward
 
 __all__ = ["MinGRU", "MinLSTM", "MinimalLayer"]
@@ -112,16 +112,9 @@ class MinimalLayer(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, mode="scan"):
         super().__init__()
-        self.input_size = _validate.positive_int("input_size", input_size)
-        self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
-        self.num_layers = _validate.positive_int("num_layers", num_layers)
-        self.bias = _validate.flag("bias", bias)
-        self.batch_first = _validate.flag("batch_first", batch_first)
-        self.dropout = _validate.probability("dropout", dropout)
-        self.bidirectional = _validate.flag("bidirectional", bidirectional)
-        self.dtype = _validate.float_dtype(dtype)
+        stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                        bidirectional, dtype, seed)
         self.mode = mode                     # checked by the property setter
-        self._rng = _validate.rng(seed)      # initialisation, then dropout masks
         D, H, G = self._D, self.hidden_size, self._gates.gates
 
         def specs(layer_in):

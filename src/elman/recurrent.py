@@ -49,25 +49,18 @@ class RecurrentLayer(Module):
                  recurrent_dropout=0.0, input_dropout=0.0):
         super().__init__()
         self.eq = eq
-        self.input_size = _validate.positive_int("input_size", input_size)
-        self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
-        self.num_layers = _validate.positive_int("num_layers", num_layers)
-        self.bias = _validate.flag("bias", bias)
-        self.batch_first = _validate.flag("batch_first", batch_first)
-        self.dropout = _validate.probability("dropout", dropout)
+        stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                        bidirectional, dtype, seed)
         self.recurrent_dropout = _keep_some("recurrent_dropout", recurrent_dropout)
         self.input_dropout = _keep_some("input_dropout", input_dropout)
         if self.recurrent_dropout and eq.recurrent_gates < eq.gates:
             raise ValueError(f"recurrent_dropout is not available for {type(self).__name__} "
                              f"with reset_after=False (its candidate reads r * h_prev through "
                              f"a product of its own); use reset_after=True")
-        self.bidirectional = _validate.flag("bidirectional", bidirectional)
         self.proj_size = _validate.positive_int("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
                              f"got {self.proj_size}")
-        self.dtype = _validate.float_dtype(dtype)
-        self._rng = _validate.rng(seed)          # initialisation, then dropout masks
         D = 2 if self.bidirectional else 1
         H = self.hidden_size
         P = self.proj_size or H
@@ -350,6 +343,21 @@ class RecurrentLayer(Module):
         if self.eq.has_cell:
             return dx, (dh0, dc0)
         return dx, dh0
+
+
+def stack_arguments(layer, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, dtype, seed) -> None:
+    """Check and set what every stack of recurrent layers takes (errors name the argument);
+    ``layer._rng`` draws the initial weights, then the dropout masks."""
+    layer.input_size = _validate.positive_int("input_size", input_size)
+    layer.hidden_size = _validate.positive_int("hidden_size", hidden_size)
+    layer.num_layers = _validate.positive_int("num_layers", num_layers)
+    layer.bias = _validate.flag("bias", bias)
+    layer.batch_first = _validate.flag("batch_first", batch_first)
+    layer.dropout = _validate.probability("dropout", dropout)
+    layer.bidirectional = _validate.flag("bidirectional", bidirectional)
+    layer.dtype = _validate.float_dtype(dtype)
+    layer._rng = _validate.rng(seed)
 
 
 def layer_repr(layer, options=()) -> str:
