@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import elman
+from _torch import require
 
 
 @pytest.mark.parametrize("build, name", [
@@ -99,7 +100,7 @@ def test_sizes_beyond_memory_are_refused_before_allocating(build, names):
                                           ("LSTM", {"proj_size": 2}),
                                           ("GRU", {"batch_first": True})])
 def test_an_empty_batch_gives_what_torch_gives(name, kwargs, fast):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     layer = getattr(elman, name)(3, 4, num_layers=2, bidirectional=True, dtype=np.float64,
                                  dropout=0.5, **kwargs)
     ref = getattr(torch.nn, name)(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64,

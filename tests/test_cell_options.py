@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import elman
+from _torch import require
 
 
 @pytest.mark.parametrize("build", [
@@ -33,7 +34,7 @@ def test_forget_bias_starts_the_forget_gate_near_sigmoid_b():
 
 
 def test_forget_bias_is_only_an_initialisation_so_torch_takes_the_weights():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     lstm = elman.LSTM(3, 4, forget_bias=1.0, seed=0, dtype=np.float64)
     twin = elman.to_torch(lstm)
     x = np.random.default_rng(0).standard_normal((5, 2, 3))
@@ -108,7 +109,7 @@ def _torch_layer(torch, kind, layer, x, in_masks, h_masks):
 @pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_variational_dropout_matches_a_torch_autograd_reference(kind, fast):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     layer = getattr(elman, kind)(3, 4, bidirectional=True, recurrent_dropout=0.4,
                                  input_dropout=0.3, dtype=np.float64, seed=1)
     x = np.random.default_rng(0).standard_normal((6, 5, 3))
@@ -176,7 +177,7 @@ def test_variational_dropout_arguments_are_checked_and_saved(tmp_path):
 
 @pytest.mark.parametrize("option", ["recurrent_dropout", "input_dropout"])
 def test_to_torch_refuses_what_torch_lacks_by_name(option):
-    pytest.importorskip("torch")
+    require("torch")
     with pytest.raises(elman.ConversionError, match=f"{option}=0.2\\) has no torch.nn "
                        "counterpart"):
         elman.to_torch(elman.LSTM(3, 4, **{option: 0.2}))

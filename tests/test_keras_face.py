@@ -15,6 +15,7 @@ from elman.keras import layers as L
 from elman.keras.models import Sequential
 
 from _tiny_imdb import run_seed001_example, use_tiny_imdb
+from _torch import require
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 
@@ -358,7 +359,7 @@ def test_imdb_load_data_follows_keras_conventions(monkeypatch, tmp_path):
 # -- the example and the README -------------------------------------------------------------
 
 def test_seed001_example_runs_as_written(monkeypatch, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require("matplotlib")
     import matplotlib
     matplotlib.use("Agg")
     result = run_seed001_example(monkeypatch, tmp_path, ["--plots", str(tmp_path)])

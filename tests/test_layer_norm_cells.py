@@ -8,6 +8,7 @@ import pytest
 
 import elman
 from elman.interop import ConversionError
+from _torch import require
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +76,7 @@ def _torch_reference(torch, kind, layer, x):
 
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_layer_norm_matches_a_torch_autograd_reference(kind):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     layer = elman.__dict__[kind](3, 5, bidirectional=True, layer_norm=True, dtype=np.float64,
                                  seed=1)
     for p in layer.parameters():
@@ -140,8 +141,8 @@ def test_layer_norm_parameters_options_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="layer_norm=True needs reset_after=True"):
         elman.GRU(3, 4, layer_norm=True, reset_after=False)
     with pytest.raises(ConversionError, match="layer_norm=True\\) has no torch.nn"):
-        pytest.importorskip("torch")
+        require("torch")
         elman.to_torch(lstm)
-    pytest.importorskip("onnx")
+    require("onnx")
     with pytest.raises(ConversionError, match="has layer_norm=True: ONNX's LSTM operator"):
         elman.export_onnx(lstm, tmp_path / "m.onnx")

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from _torch import require
+
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
@@ -26,7 +28,7 @@ def test_the_readme_has_python_blocks():
                          ids=lambda v: f"line{v}" if isinstance(v, int) else "")
 def test_readme_block_runs(tmp_path, line, block):
     if "import torch" in block or "elman, torch" in block:
-        pytest.importorskip("torch")
+        require("torch")
     proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, f"README.md line {line}:\n{proc.stderr[-3000:]}"
