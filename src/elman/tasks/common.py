@@ -75,12 +75,11 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
                    "the outputs")
 
 
-def check_threads(args) -> None:
+def check_common_options(args) -> None:
+    """The options every command shares that need more than argparse's type check."""
     rate = getattr(args, "recurrent_dropout", 0.0)
     if not 0 <= rate < 1:
         raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
-    if rate and getattr(args, "cell", None) == "gru" and not getattr(args, "reset_after", True):
-        raise CommandError("error: --recurrent-dropout needs the GRU's reset_after=True")
     if getattr(args, "layer_norm", False):      # the command asked for it: no warning
         warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     if args.threads < 0:
@@ -94,7 +93,7 @@ def setup_run(args):
     """Apply --threads and --distributed: returns the MPI communicator (None without
     --distributed). MPI ranks on one host share its CPUs, so without --threads each rank's
     cap is its share of them (one thread each when there are as many ranks as CPUs)."""
-    check_threads(args)
+    check_common_options(args)
     comm = None
     if args.distributed:
         try:
