@@ -298,6 +298,8 @@ class MinimalLayer(Module):
                 if valid is not None:                # a = 1, b = 0 there are constants
                     da[~valid] = 0
                     db[~valid] = 0
+                if st.get("dh_steps") is not None:  # db_t = dL/dh_t, the total (scan.py)
+                    st["dh_steps"][k] = db[order, cols] if direction else db.copy()
                 dgx = self._gates.backward(da, db, saved)
                 weight, _ = self._params_of(k)
                 gweight, gbias = self._params_of(k, grads=True)
@@ -318,6 +320,14 @@ class MinimalLayer(Module):
         if dx is not None and batched and self.batch_first:
             dx = dx.transpose(1, 0, 2)
         return dx, dh0
+
+    def _state_gradients(self):
+        """Ask the backward of the last forward to keep ``dL/dh_t`` at every step (for
+        :func:`elman.gradient_flow`). Returns a function that, once that backward ran, gives
+        one (T, N, H) array per layer-direction (index ``layer * D + direction``), time-major,
+        zero past a sequence's end."""
+        record = self._cache["dh_steps"] = [None] * (self.num_layers * self._D)
+        return lambda: list(record)
 
 
 @registry.register("module")

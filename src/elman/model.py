@@ -28,6 +28,7 @@ from .callbacks import Callback, CallbackList, History
 from .metrics import METRICS, Metric, _expand, _like, get_metric  # noqa: F401
 from .layers import Embedding, Linear, _SequencePicker
 from .module import Module
+from .minimal import MinimalLayer
 from .recurrent import RecurrentLayer
 
 __all__ = ["Sequential"]
@@ -191,7 +192,7 @@ class Sequential(Module):
         if not isinstance(layer, Module):
             raise TypeError(f"Sequential: layer {len(self._kinds)} must be an elman Module, got "
                             f"{type(layer).__name__}")
-        if isinstance(layer, RecurrentLayer):
+        if isinstance(layer, (RecurrentLayer, MinimalLayer)):
             kind = "recurrent"
         elif isinstance(layer, _SequencePicker):
             kind = "picker"
@@ -863,7 +864,7 @@ class Sequential(Module):
             unknown = {k for k, s in enumerate(shape) if s is None}
         elif isinstance(first, Embedding):
             shape, unknown = [None], {0}
-        elif isinstance(first, RecurrentLayer):
+        elif isinstance(first, (RecurrentLayer, MinimalLayer)):
             shape, unknown = [None, first.input_size], {0}
         elif isinstance(first, Linear):
             shape, unknown = [first.in_features], set()

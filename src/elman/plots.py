@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_forecast", "plot_series", "epoch_axis", "have_matplotlib"]
+__all__ = ["plot_history", "plot_forecast", "plot_series", "gradient_flow", "epoch_axis",
+           "have_matplotlib"]
 
 
 def have_matplotlib() -> bool:
@@ -137,4 +138,44 @@ def plot_series(x, series: Mapping[str, np.ndarray], path, title: str = "", xlab
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def gradient_flow(flows: Mapping, path, title: str = "", ylabel: str = "mean ||dL/dh_t||_2"
+                  ) -> str:
+    """The gradient of the loss wrt each recurrent layer's hidden state through time, as
+    :func:`elman.gradient_flow` returns it: step ``t`` on x, ``||dL/dh_t||`` on a log y axis, one
+    line per layer (a bidirectional layer: its forward direction solid, its reverse dashed).
+
+    ``flows`` is ``{name: array (T,) or (2, T)}`` (one panel), or ``{panel title: such a dict}``
+    (panels side by side on one y scale, e.g. at initialisation and after training). Zeros
+    (steps past every sequence's end) are left out of the log plot.
+    """
+    plt = _pyplot()
+    if not flows:
+        raise ValueError("plots.gradient_flow: no flows to draw")
+    nested = all(isinstance(v, Mapping) for v in flows.values())
+    panels = dict(flows) if nested else {title: flows}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False,
+                             sharey=True)
+    for ax, (panel, curves) in zip(axes[0], panels.items()):
+        for i, (name, values) in enumerate(curves.items()):
+            values = np.asarray(values, dtype=float)
+            rows = [values] if values.ndim == 1 else list(values)
+            if values.ndim not in (1, 2) or len(rows) > 2:
+                raise ValueError(f"plots.gradient_flow: {name!r} must be (T,) or (2, T), got "
+                                 f"shape {values.shape}")
+            color = f"C{i % 10}"
+            for d, row in enumerate(rows):
+                shown = np.where(row > 0, row, np.nan)     # log scale: zeros have no place
+                label = name if len(rows) == 1 else f"{name} ({('forward', 'reverse')[d]})"
+                ax.plot(np.arange(1, len(row) + 1), shown, color=color, lw=1.3,
+                        ls="-" if d == 0 else "--", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("time step t")
+        ax.set_title(panel if nested else title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
     return _save(fig, path)

@@ -344,6 +344,20 @@ class RecurrentLayer(Module):
             return dx, (dh0, dc0)
         return dx, dh0
 
+    def _state_gradients(self):
+        """Ask the backward of the last forward to keep ``dL/dh_t`` at every step (for
+        :func:`elman.gradient_flow`; the forward must have run on the NumPy steps). Returns a
+        function that, once that backward ran, gives one (T, N, P) array per layer-direction
+        (index ``layer * D + direction``), time-major, in the caller's batch order, zero past a
+        sequence's end."""
+        st = self._cache
+        for cache in st["caches"]:
+            cache.dh_steps = np.zeros((st["T"], st["N"], self._P), self.dtype)
+
+        def collect():
+            return [_to_caller(cache.dh_steps, st["inverse"], True) for cache in st["caches"]]
+        return collect
+
 
 def stack_arguments(layer, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                     bidirectional, dtype, seed) -> None:

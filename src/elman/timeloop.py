@@ -65,6 +65,10 @@ class SequenceCache:
     h_mask: np.ndarray | None = None
     # what the cell's transform_input kept for its backward (layer norm: the normalised values)
     input_state: object = None
+    # (T, N, P) zeros, or None: when set, backward writes dL/dh_t there at every step, the total
+    # derivative that BPTT carries into step t (through the output at t and every later step);
+    # elman.gradient_flow sets it (the NumPy steps only: the compiled loops do not record)
+    dh_steps: np.ndarray | None = None
 
     @property
     def kernels(self):
@@ -308,6 +312,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         dc = ws.new((N, H), dtype, zero=True) if dc_n is None else np.array(dc_n, dtype=dtype)
     # 4. time reversed: the cell's derivative, then one GEMM into the previous state
     kernels = cache.kernels        # the path that ran forward (what it saved is its own)
+    if kernels is not None and cache.dh_steps is not None:
+        raise RuntimeError("recording dL/dh_t at every step (SequenceCache.dh_steps) needs the "
+                           "NumPy steps: run forward and backward under elman.fast.use(False)")
     schedule = _schedule(T, N, active, cache.reverse)
     dY_copy = None
     if kernels is not None:
@@ -373,6 +380,8 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
         dh_t = dh[:n]
         if dY is not None:
             dh_t += dY[t, :n]
+        if cache.dh_steps is not None:    # the total dL/dh_t: the output's part and the later steps'
+            cache.dh_steps[t, :n] = dh_t
         if R is not None:
             dHs[t, :n] = dh_t
             d_out = dh_t @ w["weight_hr"]  # back through the projection: dr = dh W_hr
