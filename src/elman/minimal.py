@@ -331,6 +331,7 @@ class MinimalLayer(Module):
 
 
 @registry.register("module")
+@registry.register("recurrent", "mingru")
 class MinGRU(MinimalLayer):
     r"""minGRU (Feng et al. 2024): ``h_t = (1 - z_t) * h_{t-1} + z_t * h~_t`` with ``z_t =
     sigmoid(W_z x_t + b_z)``, ``h~_t = W_h x_t + b_h``. Parameters ``weight_ih_l{k}`` (2H, I) for
@@ -352,6 +353,7 @@ class MinGRU(MinimalLayer):
 
 
 @registry.register("module")
+@registry.register("recurrent", "minlstm")
 class MinLSTM(MinimalLayer):
     r"""minLSTM (Feng et al. 2024): ``h_t = f'_t * h_{t-1} + i'_t * h~_t`` with ``f'_t = f_t /
     (f_t + i_t)``, ``i'_t = i_t / (f_t + i_t)``, ``f_t = sigmoid(W_f x_t + b_f)``, ``i_t =

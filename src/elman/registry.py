@@ -10,14 +10,15 @@ Kinds:
 
 ``"module"``     every :class:`elman.Module` a checkpoint may rebuild, by class name
 ``"loss"``       losses by class name; ``"optimizer"``: optimizers by class name
-``"recurrent"``  the recurrent layer families by their short name (``"lstm"``): the choices of
-                 the commands' ``--cell`` and the classes the interop modules convert
+``"recurrent"``  the recurrent layer families by their short name (``"lstm"``, ``"mingru"``):
+                 the choices of the commands' ``--cell``; the interop modules look up the
+                 families they convert (rnn, gru, lstm) here
 
 >>> from elman import registry
 >>> registry.get("recurrent", "gru").__name__
 'GRU'
 >>> sorted(registry.table("recurrent"))
-['gru', 'lstm', 'rnn']
+['gru', 'lstm', 'mingru', 'minlstm', 'rnn']
 """
 from __future__ import annotations
 

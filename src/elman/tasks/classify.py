@@ -71,7 +71,7 @@ import time
 
 import numpy as np
 
-from .. import distributed, plots, registry
+from .. import distributed, plots
 from .._validate import CommandError
 from ..data.datasets import load_movie_reviews, read_csv
 from ..data.text import Vocabulary, pad_sequences, stratified_split
@@ -287,8 +287,8 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
     out = [Embedding(vocab_size, embed_dim, padding_idx=MASK, seed=s[0])]
     if embed_dropout:
         out.append(Dropout(embed_dropout, seed=s[1]))
-    out.append(registry.get("recurrent", cell)(
-        embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
+    out.append(common.recurrent_layer(
+        cell, embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
         dropout=dropout if layers > 1 else 0.0, seed=s[2],
         recurrent_dropout=recurrent_dropout, layer_norm=layer_norm))
     if pool == "mean":

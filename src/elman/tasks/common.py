@@ -17,6 +17,7 @@ import argparse
 import atexit
 import contextlib
 import csv
+import inspect
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
 __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
            "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
-           "restore", "build"]
+           "restore", "build", "recurrent_layer"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
@@ -148,6 +149,33 @@ def build(factory, flags: str):
         return factory()
     except ValueError as e:
         raise CommandError(f"error: {flags}: {e}") from None
+
+
+#: options of some cells only, by their command-line flag: passed on only when asked for, so
+#: that a cell without them (MinGRU, MinLSTM: no recurrent weight to drop out or normalise)
+#: still builds, and refused with that flag's name for a cell that lacks them
+CELL_OPTIONS = {"recurrent_dropout": "--recurrent-dropout", "layer_norm": "--layer-norm"}
+
+
+def recurrent_layer(cell: str, input_size: int, hidden_size: int, **options):
+    """The ``--cell`` layer from the registry (``elman.registry``, kind ``"recurrent"``), with
+    the shared ``options`` (``num_layers``, ``seed``, ...); the options in
+    :data:`CELL_OPTIONS` only when set.
+
+    >>> recurrent_layer("mingru", 3, 4, seed=0, layer_norm=False)
+    MinGRU(3, 4)
+    """
+    cls = registry.get("recurrent", cell)
+    if cls is None:
+        raise CommandError(f"error: --cell must be one of {sorted(registry.table('recurrent'))}, "
+                           f"got {cell!r}")
+    takes = inspect.signature(cls).parameters
+    for name, flag in CELL_OPTIONS.items():
+        if name in options and not options[name]:
+            del options[name]              # off: the cell's own default
+        elif name in options and name not in takes:
+            raise CommandError(f"error: {flag} is not available for --cell {cell}")
+    return cls(input_size, hidden_size, **options)
 
 
 def _remove_if_empty(path: str) -> None:

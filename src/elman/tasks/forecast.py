@@ -49,7 +49,7 @@ import time
 import numpy as np
 
 from .. import baselines as bl
-from .. import distributed, plots, registry
+from .. import distributed, plots
 from .._validate import CommandError
 from ..cli import main as cli_main
 from ..layers import Dense, Last, LastBidirectional
@@ -309,9 +309,8 @@ def prepare(series: Series, args) -> Prepared:
 # -- model ---------------------------------------------------------------------------------------
 
 def build_model(n_inputs: int, args):
-    cell = registry.get("recurrent", args.cell)
     D = 2 if args.bidirectional else 1
-    recurrent = cell(n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
+    recurrent = common.recurrent_layer(args.cell, n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
                      bidirectional=args.bidirectional, seed=args.seed,
                      recurrent_dropout=args.recurrent_dropout, layer_norm=args.layer_norm)
     pick = LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \

@@ -59,7 +59,7 @@ import time
 
 import numpy as np
 
-from .. import checkpoint, distributed, ngram, plots, registry, threads
+from .. import checkpoint, distributed, ngram, plots, threads
 from .._validate import CommandError
 from ..data.datasets import load_hamlet, read_text
 from ..distributed import GradientReducer, broadcast_parameters, sync_generators
@@ -68,6 +68,7 @@ from ..layers import Dropout, Embedding, Linear
 from ..losses import CrossEntropyLoss
 from ..model import Sequential
 from ..optim import Adam, AdamW, ReduceLROnPlateau, clip_grad_norm_
+from ..minimal import MinimalLayer
 from ..recurrent import RecurrentLayer
 from . import common
 
@@ -263,8 +264,8 @@ def build_model(vocab_size: int, args) -> Sequential:
     Sequential, so that ``elman.load`` rebuilds it; the stateful loop below calls its layers
     directly."""
     s = args.seed
-    rnn = registry.get("recurrent", args.cell)(
-        args.embedding, args.hidden, num_layers=args.layers,
+    rnn = common.recurrent_layer(
+        args.cell, args.embedding, args.hidden, num_layers=args.layers,
         dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1,
         recurrent_dropout=getattr(args, "recurrent_dropout", 0.0),
         layer_norm=getattr(args, "layer_norm", False))
@@ -283,7 +284,7 @@ def _split_layers(model: Sequential):
     if not isinstance(model, Sequential):
         raise TypeError(f"the model must be a Sequential, got {type(model).__name__}")
     layers = model.layers
-    k = next((i for i, layer in enumerate(layers) if isinstance(layer, RecurrentLayer)), None)
+    k = next((i for i, layer in enumerate(layers) if isinstance(layer, (RecurrentLayer, MinimalLayer))), None)
     if k is None:
         raise ValueError("the model has no recurrent layer")
     return layers[:k], layers[k], layers[k + 1:]
