@@ -65,6 +65,9 @@ def gradient_flow(model, x, y=None, loss=None, lengths=None) -> dict[str, np.nda
     (its state there is not part of the computation), and the average stays over the whole
     batch.
 
+    The gradients are those the model's own arithmetic produces, in its dtype: in float32 a
+    gradient that has shrunk below ~1e-45 is 0 (and drawn as a gap on a log scale).
+
     The model is left as it was: the forward and backward run in evaluation mode (dropout off:
     the gradient of the function the model computes at inference), on the NumPy steps (they
     record ``dL/dh_t``; the compiled loops do not), and afterwards every parameter's ``.grad``,
