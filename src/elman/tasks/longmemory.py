@@ -33,8 +33,8 @@ task's loss, at initialisation and after training: the mean norm of dL/dh_t at e
 Writes into --out (default runs/longmemory): metrics.json ({"runs": [{task, length, model,
 solved, steps_to_solve, cpu_seconds_to_solve, steps, cpu_seconds, val_error, baseline,
 threshold, curve: [[step, cpu_seconds, val_error], ...], flow_init, flow_trained}, ...],
-"config": {...}}), results.md (the table), errors.png (final validation error against length,
-per task) and flow_<task>_T<length>.png (the gradient flow of every model, at initialisation
+"config": {...}}), results.md (the table), errors_<task>.png (final validation error against
+length) and flow_<task>_T<length>.png (the gradient flow of every model, at initialisation
 and after training). --replot writes results.md and the figures again from metrics.json.
 
 Examples:
@@ -300,7 +300,29 @@ def results_table(runs: list[dict], lengths: list[int]) -> str:
                     cells.append(f"{error:.3f} / {r['steps']}")
             lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += [f"**{task}**: how much gradient reaches the first step, ||dL/dh_1|| / "
+                  f"||dL/dh_T|| (gradient_flow), at initialisation -> after training (0: "
+                  f"below float32's range).", "",
+                  "| model | " + " | ".join(f"T = {T}" for T in lengths) + " |",
+                  "|---|" + "---:|" * len(lengths)]
+        for model in dict.fromkeys(r["model"] for r in runs if r["task"] == task):
+            cells = []
+            for T in lengths:
+                r = next((r for r in runs if (r["task"], r["model"], r["length"]) ==
+                          (task, model, T)), None)
+                cells.append("" if r is None else
+                             f"{_reach(r['flow_init'])} -> {_reach(r['flow_trained'])}")
+            lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def _reach(flow) -> str:
+    """||dL/dh_1|| / ||dL/dh_T|| of a gradient-flow curve, short."""
+    first, last = flow[0] or 0.0, flow[-1] or 0.0
+    if not last:
+        return "n/a"
+    return "0" if not first else f"{first / last:.0e}"
 
 
 def _figures(runs: list[dict], out_dir: str) -> list[str]:
@@ -312,8 +334,9 @@ def _figures(runs: list[dict], out_dir: str) -> list[str]:
             plots.gradient_flow(
                 {f"{task}, T = {T}: at initialisation": {r["label"]: r["flow_init"]
                                                          for r in mine},
-                 f"after training ({_budget_words(mine)})": {r["label"]: r["flow_trained"]
-                                                            for r in mine}}, path)
+                 f"after training ({_budget_words(mine)})": {
+                     r["label"] + (f" (solved, step {r['steps_to_solve']})" if r["solved"]
+                                   else ""): r["flow_trained"] for r in mine}}, path)
             written.append(os.path.basename(path))
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     for task in tasks:
