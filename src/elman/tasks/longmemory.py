@@ -38,7 +38,7 @@ length) and flow_<task>_T<length>.png (the gradient flow of every model, at init
 and after training). --replot writes results.md and the figures again from metrics.json.
 
 Examples:
-  elman longmemory                                       # everything: ~30-40 min on 2 cores
+  elman longmemory          # everything: 17.5 CPU min of training; 41 min on 2 busy cores
   elman longmemory --tasks adding --lengths 50,200 --models lstm,lstm-fb1,mingru --seconds 20
 """
 from __future__ import annotations
