@@ -16,8 +16,8 @@ is re-derived. The result per step is ``||g_t||_2`` over the hidden units, avera
 batch.
 
 >>> import numpy as np, elman
->>> model = elman.Sequential([elman.LSTM(2, 8, batch_first=True, seed=0), elman.Last(batch_first=True),
-...                           elman.Dense(8, 1, seed=1)])
+>>> model = elman.Sequential([elman.LSTM(2, 8, batch_first=True, seed=0),
+...                           elman.Last(batch_first=True), elman.Dense(8, 1, seed=1)])
 >>> x = np.random.default_rng(0).standard_normal((4, 30, 2)).astype(np.float32)   # (N, T, F)
 >>> flows = elman.gradient_flow(model, x)
 >>> list(flows), flows["0:LSTM"].shape

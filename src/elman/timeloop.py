@@ -380,7 +380,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
         dh_t = dh[:n]
         if dY is not None:
             dh_t += dY[t, :n]
-        if cache.dh_steps is not None:    # the total dL/dh_t: the output's part and the later steps'
+        if cache.dh_steps is not None:    # the total dL/dh_t: the output's and the later steps'
             cache.dh_steps[t, :n] = dh_t
         if R is not None:
             dHs[t, :n] = dh_t
