@@ -277,44 +277,39 @@ def _describe(r: dict) -> str:
 
 def results_table(runs: list[dict], lengths: list[int]) -> str:
     """Markdown: per task, one row per model, one column per length: the steps to solve, or
-    the final validation error when the budget ran out first."""
+    the final validation error when the budget ran out first; then how much gradient reached
+    the first step, before and after training."""
     lines = []
     for task in dict.fromkeys(r["task"] for r in runs):
         t = TASKS[task]
-        lines += [f"**{task}** (solved: validation {t.error_name} <= {t.threshold}; baseline "
-                  f"{t.baseline:.3f}). Cells: updates to solve (CPU seconds), or the final "
-                  f"{t.error_name} / updates done when the budget ran out.", "",
-                  "| model | " + " | ".join(f"T = {T}" for T in lengths) + " |",
-                  "|---|" + "---:|" * len(lengths)]
-        for model in dict.fromkeys(r["model"] for r in runs if r["task"] == task):
-            cells = []
-            for T in lengths:
-                r = next((r for r in runs if (r["task"], r["model"], r["length"]) ==
-                          (task, model, T)), None)
-                if r is None:
-                    cells.append("")
-                elif r["solved"]:
-                    cells.append(f"**{r['steps_to_solve']}** ({r['cpu_seconds_to_solve']:.0f} s)")
-                else:      # (a diverged run's error is NaN, null in metrics.json)
-                    error = math.nan if r["val_error"] is None else r["val_error"]
-                    cells.append(f"{error:.3f} / {r['steps']}")
-            lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"**{task}**: how much gradient reaches the first step, ||dL/dh_1|| / "
-                  f"||dL/dh_T|| (gradient_flow), at initialisation -> after training (0: "
-                  f"below float32's range).", "",
-                  "| model | " + " | ".join(f"T = {T}" for T in lengths) + " |",
-                  "|---|" + "---:|" * len(lengths)]
-        for model in dict.fromkeys(r["model"] for r in runs if r["task"] == task):
-            cells = []
-            for T in lengths:
-                r = next((r for r in runs if (r["task"], r["model"], r["length"]) ==
-                          (task, model, T)), None)
-                cells.append("" if r is None else
-                             f"{_reach(r['flow_init'])} -> {_reach(r['flow_trained'])}")
-            lines.append(f"| {MODELS[model][2]} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _table(runs, task, lengths, _outcome,
+                        f"**{task}** (solved: validation {t.error_name} <= {t.threshold}; "
+                        f"baseline {t.baseline:.3f}). Cells: updates to solve (CPU seconds), or "
+                        f"the final {t.error_name} / updates done when the budget ran out.")
+        lines += _table(runs, task, lengths,
+                        lambda r: f"{_reach(r['flow_init'])} -> {_reach(r['flow_trained'])}",
+                        f"**{task}**: how much gradient reaches the first step, ||dL/dh_1|| / "
+                        f"||dL/dh_T|| (gradient_flow), at initialisation -> after training (0: "
+                        f"below float32's range).")
     return "\n".join(lines)
+
+
+def _table(runs, task, lengths, cell, caption) -> list[str]:
+    """One markdown table: a row per model of ``task``, ``cell(run)`` per length."""
+    lines = [caption, "", "| model | " + " | ".join(f"T = {T}" for T in lengths) + " |",
+             "|---|" + "---:|" * len(lengths)]
+    for model in dict.fromkeys(r["model"] for r in runs if r["task"] == task):
+        found = {r["length"]: r for r in runs if (r["task"], r["model"]) == (task, model)}
+        lines.append(f"| {MODELS[model][2]} | " + " | ".join(
+            cell(found[T]) if T in found else "" for T in lengths) + " |")
+    return lines + [""]
+
+
+def _outcome(r: dict) -> str:
+    if r["solved"]:
+        return f"**{r['steps_to_solve']}** ({r['cpu_seconds_to_solve']:.0f} s)"
+    error = math.nan if r["val_error"] is None else r["val_error"]   # (NaN: null in JSON)
+    return f"{error:.3f} / {r['steps']}"
 
 
 def _reach(flow) -> str:
