@@ -10,6 +10,7 @@ import elman
 from elman._validate import CommandError
 from elman.cli import main
 from elman.tasks import common
+from _torch import require
 
 RNG = np.random.default_rng(0)
 
@@ -122,3 +123,30 @@ def test_commands_refuse_an_option_the_cell_lacks(tmp_path, capsys):
         main(["forecast", "--epochs", "1", "--cell", "mingru", "--layer-norm",
               "--out", str(tmp_path / "x")])
     assert "--layer-norm is not available for --cell mingru" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cls", [elman.MinGRU, elman.MinLSTM])
+@pytest.mark.parametrize("batch_first,bidirectional,head", [(True, False, "last"),
+                                                             (False, True, "last"),
+                                                             (True, True, "per-step")])
+def test_sequential_exports_to_onnx(cls, batch_first, bidirectional, head, tmp_path):
+    require("onnx")
+    ort = require("onnxruntime")
+    rnn = cls(2, 4, batch_first=batch_first, bidirectional=bidirectional, num_layers=2, seed=0)
+    D = 2 if bidirectional else 1
+    layers = [rnn]
+    if head == "last":
+        layers.append(elman.LastBidirectional(4, batch_first=batch_first) if bidirectional
+                      else elman.Last(batch_first=batch_first))
+    model = elman.Sequential(layers + [elman.Dense(4 * D, 3, seed=1)])
+    path = str(tmp_path / "model.onnx")
+    elman.export_onnx(model, path, lengths=True)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = RNG.standard_normal((3, 7, 2)).astype(np.float32)
+    lengths = np.array([7, 3, 5])
+    got = session.run(None, {"input": x, "lengths": lengths})[0]
+    want = model.predict(x, lengths=lengths)
+    if head == "per-step":                 # padded steps of per-step outputs mean nothing
+        valid = np.arange(7)[None, :] < lengths[:, None]
+        got, want = got[valid], want[valid]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -363,11 +363,14 @@ def _sequential(g: _Graph, model: Sequential, flow: _Flow, lengths: dict, where:
         base = f"{where.replace(' ', '_')}_{i}".replace("model_", "")
         cls = type(layer)
         if kind == "recurrent":
-            rkind = _check_recurrent(layer, lw)
+            minimal = isinstance(layer, MinimalLayer)     # MinGRU/MinLSTM: onnx_minimal.py
+            rkind = None if minimal else _check_recurrent(layer, lw)
             flow.log_tm = not layer.batch_first
             x = flow.physical(g, True)
-            y, _, _ = _recurrent(g, layer, rkind, x, None, None, lengths.get("int32"),
-                                 f"{base}_{rkind.lower()}_")
+            y, _, _ = (minimal_layer(g, layer, x, None, lengths.get("int64"),
+                                     f"{base}_{cls.__name__.lower()}_") if minimal else
+                       _recurrent(g, layer, rkind, x, None, None, lengths.get("int32"),
+                                  f"{base}_{rkind.lower()}_"))
             D = 2 if layer.bidirectional else 1
             flow.name, flow.dims = y, flow.dims[:2] + [D * layer.hidden_size]
             flow.phys_tm = True
@@ -435,7 +438,7 @@ def _first_input(model: Sequential):
     for layer in model.layers:
         if type(layer) is Embedding:
             return True, None
-        if isinstance(layer, RecurrentLayer):
+        if isinstance(layer, (RecurrentLayer, MinimalLayer)):
             return False, layer.input_size
         if type(layer) is Linear:
             return False, layer.in_features
