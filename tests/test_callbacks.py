@@ -78,7 +78,9 @@ def test_callback_hooks_order_and_params():
     x, y = data(n=10)
     model().fit(x, y, epochs=2, batch_size=4, callbacks=[Recorder()], verbose=0)
     assert calls[0] == ("train_begin", {"epochs": 2, "steps": 3, "verbose": 0, "samples": 10,
-                                        "batch_size": 4})
+                                        "batch_size": 4, "length": x.shape[1],
+                                        "validation_samples": 0, "validation_length": 1,
+                                        "validation_steps": 0})
     assert calls[1:] == [("epoch_begin", 0), ("batch_end", 0, 4), ("batch_end", 1, 4),
                          ("batch_end", 2, 2), ("epoch_end", 0, 1),
                          ("epoch_begin", 1), ("batch_end", 0, 4), ("batch_end", 1, 4),
@@ -185,7 +187,7 @@ def test_csv_logger_contents_and_append(tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["epoch", "accuracy", "loss", "lr", "val_accuracy", "val_loss"]
-    assert [r[0] for r in rows[1:]] == ["0", "1"]
+    assert [r[0] for r in rows[1:]] == ["1", "2"]            # finished epochs, from 1
     for i, row in enumerate(rows[1:]):
         for key, value in zip(rows[0][1:], row[1:]):
             assert float(value) == h.history[key][i]            # full precision
@@ -194,7 +196,7 @@ def test_csv_logger_contents_and_append(tmp_path):
           callbacks=[CSVLogger(path, append=True)], verbose=0)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert [r[0] for r in rows] == ["epoch", "0", "1", "2"]
+    assert [r[0] for r in rows] == ["epoch", "1", "2", "3"]
     # append=False starts over; another separator
     m.fit(x, y, epochs=1, batch_size=8, callbacks=[CSVLogger(path, separator=";")], verbose=0)
     assert open(path).read().splitlines()[0] == "epoch;accuracy;loss;lr"
@@ -261,10 +263,10 @@ def test_tensorboard_event_files_read_back(tmp_path):
     val = glob.glob(str(tmp_path / "validation" / "events.out.tfevents.*"))
     assert len(train) == 1 and len(val) == 1
     events = read_event_file(train[0])
-    assert [step for _, step, _ in events] == [0, 1, 2]
+    assert [step for _, step, _ in events] == [1, 2, 3]            # finished epochs
     for (_, step, scalars) in events:
         assert set(scalars) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
-        assert scalars["epoch_loss"] == np.float32(h.history["loss"][step])
+        assert scalars["epoch_loss"] == np.float32(h.history["loss"][step - 1])
     vals = read_event_file(val[0])
     assert [s["epoch_loss"] for _, _, s in vals] == \
         [np.float32(v) for v in h.history["val_loss"]]
@@ -281,7 +283,7 @@ def test_tensorboard_files_load_in_tensorboard(tmp_path):
         acc.Reload()
         assert "epoch_loss" in acc.Tags()["scalars"]
         events = acc.Scalars("epoch_loss")
-        assert [e.step for e in events] == [0, 1]
+        assert [e.step for e in events] == [1, 2]
         np.testing.assert_allclose([e.value for e in events], h.history[key], rtol=1e-6)
 
 
