@@ -297,3 +297,37 @@ def test_read_event_file_detects_corruption(tmp_path):
     open(path, "wb").write(bytes(raw))
     with pytest.raises(ValueError, match="bad data checksum"):
         read_event_file(path)
+
+
+# -- TimeBudget ------------------------------------------------------------------------------------
+
+def test_time_budget_stops_between_batches_on_a_clock(monkeypatch):
+    # a fake clock: the first (warm-up) batch takes 3 s, the others 1 s, validation 2 s
+    import time as time_module
+    now = [0.0]
+    monkeypatch.setattr(time_module, "perf_counter", lambda: now[0])
+
+    class Clock(Callback):             # listed before the budget: it sees the time pass
+        def on_batch_end(self, batch, logs=None):
+            now[0] += 3.0 if now[0] == 0.0 else 1.0
+            ends.append(now[0])
+
+        def on_test_end(self, logs=None):
+            now[0] += 2.0
+    ends = []
+    x, y = data(n=80)                   # 64 training samples: 16 batches of 4; 16 validate
+    budget = elman.TimeBudget(30.0, start=0.0, after=1.0, reserve=1.0)
+    m = model()
+    h = m.fit(x[:64], y[:64], epochs=10, batch_size=4, validation_data=(x[64:], y[64:]),
+              callbacks=[Clock(), budget], verbose=0)
+    # after batch k (not the warm-up), at time t: stop if one more batch (2 x 1 s), a
+    # validation and the test after it (2 x 16 samples at 1 s per 4 training samples, before
+    # validation was measured; then 2 x 2 s) and the reserve (1 s) no longer fit in 30 - t
+    def must_stop(t, epoch):
+        validation = 16 / 4 if epoch == 0 else 2.0
+        return 2 + 2 * validation + 1 >= 30 - t
+    stops = [i for i, t in enumerate(ends) if i > 0 and must_stop(t, i // 16)]
+    assert budget.stopped and m.stop_training
+    assert len(ends) == stops[0] + 1                 # the first batch that had to stop
+    assert len(h.epoch) == stops[0] // 16 + 1
+    assert now[0] <= 30.0 - 2.0 - 1.0                # room left for the test and reserve

@@ -29,7 +29,8 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "AdamW", "get_optimizer", "clip_grad_norm_", "clip_grad_value_", "StepLR",
            "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
-           "TensorBoard", "TimeBudget", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
+           "TensorBoard", "TimeBudget", "save", "load", "load_checkpoint", "Checkpoint",
+           "CheckpointError",
            "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
            "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError",
            "registry"]

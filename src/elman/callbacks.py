@@ -456,17 +456,18 @@ class TimeBudget(Callback):
     checkpoints keep the best model) as soon as the time used since ``start`` (a
     ``time.perf_counter()`` value; default: when training begins) plus what must still come
     would pass the budget. What must still come: one more batch (twice the median of the
-    recent ones), one validation pass (as long as the last one took; before the first,
-    estimated from the training batches as if validation cost what training does per sample
-    and step, which over-estimates a forward pass), ``after`` more validation-sized passes
+    recent ones, the first left out), one validation pass (as long as the last one took;
+    before the first, estimated from the training batches as if validation cost what training
+    does per sample and step, which over-estimates a forward pass), ``after`` more validation-sized passes
     that the caller runs after ``fit`` (e.g. scoring a test set as large as the validation
     set) and ``reserve`` seconds for the rest of the caller's work (figures, files).
 
-    ``stopped`` tells whether the budget ended training; ``seconds_left()`` what remains.
+    ``stopped`` tells whether the budget ended training; ``seconds_left()`` what remains;
+    ``verbose=1`` prints a line when it stops training.
     """
 
     def __init__(self, seconds: float, start: float | None = None, after: float = 0.0,
-                 reserve: float = 0.0):
+                 reserve: float = 0.0, verbose: int = 0):
         super().__init__()
         for name, value, low in (("seconds", seconds, None), ("after", after, 0),
                                  ("reserve", reserve, 0)):
@@ -474,8 +475,10 @@ class TimeBudget(Callback):
                     value > 0 if low is None else value >= low):
                 raise ValueError(f"TimeBudget: {name} must be a number "
                                  f"{'> 0' if low is None else '>= 0'}, got {value!r}")
+        if verbose not in (0, 1):
+            raise ValueError(f"TimeBudget: verbose must be 0 or 1, got {verbose!r}")
         self.seconds, self.start = float(seconds), start
-        self.after, self.reserve = float(after), float(reserve)
+        self.after, self.reserve, self.verbose = float(after), float(reserve), verbose
         self.stopped = False
         self.validation_seconds = None        # the last validation pass, measured
 
@@ -489,23 +492,41 @@ class TimeBudget(Callback):
         self._recent = []                     # (seconds, samples) of the last batches
         self._first = True                    # the run's first batch warms up: not typical
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_batch_begin(self, batch, logs=None):
         self._batch_start = time.perf_counter()
 
     def on_batch_end(self, batch, logs=None):
         took = time.perf_counter() - self._batch_start
         size = max((logs or {}).get("size", 1), 1)
-        if self._first or len(self._recent) == 0:
-            self._recent = []
-        self._first = False
-        self._recent = (self._recent + [(took, size)])[-5:]
+        if self._first:
+            # the warm-up batch (allocations, compilation) says little about the others:
+            # stop on it only when the time is already over
+            self._recent, self._first = [(took, size)], None
+            if self.seconds_left() <= 0:
+                self._stop(batch, self.seconds_left())
+            return
+        else:
+            if self._first is None:          # then leave the warm-up batch out
+                self._recent, self._first = [], False
+            self._recent = (self._recent + [(took, size)])[-5:]
         batch_seconds = float(np.median([t for t, _ in self._recent]))
         per_sample = float(np.median([t / n for t, n in self._recent]))
         still = 2 * batch_seconds + self._validation_estimate(per_sample) * (1.0 + self.after) \
             + self.reserve
-        if still >= self.seconds_left():
-            self.stopped = True
-            self.model.stop_training = True
+        left = self.seconds_left()
+        if still >= left:
+            self._stop(batch, left)
+
+    def _stop(self, batch: int, left: float) -> None:
+        self.stopped = True
+        self.model.stop_training = True
+        if self.verbose:
+            print(f"time budget: stopping in epoch {self._epoch + 1} after batch "
+                  f"{batch + 1}/{self.params.get('steps', '?')}, keeping {max(left, 0):.0f}s "
+                  f"of the {self.seconds:.0f}s for validation and what follows", flush=True)
 
     def _validation_estimate(self, per_sample: float) -> float:
         if self.validation_seconds is not None:

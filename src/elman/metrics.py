@@ -124,20 +124,25 @@ class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
 
     def update(self, pred, y, mask=None):
-        y = np.asarray(y)
-        if y.shape == pred.shape[:-1] + (1,):
-            y = y[..., 0]
-        if y.shape != pred.shape[:-1]:
-            raise ValueError(f"{self.name}: predictions of shape {pred.shape} (classes last) "
-                             f"need labels of shape {pred.shape[:-1]}, got {y.shape}")
-        self._add(np.argmax(pred, axis=-1) == y, mask)
+        self._add(np.argmax(pred, axis=-1) == _labels(self.name, pred, y), mask)
+
+
+def _labels(name: str, pred, y) -> np.ndarray:
+    """Integer labels ``y`` shaped like ``pred`` (..., C) without its class axis."""
+    y = np.asarray(y)
+    if y.shape == pred.shape[:-1] + (1,):
+        y = y[..., 0]
+    if y.shape != pred.shape[:-1]:
+        raise ValueError(f"{name}: predictions of shape {pred.shape} (classes last) need labels "
+                         f"of shape {pred.shape[:-1]}, got {y.shape}")
+    return y
 
 
 class SparseCategoricalCrossentropy(Metric):
     """Mean ``-log p(label)`` over all positions, from logits ``pred`` (..., C) and integer
-    labels (...) (pass an instance to ``compile(metrics=[...])``); ``log_base=2`` gives bits (bits per
-    character for a character model). Exact over the epoch: every valid position counts
-    once, however the positions fall into batches and padded windows.
+    labels (...) (pass an instance to ``compile(metrics=[...])``); ``log_base=2`` gives bits
+    (bits per character for a character model). Exact over the epoch: every valid position
+    counts once, however the positions fall into batches and padded windows.
 
     >>> m = SparseCategoricalCrossentropy("bits", log_base=2)
     >>> m.update(np.log(np.array([[0.5, 0.25, 0.25]])), np.array([1]))
@@ -152,12 +157,7 @@ class SparseCategoricalCrossentropy(Metric):
         super().__init__(name)
 
     def update(self, pred, y, mask=None):
-        y = np.asarray(y)
-        if y.shape == pred.shape[:-1] + (1,):
-            y = y[..., 0]
-        if y.shape != pred.shape[:-1]:
-            raise ValueError(f"{self.name}: predictions of shape {pred.shape} (classes last) "
-                             f"need labels of shape {pred.shape[:-1]}, got {y.shape}")
+        y = _labels(self.name, pred, y)
         z = np.asarray(pred, dtype=np.float64)
         z = z - z.max(axis=-1, keepdims=True)
         logp = np.take_along_axis(z, y[..., None].astype(np.intp), axis=-1)[..., 0] \

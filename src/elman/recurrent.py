@@ -19,6 +19,9 @@ its last valid step, and the reverse direction starts at that step.
 ``backward(dout, dstate)`` returns ``(dx, dstate0)`` for the last forward call and adds the
 parameter gradients into ``Param.grad``; then it frees what that forward kept (one backward per
 forward, as in PyTorch).
+
+``stateful=True`` (Keras' meaning, :mod:`elman.stateful`): a call given no ``hx`` starts from
+the final states of the call before, row by row; ``reset_states()`` forgets them.
 """
 from __future__ import annotations
 
