@@ -124,6 +124,11 @@ def test_stateful_is_saved_with_the_model_but_not_the_carried_states(tmp_path):
     model.reset_states()
     assert model[1].states is None and twin[1].states is not None
     np.testing.assert_array_equal(model(x), loaded(x))
+    # summary() probes the model with a dummy batch: the carried states stay as they were
+    carried = model[1].states
+    assert "Total params" in model.summary(print_fn=None)
+    np.testing.assert_array_equal(model[1].states[0], carried[0])
+    model(x)                                             # the batch size is still 3's
     with pytest.raises(TypeError, match="stateful must be True or False"):
         elman.GRU(3, 4, stateful="yes")
     assert not elman.Sequential([elman.Linear(2, 2)]).stateful

@@ -30,7 +30,7 @@ from .metrics import METRICS, Metric, _expand, _like, get_metric  # noqa: F401
 from .layers import Embedding, Linear, _SequencePicker
 from .module import Module
 from .recurrent import RecurrentLayer
-from .stateful import is_stateful, reset_states
+from .stateful import is_stateful, reset_states, states_kept
 
 __all__ = ["Sequential"]
 
@@ -927,7 +927,8 @@ class Sequential(Module):
         was_training, saved_cache = self.training, self._cache
         self.eval()                                    # no dropout: no random numbers drawn
         try:
-            self._forward(x, record=record)
+            with states_kept(self):                    # a stateful model carries on as it was
+                self._forward(x, record=record)
         except (ValueError, TypeError, IndexError):
             return None
         finally:

@@ -27,11 +27,13 @@ model starts from zeros, as a freshly built one does.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import _validate
 
-__all__ = ["StatefulMixin", "reset_states", "is_stateful"]
+__all__ = ["StatefulMixin", "reset_states", "is_stateful", "states_kept"]
 
 
 class StatefulMixin:
@@ -90,3 +92,18 @@ def reset_states(module) -> None:
 def is_stateful(module) -> bool:
     """Whether ``module`` or one of its sub-modules carries states between calls."""
     return any(isinstance(m, StatefulMixin) and m.stateful for _, m in module.named_modules())
+
+
+@contextlib.contextmanager
+def states_kept(module):
+    """A block whose calls neither read nor change the carried states of ``module``'s layers
+    (e.g. a probe with a dummy batch, such as ``Sequential.summary``)."""
+    layers = [m for _, m in module.named_modules() if isinstance(m, StatefulMixin)]
+    kept = [m._carried for m in layers]
+    for m in layers:
+        m._carried = None
+    try:
+        yield
+    finally:
+        for m, carried in zip(layers, kept):
+            m._carried = carried
