@@ -290,3 +290,15 @@ def test_bad_options_and_files(tmp_path, setup, args, message):
         args[args.index("missing.txt")] = str(tmp_path / "missing.txt")
     with pytest.raises(SystemExit, match=message):
         main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *args])
+
+
+def test_long_scoring_reports_progress(capsys):
+    from elman.tasks import common
+    model = _tiny_model()
+    ids = np.random.default_rng(3).integers(0, 7, size=100)
+    ticker = common.Ticker("scoring", every=0.0)        # every window counts as long
+    gen.bits_per_char(model, ids, chunk=30, progress=ticker.tick)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == [f"scoring: {k}/4" for k in range(1, 5)]
+    gen.bits_per_char(model, ids, chunk=30, progress=common.Ticker("quiet", quiet=True).tick)
+    assert capsys.readouterr().out == ""

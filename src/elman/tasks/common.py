@@ -131,6 +131,21 @@ def time_budget(args, after: float = 1.0, share: float = 1.0):
                       verbose=0 if getattr(args, "quiet", False) else 1)
 
 
+class Ticker:
+    """Progress of a long step outside ``fit``: ``tick(done, total)`` prints ``"LABEL: done/
+    total (12s)"`` at most every ``every`` seconds (nothing with ``quiet``)."""
+
+    def __init__(self, label: str, every: float = 10.0, quiet: bool = False):
+        self.label, self.every, self.quiet = label, every, quiet
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.quiet and now - self.last >= self.every:
+            self.last = now
+            print(f"{self.label}: {done}/{total} ({now - self.start:.0f}s)", flush=True)
+
+
 def check_positive(args, *names) -> None:
     for name in names:
         value = getattr(args, name)

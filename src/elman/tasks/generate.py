@@ -280,9 +280,11 @@ def reading_streams(model: Sequential):
         model.train(was_training)
 
 
-def bits_per_char(model: Sequential, ids: np.ndarray, chunk: int = EVAL_WINDOW) -> float:
+def bits_per_char(model: Sequential, ids: np.ndarray, chunk: int = EVAL_WINDOW,
+                  progress=None) -> float:
     """Mean -log2 p(ids[t] | ids[:t]) over t = 1..n-1: the text is read as one stream from a
-    zero state, in chunks with the state carried across them."""
+    zero state, in chunks with the state carried across them; ``progress(done, total)`` hears
+    of every chunk."""
     if len(ids) < 2:
         raise ValueError("bits_per_char needs at least 2 characters")
     x, y, lengths = stream_windows(ids, 1, chunk)
@@ -291,6 +293,8 @@ def bits_per_char(model: Sequential, ids: np.ndarray, chunk: int = EVAL_WINDOW) 
         for k in range(len(x)):
             n = chunk if lengths is None else int(lengths[k])
             bits.update(model(x[k:k + 1, :n]), y[k:k + 1, :n])
+            if progress is not None:
+                progress(k + 1, len(x))
     return bits.result()
 
 
@@ -561,7 +565,8 @@ def _run(args, comm=None) -> int:
     # evaluate the best epoch on the test text
     print(f"scoring the best epoch on the {len(test_ids):,} test characters ...", flush=True)
     best, _ = common.load_best(out)
-    test_bpc = bits_per_char(best, test_ids)
+    test_bpc = bits_per_char(best, test_ids, progress=common.Ticker(
+        f"scoring, windows of {EVAL_WINDOW} characters", quiet=args.quiet).tick)
     val_bpc = min(history.get(MONITOR, []), default=math.nan)
     best_epoch = int(best.epoch)
     sample_text = ""
