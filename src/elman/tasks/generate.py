@@ -42,8 +42,8 @@ metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_cha
 (validation bits/char per epoch against the n-gram baseline).
 
 Speed: elman's thread policy uses every CPU on an idle machine and fewer while other programs
-keep CPUs busy (--threads caps it). The defaults stop early after about 24 epochs on Hamlet,
-6-8 minutes on 2 cores. With --distributed under mpiexec each rank trains on its share of the
+keep CPUs busy (--threads caps it). The defaults stop early after about 25 epochs on Hamlet,
+6-8 minutes on 2 quiet cores (--minutes 10 stops earlier on a busy machine). With --distributed under mpiexec each rank trains on its share of the
 streams (the global batch stays --batch-size streams) and rank 0 writes everything.
 
 Examples:
