@@ -50,7 +50,8 @@ def generate_fit(distributed: bool, out_dir: str) -> elman.Sequential:
     V = len(vocab)
     model = elman.Sequential([
         elman.Embedding(V, 5, dtype=np.float64, seed=1),
-        elman.LSTM(5, 12, num_layers=2, dtype=np.float64, seed=2),
+        elman.LSTM(5, 12, num_layers=2, dtype=np.float64, seed=2, batch_first=True,
+                   stateful=True),
         elman.Linear(12, V, dtype=np.float64, seed=3)], seed=0)
     comm = elman.distributed.world() if distributed else None
     model, *_ = generate.train(model, args, train_ids, val_ids, out_dir,

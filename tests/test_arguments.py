@@ -14,6 +14,8 @@ from _torch import require
     (lambda v: elman.GRU(3, 4, bias=v), "bias"),
     (lambda v: elman.RNN(3, 4, bidirectional=v), "bidirectional"),
     (lambda v: elman.GRU(3, 4, reset_after=v), "reset_after"),
+    (lambda v: elman.LSTM(3, 4, stateful=v), "stateful"),
+    (lambda v: elman.MinGRU(3, 4, stateful=v), "stateful"),
     (lambda v: elman.LSTMCell(3, 4, bias=v), "bias"),
     (lambda v: elman.GRUCell(3, 4, reset_after=v), "reset_after"),
     (lambda v: elman.LayerNorm(4, elementwise_affine=v), "elementwise_affine"),

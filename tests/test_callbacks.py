@@ -78,7 +78,9 @@ def test_callback_hooks_order_and_params():
     x, y = data(n=10)
     model().fit(x, y, epochs=2, batch_size=4, callbacks=[Recorder()], verbose=0)
     assert calls[0] == ("train_begin", {"epochs": 2, "steps": 3, "verbose": 0, "samples": 10,
-                                        "batch_size": 4})
+                                        "batch_size": 4, "length": x.shape[1],
+                                        "validation_samples": 0, "validation_length": 1,
+                                        "validation_steps": 0})
     assert calls[1:] == [("epoch_begin", 0), ("batch_end", 0, 4), ("batch_end", 1, 4),
                          ("batch_end", 2, 2), ("epoch_end", 0, 1),
                          ("epoch_begin", 1), ("batch_end", 0, 4), ("batch_end", 1, 4),
@@ -185,7 +187,7 @@ def test_csv_logger_contents_and_append(tmp_path):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["epoch", "accuracy", "loss", "lr", "val_accuracy", "val_loss"]
-    assert [r[0] for r in rows[1:]] == ["0", "1"]
+    assert [r[0] for r in rows[1:]] == ["1", "2"]            # finished epochs, from 1
     for i, row in enumerate(rows[1:]):
         for key, value in zip(rows[0][1:], row[1:]):
             assert float(value) == h.history[key][i]            # full precision
@@ -194,7 +196,7 @@ def test_csv_logger_contents_and_append(tmp_path):
           callbacks=[CSVLogger(path, append=True)], verbose=0)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert [r[0] for r in rows] == ["epoch", "0", "1", "2"]
+    assert [r[0] for r in rows] == ["epoch", "1", "2", "3"]
     # append=False starts over; another separator
     m.fit(x, y, epochs=1, batch_size=8, callbacks=[CSVLogger(path, separator=";")], verbose=0)
     assert open(path).read().splitlines()[0] == "epoch;accuracy;loss;lr"
@@ -261,10 +263,10 @@ def test_tensorboard_event_files_read_back(tmp_path):
     val = glob.glob(str(tmp_path / "validation" / "events.out.tfevents.*"))
     assert len(train) == 1 and len(val) == 1
     events = read_event_file(train[0])
-    assert [step for _, step, _ in events] == [0, 1, 2]
+    assert [step for _, step, _ in events] == [1, 2, 3]            # finished epochs
     for (_, step, scalars) in events:
         assert set(scalars) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
-        assert scalars["epoch_loss"] == np.float32(h.history["loss"][step])
+        assert scalars["epoch_loss"] == np.float32(h.history["loss"][step - 1])
     vals = read_event_file(val[0])
     assert [s["epoch_loss"] for _, _, s in vals] == \
         [np.float32(v) for v in h.history["val_loss"]]
@@ -281,7 +283,7 @@ def test_tensorboard_files_load_in_tensorboard(tmp_path):
         acc.Reload()
         assert "epoch_loss" in acc.Tags()["scalars"]
         events = acc.Scalars("epoch_loss")
-        assert [e.step for e in events] == [0, 1]
+        assert [e.step for e in events] == [1, 2]
         np.testing.assert_allclose([e.value for e in events], h.history[key], rtol=1e-6)
 
 
@@ -295,3 +297,37 @@ def test_read_event_file_detects_corruption(tmp_path):
     open(path, "wb").write(bytes(raw))
     with pytest.raises(ValueError, match="bad data checksum"):
         read_event_file(path)
+
+
+# -- TimeBudget ------------------------------------------------------------------------------------
+
+def test_time_budget_stops_between_batches_on_a_clock(monkeypatch):
+    # a fake clock: the first (warm-up) batch takes 3 s, the others 1 s, validation 2 s
+    import time as time_module
+    now = [0.0]
+    monkeypatch.setattr(time_module, "perf_counter", lambda: now[0])
+
+    class Clock(Callback):             # listed before the budget: it sees the time pass
+        def on_batch_end(self, batch, logs=None):
+            now[0] += 3.0 if now[0] == 0.0 else 1.0
+            ends.append(now[0])
+
+        def on_test_end(self, logs=None):
+            now[0] += 2.0
+    ends = []
+    x, y = data(n=80)                   # 64 training samples: 16 batches of 4; 16 validate
+    budget = elman.TimeBudget(30.0, start=0.0, after=1.0, reserve=1.0)
+    m = model()
+    h = m.fit(x[:64], y[:64], epochs=10, batch_size=4, validation_data=(x[64:], y[64:]),
+              callbacks=[Clock(), budget], verbose=0)
+    # after batch k (not the warm-up), at time t: stop if one more batch (2 x 1 s), a
+    # validation and the test after it (2 x 16 samples at 1 s per 4 training samples, before
+    # validation was measured; then 2 x 2 s) and the reserve (1 s) no longer fit in 30 - t
+    def must_stop(t, epoch):
+        validation = 16 / 4 if epoch == 0 else 2.0
+        return 2 + 2 * validation + 1 >= 30 - t
+    stops = [i for i, t in enumerate(ends) if i > 0 and must_stop(t, i // 16)]
+    assert budget.stopped and m.stop_training
+    assert len(ends) == stops[0] + 1                 # the first batch that had to stop
+    assert len(h.epoch) == stops[0] // 16 + 1
+    assert now[0] <= 30.0 - 2.0 - 1.0                # room left for the test and reserve

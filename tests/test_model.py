@@ -590,9 +590,10 @@ def test_verbose_lines_and_silence(capsys):
     assert all(k in lines[1] for k in ("loss: ", "accuracy: ", "val_loss: ", "val_accuracy: "))
 
 
-def test_tqdm_bar_on_a_terminal(monkeypatch):
+def test_tqdm_bar_on_a_terminal_fits_80_columns(monkeypatch):
     tqdm = require("tqdm")
     import io
+    import re
     import sys
 
     class Terminal(io.StringIO):
@@ -601,13 +602,35 @@ def test_tqdm_bar_on_a_terminal(monkeypatch):
 
     out = Terminal()
     monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("COLUMNS", "80")
+    x, y = sign_of_sum_data(n=40, steps=3)
+    model = binary_model(cell=elman.RNN)
+    model.compile("sgd", "binary_crossentropy", metrics=["accuracy", "mae"])
+    model.fit(x, y, epochs=2, batch_size=8, validation_split=0.2, verbose=1)
+    # what the terminal shows: each \r redraws the line; the last drawing of each line stays
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", ln.split("\r")[-1])
+             for ln in out.getvalue().split("\n") if ln.strip("\r ")]
+    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2 4/4")
+    for line in lines:
+        assert len(line) <= 80, line
+        # the training and validation scores of the epoch, shortened to fit
+        assert all(k in line for k in ("loss ", "val_loss ", "acc", "val_acc")), line
+    drawn = [ln for chunk in out.getvalue().split("\n") for ln in chunk.split("\r") if ln]
+    assert all(len(ln) <= 80 for ln in drawn)         # the running bar, too
+    assert tqdm is not None
+
+
+def test_progress_lines_inside_long_epochs_when_not_on_a_terminal(monkeypatch, capsys):
+    from elman import model as model_module
+    monkeypatch.setattr(model_module._ProgressLogger, "every", 0.0)   # every batch is "long"
     x, y = sign_of_sum_data(n=20, steps=3)
     model = binary_model(cell=elman.RNN)
     model.compile("sgd", "binary_crossentropy")
-    model.fit(x, y, epochs=1, batch_size=8, verbose=1)
-    text = out.getvalue()
-    assert "Epoch 1/1" in text and "3/3" in text and "loss: " in text
-    assert tqdm is not None
+    model.fit(x, y, epochs=1, batch_size=8, validation_split=0.2, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("Epoch 1/1 - batch 1/2 - loss: ")
+    assert any("validation batch 1/1" in ln for ln in lines)
+    assert lines[-1].startswith("Epoch 1/1 - ") and "val_loss: " in lines[-1]
 
 
 # -- checkpoints and resuming --------------------------------------------------------------------

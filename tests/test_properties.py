@@ -136,7 +136,7 @@ KINDS = {"size": bad_size, "shape": bad_shape, "positive_int": bad_positive_int,
 
 RNN_ARGS = {"input_size": "size", "hidden_size": "size", "num_layers": "size", "bias": "flag",
             "batch_first": "flag", "dropout": "probability", "bidirectional": "flag",
-            "dtype": "dtype", "seed": "seed"}
+            "dtype": "dtype", "seed": "seed", "stateful": "flag"}
 CELL_ARGS = {"input_size": "size", "hidden_size": "size", "bias": "flag", "dtype": "dtype",
              "seed": "seed"}
 # (constructor, the valid arguments, {argument: kind of bad value})
@@ -173,6 +173,8 @@ CONSTRUCTORS = [
     (elman.ModelCheckpoint, dict(filepath="m.npz"),
      {"monitor": "name", "save_best_only": "flag", "mode": "choice", "verbose": "choice"}),
     (elman.CSVLogger, dict(filename="h.csv"), {"separator": "separator", "append": "flag"}),
+    (elman.TimeBudget, dict(seconds=60.0),
+     {"seconds": "positive", "after": "nonnegative", "reserve": "nonnegative"}),
     (lambda **kw: elman.StepLR(elman.SGD(elman.Dense(2, 1).parameters()), **kw),
      dict(step_size=2), {"step_size": "positive_int", "gamma": "nonnegative"}),
     (lambda **kw: elman.CosineAnnealingLR(elman.SGD(elman.Dense(2, 1).parameters()), **kw),

@@ -114,7 +114,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert len(_history_rows(out)) == 1
     assert main(args + ["--epochs", "2", "--resume"]) == 0
     rows = _history_rows(out)
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]            # finished epochs, from 1
     assert elman.load(os.path.join(out, "last.npz")).epoch == 2
     with pytest.raises(SystemExit, match="different architecture"):
         main(["forecast", "--out", out, "--hidden", "5", "--quiet", "--lookback", "7",
@@ -309,3 +309,15 @@ def test_recurrent_dropout_option_trains_and_is_saved(tmp_path, capsys):
     capsys.readouterr()
     assert main(["forecast", "--predict", "--out", out]) == 0
     assert "forecast of 'temp_max'" in capsys.readouterr().out
+
+
+def test_minutes_stops_inside_the_first_epoch_and_keeps_its_model(tmp_path):
+    # --minutes is the whole run's budget, checked after every batch: a budget already spent
+    # when training starts ends the first epoch after one batch, which is validated and saved
+    out = str(tmp_path / "budget")
+    assert main(["forecast", "--out", out, "--hidden", "8", "--batch-size", "8", "--epochs",
+                 "50", "--minutes", "0.00001", "--quiet"]) == 0
+    assert [r["epoch"] for r in _history_rows(out)] == ["1"]
+    assert elman.load(os.path.join(out, "model.npz")).epoch == 1
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert _finite(json.load(f)["model"])

@@ -1,9 +1,11 @@
-"""`elman generate`: the stateful truncated-BPTT loop, scoring, sampling, and the command end to
-end on a tiny setting (files written, metrics schema, --sample, --resume, the user's text)."""
+"""`elman generate`: scoring, sampling, and the command end to end on a tiny setting (files
+written, metrics schema, --sample, --resume, the time budget, the user's text). The stateful
+truncated-BPTT training itself is the library's: tests/test_stateful.py."""
 import csv
 import json
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -49,97 +51,21 @@ def test_split_is_contiguous_and_in_order():
         gen.split_text("abcdefghij", 0.1, 0.1)
 
 
-def test_stream_batches_continue_each_stream():
-    ids = np.arange(100)
-    batches = gen.stream_batches(ids, streams=3, bptt=7, offset=2)
-    x = np.concatenate([b[0] for b in batches])          # (steps, streams), time-major
-    y = np.concatenate([b[1] for b in batches])
-    length = (100 - 2 - 1) // 3
-    assert x.shape == (length, 3)
-    for s in range(3):                                   # stream s: one contiguous piece
-        start = 2 + s * length
-        np.testing.assert_array_equal(x[:, s], np.arange(start, start + length))
-    np.testing.assert_array_equal(y, x + 1)              # targets: the next character
-    assert all(b[0].shape[0] == 7 for b in batches[:-1])
-    with pytest.raises(SystemExit, match="--batch-size"):
-        gen.stream_batches(np.arange(5), streams=8, bptt=4)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_carried_state_equals_one_long_forward(cell):
-    model = _tiny_model(cell=cell).eval()
-    x = np.random.default_rng(0).integers(0, 7, size=(20, 3))
-    whole, _ = gen.forward(model, x)
-    first, state = gen.forward(model, x[:8])
-    second, _ = gen.forward(model, x[8:], state)
-    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-5, atol=1e-6)
-    fresh, _ = gen.forward(model, x[8:])                 # without the state it differs
-    assert not np.allclose(fresh, whole[8:], atol=1e-4)
-
-
-def test_backward_matches_finite_differences():
-    # the hand-chained backward of the stateful loop (embedding, input dropout in eval mode,
-    # LSTM from a given state, head) against central differences in float64
-    model = _tiny_model(input_dropout=0.2, dropout=0.3)
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
-    for layer in model.layers:
-        if hasattr(layer, "dtype"):
-            layer.dtype = np.dtype(np.float64)
-    model.eval()
-    rng = np.random.default_rng(5)
-    x, y = rng.integers(0, 7, size=(4, 2)), rng.integers(0, 7, size=(4, 2))
-    state = (rng.standard_normal((1, 2, 6)), rng.standard_normal((1, 2, 6)))
-    loss = elman.CrossEntropyLoss()
-
-    def value():
-        return loss(gen.forward(model, x, state)[0], y)[0]
-    model.zero_grad()
-    _, d = loss(gen.forward(model, x, state)[0], y)
-    gen.backward(model, d)
-    for name, p in model.named_parameters():
-        flat, grad = p.data.reshape(-1), p.grad.reshape(-1)
-        for i in rng.choice(flat.size, size=min(6, flat.size), replace=False):
-            old = flat[i]
-            flat[i] = old + 1e-6
-            up = value()
-            flat[i] = old - 1e-6
-            down = value()
-            flat[i] = old
-            assert grad[i] == pytest.approx((up - down) / 2e-6, rel=1e-4, abs=1e-8), name
-
-
-def test_truncated_backward_matches_pytorch_style_detach():
-    # the gradient of batch 2 must not depend on how batch 1 produced its final state
-    model = _tiny_model()
-    ids = np.random.default_rng(1).integers(0, 7, size=(12, 2))
-    _, state = gen.forward(model, ids[:6])
-    loss = elman.CrossEntropyLoss()
-    model.zero_grad()
-    logits, _ = gen.forward(model, ids[6:11], state)
-    _, d = loss(logits, ids[7:12])
-    gen.backward(model, d)
-    g1 = [p.grad.copy() for p in model.parameters()]
-    # the same batch from the same (copied) state, run in a fresh forward: same gradient
-    model.zero_grad()
-    logits, _ = gen.forward(model, ids[6:11], tuple(s.copy() for s in state))
-    _, d = loss(logits, ids[7:12])
-    gen.backward(model, d)
-    for a, b in zip(g1, (p.grad for p in model.parameters())):
-        np.testing.assert_array_equal(a, b)
-    assert any(np.abs(g).sum() > 0 for g in g1)
-
-
-def test_bits_per_char_is_chunk_independent_and_matches_the_loss():
+def test_reading_streams_carries_the_state_across_chunks():
     model = _tiny_model(dropout=0.3)
     ids = np.random.default_rng(2).integers(0, 7, size=300)
     a = gen.bits_per_char(model, ids, chunk=1000)
     b = gen.bits_per_char(model, ids, chunk=17)
     assert a == pytest.approx(b, rel=1e-5)
-    assert model.training                                 # mode restored
-    logits, _ = gen.forward(model.eval(), ids[:-1, None])
-    nats, _ = elman.CrossEntropyLoss()(logits, ids[1:, None])
+    assert model.training and model.stateful                # modes restored
+    # one call over the whole text, in evaluation mode: the same score
+    model.eval()
+    logits = model(ids[None, :-1])
+    nats, _ = elman.CrossEntropyLoss()(logits[0], ids[1:])
     assert a == pytest.approx(nats / math.log(2), rel=1e-5)
+    with gen.reading_streams(model):                        # without the state it differs
+        fresh = model(ids[None, 150:160])
+    assert not np.allclose(fresh[0], logits[0, 150:160], atol=1e-6)
 
 
 def test_next_char_distribution_filters():
@@ -205,15 +131,24 @@ def test_end_to_end_files_metrics_and_model(tmp_path, capsys):
     assert len(m["sample"]["text"]) == 30
     rows = _history(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert all(math.isfinite(float(r[k])) for r in rows for k in ("loss", "val_loss"))
+    assert all(math.isfinite(float(r[k])) for r in rows
+               for k in ("loss", "val_loss", "bits_per_char", "val_bits_per_char"))
+    for r in rows:                    # the same cross-entropy in nats and in bits
+        assert float(r["val_bits_per_char"]) * math.log(2) == pytest.approx(
+            float(r["val_loss"]), rel=0.05)
     # the best model loads alone and carries what sampling needs
     model = elman.load(os.path.join(out, "model.npz"))
     assert isinstance(model, elman.Sequential) and model.epoch in (1, 2)
     ck = elman.load_checkpoint(os.path.join(out, "model.npz"))
     vocab = CharVocabulary().load_state_dict(ck.extra["vocab"])
     assert len(vocab) == model[0].num_embeddings == model[-1].out_features
-    assert min(float(r["val_loss"]) for r in rows) == pytest.approx(
+    assert min(float(r["val_bits_per_char"]) for r in rows) == pytest.approx(
         m["model"]["val_bits_per_char"], rel=1e-5)
+    # the best model's own score on the validation text is the one history.csv holds
+    best = float(rows[model.epoch - 1]["val_bits_per_char"])
+    text = elman.data.load_hamlet()[:3000]
+    ids = vocab.encode(gen.split_text(text, 0.1, 0.1)[1])
+    assert gen.bits_per_char(model, ids) == pytest.approx(best, rel=1e-5)
 
 
 def test_help_shows_the_defaults(capsys):
@@ -260,8 +195,7 @@ def test_resume_continues_exactly(tmp_path):
     rows = _history(resumed)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert elman.load(os.path.join(resumed, "last.npz")).epoch == 2
-    for a, b in zip(rows, _history(straight)):             # bit for bit the same run
-        assert (a["loss"], a["val_loss"], a["lr"]) == (b["loss"], b["val_loss"], b["lr"])
+    assert rows == _history(straight)                     # bit for bit the same run
     for name in ("last.npz", "model.npz"):
         w1 = elman.load(os.path.join(resumed, name)).get_weights()
         w2 = elman.load(os.path.join(straight, name)).get_weights()
@@ -269,17 +203,38 @@ def test_resume_continues_exactly(tmp_path):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(SystemExit, match="different architecture"):
         _run(tmp_path, "--epochs", "3", "--resume", "--hidden", "13", name="resumed")
+    with pytest.raises(SystemExit, match=r"callbacks .*WeightAverage.*--ema"):
+        _run(tmp_path, "--epochs", "3", "--resume", "--length", "0", name="resumed")
     with pytest.raises(SystemExit, match="--resume"):
         _run(tmp_path, "--resume", name="fresh")
 
 
 def test_time_budget_stops_cleanly(tmp_path, capsys):
     out = _run(tmp_path, "--epochs", "50", "--minutes", "0.00001", "--length", "0")
-    assert "budget" in capsys.readouterr().out
+    assert "--minutes" in capsys.readouterr().out
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
+    # stopped inside the first epoch, after one batch, which was validated and saved
     assert m["config"]["stopped_by"] == "minutes" and m["config"]["epochs_trained"] == 1
     assert len(_history(out)) == 1
+    assert math.isfinite(m["model"]["bits_per_char"])
+
+
+def test_time_budget_holds_within_five_percent(tmp_path):
+    # a budget that ends inside training: the whole run (data, baseline, training, validation,
+    # test score) ends within 5 % of it, and the best epoch's model is kept
+    budget = 15.0
+    start = time.perf_counter()
+    out = _run(tmp_path, "--epochs", "1000", "--minutes", str(budget / 60), "--length", "0",
+               "--max-chars", "20000", "--patience", "0", "--threads", "1")
+    took = time.perf_counter() - start
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert m["config"]["stopped_by"] == "minutes"
+    assert took <= budget * 1.05, took
+    rows = _history(out)
+    best = min(range(len(rows)), key=lambda i: float(rows[i]["val_bits_per_char"]))
+    assert elman.load(os.path.join(out, "model.npz")).epoch == best + 1
 
 
 def test_patience_stops_when_validation_stalls(tmp_path, capsys):
@@ -290,7 +245,7 @@ def test_patience_stops_when_validation_stalls(tmp_path, capsys):
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
     rows = _history(out)
-    best = min(range(len(rows)), key=lambda i: float(rows[i]["val_loss"]))
+    best = min(range(len(rows)), key=lambda i: float(rows[i]["val_bits_per_char"]))
     assert m["config"]["stopped_by"] == "patience"
     assert len(rows) == best + 2                          # one epoch without improvement
     assert "--patience" in capsys.readouterr().out
@@ -335,3 +290,15 @@ def test_bad_options_and_files(tmp_path, setup, args, message):
         args[args.index("missing.txt")] = str(tmp_path / "missing.txt")
     with pytest.raises(SystemExit, match=message):
         main(TINY + ["--out", str(tmp_path / "o"), "--epochs", "1", *args])
+
+
+def test_long_scoring_reports_progress(capsys):
+    from elman.tasks import common
+    model = _tiny_model()
+    ids = np.random.default_rng(3).integers(0, 7, size=100)
+    ticker = common.Ticker("scoring", every=0.0)        # every window counts as long
+    gen.bits_per_char(model, ids, chunk=30, progress=ticker.tick)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(" (")[0] for ln in lines] == [f"scoring: {k}/4" for k in range(1, 5)]
+    gen.bits_per_char(model, ids, chunk=30, progress=common.Ticker("quiet", quiet=True).tick)
+    assert capsys.readouterr().out == ""

@@ -16,7 +16,7 @@ from .optim import (SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearLR, Opti
 from .model import Sequential
 from .gradient_flow import gradient_flow
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler,
-                        ModelCheckpoint, TensorBoard)
+                        ModelCheckpoint, TensorBoard, TimeBudget)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
 from .interop import ConversionError, export_onnx, from_keras, from_torch, to_onnx, to_torch
 from . import data, distributed, fast, registry, threads
@@ -30,7 +30,8 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "AdamW", "get_optimizer", "clip_grad_norm_", "clip_grad_value_", "StepLR",
            "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "Sequential", "Callback",
            "History", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LearningRateScheduler",
-           "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
+           "TensorBoard", "TimeBudget", "save", "load", "load_checkpoint", "Checkpoint",
+           "CheckpointError",
            "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
            "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError",
            "registry", "gradient_flow"]

@@ -6,8 +6,13 @@ A callback is an object with hooks that ``fit`` calls at fixed points of trainin
       on_epoch_begin(epoch, logs)              epoch is 0-based (the first one run is
         on_batch_begin(batch, logs)            initial_epoch)
         on_batch_end(batch, logs)              logs: {"loss": this batch's loss, "size": n}
+        on_test_begin(logs)                    before the validation data is scored, and
+          on_test_batch_end(batch, logs)       after each of its batches ({"size": n});
+        on_test_end(logs)                      after it (logs: the validation scores, unprefixed)
       on_epoch_end(epoch, logs)                logs: "loss", metrics, "val_loss", "val_<metric>",
     on_train_end(logs)                         "lr" (the learning rate used during the epoch)
+
+The three test hooks are optional for an object that does not subclass :class:`Callback`.
 
 ``fit`` sets ``callback.model`` (the model being trained) and ``callback.params`` (``epochs``,
 ``steps``, ``verbose``, ``samples``) before ``on_train_begin``. When ``on_epoch_end`` runs,
@@ -37,7 +42,7 @@ from . import _validate, checkpoint
 from .optim import LRScheduler, ReduceLROnPlateau
 
 __all__ = ["Callback", "CallbackList", "History", "EarlyStopping", "ModelCheckpoint",
-           "CSVLogger", "LearningRateScheduler", "TensorBoard", "read_event_file"]
+           "CSVLogger", "LearningRateScheduler", "TimeBudget", "TensorBoard", "read_event_file"]
 
 
 class Callback:
@@ -78,12 +83,22 @@ class Callback:
     def on_batch_end(self, batch, logs=None):
         pass
 
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
 
 class CallbackList:
     """Calls each hook on every callback, in order."""
 
     _HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
               "on_batch_begin", "on_batch_end")
+    _OPTIONAL = ("on_test_begin", "on_test_batch_end", "on_test_end")   # Keras' later additions
 
     def __init__(self, callbacks, model, params: dict):
         self.callbacks = list(callbacks)
@@ -100,12 +115,14 @@ class CallbackList:
                 cb.set_params(params)
 
     def __getattr__(self, hook):
-        if hook not in self._HOOKS:
+        if hook not in self._HOOKS + self._OPTIONAL:
             raise AttributeError(hook)
 
         def call(*args):
             for cb in self.callbacks:
-                getattr(cb, hook)(*args)
+                method = getattr(cb, hook, None)
+                if method is not None:
+                    method(*args)
         return call
 
 
@@ -199,6 +216,15 @@ class EarlyStopping(Callback):
         self.best_epoch = 0
         self.best_weights = None
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to stop where an uninterrupted one would (JSON-able)."""
+        return {"wait": self.wait, "best_epoch": self.best_epoch,
+                "best": self.best if math.isfinite(self.best) else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` at the next ``fit`` (instead of starting over)."""
+        self._restored = dict(state)
+
     def _is_improvement(self, value: float, reference: float) -> bool:
         if self.mode == "min":
             return value + self.min_delta < reference
@@ -206,6 +232,11 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()
+        restored, self._restored = getattr(self, "_restored", None), None
+        if restored:
+            self.wait, self.best_epoch = int(restored["wait"]), int(restored["best_epoch"])
+            if restored["best"] is not None:
+                self.best = float(restored["best"])
 
     def on_epoch_end(self, epoch, logs=None):
         current = _monitored("EarlyStopping", logs, self.monitor)
@@ -289,9 +320,15 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one CSV row per epoch: ``epoch`` (0-based, as Keras) then the logs' keys in sorted
-    order, floats with full precision. Each row is written and flushed when its epoch ends.
-    ``append=True`` continues an existing file (no second header), e.g. when resuming.
+    """Write one CSV row per epoch: ``epoch`` then the logs' keys in sorted order, floats with
+    full precision. Each row is written and flushed when its epoch ends. ``append=True``
+    continues an existing file (no second header), e.g. when resuming.
+
+    ``epoch`` counts from 1: it is the number of finished epochs, as in the progress output
+    ("Epoch 1/10"), ``model.epoch`` after the epoch and ModelCheckpoint's ``{epoch}``. (Keras'
+    CSVLogger writes the 0-based index; elman numbers every epoch a person reads from 1 --
+    files, progress, figures, TensorBoard steps -- and keeps 0-based indices only where Python
+    code indexes: the hooks' ``epoch`` argument and ``History.epoch``.)
 
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
@@ -300,7 +337,7 @@ class CSVLogger(Callback):
     >>> logger.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75})
     >>> print(open(path).read().strip())
     epoch,accuracy,loss
-    0,0.75,0.5
+    1,0.75,0.5
     """
 
     root_only = True
@@ -329,7 +366,7 @@ class CSVLogger(Callback):
                     header = next(csv.reader(f, delimiter=self.separator), None)
                 if header and header[0] == "epoch":
                     self._keys = header[1:]
-        row = [str(epoch)] + [_csv_value(logs.get(k, "")) for k in self._keys]
+        row = [str(epoch + 1)] + [_csv_value(logs.get(k, "")) for k in self._keys]
         with open(self.filename, "a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator, lineterminator="\n")
             if write_header:
@@ -390,6 +427,14 @@ class LearningRateScheduler(Callback):
         if self.verbose:
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
 
+    def state_dict(self) -> dict:
+        """The scheduler object's state (empty for a function), for resuming."""
+        return self.schedule.state_dict() if self._is_object else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._is_object:
+            self.schedule.load_state_dict(state)
+
     def on_epoch_end(self, epoch, logs=None):
         if not self._is_object:
             return
@@ -401,6 +446,100 @@ class LearningRateScheduler(Callback):
                 self.schedule.step(value)
         else:
             self.schedule.step()
+
+
+class TimeBudget(Callback):
+    """Stop training in time for the run to end within ``seconds``.
+
+    Checked after every batch, not only between epochs: training stops (Keras'
+    ``model.stop_training``, so the epoch ends there, is validated and its callbacks run:
+    checkpoints keep the best model) as soon as the time used since ``start`` (a
+    ``time.perf_counter()`` value; default: when training begins) plus what must still come
+    would pass the budget. What must still come: one more batch (twice the median of the
+    recent ones, the first left out), one validation pass (as long as the last one took;
+    before the first, estimated from the training batches as if validation cost what training
+    does per sample and step, which over-estimates a forward pass), ``after`` more validation-sized passes
+    that the caller runs after ``fit`` (e.g. scoring a test set as large as the validation
+    set) and ``reserve`` seconds for the rest of the caller's work (figures, files).
+
+    ``stopped`` tells whether the budget ended training; ``seconds_left()`` what remains;
+    ``verbose=1`` prints a line when it stops training.
+    """
+
+    def __init__(self, seconds: float, start: float | None = None, after: float = 0.0,
+                 reserve: float = 0.0, verbose: int = 0):
+        super().__init__()
+        for name, value, low in (("seconds", seconds, None), ("after", after, 0),
+                                 ("reserve", reserve, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    value > 0 if low is None else value >= low):
+                raise ValueError(f"TimeBudget: {name} must be a number "
+                                 f"{'> 0' if low is None else '>= 0'}, got {value!r}")
+        if verbose not in (0, 1):
+            raise ValueError(f"TimeBudget: verbose must be 0 or 1, got {verbose!r}")
+        self.seconds, self.start = float(seconds), start
+        self.after, self.reserve, self.verbose = float(after), float(reserve), verbose
+        self.stopped = False
+        self.validation_seconds = None        # the last validation pass, measured
+
+    def seconds_left(self) -> float:
+        return self.start + self.seconds - time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+        self.stopped = False
+        self._recent = []                     # (seconds, samples) of the last batches
+        self._first = True                    # the run's first batch warms up: not typical
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_batch_begin(self, batch, logs=None):
+        self._batch_start = time.perf_counter()
+
+    def on_batch_end(self, batch, logs=None):
+        took = time.perf_counter() - self._batch_start
+        size = max((logs or {}).get("size", 1), 1)
+        if self._first:
+            # the warm-up batch (allocations, compilation) says little about the others:
+            # stop on it only when the time is already over
+            self._recent, self._first = [(took, size)], None
+            if self.seconds_left() <= 0:
+                self._stop(batch, self.seconds_left())
+            return
+        else:
+            if self._first is None:          # then leave the warm-up batch out
+                self._recent, self._first = [], False
+            self._recent = (self._recent + [(took, size)])[-5:]
+        batch_seconds = float(np.median([t for t, _ in self._recent]))
+        per_sample = float(np.median([t / n for t, n in self._recent]))
+        still = 2 * batch_seconds + self._validation_estimate(per_sample) * (1.0 + self.after) \
+            + self.reserve
+        left = self.seconds_left()
+        if still >= left:
+            self._stop(batch, left)
+
+    def _stop(self, batch: int, left: float) -> None:
+        self.stopped = True
+        self.model.stop_training = True
+        if self.verbose:
+            print(f"time budget: stopping in epoch {self._epoch + 1} after batch "
+                  f"{batch + 1}/{self.params.get('steps', '?')}, keeping {max(left, 0):.0f}s "
+                  f"of the {self.seconds:.0f}s for validation and what follows", flush=True)
+
+    def _validation_estimate(self, per_sample: float) -> float:
+        if self.validation_seconds is not None:
+            return self.validation_seconds
+        p = self.params                 # (fit's: samples and time steps of each set)
+        work = p.get("validation_samples", 0) * p.get("validation_length", 1)
+        return per_sample / max(p.get("length", 1), 1) * work
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.validation_seconds = time.perf_counter() - self._test_start
 
 
 # -- TensorBoard -----------------------------------------------------------------------------------
@@ -505,7 +644,8 @@ class TensorBoard(Callback):
     """Write the epoch logs as TensorBoard scalars, in Keras' layout: ``log_dir/train`` holds
     ``epoch_loss``, ``epoch_<metric>`` and ``epoch_learning_rate``; ``log_dir/validation``
     holds ``epoch_loss`` and ``epoch_<metric>`` of the validation data, so TensorBoard draws
-    both curves in one chart. The step is the epoch index (0-based).
+    both curves in one chart. The step is the number of finished epochs (1 for the first, as
+    in history.csv; Keras writes the 0-based index).
 
     The event files (TFRecord framing, CRC-32C checksums, ``Event``/``Summary`` protobufs) are
     written by elman itself: TensorBoard is needed only to look at them
@@ -538,9 +678,9 @@ class TensorBoard(Callback):
             else:
                 train["epoch_" + ("learning_rate" if key == "lr" else key)] = value
         if train:
-            self._writer("train").scalars(epoch, train)
+            self._writer("train").scalars(epoch + 1, train)
         if val:
-            self._writer("validation").scalars(epoch, val)
+            self._writer("validation").scalars(epoch + 1, val)
 
     def on_train_end(self, logs=None):
         self._close()

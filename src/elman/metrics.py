@@ -10,7 +10,8 @@ import numpy as np
 from . import losses as _losses
 
 __all__ = ["Metric", "MeanAbsoluteError", "MeanSquaredError", "RootMeanSquaredError",
-           "BinaryAccuracy", "SparseCategoricalAccuracy", "Accuracy", "METRICS", "get_metric"]
+           "BinaryAccuracy", "SparseCategoricalAccuracy", "SparseCategoricalCrossentropy",
+           "Accuracy", "METRICS", "get_metric"]
 
 
 # A metric accumulates over the batches of an epoch (sums and counts, so the epoch value is exact,
@@ -123,13 +124,45 @@ class SparseCategoricalAccuracy(Metric):
     name = "sparse_categorical_accuracy"
 
     def update(self, pred, y, mask=None):
-        y = np.asarray(y)
-        if y.shape == pred.shape[:-1] + (1,):
-            y = y[..., 0]
-        if y.shape != pred.shape[:-1]:
-            raise ValueError(f"{self.name}: predictions of shape {pred.shape} (classes last) "
-                             f"need labels of shape {pred.shape[:-1]}, got {y.shape}")
-        self._add(np.argmax(pred, axis=-1) == y, mask)
+        self._add(np.argmax(pred, axis=-1) == _labels(self.name, pred, y), mask)
+
+
+def _labels(name: str, pred, y) -> np.ndarray:
+    """Integer labels ``y`` shaped like ``pred`` (..., C) without its class axis."""
+    y = np.asarray(y)
+    if y.shape == pred.shape[:-1] + (1,):
+        y = y[..., 0]
+    if y.shape != pred.shape[:-1]:
+        raise ValueError(f"{name}: predictions of shape {pred.shape} (classes last) need labels "
+                         f"of shape {pred.shape[:-1]}, got {y.shape}")
+    return y
+
+
+class SparseCategoricalCrossentropy(Metric):
+    """Mean ``-log p(label)`` over all positions, from logits ``pred`` (..., C) and integer
+    labels (...) (pass an instance to ``compile(metrics=[...])``); ``log_base=2`` gives bits
+    (bits per character for a character model). Exact over the epoch: every valid position
+    counts once, however the positions fall into batches and padded windows.
+
+    >>> m = SparseCategoricalCrossentropy("bits", log_base=2)
+    >>> m.update(np.log(np.array([[0.5, 0.25, 0.25]])), np.array([1]))
+    >>> m.result()
+    2.0
+    """
+
+    name = "sparse_categorical_crossentropy"
+
+    def __init__(self, name: str | None = None, log_base: float | None = None):
+        self.scale = 1.0 if log_base is None else 1.0 / math.log(log_base)
+        super().__init__(name)
+
+    def update(self, pred, y, mask=None):
+        y = _labels(self.name, pred, y)
+        z = np.asarray(pred, dtype=np.float64)
+        z = z - z.max(axis=-1, keepdims=True)
+        logp = np.take_along_axis(z, y[..., None].astype(np.intp), axis=-1)[..., 0] \
+            - np.log(np.exp(z).sum(axis=-1))
+        self._add(-logp * self.scale, mask)
 
 
 class Accuracy(Metric):

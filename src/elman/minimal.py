@@ -42,6 +42,7 @@ from . import _validate, registry
 from .cells.base import ParamSpec, check_input, check_state, make_parameters, \
     parameter_count, sigmoid_
 from .module import Module
+from .stateful import StatefulMixin
 from .recurrent import _to_caller, _zero_padding, dropout_mask, layer_repr, stack_arguments
 from .scan import SCANS, scan_backward
 
@@ -103,15 +104,17 @@ class _MinLSTMGates:
         return np.concatenate([dd * not_f, -dd * not_i, db * i_n], axis=-1)
 
 
-class MinimalLayer(Module):
+class MinimalLayer(StatefulMixin, Module):
     """The stack of layers and directions shared by :class:`MinGRU` and :class:`MinLSTM`:
     input projection (one GEMM per layer-direction), gates -> ``(a, b)``, the scan, and back."""
 
     _gates: type
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, mode="scan"):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, mode="scan",
+                 stateful=False):
         super().__init__()
+        self._stateful_init(stateful)      # elman.stateful: states carried between calls
         stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                         bidirectional, dtype, seed)
         self.mode = mode                     # checked by the property setter
@@ -151,14 +154,17 @@ class MinimalLayer(Module):
         return 2 if self.bidirectional else 1
 
     def extra_repr(self) -> str:
-        return layer_repr(self, (("mode", "scan"),))
+        return layer_repr(self, (("mode", "scan"), ("stateful", False)))
 
     def config(self) -> dict:
         """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
-        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
-                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
-                    dropout=self.dropout, bidirectional=self.bidirectional,
-                    dtype=self.dtype.name, mode=self.mode)
+        cfg = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                   num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                   dropout=self.dropout, bidirectional=self.bidirectional,
+                   dtype=self.dtype.name, mode=self.mode)
+        if self.stateful:                  # only when on: older configs stay the same
+            cfg["stateful"] = True
+        return cfg
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x, hx=None, lengths=None):
@@ -173,6 +179,7 @@ class MinimalLayer(Module):
             X = x
         T, N, _ = X.shape
         D, H, LD = self._D, self.hidden_size, self.num_layers * self._D
+        hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         if hx is None:
             h0 = np.zeros((LD, N, H), self.dtype)
         else:
@@ -232,6 +239,7 @@ class MinimalLayer(Module):
         out, h_n = (_to_caller(a, None, batched) for a in (layer_in, np.stack(h_n)))
         if batched and self.batch_first:
             out = out.transpose(1, 0, 2)
+        self._carry_out(h_n, None, N, batched)
         return out, h_n
 
     def _params_of(self, k: int, grads: bool = False):

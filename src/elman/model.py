@@ -13,6 +13,7 @@ import copy
 import inspect
 import math
 import numbers
+import shutil
 import sys
 import time
 
@@ -30,6 +31,7 @@ from .layers import Embedding, Linear, _SequencePicker
 from .module import Module
 from .minimal import MinimalLayer
 from .recurrent import RecurrentLayer
+from .stateful import is_stateful, reset_states, states_kept
 
 __all__ = ["Sequential"]
 
@@ -216,6 +218,16 @@ class Sequential(Module):
 
     def __getitem__(self, i):
         return self.layers[i]
+
+    def reset_states(self) -> None:
+        """Forget the states that stateful recurrent layers carry between calls (Keras'
+        ``model.reset_states()``; see :mod:`elman.stateful`)."""
+        reset_states(self)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether a layer carries its states from one call to the next."""
+        return is_stateful(self)
 
     def config(self) -> dict:
         """The architecture as plain JSON-able data: ``{"layers": [{"class", "config"}, ...]}``
@@ -529,7 +541,7 @@ class Sequential(Module):
     # -- fit -------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, callbacks=None, verbose=1, initial_epoch=0, lengths=None,
-            mask_value=None, seed=None, distributed=None):
+            mask_value=None, seed=None, distributed=None, validation_batch_size=None):
         """Train for ``epochs - initial_epoch`` epochs; returns a :class:`History`.
 
         ``x``, ``y``: samples on axis 0 (see the class docstring). ``validation_split``: the
@@ -548,6 +560,16 @@ class Sequential(Module):
         epoch and batch, raised before that batch's update and before any callback could save
         broken weights, so the last good checkpoint stays in place; so do parameters that
         became non-finite during an epoch (checked before the epoch's callbacks).
+
+        **Stateful models** (a recurrent layer built with ``stateful=True``, see
+        :mod:`elman.stateful`) train with truncated backpropagation through time over
+        contiguous streams: sample ``b * batch_size + n`` must continue sample ``(b - 1) *
+        batch_size + n`` (the layout :func:`elman.data.stream_windows` makes, with
+        ``batch_size`` streams), so ``shuffle=False`` is required and the number of samples
+        must be a whole number of batches. The carried states are reset at the start of
+        every epoch and before validation; gradients stop at each batch's first step.
+        ``validation_batch_size`` (default ``batch_size``) is the batch size of the
+        validation data, its number of streams for a stateful model.
 
         ``distributed="mpi"`` trains data-parallel on every rank of ``MPI.COMM_WORLD`` (start
         the script with ``mpiexec -n K``; see :mod:`elman.distributed`): ``batch_size`` stays
@@ -568,6 +590,8 @@ class Sequential(Module):
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         shuffle = _validate.flag("shuffle", shuffle)
+        validation_batch_size = batch_size if validation_batch_size is None else \
+            _positive_int("validation_batch_size", validation_batch_size)
         x, y, lengths, _ = self._prepare(x, y, lengths, mask_value)
 
         val = None
@@ -591,15 +615,17 @@ class Sequential(Module):
                                           "validation_data: ")
             val = (vx, vy, vl)
 
+        if self.stateful:
+            _check_streams(x, val, shuffle, batch_size, validation_batch_size)
         if seed is not None:
             self._rng = _validate.rng(seed)
         comm = _distributed.resolve(distributed)
         with _distributed.abort_on_error(comm):
             return self._fit(x, y, val, epochs, batch_size, shuffle, callbacks, verbose,
-                             initial_epoch, lengths, comm)
+                             initial_epoch, lengths, comm, validation_batch_size)
 
     def _fit(self, x, y, val, epochs, batch_size, shuffle, callbacks, verbose, initial_epoch,
-             lengths, comm):
+             lengths, comm, validation_batch_size=None):
         n = len(x)
         if callbacks is not None and not isinstance(callbacks, (list, tuple)):
             name = type(callbacks).__name__
@@ -607,8 +633,9 @@ class Sequential(Module):
                             f"callbacks=[{name}(...)]")
         reducer = None
         if comm is not None:
+            # (a stateful model's validation is not split by rank: it may hold one stream)
             for what, count in (("training", n), ("validation", None if val is None
-                                                  else len(val[0]))):
+                                                  or self.stateful else len(val[0]))):
                 if count is not None and count < comm.size:
                     raise ValueError(f"distributed fit: {comm.size} ranks need at least "
                                      f"{comm.size} {what} samples (one each), got {count}")
@@ -623,8 +650,16 @@ class Sequential(Module):
             cbs.append(_ProgressLogger(verbose))
         if not root:
             cbs = [c for c in cbs if not getattr(c, "root_only", False)]
-        cb = CallbackList(cbs, self, dict(epochs=epochs, steps=steps, verbose=verbose,
-                                          samples=n, batch_size=batch_size))
+        cb = CallbackList(cbs, self, dict(
+            epochs=epochs, steps=steps, verbose=verbose, samples=n, batch_size=batch_size,
+            # time steps per sample and the validation set's size, for time estimates
+            length=x.shape[1] if x.ndim >= 2 and self._has_sequence_layers else 1,
+            validation_samples=0 if val is None else len(val[0]),
+            validation_length=1 if val is None or val[0].ndim < 2 else val[0].shape[1],
+            validation_steps=0 if val is None else
+            math.ceil(len(val[0]) / (validation_batch_size or batch_size))))
+        stateful = self.stateful
+        validation_batch_size = validation_batch_size or batch_size
         self.history = history
         self.stop_training = False
         was_training = self.training
@@ -635,13 +670,21 @@ class Sequential(Module):
                 self.train()
                 if comm is not None:
                     _distributed.sync_generators(comm, self)
+                if stateful:                 # every epoch reads the streams from their start
+                    self.reset_states()
                 cb.on_epoch_begin(epoch, {})
                 lr = float(self.optimizer.lr)
                 logs = self._train_epoch(x, y, lengths, batch_size, shuffle, epoch, epochs, cb,
                                          reducer)
                 if val is not None:
-                    logs.update({f"val_{k}": v for k, v in
-                                 self._evaluate_arrays(*val, batch_size, comm).items()})
+                    if stateful:             # the validation streams from their start
+                        self.reset_states()
+                    cb.on_test_begin({})
+                    # a stateful model's streams are rows of every batch: not split by rank
+                    scores = self._evaluate_arrays(*val, validation_batch_size,
+                                                   None if stateful else comm, cb)
+                    cb.on_test_end(scores)
+                    logs.update({f"val_{k}": v for k, v in scores.items()})
                 logs["lr"] = lr
                 bad = [name for name, p in self.named_parameters()
                        if not np.all(np.isfinite(p.data))]
@@ -736,9 +779,10 @@ class Sequential(Module):
             _optim.clip_grad_norm_(params, clip["global_clipnorm"])
 
     # -- evaluate / predict ----------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, lengths, batch_size, comm=None) -> dict:
+    def _evaluate_arrays(self, x, y, lengths, batch_size, comm=None, cb=None) -> dict:
         """Loss and metrics in evaluation mode; with ``comm`` each rank takes a contiguous
-        part of the samples and the sums are combined across ranks."""
+        part of the samples and the sums are combined across ranks. ``cb`` (a CallbackList)
+        hears ``on_test_batch_end`` after every batch."""
         was_training = self.training
         self.eval()
         try:
@@ -759,6 +803,8 @@ class Sequential(Module):
                 total += value * len(pred)
                 for m in self.metrics:
                     m.update(pred, y[sl], mask)
+                if cb is not None:
+                    cb.on_test_batch_end(start // batch_size, {"size": len(pred)})
             if comm is not None:
                 total = _reduce_metrics(comm, self.metrics, total)
             logs = {"loss": total / n}
@@ -882,7 +928,8 @@ class Sequential(Module):
         was_training, saved_cache = self.training, self._cache
         self.eval()                                    # no dropout: no random numbers drawn
         try:
-            self._forward(x, record=record)
+            with states_kept(self):                    # a stateful model carries on as it was
+                self._forward(x, record=record)
         except (ValueError, TypeError, IndexError):
             return None
         finally:
@@ -897,6 +944,23 @@ class Sequential(Module):
         return shapes
 
 
+def _check_streams(x, val, shuffle: bool, batch_size: int, validation_batch_size: int) -> None:
+    """What a stateful fit needs of its data: batches in stream order, all of one size."""
+    if shuffle:
+        raise ValueError("fit: the model is stateful (a recurrent layer has stateful=True), so "
+                         "sample n of each batch must continue sample n of the batch before; "
+                         "shuffling would break the streams: pass shuffle=False (and data laid "
+                         "out by elman.data.stream_windows)")
+    for what, n, size, name in (("training", len(x), batch_size, "batch_size"),
+                                ("validation", None if val is None else len(val[0]),
+                                 validation_batch_size, "validation_batch_size")):
+        if n is not None and n % size:
+            raise ValueError(f"fit: the model is stateful, so every batch must hold the same "
+                             f"streams, but the {n} {what} samples are not a whole number of "
+                             f"batches of {name}={size}; give a multiple of {size} samples "
+                             f"(elman.data.stream_windows with streams={size} does)")
+
+
 def _reduce_metrics(comm, metrics, total: float = 0.0) -> float:
     """Sum every metric's (total, count) and ``total`` over the ranks in one Allreduce; the
     metrics then hold the whole epoch's sums. Returns the summed ``total``."""
@@ -908,10 +972,16 @@ def _reduce_metrics(comm, metrics, total: float = 0.0) -> float:
 
 
 class _ProgressLogger(Callback):
-    """Progress output of ``fit``: a tqdm bar per epoch when tqdm is installed, ``verbose=1``
-    and stdout is a terminal; otherwise one line per epoch."""
+    """Progress output of ``fit``.
+
+    ``verbose=1`` on a terminal (with tqdm installed): a bar per epoch with the running
+    training loss, and when the epoch ends its training and validation scores, fitted into the
+    terminal's width (names shortened, then the least important left out). ``verbose=1``
+    elsewhere (a log file, a pipe): a line every ``every`` seconds inside a long epoch and its
+    validation, and one per epoch. ``verbose=2``: one line per epoch."""
 
     root_only = True
+    every = 10.0
 
     def __init__(self, verbose: int):
         super().__init__()
@@ -925,35 +995,101 @@ class _ProgressLogger(Callback):
             except ImportError:
                 pass
 
+    def _desc(self, epoch) -> str:
+        return f"Epoch {epoch + 1}/{self.params['epochs']}"
+
+    def _note(self, text: str) -> None:
+        """A progress line, at most every ``every`` seconds (verbose=1 without a bar)."""
+        now = time.perf_counter()
+        if self.verbose == 1 and self._bar is None and now - self._last >= self.every:
+            self._last = now
+            print(f"{self._desc(self._epoch)} - {text} - {_duration(now - self._start)}",
+                  flush=True)
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = self._last = time.perf_counter()
         self._epoch = epoch
         self._seen, self._loss = 0, 0.0
         if self._tqdm is not None:
-            self._bar = self._tqdm(total=self.params["steps"], unit="batch", leave=True,
-                                   desc=f"Epoch {epoch + 1}/{self.params['epochs']}",
-                                   file=sys.stdout, dynamic_ncols=True)
+            self._width = shutil.get_terminal_size((80, 24)).columns
+            self._bar = self._tqdm(
+                total=self.params["steps"], unit="batch", leave=True, desc=self._desc(epoch),
+                file=sys.stdout, ncols=self._width, bar_format="{desc} {percentage:3.0f}%|{bar}|"
+                " {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
 
     def on_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self._seen += logs.get("size", 1)
+        self._loss += logs.get("loss", 0.0) * logs.get("size", 1)
+        loss = self._loss / max(self._seen, 1)
         if self._bar is not None:
-            logs = logs or {}
-            self._seen += logs.get("size", 1)
-            self._loss += logs.get("loss", 0.0) * logs.get("size", 1)
-            self._bar.set_postfix_str(f"loss: {self._loss / max(self._seen, 1):.4f}",
-                                      refresh=False)
+            self._bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
             self._bar.update(1)
+        else:
+            self._note(f"batch {batch + 1}/{self.params['steps']} - loss: {loss:.4f}")
+
+    def on_test_begin(self, logs=None):
+        if self._bar is not None:
+            self._bar.set_postfix_str("validating", refresh=True)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._note(f"validation batch {batch + 1}/{self.params.get('validation_steps', '?')}")
 
     def on_epoch_end(self, epoch, logs=None):
-        parts = [f"{k}: {v:.4f}" for k, v in (logs or {}).items()
-                 if k != "lr" and isinstance(v, (float, int))]
+        scores = {k: v for k, v in (logs or {}).items()
+                  if k != "lr" and isinstance(v, (float, int))}
         seconds = time.perf_counter() - self._start
         if self._bar is not None:
-            self._bar.set_postfix_str(" - ".join(parts))
+            steps = self.params["steps"]
+            head = f"{self._desc(epoch)} {self._bar.n}/{steps} [{_duration(seconds)}]"
+            self._bar.bar_format = "{desc}{postfix}"
+            self._bar.set_description_str(head, refresh=False)
+            self._bar.set_postfix_str(fit_scores(scores, self._width - len(head) - 3),
+                                      refresh=False)
             self._bar.close()
             self._bar = None
         else:
-            print(f"Epoch {epoch + 1}/{self.params['epochs']} - {_duration(seconds)} - "
-                  + " - ".join(parts), flush=True)
+            print(f"{self._desc(epoch)} - {_duration(seconds)} - "
+                  + " - ".join(f"{k}: {v:.4f}" for k, v in scores.items()), flush=True)
+
+
+def fit_scores(scores: dict, width: int) -> str:
+    """``"loss 0.6931 val_loss 0.7012 ..."`` in at most ``width`` characters: losses first,
+    each metric beside its validation twin; names of several words shortened to their
+    initials (``val_bits_per_char`` -> ``val_bpc``) when the whole does not fit, then long
+    words to three letters (``accuracy`` -> ``acc``) and three digits, then the last entries
+    left out.
+
+    >>> fit_scores({"accuracy": 0.5, "loss": 0.69, "val_accuracy": 0.25, "val_loss": 0.7}, 80)
+    'loss 0.69 val_loss 0.7 accuracy 0.5 val_accuracy 0.25'
+    >>> fit_scores({"bits_per_char": 2.5, "val_bits_per_char": 2.75}, 20)
+    'bpc 2.5 val_bpc 2.75'
+    """
+    def order(key):
+        base = key[4:] if key.startswith("val_") else key
+        return (base != "loss", base, key.startswith("val_"))
+
+    def short(key):
+        prefix, base = ("val_", key[4:]) if key.startswith("val_") else ("", key)
+        return prefix + ("".join(w[0] for w in base.split("_") if w) if "_" in base else base)
+
+    def shorter(key):                   # and long words to three letters: accuracy -> acc
+        name = short(key)
+        prefix, base = ("val_", name[4:]) if name.startswith("val_") else ("", name)
+        return prefix + (base[:3] if len(base) > 4 else base)
+
+    keys = sorted(scores, key=order)
+    for name, digits in ((str, 4), (short, 4), (shorter, 4), (shorter, 3)):
+        text = " ".join(f"{name(k)} {scores[k]:.{digits}g}" for k in keys)
+        if len(text) <= width:
+            return text
+    parts = []
+    for k in keys:
+        part = f"{shorter(k)} {scores[k]:.3g}"
+        if len(" ".join(parts + [part])) > width:
+            break
+        parts.append(part)
+    return " ".join(parts)
 
 
 def _duration(seconds: float) -> str:

@@ -19,6 +19,9 @@ its last valid step, and the reverse direction starts at that step.
 ``backward(dout, dstate)`` returns ``(dx, dstate0)`` for the last forward call and adds the
 parameter gradients into ``Param.grad``; then it frees what that forward kept (one backward per
 forward, as in PyTorch).
+
+``stateful=True`` (Keras' meaning, :mod:`elman.stateful`): a call given no ``hx`` starts from
+the final states of the call before, row by row; ``reset_states()`` forgets them.
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ from .cells.lstm import LSTMEquations
 from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .module import Module
+from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
                        sequence_forward)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
 
-class RecurrentLayer(Module):
+class RecurrentLayer(StatefulMixin, Module):
     """The stack of layers and directions shared by :class:`RNN`, :class:`GRU` and :class:`LSTM`.
 
     Sub-classes only choose the cell equations; everything here is the same for all cells.
@@ -46,9 +50,10 @@ class RecurrentLayer(Module):
 
     def __init__(self, eq, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, input_dropout=0.0):
+                 recurrent_dropout=0.0, input_dropout=0.0, stateful=False):
         super().__init__()
         self.eq = eq
+        self._stateful_init(stateful)      # elman.stateful: states carried between calls
         stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                         bidirectional, dtype, seed)
         self.recurrent_dropout = _keep_some("recurrent_dropout", recurrent_dropout)
@@ -91,7 +96,8 @@ class RecurrentLayer(Module):
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
         return layer_repr(self, (("proj_size", 0), ("recurrent_dropout", 0.0),
-                                 ("input_dropout", 0.0), ("layer_norm", False)))
+                                 ("input_dropout", 0.0), ("layer_norm", False),
+                                 ("stateful", False)))
 
     def config(self) -> dict:
         """The constructor arguments, as plain JSON-able values."""
@@ -99,7 +105,8 @@ class RecurrentLayer(Module):
                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                    dropout=self.dropout, bidirectional=self.bidirectional,
                    dtype=self.dtype.name)
-        for name in ("recurrent_dropout", "input_dropout", "layer_norm"):  # only when used:
+        for name in ("recurrent_dropout", "input_dropout", "layer_norm",   # only when used:
+                     "stateful"):
             if getattr(self, name, False):                  # older files and configs stay the same
                 cfg[name] = getattr(self, name)
         return cfg
@@ -153,6 +160,7 @@ class RecurrentLayer(Module):
         else:
             X = x
         T, N, _ = X.shape
+        hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         h0, c0 = self._split_hx(hx, N, batched)
         D = self._D
 
@@ -224,7 +232,9 @@ class RecurrentLayer(Module):
         self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
                            lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
                            in_masks=in_masks, h_masks=h_masks)
-        return self._format_outputs(out, h_n, c_n, inverse, batched)
+        out, state = self._format_outputs(out, h_n, c_n, inverse, batched)
+        self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
+        return out, state
 
     def _variational_mask(self, p: float, shape: tuple, order) -> np.ndarray | None:
         """A (N, width) inverted-dropout mask (0 or 1/(1-p)), in training only; rows in the
@@ -446,11 +456,13 @@ class RNN(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 seed=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
+                 seed=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
+                 stateful=False):
         eq = (LayerNormRNNEquations if _validate.flag("layer_norm", layer_norm)
               else RNNEquations)(nonlinearity)
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout)
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout,
+                         stateful)
         self.nonlinearity = nonlinearity
         self.layer_norm = layer_norm
 
@@ -481,11 +493,13 @@ class GRU(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
-                 reset_after=True, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False):
+                 reset_after=True, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
+                 stateful=False):
         eq = (LayerNormGRUEquations if _validate.flag("layer_norm", layer_norm)
               else GRUEquations)(reset_after)
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout)
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout,
+                         stateful)
         self.reset_after = _validate.flag("reset_after", reset_after)
         self.layer_norm = layer_norm
 
@@ -525,7 +539,7 @@ class LSTM(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
                  forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
-                 peephole=False):
+                 peephole=False, stateful=False):
         layer_norm = _validate.flag("layer_norm", layer_norm)
         peephole = _validate.flag("peephole", peephole)
         if layer_norm and peephole:
@@ -538,7 +552,7 @@ class LSTM(RecurrentLayer):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, dtype, seed, recurrent_dropout,
-                         input_dropout)
+                         input_dropout, stateful)
         self.forget_bias = eq.forget_bias
         self.layer_norm = layer_norm
         self.peephole = peephole

@@ -1,11 +1,13 @@
-"""Data preparation: sliding windows over time series, scalers fit on training data only, and a
-synthetic weather series for demos and tests."""
+"""Data preparation: sliding windows over time series, contiguous streams for stateful
+training, scalers fit on training data only, and a synthetic weather series for demos and
+tests."""
 from .scaling import MinMaxScaler, StandardScaler
 from .synthetic import synthetic_weather
+from .streams import stream_windows
 from .windows import chronological_split, sliding_windows
 
 __all__ = ["StandardScaler", "MinMaxScaler", "sliding_windows", "chronological_split",
-           "synthetic_weather"]
+           "stream_windows", "synthetic_weather"]
 
 # real data (bundled files, readers, downloaders) and text preprocessing
 from .datasets import (Table, load_airline_passengers, load_hamlet, load_movie_reviews,

@@ -656,8 +656,11 @@ def _run(args, comm=None) -> int:
             args.recurrent_dropout, args.layer_norm),
             "--embed-dim/--hidden/--layers")
         _compile(model, n_classes, args)
+        # --minutes: the members share the budget, each ending by its share of it
+        budget = common.time_budget(args, share=(k + 1) / args.ensemble)
         model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, mdir,
-                                      extra=extra, fit_kwargs={"mask_value": MASK}, comm=comm)
+                                      extra=extra, fit_kwargs={"mask_value": MASK}, comm=comm,
+                                      budget=budget)
         if root:
             members.append(common.load_best(mdir)[0])
         histories.append(history)
@@ -683,6 +686,8 @@ def _run(args, comm=None) -> int:
     model_metrics["members"] = member_metrics
 
     # baseline on the same split and token ids, L2 chosen on validation
+    print("bag-of-words baseline: choosing its L2 penalty on the validation texts ...",
+          flush=True)
     t0 = time.perf_counter()
     bow = fit_bow_logreg(x[tr], labels[tr], x[va], labels[va], V, n_classes, seed=args.seed)
     bow_seconds = time.perf_counter() - t0

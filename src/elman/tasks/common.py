@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import checkpoint, distributed, fast, plots, registry, threads
 from .._validate import CommandError
-from ..callbacks import Callback, CSVLogger, ModelCheckpoint
+from ..callbacks import Callback, CSVLogger, ModelCheckpoint, TimeBudget
 
 __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
            "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
@@ -38,7 +38,7 @@ __all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "wri
 
 def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
                          epochs=20, batch_size=64, lr=3e-3, out="runs/task",
-                         bidirectional=True) -> None:
+                         bidirectional=True, minutes=0.0) -> None:
     """The options every task has, with that task's defaults."""
     g = p.add_argument_group("model and training")
     g.add_argument("--cell", choices=list(registry.table("recurrent")), default=cell,
@@ -60,6 +60,10 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.npz up to --epochs epochs in total")
     g.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    g.add_argument("--minutes", type=float, default=minutes,
+                   help="time budget of the whole run (data, baselines, training, scoring): "
+                   "training stops between batches, keeping the best epoch's model, so that "
+                   "the run ends within it; 0: no limit")
     g.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
                    help="variational dropout on the recurrent state (one mask per sequence, "
                    "Keras' recurrent_dropout), in [0, 1)")
@@ -83,6 +87,9 @@ def check_common_options(args) -> None:
         raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
     if getattr(args, "layer_norm", False):      # the command asked for it: no warning
         warnings.filterwarnings("ignore", category=fast.FastPathWarning)
+    if not getattr(args, "minutes", 0.0) >= 0:
+        raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
+                           f"{args.minutes}")
     if args.threads < 0:
         raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
                            f"{args.threads}")
@@ -94,6 +101,7 @@ def setup_run(args):
     """Apply --threads and --distributed: returns the MPI communicator (None without
     --distributed). MPI ranks on one host share its CPUs, so without --threads each rank's
     cap is its share of them (one thread each when there are as many ranks as CPUs)."""
+    args.started = time.perf_counter()          # --minutes counts from here
     check_common_options(args)
     comm = None
     if args.distributed:
@@ -108,6 +116,35 @@ def setup_run(args):
     if comm is not None and not comm.is_root:
         sys.stdout = open(os.devnull, "w")     # rank 0 speaks for the job (errors still show)
     return comm
+
+
+FINISHING_SECONDS = 2.0    # kept for what a command does after scoring: figures, files
+
+
+def time_budget(args, after: float = 1.0, share: float = 1.0):
+    """A :class:`TimeBudget` for ``--minutes`` counted from the command's start (None without
+    a limit), ending training by ``share`` of it; ``after`` validation-sized passes are kept
+    for the scoring after training, and a few seconds for the figures and files."""
+    if not getattr(args, "minutes", 0):
+        return None
+    return TimeBudget(args.minutes * 60 * share, start=getattr(args, "started", None),
+                      after=after, reserve=FINISHING_SECONDS,
+                      verbose=0 if getattr(args, "quiet", False) else 1)
+
+
+class Ticker:
+    """Progress of a long step outside ``fit``: ``tick(done, total)`` prints ``"LABEL: done/
+    total (12s)"`` at most every ``every`` seconds (nothing with ``quiet``)."""
+
+    def __init__(self, label: str, every: float = 10.0, quiet: bool = False):
+        self.label, self.every, self.quiet = label, every, quiet
+        self.start = self.last = time.perf_counter()
+
+    def tick(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if not self.quiet and now - self.last >= self.every:
+            self.last = now
+            print(f"{self.label}: {done}/{total} ({now - self.start:.0f}s)", flush=True)
 
 
 def check_positive(args, *names) -> None:
@@ -184,29 +221,42 @@ def _remove_if_empty(path: str) -> None:
 
 
 class _SaveLast(Callback):
-    """Write OUT/last.npz after every epoch (model, optimizer, epoch, generators, extra)."""
+    """Write OUT/last.npz after every epoch (model, optimizer, epoch, generators, extra), with
+    the state of every callback in ``resumable`` (``state_dict()``) in
+    ``extra["training"]["callbacks"]``, so that ``--resume`` continues them."""
 
     root_only = True
 
-    def __init__(self, path: str, extra):
+    def __init__(self, path: str, extra, resumable=()):
         super().__init__()
-        self.path, self.extra = path, extra
+        self.path, self.extra, self.resumable = path, extra, list(resumable)
 
     def on_epoch_end(self, epoch, logs=None):
-        checkpoint.save(self.model, self.path, extra=self.extra)
+        extra = self.extra
+        if self.resumable:
+            extra = {**(extra or {}), "training": {"callbacks": [
+                {"callback": type(cb).__name__, "state": cb.state_dict()}
+                for cb in self.resumable]}}
+        checkpoint.save(self.model, self.path, extra=extra)
 
 
 def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=None,
-          comm=None):
+          comm=None, monitor: str = "val_loss", prepare=None, budget=None):
     """Fit ``model`` (compiled) with checkpoints, or continue a run with ``--resume``.
 
     ``validation`` is ``(x_val, y_val)`` or a dict of ``fit`` keywords; ``extra`` is stored in
-    both checkpoints. Returns ``(model, history)`` where ``history`` covers all epochs of the run
-    (read back from history.csv, so a resumed run plots its whole curve)."""
+    both checkpoints; ``monitor`` picks the best epoch (model.npz). ``prepare(model)``, called
+    on the model that trains (the resumed one with ``--resume``), may compile it again and
+    returns the task's own callbacks (schedules, early stopping, ...): they run after the
+    best-model checkpoint and before history.csv and last.npz are written, and those with a
+    ``state_dict()`` are saved in last.npz and restored by ``--resume``. ``budget`` (a
+    :class:`TimeBudget`) stops training in time. Returns ``(model, history)`` where
+    ``history`` covers all epochs of the run (read back from history.csv, so a resumed run
+    plots its whole curve)."""
     best_path = os.path.join(out_dir, "model.npz")
     last_path = os.path.join(out_dir, "last.npz")
     history_path = os.path.join(out_dir, "history.csv")
-    initial_epoch, best = 0, None
+    initial_epoch, best, saved_states = 0, None, None
     if args.resume:
         resumed = read_checkpoint(last_path, "--resume").model
         if resumed.config() != model.config():
@@ -217,8 +267,10 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
         if comm is None or comm.is_root:
             _truncate_history(history_path, initial_epoch)
         previous = read_history(history_path)
-        if previous.get("val_loss"):
-            best = float(np.nanmin(previous["val_loss"][:initial_epoch]))
+        if previous.get(monitor):
+            best = float(np.nanmin(previous[monitor][:initial_epoch]))
+        training = (read_checkpoint(last_path, "--resume").extra or {}).get("training") or {}
+        saved_states = training.get("callbacks")
         if initial_epoch >= args.epochs:
             print(f"{last_path} has already trained {initial_epoch} epochs (--epochs "
                   f"{args.epochs}): nothing to do")
@@ -228,10 +280,23 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
                 os.remove(stale)
     # history.csv's row before last.npz: a run killed between the two resumes from the epoch
     # before, and _truncate_history drops the row that last.npz does not cover
-    callbacks = [ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+    own = list(prepare(model)) if prepare is not None else []
+    resumable = [cb for cb in own if callable(getattr(cb, "state_dict", None))]
+    if saved_states is not None:
+        names = [type(cb).__name__ for cb in resumable]
+        saved_names = [s.get("callback") if isinstance(s, dict) else None
+                       for s in saved_states]
+        if saved_names != names:
+            raise CommandError(f"error: --resume: {last_path} was trained with the callbacks "
+                               f"{saved_names}, these options use {names} (--patience, --ema, "
+                               f"...); use the same options as the first run")
+        for cb, saved in zip(resumable, saved_states):
+            cb.load_state_dict(saved["state"])
+    callbacks = [ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
                                  extra=extra, initial_value_threshold=best),
+                 *own, *([budget] if budget is not None else []),
                  CSVLogger(history_path, append=args.resume),
-                 _SaveLast(last_path, extra)]
+                 _SaveLast(last_path, extra, resumable)]
     kwargs = dict(fit_kwargs or {})
     if isinstance(validation, dict):
         kwargs.update(validation)

@@ -396,7 +396,7 @@ def _run(args, comm=None) -> int:
              "scaler": p.scaler.state_dict()}
     model, history = common.train(model, p.x[p.train], p.y_scaled[p.train],
                                   (p.x[p.val], p.y_scaled[p.val]), args, out, extra=extra,
-                                  comm=comm)
+                                  comm=comm, budget=common.time_budget(args))
     if not root:                # the other MPI ranks only train: rank 0 scores and reports
         return 0
     best, _ = common.load_best(out)

@@ -9,14 +9,17 @@ training text; characters it lacks map to a reserved unknown id.
 Model: Embedding -> Dropout (--input-dropout) -> LSTM (--cell, --layers, --hidden) -> Dropout
 (--dropout) -> Linear to one logit per character, at every step, trained on the cross-entropy
 of the next character with Adam (AdamW with --weight-decay) and gradient-norm clipping (--clip).
-Truncated backpropagation through time over contiguous, stateful batches: the training text is
-cut into --batch-size parallel streams, each batch is the next --bptt characters of every
-stream, and the final state of one batch is the initial state of the next (the gradient stops
-at the batch boundary). Every epoch starts the streams at a new random offset. The learning
-rate halves when the validation score has not improved for two epochs. Training ends after
---epochs, after --patience epochs without a better validation score, or before an epoch that
-would end after the --minutes budget, whichever comes first. With --ema the moving average of
-the weights is what is scored and saved.
+Trained by ``Sequential.fit`` with truncated backpropagation through time over contiguous
+streams: the recurrent layer is stateful (elman.stateful), the training text is cut into
+--batch-size parallel streams (elman.data.stream_windows), each batch is the next --bptt
+characters of every stream, and the final state of one batch is the initial state of the next
+(the gradient stops at the batch boundary); every epoch starts the streams from zero states.
+The learning rate halves when the validation score has not improved for two epochs
+(ReduceLROnPlateau). Training ends after --epochs, after --patience epochs without a better
+validation score (EarlyStopping), or when the --minutes budget of the whole run is about to
+run out (TimeBudget, checked between batches, keeping time for validation and the test
+score), whichever comes first. With --ema the moving average of the weights is what is scored
+and saved.
 
 Scores: bits per character (the mean of -log2 p(next character)) on the validation and test
 texts, each read from its start as one stream with the state carried through it (the n-gram
@@ -32,18 +35,19 @@ set holding --top-p of the probability (nucleus sampling).
 
 Writes into --out (default runs/generate): model.npz (the epoch with the best validation
 score; elman.load reads it, and its extra holds the vocabulary and options), last.npz (for
---resume), history.csv (per epoch: loss and val_loss in bits per character, lr, seconds),
+--resume), history.csv (per epoch, numbered from 1: bits_per_char and val_bits_per_char,
+loss and val_loss, the cross-entropy in nats, and lr),
 metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_char", "order"}},
 "config", "sample"}), curves.png (training vs validation bits/char) and generate.png
 (validation bits/char per epoch against the n-gram baseline).
 
 Speed: elman's thread policy uses every CPU on an idle machine and fewer while other programs
-keep CPUs busy (--threads caps it). The defaults stop early after about 24 epochs on Hamlet,
-6-8 minutes on 2 cores. With --distributed under mpiexec each rank trains on its share of the
+keep CPUs busy (--threads caps it). The defaults stop early after about 25 epochs on Hamlet,
+6-8 minutes on 2 quiet cores (--minutes 10 stops earlier on a busy machine). With --distributed under mpiexec each rank trains on its share of the
 streams (the global batch stays --batch-size streams) and rank 0 writes everything.
 
 Examples:
-  elman generate                                 # Hamlet, at most 10 minutes of training
+  elman generate                                 # Hamlet, at most 10 minutes in all
   elman generate --minutes 30 --epochs 200 --hidden 512
   elman generate --text my_book.txt --out runs/book
   elman generate --sample --prime "HAMLET" --temperature 0.7 --top-p 0.9
@@ -52,24 +56,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import math
 import os
 import time
 
 import numpy as np
 
-from .. import checkpoint, distributed, ngram, plots, threads
+from .. import distributed, ngram, plots
 from .._validate import CommandError
+from ..callbacks import Callback, EarlyStopping, LearningRateScheduler
 from ..data.datasets import load_hamlet, read_text
-from ..distributed import GradientReducer, broadcast_parameters, sync_generators
+from ..data.streams import stream_windows
 from ..data.text import CharVocabulary
 from ..layers import Dropout, Embedding, Linear
 from ..losses import CrossEntropyLoss
+from ..metrics import SparseCategoricalCrossentropy
 from ..model import Sequential
-from ..optim import Adam, AdamW, ReduceLROnPlateau, clip_grad_norm_
-from ..minimal import MinimalLayer
-from ..recurrent import RecurrentLayer
+from ..optim import Adam, AdamW, ReduceLROnPlateau
+from ..stateful import StatefulMixin
 from . import common
 
 HELP = "train a character-level language model (default: Hamlet) vs an n-gram, and sample " \
@@ -77,8 +81,7 @@ HELP = "train a character-level language model (default: Hamlet) vs an n-gram, a
 
 BUNDLED = "hamlet"              # the name of the bundled text in the checkpoint's extra
 MAX_LENGTH = 10_000_000         # characters per sample (about five minutes of sampling)
-LN2 = math.log(2.0)
-HISTORY_FIELDS = ("epoch", "loss", "val_loss", "lr", "seconds")
+MONITOR = "val_bits_per_char"   # what picks the best epoch, the schedule and early stopping
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share at the end of the text that tests (default: %(default)s)")
     common.add_common_arguments(p, cell="lstm", hidden=512, layers=1, epochs=100,
                                 batch_size=32, lr=3e-3, out="runs/generate",
-                                bidirectional=False)
+                                bidirectional=False, minutes=10.0)
     for action in p._actions:          # the shared options, in this task's words
         if action.dest == "batch_size":
             action.help = "parallel streams of the training text in each batch"
@@ -126,9 +129,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=6,
                    help="stop when the validation score has not improved for this many "
                    "epochs; 0: never (default: %(default)s)")
-    g.add_argument("--minutes", type=float, default=10.0,
-                   help="training time budget: no epoch starts that would end after it; "
-                   "0 means no limit (default: %(default)s)")
     g = p.add_argument_group("sampling")
     g.add_argument("--sample", action="store_true", help="do not train: load OUT/model.npz "
                    "and print a sample")
@@ -188,9 +188,6 @@ def check_training(args) -> None:
     if args.patience < 0:
         raise CommandError(f"error: --patience must be 0 (never stop early) or positive, got "
                            f"{args.patience}")
-    if not args.minutes >= 0:
-        raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
-                           f"{args.minutes}")
     check_sampling(args)
 
 
@@ -234,41 +231,21 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[st
     return text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:]
 
 
-def stream_batches(ids: np.ndarray, streams: int, bptt: int, offset: int = 0):
-    """Truncated-BPTT batches over ``streams`` contiguous parallel streams of ``ids``.
-
-    The text from ``offset`` is cut into ``streams`` equal consecutive pieces (the remainder is
-    dropped); batch j holds characters ``j*bptt .. (j+1)*bptt`` of every piece as inputs and
-    the characters one further as targets, both (steps, streams) (time-major), so the final
-    state of batch j is the right initial state of batch j + 1. Returns a list of (x, y).
-
-    >>> [(x.T.tolist(), y.T.tolist()) for x, y in stream_batches(np.arange(9), 2, 3)]
-    [([[0, 1, 2], [4, 5, 6]], [[1, 2, 3], [5, 6, 7]]), ([[3], [7]], [[4], [8]])]
-    """
-    usable = len(ids) - offset - 1                 # every input needs a next character
-    length = usable // streams
-    if length < 1:
-        raise CommandError(f"error: --batch-size: {streams} streams need at least {streams + 1} "
-                           f"training characters, got {len(ids) - offset}; use a smaller "
-                           f"--batch-size or a longer text")
-    x = ids[offset:offset + streams * length].reshape(streams, length)
-    y = ids[offset + 1:offset + 1 + streams * length].reshape(streams, length)
-    return [(np.ascontiguousarray(x[:, j:j + bptt].T), np.ascontiguousarray(y[:, j:j + bptt].T))
-            for j in range(0, length, bptt)]
-
-
 # -- the model ----------------------------------------------------------------------------------
 
+EVAL_WINDOW = 2048              # characters per forward call when scoring a text as one stream
+
+
 def build_model(vocab_size: int, args) -> Sequential:
-    """Embedding -> [Dropout] -> recurrent stack -> [Dropout] -> Linear(vocab) as a
-    Sequential, so that ``elman.load`` rebuilds it; the stateful loop below calls its layers
-    directly."""
+    """Embedding -> [Dropout] -> stateful recurrent stack -> [Dropout] -> Linear(vocab) as a
+    Sequential (samples first), which ``fit`` trains on contiguous streams and ``elman.load``
+    rebuilds."""
     s = args.seed
     rnn = common.recurrent_layer(
         args.cell, args.embedding, args.hidden, num_layers=args.layers,
         dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1,
         recurrent_dropout=getattr(args, "recurrent_dropout", 0.0),
-        layer_norm=getattr(args, "layer_norm", False))
+        layer_norm=getattr(args, "layer_norm", False), batch_first=True, stateful=True)
     layers = [Embedding(vocab_size, args.embedding, seed=s)]
     if getattr(args, "input_dropout", 0) > 0:
         layers.append(Dropout(args.input_dropout, seed=s + 4))
@@ -279,63 +256,46 @@ def build_model(vocab_size: int, args) -> Sequential:
     return Sequential(layers, seed=s)
 
 
-def _split_layers(model: Sequential):
-    """(layers before the recurrent one, the recurrent layer, layers after it)."""
+@contextlib.contextmanager
+def reading_streams(model: Sequential):
+    """A block in which ``model`` is in evaluation mode and its recurrent layers carry their
+    states from call to call, starting from zeros (a model saved before the layers were
+    stateful included); afterwards everything is as it was."""
     if not isinstance(model, Sequential):
         raise TypeError(f"the model must be a Sequential, got {type(model).__name__}")
-    layers = model.layers
-    k = next((i for i, layer in enumerate(layers) if isinstance(layer, (RecurrentLayer, MinimalLayer))), None)
-    if k is None:
+    layers = [m for _, m in model.named_modules() if isinstance(m, StatefulMixin)]
+    if not layers:
         raise ValueError("the model has no recurrent layer")
-    return layers[:k], layers[k], layers[k + 1:]
+    was_training, flags = model.training, [m.stateful for m in layers]
+    model.eval()
+    for m in layers:
+        m.stateful = True
+    model.reset_states()
+    try:
+        yield model
+    finally:
+        model.reset_states()
+        for m, flag in zip(layers, flags):
+            m.stateful = flag
+        model.train(was_training)
 
 
-def forward(model: Sequential, x: np.ndarray, state=None):
-    """Time-major ids ``x`` (T, B) -> logits (T, B, V) and the recurrent layer's final state
-    (``(h, c)`` for an LSTM), starting from ``state`` (zeros when None)."""
-    pre, rnn, head = _split_layers(model)
-    h = x
-    for layer in pre:
-        h = layer(h)
-    h, state = rnn(h, state)
-    for layer in head:
-        h = layer(h)
-    return h, state
-
-
-def backward(model: Sequential, dlogits: np.ndarray) -> None:
-    """Backpropagate the last :func:`forward` into the parameters' ``grad``. No gradient
-    flows into the initial state's producer: that is the truncation."""
-    pre, rnn, head = _split_layers(model)
-    g = dlogits
-    for layer in reversed(head):
-        g = layer.backward(g)
-    g, _ = rnn.backward(g, None)
-    for layer in reversed(pre):
-        g = layer.backward(g)
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def bits_per_char(model: Sequential, ids: np.ndarray, chunk: int = 2048) -> float:
+def bits_per_char(model: Sequential, ids: np.ndarray, chunk: int = EVAL_WINDOW,
+                  progress=None) -> float:
     """Mean -log2 p(ids[t] | ids[:t]) over t = 1..n-1: the text is read as one stream from a
-    zero state, in chunks with the state carried across them."""
+    zero state, in chunks with the state carried across them; ``progress(done, total)`` hears
+    of every chunk."""
     if len(ids) < 2:
         raise ValueError("bits_per_char needs at least 2 characters")
-    was_training = model.training
-    model.eval()
-    x, y = ids[:-1], ids[1:]
-    total, state = 0.0, None
-    for s in range(0, len(x), chunk):
-        logits, state = forward(model, x[s:s + chunk, None], state)
-        logp = _log_softmax(logits[:, 0])
-        total -= float(np.take_along_axis(logp, y[s:s + chunk, None], axis=1).sum())
-    model.train(was_training)
-    return total / len(x) / LN2
+    x, y, lengths = stream_windows(ids, 1, chunk)
+    bits = SparseCategoricalCrossentropy(log_base=2)
+    with reading_streams(model):
+        for k in range(len(x)):
+            n = chunk if lengths is None else int(lengths[k])
+            bits.update(model(x[k:k + 1, :n]), y[k:k + 1, :n])
+            if progress is not None:
+                progress(k + 1, len(x))
+    return bits.result()
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -381,18 +341,14 @@ def sample(model: Sequential, vocab: CharVocabulary, prime: str, length: int,
     """Read ``prime`` and continue it by ``length`` sampled characters (returned without the
     prime). Characters of the prime that the vocabulary lacks are read as the unknown id."""
     rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
-    logits, state = forward(model, vocab.encode(prime)[:, None], None)
-    last = logits[-1, 0]
     out = []
-    for _ in range(length):
-        p = next_char_distribution(last, temperature, top_k, top_p)
-        c = int(rng.choice(p.size, p=p))
-        out.append(c)
-        logits, state = forward(model, np.array([[c]]), state)
-        last = logits[0, 0]
-    model.train(was_training)
+    with reading_streams(model):
+        last = model(vocab.encode(prime)[None, :])[0, -1]
+        for _ in range(length):
+            p = next_char_distribution(last, temperature, top_k, top_p)
+            c = int(rng.choice(p.size, p=p))
+            out.append(c)
+            last = model(np.array([[c]]))[0, 0]
     return vocab.decode(np.array(out, dtype=np.int64))
 
 
@@ -405,56 +361,62 @@ def _options(args, vocab_size: int) -> dict:
     return {**{k: getattr(args, k) for k in keys}, "vocab_size": vocab_size}
 
 
-def _write_history(path: str, rows: list[dict]) -> None:
-    with common.atomic_text(path) as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
-                        for k in HISTORY_FIELDS})
-
-
-def _read_history(path: str, epochs: int) -> list[dict]:
-    """The rows of history.csv for the first ``epochs`` epochs (a row written after the last
-    checkpoint, by a run that then crashed, is dropped)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: (int(r[k]) if k == "epoch" else float(r[k])) for k in HISTORY_FIELDS}
-                for r in csv.DictReader(f)]
-    return [r for r in rows if r["epoch"] <= epochs]
-
-
-class WeightAverage:
+class WeightAverage(Callback):
     """An exponential moving average of the parameters, ``avg = decay * avg + (1 - decay) *
     w`` after every step, debiased as Adam's moments are (so the first steps do not lean on
-    the initial weights). Averaged weights often generalise better than the last ones."""
+    the initial weights). Averaged weights often generalise better than the last ones.
+
+    As a callback of ``fit`` (placed after the best-model checkpoint, before last.npz): the
+    average is swapped in for validation and stays in while the best model is saved; the
+    epoch's end swaps the trained weights back before last.npz is written."""
 
     def __init__(self, params, decay: float):
-        self.params, self.decay, self.steps = list(params), float(decay), 0
-        self.avg = [np.zeros_like(p.data) for p in self.params]
+        super().__init__()
+        self.weights, self.decay, self.steps = list(params), float(decay), 0
+        self.avg = [np.zeros_like(p.data) for p in self.weights]
+        self._saved = None
 
     def update(self) -> None:
         self.steps += 1
-        for a, p in zip(self.avg, self.params):
+        for a, p in zip(self.avg, self.weights):
             a *= self.decay
             a += (1.0 - self.decay) * p.data
+
+    def swap_in(self) -> None:
+        """The parameters hold the average until :meth:`swap_back`."""
+        if not self.steps or self._saved is not None:
+            return
+        self._saved = [p.data.copy() for p in self.weights]
+        correction = 1.0 - self.decay ** self.steps
+        for a, p in zip(self.avg, self.weights):
+            np.divide(a, correction, out=p.data)
+
+    def swap_back(self) -> None:
+        if self._saved is not None:
+            for w, p in zip(self._saved, self.weights):
+                p.data[...] = w
+            self._saved = None
 
     @contextlib.contextmanager
     def swapped_in(self):
         """Within the block the parameters hold the average; afterwards their own values."""
-        if not self.steps:
-            yield
-            return
-        saved = [p.data.copy() for p in self.params]
-        correction = 1.0 - self.decay ** self.steps
-        for a, p in zip(self.avg, self.params):
-            np.divide(a, correction, out=p.data)
+        self.swap_in()
         try:
             yield
         finally:
-            for w, p in zip(saved, self.params):
-                p.data[...] = w
+            self.swap_back()
+
+    def on_batch_end(self, batch, logs=None):
+        self.update()
+
+    def on_test_begin(self, logs=None):
+        self.swap_in()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.swap_back()
+
+    def on_train_end(self, logs=None):
+        self.swap_back()
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "steps": self.steps, "avg": [a.copy() for a in self.avg]}
@@ -465,178 +427,59 @@ class WeightAverage:
             a[...] = saved
 
 
-class Trainer:
-    """The explicit training loop: state (model, optimizer, schedule, data order, best score,
-    history) and one method per epoch."""
-
-    def __init__(self, model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir,
-                 extra, comm=None):
-        self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
-        # data-parallel: each MPI rank runs its share of the streams (elman.distributed)
-        self.comm = comm
-        self.root = comm is None or comm.is_root
-        self.reducer = None if comm is None else GradientReducer(comm, model.parameters())
-        self.args, self.train_ids, self.val_ids = args, train_ids, val_ids
-        self.best_path = os.path.join(out_dir, "model.npz")
-        self.last_path = os.path.join(out_dir, "last.npz")
-        self.history_path = os.path.join(out_dir, "history.csv")
-        self.extra = extra                     # what prediction needs: vocab, options, data
-        self.loss_fn = CrossEntropyLoss()
-        self.average = WeightAverage(model.parameters(), args.ema) if args.ema > 0 else None
-        self.best = math.inf                   # the best validation bits/char so far
-        self.history: list[dict] = []
-
-    def scored_weights(self):
-        """A context in which the model holds the weights that are scored and saved as best."""
-        return self.average.swapped_in() if self.average else contextlib.nullcontext()
-
-    def state(self) -> dict:
-        """The training state that the model and optimizer do not hold, for last.npz."""
-        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict(),
-                "best_val_bits_per_char": self.best if math.isfinite(self.best) else None,
-                "average": self.average.state_dict() if self.average else None}
-
-    def load_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
-        self.scheduler.load_state_dict(state["scheduler"])
-        best = state["best_val_bits_per_char"]
-        self.best = math.inf if best is None else float(best)
-        if self.average:
-            self.average.load_state_dict(state["average"])
-
-    def epoch(self) -> dict:
-        args, model, opt = self.args, self.model, self.optimizer
-        params = model.parameters()
-        start = time.perf_counter()
-        model.train()
-        # a new offset each epoch moves the truncation boundaries through the text
-        room = min(args.bptt, len(self.train_ids) - args.batch_size - 1)
-        offset = int(self.rng.integers(0, room)) if room > 0 else 0
-        if self.comm is not None:
-            sync_generators(self.comm, model)
-        state, total, count = None, 0.0, 0
-        for x, y in stream_batches(self.train_ids, args.batch_size, args.bptt, offset):
-            size = y.size                       # characters in the (global) batch
-            if self.comm is not None:           # this rank's streams
-                streams = self.comm.shard(np.arange(x.shape[1]))
-                x, y = x[:, streams], y[:, streams]
-            opt.zero_grad()
-            # forward: from the state the previous batch ended in
-            logits, state = forward(model, x, state)
-            # loss: mean cross-entropy of the next character over all steps and streams
-            loss, dlogits = self.loss_fn(logits, y)
-            # backward: through this batch only (truncated BPTT)
-            if math.isfinite(loss):
-                backward(model, dlogits)
-            if self.reducer is not None:        # the global batch's gradient and loss
-                loss = self.reducer.reduce(loss, y.size)
-            if not math.isfinite(loss):
-                raise CommandError(f"error: the training loss became {loss} at epoch "
-                                   f"{model.epoch + 1}; try a smaller --lr or --clip")
-            # clip: the joint gradient norm, against the rare exploding batch
-            if args.clip > 0:
-                clip_grad_norm_(params, args.clip)
-            # step
-            opt.step()
-            if self.average:
-                self.average.update()
-            total += loss * size
-            count += size
-        # evaluate: the validation text as one stream
-        with self.scored_weights():
-            val = bits_per_char(model, self.val_ids)
-        model.epoch += 1
-        self.scheduler.step(val)
-        improved = val < self.best
-        if improved:
-            self.best = val
-        row = {"epoch": model.epoch, "loss": total / count / LN2, "val_loss": val,
-               "lr": float(opt.lr), "seconds": time.perf_counter() - start}
-        # checkpoint: best model, then the state to resume from, then the history row
-        self.history.append(row)
-        if self.root:
-            if improved:
-                with self.scored_weights():
-                    checkpoint.save(model, self.best_path, extra=self.extra)
-            checkpoint.save(model, self.last_path, optimizer=opt,
-                            extra={**self.extra, "training": self.state()})
-            _write_history(self.history_path, self.history)
-        row["improved"] = improved
-        return row
-
-
-def train(model, args, train_ids, val_ids, out_dir, extra, comm=None):
-    """Train from scratch or resume OUT/last.npz, up to --epochs epochs in total and within the
-    --minutes budget. Returns (model with the last weights, history rows, seconds, why it
+def train(model, args, train_ids, val_ids, out_dir, extra, comm=None, budget=None):
+    """Train from scratch or resume OUT/last.npz with ``fit``: truncated BPTT over
+    --batch-size contiguous streams in windows of --bptt characters, validated on the
+    validation text read as one stream, up to --epochs epochs in total, --patience and the
+    --minutes ``budget``. Returns (model with the last weights, history, seconds, why it
     stopped)."""
-    last_path = os.path.join(out_dir, "last.npz")
-    rng = np.random.default_rng([args.seed, 4])
     if args.resume:
-        ck = common.read_checkpoint(last_path, "--resume")
-        if ck.model.config() != model.config():
-            raise CommandError(f"error: --resume: {last_path} holds a different architecture "
-                               f"than these options build; use the same options as the first run")
-        if ck.extra.get("vocab") != extra["vocab"]:
-            raise CommandError(f"error: --resume: {last_path} was trained on a text with another "
-                               f"character set; use the same --text / --max-chars")
-        model, optimizer = ck.model, ck.optimizer
-        saved = ck.extra.get("training") or {}
-        if optimizer is None or "rng" not in saved:
-            raise CommandError(f"error: --resume: {last_path} holds no training state")
-        if (saved.get("average") is None) != (args.ema == 0):
-            raise CommandError(f"error: --resume: {last_path} was trained "
-                               f"{'without' if saved.get('average') is None else 'with'} --ema; "
-                               f"use the same --ema as the first run")
-    elif args.weight_decay > 0:
-        optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = Adam(model.parameters(), lr=args.lr)
-        model.epoch = 0
-    scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
-    root = comm is None or comm.is_root
-    if comm is not None:
-        broadcast_parameters(comm, model.parameters())
-        threads.share_cpus(comm.local_size)
-    trainer = Trainer(model, optimizer, scheduler, rng, args, train_ids, val_ids, out_dir, extra,
-                      comm)
-    if args.resume:
-        trainer.load_state(ck.extra["training"])
-        trainer.history = _read_history(trainer.history_path, model.epoch)
-        if model.epoch >= args.epochs and root:
-            print(f"{last_path} has already trained {model.epoch} epochs (--epochs "
-                  f"{args.epochs}): nothing to do")
-    elif root and os.path.exists(trainer.history_path):
-        os.remove(trainer.history_path)
+        last_path = os.path.join(out_dir, "last.npz")
+        if (common.read_checkpoint(last_path, "--resume").extra or {}).get("vocab") \
+                != extra["vocab"]:
+            raise CommandError(f"error: --resume: {last_path} was trained on a text with "
+                               f"another character set; use the same --text / --max-chars")
+    try:
+        x, y, lengths = stream_windows(train_ids, args.batch_size, args.bptt)
+    except ValueError as e:
+        raise CommandError(f"error: --batch-size: {e}") from None
+    vx, vy, vl = stream_windows(val_ids, 1, EVAL_WINDOW)
+    stopping = {}
 
-    budget = args.minutes * 60 if args.minutes > 0 else math.inf
-    start, durations, stopped = time.perf_counter(), [], "epochs"
-    while model.epoch < args.epochs:
-        elapsed = time.perf_counter() - start
-        why = None
-        if durations and elapsed + float(np.mean(durations)) > budget:
-            why = ("minutes", f"stopping after epoch {model.epoch}: another epoch (about "
-                   f"{np.mean(durations):.0f}s) would end after the --minutes "
-                   f"{args.minutes:g} budget ({elapsed:.0f}s used)")
-        elif args.patience and trainer.history:
-            best_epoch = min(trainer.history, key=lambda r: r["val_loss"])["epoch"]
-            if model.epoch - best_epoch >= args.patience:
-                why = ("patience", f"stopping after epoch {model.epoch}: no better validation "
-                       f"score for {args.patience} epochs (--patience)")
-        if comm is not None:            # rank 0's clock decides for all: no rank left waiting
-            why = comm.bcast_object(why)
-        if why is not None:
-            stopped = why[0]
-            if root:
-                print(why[1])
-            break
-        row = trainer.epoch()
-        durations.append(row["seconds"])
-        # log
-        if not args.quiet and root:
-            print(f"epoch {row['epoch']:3d}/{args.epochs}  loss {row['loss']:.4f}  val_loss "
-                  f"{row['val_loss']:.4f} bits/char  lr {row['lr']:.2g}  {row['seconds']:.1f}s"
-                  + ("  *best" if row["improved"] else ""), flush=True)
-    return model, trainer.history, time.perf_counter() - start, stopped
+    def prepare(model):
+        """Compile (keeping a resumed optimizer and its state) and the task's callbacks."""
+        if model.optimizer is not None:
+            optimizer = model.optimizer
+        elif args.weight_decay > 0:
+            optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        else:
+            optimizer = Adam(model.parameters(), lr=args.lr)
+        model.compile(optimizer, CrossEntropyLoss(),
+                      metrics=[SparseCategoricalCrossentropy("bits_per_char", log_base=2)],
+                      global_clipnorm=args.clip if args.clip > 0 else None)
+        schedule = ReduceLROnPlateau(model.optimizer, factor=0.5, patience=1, threshold=1e-3)
+        own = [LearningRateScheduler(schedule, monitor=MONITOR)]
+        if args.patience:
+            stopping["patience"] = EarlyStopping(MONITOR, patience=args.patience)
+            own.append(stopping["patience"])
+        if args.ema > 0:
+            own.append(WeightAverage(model.parameters(), args.ema))
+        return own
+
+    start = time.perf_counter()
+    try:
+        model, history = common.train(
+            model, x, y, dict(validation_data=(vx, vy, vl), validation_batch_size=1), args,
+            out_dir, extra, fit_kwargs=dict(shuffle=False, lengths=lengths), comm=comm,
+            monitor=MONITOR, prepare=prepare, budget=budget)
+    except FloatingPointError as e:
+        raise CommandError(f"error: {e}; try a smaller --lr or --clip") from None
+    stopped = "epochs"
+    if budget is not None and budget.stopped:
+        stopped = "minutes"
+    elif "patience" in stopping and stopping["patience"].stopped_epoch:
+        stopped = "patience"
+    return model, history, time.perf_counter() - start, stopped
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -654,7 +497,8 @@ def run_sample(args) -> int:
     vocab = common.restore("--sample", path, "vocabulary",
                            lambda: CharVocabulary().load_state_dict(extra["vocab"]))
     try:                                  # the network must be the one `elman generate` builds
-        logits, _ = forward(ck.model, np.zeros((1, 1), np.int64))
+        with reading_streams(ck.model):
+            logits = ck.model(np.zeros((1, 1), np.int64))
     except (ValueError, TypeError) as e:
         raise CommandError(f"error: --sample: {path} is damaged: its network is not a "
                            f"character model: {e}") from None
@@ -694,13 +538,15 @@ def _run(args, comm=None) -> int:
     if not root:                # the other ranks only train: rank 0 scores and reports
         extra = {"task": "generate", "vocab": vocab.state_dict(),
                  "options": _options(args, V)}
-        train(model, args, train_ids, val_ids, out, extra, comm)
+        train(model, args, train_ids, val_ids, out, extra, comm, common.time_budget(args))
         return 0
     print(f"{label}: {len(text):,} characters ({len(train_text):,} train, {len(val_text):,} "
           f"validation, {len(test_text):,} test), {V} character ids"
           + ("" if comm is None else f"; training on {comm.size} MPI ranks"))
 
     # baseline: the n-gram model, order and discount chosen on validation
+    print("n-gram baseline: choosing its order and discount on the validation text ...",
+          flush=True)
     t0 = time.perf_counter()
     lm, table = ngram.select(train_ids, val_ids, V)
     ngram_test = lm.bits_per_char(test_ids[1:], history=test_ids[:1])
@@ -711,12 +557,17 @@ def _run(args, comm=None) -> int:
     # model and training
     extra = {"task": "generate", "vocab": vocab.state_dict(), "options": _options(args, V),
              "data": {"source": source, "max_chars": args.max_chars, **sizes}}
-    model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra, comm)
+    # the budget keeps time for scoring the test text after training (about one validation)
+    budget = common.time_budget(args, after=len(test_ids) / max(len(val_ids), 1))
+    model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra, comm,
+                                             budget)
 
     # evaluate the best epoch on the test text
+    print(f"scoring the best epoch on the {len(test_ids):,} test characters ...", flush=True)
     best, _ = common.load_best(out)
-    test_bpc = bits_per_char(best, test_ids)
-    val_bpc = min((r["val_loss"] for r in history), default=math.nan)
+    test_bpc = bits_per_char(best, test_ids, progress=common.Ticker(
+        f"scoring, windows of {EVAL_WINDOW} characters", quiet=args.quiet).tick)
+    val_bpc = min(history.get(MONITOR, []), default=math.nan)
     best_epoch = int(best.epoch)
     sample_text = ""
     if args.length > 0:
@@ -748,13 +599,12 @@ def _run(args, comm=None) -> int:
           {"test": ngram_test, "validation": ngram_val})],
         ["test", "validation"])
     # figures
-    if history:
-        curves = {"loss": [r["loss"] for r in history],
-                  "val_loss": [r["val_loss"] for r in history]}
+    if history.get(MONITOR):
+        curves = {"loss": history["bits_per_char"], "val_loss": history[MONITOR]}
         common.plot_curves(curves, out, f"{label}: bits per character",
                            {"loss": "bits per character"})
         if plots.have_matplotlib():
-            epochs = np.arange(1, len(history) + 1)
+            epochs = np.arange(1, len(curves["loss"]) + 1)
             plots.plot_series(
                 epochs, {f"{name} validation": curves["val_loss"],
                          f"{name} training (dropout on)": curves["loss"]},
