@@ -14,6 +14,9 @@ from .optim import (SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearLR, Opti
                     get_optimizer)
 
 from .model import Sequential
+from .attention import Attention
+from .seq2seq import Bridge, Seq2Seq
+from .beam import beam_search, greedy_decode
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler,
                         ModelCheckpoint, TensorBoard)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
@@ -32,4 +35,4 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "TensorBoard", "save", "load", "load_checkpoint", "Checkpoint", "CheckpointError",
            "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
            "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError",
-           "registry"]
+           "registry", "Attention", "Bridge", "Seq2Seq", "beam_search", "greedy_decode"]
