@@ -14,6 +14,7 @@ from .download import default_cache_dir, download_imdb, download_tiny_shakespear
 from .text import CharVocabulary, Vocabulary, pad_sequences, stratified_split, tokenize
 
 __all__ += ["Table", "read_csv", "read_text", "load_seattle_weather", "load_movie_reviews",
-            "load_hamlet", "load_airline_passengers", "load_cmudict", "download_imdb", "download_tiny_shakespeare",
+            "load_hamlet", "load_airline_passengers", "load_cmudict", "download_imdb",
+            "download_tiny_shakespeare",
             "fetch", "default_cache_dir", "tokenize", "Vocabulary", "CharVocabulary",
             "pad_sequences", "stratified_split"]
