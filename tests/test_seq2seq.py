@@ -388,6 +388,15 @@ def test_wide_beam_finds_the_exhaustive_best(penalty):
             assert out.log_prob[n] == pytest.approx(lp, abs=1e-9)
 
 
+def test_decoding_never_outputs_padding_or_begin():
+    model = small_model(seed=2)
+    model.output.bias.data[[0, 1]] = 50.0          # the model's favourites, but not outputs
+    model.output.bias.data[2] = -50.0              # and it never ends: cut at max_len
+    out = beam_search(model, np.array([[3, 4, 5], [6, 0, 0]]), beam_width=3, max_len=5)
+    assert all(i not in (0, 1) for seq in out.sequences for i in seq)
+    assert all(len(seq) == 5 for seq in out.sequences)
+
+
 def test_greedy_is_the_argmax_at_every_step():
     model = small_model(seed=1, cell="gru")
     src = np.array([[3, 4, 5], [6, 0, 0]])
@@ -397,7 +406,7 @@ def test_greedy_is_the_argmax_at_every_step():
         token, ys = model.bos_id, []
         for _ in range(6):
             logp, state, _ = model.decode_step(np.array([token]), state, memory, lengths)
-            token = int(np.argmax(logp[0]))
+            token = int(np.argmax(logp[0, 2:])) + 2      # neither padding nor BOS
             if token == model.eos_id:
                 break
             ys.append(token)

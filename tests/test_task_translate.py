@@ -47,10 +47,26 @@ def test_cmudict_subset_end_to_end(tmp_path, capsys):
     assert isinstance(model, elman.Seq2Seq)
 
 
-def test_resume_continues_to_the_same_weights(tmp_path):
-    straight = _run(tmp_path, "--epochs", "2", name="straight")
-    part = _run(tmp_path, "--epochs", "1", name="part")
-    assert main(TINY + ["--out", part, "--epochs", "2", "--resume"]) == 0
+@pytest.fixture(scope="module")
+def tiny_pairs(tmp_path_factory):
+    """200 CMUdict words as a --pairs file (character level): no dictionary to load."""
+    lexicon = load_cmudict()
+    words = [w for w in list(lexicon)[5000:5400] if w.isalpha()][:200]
+    path = tmp_path_factory.mktemp("pairs") / "g2p.txt"
+    path.write_text("".join(f"{w}\t{''.join(p[0] for p in lexicon[w][0])}\n" for w in words),
+                    encoding="utf-8")
+    return str(path)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, tiny_pairs):
+    def run(name, epochs, *extra):
+        out = str(tmp_path / name)
+        assert main(TINY + ["--pairs", tiny_pairs, "--out", out, "--epochs", epochs,
+                            *extra]) == 0
+        return out
+    straight = run("straight", "2")
+    part = run("part", "1")
+    run("part", "2", "--resume")
     a = elman.load(os.path.join(straight, "last.npz"))
     b = elman.load(os.path.join(part, "last.npz"))
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):

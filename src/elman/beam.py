@@ -3,7 +3,7 @@ as its width-1 case.
 
 Each of the ``N`` source sequences keeps ``beam_width`` (B) hypotheses; the decoder runs once
 per step on all ``N*B`` of them (row ``n*B + b``). At every step each live hypothesis is extended
-by every target id; the B best of the ``B*V`` candidates of each source (by summed log
+by every target id but padding and ``bos_id``; the B best of the ``B*V`` candidates of each source (by summed log
 probability) survive, and the decoder states follow their hypotheses. A hypothesis that emitted
 ``eos_id`` is finished: it stays in the beam with its score, extended only by padding at no
 cost. The search stops when every hypothesis of every source is finished or after ``max_len``
@@ -74,6 +74,8 @@ def beam_search(model, src, src_lengths=None, beam_width: int = 5, max_len: int 
         for _ in range(max_len):
             logp, state, _ = model.decode_step(tokens, state, memory, lengths)
             logp = logp.reshape(N, B, V).astype(np.float64)
+            # padding and begin-of-sequence are never outputs
+            logp[:, :, [model.pad_id, model.bos_id]] = -np.inf
             # a finished hypothesis continues only with padding, at no cost
             logp[finished] = -np.inf
             logp[finished, model.pad_id] = 0.0
