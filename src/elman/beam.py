@@ -2,12 +2,13 @@
 as its width-1 case.
 
 Each of the ``N`` source sequences keeps ``beam_width`` (B) hypotheses; the decoder runs once
-per step on all ``N*B`` of them (row ``n*B + b``). At every step each live hypothesis is extended
-by every target id but padding and ``bos_id``; the B best of the ``B*V`` candidates of each source (by summed log
-probability) survive, and the decoder states follow their hypotheses. A hypothesis that emitted
-``eos_id`` is finished: it stays in the beam with its score, extended only by padding at no
-cost. The search stops when every hypothesis of every source is finished or after ``max_len``
-steps (an unfinished hypothesis is returned as it stands).
+per step on all ``N*B`` of them (row ``n*B + b``). At every step each live hypothesis is
+extended by every target id but padding and ``bos_id``; the B best of the ``B*V`` candidates of
+each source (by summed log probability) survive, and the decoder states follow their
+hypotheses. A hypothesis that emitted ``eos_id`` is finished: it stays in the beam with its
+score, extended only by padding at no cost. The search stops when every hypothesis of every
+source is finished or after ``max_len`` steps (an unfinished hypothesis is returned as it
+stands).
 
 The winner of each beam is the hypothesis with the highest length-normalised score
 ``log p(y) / |y|**length_penalty`` (|y| counts the emitted ids, EOS included): 0 ranks by raw
