@@ -67,6 +67,9 @@ class Attention(Module):
         self.dtype = _validate.float_dtype(dtype)
         rng = _validate.rng(seed)
         A, Hq, Hk = self.attention_size, self.query_size, self.key_size
+        count = {"dot": 0, "general": Hq * Hk, "additive": A * (Hq + Hk + 2)}[kind]
+        _validate.affordable("Attention", count, self.dtype,
+                             {"query_size": Hq, "key_size": Hk, "attention_size": A})
 
         def uniform(shape, fan_in):      # nn.Linear's rule for the same map
             return Param(uniform_(np.empty(shape, self.dtype), 1 / np.sqrt(fan_in), rng))

@@ -45,6 +45,8 @@ True
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import _validate, registry
@@ -56,6 +58,17 @@ from .module import Module
 __all__ = ["Seq2Seq", "Bridge", "BRIDGES"]
 
 BRIDGES = ("auto", "copy", "linear", "zeros")
+
+
+@contextlib.contextmanager
+def _sizes_named(owner: str, **sizes):
+    """A sub-module's refusal of its sizes (too large for this machine, say) in the words of
+    the arguments the user gave: ``owner``'s ``sizes``."""
+    try:
+        yield
+    except ValueError as e:
+        given = ", ".join(f"{k}={v}" for k, v in sizes.items() if v is not None)
+        raise ValueError(f"{owner}: {given}: {e}") from None
 
 
 def _seeds(seed, count: int) -> list:
@@ -92,7 +105,7 @@ class Bridge(Module):
         self.decoder_cell_state = _validate.flag("decoder_cell_state", decoder_cell_state)
         self.dtype = _validate.float_dtype(dtype)
         if mode not in BRIDGES:
-            raise ValueError(f"bridge must be one of {BRIDGES}, got {mode!r}")
+            raise ValueError(f"mode (the bridge) must be one of {BRIDGES}, got {mode!r}")
         width = self.width
         if mode == "copy" and width != self.decoder_hidden:
             raise ValueError(f"bridge='copy' needs the encoder's state width (directions x "
@@ -103,10 +116,12 @@ class Bridge(Module):
         self.mode = mode
         s_h, s_c = _seeds(seed, 2)
         if mode == "linear":
-            self.hidden = Linear(width, self.decoder_hidden, activation="tanh", dtype=dtype,
-                                 seed=s_h)
-            if self.encoder_cell_state and self.decoder_cell_state:
-                self.cell = Linear(width, self.decoder_hidden, dtype=dtype, seed=s_c)
+            with _sizes_named("Bridge", encoder_hidden=self.encoder_hidden,
+                              decoder_hidden=self.decoder_hidden):
+                self.hidden = Linear(width, self.decoder_hidden, activation="tanh",
+                                     dtype=dtype, seed=s_h)
+                if self.encoder_cell_state and self.decoder_cell_state:
+                    self.cell = Linear(width, self.decoder_hidden, dtype=dtype, seed=s_c)
         self._cache = None
 
     @property
@@ -258,14 +273,29 @@ class Seq2Seq(Module):
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
         self.dtype = _validate.float_dtype(dtype)
         seeds = _seeds(seed, 8)
-        E, H, Hd, K = self.embedding_dim, self.hidden_size, self.decoder_hidden, D * hidden_size
+        with _sizes_named("Seq2Seq", source_vocab=self.source_vocab,
+                          target_vocab=self.target_vocab, embedding_dim=self.embedding_dim,
+                          hidden_size=self.hidden_size, decoder_hidden=self.decoder_hidden, encoder_layers=self.encoder_layers,
+                          decoder_layers=self.decoder_layers, attention_size=attention_size):
+            self._build(cells, bridge, attention, attention_size, seeds)
+        self.attention_size = (self.attention.attention_size
+                               if attention == "additive" else None)
+        self.loss_fn = CrossEntropyLoss(ignore_index=self.pad_id)
+        self.epoch = 0
+        self._cache = None
+
+    def _build(self, cells, bridge, attention, attention_size, seeds) -> None:
+        """The sub-modules (each checks that the machine can hold its parameters)."""
+        D, H_enc = (2 if self.bidirectional else 1), self.hidden_size
+        E, H, Hd, K = self.embedding_dim, H_enc, self.decoder_hidden, D * H_enc
+        dtype = self.dtype
         self.source_embedding = Embedding(self.source_vocab, E, padding_idx=self.pad_id,
                                           dtype=dtype, seed=seeds[0])
         self.target_embedding = Embedding(self.target_vocab, E, padding_idx=self.pad_id,
                                           dtype=dtype, seed=seeds[1])
-        self.encoder = cells[cell](E, H, num_layers=self.encoder_layers,
-                                   bidirectional=self.bidirectional, dropout=self.dropout,
-                                   dtype=dtype, seed=seeds[2])
+        self.encoder = cells[self.cell](E, H, num_layers=self.encoder_layers,
+                                        bidirectional=self.bidirectional, dropout=self.dropout,
+                                        dtype=dtype, seed=seeds[2])
         self.decoder = cells[self.decoder_cell](E, Hd, num_layers=self.decoder_layers,
                                                 dropout=self.dropout, dtype=dtype,
                                                 seed=seeds[3])
@@ -279,11 +309,6 @@ class Seq2Seq(Module):
                                        dtype=dtype, seed=seeds[5])
             self.combine = Linear(K + Hd, Hd, activation="tanh", dtype=dtype, seed=seeds[6])
         self.output = Linear(Hd, self.target_vocab, dtype=dtype, seed=seeds[7])
-        self.attention_size = (self.attention.attention_size
-                               if attention == "additive" else None)
-        self.loss_fn = CrossEntropyLoss(ignore_index=self.pad_id)
-        self.epoch = 0
-        self._cache = None
 
     @staticmethod
     def _has_cell(layer) -> bool:
