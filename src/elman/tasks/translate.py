@@ -82,7 +82,6 @@ BUNDLED = "cmudict"
 WORD = re.compile(r"[a-z']+")
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_wer", "lr", "seconds")
 DEFAULT_BEAM = 5
-VAL_DECODE = 3000              # validation sources decoded per epoch (greedy) for the WER
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -363,10 +362,10 @@ class Trainer:
                       f"{total / count:.4f}", end="", flush=True)
         if show:
             print("\r" + " " * 60 + "\r", end="")
-        # evaluate: teacher-forced loss and greedy WER on (up to VAL_DECODE) validation sources
+        # evaluate: teacher-forced loss and greedy WER on the validation sources
         val_loss = mean_loss(model, self.val_src, self.val_tgt, 256)
         src_vocab, tgt_vocab = self.vocabs
-        part = self.val_part[:VAL_DECODE]
+        part = self.val_part
         hyps = decode(model, [s for s, _ in part], src_vocab, tgt_vocab, 1, 0.0, self.max_len)
         val_wer = error_rates(hyps, [t for _, t in part])["wer"]
         model.epoch += 1
@@ -644,7 +643,7 @@ def _run(args) -> int:
                  "val_wer": [r["val_wer"] for r in history]}, os.path.join(out, "curves.png"),
                 title=label, metrics=["loss", "wer"],
                 ylabels={"loss": "cross entropy per target symbol",
-                         "wer": "word error rate (greedy)"})
+                         "wer": "word error rate (greedy)"}, monitor="val_wer")
             written.append("curves.png")
         if args.attention != "none":
             picks = [e for e in examples if 0 < len(e[1]) and len(e[0]) <= 16][:4] or examples[:1]
