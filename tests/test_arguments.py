@@ -150,7 +150,7 @@ def _numeric_flags():
 
     from elman.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for command in ("forecast", "classify", "generate"):
+    for command in ("forecast", "classify", "generate", "translate"):
         for action in sub.choices[command]._actions:
             if action.type in (int, float):
                 values = ["-1"] if action.type is int else ["-1", "nan"]
@@ -177,6 +177,8 @@ def test_every_numeric_flag_refuses_negative_and_nan(tmp_path, capsys, command, 
      "--embed-dim/--hidden/--layers: Embedding: "),
     (["generate", "--hidden", "1000000000", "--max-chars", "3000"],
      "--embedding/--hidden/--layers: LSTM: "),
+    (["translate", "--hidden", "1000000000", "--max-pairs", "300"],
+     "--embedding/--hidden/--layers: Seq2Seq: "),
     (["classify", "--maxlen", "1000000000000"], "--maxlen must be at most 100_000"),
     (["generate", "--length", "100000000000"], "--length must be from 0 to 10_000_000"),
 ])
@@ -190,7 +192,8 @@ def test_commands_refuse_sizes_beyond_the_machine(tmp_path, capsys, argv, messag
     assert re.search("^error: " + message, capsys.readouterr().err, re.MULTILINE)
 
 
-@pytest.mark.parametrize("command", ["forecast", "classify", "generate", "export-onnx"])
+@pytest.mark.parametrize("command", ["forecast", "classify", "generate", "translate",
+                                     "export-onnx"])
 def test_help_shows_each_default_once(capsys, command):
     """No "(default: None)" or "(default: False)", no option saying its default twice; a real
     default such as 0 still shows."""

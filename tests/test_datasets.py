@@ -36,7 +36,8 @@ def test_provenance_lists_every_bundled_file_with_its_sha256():
     shipped = {p.name for p in FILES.iterdir() if p.name != "PROVENANCE.md"}
     assert set(table) == shipped == {"seattle-weather.csv", "hamlet.txt.gz",
                                      "airline-passengers.csv",
-                                     "movieReviewSnippets_GroundTruth.txt.gz"}
+                                     "movieReviewSnippets_GroundTruth.txt.gz",
+                                     "cmudict.dict.gz", "cmudict.LICENSE"}
     for name, (size, sha) in table.items():
         data = (FILES / name).read_bytes()
         assert len(data) == size, name
@@ -52,6 +53,17 @@ def test_provenance_gives_the_decompressed_sha256_of_each_gz():
 
 
 # --------------------------------------------------------------------------- bundled loaders
+
+def test_cmudict():
+    lexicon = datasets.load_cmudict()
+    assert len(lexicon) == 126052
+    assert lexicon["read"] == [("R", "EH", "D"), ("R", "IY", "D")]    # read, read(2)
+    assert lexicon["aalborg"][0] == ("AO", "L", "B", "AO", "R", "G")  # the comment dropped
+    phonemes = {p for prons in lexicon.values() for pron in prons for p in pron}
+    assert len(phonemes) == 39 and not any(c.isdigit() for p in phonemes for c in p)
+    assert datasets.load_cmudict(stress=True)["read"][0] == ("R", "EH1", "D")
+    assert "Carnegie Mellon" in (FILES / "cmudict.LICENSE").read_text()
+
 
 def test_seattle_weather():
     w = load_seattle_weather()

@@ -183,6 +183,20 @@ CONSTRUCTORS = [
      {}, {"mode": "choice", "factor": "probability", "patience": "count",
           "threshold_mode": "choice", "cooldown": "count", "min_lr": "nonnegative"}),
     (elman.set_num_threads, dict(n=1), {"n": "threads", "adaptive": "flag"}),
+    (elman.Seq2Seq, dict(source_vocab=5, target_vocab=6, embedding_dim=2, hidden_size=2),
+     {"source_vocab": "size", "target_vocab": "size", "embedding_dim": "size",
+      "hidden_size": "size", "encoder_layers": "size", "decoder_layers": "size",
+      "bidirectional": "flag", "cell": "choice", "attention": "choice", "bridge": "choice",
+      "dropout": "probability", "dtype": "dtype", "seed": "seed"}),
+    (elman.Attention, dict(query_size=3, key_size=3),
+     {"query_size": "size", "key_size": "size", "kind": "choice", "dtype": "dtype",
+      "seed": "seed"}),
+    (elman.Bridge, dict(encoder_layers=1, decoder_layers=1, encoder_hidden=2,
+                        decoder_hidden=3),
+     {"encoder_layers": "positive_int", "decoder_layers": "positive_int",  # (no allocation)
+      "encoder_hidden": "size", "decoder_hidden": "size", "bidirectional": "flag",
+      "mode": "choice", "dtype": "dtype",
+      "seed": "seed"}),
 ]
 OPTIMIZERS = [
     (elman.SGD, {"lr": "nonnegative", "momentum": "nonnegative", "weight_decay": "nonnegative",

@@ -15,6 +15,9 @@ from .optim import (SGD, Adagrad, Adam, AdamW, CosineAnnealingLR, LinearLR, Opti
 
 from .model import Sequential
 from .gradient_flow import gradient_flow
+from .attention import Attention
+from .seq2seq import Bridge, Seq2Seq
+from .beam import beam_search, greedy_decode
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler,
                         ModelCheckpoint, TensorBoard, TimeBudget)
 from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint, save
@@ -34,4 +37,5 @@ __all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RN
            "CheckpointError",
            "data", "distributed", "fast", "threads", "set_num_threads", "get_num_threads",
            "from_torch", "to_torch", "from_keras", "export_onnx", "to_onnx", "ConversionError",
-           "registry", "gradient_flow"]
+           "registry", "gradient_flow", "Attention", "Bridge", "Seq2Seq", "beam_search",
+           "greedy_decode"]

@@ -1,5 +1,5 @@
 """The ``elman`` command: ``elman forecast``, ``elman classify``, ``elman generate``,
-``elman longmemory`` and ``elman export-onnx``.
+``elman translate``, ``elman longmemory`` and ``elman export-onnx``.
 
 Each sub-command's module (``elman.tasks.<name>``, ``elman.interop.onnx``) provides ``HELP``
 (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Run ``elman <command> --help``
@@ -18,8 +18,8 @@ __all__ = ["main"]
 
 # An explicit table: the command line never imports a module named by its input.
 COMMANDS = {"forecast": "elman.tasks.forecast", "classify": "elman.tasks.classify",
-            "generate": "elman.tasks.generate", "export-onnx": "elman.interop.onnx",
-            "longmemory": "elman.tasks.longmemory"}
+            "generate": "elman.tasks.generate", "translate": "elman.tasks.translate",
+            "longmemory": "elman.tasks.longmemory", "export-onnx": "elman.interop.onnx"}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

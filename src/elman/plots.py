@@ -53,7 +53,7 @@ def _save(fig, path) -> str:
 
 def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
                  metrics: Sequence[str] | None = None,
-                 ylabels: Mapping[str, str] | None = None) -> str:
+                 ylabels: Mapping[str, str] | None = None, monitor: str = "val_loss") -> str:
     """Training vs validation curves, one panel per metric (``loss`` first), epochs from 1, every
     point marked (a one-epoch run shows its point), and the best epoch (lowest ``val_loss``)
     marked on every panel.
@@ -61,7 +61,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
     ``history`` is ``History.history``: ``{"loss": [...], "val_loss": [...], "accuracy": [...],
     ...}``. ``metrics`` picks the panels (default: every key without the ``val_`` prefix, except
     the learning rate); ``ylabels`` gives a panel's axis label with its unit (default: the
-    metric's name).
+    metric's name). ``monitor``: the key whose lowest value marks the best epoch.
     """
     plt = _pyplot()
     if metrics is None:
@@ -71,8 +71,8 @@ def plot_history(history: Mapping[str, Sequence[float]], path, title: str = "",
     if not metrics:
         raise ValueError(f"plot_history: nothing to plot in a history with keys "
                          f"{sorted(history)}")
-    val_loss = np.asarray(history.get("val_loss", []), dtype=float)
-    best = int(np.nanargmin(val_loss)) + 1 if np.isfinite(val_loss).any() else None
+    watched = np.asarray(history.get(monitor, []), dtype=float)
+    best = int(np.nanargmin(watched)) + 1 if np.isfinite(watched).any() else None
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, name in zip(axes[0], metrics):
         for key, style, label in ((name, "o-", "training"), ("val_" + name, "s-", "validation")):

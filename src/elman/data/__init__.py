@@ -10,12 +10,13 @@ __all__ = ["StandardScaler", "MinMaxScaler", "sliding_windows", "chronological_s
            "stream_windows", "synthetic_weather"]
 
 # real data (bundled files, readers, downloaders) and text preprocessing
-from .datasets import (Table, load_airline_passengers, load_hamlet, load_movie_reviews,
-                       load_seattle_weather, read_csv, read_text)
+from .datasets import (Table, load_airline_passengers, load_cmudict, load_hamlet,
+                       load_movie_reviews, load_seattle_weather, read_csv, read_text)
 from .download import default_cache_dir, download_imdb, download_tiny_shakespeare, fetch
 from .text import CharVocabulary, Vocabulary, pad_sequences, stratified_split, tokenize
 
 __all__ += ["Table", "read_csv", "read_text", "load_seattle_weather", "load_movie_reviews",
-            "load_hamlet", "load_airline_passengers", "download_imdb", "download_tiny_shakespeare",
+            "load_hamlet", "load_airline_passengers", "load_cmudict", "download_imdb",
+            "download_tiny_shakespeare",
             "fetch", "default_cache_dir", "tokenize", "Vocabulary", "CharVocabulary",
             "pad_sequences", "stratified_split"]

@@ -381,3 +381,30 @@ def load_airline_passengers():
     table = _parse_csv(_bundled_bytes("airline-passengers.csv"), "airline-passengers.csv",
                        columns=["passengers"], date_column="month")
     return table.dates.astype("datetime64[M]"), table.values[:, 0].copy()
+
+
+def load_cmudict(stress: bool = False) -> dict:
+    """The CMU Pronouncing Dictionary 0.7b (about 134k entries, ARPAbet phonemes).
+
+    Returns ``{word: [pronunciation, ...]}`` in file order, each pronunciation a tuple of
+    phoneme strings; a word's variants (``word(2)`` in the file) are its later
+    pronunciations, and trailing ``# comments`` are dropped. Without ``stress`` the lexical
+    stress digits are removed (``AH0`` -> ``AH``: the 39 phonemes of the usual
+    grapheme-to-phoneme benchmark); a variant that then repeats an earlier one is dropped.
+    Words are lower case, as in the file (letters, apostrophes, and a few with ``.``/``-``
+    or digits).
+    """
+    lexicon: dict = {}
+    text = _bundled_bytes("cmudict.dict.gz").decode("utf-8")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        head, *phones = line.split()
+        word = head.split("(", 1)[0]
+        if not stress:
+            phones = [p.rstrip("012") for p in phones]
+        variants = lexicon.setdefault(word, [])
+        if tuple(phones) not in variants:
+            variants.append(tuple(phones))
+    return lexicon

@@ -1,0 +1,656 @@
+"""Train an encoder-decoder with attention to transduce sequences (default: English spelling to
+pronunciation on the CMU Pronouncing Dictionary), score it against a non-neural baseline, and
+translate new inputs with it.
+
+Default data: the CMU Pronouncing Dictionary 0.7b (bundled; Carnegie Mellon University, BSD-
+style licence): the words made of letters and apostrophes (124,926 of 126,052), each with its
+pronunciations as ARPAbet phonemes without stress marks (39 phonemes, the usual
+grapheme-to-phoneme benchmark; 134,860 word-pronunciation pairs). The words are shuffled with
+--seed and split 85/5/10 into training, validation and test words; all pronunciations of a word
+stay on its side. A word counts as correct when the output equals any of its pronunciations.
+
+Your own data: --pairs FILE, one ``source<TAB>target`` pair per line (the Tatoeba/ManyThings
+sentence-pair layout; further columns are ignored), at --level char (sequences of characters,
+e.g. transliteration or spelling to sound) or word (whitespace-separated words: translation).
+A source that occurs several times keeps all its targets (any of them counts as correct) and
+stays on one side of the split.
+
+Model (elman.Seq2Seq): source and target embeddings (--embedding), an encoder (--cell,
+--layers, --hidden per direction, bidirectional unless --no-bidirectional), its final states
+bridged to the decoder (copied when the widths agree, else projected), a decoder of
+--decoder-layers layers of width 2*--hidden (--hidden without the bidirectional encoder), and
+Luong attention after the decoder (--attention general, dot, additive (Bahdanau's score) or
+none) feeding tanh(W [context; state]) and the output layer. Trained with teacher forcing on
+the token-level cross entropy (padding ignored), Adam (--lr), gradient-norm clipping (--clip),
+batches of similar source lengths (--batch-size pairs), and a learning rate halved when the
+validation loss stops improving. After each epoch the validation words are decoded greedily;
+the epoch with the lowest validation WER is kept (model.npz). Training ends after --epochs,
+after --patience epochs without a better validation WER, or before an epoch that would end
+after the --minutes budget.
+
+Scores on the test part, for greedy decoding and for beam search (--beam, --length-penalty):
+``wer`` (the share of sources whose output equals none of their references) and ``per``
+(the edit distance to the closest reference over its length: phoneme error rate; token error
+rate for --pairs), plus corpus BLEU-4 at --level word. The reported model scores are the beam
+search's.
+
+Baseline (--level char): letters in context (elman.lettercontext): EM-aligned letter-to-chunk
+tables over left/right letter contexts with back-off, the widest context chosen on the
+validation words. At --level word: the training target of a source seen in training, else the
+source copied.
+
+Writes into --out (default runs/translate): model.npz (best epoch, with both vocabularies and
+the decoding settings in its extra: --predict reads it), last.npz (for --resume), history.csv
+(per epoch: loss, val_loss, val_wer, lr, seconds), metrics.json ({"model": {"wer", "per",
+"greedy", "beam", ...}, "baselines": {...}, "config": {...}}), curves.png (loss and validation
+WER), translate_attention.png (attention weights for a few test words) and
+translate_length.png (test WER by source length, model and baseline).
+
+Examples:
+  elman translate                               # CMUdict, at most 15 minutes of training
+  elman translate --predict gnocchi elman       # pronunciations from the saved model
+  elman translate --pairs fra.txt --level word --out runs/fra
+  elman translate --cell gru --attention additive --minutes 30 --epochs 60
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+from .. import checkpoint, plots
+from .._validate import CommandError
+from ..beam import beam_search
+from ..data.datasets import load_cmudict
+from ..data.pairs import SymbolVocabulary, bucket_batches, make_batch, read_pairs, split_by_source
+from ..lettercontext import LetterContext, select_width
+from ..optim import Adam, ReduceLROnPlateau, clip_grad_norm_
+from ..seq2seq import Seq2Seq
+from ..seqscores import corpus_bleu, error_rates
+from . import common
+
+HELP = "train an encoder-decoder with attention (default: spelling to pronunciation, CMUdict) " \
+       "vs a letters-in-context baseline, and translate with it"
+
+BUNDLED = "cmudict"
+WORD = re.compile(r"[a-z']+")
+HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_wer", "lr", "seconds")
+DEFAULT_BEAM = 5
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--pairs", metavar="FILE", help="your own tab-separated source/target pairs, "
+                   "instead of the bundled CMU Pronouncing Dictionary")
+    g.add_argument("--level", choices=["char", "word"], default="char",
+                   help="--pairs as sequences of characters or of words")
+    g.add_argument("--lower", action="store_true", help="lower-case --pairs")
+    g.add_argument("--max-pairs", type=int, metavar="N", help="use N sources only (drawn with "
+                   "--seed), for quick trials (None: all)")
+    g.add_argument("--val-fraction", type=float, default=0.05,
+                   help="share of the sources that validates")
+    g.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of the sources that tests")
+    common.add_common_arguments(p, cell="lstm", hidden=96, layers=1, epochs=40,
+                                batch_size=128, lr=3e-3, out="runs/translate",
+                                bidirectional=False, minutes=15.0)
+    g = p.add_argument_group("encoder-decoder")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
+                   help="a bidirectional encoder")
+    g.add_argument("--embedding", type=int, default=64, metavar="E",
+                   help="embedding size of source and target symbols")
+    g.add_argument("--decoder-layers", type=int, metavar="L",
+                   help="decoder layers (None: as --layers)")
+    g.add_argument("--attention", choices=["general", "dot", "additive", "none"],
+                   default="general", help="attention score (none: a plain encoder-decoder)")
+    g.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout between stacked recurrent layers")
+    g.add_argument("--clip", type=float, default=5.0,
+                   help="clip each batch's gradient norm to this (0: no clipping)")
+    g.add_argument("--patience", type=int, default=4,
+                   help="stop after this many epochs without a better validation WER "
+                   "(0: never)")
+    g = p.add_argument_group("decoding")
+    g.add_argument("--beam", type=int, metavar="B", help="beam width (1: greedy; None: 5, or "
+                   "with --predict the width the model was trained and scored with)")
+    g.add_argument("--length-penalty", type=float, default=1.0, metavar="A",
+                   help="rank finished hypotheses by log p / length**A")
+    g.add_argument("--predict", nargs="+", metavar="TEXT", help="do not train: load "
+                   "OUT/model.npz and print the output for each TEXT")
+
+
+# -- options ---------------------------------------------------------------------------------
+
+def check_args(args) -> None:
+    common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "embedding")
+    if args.decoder_layers is not None and args.decoder_layers < 1:
+        raise CommandError(f"error: --decoder-layers must be a positive integer, got "
+                           f"{args.decoder_layers}")
+    if args.max_pairs is not None and args.max_pairs < 10:
+        raise CommandError(f"error: --max-pairs must be at least 10, got {args.max_pairs}")
+    for name in ("val_fraction", "test_fraction"):
+        v = getattr(args, name)
+        if not 0 < v < 1:
+            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                               f"got {v}")
+    if args.val_fraction + args.test_fraction >= 1:
+        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
+                           f"{args.val_fraction} + {args.test_fraction}")
+    if not 0 <= args.dropout < 1:
+        raise CommandError(f"error: --dropout must be in [0, 1), got {args.dropout}")
+    for name, value in (("clip", args.clip), ("minutes", args.minutes),
+                        ("length_penalty", args.length_penalty)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise CommandError(f"error: --{name.replace('_', '-')} must be 0 or positive, got "
+                               f"{value}")
+    if args.patience < 0:
+        raise CommandError(f"error: --patience must be 0 (never stop early) or positive, got "
+                           f"{args.patience}")
+    for flag, value in (("--recurrent-dropout", args.recurrent_dropout),
+                        ("--layer-norm", args.layer_norm), ("--distributed", args.distributed)):
+        if value:
+            raise CommandError(f"error: {flag} is not available for translate (the "
+                               f"encoder-decoder does not offer it yet)")
+    if args.pairs is None and args.level != "char":
+        raise CommandError("error: --level word needs --pairs (the bundled dictionary is "
+                           "character-level)")
+
+
+def options(args) -> dict:
+    """The settings that define the network and its decoding, saved with the model."""
+    return {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
+            "decoder_layers": args.decoder_layers or args.layers,
+            "bidirectional": args.bidirectional, "embedding": args.embedding,
+            "attention": args.attention, "dropout": args.dropout, "beam": args.beam,
+            "length_penalty": args.length_penalty, "level": args.level, "lr": args.lr,
+            "batch_size": args.batch_size, "clip": args.clip, "seed": args.seed}
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def load_data(args) -> tuple[list, str, str]:
+    """``([(source, [targets])], source name, label)``, cut to --max-pairs."""
+    if args.pairs is None:
+        lexicon = load_cmudict()
+        data = [(tuple(w), prons) for w, prons in lexicon.items() if WORD.fullmatch(w)]
+        source, label = BUNDLED, "CMUdict"
+    else:
+        if not os.path.isfile(args.pairs):
+            raise CommandError(f"error: --pairs: no such file: {args.pairs}")
+        try:
+            data = read_pairs(args.pairs, level=args.level, lower=args.lower)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CommandError(f"error: --pairs: {e}") from None
+        source, label = os.path.abspath(args.pairs), os.path.basename(args.pairs)
+    if args.max_pairs is not None and args.max_pairs < len(data):
+        keep = np.random.default_rng([args.seed, 13]).choice(len(data), args.max_pairs,
+                                                             replace=False)
+        data = [data[i] for i in sorted(keep)]
+    if len(data) < 10:
+        raise CommandError(f"error: {label} holds {len(data)} distinct sources; at least 10 "
+                           f"are needed to split it")
+    return data, source, label
+
+
+def split(data: list, args) -> tuple:
+    train_fraction = 1 - args.val_fraction - args.test_fraction
+    parts = split_by_source(data, (train_fraction, args.val_fraction, args.test_fraction),
+                            seed=args.seed)
+    for name, part in zip(("training", "validation", "test"), parts):
+        if not part:
+            raise CommandError(f"error: the {name} part is empty ({len(data)} sources): use "
+                               f"more data or other --val-fraction / --test-fraction")
+    return parts
+
+
+def flatten(part: list) -> tuple[list, list]:
+    """One (source, target) training pair per pronunciation/translation."""
+    sources, targets = [], []
+    for s, ts in part:
+        for t in ts:
+            sources.append(s)
+            targets.append(t)
+    return sources, targets
+
+
+def encode_part(part, src_vocab, tgt_vocab) -> tuple[list, list]:
+    sources, targets = flatten(part)
+    return ([src_vocab.encode(s) for s in sources], [tgt_vocab.encode(t) for t in targets])
+
+
+# -- decoding and scores -----------------------------------------------------------------------
+
+def decode(model, sources: list, src_vocab, tgt_vocab, beam: int, length_penalty: float,
+           max_len: int, batch_size: int = 256) -> list:
+    """Outputs (tuples of target symbols) for source symbol tuples, in order."""
+    ids = [src_vocab.encode(s) for s in sources]
+    out = [None] * len(ids)
+    for index in bucket_batches([len(s) for s in ids], batch_size):
+        b = make_batch([ids[i] for i in index])
+        result = beam_search(model, b["src"], b["src_lengths"], beam_width=beam,
+                             max_len=max_len, length_penalty=length_penalty)
+        for i, seq in zip(index, result.sequences):
+            out[i] = tgt_vocab.decode(seq)
+    return out
+
+
+def scores(hyps: list, part: list, level: str) -> dict:
+    refs = [ts for _, ts in part]
+    result = error_rates(hyps, refs)
+    if level == "word":
+        result["bleu"] = corpus_bleu(hyps, refs)
+    return result
+
+
+def mean_loss(model, sources, targets, batch_size: int) -> float:
+    """Teacher-forced cross entropy per target token over a whole part (evaluation mode)."""
+    total = count = 0.0
+    model.eval()
+    for index in bucket_batches([len(s) for s in sources], batch_size):
+        b = make_batch([sources[i] for i in index], [targets[i] for i in index])
+        value, _ = model.loss(b["src"], b["tgt_in"], b["tgt_out"], b["src_lengths"],
+                              b["tgt_lengths"])
+        tokens = int(b["tgt_lengths"].sum())
+        total += value * tokens
+        count += tokens
+    model._cache = None
+    return total / count
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+def baselines(train, val, test, level: str) -> tuple[dict, dict]:
+    """``({name: test scores + settings}, {name: per-test-source outputs})``."""
+    t0 = time.perf_counter()
+    if level == "char":
+        sources, targets = flatten(train)
+        lc = LetterContext(max_width=5).fit(zip(sources, targets))
+        width, table = select_width(lc, val)
+        hyps = [lc.predict(s, width) for s, _ in test]
+        result = {**scores(hyps, test, level), "context_width": width,
+                  "val_wer": table[width]["wer"], "aligned_pairs": lc.aligned,
+                  "seconds": time.perf_counter() - t0}
+        return {"letter_context": result}, {"letter_context": hyps}
+    seen = {s: ts[0] for s, ts in train}
+    hyps = [seen.get(s, s) for s, _ in test]
+    result = {**scores(hyps, test, level), "seen_sources": sum(s in seen for s, _ in test),
+              "seconds": time.perf_counter() - t0}
+    return {"lookup_or_copy": result}, {"lookup_or_copy": hyps}
+
+
+# -- training --------------------------------------------------------------------------------
+
+def _write_history(path: str, rows: list) -> None:
+    with common.atomic_text(path) as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read_history(path: str, epochs: int) -> list:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:
+        r["epoch"] = int(r["epoch"])
+    return rows[:epochs]
+
+
+class Trainer:
+    """The loop, in labelled phases: forward, loss, backward, clip, step; then evaluate
+    (validation loss and greedy WER), schedule, checkpoint (best, last, history)."""
+
+    def __init__(self, model, optimizer, scheduler, rng, args, data, out_dir, extra):
+        self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
+        self.args, self.out_dir, self.extra = args, out_dir, extra
+        (self.train_src, self.train_tgt, self.val_src, self.val_tgt, self.val_part,
+         self.vocabs, self.max_len) = data
+        self.best = math.inf
+        self.history: list = []
+        self.best_path = os.path.join(out_dir, "model.npz")
+        self.last_path = os.path.join(out_dir, "last.npz")
+        self.history_path = os.path.join(out_dir, "history.csv")
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict(),
+                "best_val_wer": self.best if math.isfinite(self.best) else None}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best = math.inf if state.get("best_val_wer") is None else state["best_val_wer"]
+
+    def epoch(self) -> dict:
+        args, model, opt = self.args, self.model, self.optimizer
+        params = model.parameters()
+        start = time.perf_counter()
+        model.train()
+        total = count = 0.0
+        batches = bucket_batches([len(s) for s in self.train_src], args.batch_size, self.rng)
+        show = not args.quiet and sys.stdout.isatty()
+        for k, index in enumerate(batches):
+            b = make_batch([self.train_src[i] for i in index],
+                           [self.train_tgt[i] for i in index])
+            opt.zero_grad()
+            # forward and loss: mean cross entropy per real target token (teacher forcing)
+            value, dlogits = model.loss(b["src"], b["tgt_in"], b["tgt_out"], b["src_lengths"],
+                                        b["tgt_lengths"])
+            if not math.isfinite(value):
+                raise CommandError(f"error: the training loss became {value} at epoch "
+                                   f"{model.epoch + 1}; try a smaller --lr or --clip")
+            # backward through the decoder, attention, bridge and encoder
+            model.backward(dlogits)
+            # clip the joint gradient norm, then step
+            if args.clip > 0:
+                clip_grad_norm_(params, args.clip)
+            opt.step()
+            tokens = int(b["tgt_lengths"].sum())
+            total += value * tokens
+            count += tokens
+            if show and k % 20 == 0:
+                print(f"\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
+                      f"{total / count:.4f}", end="", flush=True)
+        if show:
+            print("\r" + " " * 60 + "\r", end="")
+        # evaluate: teacher-forced loss and greedy WER on the validation sources
+        val_loss = mean_loss(model, self.val_src, self.val_tgt, 256)
+        src_vocab, tgt_vocab = self.vocabs
+        part = self.val_part
+        hyps = decode(model, [s for s, _ in part], src_vocab, tgt_vocab, 1, 0.0, self.max_len)
+        val_wer = error_rates(hyps, [t for _, t in part])["wer"]
+        model.epoch += 1
+        self.scheduler.step(val_loss)
+        improved = val_wer < self.best
+        if improved:
+            self.best = val_wer
+        row = {"epoch": model.epoch, "loss": total / count, "val_loss": val_loss,
+               "val_wer": val_wer, "lr": float(opt.lr), "seconds": time.perf_counter() - start}
+        # checkpoint: the best model, the state to resume from, then the history row
+        self.history.append(row)
+        if improved:
+            checkpoint.save(model, self.best_path, extra=self.extra)
+        checkpoint.save(model, self.last_path, optimizer=opt,
+                        extra={**self.extra, "training": self.state()})
+        _write_history(self.history_path, self.history)
+        row["improved"] = improved
+        return row
+
+
+def train(model, args, data, out_dir: str, extra: dict):
+    """From scratch or from OUT/last.npz (--resume), up to --epochs in total and within
+    --minutes. Returns (model, history rows, seconds, why it stopped)."""
+    last_path = os.path.join(out_dir, "last.npz")
+    rng = np.random.default_rng([args.seed, 13, 1])
+    if args.resume:
+        ck = common.read_checkpoint(last_path, "--resume")
+        if ck.model.config() != model.config():
+            raise CommandError(f"error: --resume: {last_path} holds a different architecture "
+                               f"than these options build; use the same options as the first run")
+        saved = ck.extra if isinstance(ck.extra, dict) else {}
+        if saved.get("vocabularies") != extra["vocabularies"]:
+            raise CommandError(f"error: --resume: {last_path} was trained on other data; use "
+                               f"the same data options as the first run")
+        if ck.optimizer is None or "rng" not in (saved.get("training") or {}):
+            raise CommandError(f"error: --resume: {last_path} holds no training state")
+        model, optimizer = ck.model, ck.optimizer
+    else:
+        optimizer = Adam(model.parameters(), lr=args.lr)
+    scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
+    trainer = Trainer(model, optimizer, scheduler, rng, args, data, out_dir, extra)
+    if args.resume:
+        trainer.load_state(saved["training"])
+        trainer.history = _read_history(trainer.history_path, model.epoch)
+        if model.epoch >= args.epochs:
+            print(f"{last_path} has already trained {model.epoch} epochs (--epochs "
+                  f"{args.epochs}): nothing to do")
+    elif os.path.exists(trainer.history_path):
+        os.remove(trainer.history_path)
+    budget = args.minutes * 60 if args.minutes > 0 else math.inf
+    start, durations, stopped = time.perf_counter(), [], "epochs"
+    while model.epoch < args.epochs:
+        elapsed = time.perf_counter() - start
+        if durations and elapsed + float(np.mean(durations)) > budget:
+            stopped = "minutes"
+            print(f"stopping after epoch {model.epoch}: another epoch (about "
+                  f"{np.mean(durations):.0f}s) would end after the --minutes {args.minutes:g} "
+                  f"budget ({elapsed:.0f}s used)")
+            break
+        if args.patience and trainer.history:
+            best_epoch = min(trainer.history, key=lambda r: (r["val_wer"], r["epoch"]))["epoch"]
+            if model.epoch - best_epoch >= args.patience:
+                stopped = "patience"
+                print(f"stopping after epoch {model.epoch}: no better validation WER for "
+                      f"{args.patience} epochs (--patience)")
+                break
+        row = trainer.epoch()
+        durations.append(row["seconds"])
+        if not args.quiet:
+            print(f"epoch {row['epoch']:3d}/{args.epochs}  loss {row['loss']:.4f}  val_loss "
+                  f"{row['val_loss']:.4f}  val_wer {row['val_wer']:.4f} (greedy)  lr "
+                  f"{row['lr']:.2g}  {row['seconds']:.1f}s" + ("  *best" if row["improved"]
+                                                                else ""), flush=True)
+    return model, trainer.history, time.perf_counter() - start, stopped
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+def plot_attention(model, examples: list, src_vocab, tgt_vocab, path: str, label: str) -> str:
+    """Attention weights (decoder steps x source symbols) for a few (source, output) pairs,
+    read from a teacher-forced pass over the model's own output."""
+    plt = plots._pyplot()
+    fig, axes = plt.subplots(1, len(examples), figsize=(3.2 * len(examples), 3.4),
+                             squeeze=False)
+    model.eval()
+    for ax, (source, output) in zip(axes[0], examples):
+        b = make_batch([src_vocab.encode(source)], [tgt_vocab.encode(output)])
+        model(b["src"], b["tgt_in"], b["src_lengths"], b["tgt_lengths"])
+        weights = model.attention.weights[0]              # (T, S)
+        ax.imshow(weights, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(source)))
+        ax.set_xticklabels(list(source))
+        ax.set_yticks(range(len(output) + 1))
+        ax.set_yticklabels(list(output) + ["</s>"], fontsize="small")
+        ax.set_title("".join(source) if len(source) < 20 else " ".join(source)[:20],
+                     fontsize="small")
+    model._cache = None
+    fig.suptitle(f"{label}: attention (rows: output symbols, columns: input)")
+    fig.tight_layout()
+    return plots._save(fig, path)
+
+
+def plot_by_length(test: list, outputs: dict, path: str, label: str) -> str:
+    """Test WER against source length for each system."""
+    plt = plots._pyplot()
+    lengths = np.array([len(s) for s, _ in test])
+    refs = [ts for _, ts in test]
+    bins = sorted(set(np.minimum(lengths, 16).tolist()))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, hyps in outputs.items():
+        wrong = np.array([tuple(h) not in [tuple(r) for r in rs] for h, rs in zip(hyps, refs)])
+        wer = [wrong[np.minimum(lengths, 16) == b].mean() for b in bins]
+        ax.plot(bins, wer, "o-", ms=3, label=name)
+    counts = [int((np.minimum(lengths, 16) == b).sum()) for b in bins]
+    ax.set_xticks(bins)
+    ax.set_xticklabels([f"{b}" + ("+" if b == 16 else "") for b in bins], fontsize="small")
+    ax.set_xlabel("source length (symbols)")
+    ax.set_ylabel("word error rate (test)")
+    ax.set_title(f"{label}: WER by length ({len(test)} test sources; fewest per length: "
+                 f"{min(counts)})", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return plots._save(fig, path)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+SAVED_SETTINGS = {
+    "level": (lambda v: v in ("char", "word"), "'char' or 'word'"),
+    "max_len": (lambda v: common.is_count(v) and v <= 10_000, "an integer from 1 to 10000"),
+    "beam": (lambda v: common.is_count(v) and v <= 1000, "an integer from 1 to 1000"),
+    "vocabularies": (lambda v: isinstance(v, dict) and set(v) == {"source", "target"},
+                     "{'source': ..., 'target': ...}"),
+}
+
+
+def _predict(args) -> int:
+    ck, extra = common.load_saved(args.out, "translate", "--predict")
+    path = os.path.join(args.out, "model.npz")
+    common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
+    vocabs = extra["vocabularies"]
+    src_vocab = common.restore("--predict", path, "source vocabulary",
+                               lambda: SymbolVocabulary().load_state_dict(vocabs["source"]))
+    tgt_vocab = common.restore("--predict", path, "target vocabulary",
+                               lambda: SymbolVocabulary().load_state_dict(vocabs["target"]))
+    model = ck.model
+    if not isinstance(model, Seq2Seq) or model.source_vocab != len(src_vocab) \
+            or model.target_vocab != len(tgt_vocab):
+        raise CommandError(f"error: --predict: {path} is damaged: its network does not match "
+                           f"its vocabularies")
+    sources = []
+    for text in args.predict:
+        text = text.lower() if extra.get("lower_input") else text
+        symbols = tuple(text.split()) if extra["level"] == "word" else tuple(text.strip())
+        if not symbols:
+            raise CommandError(f"error: --predict: the text {text!r} is empty")
+        sources.append(symbols)
+    beam = extra["beam"] if args.beam is None else args.beam
+    outputs = decode(model, sources, src_vocab, tgt_vocab, beam, args.length_penalty,
+                     extra["max_len"])
+    for text, out in zip(args.predict, outputs):
+        print(f"{text}\t{' '.join(out)}")
+    return 0
+
+
+def run(args) -> int:
+    common.setup_run(args)
+    if args.beam is not None and args.beam < 1:
+        raise CommandError(f"error: --beam must be a positive integer, got {args.beam}")
+    if args.predict:
+        if args.resume:
+            raise CommandError("error: --predict does not train; leave out --resume")
+        return _predict(args)
+    check_args(args)
+    if args.beam is None:
+        args.beam = DEFAULT_BEAM
+    return _run(args)
+
+
+def _run(args) -> int:
+    out = common.prepare_out_dir(args.out, args.resume)
+    t_start = time.perf_counter()
+
+    # data: split by source; vocabularies from the training part only
+    data, source, label = load_data(args)
+    train_part, val_part, test_part = split(data, args)
+    src_vocab = SymbolVocabulary().fit(s for s, _ in train_part)
+    tgt_vocab = SymbolVocabulary().fit(t for _, ts in train_part for t in ts)
+    train_src, train_tgt = encode_part(train_part, src_vocab, tgt_vocab)
+    val_src, val_tgt = encode_part(val_part, src_vocab, tgt_vocab)
+    longest = max(len(t) for t in train_tgt)
+    max_len = int(longest * 1.5) + 5
+    sizes = {"sources": len(data), "train_sources": len(train_part),
+             "val_sources": len(val_part), "test_sources": len(test_part),
+             "train_pairs": len(train_src), "source_symbols": len(src_vocab) - 4,
+             "target_symbols": len(tgt_vocab) - 4}
+    print(f"{label}: {len(data):,} sources ({len(train_part):,} train, {len(val_part):,} "
+          f"validation, {len(test_part):,} test; {len(train_src):,} training pairs), "
+          f"{sizes['source_symbols']} source and {sizes['target_symbols']} target symbols")
+
+    # the network first: sizes the machine cannot hold end the run before the baseline
+    opts = options(args)
+    model = common.build(lambda: Seq2Seq(
+        len(src_vocab), len(tgt_vocab), embedding_dim=args.embedding, hidden_size=args.hidden,
+        cell=args.cell, encoder_layers=args.layers, decoder_layers=opts["decoder_layers"],
+        bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
+        pad_id=SymbolVocabulary.PAD, bos_id=SymbolVocabulary.BOS, eos_id=SymbolVocabulary.EOS,
+        seed=args.seed), "--embedding/--hidden/--layers")
+
+    # baseline on the same split
+    base, base_outputs = baselines(train_part, val_part, test_part, args.level)
+    for name, m in base.items():
+        print(f"baseline {name}: test wer {m['wer']:.4f}, per {m['per']:.4f} "
+              f"({m['seconds']:.0f}s)")
+
+    # model and training
+    extra = {"task": "translate", "data": source, "level": args.level,
+             "lower_input": bool(args.pairs is None or args.lower), "max_len": max_len,
+             "beam": args.beam, "options": opts, "sizes": sizes,
+             "vocabularies": {"source": src_vocab.state_dict(),
+                              "target": tgt_vocab.state_dict()}}
+    model, history, seconds, stopped = train(
+        model, args, (train_src, train_tgt, val_src, val_tgt, val_part,
+                      (src_vocab, tgt_vocab), max_len), out, extra)
+
+    # test: the best epoch, greedy and beam
+    best, _ = common.load_best(out)
+    test_sources = [s for s, _ in test_part]
+    t0 = time.perf_counter()
+    greedy_out = decode(best, test_sources, src_vocab, tgt_vocab, 1, 0.0, max_len)
+    greedy_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    beam_out = decode(best, test_sources, src_vocab, tgt_vocab, args.beam, args.length_penalty,
+                      max_len)
+    beam_seconds = time.perf_counter() - t0
+    greedy = {**scores(greedy_out, test_part, args.level), "seconds": greedy_seconds}
+    beamed = {**scores(beam_out, test_part, args.level), "seconds": beam_seconds,
+              "beam": args.beam, "length_penalty": args.length_penalty}
+    best_epoch = int(best.epoch)
+    val_wer = min((r["val_wer"] for r in history), default=math.nan)
+    metrics = {
+        "model": {"wer": beamed["wer"], "per": beamed["per"],
+                  **({"bleu": beamed["bleu"]} if "bleu" in beamed else {}),
+                  "greedy": greedy, "beam": beamed, "val_wer_greedy": val_wer,
+                  "best_epoch": best_epoch},
+        "baselines": base,
+        "config": {**opts, **sizes, "source": source, "max_pairs": args.max_pairs,
+                   "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+                   "epochs_trained": int(model.epoch), "train_seconds": seconds,
+                   "stopped_by": stopped, "minutes": args.minutes, "max_len": max_len,
+                   "total_seconds": time.perf_counter() - t_start,
+                   "parameters": int(sum(p.data.size for p in best.parameters()))},
+    }
+    common.write_metrics(out, metrics)
+    name = f"{args.cell}({args.hidden}{', bi' if args.bidirectional else ''}) {args.attention}"
+    columns = ["wer", "per"] + (["bleu"] if args.level == "word" else [])
+    common.print_results(
+        f"{label}, test ({len(test_part):,} sources; lower is better for wer/per)",
+        [(f"{name} beam {args.beam}", beamed), (f"{name} greedy", greedy)]
+        + [(f"baseline {k}", v) for k, v in base.items()], columns)
+    examples = list(zip(test_sources, beam_out))[:5]
+    for s, o in examples:
+        print(f"  {''.join(s) if args.level == 'char' else ' '.join(s)}  ->  {' '.join(o)}")
+
+    # figures
+    written = ["model.npz", "last.npz", "history.csv", "metrics.json"]
+    if not plots.have_matplotlib():
+        print('note: install matplotlib (pip install "elman[plot]") for the figures',
+              file=sys.stderr)
+    else:
+        if history:
+            plots.plot_history(
+                {"loss": [r["loss"] for r in history],
+                 "val_loss": [r["val_loss"] for r in history],
+                 "val_wer": [r["val_wer"] for r in history]}, os.path.join(out, "curves.png"),
+                title=label, metrics=["loss", "wer"],
+                ylabels={"loss": "cross entropy per target symbol",
+                         "wer": "word error rate (greedy)"}, monitor="val_wer")
+            written.append("curves.png")
+        if args.attention != "none":
+            picks = [e for e in examples if 0 < len(e[1]) and len(e[0]) <= 16][:4] or examples[:1]
+            plot_attention(best, picks, src_vocab, tgt_vocab,
+                           os.path.join(out, "translate_attention.png"), label)
+            written.append("translate_attention.png")
+        plot_by_length(test_part, {f"model beam {args.beam}": beam_out,
+                                   "model greedy": greedy_out, **base_outputs},
+                       os.path.join(out, "translate_length.png"), label)
+        written.append("translate_length.png")
+    print(f"\ntrained {int(model.epoch)} epochs in {seconds:.0f}s (stopped by --{stopped}); "
+          f"wrote {out}/: {', '.join(written)}")
+    return 0
