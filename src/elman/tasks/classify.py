@@ -176,6 +176,8 @@ class ClassifySettings(common.TrainingSettings):
     ensemble: int = ENSEMBLE
     predict: tuple[str, ...] | None = None
 
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "predict")
+
     def validate(self) -> None:
         super().validate()
         for name in ("max_words", "maxlen", "embed_dim", "ensemble"):
@@ -656,8 +658,8 @@ def _run(settings: ClassifySettings, comm=None) -> int:
 
     # models, training (each: best by validation loss, checkpoints, --resume); the ensemble
     # averages the members' probabilities
-    extra = {"task": "classify", "settings": settings.to_dict(), "data": source,
-             "classes": class_names, "vocabulary": vocab.state_dict(), "mask_value": MASK}
+    extra = {"task": "classify", "settings": settings.to_dict(invocation=False),
+             "data": source, "classes": class_names, "vocabulary": vocab.state_dict(), "mask_value": MASK}
     if settings.resume:
         last = os.path.join(out_dir, "last.npz")
         saved = common.read_checkpoint(last, "--resume").extra or {}
@@ -731,7 +733,8 @@ def _run(settings: ClassifySettings, comm=None) -> int:
     metrics = {
         "model": model_metrics,
         "baselines": {"bow_logreg": bow_metrics},
-        "config": {"settings": settings.to_dict(), "data": source, "classes": class_names, "samples": len(texts),
+        "config": {"settings": settings.to_dict(), "data": source, "classes": class_names,
+                   "samples": len(texts),
                    "train": len(tr), "validation": len(va), "test": len(te),
                    "vocabulary": V, "maxlen": settings.maxlen, "padding": settings.padding,
                    "truncating": settings.truncating, "cell": settings.cell, "pool": settings.pool,

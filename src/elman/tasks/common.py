@@ -15,7 +15,8 @@ Settings are data. A command turns its argparse namespace into ONE frozen datacl
 start (``FooSettings.from_args(args)``) and reads only that afterwards. Construction validates
 every value (``validate()``, one ``error: --option ...`` line, exit 2), whether the values come
 from the command line or from a file: the same settings are saved whole in every checkpoint's
-``extra["settings"]`` and in metrics.json's ``config["settings"]``, and ``--predict`` /
+``extra["settings"]`` (less ``--out``, ``--threads``, ``--quiet``, ``--resume``: how it ran,
+not what it trained) and in metrics.json's ``config["settings"]``, and ``--predict`` /
 ``--sample`` / ``--resume`` read them back with :meth:`Settings.from_saved`, so a damaged saved
 setting is refused with the same rule, naming the file.
 
@@ -32,10 +33,10 @@ name is the option's ``dest``), its check in ``TrainingSettings.validate``; a ce
 goes into :data:`CELL_OPTIONS`. An option of one command: the same in that task's module
 (``add_arguments``, its ``Settings`` class, its ``validate``). A new command: a
 ``FooSettings(TrainingSettings)`` with ``TASK = "foo"`` and ``ARGUMENTS = add_arguments``, built
-with ``FooSettings.from_args(args)`` first thing in ``run``; ``extra={"task": ..., "settings":
-settings.to_dict(), ...}`` in its checkpoints (what is learnt from the data, such as a
-vocabulary or scaler, stays beside it in ``extra``) and ``"config": {"settings": ...}`` in
-metrics.json. A file saved before a field existed gets that field's command-line default.
+with ``FooSettings.from_args(args)`` first thing in ``run``; ``extra={"task": ...,
+"settings": settings.to_dict(invocation=False), ...}`` in its checkpoints (what is learnt from
+the data, such as a vocabulary or scaler, stays beside it in ``extra``) and ``"config":
+{"settings": settings.to_dict(), ...}`` in metrics.json. A file saved before a field existed gets that field's command-line default.
 """
 from __future__ import annotations
 
@@ -160,6 +161,12 @@ class Settings:
     TASK: typing.ClassVar[str] = ""
     #: the task's ``add_arguments``: its command-line defaults fill fields a saved copy lacks
     ARGUMENTS: typing.ClassVar = None
+    #: the settings that may differ from the first run's on ``--resume`` (the others are what
+    #: was trained: data, model, optimizer; :meth:`check_resume`)
+    MAY_CHANGE_ON_RESUME: typing.ClassVar[tuple] = ("out", "threads", "quiet")
+    #: how this invocation runs, not what it trains: left out of checkpoints (a resumed or
+    #: moved run writes the same bytes as one that never stopped), kept in metrics.json
+    INVOCATION: typing.ClassVar[tuple] = ("out", "threads", "quiet", "resume")
 
     seed: int = 0
     out: str = "runs/task"
@@ -191,9 +198,11 @@ class Settings:
         return cls(**{name: tuple(given[name]) if isinstance(given[name], list)
                       else given[name] for name in cls.names() if name in given})
 
-    def to_dict(self) -> dict:
-        """Every setting, as plain data for JSON (``from_saved`` reads it back)."""
-        return {name: _plain(getattr(self, name)) for name in self.names()}
+    def to_dict(self, invocation: bool = True) -> dict:
+        """Every setting, as plain data for JSON (``from_saved`` reads it back); without
+        those of :attr:`INVOCATION` for a checkpoint (``invocation=False``)."""
+        return {name: _plain(getattr(self, name)) for name in self.names()
+                if invocation or name not in self.INVOCATION}
 
     @classmethod
     def defaults(cls) -> dict:
@@ -203,6 +212,20 @@ class Settings:
         p = argparse.ArgumentParser(add_help=False)
         cls.ARGUMENTS(p)
         return {k: v for k, v in vars(p.parse_known_args([])[0]).items()}
+
+    def check_resume(self, first: "Settings", path: str) -> None:
+        """Refuse to continue the run ``first`` (its settings, read back from ``path``) with
+        other settings than those in :attr:`MAY_CHANGE_ON_RESUME`."""
+        changed = [n for n in self.names() if n not in self.MAY_CHANGE_ON_RESUME
+                   and getattr(first, n) != getattr(self, n)]
+        if changed:
+            def shown(settings):
+                return ", ".join(f"--{n.replace('_', '-')} {_plain(getattr(settings, n))!r}"
+                                 for n in changed)
+            free = ", ".join(f"--{n.replace('_', '-')}" for n in self.MAY_CHANGE_ON_RESUME)
+            raise CommandError(f"error: --resume: {path} was trained with {shown(first)}, these "
+                               f"options say {shown(self)}; use the same options as the first "
+                               f"run (only {free} may change)")
 
     @classmethod
     def from_saved(cls, saved, path: str, option: str):
@@ -248,6 +271,9 @@ class TrainingSettings(Settings):
     recurrent_dropout: float = 0.0
     layer_norm: bool = False
     distributed: bool = False
+
+    MAY_CHANGE_ON_RESUME = (*Settings.MAY_CHANGE_ON_RESUME, "resume", "epochs", "minutes",
+                            "distributed")
 
     def validate(self) -> None:
         super().validate()
@@ -451,6 +477,10 @@ def train(model, x, y, validation, settings, out_dir: str, extra=None, fit_kwarg
                                f"...); use the same options as the first run")
         for cb, saved in zip(resumable, saved_states):
             cb.load_state_dict(saved["state"])
+        first = (read_checkpoint(last_path, "--resume").extra or {}).get("settings")
+        if first is not None:       # (a run saved before settings were: architecture only)
+            settings.check_resume(type(settings).from_saved(first, last_path, "--resume"),
+                                  last_path)
     callbacks = [ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
                                  extra=extra, initial_value_threshold=best),
                  *own, *([budget] if budget is not None else []),

@@ -129,6 +129,8 @@ class ForecastSettings(common.TrainingSettings):
     test_fraction: float = 0.15
     predict: bool = False
 
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "predict")
+
     def validate(self) -> None:
         super().validate()
         if self.missing not in MISSING_MODES:
@@ -422,8 +424,8 @@ def _run(settings: ForecastSettings, comm=None) -> int:
     preds, chosen = run_baselines(series, p) if root else ({}, {})
 
     # the settings, and what the data taught (resolved columns, scaler) for --predict
-    extra = {"task": "forecast", "settings": settings.to_dict(), "data": series.source,
-             "columns": series.columns, "target": series.target,
+    extra = {"task": "forecast", "settings": settings.to_dict(invocation=False),
+             "data": series.source, "columns": series.columns, "target": series.target,
              "date": None if series.dates is None else (settings.date or "date"),
              "season": p.season is not None, "target_scale": p.y_scale,
              "scaler": p.scaler.state_dict()}
@@ -442,7 +444,8 @@ def _run(settings: ForecastSettings, comm=None) -> int:
                "baselines": {name: score(y_test, v) for name, v in preds.items()}}
     val_loss = history.get("val_loss") or [np.nan]
     metrics["config"] = {
-        "settings": settings.to_dict(), "data": series.source, "target": series.target, "inputs": series.columns,
+        "settings": settings.to_dict(), "data": series.source, "target": series.target,
+        "inputs": series.columns,
         "season_inputs": p.season is not None, "lookback": settings.lookback, "horizon": H,
         "target_mode": settings.target_mode,
         "rows": len(series.values), "windows": {"train": n_tr, "validation": n_va,

@@ -174,6 +174,9 @@ class GenerateSettings(common.TrainingSettings):
     top_k: int = 0
     top_p: float = 1.0
 
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "patience", "sample",
+                            "prime", "length", "temperature", "top_k", "top_p")
+
     def validate(self) -> None:
         super().validate()
         common.positive("embedding", self.embedding)
@@ -556,7 +559,7 @@ def _run(settings: GenerateSettings, comm=None) -> int:
     # the network first: sizes the machine cannot hold end the run before the baseline
     model = common.build(lambda: build_model(V, settings), "--embedding/--hidden/--layers")
     if not root:                # the other ranks only train: rank 0 scores and reports
-        extra = {"task": "generate", "settings": settings.to_dict(),
+        extra = {"task": "generate", "settings": settings.to_dict(invocation=False),
                  "vocab": vocab.state_dict()}
         train(model, settings, train_ids, val_ids, out, extra, comm, common.time_budget(settings))
         return 0
@@ -575,7 +578,8 @@ def _run(settings: GenerateSettings, comm=None) -> int:
           f"{ngram_val:.4f}, test {ngram_test:.4f} bits/char ({time.perf_counter() - t0:.1f}s)")
 
     # model and training
-    extra = {"task": "generate", "settings": settings.to_dict(), "vocab": vocab.state_dict(),
+    extra = {"task": "generate", "settings": settings.to_dict(invocation=False),
+             "vocab": vocab.state_dict(),
              "data": {"source": source, "max_chars": settings.max_chars, **sizes}}
     # the budget keeps time for scoring the test text after training (about one validation)
     budget = common.time_budget(settings, after=len(test_ids) / max(len(val_ids), 1))
@@ -600,7 +604,8 @@ def _run(settings: GenerateSettings, comm=None) -> int:
                   "best_epoch": best_epoch},
         "baselines": {"ngram": {"bits_per_char": ngram_test, "order": lm.order,
                                 "discount": lm.discount, "val_bits_per_char": ngram_val}},
-        "config": {"settings": settings.to_dict(), **sizes, "source": source, "max_chars": settings.max_chars,
+        "config": {"settings": settings.to_dict(), **sizes, "source": source,
+                   "max_chars": settings.max_chars,
                    "epochs_trained": int(model.epoch), "train_seconds": seconds,
                    "stopped_by": stopped, "minutes": settings.minutes,
                    "history_units": "bits per character"},

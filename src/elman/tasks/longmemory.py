@@ -435,7 +435,8 @@ def run(args) -> int:
                 if not settings.quiet:
                     print(f"[{k}/{total}] {name} T={T} {model}: {_describe(r)}", flush=True)
                 # metrics after every run: an interrupted benchmark keeps what it measured
-                common.write_metrics(out_dir, {"runs": runs, "config": {"settings": settings.to_dict()}})
+                common.write_metrics(out_dir, {"runs": runs,
+                                               "config": {"settings": settings.to_dict()}})
     table = results_table(runs, lengths)
     with common.atomic_text(os.path.join(out_dir, "results.md")) as f:
         f.write(table)
