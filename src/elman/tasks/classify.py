@@ -247,7 +247,8 @@ def _load_data(settings: ClassifySettings):
         texts, labels, _ = load_movie_reviews()
         return list(texts), labels.astype(np.int64), list(BUNDLED_CLASSES), BUNDLED
     try:
-        table = read_csv(settings.csv, columns=[], text_columns=[settings.text_col, settings.label_col])
+        table = read_csv(settings.csv, columns=[],
+                         text_columns=[settings.text_col, settings.label_col])
     except FileNotFoundError:
         raise CommandError(f"error: --csv: no such file: {settings.csv}") from None
     except (ValueError, TypeError, IsADirectoryError) as e:
@@ -256,8 +257,8 @@ def _load_data(settings: ClassifySettings):
     lines = table.line_numbers
     for k, label in enumerate(raw_labels):
         if not label.strip():
-            raise CommandError(f"error: --csv: {settings.csv}, line {int(lines[k])}: empty label in "
-                               f"column {settings.label_col!r}")
+            raise CommandError(f"error: --csv: {settings.csv}, line {int(lines[k])}: empty "
+                               f"label in column {settings.label_col!r}")
     keep = [k for k, t in enumerate(texts) if t.strip()]
     if len(keep) < len(texts):
         print(f"note: skipped {len(texts) - len(keep)} rows with an empty text (first at line "
@@ -341,8 +342,8 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
 
 def _compile(model: Sequential, n_classes: int, settings: ClassifySettings) -> None:
     loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
-    model.compile(Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay), loss,
-                  metrics=["accuracy"], global_clipnorm=settings.clipnorm)
+    model.compile(Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay),
+                  loss, metrics=["accuracy"], global_clipnorm=settings.clipnorm)
 
 
 def _probabilities(model, x, batch_size=256) -> np.ndarray:
@@ -659,7 +660,8 @@ def _run(settings: ClassifySettings, comm=None) -> int:
     # models, training (each: best by validation loss, checkpoints, --resume); the ensemble
     # averages the members' probabilities
     extra = {"task": "classify", "settings": settings.to_dict(invocation=False),
-             "data": source, "classes": class_names, "vocabulary": vocab.state_dict(), "mask_value": MASK}
+             "data": source, "classes": class_names, "vocabulary": vocab.state_dict(),
+             "mask_value": MASK}
     if settings.resume:
         last = os.path.join(out_dir, "last.npz")
         saved = common.read_checkpoint(last, "--resume").extra or {}
@@ -685,8 +687,8 @@ def _run(settings: ClassifySettings, comm=None) -> int:
             print(f"model {k + 1} of {settings.ensemble} (seed {seeds[k]}, writes to {mdir}/)")
         model = common.build(lambda: build_model(
             V, n_classes, settings.cell, settings.embed_dim, settings.hidden, settings.layers,
-            settings.bidirectional, settings.embed_dropout, settings.dropout, settings.pool, seeds[k],
-            settings.recurrent_dropout, settings.layer_norm),
+            settings.bidirectional, settings.embed_dropout, settings.dropout, settings.pool,
+            seeds[k], settings.recurrent_dropout, settings.layer_norm),
             "--embed-dim/--hidden/--layers")
         _compile(model, n_classes, settings)
         # --minutes: the members share the budget, each ending by its share of it

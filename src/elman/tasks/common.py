@@ -36,7 +36,8 @@ goes into :data:`CELL_OPTIONS`. An option of one command: the same in that task'
 with ``FooSettings.from_args(args)`` first thing in ``run``; ``extra={"task": ...,
 "settings": settings.to_dict(invocation=False), ...}`` in its checkpoints (what is learnt from
 the data, such as a vocabulary or scaler, stays beside it in ``extra``) and ``"config":
-{"settings": settings.to_dict(), ...}`` in metrics.json. A file saved before a field existed gets that field's command-line default.
+{"settings": settings.to_dict(), ...}`` in metrics.json. A file saved before a field existed
+gets that field's command-line default.
 """
 from __future__ import annotations
 
@@ -60,9 +61,10 @@ from .. import checkpoint, distributed, fast, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint, TimeBudget
 
-__all__ = ["Settings", "TrainingSettings", "add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
-           "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
-           "saved_settings", "restore", "build", "recurrent_layer"]
+__all__ = ["Settings", "TrainingSettings", "add_common_arguments", "setup_run",
+           "prepare_out_dir", "train", "write_metrics", "print_results", "read_history",
+           "plot_curves", "read_checkpoint", "check_saved", "saved_settings", "restore", "build",
+           "recurrent_layer"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
@@ -77,6 +79,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     if bidirectional:
         g.add_argument("--bidirectional", action="store_true",
                        help="read the sequence in both directions")
+    else:                    # every TrainingSettings field is in the namespace
+        p.set_defaults(bidirectional=False)
     g.add_argument("--epochs", type=int, default=epochs, help="training epochs (in total, "
                    "counting those of a resumed run)")
     g.add_argument("--batch-size", type=int, default=batch_size, help="samples per gradient "
@@ -441,9 +445,10 @@ def train(model, x, y, validation, settings, out_dir: str, extra=None, fit_kwarg
     best_path = os.path.join(out_dir, "model.npz")
     last_path = os.path.join(out_dir, "last.npz")
     history_path = os.path.join(out_dir, "history.csv")
-    initial_epoch, best, saved_states = 0, None, None
+    initial_epoch, best, saved_states, first = 0, None, None, None
     if settings.resume:
-        resumed = read_checkpoint(last_path, "--resume").model
+        last = read_checkpoint(last_path, "--resume")
+        resumed = last.model
         if resumed.config() != model.config():
             raise CommandError(f"error: --resume: {last_path} holds a different architecture "
                                f"than these options build; use the same options as the first run")
@@ -454,8 +459,10 @@ def train(model, x, y, validation, settings, out_dir: str, extra=None, fit_kwarg
         previous = read_history(history_path)
         if previous.get(monitor):
             best = float(np.nanmin(previous[monitor][:initial_epoch]))
-        training = (read_checkpoint(last_path, "--resume").extra or {}).get("training") or {}
-        saved_states = training.get("callbacks")
+        saved = last.extra if isinstance(last.extra, dict) else {}
+        saved_states = (saved.get("training") or {}).get("callbacks")
+        if "settings" in saved:     # (a run saved before they were: its architecture only)
+            first = type(settings).from_saved(saved["settings"], last_path, "--resume")
         if initial_epoch >= settings.epochs:
             print(f"{last_path} has already trained {initial_epoch} epochs (--epochs "
                   f"{settings.epochs}): nothing to do")
@@ -477,10 +484,8 @@ def train(model, x, y, validation, settings, out_dir: str, extra=None, fit_kwarg
                                f"...); use the same options as the first run")
         for cb, saved in zip(resumable, saved_states):
             cb.load_state_dict(saved["state"])
-        first = (read_checkpoint(last_path, "--resume").extra or {}).get("settings")
-        if first is not None:       # (a run saved before settings were: architecture only)
-            settings.check_resume(type(settings).from_saved(first, last_path, "--resume"),
-                                  last_path)
+    if first is not None:
+        settings.check_resume(first, last_path)
     callbacks = [ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
                                  extra=extra, initial_value_threshold=best),
                  *own, *([budget] if budget is not None else []),

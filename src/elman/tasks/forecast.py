@@ -224,8 +224,8 @@ def load_series(settings: ForecastSettings) -> Series:
             raise CommandError(f"error: --csv: {settings.csv} is not a regular file (a directory, "
                                f"FIFO or device)")
         if settings.target is None:
-            raise CommandError(f"error: --target: name the column of {settings.csv} to forecast (its "
-                               f"columns: {', '.join(_csv_header(settings.csv)) or 'none'})")
+            raise CommandError(f"error: --target: name the column of {settings.csv} to forecast "
+                               f"(its columns: {', '.join(_csv_header(settings.csv)) or 'none'})")
         target, source, date = settings.target, os.path.abspath(settings.csv), settings.date
         label = os.path.basename(settings.csv)
         header = _csv_header(settings.csv)
@@ -324,9 +324,10 @@ def prepare(series: Series, settings: ForecastSettings) -> Prepared:
     for mask, what in zip(masks, ("training", "validation", "test")):
         if not mask.any():
             raise CommandError(f"error: {series.label}: {n} rows leave no {what} windows with "
-                               f"--lookback {K}, --horizon {H}, --val-fraction {settings.val_fraction} "
-                               f"and --test-fraction {settings.test_fraction}; use a longer series or "
-                               "a shorter --lookback")
+                               f"--lookback {K}, --horizon {H}, --val-fraction "
+                               f"{settings.val_fraction} and --test-fraction "
+                               f"{settings.test_fraction}; use a longer series or a shorter "
+                               "--lookback")
     mean_t, scale_t = p.scaler.shift[t], p.scaler.scale[t]
     p.x, p.y, p.rows, p.last = x, y, rows, target[starts + K - 1]
     # The network learns (y - offset) / y_scale: the standardised level, or the change from
@@ -345,9 +346,10 @@ def prepare(series: Series, settings: ForecastSettings) -> Prepared:
 
 def build_model(n_inputs: int, settings: ForecastSettings):
     D = 2 if settings.bidirectional else 1
-    recurrent = common.recurrent_layer(settings.cell, n_inputs, settings.hidden, num_layers=settings.layers, batch_first=True,
-                     bidirectional=settings.bidirectional, seed=settings.seed,
-                     recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm)
+    recurrent = common.recurrent_layer(
+        settings.cell, n_inputs, settings.hidden, num_layers=settings.layers, batch_first=True,
+        bidirectional=settings.bidirectional, seed=settings.seed,
+        recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm)
     pick = LastBidirectional(settings.hidden, batch_first=True) if settings.bidirectional \
         else Last(batch_first=True)
     head = Dense(D * settings.hidden, settings.horizon, seed=settings.seed + 1)

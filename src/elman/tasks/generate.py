@@ -230,8 +230,8 @@ def load_text(settings: GenerateSettings) -> tuple[str, str, str]:
         if not os.path.exists(settings.text):
             raise CommandError(f"error: --text: no such file: {settings.text}")
         if not os.path.isfile(settings.text):
-            raise CommandError(f"error: --text: {settings.text} is not a regular file (a directory, "
-                               f"FIFO or device)")
+            raise CommandError(f"error: --text: {settings.text} is not a regular file (a "
+                               f"directory, FIFO or device)")
         try:
             text = read_text(settings.text, encoding=settings.encoding)
         except ValueError as e:
@@ -449,7 +449,8 @@ class WeightAverage(Callback):
             a[...] = saved
 
 
-def train(model, settings: GenerateSettings, train_ids, val_ids, out_dir, extra, comm=None, budget=None):
+def train(model, settings: GenerateSettings, train_ids, val_ids, out_dir, extra, comm=None,
+          budget=None):
     """Train from scratch or resume OUT/last.npz with ``fit``: truncated BPTT over
     --batch-size contiguous streams in windows of --bptt characters, validated on the
     validation text read as one stream, up to --epochs epochs in total, --patience and the
@@ -473,7 +474,8 @@ def train(model, settings: GenerateSettings, train_ids, val_ids, out_dir, extra,
         if model.optimizer is not None:
             optimizer = model.optimizer
         elif settings.weight_decay > 0:
-            optimizer = AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+            optimizer = AdamW(model.parameters(), lr=settings.lr,
+                              weight_decay=settings.weight_decay)
         else:
             optimizer = Adam(model.parameters(), lr=settings.lr)
         model.compile(optimizer, CrossEntropyLoss(),
@@ -528,8 +530,8 @@ def run_sample(settings: GenerateSettings) -> int:
     if logits.shape[-1] != len(vocab):
         raise CommandError(f"error: --sample: {path} is damaged: its network scores "
                            f"{logits.shape[-1]} characters, its vocabulary has {len(vocab)}")
-    text = sample(ck.model, vocab, settings.prime, settings.length, settings.temperature, settings.top_k,
-                  settings.top_p, seed=settings.seed)
+    text = sample(ck.model, vocab, settings.prime, settings.length, settings.temperature,
+                  settings.top_k, settings.top_p, seed=settings.seed)
     print(settings.prime + text)
     return 0
 
@@ -549,7 +551,8 @@ def _run(settings: GenerateSettings, comm=None) -> int:
 
     # data: a contiguous split, the vocabulary from the training text only
     text, source, label = load_text(settings)
-    train_text, val_text, test_text = split_text(text, settings.val_fraction, settings.test_fraction)
+    train_text, val_text, test_text = split_text(text, settings.val_fraction,
+                                                 settings.test_fraction)
     vocab = CharVocabulary().fit(train_text)
     train_ids, val_ids, test_ids = (vocab.encode(t) for t in (train_text, val_text, test_text))
     V = len(vocab)
@@ -598,7 +601,8 @@ def _run(settings: GenerateSettings, comm=None) -> int:
         sample_text = sample(best, vocab, settings.prime, settings.length, settings.temperature,
                              settings.top_k, settings.top_p, seed=settings.seed)
 
-    name = f"{settings.cell}" + (f"x{settings.layers}" if settings.layers > 1 else "") + f"({settings.hidden})"
+    name = (f"{settings.cell}" + (f"x{settings.layers}" if settings.layers > 1 else "")
+            + f"({settings.hidden})")
     metrics = {
         "model": {"bits_per_char": test_bpc, "val_bits_per_char": val_bpc,
                   "best_epoch": best_epoch},
@@ -609,8 +613,9 @@ def _run(settings: GenerateSettings, comm=None) -> int:
                    "epochs_trained": int(model.epoch), "train_seconds": seconds,
                    "stopped_by": stopped, "minutes": settings.minutes,
                    "history_units": "bits per character"},
-        "sample": {"prime": settings.prime, "text": sample_text, "temperature": settings.temperature,
-                   "top_k": settings.top_k, "top_p": settings.top_p},
+        "sample": {"prime": settings.prime, "text": sample_text,
+                   "temperature": settings.temperature, "top_k": settings.top_k,
+                   "top_p": settings.top_p},
     }
     common.write_metrics(out, metrics)
 

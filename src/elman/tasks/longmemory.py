@@ -284,7 +284,8 @@ def run_one(task: Task, T: int, model_name: str, settings: LongMemorySettings, v
         opt.step()
         cpu += time.process_time() - start
         steps += 1
-        out_of_budget = cpu >= settings.seconds or (settings.max_steps and steps >= settings.max_steps)
+        out_of_budget = cpu >= settings.seconds or (settings.max_steps
+                                                    and steps >= settings.max_steps)
         if steps % settings.eval_every == 0 or out_of_budget:
             error = task.error(_predict(model, x_val), y_val)
             curve.append([steps, cpu, error])
@@ -426,8 +427,8 @@ def run(args) -> int:
     for name in tasks:
         task = TASKS[name]
         for T in lengths:
-            val = task.make(np.random.default_rng([settings.seed, 1000 + list(TASKS).index(name), T]),
-                            settings.val_size, T)
+            val = task.make(np.random.default_rng([settings.seed, 1000 + list(TASKS).index(name),
+                                                   T]), settings.val_size, T)
             for model in models:
                 k += 1
                 r = run_one(task, T, model, settings, val)
