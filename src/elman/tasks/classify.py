@@ -44,9 +44,10 @@ Dense(C) with a softmax cross-entropy and the baseline is a multinomial logistic
 is then the macro average and the confusion matrix is C x C. Rows with an empty text are skipped
 (with a note); an empty label is an error.
 
-Writes into --out (default runs/classify): model.npz (the best epoch, with the vocabulary, maxlen,
-padding, class names and ensemble size in its extra: `--predict` reads it), last.npz (for
---resume), history.csv, metrics.json ({"model": {"accuracy", "f1", "confusion_matrix",
+Writes into --out (default runs/classify): model.npz (the best epoch, with the vocabulary, class
+names and the settings (ClassifySettings: maxlen, padding, ensemble size, ...) in its extra:
+`--predict` reads them), last.npz (for --resume, which refuses other settings than the first
+run's but --epochs, --minutes and the like), history.csv, metrics.json ({"model": {"accuracy", "f1", "confusion_matrix",
 "val_accuracy", "val_loss", "members": [...]}, "baselines": {"bow_logreg": {...}},
 "config": {...}}), curves.png (training vs validation loss and accuracy) and classify.png
 (validation accuracy per epoch against the baseline's, and the test confusion matrices).

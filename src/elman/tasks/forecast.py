@@ -24,9 +24,9 @@ numeric column); with --date, the time of year is an input too and the climatolo
 uses it.
 
 Writes into --out (default runs/forecast): model.npz (the best epoch, with the scaler and
-options: `elman forecast --predict` reads it), last.npz (for --resume), history.csv,
-metrics.json ({"model": {"rmse", "mae"}, "baselines": {"persistence", "climatology", "ridge"},
-"config"}), curves.png (training vs validation loss) and forecast.png (forecast vs actual on the
+the settings, ForecastSettings: `elman forecast --predict` reads it), last.npz (for --resume),
+history.csv, metrics.json ({"model": {"rmse", "mae"}, "baselines": {"persistence",
+"climatology", "ridge"}, "config": {"settings", ...}}), curves.png (training vs validation loss) and forecast.png (forecast vs actual on the
 test period, for the model and the best baseline).
 
 Examples:

@@ -34,7 +34,7 @@ divided by --temperature, restricted to the --top-k likeliest characters and to 
 set holding --top-p of the probability (nucleus sampling).
 
 Writes into --out (default runs/generate): model.npz (the epoch with the best validation
-score; elman.load reads it, and its extra holds the vocabulary and options), last.npz (for
+score; elman.load reads it, and its extra holds the vocabulary and the settings, GenerateSettings), last.npz (for
 --resume), history.csv (per epoch, numbered from 1: bits_per_char and val_bits_per_char,
 loss and val_loss, the cross-entropy in nats, and lr),
 metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_char", "order"}},
