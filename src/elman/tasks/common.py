@@ -1,5 +1,6 @@
-"""What the three task commands share: the common options, the output directory, training with
-checkpoints and resume, ``metrics.json``, the results table and the learning-curve figure.
+"""What the task commands share: their settings (one frozen dataclass each, below), the common
+options, the output directory, training with checkpoints and resume, ``metrics.json``, the
+results table and the learning-curve figure.
 
 Every run writes into ``--out DIR``:
 
@@ -52,6 +53,7 @@ import math
 import os
 import sys
 import time
+import types
 import typing
 import warnings
 
@@ -127,26 +129,25 @@ def fraction(name: str, value, low_open=True) -> None:
                            f"{'(0, 1)' if low_open else '[0, 1)'}, got {value}")
 
 
-def _type_ok(value, annotation: str) -> bool:
-    """Whether a saved ``value`` has a field's type (the annotation as written: ``"int"``,
-    ``"str | None"``, ``"tuple[str, ...] | None"``; bools are not numbers)."""
-    for kind in (a.strip() for a in annotation.split("|")):
-        if kind == "None" and value is None:
-            return True
-        if kind == "bool" and isinstance(value, bool):
-            return True
-        if isinstance(value, bool):
-            continue
-        if kind == "int" and isinstance(value, int):
-            return True
-        if kind == "float" and isinstance(value, (int, float)):
-            return True
-        if kind == "str" and isinstance(value, str):
-            return True
-        if kind.startswith("tuple[str") and isinstance(value, (list, tuple)) \
-                and all(isinstance(v, str) for v in value):
-            return True
-    return False
+def _type_ok(value, kind) -> bool:
+    """Whether a saved ``value`` has a field's type ``kind`` (``int``, ``str | None``,
+    ``tuple[str, ...] | None``, ...; a bool is not a number, an int is a float)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind)
 
 
 def _plain(value):
@@ -245,16 +246,18 @@ class Settings:
             raise damaged(f"its settings hold {unknown}, which {cls.__name__} does not know "
                           f"(written by a newer elman?)")
         values = {**cls.defaults(), **saved}
-        types = {f.name: f.type for f in dataclasses.fields(cls) if f.init}
-        for name in types:
-            if name in values and not _type_ok(values[name], str(types[name])):
+        hints = typing.get_type_hints(cls)
+        kinds = {name: hints[name] for name in cls.names()}
+        for name in kinds:
+            if name in values and not _type_ok(values[name], kinds[name]):
                 shown = repr(values[name])
                 shown = shown if len(shown) <= 60 else shown[:57] + "..."
-                raise damaged(f"its setting {name!r} must be {types[name]}, got {shown}")
+                raise damaged(f"its setting {name!r} must be {_type_name(kinds[name])}, got "
+                              f"{shown}")
         try:
             return cls(**{name: tuple(v) if isinstance(v, list) else
-                          float(v) if types[name] == "float" else v
-                          for name, v in values.items() if name in types})
+                          float(v) if kinds[name] is float else v
+                          for name, v in values.items() if name in kinds})
         except CommandError as e:
             raise damaged(f"its settings: {str(e).removeprefix('error: ')}") from None
 
