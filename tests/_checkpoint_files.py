@@ -38,3 +38,11 @@ def with_extra(path, out, **changes) -> None:
     doc = members(path)["doc"]
     doc["extra"].update(changes)
     rewrite(path, out, doc=doc)
+
+
+def with_settings(path, out, **changes) -> None:
+    """A copy of the checkpoint ``path`` at ``out`` whose saved settings
+    (``extra["settings"]``) have ``changes`` applied."""
+    doc = members(path)["doc"]
+    doc["extra"]["settings"].update(changes)
+    rewrite(path, out, doc=doc)

@@ -112,7 +112,7 @@ def test_commands_take_the_minimal_cells(argv, tmp_path):
     out = str(tmp_path / "run")
     assert main(argv + ["--out", out]) == 0
     with open(os.path.join(out, "metrics.json")) as f:
-        assert json.load(f)["config"]["cell"] == argv[argv.index("--cell") + 1]
+        assert json.load(f)["config"]["settings"]["cell"] == argv[argv.index("--cell") + 1]
     model = elman.load(os.path.join(out, "model.npz"))
     wanted = {"mingru": elman.MinGRU, "minlstm": elman.MinLSTM}[argv[argv.index("--cell") + 1]]
     assert any(type(layer) is wanted for _, layer in model.named_modules())

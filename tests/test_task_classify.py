@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import elman
-from _checkpoint_files import with_extra
+from _checkpoint_files import with_extra, with_settings
 from elman.cli import build_parser, main
 from elman.tasks import classify
 
@@ -54,7 +54,7 @@ def test_default_data_end_to_end(tiny_run):
 def test_checkpoint_predicts_on_its_own(tiny_run, capsys):
     ck = elman.load_checkpoint(str(tiny_run / "model.npz"))
     extra = ck.extra
-    assert extra["task"] == "classify" and extra["maxlen"] == 50
+    assert extra["task"] == "classify" and extra["settings"]["maxlen"] == 50
     assert extra["classes"] == ["negative", "positive"]
     vocab = elman.data.text.Vocabulary().load_state_dict(extra["vocabulary"])
     assert len(vocab) == ck.model[0].num_embeddings <= 402
@@ -117,16 +117,21 @@ def _tiny(**edits):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"maxlen": 0}, "'maxlen' must be an integer from 1 to 100_000, got 0"),
-    ({"maxlen": 10 ** 12}, "'maxlen' must be an integer from 1 to 100_000"),    # 8 TB of ids
-    ({"padding": "middle"}, "'padding' must be 'pre' or 'post'"),
+    ({"settings": {"maxlen": 0}}, "its settings: --maxlen must be a positive integer, got 0"),
+    ({"settings": {"maxlen": 10 ** 12}},                                     # 8 TB of ids
+     "its settings: --maxlen must be at most 100_000"),
+    ({"settings": {"padding": "middle"}}, "its settings: --padding must be 'pre' or 'post'"),
     ({"classes": ["pos"]}, "'classes' must be a list of two or more distinct class names"),
     ({"classes": ["a", "b", "c"]}, "its network scores 2 classes, its settings name 3"),
-    ({"ensemble": 10 ** 9}, "'ensemble' must be null or an integer from 1 to 100"),
+    ({"settings": {"ensemble": 10 ** 9}}, "its settings: --ensemble must be at most 100"),
+    ({"settings": {"ensemble": None}}, "its setting 'ensemble' must be int, got None"),
     ({"vocabulary": {"words": "film"}}, "its vocabulary: "),
 ])
 def test_predict_refuses_a_damaged_model_file(tiny_run, tmp_path, changes, message):
-    with_extra(tiny_run / "model.npz", tmp_path / "model.npz", **changes)
+    if "settings" in changes:           # an edit of the saved settings, the rest as they were
+        with_settings(tiny_run / "model.npz", tmp_path / "model.npz", **changes["settings"])
+    else:
+        with_extra(tiny_run / "model.npz", tmp_path / "model.npz", **changes)
     with pytest.raises(SystemExit, match="error: --predict: .*model.npz is damaged: .*"
                        + message) as e:
         main(["classify", "--predict", "a witty film", "--out", str(tmp_path)])
@@ -153,7 +158,7 @@ def test_ensemble_writes_every_member(ensemble_run):
     _finite_metrics(metrics["model"], 2, metrics["config"]["test"])
     first = elman.load_checkpoint(str(ensemble_run / "model.npz"))
     second = elman.load_checkpoint(str(ensemble_run / "member2" / "model.npz"))
-    assert first.extra["ensemble"] == second.extra["ensemble"] == 2
+    assert first.extra["settings"]["ensemble"] == second.extra["settings"]["ensemble"] == 2
     assert first.extra["vocabulary"] == second.extra["vocabulary"]
     # differently seeded: other initial weights, so other trained weights
     assert not np.array_equal(first.model[0].weight.data, second.model[0].weight.data)

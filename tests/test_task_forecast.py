@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import elman
-from _checkpoint_files import with_extra
+from _checkpoint_files import with_extra, with_settings
 from elman import baselines as bl
 from elman.cli import main
 from elman.data import load_airline_passengers
@@ -80,14 +80,18 @@ def test_predict_from_saved_model(weather_run, capsys):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"lookback": 0}, "'lookback' must be an integer >= 1, got 0"),
-    ({"lookback": "14"}, "'lookback' must be an integer >= 1, got '14'"),
-    ({"horizon": 3}, "its network forecasts \\(1,\\) values, its settings say --horizon 3"),
+    ({"settings": {"lookback": 0}}, "its settings: --lookback must be a positive integer, got 0"),
+    ({"settings": {"lookback": "14"}}, "its setting 'lookback' must be int, got '14'"),
+    ({"settings": {"horizon": 3}},
+     "its network forecasts \\(1,\\) values, its settings say --horizon 3"),
+    ({"settings": {"missing": "guess"}}, "its settings: --missing must be one of"),
+    ({"settings": {"cell": "transformer"}}, "its settings: --cell must be one of"),
+    ({"settings": {"hidden_units": 3}}, "its settings hold \\['hidden_units'\\]"),
+    ({"settings": []}, "its settings must be a mapping, got list"),
     ({"columns": []}, "'columns' must be a list of distinct column names"),
     ({"target": "snow"}, "its target 'snow' is not one of its columns"),
     ({"season": "yes"}, "'season' must be true or false"),
     ({"season": False}, "its network does not read the inputs its settings describe"),
-    ({"missing": "guess"}, "'missing' must be one of"),
     ({"target_scale": -1.0}, "'target_scale' must be a positive number"),
     ({"scaler": {"class": "StandardScaler"}}, "its scaler: "),
     ({"data": 7}, "'data' must be the bundled data's name or a file name"),
@@ -95,7 +99,11 @@ def test_predict_from_saved_model(weather_run, capsys):
 def test_predict_refuses_a_damaged_model_file(weather_run, tmp_path, changes, message):
     """A model file is a stranger's file: every setting --predict reads back is checked (an
     edited lookback of 0 used to forecast from the wrong window and exit 0)."""
-    with_extra(os.path.join(weather_run, "model.npz"), tmp_path / "model.npz", **changes)
+    saved = changes.get("settings")
+    if isinstance(saved, dict):         # an edit of the saved settings, the rest as they were
+        with_settings(os.path.join(weather_run, "model.npz"), tmp_path / "model.npz", **saved)
+    else:
+        with_extra(os.path.join(weather_run, "model.npz"), tmp_path / "model.npz", **changes)
     with pytest.raises(SystemExit, match="error: --predict: .*model.npz is damaged: .*"
                        + message) as e:
         main(["forecast", "--predict", "--out", str(tmp_path)])

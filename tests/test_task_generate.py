@@ -32,12 +32,9 @@ def _history(out):
 
 
 def _tiny_model(V=7, cell="lstm", dropout=0.0, input_dropout=0.0, layers=1):
-    class A:
-        pass
-    args = A()
-    args.cell, args.embedding, args.hidden, args.layers = cell, 5, 6, layers
-    args.dropout, args.input_dropout, args.seed = dropout, input_dropout, 0
-    return gen.build_model(V, args)
+    settings = gen.GenerateSettings(cell=cell, embedding=5, hidden=6, layers=layers,
+                                    dropout=dropout, input_dropout=input_dropout, seed=0)
+    return gen.build_model(V, settings)
 
 
 # -- pieces ----------------------------------------------------------------------------------

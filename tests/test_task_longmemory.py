@@ -53,7 +53,7 @@ def test_smoke_run(tmp_path):
         assert all(v > 0 for v in r["flow_init"])
         assert r["curve"][0][0] == 0 and r["curve"][-1][0] == r["steps"]
         assert r["val_error"] == r["curve"][-1][2]
-    assert m["config"]["seconds"] == 0.5
+    assert m["config"]["settings"]["seconds"] == 0.5
     table = (out / "results.md").read_text()
     assert "| MinGRU |" in table and "| LN-LSTM |" in table and "T = 6" in table
     for name in ("flow_adding_T6.png", "flow_recall_T6.png", "errors_adding.png",

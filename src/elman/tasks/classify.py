@@ -44,9 +44,10 @@ Dense(C) with a softmax cross-entropy and the baseline is a multinomial logistic
 is then the macro average and the confusion matrix is C x C. Rows with an empty text are skipped
 (with a note); an empty label is an error.
 
-Writes into --out (default runs/classify): model.npz (the best epoch, with the vocabulary, maxlen,
-padding, class names and ensemble size in its extra: `--predict` reads it), last.npz (for
---resume), history.csv, metrics.json ({"model": {"accuracy", "f1", "confusion_matrix",
+Writes into --out (default runs/classify): model.npz (the best epoch, with the vocabulary, class
+names and the settings (ClassifySettings: maxlen, padding, ensemble size, ...) in its extra:
+`--predict` reads them), last.npz (for --resume, which refuses other settings than the first
+run's but --epochs, --minutes and the like), history.csv, metrics.json ({"model": {"accuracy", "f1", "confusion_matrix",
 "val_accuracy", "val_loss", "members": [...]}, "baselines": {"bow_logreg": {...}},
 "config": {...}}), curves.png (training vs validation loss and accuracy) and classify.png
 (validation accuracy per epoch against the baseline's, and the test confusion matrices).
@@ -64,6 +65,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -151,38 +153,72 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "positive class for each TEXT with the model saved in --out, and exit")
 
 
-def _check_args(args) -> None:
-    common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "max_words",
-                          "maxlen", "embed_dim", "ensemble")
-    if args.maxlen > MAX_MAXLEN:
-        raise CommandError(f"error: --maxlen must be at most {MAX_MAXLEN:_}, got {args.maxlen}")
-    if args.ensemble > MAX_ENSEMBLE:
-        raise CommandError(f"error: --ensemble must be at most {MAX_ENSEMBLE}, got "
-                           f"{args.ensemble}")
-    if args.limit is not None and args.limit < 10:
-        raise CommandError(f"error: --limit must be an integer >= 10, got {args.limit}")
-    for name in ("embed_dropout", "dropout"):
-        value = getattr(args, name)
-        if not 0.0 <= value < 1.0:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be in [0, 1), got {value}")
-    if not args.weight_decay >= 0:                  # (nan too)
-        raise CommandError(f"error: --weight-decay must be >= 0, got {args.weight_decay}")
-    if not args.clipnorm > 0:
-        raise CommandError(f"error: --clipnorm must be positive, got {args.clipnorm}")
-    for name in ("val_fraction", "test_fraction"):
-        value = getattr(args, name)
-        if not 0.0 < value < 1.0:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be in (0, 1), got {value}")
-    if args.val_fraction + args.test_fraction >= 0.9:
-        raise CommandError(f"error: --val-fraction + --test-fraction must leave at least 10 % "
-                           f"for training, got {args.val_fraction} + {args.test_fraction}")
-    if args.csv is None and (args.text_col or args.label_col):
-        raise CommandError("error: --text-col and --label-col go with --csv FILE")
-    if args.csv is not None and not (args.text_col and args.label_col):
-        raise CommandError("error: --csv needs --text-col COL and --label-col COL")
-    if args.csv is not None and args.text_col == args.label_col:
-        raise CommandError(f"error: --text-col and --label-col name the same column "
-                           f"{args.text_col!r}")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassifySettings(common.TrainingSettings):
+    """``elman classify``'s options (see :func:`add_arguments`), checked when made."""
+
+    TASK = "classify"
+    csv: str | None = None
+    text_col: str | None = None
+    label_col: str | None = None
+    max_words: int = 10_000
+    maxlen: int = 50
+    padding: str = "post"
+    truncating: str = "pre"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    limit: int | None = None
+    pool: str = "last"
+    embed_dim: int = 64
+    embed_dropout: float = 0.5
+    dropout: float = 0.5
+    weight_decay: float = 3e-4
+    clipnorm: float = 5.0
+    ensemble: int = ENSEMBLE
+    predict: tuple[str, ...] | None = None
+
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "predict")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("max_words", "maxlen", "embed_dim", "ensemble"):
+            common.positive(name, getattr(self, name))
+        if self.maxlen > MAX_MAXLEN:
+            raise CommandError(f"error: --maxlen must be at most {MAX_MAXLEN:_}, got "
+                               f"{self.maxlen}")
+        if self.ensemble > MAX_ENSEMBLE:
+            raise CommandError(f"error: --ensemble must be at most {MAX_ENSEMBLE}, got "
+                               f"{self.ensemble}")
+        for name in ("padding", "truncating"):
+            if getattr(self, name) not in ("pre", "post"):
+                raise CommandError(f"error: --{name} must be 'pre' or 'post', got "
+                                   f"{getattr(self, name)!r}")
+        if self.pool not in ("last", "mean"):
+            raise CommandError(f"error: --pool must be 'last' or 'mean', got {self.pool!r}")
+        if self.limit is not None and self.limit < 10:
+            raise CommandError(f"error: --limit must be an integer >= 10, got {self.limit}")
+        for name in ("embed_dropout", "dropout"):
+            common.fraction(name, getattr(self, name), low_open=False)
+        if not self.weight_decay >= 0:                  # (nan too)
+            raise CommandError(f"error: --weight-decay must be >= 0, got {self.weight_decay}")
+        if not self.clipnorm > 0:
+            raise CommandError(f"error: --clipnorm must be positive, got {self.clipnorm}")
+        for name in ("val_fraction", "test_fraction"):
+            common.fraction(name, getattr(self, name))
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise CommandError(f"error: --val-fraction + --test-fraction must leave at least "
+                               f"10 % for training, got {self.val_fraction} + "
+                               f"{self.test_fraction}")
+        if self.csv is None and (self.text_col or self.label_col):
+            raise CommandError("error: --text-col and --label-col go with --csv FILE")
+        if self.csv is not None and not (self.text_col and self.label_col):
+            raise CommandError("error: --csv needs --text-col COL and --label-col COL")
+        if self.csv is not None and self.text_col == self.label_col:
+            raise CommandError(f"error: --text-col and --label-col name the same column "
+                               f"{self.text_col!r}")
+
+
+ClassifySettings.ARGUMENTS = add_arguments
 
 
 # ----------------------------------------------------------------------------- data
@@ -206,23 +242,24 @@ def labels_to_ids(labels) -> tuple[np.ndarray, list]:
     return np.array([index[v] for v in labels], dtype=np.int64), names
 
 
-def _load_data(args):
+def _load_data(settings: ClassifySettings):
     """(texts, labels as 0..C-1, class names, source name)."""
-    if args.csv is None:
+    if settings.csv is None:
         texts, labels, _ = load_movie_reviews()
         return list(texts), labels.astype(np.int64), list(BUNDLED_CLASSES), BUNDLED
     try:
-        table = read_csv(args.csv, columns=[], text_columns=[args.text_col, args.label_col])
+        table = read_csv(settings.csv, columns=[],
+                         text_columns=[settings.text_col, settings.label_col])
     except FileNotFoundError:
-        raise CommandError(f"error: --csv: no such file: {args.csv}") from None
+        raise CommandError(f"error: --csv: no such file: {settings.csv}") from None
     except (ValueError, TypeError, IsADirectoryError) as e:
         raise CommandError(f"error: --csv: {e}") from None
-    texts, raw_labels = table.text[args.text_col], table.text[args.label_col]
+    texts, raw_labels = table.text[settings.text_col], table.text[settings.label_col]
     lines = table.line_numbers
     for k, label in enumerate(raw_labels):
         if not label.strip():
-            raise CommandError(f"error: --csv: {args.csv}, line {int(lines[k])}: empty label in "
-                               f"column {args.label_col!r}")
+            raise CommandError(f"error: --csv: {settings.csv}, line {int(lines[k])}: empty "
+                               f"label in column {settings.label_col!r}")
     keep = [k for k, t in enumerate(texts) if t.strip()]
     if len(keep) < len(texts):
         print(f"note: skipped {len(texts) - len(keep)} rows with an empty text (first at line "
@@ -230,13 +267,13 @@ def _load_data(args):
               file=sys.stderr)
     texts = [texts[k] for k in keep]
     if not texts:
-        raise CommandError(f"error: --csv: {args.csv} has no rows with a text in column "
-                           f"{args.text_col!r}")
+        raise CommandError(f"error: --csv: {settings.csv} has no rows with a text in column "
+                           f"{settings.text_col!r}")
     labels, names = labels_to_ids([raw_labels[k] for k in keep])
     if len(names) < 2:
-        raise CommandError(f"error: --label-col {args.label_col!r}: every row has the label "
+        raise CommandError(f"error: --label-col {settings.label_col!r}: every row has the label "
                            f"{names[0]!r}; a classifier needs at least two classes")
-    return texts, labels, names, os.path.basename(args.csv)
+    return texts, labels, names, os.path.basename(settings.csv)
 
 
 def _subset(labels, limit, seed):
@@ -304,10 +341,10 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
     return Sequential(out, seed=s[5])
 
 
-def _compile(model: Sequential, n_classes: int, args) -> None:
+def _compile(model: Sequential, n_classes: int, settings: ClassifySettings) -> None:
     loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
-    model.compile(Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay), loss,
-                  metrics=["accuracy"], global_clipnorm=args.clipnorm)
+    model.compile(Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay),
+                  loss, metrics=["accuracy"], global_clipnorm=settings.clipnorm)
 
 
 def _probabilities(model, x, batch_size=256) -> np.ndarray:
@@ -343,11 +380,11 @@ def _ensemble_probabilities(models, x) -> np.ndarray:
     return np.mean([_probabilities(m, x) for m in models], axis=0)
 
 
-def _load_members(out_dir: str, extra: dict, first, option: str) -> list:
-    """The models of a saved ensemble: ``first`` (OUT/model.npz) and OUT/member{k}/model.npz,
-    each checked to come from the same run (task, vocabulary, classes)."""
+def _load_members(out_dir: str, extra: dict, n: int, first, option: str) -> list:
+    """The ``n`` models of a saved ensemble: ``first`` (OUT/model.npz) and
+    OUT/member{k}/model.npz, each checked to come from the same run (task, vocabulary, classes,
+    settings)."""
     models = [first]
-    n = extra.get("ensemble") or 1
     for k in range(1, n):
         path = os.path.join(member_dir(out_dir, k), "model.npz")
         if not os.path.exists(path):
@@ -357,7 +394,7 @@ def _load_members(out_dir: str, extra: dict, first, option: str) -> list:
         ck = common.read_checkpoint(path, option)
         other = ck.extra if isinstance(ck.extra, dict) else {}
         if any(other.get(key) != extra.get(key) for key in ("task", "vocabulary", "classes",
-                                                             "maxlen", "ensemble")):
+                                                             "settings", *LEGACY_SETTINGS)):
             raise CommandError(f"error: {option}: {path} was not trained in the same run as "
                                f"{os.path.join(out_dir, 'model.npz')} (another vocabulary, "
                                f"classes or --ensemble); train again")
@@ -541,32 +578,30 @@ def _plot_task(path, history, baseline_val_acc, metrics, class_names, title, ens
 
 # ----------------------------------------------------------------------------- run
 
-# what --predict reads back from model.npz's extra, checked before use (common.check_saved)
-SAVED_SETTINGS = {
+# what --predict reads back from model.npz's extra besides the settings (what the data taught),
+# checked before use (common.check_saved)
+SAVED_DATA = {
     "classes": (lambda v: common.is_name_list(v) and len(v) >= 2,
                 "a list of two or more distinct class names"),
-    "maxlen": (lambda v: common.is_count(v) and v <= MAX_MAXLEN,
-               f"an integer from 1 to {MAX_MAXLEN:_}"),
-    "padding": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
-    "truncating": (lambda v: v in ("pre", "post"), "'pre' or 'post'"),
-    "ensemble": (lambda v: v is None or common.is_count(v) and v <= MAX_ENSEMBLE,
-                 f"null or an integer from 1 to {MAX_ENSEMBLE}"),
 }
+#: what a file saved before the settings were saved whole kept of them in ``extra`` itself
+LEGACY_SETTINGS = ("maxlen", "padding", "truncating", "ensemble")
 
 
-def _predict(args) -> int:
-    ck, extra = common.load_saved(args.out, "classify", "--predict")
-    path = os.path.join(args.out, "model.npz")
-    common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
+def _predict(settings: ClassifySettings) -> int:
+    ck, extra = common.load_saved(settings.out, "classify", "--predict")
+    path = os.path.join(settings.out, "model.npz")
+    common.check_saved(extra, path, "--predict", SAVED_DATA)
+    saved = common.saved_settings(ClassifySettings, extra, path, "--predict", LEGACY_SETTINGS)
     vocab = common.restore("--predict", path, "vocabulary",
                            lambda: Vocabulary().load_state_dict(extra["vocabulary"]))
-    texts = list(args.predict)
+    texts = list(settings.predict)
     for t in texts:
         if not vocab.tokenize(t):
             raise CommandError(f"error: --predict: the text {t!r} has no words")
-    x = _encode(vocab, texts, extra["maxlen"], extra["padding"], extra["truncating"])
+    x = _encode(vocab, texts, saved.maxlen, saved.padding, saved.truncating)
     names = extra["classes"]
-    members = _load_members(args.out, extra, ck.model, "--predict")
+    members = _load_members(settings.out, extra, saved.ensemble, ck.model, "--predict")
     try:
         proba = _ensemble_probabilities(members, x)
     except ValueError as e:                       # e.g. word ids beyond its embedding
@@ -588,77 +623,78 @@ def _predict(args) -> int:
 
 
 def run(args) -> int:
-    comm = common.setup_run(args)
-    if args.predict:
-        return _predict(args)
-    _check_args(args)
+    settings = ClassifySettings.from_args(args)
+    comm = common.setup_run(settings)
+    if settings.predict:
+        return _predict(settings)
     with distributed.abort_on_error(comm):
-        return _run(args, comm)
+        return _run(settings, comm)
 
 
-def _run(args, comm=None) -> int:
+def _run(settings: ClassifySettings, comm=None) -> int:
     root = comm is None or comm.is_root
     start = time.perf_counter()
-    out_dir = common.prepare_out_dir(args.out, args.resume, writer=root)
+    out_dir = common.prepare_out_dir(settings.out, settings.resume, writer=root)
 
     # data: load, subset, stratified split; the vocabulary sees the training texts only
-    texts, labels, class_names, source = _load_data(args)
+    texts, labels, class_names, source = _load_data(settings)
     n_classes = len(class_names)
-    keep = _subset(labels, args.limit, args.seed)
+    keep = _subset(labels, settings.limit, settings.seed)
     texts, labels = [texts[k] for k in keep], labels[keep]
-    train_frac = 1.0 - args.val_fraction - args.test_fraction
+    train_frac = 1.0 - settings.val_fraction - settings.test_fraction
     try:
-        tr, va, te = stratified_split(labels, (train_frac, args.val_fraction,
-                                               args.test_fraction), seed=args.seed)
+        tr, va, te = stratified_split(labels, (train_frac, settings.val_fraction,
+                                               settings.test_fraction), seed=settings.seed)
     except ValueError as e:
         raise CommandError(f"error: cannot split {len(labels)} texts by label: {e}") from None
-    vocab = Vocabulary(max_words=args.max_words).fit([texts[k] for k in tr])
+    vocab = Vocabulary(max_words=settings.max_words).fit([texts[k] for k in tr])
     seqs = vocab.encode(texts)
-    x = _pad(seqs, args.maxlen, args.padding, args.truncating)
+    x = _pad(seqs, settings.maxlen, settings.padding, settings.truncating)
     y = labels.astype(np.float32) if n_classes == 2 else labels
     V = len(vocab)
     lengths = np.array([len(s) for s in seqs])
     print(f"{source}: {len(texts)} texts, {n_classes} classes ({', '.join(class_names)}); "
           f"train {len(tr)}, validation {len(va)}, test {len(te)}; vocabulary {V} ids; "
           f"{np.mean(lengths):.1f} tokens per text on average, "
-          f"{np.mean(lengths > args.maxlen):.1%} cut at --maxlen {args.maxlen}")
+          f"{np.mean(lengths > settings.maxlen):.1%} cut at --maxlen {settings.maxlen}")
 
     # models, training (each: best by validation loss, checkpoints, --resume); the ensemble
     # averages the members' probabilities
-    extra = {"task": "classify", "data": source, "classes": class_names,
-             "vocabulary": vocab.state_dict(), "maxlen": args.maxlen, "padding": args.padding,
-             "truncating": args.truncating, "mask_value": MASK, "ensemble": args.ensemble}
-    if args.resume:
+    extra = {"task": "classify", "settings": settings.to_dict(invocation=False),
+             "data": source, "classes": class_names, "vocabulary": vocab.state_dict(),
+             "mask_value": MASK}
+    if settings.resume:
         last = os.path.join(out_dir, "last.npz")
         saved = common.read_checkpoint(last, "--resume").extra or {}
         if saved.get("vocabulary") != extra["vocabulary"] or saved.get("classes") != class_names:
             raise CommandError(f"error: --resume: {last} was trained "
                                f"on other data or another vocabulary; use the same data options "
                                f"(--csv, --max-words, --limit, --seed, fractions) as the first run")
-        if saved.get("ensemble", 1) != args.ensemble:
+        first = common.saved_settings(ClassifySettings, saved, last, "--resume",
+                                      LEGACY_SETTINGS)
+        if first.ensemble != settings.ensemble:
             raise CommandError(f"error: --resume: {last} was trained with --ensemble "
-                               f"{saved.get('ensemble', 1)}; use the same --ensemble as the "
-                               f"first run")
-        for k in range(1, args.ensemble):
+                               f"{first.ensemble}; use the same --ensemble as the first run")
+        for k in range(1, settings.ensemble):
             path = os.path.join(member_dir(out_dir, k), "last.npz")
             if not os.path.exists(path):
                 raise CommandError(f"error: --resume: no checkpoint {path} to resume from")
     members, histories, seeds = [], [], []
-    for k in range(args.ensemble):
+    for k in range(settings.ensemble):
         mdir = member_dir(out_dir, k)
         os.makedirs(mdir, exist_ok=True)
-        seeds.append(member_seed(args.seed, k))
-        if args.ensemble > 1 and not args.quiet:
-            print(f"model {k + 1} of {args.ensemble} (seed {seeds[k]}, writes to {mdir}/)")
+        seeds.append(member_seed(settings.seed, k))
+        if settings.ensemble > 1 and not settings.quiet:
+            print(f"model {k + 1} of {settings.ensemble} (seed {seeds[k]}, writes to {mdir}/)")
         model = common.build(lambda: build_model(
-            V, n_classes, args.cell, args.embed_dim, args.hidden, args.layers,
-            args.bidirectional, args.embed_dropout, args.dropout, args.pool, seeds[k],
-            args.recurrent_dropout, args.layer_norm),
+            V, n_classes, settings.cell, settings.embed_dim, settings.hidden, settings.layers,
+            settings.bidirectional, settings.embed_dropout, settings.dropout, settings.pool,
+            seeds[k], settings.recurrent_dropout, settings.layer_norm),
             "--embed-dim/--hidden/--layers")
-        _compile(model, n_classes, args)
+        _compile(model, n_classes, settings)
         # --minutes: the members share the budget, each ending by its share of it
-        budget = common.time_budget(args, share=(k + 1) / args.ensemble)
-        model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, mdir,
+        budget = common.time_budget(settings, share=(k + 1) / settings.ensemble)
+        model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), settings, mdir,
                                       extra=extra, fit_kwargs={"mask_value": MASK}, comm=comm,
                                       budget=budget)
         if root:
@@ -689,7 +725,7 @@ def _run(args, comm=None) -> int:
     print("bag-of-words baseline: choosing its L2 penalty on the validation texts ...",
           flush=True)
     t0 = time.perf_counter()
-    bow = fit_bow_logreg(x[tr], labels[tr], x[va], labels[va], V, n_classes, seed=args.seed)
+    bow = fit_bow_logreg(x[tr], labels[tr], x[va], labels[va], V, n_classes, seed=settings.seed)
     bow_seconds = time.perf_counter() - t0
     bow_metrics = classification_metrics(labels[te], bow.predict(x[te]), n_classes)
     bow_metrics["l2"] = bow.l2
@@ -700,16 +736,17 @@ def _run(args, comm=None) -> int:
     metrics = {
         "model": model_metrics,
         "baselines": {"bow_logreg": bow_metrics},
-        "config": {"data": source, "classes": class_names, "samples": len(texts),
+        "config": {"settings": settings.to_dict(), "data": source, "classes": class_names,
+                   "samples": len(texts),
                    "train": len(tr), "validation": len(va), "test": len(te),
-                   "vocabulary": V, "maxlen": args.maxlen, "padding": args.padding,
-                   "truncating": args.truncating, "cell": args.cell, "pool": args.pool,
-                   "hidden": args.hidden, "layers": args.layers,
-                   "bidirectional": args.bidirectional, "embed_dim": args.embed_dim,
-                   "embed_dropout": args.embed_dropout, "dropout": args.dropout,
-                   "weight_decay": args.weight_decay, "ensemble": args.ensemble,
-                   "epochs": args.epochs, "best_epoch": best_epoch,
-                   "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                   "vocabulary": V, "maxlen": settings.maxlen, "padding": settings.padding,
+                   "truncating": settings.truncating, "cell": settings.cell, "pool": settings.pool,
+                   "hidden": settings.hidden, "layers": settings.layers,
+                   "bidirectional": settings.bidirectional, "embed_dim": settings.embed_dim,
+                   "embed_dropout": settings.embed_dropout, "dropout": settings.dropout,
+                   "weight_decay": settings.weight_decay, "ensemble": settings.ensemble,
+                   "epochs": settings.epochs, "best_epoch": best_epoch,
+                   "batch_size": settings.batch_size, "lr": settings.lr, "seed": settings.seed,
                    "parameters": int(sum(p.data.size for p in model.parameters())),
                    "train_seconds": round(sum(h.get("seconds", 0.0) for h in histories), 2),
                    "bow_l2_grid": {str(k): v for k, v in bow.grid.items()},
@@ -717,15 +754,15 @@ def _run(args, comm=None) -> int:
     }
     common.write_metrics(out_dir, metrics)
 
-    title = f"classify ({source}, {args.cell}{' bi' if args.bidirectional else ''})"
-    n = args.ensemble
+    title = f"classify ({source}, {settings.cell}{' bi' if settings.bidirectional else ''})"
+    n = settings.ensemble
     if n == 1:
         heading = f"model: epoch {best_epoch} of {len(val_losses)}, lowest validation loss"
-        name = f"{args.cell} model"
+        name = f"{settings.cell} model"
     else:
         heading = (f"model: the mean probability of {n} models, each at its epoch of lowest "
                    f"validation loss: {', '.join(str(m['best_epoch']) for m in member_metrics)}")
-        name = f"{args.cell} model, {n} averaged"
+        name = f"{settings.cell} model, {n} averaged"
     common.print_results(f"Test set: {len(te)} texts ({heading})",
                          [(name, model_metrics),
                           (f"bag-of-words logreg (l2={bow.l2:g})", bow_metrics)],

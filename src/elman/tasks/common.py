@@ -1,5 +1,6 @@
-"""What the three task commands share: the common options, the output directory, training with
-checkpoints and resume, ``metrics.json``, the results table and the learning-curve figure.
+"""What the task commands share: their settings (one frozen dataclass each, below), the common
+options, the output directory, training with checkpoints and resume, ``metrics.json``, the
+results table and the learning-curve figure.
 
 Every run writes into ``--out DIR``:
 
@@ -10,6 +11,34 @@ Every run writes into ``--out DIR``:
     metrics.json   {"model": {...}, "baselines": {name: {...}}, "config": {...}}
     curves.png     training vs validation loss (and accuracy where it applies)
     <task>.png     the task's own figure
+
+Settings are data. A command turns its argparse namespace into ONE frozen dataclass at its
+start (``FooSettings.from_args(args)``) and reads only that afterwards. Construction validates
+every value (``validate()``, one ``error: --option ...`` line, exit 2), whether the values come
+from the command line or from a file: the same settings are saved whole in every checkpoint's
+``extra["settings"]`` (less ``--out``, ``--threads``, ``--quiet``, ``--resume``: how it ran,
+not what it trained) and in metrics.json's ``config["settings"]``, and ``--predict`` /
+``--sample`` / ``--resume`` read them back with :meth:`Settings.from_saved`, so a damaged saved
+setting is refused with the same rule, naming the file.
+
+    Settings            seed, out, threads, quiet (every command)
+    TrainingSettings    + cell, hidden, layers, bidirectional, epochs, batch_size, lr, resume,
+                        minutes, recurrent_dropout, layer_norm, distributed
+                        (the options of :func:`add_common_arguments`)
+    ForecastSettings, ClassifySettings, GenerateSettings (TrainingSettings), LongMemorySettings
+                        (Settings): in their task modules
+
+To add an option shared by the training commands (e.g. ``--zoneout``): its ``add_argument`` in
+:func:`add_common_arguments`, a field with its default in :class:`TrainingSettings` (the field's
+name is the option's ``dest``), its check in ``TrainingSettings.validate``; a cell option also
+goes into :data:`CELL_OPTIONS`. An option of one command: the same in that task's module
+(``add_arguments``, its ``Settings`` class, its ``validate``). A new command: a
+``FooSettings(TrainingSettings)`` with ``TASK = "foo"`` and ``ARGUMENTS = add_arguments``, built
+with ``FooSettings.from_args(args)`` first thing in ``run``; ``extra={"task": ...,
+"settings": settings.to_dict(invocation=False), ...}`` in its checkpoints (what is learnt from
+the data, such as a vocabulary or scaler, stays beside it in ``extra``) and ``"config":
+{"settings": settings.to_dict(), ...}`` in metrics.json. A file saved before a field existed
+gets that field's command-line default.
 """
 from __future__ import annotations
 
@@ -17,12 +46,15 @@ import argparse
 import atexit
 import contextlib
 import csv
+import dataclasses
 import inspect
 import json
 import math
 import os
 import sys
 import time
+import types
+import typing
 import warnings
 
 import numpy as np
@@ -31,9 +63,10 @@ from .. import checkpoint, distributed, fast, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint, TimeBudget
 
-__all__ = ["add_common_arguments", "setup_run", "prepare_out_dir", "train", "write_metrics",
-           "print_results", "read_history", "plot_curves", "read_checkpoint", "check_saved",
-           "restore", "build", "recurrent_layer"]
+__all__ = ["Settings", "TrainingSettings", "add_common_arguments", "setup_run",
+           "prepare_out_dir", "train", "write_metrics", "print_results", "read_history",
+           "plot_curves", "read_checkpoint", "check_saved", "saved_settings", "restore", "build",
+           "recurrent_layer"]
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, layers=1,
@@ -48,6 +81,8 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     if bidirectional:
         g.add_argument("--bidirectional", action="store_true",
                        help="read the sequence in both directions")
+    else:                    # every TrainingSettings field is in the namespace
+        p.set_defaults(bidirectional=False)
     g.add_argument("--epochs", type=int, default=epochs, help="training epochs (in total, "
                    "counting those of a resumed run)")
     g.add_argument("--batch-size", type=int, default=batch_size, help="samples per gradient "
@@ -80,37 +115,204 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
                    "the outputs")
 
 
-def check_common_options(args) -> None:
-    """The options every command shares that need more than argparse's type check."""
-    rate = getattr(args, "recurrent_dropout", 0.0)
-    if not 0 <= rate < 1:
-        raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
-    if getattr(args, "layer_norm", False):      # the command asked for it: no warning
-        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
-    if not getattr(args, "minutes", 0.0) >= 0:
-        raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
-                           f"{args.minutes}")
-    if args.threads < 0:
-        raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
-                           f"{args.threads}")
-    if getattr(args, "seed", 0) < 0:
-        raise CommandError(f"error: --seed must be a non-negative integer, got {args.seed}")
+def positive(name: str, value) -> None:
+    """Refuse a ``--name`` that is not a positive integer (``name`` is the option's ``dest``)."""
+    if value is None or value < 1:
+        raise CommandError(f"error: --{name.replace('_', '-')} must be a positive integer, "
+                           f"got {value}")
 
 
-def setup_run(args):
+def fraction(name: str, value, low_open=True) -> None:
+    """Refuse a ``--name`` outside (0, 1) (``low_open``) or [0, 1)."""
+    if not (0 < value < 1 if low_open else 0 <= value < 1):
+        raise CommandError(f"error: --{name.replace('_', '-')} must be in "
+                           f"{'(0, 1)' if low_open else '[0, 1)'}, got {value}")
+
+
+def _type_ok(value, kind) -> bool:
+    """Whether a saved ``value`` has a field's type ``kind`` (``int``, ``str | None``,
+    ``tuple[str, ...] | None``, ...; a bool is not a number, an int is a float)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind)
+
+
+def _plain(value):
+    """A field's value as saved: tuples become lists (JSON has no tuples)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What every command is told: its options as one frozen value, checked when it is made.
+
+    Build it with :meth:`from_args` (the command line) or :meth:`from_saved` (a checkpoint's or
+    metrics.json's copy); :meth:`to_dict` is what is saved. Subclasses add fields (named as the
+    options' ``dest``) and extend :meth:`validate` (calling ``super().validate()`` first)."""
+
+    TASK: typing.ClassVar[str] = ""
+    #: the task's ``add_arguments``: its command-line defaults fill fields a saved copy lacks
+    ARGUMENTS: typing.ClassVar = None
+    #: the settings that may differ from the first run's on ``--resume`` (the others are what
+    #: was trained: data, model, optimizer; :meth:`check_resume`)
+    MAY_CHANGE_ON_RESUME: typing.ClassVar[tuple] = ("out", "threads", "quiet")
+    #: how this invocation runs, not what it trains: left out of checkpoints (a resumed or
+    #: moved run writes the same bytes as one that never stopped), kept in metrics.json
+    INVOCATION: typing.ClassVar[tuple] = ("out", "threads", "quiet", "resume")
+
+    seed: int = 0
+    out: str = "runs/task"
+    threads: int = 0
+    quiet: bool = False
+    #: when the command started (``--minutes`` counts from here); not a setting, not saved
+    started: float = dataclasses.field(default_factory=time.perf_counter, init=False,
+                                       compare=False, repr=False)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`CommandError` (``error: --option ...``) for a value out of range."""
+        if self.threads < 0:
+            raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
+                               f"{self.threads}")
+        if self.seed < 0:
+            raise CommandError(f"error: --seed must be a non-negative integer, got {self.seed}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace):
+        """The settings in ``args`` (fields the namespace lacks keep their defaults)."""
+        given = vars(args)
+        return cls(**{name: tuple(given[name]) if isinstance(given[name], list)
+                      else given[name] for name in cls.names() if name in given})
+
+    def to_dict(self, invocation: bool = True) -> dict:
+        """Every setting, as plain data for JSON (``from_saved`` reads it back); without
+        those of :attr:`INVOCATION` for a checkpoint (``invocation=False``)."""
+        return {name: _plain(getattr(self, name)) for name in self.names()
+                if invocation or name not in self.INVOCATION}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The command line's defaults (of ``ARGUMENTS``), else the fields' own."""
+        if cls.ARGUMENTS is None:
+            return {}
+        p = argparse.ArgumentParser(add_help=False)
+        cls.ARGUMENTS(p)
+        return {k: v for k, v in vars(p.parse_known_args([])[0]).items()}
+
+    def check_resume(self, first: "Settings", path: str) -> None:
+        """Refuse to continue the run ``first`` (its settings, read back from ``path``) with
+        other settings than those in :attr:`MAY_CHANGE_ON_RESUME`."""
+        changed = [n for n in self.names() if n not in self.MAY_CHANGE_ON_RESUME
+                   and getattr(first, n) != getattr(self, n)]
+        if changed:
+            def shown(settings):
+                return ", ".join(f"--{n.replace('_', '-')} {_plain(getattr(settings, n))!r}"
+                                 for n in changed)
+            free = ", ".join(f"--{n.replace('_', '-')}" for n in self.MAY_CHANGE_ON_RESUME)
+            raise CommandError(f"error: --resume: {path} was trained with {shown(first)}, these "
+                               f"options say {shown(self)}; use the same options as the first "
+                               f"run (only {free} may change)")
+
+    @classmethod
+    def from_saved(cls, saved, path: str, option: str):
+        """Settings read back from a file (a stranger's: each value is checked for its type
+        and then by :meth:`validate`, and any fault is one ``error: OPTION: PATH is damaged:
+        ...`` line). A setting the file lacks (saved before it existed) gets its default."""
+        def damaged(why):
+            return CommandError(f"error: {option}: {path} is damaged: {why}")
+        if not isinstance(saved, dict):
+            raise damaged(f"its settings must be a mapping, got {type(saved).__name__}")
+        unknown = sorted(set(saved) - set(cls.names()))
+        if unknown:
+            raise damaged(f"its settings hold {unknown}, which {cls.__name__} does not know "
+                          f"(written by a newer elman?)")
+        values = {**cls.defaults(), **saved}
+        hints = typing.get_type_hints(cls)
+        kinds = {name: hints[name] for name in cls.names()}
+        for name in kinds:
+            if name in values and not _type_ok(values[name], kinds[name]):
+                shown = repr(values[name])
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise damaged(f"its setting {name!r} must be {_type_name(kinds[name])}, got "
+                              f"{shown}")
+        try:
+            return cls(**{name: tuple(v) if isinstance(v, list) else
+                          float(v) if kinds[name] is float else v
+                          for name, v in values.items() if name in kinds})
+        except CommandError as e:
+            raise damaged(f"its settings: {str(e).removeprefix('error: ')}") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingSettings(Settings):
+    """The options of :func:`add_common_arguments` (defaults: the argparse ones)."""
+
+    cell: str = "lstm"
+    hidden: int = 32
+    layers: int = 1
+    bidirectional: bool = False
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    resume: bool = False
+    minutes: float = 0.0
+    recurrent_dropout: float = 0.0
+    layer_norm: bool = False
+    distributed: bool = False
+
+    MAY_CHANGE_ON_RESUME = (*Settings.MAY_CHANGE_ON_RESUME, "resume", "epochs", "minutes",
+                            "distributed")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cell not in registry.table("recurrent"):
+            raise CommandError(f"error: --cell must be one of "
+                               f"{sorted(registry.table('recurrent'))}, got {self.cell!r}")
+        if not 0 <= self.recurrent_dropout < 1:
+            raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got "
+                               f"{self.recurrent_dropout}")
+        if not self.minutes >= 0:
+            raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
+                               f"{self.minutes}")
+        for name in ("hidden", "layers", "epochs", "batch_size"):
+            positive(name, getattr(self, name))
+        if not 0 < self.lr < math.inf:
+            raise CommandError(f"error: --lr must be a positive number, got {self.lr}")
+
+
+def setup_run(settings: Settings):
     """Apply --threads and --distributed: returns the MPI communicator (None without
     --distributed). MPI ranks on one host share its CPUs, so without --threads each rank's
     cap is its share of them (one thread each when there are as many ranks as CPUs)."""
-    args.started = time.perf_counter()          # --minutes counts from here
-    check_common_options(args)
+    if getattr(settings, "layer_norm", False):     # the command asked for it: no warning
+        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     comm = None
-    if args.distributed:
+    if getattr(settings, "distributed", False):
         try:
             comm = distributed.world()
         except ImportError as e:
             raise CommandError(f"error: --distributed: {e}") from None
-    if args.threads:
-        threads.set_num_threads(args.threads)
+    if settings.threads:
+        threads.set_num_threads(settings.threads)
     elif comm is not None:
         threads.share_cpus(comm.local_size)
     if comm is not None and not comm.is_root:
@@ -121,15 +323,15 @@ def setup_run(args):
 FINISHING_SECONDS = 2.0    # kept for what a command does after scoring: figures, files
 
 
-def time_budget(args, after: float = 1.0, share: float = 1.0):
+def time_budget(settings: TrainingSettings, after: float = 1.0, share: float = 1.0):
     """A :class:`TimeBudget` for ``--minutes`` counted from the command's start (None without
     a limit), ending training by ``share`` of it; ``after`` validation-sized passes are kept
     for the scoring after training, and a few seconds for the figures and files."""
-    if not getattr(args, "minutes", 0):
+    if not settings.minutes:
         return None
-    return TimeBudget(args.minutes * 60 * share, start=getattr(args, "started", None),
+    return TimeBudget(settings.minutes * 60 * share, start=settings.started,
                       after=after, reserve=FINISHING_SECONDS,
-                      verbose=0 if getattr(args, "quiet", False) else 1)
+                      verbose=0 if settings.quiet else 1)
 
 
 class Ticker:
@@ -145,16 +347,6 @@ class Ticker:
         if not self.quiet and now - self.last >= self.every:
             self.last = now
             print(f"{self.label}: {done}/{total} ({now - self.start:.0f}s)", flush=True)
-
-
-def check_positive(args, *names) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is None or value < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be a positive integer, "
-                               f"got {value}")
-    if not 0 < getattr(args, "lr", 1.0) < math.inf:
-        raise CommandError(f"error: --lr must be a positive number, got {args.lr}")
 
 
 def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
@@ -240,7 +432,7 @@ class _SaveLast(Callback):
         checkpoint.save(self.model, self.path, extra=extra)
 
 
-def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=None,
+def train(model, x, y, validation, settings, out_dir: str, extra=None, fit_kwargs=None,
           comm=None, monitor: str = "val_loss", prepare=None, budget=None):
     """Fit ``model`` (compiled) with checkpoints, or continue a run with ``--resume``.
 
@@ -256,9 +448,10 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     best_path = os.path.join(out_dir, "model.npz")
     last_path = os.path.join(out_dir, "last.npz")
     history_path = os.path.join(out_dir, "history.csv")
-    initial_epoch, best, saved_states = 0, None, None
-    if args.resume:
-        resumed = read_checkpoint(last_path, "--resume").model
+    initial_epoch, best, saved_states, first = 0, None, None, None
+    if settings.resume:
+        last = read_checkpoint(last_path, "--resume")
+        resumed = last.model
         if resumed.config() != model.config():
             raise CommandError(f"error: --resume: {last_path} holds a different architecture "
                                f"than these options build; use the same options as the first run")
@@ -269,11 +462,13 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
         previous = read_history(history_path)
         if previous.get(monitor):
             best = float(np.nanmin(previous[monitor][:initial_epoch]))
-        training = (read_checkpoint(last_path, "--resume").extra or {}).get("training") or {}
-        saved_states = training.get("callbacks")
-        if initial_epoch >= args.epochs:
+        saved = last.extra if isinstance(last.extra, dict) else {}
+        saved_states = (saved.get("training") or {}).get("callbacks")
+        if "settings" in saved:     # (a run saved before they were: its architecture only)
+            first = type(settings).from_saved(saved["settings"], last_path, "--resume")
+        if initial_epoch >= settings.epochs:
             print(f"{last_path} has already trained {initial_epoch} epochs (--epochs "
-                  f"{args.epochs}): nothing to do")
+                  f"{settings.epochs}): nothing to do")
     elif comm is None or comm.is_root:
         for stale in (history_path,):
             if os.path.exists(stale):
@@ -292,10 +487,12 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
                                f"...); use the same options as the first run")
         for cb, saved in zip(resumable, saved_states):
             cb.load_state_dict(saved["state"])
+    if first is not None:
+        settings.check_resume(first, last_path)
     callbacks = [ModelCheckpoint(best_path, monitor=monitor, save_best_only=True,
                                  extra=extra, initial_value_threshold=best),
                  *own, *([budget] if budget is not None else []),
-                 CSVLogger(history_path, append=args.resume),
+                 CSVLogger(history_path, append=settings.resume),
                  _SaveLast(last_path, extra, resumable)]
     kwargs = dict(fit_kwargs or {})
     if isinstance(validation, dict):
@@ -303,9 +500,9 @@ def train(model, x, y, validation, args, out_dir: str, extra=None, fit_kwargs=No
     else:
         kwargs["validation_data"] = validation
     start = time.perf_counter()
-    if initial_epoch < args.epochs:
-        model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, callbacks=callbacks,
-                  verbose=0 if args.quiet else 1, initial_epoch=initial_epoch,
+    if initial_epoch < settings.epochs:
+        model.fit(x, y, epochs=settings.epochs, batch_size=settings.batch_size, callbacks=callbacks,
+                  verbose=0 if settings.quiet else 1, initial_epoch=initial_epoch,
                   distributed=comm, **kwargs)
     seconds = time.perf_counter() - start
     history = read_history(history_path)
@@ -412,6 +609,16 @@ def check_saved(extra: dict, path: str, option: str, rules: dict) -> None:
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise CommandError(f"error: {option}: {path} is damaged: its setting {key!r} must be "
                                f"{expected}, got {shown}")
+
+
+def saved_settings(cls, extra: dict, path: str, option: str, legacy=()):
+    """The ``cls`` settings a model file's ``extra["settings"]`` holds, checked
+    (:meth:`Settings.from_saved`). A file written before settings were saved whole kept some
+    of them as keys of ``extra`` itself: the ``legacy`` ones of those are read from there."""
+    if "settings" in extra:
+        return cls.from_saved(extra["settings"], path, option)
+    return cls.from_saved({k: extra[k] for k in legacy if extra.get(k) is not None}, path,
+                          option)
 
 
 def restore(option: str, path: str, what: str, build):

@@ -24,9 +24,9 @@ numeric column); with --date, the time of year is an input too and the climatolo
 uses it.
 
 Writes into --out (default runs/forecast): model.npz (the best epoch, with the scaler and
-options: `elman forecast --predict` reads it), last.npz (for --resume), history.csv,
-metrics.json ({"model": {"rmse", "mae"}, "baselines": {"persistence", "climatology", "ridge"},
-"config"}), curves.png (training vs validation loss) and forecast.png (forecast vs actual on the
+the settings, ForecastSettings: `elman forecast --predict` reads it), last.npz (for --resume),
+history.csv, metrics.json ({"model": {"rmse", "mae"}, "baselines": {"persistence",
+"climatology", "ridge"}, "config": {"settings", ...}}), curves.png (training vs validation loss) and forecast.png (forecast vs actual on the
 test period, for the model and the best baseline).
 
 Examples:
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import re
@@ -110,6 +111,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "data the model was trained on)")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForecastSettings(common.TrainingSettings):
+    """``elman forecast``'s options (see :func:`add_arguments`), checked when made."""
+
+    TASK = "forecast"
+    csv: str | None = None
+    target: str | None = None
+    features: tuple[str, ...] | None = None
+    date: str | None = None
+    missing: str = "error"
+    lookback: int = 14
+    horizon: int = 1
+    target_mode: str = "level"
+    no_season: bool = False
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    predict: bool = False
+
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "predict")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.missing not in MISSING_MODES:
+            raise CommandError(f"error: --missing must be one of {list(MISSING_MODES)}, got "
+                               f"{self.missing!r}")
+        if self.target_mode not in ("level", "change"):
+            raise CommandError(f"error: --target-mode must be 'level' or 'change', got "
+                               f"{self.target_mode!r}")
+        common.positive("lookback", self.lookback)
+        common.positive("horizon", self.horizon)
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                                   f"got {v}")
+        if 1.0 - self.val_fraction - self.test_fraction <= 0:
+            raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
+                               f"{self.val_fraction} + {self.test_fraction}")
+
+
+ForecastSettings.ARGUMENTS = add_arguments
+
+
 # -- data ----------------------------------------------------------------------------------------
 
 class Series:
@@ -164,44 +208,44 @@ def _numeric_columns(path: str, date: str | None, missing: str) -> tuple[list, l
     return numeric, other
 
 
-def load_series(args) -> Series:
+def load_series(settings: ForecastSettings) -> Series:
     """The bundled weather or the user's CSV, with the columns the options ask for."""
-    if args.csv is None:
+    if settings.csv is None:
         table = load_seattle_weather()
-        target = args.target or DEFAULT_TARGET
-        if args.date not in (None, "date"):
+        target = settings.target or DEFAULT_TARGET
+        if settings.date not in (None, "date"):
             raise CommandError(f"error: --date: the bundled data's date column is 'date', got "
-                               f"{args.date!r} (--date is for --csv files)")
+                               f"{settings.date!r} (--date is for --csv files)")
         available, source, label, date = table.columns, BUNDLED, "Seattle weather", "date"
     else:
-        if not os.path.exists(args.csv):
-            raise CommandError(f"error: --csv: no such file: {args.csv}")
-        if not os.path.isfile(args.csv):
-            raise CommandError(f"error: --csv: {args.csv} is not a regular file (a directory, "
+        if not os.path.exists(settings.csv):
+            raise CommandError(f"error: --csv: no such file: {settings.csv}")
+        if not os.path.isfile(settings.csv):
+            raise CommandError(f"error: --csv: {settings.csv} is not a regular file (a directory, "
                                f"FIFO or device)")
-        if args.target is None:
-            raise CommandError(f"error: --target: name the column of {args.csv} to forecast (its "
-                               f"columns: {', '.join(_csv_header(args.csv)) or 'none'})")
-        target, source, date = args.target, os.path.abspath(args.csv), args.date
-        label = os.path.basename(args.csv)
-        header = _csv_header(args.csv)
+        if settings.target is None:
+            raise CommandError(f"error: --target: name the column of {settings.csv} to forecast "
+                               f"(its columns: {', '.join(_csv_header(settings.csv)) or 'none'})")
+        target, source, date = settings.target, os.path.abspath(settings.csv), settings.date
+        label = os.path.basename(settings.csv)
+        header = _csv_header(settings.csv)
         for opt, names in (("--target", [target]), ("--date", [date] if date else []),
-                           ("--features", args.features or [])):
+                           ("--features", settings.features or [])):
             for name in names:
                 if header and name not in header:
-                    raise CommandError(f"error: {opt}: {args.csv} has no column {name!r}; its "
+                    raise CommandError(f"error: {opt}: {settings.csv} has no column {name!r}; its "
                                        f"columns are: {', '.join(header)}")
-        if args.features is None:
-            available, skipped = _numeric_columns(args.csv, date, args.missing)
+        if settings.features is None:
+            available, skipped = _numeric_columns(settings.csv, date, settings.missing)
             if target not in available:
-                raise CommandError(f"error: --target: column {target!r} of {args.csv} is not "
+                raise CommandError(f"error: --target: column {target!r} of {settings.csv} is not "
                                    f"numeric")
             if skipped:
                 print(f"note: leaving out the non-numeric column(s) {', '.join(skipped)}"
                       + ("" if date else " (pass --date COL to use a date column)"))
         else:
-            available = list(args.features)
-    features = list(args.features) if args.features is not None else list(available)
+            available = list(settings.features)
+    features = list(settings.features) if settings.features is not None else list(available)
     if target == date:
         raise CommandError(f"error: --target: {target!r} is the date column")
     if date is not None and date in features:
@@ -209,7 +253,7 @@ def load_series(args) -> Series:
     if len(set(features)) != len(features):
         raise CommandError(f"error: --features names a column twice: {features}")
     columns = [target] + [c for c in features if c != target]   # the target is always an input
-    if args.csv is None:
+    if settings.csv is None:
         for name in columns:
             if name not in table.columns:
                 opt = "--target" if name == target else "--features"
@@ -218,8 +262,8 @@ def load_series(args) -> Series:
         values = table.values[:, [table.columns.index(c) for c in columns]]
         dates = table.dates
     else:
-        table = _read_user_csv(args.csv, columns=columns, date_column=date,
-                               missing=args.missing)
+        table = _read_user_csv(settings.csv, columns=columns, date_column=date,
+                               missing=settings.missing)
         values, dates = table.values, table.dates
     if dates is not None and len(dates) > 1 and np.any(np.diff(dates) <= np.timedelta64(0)):
         k = int(np.argmax(np.diff(dates) <= np.timedelta64(0)))
@@ -257,47 +301,39 @@ class Prepared:
     """Windows, splits and the scaled arrays of one run."""
 
 
-def prepare(series: Series, args) -> Prepared:
+def prepare(series: Series, settings: ForecastSettings) -> Prepared:
     """Windows of ``lookback`` rows -> the next ``horizon`` target values, split in time order,
     scaled with statistics of the training rows only."""
-    common.check_positive(args, "lookback", "horizon")
-    for name in ("val_fraction", "test_fraction"):
-        v = getattr(args, name)
-        if not 0 < v < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                               f"got {v}")
-    train_fraction = 1.0 - args.val_fraction - args.test_fraction
-    if train_fraction <= 0:
-        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
-                           f"{args.val_fraction} + {args.test_fraction}")
-    n, K, H, t = len(series.values), args.lookback, args.horizon, series.target_index
+    train_fraction = 1.0 - settings.val_fraction - settings.test_fraction
+    n, K, H, t = len(series.values), settings.lookback, settings.horizon, series.target_index
     if n < K + H:
         raise CommandError(f"error: --lookback/--horizon: {series.label} has {n} rows, too few for "
                            f"--lookback {K} and --horizon {H} (needs at least {K + H})")
     p = Prepared()
     p.train_end = int(round(train_fraction * n))
     p.scaler = StandardScaler().fit(series.values[:p.train_end])
-    p.season = season_inputs(series.dates, not args.no_season)
+    p.season = season_inputs(series.dates, not settings.no_season)
     p.inputs = make_inputs(series.values, p.scaler, p.season)
     x, _, last_rows = sliding_windows(p.inputs, K, H, targets=[t], multi_output=True)
     starts = np.arange(len(x))
     rows = starts[:, None] + K + np.arange(H)[None, :]               # (N, H) target rows
     target = series.values[:, t]
     y = target[rows]                                                  # data units
-    masks = chronological_split(last_rows, n, (train_fraction, args.val_fraction,
-                                               args.test_fraction))
+    masks = chronological_split(last_rows, n, (train_fraction, settings.val_fraction,
+                                               settings.test_fraction))
     for mask, what in zip(masks, ("training", "validation", "test")):
         if not mask.any():
             raise CommandError(f"error: {series.label}: {n} rows leave no {what} windows with "
-                               f"--lookback {K}, --horizon {H}, --val-fraction {args.val_fraction} "
-                               f"and --test-fraction {args.test_fraction}; use a longer series or "
-                               "a shorter --lookback")
+                               f"--lookback {K}, --horizon {H}, --val-fraction "
+                               f"{settings.val_fraction} and --test-fraction "
+                               f"{settings.test_fraction}; use a longer series or a shorter "
+                               "--lookback")
     mean_t, scale_t = p.scaler.shift[t], p.scaler.scale[t]
     p.x, p.y, p.rows, p.last = x, y, rows, target[starts + K - 1]
     # The network learns (y - offset) / y_scale: the standardised level, or the change from
     # the last value scaled by the training changes' standard deviation.
     p.train, p.val, p.test = masks
-    if args.target_mode == "change":
+    if settings.target_mode == "change":
         p.offset = p.last[:, None]
         p.y_scale = float(np.std(y[p.train] - p.offset[p.train])) or 1.0
     else:
@@ -308,16 +344,17 @@ def prepare(series: Series, args) -> Prepared:
 
 # -- model ---------------------------------------------------------------------------------------
 
-def build_model(n_inputs: int, args):
-    D = 2 if args.bidirectional else 1
-    recurrent = common.recurrent_layer(args.cell, n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
-                     bidirectional=args.bidirectional, seed=args.seed,
-                     recurrent_dropout=args.recurrent_dropout, layer_norm=args.layer_norm)
-    pick = LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \
+def build_model(n_inputs: int, settings: ForecastSettings):
+    D = 2 if settings.bidirectional else 1
+    recurrent = common.recurrent_layer(
+        settings.cell, n_inputs, settings.hidden, num_layers=settings.layers, batch_first=True,
+        bidirectional=settings.bidirectional, seed=settings.seed,
+        recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm)
+    pick = LastBidirectional(settings.hidden, batch_first=True) if settings.bidirectional \
         else Last(batch_first=True)
-    head = Dense(D * args.hidden, args.horizon, seed=args.seed + 1)
-    model = Sequential([recurrent, pick, head], seed=args.seed)
-    model.compile(Adam(model.parameters(), lr=args.lr), "mse", metrics=["mae"],
+    head = Dense(D * settings.hidden, settings.horizon, seed=settings.seed + 1)
+    model = Sequential([recurrent, pick, head], seed=settings.seed)
+    model.compile(Adam(model.parameters(), lr=settings.lr), "mse", metrics=["mae"],
                   global_clipnorm=1.0)
     return model
 
@@ -358,45 +395,45 @@ def score(y, pred) -> dict:
 # -- the command ---------------------------------------------------------------------------------
 
 def run(args) -> int:
-    comm = common.setup_run(args)
-    if args.predict:
-        return predict(args)
-    common.check_positive(args, "hidden", "layers", "epochs", "batch_size")
+    settings = ForecastSettings.from_args(args)
+    comm = common.setup_run(settings)
+    if settings.predict:
+        return predict(settings)
     with distributed.abort_on_error(comm):
-        return _run(args, comm)
+        return _run(settings, comm)
 
 
-def _run(args, comm=None) -> int:
+def _run(settings: ForecastSettings, comm=None) -> int:
     root = comm is None or comm.is_root
     started = time.perf_counter()
-    series = load_series(args)
+    series = load_series(settings)
     target = series.values[:, series.target_index]
     if np.all(target == target[0]):
         raise CommandError(f"error: --target: the column {series.target!r} holds the same value "
                            f"({target[0]:g}) in every row: there is nothing to forecast")
-    p = prepare(series, args)
-    out = common.prepare_out_dir(args.out, args.resume, writer=root)
-    H = args.horizon
+    p = prepare(series, settings)
+    out = common.prepare_out_dir(settings.out, settings.resume, writer=root)
+    H = settings.horizon
     n_tr, n_va, n_te = (int(m.sum()) for m in (p.train, p.val, p.test))
     what = f"the next {H} values" if H > 1 else "the next value"
     print(f"{series.label}: {len(series.values)} rows; forecasting {what} of {series.target!r} "
-          f"from {args.lookback} rows of {', '.join(series.columns)}"
+          f"from {settings.lookback} rows of {', '.join(series.columns)}"
           f"{' + time of year' if p.season is not None else ''}")
     print(f"windows: train {n_tr}, validation {n_va}, test {n_te} (split in time order)")
 
     # the network first: sizes the machine cannot hold end the run before the baselines
-    model = common.build(lambda: build_model(p.x.shape[2], args), "--hidden/--layers")
+    model = common.build(lambda: build_model(p.x.shape[2], settings), "--hidden/--layers")
     preds, chosen = run_baselines(series, p) if root else ({}, {})
 
-    extra = {"task": "forecast", "data": series.source, "columns": series.columns,
-             "target": series.target, "date": None if series.dates is None else
-             (args.date or "date"), "season": p.season is not None,
-             "lookback": args.lookback, "horizon": H, "missing": args.missing,
-             "target_mode": args.target_mode, "target_scale": p.y_scale,
+    # the settings, and what the data taught (resolved columns, scaler) for --predict
+    extra = {"task": "forecast", "settings": settings.to_dict(invocation=False),
+             "data": series.source, "columns": series.columns, "target": series.target,
+             "date": None if series.dates is None else (settings.date or "date"),
+             "season": p.season is not None, "target_scale": p.y_scale,
              "scaler": p.scaler.state_dict()}
     model, history = common.train(model, p.x[p.train], p.y_scaled[p.train],
-                                  (p.x[p.val], p.y_scaled[p.val]), args, out, extra=extra,
-                                  comm=comm, budget=common.time_budget(args))
+                                  (p.x[p.val], p.y_scaled[p.val]), settings, out, extra=extra,
+                                  comm=comm, budget=common.time_budget(settings))
     if not root:                # the other MPI ranks only train: rank 0 scores and reports
         return 0
     best, _ = common.load_best(out)
@@ -409,21 +446,22 @@ def _run(args, comm=None) -> int:
                "baselines": {name: score(y_test, v) for name, v in preds.items()}}
     val_loss = history.get("val_loss") or [np.nan]
     metrics["config"] = {
-        "data": series.source, "target": series.target, "inputs": series.columns,
-        "season_inputs": p.season is not None, "lookback": args.lookback, "horizon": H,
-        "target_mode": args.target_mode,
+        "settings": settings.to_dict(), "data": series.source, "target": series.target,
+        "inputs": series.columns,
+        "season_inputs": p.season is not None, "lookback": settings.lookback, "horizon": H,
+        "target_mode": settings.target_mode,
         "rows": len(series.values), "windows": {"train": n_tr, "validation": n_va,
                                                 "test": n_te},
-        "cell": args.cell, "hidden": args.hidden, "layers": args.layers,
-        "bidirectional": args.bidirectional, "best_epoch": int(best.epoch or 0),
-        "epochs_run": len(history.get("loss", [])), "batch_size": args.batch_size,
-        "lr": args.lr, "seed": args.seed, "best_val_loss": float(np.nanmin(val_loss)),
+        "cell": settings.cell, "hidden": settings.hidden, "layers": settings.layers,
+        "bidirectional": settings.bidirectional, "best_epoch": int(best.epoch or 0),
+        "epochs_run": len(history.get("loss", [])), "batch_size": settings.batch_size,
+        "lr": settings.lr, "seed": settings.seed, "best_val_loss": float(np.nanmin(val_loss)),
         "units": "data units of the target", **chosen,
         "train_seconds": round(history.get("seconds", 0.0), 2),
         "seconds": round(time.perf_counter() - started, 2)}
     common.write_metrics(out, metrics)
 
-    rows = [(f"{args.cell} (model)", metrics["model"])] + list(metrics["baselines"].items())
+    rows = [(f"{settings.cell} (model)", metrics["model"])] + list(metrics["baselines"].items())
     common.print_results(f"test set, {n_te} windows, {series.target} (data units)"
                          + (f", over all {H} steps" if H > 1 else ""), rows, ["rmse", "mae"],
                          file=sys.stdout)
@@ -469,33 +507,33 @@ def _plot(series, p, y_test, y_model, preds, metrics, out):
 
 # -- forecasting with a saved model ----------------------------------------------------------------
 
-# what --predict reads back from model.npz's extra, checked before use (common.check_saved)
-SAVED_SETTINGS = {
+# what --predict reads back from model.npz's extra besides the settings (what the data taught),
+# checked before use (common.check_saved)
+SAVED_DATA = {
     "data": (lambda v: isinstance(v, str) and v, "the bundled data's name or a file name"),
     "columns": (common.is_name_list, "a list of distinct column names"),
     "target": (lambda v: isinstance(v, str), "a column name"),
     "date": (lambda v: v is None or isinstance(v, str) and v, "null or a column name"),
     "season": (lambda v: isinstance(v, bool), "true or false"),
-    "lookback": (common.is_count, "an integer >= 1"),
-    "horizon": (common.is_count, "an integer >= 1"),
-    "missing": (lambda v: v in MISSING_MODES, f"one of {list(MISSING_MODES)}"),
-    "target_mode": (lambda v: v in ("level", "change"), "'level' or 'change'"),
     "target_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                      and math.isfinite(v) and v > 0, "a positive number"),
 }
 
 
-def predict(args) -> int:
+def predict(settings: ForecastSettings) -> int:
     """Load OUT/model.npz and forecast the next H values after the last K rows of the data."""
-    ck, extra = common.load_saved(args.out, "forecast", "--predict")
-    path = os.path.join(args.out, "model.npz")
-    common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
+    ck, extra = common.load_saved(settings.out, "forecast", "--predict")
+    path = os.path.join(settings.out, "model.npz")
+    common.check_saved(extra, path, "--predict", SAVED_DATA)
+    # (a file saved before the settings were saved whole kept these four in extra itself)
+    saved = common.saved_settings(ForecastSettings, extra, path, "--predict",
+                                  legacy=("lookback", "horizon", "missing", "target_mode"))
     columns, target, date = extra["columns"], extra["target"], extra["date"]
-    K, H = extra["lookback"], extra["horizon"]
+    K, H = saved.lookback, saved.horizon
     if target not in columns:
         raise CommandError(f"error: --predict: {path} is damaged: its target {target!r} is not "
                            f"one of its columns {columns}")
-    source = args.csv or extra["data"]
+    source = settings.csv or extra["data"]
     if source == BUNDLED:
         table = load_seattle_weather()
         missing = [c for c in columns if c not in table.columns]
@@ -514,7 +552,7 @@ def predict(args) -> int:
                                f"reads (it was trained on {columns}"
                                f"{f' with dates in {date!r}' if date else ''})")
         table = _read_user_csv(source, columns=columns, date_column=date,
-                               missing=args.missing if args.csv else extra["missing"])
+                               missing=settings.missing if settings.csv else saved.missing)
         values, dates, label = table.values, table.dates, source
     if len(values) < K:
         raise CommandError(f"error: --predict: {label} has {len(values)} rows; the model reads the "
@@ -538,12 +576,12 @@ def predict(args) -> int:
         raise CommandError(f"error: --predict: {path} is damaged: its network forecasts "
                            f"{scaled.shape[1:]} values, its settings say --horizon {H}")
     t = columns.index(target)
-    offset = values[-1, t] if extra["target_mode"] == "change" else scaler.shift[t]
+    offset = values[-1, t] if saved.target_mode == "change" else scaler.shift[t]
     forecast = scaled[0].astype(np.float64) * extra["target_scale"] + offset
     when = future_dates(dates, H) if dates is not None else None
     last = f" after {dates[-1]}" if dates is not None else ""
     print(f"forecast of {target!r} for the next {H} step{'s' if H > 1 else ''}{last}, from the "
-          f"last {K} rows of {label} (model {os.path.join(args.out, 'model.npz')}, "
+          f"last {K} rows of {label} (model {os.path.join(settings.out, 'model.npz')}, "
           f"epoch {ck.epoch}):")
     for h in range(H):
         name = str(when[h]) if when is not None else f"t+{h + 1}"

@@ -34,7 +34,7 @@ divided by --temperature, restricted to the --top-k likeliest characters and to 
 set holding --top-p of the probability (nucleus sampling).
 
 Writes into --out (default runs/generate): model.npz (the epoch with the best validation
-score; elman.load reads it, and its extra holds the vocabulary and options), last.npz (for
+score; elman.load reads it, and its extra holds the vocabulary and the settings, GenerateSettings), last.npz (for
 --resume), history.csv (per epoch, numbered from 1: bits_per_char and val_bits_per_char,
 loss and val_loss, the cross-entropy in nats, and lr),
 metrics.json ({"model": {"bits_per_char"}, "baselines": {"ngram": {"bits_per_char", "order"}},
@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -148,68 +149,96 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- options -------------------------------------------------------------------------------------
 
-def check_sampling(args) -> None:
-    if not args.temperature > 0 or not math.isfinite(args.temperature):
-        raise CommandError(f"error: --temperature must be a positive number, got "
-                           f"{args.temperature}")
-    if args.top_k < 0:
-        raise CommandError(f"error: --top-k must be 0 (off) or a positive integer, got "
-                           f"{args.top_k}")
-    if not 0 < args.top_p <= 1:
-        raise CommandError(f"error: --top-p must be in (0, 1], got {args.top_p}")
-    if not 0 <= args.length <= MAX_LENGTH:
-        raise CommandError(f"error: --length must be from 0 to {MAX_LENGTH:_}, got "
-                           f"{args.length}")
-    if not args.prime:
-        raise CommandError("error: --prime must not be empty: the sample continues it")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GenerateSettings(common.TrainingSettings):
+    """``elman generate``'s options (see :func:`add_arguments`), checked when made."""
+
+    TASK = "generate"
+    text: str | None = None
+    encoding: str = "utf-8"
+    max_chars: int | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    embedding: int = 32
+    bptt: int = 64
+    dropout: float = 0.5
+    input_dropout: float = 0.1
+    weight_decay: float = 0.0
+    ema: float = 0.0
+    clip: float = 5.0
+    patience: int = 6
+    sample: bool = False
+    prime: str = "\n"
+    length: int = 600
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "patience", "sample",
+                            "prime", "length", "temperature", "top_k", "top_p")
+
+    def validate(self) -> None:
+        super().validate()
+        common.positive("embedding", self.embedding)
+        common.positive("bptt", self.bptt)
+        if self.max_chars is not None and self.max_chars < 1:
+            raise CommandError(f"error: --max-chars must be a positive integer, got "
+                               f"{self.max_chars}")
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                                   f"got {v}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
+                               f"{self.val_fraction} + {self.test_fraction}")
+        for name in ("dropout", "input_dropout", "ema"):
+            common.fraction(name, getattr(self, name), low_open=False)
+        if not self.weight_decay >= 0:
+            raise CommandError(f"error: --weight-decay must be 0 or positive, got "
+                               f"{self.weight_decay}")
+        if not self.clip >= 0:
+            raise CommandError(f"error: --clip must be 0 (off) or positive, got {self.clip}")
+        if self.patience < 0:
+            raise CommandError(f"error: --patience must be 0 (never stop early) or positive, "
+                               f"got {self.patience}")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise CommandError(f"error: --temperature must be a positive number, got "
+                               f"{self.temperature}")
+        if self.top_k < 0:
+            raise CommandError(f"error: --top-k must be 0 (off) or a positive integer, got "
+                               f"{self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise CommandError(f"error: --top-p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.length <= MAX_LENGTH:
+            raise CommandError(f"error: --length must be from 0 to {MAX_LENGTH:_}, got "
+                               f"{self.length}")
+        if not self.prime:
+            raise CommandError("error: --prime must not be empty: the sample continues it")
 
 
-def check_training(args) -> None:
-    common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "embedding", "bptt")
-    if args.max_chars is not None and args.max_chars < 1:
-        raise CommandError(f"error: --max-chars must be a positive integer, got {args.max_chars}")
-    for name in ("val_fraction", "test_fraction"):
-        v = getattr(args, name)
-        if not 0 < v < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                               f"got {v}")
-    if args.val_fraction + args.test_fraction >= 1:
-        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
-                           f"{args.val_fraction} + {args.test_fraction}")
-    for name in ("dropout", "input_dropout", "ema"):
-        v = getattr(args, name)
-        if not 0 <= v < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be in [0, 1), got {v}")
-    if not args.weight_decay >= 0:
-        raise CommandError(f"error: --weight-decay must be 0 or positive, got "
-                           f"{args.weight_decay}")
-    if not args.clip >= 0:
-        raise CommandError(f"error: --clip must be 0 (off) or positive, got {args.clip}")
-    if args.patience < 0:
-        raise CommandError(f"error: --patience must be 0 (never stop early) or positive, got "
-                           f"{args.patience}")
-    check_sampling(args)
+GenerateSettings.ARGUMENTS = add_arguments
 
 
 # -- data ----------------------------------------------------------------------------------------
 
-def load_text(args) -> tuple[str, str, str]:
+def load_text(settings: GenerateSettings) -> tuple[str, str, str]:
     """(text, source, label): the bundled Hamlet or the user's file, cut to --max-chars."""
-    if args.text is None:
+    if settings.text is None:
         text, source, label = load_hamlet(), BUNDLED, "Hamlet"
     else:
-        if not os.path.exists(args.text):
-            raise CommandError(f"error: --text: no such file: {args.text}")
-        if not os.path.isfile(args.text):
-            raise CommandError(f"error: --text: {args.text} is not a regular file (a directory, "
-                               f"FIFO or device)")
+        if not os.path.exists(settings.text):
+            raise CommandError(f"error: --text: no such file: {settings.text}")
+        if not os.path.isfile(settings.text):
+            raise CommandError(f"error: --text: {settings.text} is not a regular file (a "
+                               f"directory, FIFO or device)")
         try:
-            text = read_text(args.text, encoding=args.encoding)
+            text = read_text(settings.text, encoding=settings.encoding)
         except ValueError as e:
             raise CommandError(f"error: --text: {e}") from None
-        source, label = os.path.abspath(args.text), os.path.basename(args.text)
-    if args.max_chars is not None:
-        text = text[:args.max_chars]
+        source, label = os.path.abspath(settings.text), os.path.basename(settings.text)
+    if settings.max_chars is not None:
+        text = text[:settings.max_chars]
     return text, source, label
 
 
@@ -236,23 +265,23 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[st
 EVAL_WINDOW = 2048              # characters per forward call when scoring a text as one stream
 
 
-def build_model(vocab_size: int, args) -> Sequential:
+def build_model(vocab_size: int, settings: GenerateSettings) -> Sequential:
     """Embedding -> [Dropout] -> stateful recurrent stack -> [Dropout] -> Linear(vocab) as a
     Sequential (samples first), which ``fit`` trains on contiguous streams and ``elman.load``
     rebuilds."""
-    s = args.seed
+    s = settings.seed
     rnn = common.recurrent_layer(
-        args.cell, args.embedding, args.hidden, num_layers=args.layers,
-        dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1,
-        recurrent_dropout=getattr(args, "recurrent_dropout", 0.0),
-        layer_norm=getattr(args, "layer_norm", False), batch_first=True, stateful=True)
-    layers = [Embedding(vocab_size, args.embedding, seed=s)]
-    if getattr(args, "input_dropout", 0) > 0:
-        layers.append(Dropout(args.input_dropout, seed=s + 4))
+        settings.cell, settings.embedding, settings.hidden, num_layers=settings.layers,
+        dropout=settings.dropout if settings.layers > 1 else 0.0, seed=s + 1,
+        recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm,
+        batch_first=True, stateful=True)
+    layers = [Embedding(vocab_size, settings.embedding, seed=s)]
+    if settings.input_dropout > 0:
+        layers.append(Dropout(settings.input_dropout, seed=s + 4))
     layers.append(rnn)
-    if args.dropout > 0:
-        layers.append(Dropout(args.dropout, seed=s + 2))
-    layers.append(Linear(args.hidden, vocab_size, seed=s + 3))
+    if settings.dropout > 0:
+        layers.append(Dropout(settings.dropout, seed=s + 2))
+    layers.append(Linear(settings.hidden, vocab_size, seed=s + 3))
     return Sequential(layers, seed=s)
 
 
@@ -354,13 +383,6 @@ def sample(model: Sequential, vocab: CharVocabulary, prime: str, length: int,
 
 # -- training ----------------------------------------------------------------------------------
 
-def _options(args, vocab_size: int) -> dict:
-    keys = ("cell", "hidden", "layers", "embedding", "dropout", "input_dropout", "bptt",
-            "batch_size", "lr", "weight_decay", "clip", "ema", "seed", "recurrent_dropout",
-            "layer_norm")
-    return {**{k: getattr(args, k) for k in keys}, "vocab_size": vocab_size}
-
-
 class WeightAverage(Callback):
     """An exponential moving average of the parameters, ``avg = decay * avg + (1 - decay) *
     w`` after every step, debiased as Adam's moments are (so the first steps do not lean on
@@ -427,20 +449,21 @@ class WeightAverage(Callback):
             a[...] = saved
 
 
-def train(model, args, train_ids, val_ids, out_dir, extra, comm=None, budget=None):
+def train(model, settings: GenerateSettings, train_ids, val_ids, out_dir, extra, comm=None,
+          budget=None):
     """Train from scratch or resume OUT/last.npz with ``fit``: truncated BPTT over
     --batch-size contiguous streams in windows of --bptt characters, validated on the
     validation text read as one stream, up to --epochs epochs in total, --patience and the
     --minutes ``budget``. Returns (model with the last weights, history, seconds, why it
     stopped)."""
-    if args.resume:
+    if settings.resume:
         last_path = os.path.join(out_dir, "last.npz")
         if (common.read_checkpoint(last_path, "--resume").extra or {}).get("vocab") \
                 != extra["vocab"]:
             raise CommandError(f"error: --resume: {last_path} was trained on a text with "
                                f"another character set; use the same --text / --max-chars")
     try:
-        x, y, lengths = stream_windows(train_ids, args.batch_size, args.bptt)
+        x, y, lengths = stream_windows(train_ids, settings.batch_size, settings.bptt)
     except ValueError as e:
         raise CommandError(f"error: --batch-size: {e}") from None
     vx, vy, vl = stream_windows(val_ids, 1, EVAL_WINDOW)
@@ -450,26 +473,27 @@ def train(model, args, train_ids, val_ids, out_dir, extra, comm=None, budget=Non
         """Compile (keeping a resumed optimizer and its state) and the task's callbacks."""
         if model.optimizer is not None:
             optimizer = model.optimizer
-        elif args.weight_decay > 0:
-            optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        elif settings.weight_decay > 0:
+            optimizer = AdamW(model.parameters(), lr=settings.lr,
+                              weight_decay=settings.weight_decay)
         else:
-            optimizer = Adam(model.parameters(), lr=args.lr)
+            optimizer = Adam(model.parameters(), lr=settings.lr)
         model.compile(optimizer, CrossEntropyLoss(),
                       metrics=[SparseCategoricalCrossentropy("bits_per_char", log_base=2)],
-                      global_clipnorm=args.clip if args.clip > 0 else None)
+                      global_clipnorm=settings.clip if settings.clip > 0 else None)
         schedule = ReduceLROnPlateau(model.optimizer, factor=0.5, patience=1, threshold=1e-3)
         own = [LearningRateScheduler(schedule, monitor=MONITOR)]
-        if args.patience:
-            stopping["patience"] = EarlyStopping(MONITOR, patience=args.patience)
+        if settings.patience:
+            stopping["patience"] = EarlyStopping(MONITOR, patience=settings.patience)
             own.append(stopping["patience"])
-        if args.ema > 0:
-            own.append(WeightAverage(model.parameters(), args.ema))
+        if settings.ema > 0:
+            own.append(WeightAverage(model.parameters(), settings.ema))
         return own
 
     start = time.perf_counter()
     try:
         model, history = common.train(
-            model, x, y, dict(validation_data=(vx, vy, vl), validation_batch_size=1), args,
+            model, x, y, dict(validation_data=(vx, vy, vl), validation_batch_size=1), settings,
             out_dir, extra, fit_kwargs=dict(shuffle=False, lengths=lengths), comm=comm,
             monitor=MONITOR, prepare=prepare, budget=budget)
     except FloatingPointError as e:
@@ -484,14 +508,15 @@ def train(model, args, train_ids, val_ids, out_dir, extra, comm=None, budget=Non
 
 # -- the command -------------------------------------------------------------------------------
 
-def run_sample(args) -> int:
-    check_sampling(args)
-    if args.resume:
+def run_sample(settings: GenerateSettings) -> int:
+    if settings.resume:
         raise CommandError("error: --sample does not train; leave out --resume")
-    if args.length < 1:
-        raise CommandError(f"error: --length must be positive with --sample, got {args.length}")
-    ck, extra = common.load_saved(args.out, "generate", "--sample")
-    path = os.path.join(args.out, "model.npz")
+    if settings.length < 1:
+        raise CommandError(f"error: --length must be positive with --sample, got {settings.length}")
+    ck, extra = common.load_saved(settings.out, "generate", "--sample")
+    path = os.path.join(settings.out, "model.npz")
+    # what it was trained with (checked; the sampling options are this command's own)
+    common.saved_settings(GenerateSettings, extra, path, "--sample")
     if "vocab" not in extra:
         raise CommandError(f"error: --sample: {path} holds no vocabulary")
     vocab = common.restore("--sample", path, "vocabulary",
@@ -505,28 +530,29 @@ def run_sample(args) -> int:
     if logits.shape[-1] != len(vocab):
         raise CommandError(f"error: --sample: {path} is damaged: its network scores "
                            f"{logits.shape[-1]} characters, its vocabulary has {len(vocab)}")
-    text = sample(ck.model, vocab, args.prime, args.length, args.temperature, args.top_k,
-                  args.top_p, seed=args.seed)
-    print(args.prime + text)
+    text = sample(ck.model, vocab, settings.prime, settings.length, settings.temperature,
+                  settings.top_k, settings.top_p, seed=settings.seed)
+    print(settings.prime + text)
     return 0
 
 
 def run(args) -> int:
-    comm = common.setup_run(args)
-    if args.sample:
-        return run_sample(args)
-    check_training(args)
+    settings = GenerateSettings.from_args(args)
+    comm = common.setup_run(settings)
+    if settings.sample:
+        return run_sample(settings)
     with distributed.abort_on_error(comm):
-        return _run(args, comm)
+        return _run(settings, comm)
 
 
-def _run(args, comm=None) -> int:
+def _run(settings: GenerateSettings, comm=None) -> int:
     root = comm is None or comm.is_root
-    out = common.prepare_out_dir(args.out, args.resume, writer=root)
+    out = common.prepare_out_dir(settings.out, settings.resume, writer=root)
 
     # data: a contiguous split, the vocabulary from the training text only
-    text, source, label = load_text(args)
-    train_text, val_text, test_text = split_text(text, args.val_fraction, args.test_fraction)
+    text, source, label = load_text(settings)
+    train_text, val_text, test_text = split_text(text, settings.val_fraction,
+                                                 settings.test_fraction)
     vocab = CharVocabulary().fit(train_text)
     train_ids, val_ids, test_ids = (vocab.encode(t) for t in (train_text, val_text, test_text))
     V = len(vocab)
@@ -534,11 +560,11 @@ def _run(args, comm=None) -> int:
              "test_chars": len(test_text), "vocab_size": V,
              "unseen_test_chars": int((test_ids == CharVocabulary.UNK).sum())}
     # the network first: sizes the machine cannot hold end the run before the baseline
-    model = common.build(lambda: build_model(V, args), "--embedding/--hidden/--layers")
+    model = common.build(lambda: build_model(V, settings), "--embedding/--hidden/--layers")
     if not root:                # the other ranks only train: rank 0 scores and reports
-        extra = {"task": "generate", "vocab": vocab.state_dict(),
-                 "options": _options(args, V)}
-        train(model, args, train_ids, val_ids, out, extra, comm, common.time_budget(args))
+        extra = {"task": "generate", "settings": settings.to_dict(invocation=False),
+                 "vocab": vocab.state_dict()}
+        train(model, settings, train_ids, val_ids, out, extra, comm, common.time_budget(settings))
         return 0
     print(f"{label}: {len(text):,} characters ({len(train_text):,} train, {len(val_text):,} "
           f"validation, {len(test_text):,} test), {V} character ids"
@@ -555,43 +581,47 @@ def _run(args, comm=None) -> int:
           f"{ngram_val:.4f}, test {ngram_test:.4f} bits/char ({time.perf_counter() - t0:.1f}s)")
 
     # model and training
-    extra = {"task": "generate", "vocab": vocab.state_dict(), "options": _options(args, V),
-             "data": {"source": source, "max_chars": args.max_chars, **sizes}}
+    extra = {"task": "generate", "settings": settings.to_dict(invocation=False),
+             "vocab": vocab.state_dict(),
+             "data": {"source": source, "max_chars": settings.max_chars, **sizes}}
     # the budget keeps time for scoring the test text after training (about one validation)
-    budget = common.time_budget(args, after=len(test_ids) / max(len(val_ids), 1))
-    model, history, seconds, stopped = train(model, args, train_ids, val_ids, out, extra, comm,
+    budget = common.time_budget(settings, after=len(test_ids) / max(len(val_ids), 1))
+    model, history, seconds, stopped = train(model, settings, train_ids, val_ids, out, extra, comm,
                                              budget)
 
     # evaluate the best epoch on the test text
     print(f"scoring the best epoch on the {len(test_ids):,} test characters ...", flush=True)
     best, _ = common.load_best(out)
     test_bpc = bits_per_char(best, test_ids, progress=common.Ticker(
-        f"scoring, windows of {EVAL_WINDOW} characters", quiet=args.quiet).tick)
+        f"scoring, windows of {EVAL_WINDOW} characters", quiet=settings.quiet).tick)
     val_bpc = min(history.get(MONITOR, []), default=math.nan)
     best_epoch = int(best.epoch)
     sample_text = ""
-    if args.length > 0:
-        sample_text = sample(best, vocab, args.prime, args.length, args.temperature,
-                             args.top_k, args.top_p, seed=args.seed)
+    if settings.length > 0:
+        sample_text = sample(best, vocab, settings.prime, settings.length, settings.temperature,
+                             settings.top_k, settings.top_p, seed=settings.seed)
 
-    name = f"{args.cell}" + (f"x{args.layers}" if args.layers > 1 else "") + f"({args.hidden})"
+    name = (f"{settings.cell}" + (f"x{settings.layers}" if settings.layers > 1 else "")
+            + f"({settings.hidden})")
     metrics = {
         "model": {"bits_per_char": test_bpc, "val_bits_per_char": val_bpc,
                   "best_epoch": best_epoch},
         "baselines": {"ngram": {"bits_per_char": ngram_test, "order": lm.order,
                                 "discount": lm.discount, "val_bits_per_char": ngram_val}},
-        "config": {**_options(args, V), **sizes, "source": source, "max_chars": args.max_chars,
+        "config": {"settings": settings.to_dict(), **sizes, "source": source,
+                   "max_chars": settings.max_chars,
                    "epochs_trained": int(model.epoch), "train_seconds": seconds,
-                   "stopped_by": stopped, "minutes": args.minutes,
+                   "stopped_by": stopped, "minutes": settings.minutes,
                    "history_units": "bits per character"},
-        "sample": {"prime": args.prime, "text": sample_text, "temperature": args.temperature,
-                   "top_k": args.top_k, "top_p": args.top_p},
+        "sample": {"prime": settings.prime, "text": sample_text,
+                   "temperature": settings.temperature, "top_k": settings.top_k,
+                   "top_p": settings.top_p},
     }
     common.write_metrics(out, metrics)
 
     if sample_text:
-        print(f"\nsample (best epoch {best_epoch}, temperature {args.temperature:g}):")
-        print(args.prime + sample_text)
+        print(f"\nsample (best epoch {best_epoch}, temperature {settings.temperature:g}):")
+        print(settings.prime + sample_text)
     common.print_results(
         f"{label}, bits per character (lower is better), test = last {len(test_text):,} chars",
         [(f"{name} epoch {best_epoch}", {"test": test_bpc, "validation": val_bpc}),

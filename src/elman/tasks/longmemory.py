@@ -48,12 +48,13 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .. import plots, threads
+from .. import fast, plots, threads
 from .._validate import CommandError
 from ..gradient_flow import gradient_flow
 from ..layers import Dense, Last
@@ -176,20 +177,56 @@ def _lengths(value: str) -> list[int]:
     return lengths
 
 
-def _check_args(args):
-    tasks = _names(args.tasks, TASKS, "--tasks")
-    models = _names(args.models, MODELS, "--models")
-    lengths = _lengths(args.lengths)
-    if not 0 < args.seconds < math.inf:
-        raise CommandError(f"error: --seconds must be a positive number, got {args.seconds}")
-    if args.max_steps < 0:
-        raise CommandError(f"error: --max-steps must be 0 (no limit) or positive, got "
-                           f"{args.max_steps}")
-    common.check_positive(args, "hidden", "batch_size", "eval_every", "val_size", "flow_batch")
-    args.distributed = False
-    args.layer_norm = "ln-lstm" in models     # asked for: no warning about its NumPy steps
-    common.check_common_options(args)
-    return tasks, lengths, models
+@dataclass(frozen=True, kw_only=True)
+class LongMemorySettings(common.Settings):
+    """``elman longmemory``'s options (see :func:`add_arguments`), checked when made; the
+    comma-separated lists as given, read through :attr:`task_names`, :attr:`length_list` and
+    :attr:`model_names`."""
+
+    TASK = "longmemory"
+    tasks: str = ",".join(TASKS)
+    lengths: str = ",".join(map(str, LENGTHS))
+    models: str = ",".join(MODELS)
+    seconds: float = 30.0
+    max_steps: int = 0
+    hidden: int = 32
+    batch_size: int = 32
+    lr: float = 3e-3
+    eval_every: int = 25
+    val_size: int = 256
+    flow_batch: int = 32
+    threads: int = 1
+    out: str = "runs/longmemory"
+    replot: bool = False
+
+    @property
+    def task_names(self) -> list[str]:
+        return _names(self.tasks, TASKS, "--tasks")
+
+    @property
+    def model_names(self) -> list[str]:
+        return _names(self.models, MODELS, "--models")
+
+    @property
+    def length_list(self) -> list[int]:
+        return _lengths(self.lengths)
+
+    def validate(self) -> None:
+        super().validate()
+        self.task_names, self.model_names, self.length_list    # each refuses a bad list
+        if not 0 < self.seconds < math.inf:
+            raise CommandError(f"error: --seconds must be a positive number, got "
+                               f"{self.seconds}")
+        if self.max_steps < 0:
+            raise CommandError(f"error: --max-steps must be 0 (no limit) or positive, got "
+                               f"{self.max_steps}")
+        for name in ("hidden", "batch_size", "eval_every", "val_size", "flow_batch"):
+            common.positive(name, getattr(self, name))
+        if not 0 < self.lr < math.inf:
+            raise CommandError(f"error: --lr must be a positive number, got {self.lr}")
+
+
+LongMemorySettings.ARGUMENTS = add_arguments
 
 
 def build_model(task: Task, model: str, hidden: int, seed: int) -> Sequential:
@@ -214,16 +251,16 @@ def _flow(model, task, x, y) -> list[float]:
     return [float(v) for v in next(iter(flows.values()))]
 
 
-def run_one(task: Task, T: int, model_name: str, args, val) -> dict:
+def run_one(task: Task, T: int, model_name: str, settings: LongMemorySettings, val) -> dict:
     """Train one model on one task and length within the budget; the run's record."""
-    seed = args.seed
-    model = common.build(lambda: build_model(task, model_name, args.hidden, seed + 17),
+    seed = settings.seed
+    model = common.build(lambda: build_model(task, model_name, settings.hidden, seed + 17),
                          "--hidden")
     loss = task.loss()
-    opt = Adam(model.parameters(), lr=args.lr)
+    opt = Adam(model.parameters(), lr=settings.lr)
     params = model.parameters()
     x_val, y_val = val
-    fx, fy = x_val[:args.flow_batch], y_val[:args.flow_batch]
+    fx, fy = x_val[:settings.flow_batch], y_val[:settings.flow_batch]
     flow_init = _flow(model, task, fx, fy)
     # the same training batches for every model of this task and length
     rng = np.random.default_rng([seed, list(TASKS).index(task.name), T])
@@ -236,7 +273,7 @@ def run_one(task: Task, T: int, model_name: str, args, val) -> dict:
     error = task.error(_predict(model, x_val), y_val)
     curve.append([0, 0.0, error])
     while True:
-        xb, yb = task.make(rng, args.batch_size, T)
+        xb, yb = task.make(rng, settings.batch_size, T)
         start = time.process_time()
         # forward, loss, backward, clip, step
         pred = model.forward(xb)
@@ -247,8 +284,9 @@ def run_one(task: Task, T: int, model_name: str, args, val) -> dict:
         opt.step()
         cpu += time.process_time() - start
         steps += 1
-        out_of_budget = cpu >= args.seconds or (args.max_steps and steps >= args.max_steps)
-        if steps % args.eval_every == 0 or out_of_budget:
+        out_of_budget = cpu >= settings.seconds or (settings.max_steps
+                                                    and steps >= settings.max_steps)
+        if steps % settings.eval_every == 0 or out_of_budget:
             error = task.error(_predict(model, x_val), y_val)
             curve.append([steps, cpu, error])
             if not math.isfinite(error):
@@ -358,8 +396,8 @@ def _budget_words(runs) -> str:
     return f"until solved or the budget ran out; {solved} of {len(runs)} solved"
 
 
-def _replot(args) -> int:
-    path = os.path.join(args.out, "metrics.json")
+def _replot(settings: LongMemorySettings) -> int:
+    path = os.path.join(settings.out, "metrics.json")
     if not os.path.exists(path):
         raise CommandError(f"error: --replot: no {path} to read")
     with open(path) as f:
@@ -367,40 +405,44 @@ def _replot(args) -> int:
     if not runs:
         raise CommandError(f"error: --replot: {path} holds no runs")
     lengths = sorted({r["length"] for r in runs})
-    with common.atomic_text(os.path.join(args.out, "results.md")) as f:
+    with common.atomic_text(os.path.join(settings.out, "results.md")) as f:
         f.write(results_table(runs, lengths))
-    figures = _figures(runs, args.out)
-    print(f"wrote {args.out}/: results.md" + "".join(f", {f}" for f in figures))
+    figures = _figures(runs, settings.out)
+    print(f"wrote {settings.out}/: results.md" + "".join(f", {f}" for f in figures))
     return 0
 
 
 def run(args) -> int:
-    if args.replot:
-        return _replot(args)
-    tasks, lengths, models = _check_args(args)
-    if args.threads:
-        threads.set_num_threads(args.threads)
-    out_dir = common.prepare_out_dir(args.out, resume=False)
+    settings = LongMemorySettings.from_args(args)
+    if settings.replot:
+        return _replot(settings)
+    tasks, lengths, models = settings.task_names, settings.length_list, settings.model_names
+    if "ln-lstm" in models:      # asked for: no warning about its NumPy steps
+        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
+    if settings.threads:
+        threads.set_num_threads(settings.threads)
+    out_dir = common.prepare_out_dir(settings.out, resume=False)
     runs, total, k = [], len(tasks) * len(lengths) * len(models), 0
     wall = time.perf_counter()
     for name in tasks:
         task = TASKS[name]
         for T in lengths:
-            val = task.make(np.random.default_rng([args.seed, 1000 + list(TASKS).index(name), T]),
-                            args.val_size, T)
+            val = task.make(np.random.default_rng([settings.seed, 1000 + list(TASKS).index(name),
+                                                   T]), settings.val_size, T)
             for model in models:
                 k += 1
-                r = run_one(task, T, model, args, val)
+                r = run_one(task, T, model, settings, val)
                 runs.append(r)
-                if not args.quiet:
+                if not settings.quiet:
                     print(f"[{k}/{total}] {name} T={T} {model}: {_describe(r)}", flush=True)
                 # metrics after every run: an interrupted benchmark keeps what it measured
-                common.write_metrics(out_dir, {"runs": runs, "config": _config(args)})
+                common.write_metrics(out_dir, {"runs": runs,
+                                               "config": {"settings": settings.to_dict()}})
     table = results_table(runs, lengths)
     with common.atomic_text(os.path.join(out_dir, "results.md")) as f:
         f.write(table)
     figures = _figures(runs, out_dir) if plots.have_matplotlib() else []
-    if not args.quiet:
+    if not settings.quiet:
         print()
         print(table)
     print(f"wrote {out_dir}/: metrics.json, results.md"
@@ -409,6 +451,3 @@ def run(args) -> int:
     return 0
 
 
-def _config(args) -> dict:
-    return {k: v for k, v in vars(args).items()
-            if k not in ("run", "distributed", "layer_norm", "replot")}
