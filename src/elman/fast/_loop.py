@@ -99,3 +99,46 @@ def project_back(dh, dHs, W_hr, dR, t, n):
             dHs_b[j] = dh_b[j]
     gemm(dh[:n], W_hr, dR[:n])
     return dR
+
+
+@njit(inline="always")
+def zone_rows(prev, new, a, n):
+    """Zoneout after a step: new[:n] = a * prev + (1 - a) * new (``a`` (N, W) the step's
+    weights of the previous state: 0/1 in training, p in evaluation)."""
+    for b in range(n):
+        for j in range(new.shape[1]):
+            new[b, j] = a[b, j] * prev[b, j] + (ONE - a[b, j]) * new[b, j]
+
+
+@njit(inline="always")
+def keep_rows(src, dst, n):
+    """dst[:n] = src[:n] (zoneout: the new cell state before mixing, for backward)."""
+    for b in range(n):
+        for j in range(src.shape[1]):
+            dst[b, j] = src[b, j]
+
+
+@njit(inline="always")
+def zone_split(d, a, keep, n):
+    """Zoneout backward at the start of a step: keep[:n] = d * a (straight to the previous
+    state), d[:n] *= 1 - a (to the cell's new value)."""
+    for b in range(n):
+        for j in range(d.shape[1]):
+            keep[b, j] = d[b, j] * a[b, j]
+            d[b, j] *= ONE - a[b, j]
+
+
+@njit(inline="always")
+def add_rows(d, keep, n):
+    """d[:n] += keep[:n] (zoneout backward at the end of a step)."""
+    for b in range(n):
+        for j in range(d.shape[1]):
+            d[b, j] += keep[b, j]
+
+
+def zone_arrays(zone):
+    """(a for h, b for c, c_new) of a :class:`~elman.timeloop.Zoneout`, or Nones: what the
+    kernels take (numba compiles the zoneout branches away for None)."""
+    if zone is None:
+        return None, None, None
+    return zone.h, zone.c, zone.c_new

@@ -4,17 +4,19 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, ZERO, add_bias, backward_step, mask_into, scale_rows, step_at
+from ._loop import (JIT, ONE, ZERO, add_bias, add_rows, backward_step, mask_into, scale_rows,
+                    step_at, zone_arrays, zone_rows, zone_split)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, relu, schedule, mask):
+def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
     """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
-    projection without its bias, receives both terms. ``mask`` (N, H) or None: recurrent
-    dropout, the GEMM reads h_prev * mask."""
+    projection without its bias, receives both terms, then h_t itself. ``mask`` (N, H) or
+    None: recurrent dropout, the GEMM reads h_prev * mask. ``zh`` (T, N, H) or None: zoneout,
+    S receives zh h_prev + (1 - zh) h_t (GX keeps h_t, for backward)."""
     H = S.shape[2]
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
@@ -31,21 +33,32 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask):
             if relu:
                 for j in range(H):
                     a = g[j]
-                    h_b[j] = a if a > ZERO else ZERO
+                    a = a if a > ZERO else ZERO
+                    g[j] = a
+                    h_b[j] = a
             else:
                 for j in range(H):
-                    h_b[j] = tanh(g[j])
+                    a = tanh(g[j])
+                    g[j] = a
+                    h_b[j] = a
+        if zh is not None:
+            zone_rows(S[p], S[q], zh[t], n)
 
 
 @njit(**JIT)
-def _backward(S, dY, dh, dG, W_hh, relu, schedule, mask):
+def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
-    the final state and leaves as that wrt h0."""
-    H = dh.shape[1]
+    the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
+    from the gates (S holds the mixed states)."""
+    N, H = dh.shape
+    keep = np.empty((N, H), dh.dtype)          # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        if zh is not None:
+            zone_split(dh, zh[t], keep, n)
         for b in range(n):
-            h, d, dh_b = S[q, b], dG[t, b], dh[b]
+            h = S[q, b] if zh is None else gates[t, b]
+            d, dh_b = dG[t, b], dh[b]
             if relu:
                 for j in range(H):
                     d[j] = dh_b[j] if h[j] > ZERO else ZERO
@@ -55,16 +68,20 @@ def _backward(S, dY, dh, dG, W_hh, relu, schedule, mask):
         gemm(dG[t, :n], W_hh, dh[:n])
         if mask is not None:
             scale_rows(dh, mask, n)
+        if zh is not None:
+            add_rows(dh, keep, n)
 
 
 saved_width = 0        # backward needs only h
 
 
 def forward(eq, loop):
+    zh, _, _ = zone_arrays(loop.zone)
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule,
-             loop.h_mask)
+             loop.h_mask, zh)
 
 
 def backward(eq, loop):
-    _backward(loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
-              eq.nonlinearity == "relu", loop.schedule, loop.h_mask)
+    zh, _, _ = zone_arrays(loop.zone)
+    _backward(loop.cache.gates, loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
+              eq.nonlinearity == "relu", loop.schedule, loop.h_mask, zh)

@@ -270,7 +270,7 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
                 hidden: int = 64, layers: int = 1, bidirectional: bool = False,
                 embed_dropout: float = 0.5, dropout: float = 0.5, pool: str = "last",
                 seed: int = 0, recurrent_dropout: float = 0.0,
-                layer_norm: bool = False) -> Sequential:
+                layer_norm: bool = False, zoneout: float = 0.0) -> Sequential:
     """``Embedding -> [Dropout] -> RNN/GRU/LSTM -> Last(Bidirectional) -> [Dropout] -> Dense``.
 
     ``pool="mean"`` replaces the last step by the mean over each text's steps (``MeanPool``).
@@ -290,7 +290,7 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
     out.append(registry.get("recurrent", cell)(
         embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
         dropout=dropout if layers > 1 else 0.0, seed=s[2],
-        recurrent_dropout=recurrent_dropout, layer_norm=layer_norm))
+        recurrent_dropout=recurrent_dropout, layer_norm=layer_norm, zoneout=zoneout))
     if pool == "mean":
         out.append(MeanPool())
     else:
@@ -653,7 +653,7 @@ def _run(args, comm=None) -> int:
         model = common.build(lambda: build_model(
             V, n_classes, args.cell, args.embed_dim, args.hidden, args.layers,
             args.bidirectional, args.embed_dropout, args.dropout, args.pool, seeds[k],
-            args.recurrent_dropout, args.layer_norm),
+            args.recurrent_dropout, args.layer_norm, args.zoneout),
             "--embed-dim/--hidden/--layers")
         _compile(model, n_classes, args)
         model, history = common.train(model, x[tr], y[tr], (x[va], y[va]), args, mdir,

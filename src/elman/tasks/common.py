@@ -62,6 +62,9 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
                    help="variational dropout on the recurrent state (one mask per sequence, "
                    "Keras' recurrent_dropout), in [0, 1)")
+    g.add_argument("--zoneout", type=float, default=0.0, metavar="P",
+                   help="zoneout (Krueger et al. 2017): each unit of the state keeps its "
+                   "previous value with probability P at each training step, in [0, 1)")
     g.add_argument("--layer-norm", action="store_true",
                    help="layer-normalised recurrent cells (Ba et al. 2016; NumPy steps, not "
                    "compiled yet)")
@@ -80,6 +83,8 @@ def check_common_options(args) -> None:
     rate = getattr(args, "recurrent_dropout", 0.0)
     if not 0 <= rate < 1:
         raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
+    if not 0 <= getattr(args, "zoneout", 0.0) < 1:
+        raise CommandError(f"error: --zoneout must be in [0, 1), got {args.zoneout}")
     if getattr(args, "layer_norm", False):      # the command asked for it: no warning
         warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     if args.threads < 0:

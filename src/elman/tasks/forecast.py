@@ -313,7 +313,8 @@ def build_model(n_inputs: int, args):
     D = 2 if args.bidirectional else 1
     recurrent = cell(n_inputs, args.hidden, num_layers=args.layers, batch_first=True,
                      bidirectional=args.bidirectional, seed=args.seed,
-                     recurrent_dropout=args.recurrent_dropout, layer_norm=args.layer_norm)
+                     recurrent_dropout=args.recurrent_dropout, layer_norm=args.layer_norm,
+                     zoneout=args.zoneout)
     pick = LastBidirectional(args.hidden, batch_first=True) if args.bidirectional \
         else Last(batch_first=True)
     head = Dense(D * args.hidden, args.horizon, seed=args.seed + 1)

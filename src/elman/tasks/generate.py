@@ -267,7 +267,7 @@ def build_model(vocab_size: int, args) -> Sequential:
         args.embedding, args.hidden, num_layers=args.layers,
         dropout=args.dropout if args.layers > 1 else 0.0, seed=s + 1,
         recurrent_dropout=getattr(args, "recurrent_dropout", 0.0),
-        layer_norm=getattr(args, "layer_norm", False))
+        layer_norm=getattr(args, "layer_norm", False), zoneout=getattr(args, "zoneout", 0.0))
     layers = [Embedding(vocab_size, args.embedding, seed=s)]
     if getattr(args, "input_dropout", 0) > 0:
         layers.append(Dropout(args.input_dropout, seed=s + 4))
