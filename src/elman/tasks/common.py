@@ -22,11 +22,10 @@ import math
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
-from .. import checkpoint, distributed, fast, plots, registry, threads
+from .. import checkpoint, distributed, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint
 
@@ -66,8 +65,7 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
                    help="zoneout (Krueger et al. 2017): each unit of the state keeps its "
                    "previous value with probability P at each training step, in [0, 1)")
     g.add_argument("--layer-norm", action="store_true",
-                   help="layer-normalised recurrent cells (Ba et al. 2016; NumPy steps, not "
-                   "compiled yet)")
+                   help="layer-normalised recurrent cells (Ba et al. 2016)")
     g = p.add_argument_group("speed and scale")
     g.add_argument("--threads", type=int, default=0,
                    help="the most BLAS threads to use; 0: every CPU, fewer while other "
@@ -85,8 +83,6 @@ def check_common_options(args) -> None:
         raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got {rate}")
     if not 0 <= getattr(args, "zoneout", 0.0) < 1:
         raise CommandError(f"error: --zoneout must be in [0, 1), got {args.zoneout}")
-    if getattr(args, "layer_norm", False):      # the command asked for it: no warning
-        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     if args.threads < 0:
         raise CommandError(f"error: --threads must be 0 (every CPU) or positive, got "
                            f"{args.threads}")
