@@ -142,3 +142,38 @@ def zone_arrays(zone):
     if zone is None:
         return None, None, None
     return zone.h, zone.c, zone.c_new
+
+
+@njit(inline="always")
+def zone_states(S, C, Cn, zh, zc, t, p, q, n):
+    """Zoneout at the end of forward step ``t``: h (and c, keeping the un-mixed c in Cn) mixed
+    with the previous states. Nothing without zoneout (``zh`` None) or without a cell state
+    (``C`` None): branches numba removes."""
+    if zh is not None:
+        if C is not None:
+            keep_rows(C[q], Cn[t], n)
+            zone_rows(C[p], C[q], zc[t], n)
+        zone_rows(S[p], S[q], zh[t], n)
+
+
+@njit(inline="always")
+def unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n):
+    """Zoneout at the start of backward step ``t``: dh (and dc) split into the new states' share
+    (left in place) and the previous states' (into keep_h, keep_c)."""
+    if zh is not None:
+        zone_split(dh, zh[t], keep_h, n)
+        if dc is not None:
+            zone_split(dc, zc[t], keep_c, n)
+
+
+@njit(inline="always")
+def into_previous(dG, W_hh, dh, dc, mask, zh, keep_h, keep_c, n):
+    """The end of a backward step: dh_prev = dG W_hh (times the recurrent dropout mask), plus
+    zoneout's direct shares of dh and dc (:func:`unzone_grads`)."""
+    gemm(dG, W_hh, dh[:n])
+    if mask is not None:
+        scale_rows(dh, mask, n)
+    if zh is not None:
+        add_rows(dh, keep_h, n)
+        if dc is not None:
+            add_rows(dc, keep_c, n)

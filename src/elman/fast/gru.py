@@ -6,8 +6,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, mask_into, scale_rows,
-                    scratch_row, step_at, zone_arrays, zone_rows, zone_split)
+from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, mask_into, scratch_row, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
@@ -40,8 +40,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
                 nj = tanh(nn[j] + bn[j] + rt[j] * a)   # n = tanh(.. + r (W_hn h + b_hn))
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        if zh is not None:
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -58,8 +57,7 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh):
     keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep, n)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
@@ -80,12 +78,8 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh):
                 dgh_b[2 * H + j] = d
                 dghn[j] = d
             copy_row(row, dGX[t, b])           # last: dGX may be the gates just read
-        gemm(dgh[:n], W_hh, dh[:n])
-        if mask is not None:                   # the GEMM's path read h_prev * mask
-            scale_rows(dh, mask, n)
+        into_previous(dgh[:n], W_hh, dh, None, mask, zh, keep, None, n)  # (h_prev * mask)
         add_rows(dh, direct, n)
-        if zh is not None:
-            add_rows(dh, keep, n)
 
 
 @njit(**JIT)
@@ -113,8 +107,7 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
                 nj = tanh(nn[j])
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        if zh is not None:
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -129,8 +122,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
     keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep, n)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
             g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
             z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
@@ -151,10 +143,8 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
                 direct_b[j] += dj * rj                 # h_prev's path through r h_prev
             for j in range(H):
                 d[j] = dr[j]
-        gemm(dG[t, :n, :2 * H], W_rz, dh[:n])
+        into_previous(dG[t, :n, :2 * H], W_rz, dh, None, None, zh, keep, None, n)
         add_rows(dh, direct, n)
-        if zh is not None:
-            add_rows(dh, keep, n)
 
 
 saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev

@@ -14,8 +14,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm
-from ._loop import (JIT, ONE, ZERO, add_rows, backward_step, keep_rows, mask_into,
-                    project_back, scale_rows, step_at, zone_arrays, zone_rows, zone_split)
+from ._loop import (JIT, ONE, ZERO, add_rows, backward_step, mask_into, project_back, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 from ..cells.layer_norm import EPS
 
@@ -97,8 +97,7 @@ def _forward_rnn(GX, bias, W_hh_T, S, gh, saved, w_hh, s_hh, inv_g, eps, relu, s
                     a = tanh(a)
                 g[j] = a
                 h[j] = a
-        if zh is not None:
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -110,8 +109,7 @@ def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_hh, acc_w, acc_b, inv_
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep, n)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             h, sv, dh_b = gates[t, b], saved[t, b], dh[b]
             for j in range(H):
@@ -123,11 +121,7 @@ def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_hh, acc_w, acc_b, inv_
             d = dGX[t, b]
             for j in range(H):
                 d[j] = row[j]
-        gemm(dGH[t, :n], W_hh, dh[:n])
-        if mask is not None:
-            scale_rows(dh, mask, n)
-        if zh is not None:
-            add_rows(dh, keep, n)
+        into_previous(dGH[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
 
 
 # -- GRU ----------------------------------------------------------------------------------------
@@ -153,8 +147,7 @@ def _forward_gru(GX, bias, W_hh_T, S, gh, saved, w_hh, s_hh, b_hn, inv_g, eps, s
                 nj = tanh((g[k] + bias[k]) + g[j] * hn)
                 g[k] = nj
                 h[j] = (h_prev[j] - nj) * g[H + j] + nj
-        if zh is not None:
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -168,8 +161,7 @@ def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_hh, s_hh, b_hn, acc
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep, n)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             g, sv, h_prev, dh_b = gates[t, b], saved[t, b], S[p, b], dh[b]
             for j in range(H):
@@ -192,12 +184,8 @@ def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_hh, s_hh, b_hn, acc
             d = dGX[t, b]                              # last: dGX may be the gates just read
             for k in range(3 * H):
                 d[k] = row[k]
-        gemm(dGH[t, :n], W_hh, dh[:n])
-        if mask is not None:
-            scale_rows(dh, mask, n)
+        into_previous(dGH[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
         add_rows(dh, direct, n)
-        if zh is not None:
-            add_rows(dh, keep, n)
 
 
 # -- LSTM ---------------------------------------------------------------------------------------
@@ -230,10 +218,7 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
                 h[j] = g[3 * H + j] * yj                            # h = o tanh(LN(c))
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
-        if zh is not None:
-            keep_rows(C[q], Cn[t], n)
-            zone_rows(C[p], C[q], zc[t], n)
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
@@ -247,9 +232,7 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
     keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep_h, n)
-            zone_split(dc, zc[t], keep_c, n)
+        unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(LN(c))
         for b in range(n):
             g, sv, c_prev, d_b, dc_b = gates[t, b], saved[t, b], C[p, b], d_out[b], dc[b]
@@ -271,12 +254,7 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
             d = dGX[t, b]                              # last: dGX may be the gates just read
             for k in range(4 * H):
                 d[k] = row[k]
-        gemm(dGH[t, :n], W_hh, dh[:n])
-        if mask is not None:
-            scale_rows(dh, mask, n)
-        if zh is not None:
-            add_rows(dh, keep_h, n)
-            add_rows(dc, keep_c, n)
+        into_previous(dGH[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)
 
 
 # -- the entry points ---------------------------------------------------------------------------

@@ -12,9 +12,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_bias, add_rows, backward_step, copy_row, keep_rows, mask_into,
-                    project_back, scale_rows, scratch_row, step_at, zone_arrays, zone_rows,
-                    zone_split)
+from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, project_back,
+                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -58,10 +57,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
-        if zh is not None:
-            keep_rows(C[q], Cn[t], n)
-            zone_rows(C[p], C[q], zc[t], n)
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
@@ -79,9 +75,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
     keep_c = np.empty((N, H), dh.dtype)              # to h_prev and c_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep_h, n)
-            zone_split(dc, zc[t], keep_c, n)
+        unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
             c = C[q, b] if zh is None else Cn[t, b]
@@ -98,12 +92,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
                 do[j] = ((ONE - oj) * oj) * (dhj * y)
                 dc_b[j] = dcj * fj
             copy_row(row, dG[t, b])
-        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
-        if mask is not None:
-            scale_rows(dh, mask, n)
-        if zh is not None:
-            add_rows(dh, keep_h, n)
-            add_rows(dc, keep_c, n)
+        into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c

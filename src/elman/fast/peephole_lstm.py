@@ -8,9 +8,8 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (HALF, JIT, ONE, add_bias, add_rows, backward_step, copy_row, keep_rows,
-                    mask_into, project_back, scale_rows, scratch_row, step_at, zone_arrays,
-                    zone_rows, zone_split)
+from ._loop import (JIT, ONE, HALF, add_bias, backward_step, copy_row, mask_into, project_back,
+                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -51,10 +50,7 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
                 h[j] = g[3 * H + j] * tanh(c[j])
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
-        if zh is not None:                             # zoneout, as in elman.fast.lstm
-            keep_rows(C[q], Cn[t], n)
-            zone_rows(C[p], C[q], zc[t], n)
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
@@ -68,9 +64,7 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
     keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep_h, n)
-            zone_split(dc, zc[t], keep_c, n)
+        unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
             c = C[q, b] if zh is None else Cn[t, b]
@@ -86,12 +80,7 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
                 row[2 * H + j] = (ONE - gj * gj) * (dcj * ij)
                 dc_b[j] = dcj * fj + di * w_ci[j] + df * w_cf[j]     # dc_prev
             copy_row(row, dG[t, b])
-        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
-        if mask is not None:
-            scale_rows(dh, mask, n)
-        if zh is not None:
-            add_rows(dh, keep_h, n)
-            add_rows(dc, keep_c, n)
+        into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c

@@ -3,9 +3,9 @@
 import numpy as np
 from numba import njit
 
-from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, ZERO, add_bias, add_rows, backward_step, mask_into, scale_rows,
-                    step_at, zone_arrays, zone_rows, zone_split)
+from ._blas import gemm_acc
+from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, mask_into, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -41,8 +41,7 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
                     a = tanh(g[j])
                     g[j] = a
                     h_b[j] = a
-        if zh is not None:
-            zone_rows(S[p], S[q], zh[t], n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -54,8 +53,7 @@ def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
     keep = np.empty((N, H), dh.dtype)          # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
-        if zh is not None:
-            zone_split(dh, zh[t], keep, n)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             h = S[q, b] if zh is None else gates[t, b]
             d, dh_b = dG[t, b], dh[b]
@@ -65,11 +63,7 @@ def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
             else:
                 for j in range(H):
                     d[j] = (ONE - h[j] * h[j]) * dh_b[j]
-        gemm(dG[t, :n], W_hh, dh[:n])
-        if mask is not None:
-            scale_rows(dh, mask, n)
-        if zh is not None:
-            add_rows(dh, keep, n)
+        into_previous(dG[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
 
 
 saved_width = 0        # backward needs only h
