@@ -245,7 +245,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
     np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
-    input_state = eq.transform_input(GX, w)       # (a layer-normalised cell normalises it)
+    # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
+    transform = getattr(kernels, "transform_input", None)
+    input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
@@ -406,7 +408,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
     if "bias_ih" in g:
         eq.bias_grads(dGX, dGH, g, split)
-    dGX = eq.transform_input_backward(dGX, cache, g)
+    back = getattr(cache.kernels, "transform_input_backward", None)
+    dGX = (eq.transform_input_backward(dGX, cache, g) if back is None
+           else back(eq, dGX, cache, g))
     X2 = X.reshape(T * N, X.shape[2])
     dGX2 = dGX.reshape(T * N, GH)
     dGH2 = dGH.reshape(T * N, dGH.shape[2])

@@ -257,6 +257,50 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
         into_previous(dGH[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)
 
 
+# -- the input side, whole sequence -------------------------------------------------------------
+
+@njit(**JIT)
+def _normalise_rows(V, gain, shift, Nrm, rstd, inv_m, eps):
+    """Each row of V (R, M) normalised into Nrm (R, M) with its rstd (R, 1), and V = gain Nrm +
+    shift in place: the cell's ``transform_input``, compiled."""
+    for r in range(V.shape[0]):
+        v, n = V[r], Nrm[r]
+        rstd[r, 0] = _normalise(v, n, inv_m, eps)
+        for k in range(v.shape[0]):
+            v[k] = n[k] * gain[k] + shift[k]
+
+
+@njit(**JIT)
+def _normalise_rows_backward(D, Nrm, rstd, gain, inv_m, acc_w, acc_b):
+    """D (R, M), the gradient wrt gain Nrm + shift, becomes in place the gradient wrt the raw
+    rows; acc_w, acc_b (float64) receive the gain's and the shift's."""
+    dn = np.empty(D.shape[1], D.dtype)
+    for r in range(D.shape[0]):
+        _normalise_backward(D[r], Nrm[r], gain, rstd[r, 0], inv_m, acc_w, acc_b, dn, D[r])
+
+
+def transform_input(eq, GX, w):
+    """The compiled twin of ``_LayerNorm.transform_input``: the same ``(n, rstd, gain)``."""
+    T, N, GH = GX.shape
+    n = np.empty_like(GX)
+    rstd = np.empty((T, N, 1), GX.dtype)
+    _normalise_rows(GX.reshape(T * N, GH), w["ln_ih_weight"], w["ln_ih_bias"],
+                    n.reshape(T * N, GH), rstd.reshape(T * N, 1), 1.0 / GH, EPS)
+    return n, rstd, w["ln_ih_weight"]
+
+
+def transform_input_backward(eq, dGX, cache, g):
+    """The compiled twin of ``_LayerNorm.transform_input_backward`` (in place on ``dGX``)."""
+    n, rstd, gain = cache.input_state
+    T, N, GH = dGX.shape
+    acc_w, acc_b = np.zeros(GH), np.zeros(GH)
+    _normalise_rows_backward(dGX.reshape(T * N, GH), n.reshape(T * N, GH),
+                             rstd.reshape(T * N, 1), gain, 1.0 / GH, acc_w, acc_b)
+    g["ln_ih_weight"] += acc_w
+    g["ln_ih_bias"] += acc_b
+    return dGX
+
+
 # -- the entry points ---------------------------------------------------------------------------
 
 def _kind(eq) -> str:
@@ -295,7 +339,9 @@ def forward(eq, loop):
 def backward(eq, loop):
     cache, c = loop.cache, loop.cache.consts
     eq.prepare_backward(cache, loop.dGX, loop.dGH)       # the accumulators (eq._acc)
-    acc = eq._acc
+    # summed here in float64 (T*N rows one by one: in float32 their rounding would add up),
+    # then handed to the cell's
+    acc = {name: np.zeros(a.shape) for name, a in eq._acc.items()}
     k = _kind(eq)
     GH = cache.gates.shape[2]
     H = GH // eq.gates
@@ -318,3 +364,5 @@ def backward(eq, loop):
                        loop.dGH, W_hh, W_hr, loop.dHs, dR, w_hh, c["ln_c_weight"], acc_w, acc_b,
                        acc["ln_c_weight"], acc["ln_c_bias"], inv_g, inv_h, loop.schedule,
                        loop.h_mask, zh, zc)
+    for name, a in acc.items():
+        eq._acc[name] += a
