@@ -79,16 +79,19 @@ def test_quick_run_writes_all_frameworks(tmp_path):
 
 
 def test_cell_options_benchmark_quick_run(tmp_path):
-    """benchmarks/bench_cells.py: elman's LSTM with recurrent dropout against the PyTorch
-    per-step loop, a tiny run; the table has its row and a ratio."""
+    """benchmarks/bench_cells.py: elman's cell options against their PyTorch references
+    (per-step loops, TorchScript LayerNorm loops), a tiny run; the table has every row and a
+    ratio in each."""
     require_torch()
     spec = importlib.util.spec_from_file_location("bench_cells", SCRIPT.parent / "bench_cells.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     md = tmp_path / "cells.md"
     assert module.main(["--quick", "--keep-env", "--threads", "1", "--markdown", str(md)]) == 0
-    row = [line for line in md.read_text().splitlines() if "recurrent_dropout" in line]
-    assert len(row) == 1 and row[0].rstrip(" |").endswith("x")
+    lines = md.read_text().splitlines()
+    for label in ("recurrent_dropout", "LN-LSTM", "LN-GRU", "zoneout"):
+        row = [line for line in lines if label in line]
+        assert len(row) == 1 and row[0].rstrip(" |").endswith("x"), (label, lines)
 
 
 def test_quick_run_of_the_peephole_cell(tmp_path):

@@ -2,7 +2,6 @@
 baseline; the pair-data helpers (vocabulary, split by source, batches)."""
 import itertools
 import math
-from collections import Counter
 
 import numpy as np
 import pytest

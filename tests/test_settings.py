@@ -106,9 +106,10 @@ def test_a_damaged_saved_setting_is_refused_naming_the_file(command, name, value
 
 def test_unknown_or_missing_saved_settings():
     s = _settings("forecast")
-    with pytest.raises(CommandError, match="its settings hold \\['zoneout'\\], which "
+    with pytest.raises(CommandError, match="its settings hold \\['warp_drive'\\], which "
                        "ForecastSettings does not know"):
-        forecast.ForecastSettings.from_saved({**s.to_dict(), "zoneout": 0.1}, "f", "--predict")
+        forecast.ForecastSettings.from_saved({**s.to_dict(), "warp_drive": 0.1}, "f",
+                                               "--predict")
     # a file written before a setting existed: that setting's command-line default
     saved = s.to_dict()
     del saved["horizon"]

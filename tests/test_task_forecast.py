@@ -294,6 +294,8 @@ def test_user_mistakes_give_one_error_line_and_leave_no_empty_out(tmp_path):
              (["--out", str(a_file)], "--out: .* is a file, not a directory"),
              (["--seed", "-1", "--out", str(tmp_path / "s")], "--seed must be a non-negative"),
              (["--lr", "nan", "--out", str(tmp_path / "l")], "--lr must be a positive number"),
+             (["--zoneout", "1", "--out", str(tmp_path / "z")],
+              r"--zoneout must be in \[0, 1\), got 1.0"),
              (["--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "m")],
               "--csv: no such file"),
              (["--csv", str(tmp_path), "--target", "x", "--out", str(tmp_path / "d")],
@@ -329,3 +331,13 @@ def test_minutes_stops_inside_the_first_epoch_and_keeps_its_model(tmp_path):
     assert elman.load(os.path.join(out, "model.npz")).epoch == 1
     with open(os.path.join(out, "metrics.json")) as f:
         assert _finite(json.load(f)["model"])
+
+
+def test_zoneout_option_trains_and_is_saved(tmp_path, capsys):
+    out = str(tmp_path / "zo")
+    assert main(["forecast", "--out", out, *TINY, "--zoneout", "0.1"]) == 0
+    model = elman.load(os.path.join(out, "model.npz"))
+    assert model.layers[0].zoneout == 0.1
+    capsys.readouterr()
+    assert main(["forecast", "--predict", "--out", out]) == 0
+    assert "forecast of 'temp_max'" in capsys.readouterr().out

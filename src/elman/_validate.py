@@ -90,6 +90,15 @@ def probability(name: str, value) -> float:
     return float(value)
 
 
+def rate_below_one(name: str, value) -> float:
+    """A rate in [0, 1) (variational dropout, zoneout): a rate of 1 would drop (or freeze)
+    every unit, and dropout would scale by 1/0."""
+    p = probability(name, value)
+    if p >= 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
+    return p
+
+
 def float_dtype(dtype) -> np.dtype:
     """The floating dtype a module computes in: float32 or float64."""
     if dtype is None:               # np.dtype(None) would quietly be float64

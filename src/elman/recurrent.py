@@ -36,8 +36,8 @@ from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .module import Module
 from .stateful import StatefulMixin
-from .timeloop import (Weights, Workspace, final_states, output_view, release, sequence_backward,
-                       sequence_forward)
+from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
+                       sequence_backward, sequence_forward)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -45,19 +45,37 @@ __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 class RecurrentLayer(StatefulMixin, Module):
     """The stack of layers and directions shared by :class:`RNN`, :class:`GRU` and :class:`LSTM`.
 
-    Sub-classes only choose the cell equations; everything here is the same for all cells.
+    Sub-classes only choose the cell equations; everything here is the same for all cells,
+    including the regularisers beyond PyTorch's ``dropout`` (between layers):
+
+    - ``input_dropout=p``, ``recurrent_dropout=p``: Keras' variational dropout, one mask per
+      sequence and layer-direction on the layer's input, and on ``h_{t-1}`` where it enters
+      ``W_hh`` (Gal & Ghahramani 2016), scaled by 1/(1-p), in training only;
+    - ``zoneout=p`` (Krueger et al. 2017): after each step every unit of ``h`` (and of ``c``,
+      LSTM) keeps its previous value with probability p, a fresh draw per step, unit,
+      sequence and layer-direction (h and c drawn separately)::
+
+          training    h_t = a_t * h_{t-1} + (1 - a_t) * h~_t,   a_t ~ Bernoulli(p)
+                      c_t = b_t * c_{t-1} + (1 - b_t) * c~_t,   b_t ~ Bernoulli(p)
+          evaluation  h_t = p * h_{t-1} + (1 - p) * h~_t,   c_t = p * c_{t-1} + (1 - p) * c~_t
+
+      where ``h~_t``, ``c~_t`` are the cell's step from the (zoned) ``h_{t-1}``, ``c_{t-1}``
+      (the LSTM's ``h~_t = o_t * tanh(c~_t)``, from the new, un-zoned ``c~_t``; with
+      ``proj_size`` the projected ``h``). Padded steps (``lengths``) carry the state as
+      without it. The masks come from the layer's generator (``seed``).
     """
 
     def __init__(self, eq, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
-                 recurrent_dropout=0.0, input_dropout=0.0, stateful=False):
+                 recurrent_dropout=0.0, input_dropout=0.0, zoneout=0.0, stateful=False):
         super().__init__()
         self.eq = eq
         self._stateful_init(stateful)      # elman.stateful: states carried between calls
         stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                         bidirectional, dtype, seed)
-        self.recurrent_dropout = _keep_some("recurrent_dropout", recurrent_dropout)
-        self.input_dropout = _keep_some("input_dropout", input_dropout)
+        self.recurrent_dropout = _validate.rate_below_one("recurrent_dropout", recurrent_dropout)
+        self.input_dropout = _validate.rate_below_one("input_dropout", input_dropout)
+        self.zoneout = _validate.rate_below_one("zoneout", zoneout)
         if self.recurrent_dropout and eq.recurrent_gates < eq.gates:
             raise ValueError(f"recurrent_dropout is not available for {type(self).__name__} "
                              f"with reset_after=False (its candidate reads r * h_prev through "
@@ -96,7 +114,7 @@ class RecurrentLayer(StatefulMixin, Module):
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
         return layer_repr(self, (("proj_size", 0), ("recurrent_dropout", 0.0),
-                                 ("input_dropout", 0.0), ("layer_norm", False),
+                                 ("input_dropout", 0.0), ("zoneout", 0.0), ("layer_norm", False),
                                  ("stateful", False)))
 
     def config(self) -> dict:
@@ -105,7 +123,7 @@ class RecurrentLayer(StatefulMixin, Module):
                    num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                    dropout=self.dropout, bidirectional=self.bidirectional,
                    dtype=self.dtype.name)
-        for name in ("recurrent_dropout", "input_dropout", "layer_norm",   # only when used:
+        for name in ("recurrent_dropout", "input_dropout", "zoneout", "layer_norm",  # if used:
                      "stateful"):
             if getattr(self, name, False):                  # older files and configs stay the same
                 cfg[name] = getattr(self, name)
@@ -191,7 +209,8 @@ class RecurrentLayer(StatefulMixin, Module):
         layer_in = X
         # Keras' variational dropout: one mask per sequence and layer-direction, the same at
         # every step, on the layer's input (input_dropout) and on h_prev where it enters W_hh
-        # (recurrent_dropout); drawn in the caller's row order, then sorted like the batch
+        # (recurrent_dropout); drawn in the caller's row order, then sorted like the batch;
+        # zoneout's per-step masks after them
         in_masks, h_masks = [], []
         for layer in range(self.num_layers):
             outs = []
@@ -200,13 +219,17 @@ class RecurrentLayer(StatefulMixin, Module):
                 x_mask = self._variational_mask(self.input_dropout, (N, layer_in.shape[2]),
                                                 order)
                 h_mask = self._variational_mask(self.recurrent_dropout, (N, self._P), order)
+                zone = Zoneout.draw(self.zoneout, self.training, self._rng, (T, N, self._P),
+                                    self.hidden_size if self.eq.has_cell else None,
+                                    self.dtype, order)
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
                 cache = sequence_forward(self.eq,
                                          layer_in if x_mask is None else layer_in * x_mask,
                                          h0[k], None if c0 is None else c0[k], self._weights(k),
                                          lengths, active, reverse=bool(direction),
-                                         workspace=self._workspaces[k], h_mask=h_mask)
+                                         workspace=self._workspaces[k], h_mask=h_mask,
+                                         zone=zone)
                 caches.append(cache)
                 outs.append(output_view(cache))
                 h, c = final_states(cache, lengths)
@@ -409,14 +432,6 @@ def dropout_mask(rng: np.random.Generator, p: float, shape: tuple, dtype) -> np.
     return mask
 
 
-def _keep_some(name: str, p) -> float:
-    """A dropout rate in [0, 1): a rate of 1 would drop every unit and scale by 1/0."""
-    p = _validate.probability(name, p)
-    if p >= 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p!r}")
-    return p
-
-
 def _to_caller(a, inverse, batched):
     """A (time or layer, N, ...) array back in the caller's batch order, unbatched if it was."""
     if a is None:
@@ -457,11 +472,11 @@ class RNN(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
                  seed=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
-                 stateful=False):
+                 zoneout=0.0, stateful=False):
         eq = (LayerNormRNNEquations if _validate.flag("layer_norm", layer_norm)
               else RNNEquations)(nonlinearity)
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout,
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout, zoneout,
                          stateful)
         self.nonlinearity = nonlinearity
         self.layer_norm = layer_norm
@@ -494,11 +509,11 @@ class GRU(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
                  reset_after=True, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
-                 stateful=False):
+                 zoneout=0.0, stateful=False):
         eq = (LayerNormGRUEquations if _validate.flag("layer_norm", layer_norm)
               else GRUEquations)(reset_after)
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout,
+                         bidirectional, 0, dtype, seed, recurrent_dropout, input_dropout, zoneout,
                          stateful)
         self.reset_after = _validate.flag("reset_after", reset_after)
         self.layer_norm = layer_norm
@@ -539,7 +554,7 @@ class LSTM(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
                  forget_bias=None, recurrent_dropout=0.0, input_dropout=0.0, layer_norm=False,
-                 peephole=False, stateful=False):
+                 peephole=False, zoneout=0.0, stateful=False):
         layer_norm = _validate.flag("layer_norm", layer_norm)
         peephole = _validate.flag("peephole", peephole)
         if layer_norm and peephole:
@@ -552,7 +567,7 @@ class LSTM(RecurrentLayer):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
         super().__init__(eq, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, dtype, seed, recurrent_dropout,
-                         input_dropout, stateful)
+                         input_dropout, zoneout, stateful)
         self.forget_bias = eq.forget_bias
         self.layer_norm = layer_norm
         self.peephole = peephole

@@ -33,8 +33,8 @@ import numpy as np
 
 from . import fast, threads
 
-__all__ = ["Weights", "SequenceCache", "ForwardLoop", "BackwardLoop", "Workspace", "release",
-           "sequence_forward", "sequence_backward"]
+__all__ = ["Weights", "Zoneout", "SequenceCache", "ForwardLoop", "BackwardLoop", "Workspace",
+           "release", "sequence_forward", "sequence_backward"]
 
 #: The parameters of one layer in one direction, by the names the cell declares
 #: (:meth:`elman.cells.base.CellEquations.parameters`), as arrays (``Param.data`` or
@@ -43,6 +43,44 @@ __all__ = ["Weights", "SequenceCache", "ForwardLoop", "BackwardLoop", "Workspace
 #: G is the cell's number of gates and P the state size (H, or proj_size). Absent parameters
 #: are absent keys.
 Weights = dict
+
+
+@dataclass
+class Zoneout:
+    """Zoneout (Krueger et al. 2017) of one layer-direction: after each step the engine mixes
+    the cell's new states with the previous ones,
+
+        h_t = a_t * h_{t-1} + (1 - a_t) * h_new        c_t = b_t * c_{t-1} + (1 - b_t) * c_new
+
+    where ``h_new``/``c_new`` are what the cell computed from ``(h_{t-1}, c_{t-1})``. In
+    training ``a``/``b`` are 0/1 masks drawn afresh for every step and unit (1: the unit keeps
+    its previous value, with probability p); in evaluation they hold p itself (the
+    expectation). The states in ``S``/``C`` are the mixed ones, so a cell's backward must take
+    its new values from what it saved (gates, ``saved``), never from ``S[new]``/``C[new]``;
+    the new cell state before mixing is kept here for the cells that need it (peepholes).
+
+    Backward, from ``dh``/``dc`` wrt the mixed states::
+
+        dh_new = dh * (1 - a)      dh_prev += dh * a       (and the same for c with b)
+    """
+    h: np.ndarray                  # (T, N, P) a: weight of h_{t-1}
+    c: np.ndarray | None = None    # (T, N, H) b: weight of c_{t-1} (cells with a c)
+    c_new: np.ndarray | None = None   # (T, N, H) c_new before mixing, filled by the forward
+
+    @classmethod
+    def draw(cls, p: float, training: bool, rng: np.random.Generator, shape: tuple,
+             c_width: int | None, dtype, order: np.ndarray | None = None) -> "Zoneout | None":
+        """The weights for ``shape`` (T, N, P) (and (T, N, c_width) for a cell state; None:
+        none): in training 0/1 masks, 1 with probability ``p``, h's drawn before c's, rows
+        then sorted by ``order`` (the batch's processing order); in evaluation ``p`` itself.
+        None when ``p`` is 0."""
+        if not p:
+            return None
+        shapes = [shape] + ([shape[:2] + (c_width,)] if c_width is not None else [])
+        if not training:
+            return cls(*[np.full(s, p, dtype) for s in shapes])
+        masks = [(rng.random(s) < p).astype(dtype) for s in shapes]
+        return cls(*[m if order is None else m[:, order] for m in masks])
 
 
 @dataclass
@@ -65,6 +103,7 @@ class SequenceCache:
     h_mask: np.ndarray | None = None
     # what the cell's transform_input kept for its backward (layer norm: the normalised values)
     input_state: object = None
+    zone: Zoneout | None = None    # zoneout's weights and the un-mixed c (see Zoneout)
     # (T, N, P) zeros, or None: when set, backward writes dL/dh_t there at every step, the total
     # derivative that BPTT carries into step t (through the output at t and every later step);
     # elman.gradient_flow sets it (the NumPy steps only: the compiled loops do not record)
@@ -93,6 +132,7 @@ class ForwardLoop:
     R: np.ndarray | None       # (T, N, H) outputs before the projection (proj_size)
     W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM reads h_prev * mask
+    zone: Zoneout | None = None        # zoneout: mix each step's new states with the previous
 
 
 @dataclass
@@ -110,6 +150,7 @@ class BackwardLoop:
     schedule: np.ndarray
     dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM's dh times mask
+    zone: Zoneout | None = None        # zoneout (cache.zone): split dh/dc between new and prev
 
 
 class Workspace:
@@ -175,13 +216,15 @@ def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.nd
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
                      lengths: np.ndarray | None = None, active: np.ndarray | None = None,
                      reverse: bool = False, workspace: Workspace | None = None,
-                     h_mask: np.ndarray | None = None) -> SequenceCache:
+                     h_mask: np.ndarray | None = None, zone: Zoneout | None = None
+                     ) -> SequenceCache:
     """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
     (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
     ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
     ``h_mask`` (N, P), recurrent (variational) dropout: every step's recurrent GEMM reads
     ``h_prev * h_mask`` instead of ``h_prev`` (a cell's direct use of ``h_prev``, as the GRU's
-    ``z * h_prev``, is not masked).
+    ``z * h_prev``, is not masked). ``zone``: zoneout, see :class:`Zoneout` (its ``c_new`` is
+    filled here).
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
     lengths)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
@@ -206,7 +249,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
     np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
-    input_state = eq.transform_input(GX, w)       # (a layer-normalised cell normalises it)
+    # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
+    transform = getattr(kernels, "transform_input", None)
+    input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
@@ -214,7 +259,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     S = ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
-    saved_width = eq.saved_width if kernels is None else kernels.saved_width
+    # what the path keeps per step: the cell's layout, or the kernel's own (None: the cell's)
+    saved_width = getattr(kernels, "saved_width", None)
+    saved_width = eq.saved_width if saved_width is None else saved_width
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     first = T if reverse else 0
     S[first] = h0
@@ -228,6 +275,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if C is not None:
             C[lengths, cols] = c0
     gh = ws.new((N, K), dtype)
+    if zone is not None and C is not None:
+        zone.c_new = ws.new((T, N, H), dtype, zero)
     schedule = _schedule(T, N, active, reverse)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
@@ -237,9 +286,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
                 else gx_bias.astype(dtype, copy=False)
             kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, gh, consts, schedule,
-                                            R, W_hr_T, h_mask))
+                                            R, W_hr_T, h_mask, zone))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
-                                 kernels.__name__, workspace, h_mask, input_state)
+                                 kernels.__name__, workspace, h_mask, input_state, zone)
         for t, p, q, n in schedule:
             h_prev = S[p, :n]
             np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
@@ -250,8 +299,30 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             if R is not None:
                 # 3. LSTM projection h = W_hr r
                 np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
+            if zone is not None:
+                _zone_step(zone, t, n, S[p, :n], S[q, :n],
+                           None if C is None else C[p, :n], None if C is None else C[q, :n])
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
-                         h_mask, input_state)
+                         h_mask, input_state, zone)
+
+
+def _zone_step(zone: Zoneout, t, n, h_prev, h, c_prev, c) -> None:
+    """Zoneout after step ``t`` (rows ``:n``): ``h = a h_prev + (1 - a) h_new`` in place, and
+    the same for ``c``, keeping ``c_new`` first."""
+    a = zone.h[t, :n]
+    h[...] = a * h_prev + (1 - a) * h
+    if c is not None:
+        b = zone.c[t, :n]
+        zone.c_new[t, :n] = c
+        c[...] = b * c_prev + (1 - b) * c
+
+
+def _zone_split(d: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Zoneout backward: ``d`` (wrt the mixed state) becomes ``d * (1 - a)`` (wrt the cell's
+    new value) in place; returns ``d * a``, what goes straight to the previous state."""
+    keep = d * a
+    d *= 1 - a
+    return keep
 
 
 def output_view(cache: SequenceCache) -> np.ndarray:
@@ -299,7 +370,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     # for its last dGH.shape[2] gate columns (the compiled GRU keeps only the candidate's)
     dGH = dGX
     if eq.separate_dgh:
-        blocks = eq.gates if cache.kernels is None else cache.kernels.dgh_blocks
+        blocks = getattr(cache.kernels, "dgh_blocks", None) or eq.gates
         dGH = ws.take("dGH", (T, N, blocks * H), dtype)
     dHs = ws.new((T, N, P), dtype, zero=True) if R is not None else None
     K = eq.recurrent_gates * H
@@ -328,7 +399,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     with threads.for_gemm(N, P, K):
         if kernels is not None:
             kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, schedule, dHs,
-                                              cache.h_mask))
+                                              cache.h_mask, cache.zone))
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
@@ -344,7 +415,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
     if "bias_ih" in g:
         eq.bias_grads(dGX, dGH, g, split)
-    dGX = eq.transform_input_backward(dGX, cache, g)
+    back = getattr(cache.kernels, "transform_input_backward", None)
+    dGX = (eq.transform_input_backward(dGX, cache, g) if back is None
+           else back(eq, dGX, cache, g))
     X2 = X.reshape(T * N, X.shape[2])
     dGX2 = dGX.reshape(T * N, GH)
     dGH2 = dGH.reshape(T * N, dGH.shape[2])
@@ -373,6 +446,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     H = dGX.shape[2] // eq.gates
     K = eq.recurrent_gates * H
     W_hh_K = w["weight_hh"][:K]
+    zone = cache.zone
     # Whole-sequence derivative factors (activation slopes) go into dGX/dGH in a few large
     # NumPy calls; each step then only multiplies in what depends on dh.
     aux = eq.prepare_backward(cache, dGX, dGH)
@@ -382,6 +456,9 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
             dh_t += dY[t, :n]
         if cache.dh_steps is not None:    # the total dL/dh_t: the output's and the later steps'
             cache.dh_steps[t, :n] = dh_t
+        if zone is not None:               # the mixed states' gradients: new and prev parts
+            keep_h = _zone_split(dh_t, zone.h[t, :n])
+            keep_c = None if dc is None else _zone_split(dc[:n], zone.c[t, :n])
         if R is not None:
             dHs[t, :n] = dh_t
             d_out = dh_t @ w["weight_hr"]  # back through the projection: dr = dh W_hr
@@ -397,3 +474,7 @@ def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
             dh_t *= cache.h_mask[:n]
         if direct is not None:
             dh_t += direct
+        if zone is not None:
+            dh_t += keep_h
+            if keep_c is not None:
+                dc[:n] += keep_c

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validate
 from ..init import uniform_
 from ..module import Module, Param
-from ..timeloop import Weights, sequence_backward, sequence_forward
+from ..timeloop import Weights, Zoneout, sequence_backward, sequence_forward
 
 __all__ = ["ParamSpec", "CellEquations", "make_parameters", "parameter_count", "sigmoid_",
            "CellBase",
@@ -203,16 +203,23 @@ class CellBase(Module):
     Parameters ``weight_ih`` (G*H, I), ``weight_hh`` (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H,)
     where G is the cell's gate count; all initialised U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch.
     Input ``x`` is (N, I) or unbatched (I,); states are (N, H) or (H,), zeros when omitted.
+
+    ``zoneout=p`` (Krueger et al. 2017): the returned state is ``a * h + (1 - a) * h~`` (and
+    the same for ``c``) where ``h~`` is the cell's step, and ``a`` is a 0/1 mask drawn afresh
+    at every call in training (1 with probability p), p itself in evaluation; as the layers'
+    ``zoneout`` (:class:`elman.recurrent.RecurrentLayer`), one step at a time.
     """
 
-    def __init__(self, eq, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, eq, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
+                 zoneout=0.0):
         super().__init__()
         self.eq = eq
         self.input_size = _validate.positive_int("input_size", input_size)
         self.hidden_size = _validate.positive_int("hidden_size", hidden_size)
         self.bias = _validate.flag("bias", bias)
         self.dtype = _validate.float_dtype(dtype)
-        rng = _validate.rng(seed)
+        self.zoneout = _validate.rate_below_one("zoneout", zoneout)
+        self._rng = rng = _validate.rng(seed)       # the weights, then the zoneout masks
         H, I = self.hidden_size, self.input_size
         specs = eq.parameters(I, H, 0, self.bias)
         _validate.affordable(type(self).__name__, parameter_count(specs), self.dtype,
@@ -226,12 +233,17 @@ class CellBase(Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout!r}"
         return s + ("" if self.dtype == np.float32 else f", dtype={self.dtype}")
 
     def config(self) -> dict:
         """The constructor arguments, as plain JSON-able values (``seed`` is not kept)."""
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size,
-                "bias": self.bias, "dtype": self.dtype.name}
+        cfg = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+               "bias": self.bias, "dtype": self.dtype.name}
+        if self.zoneout:                  # only when used: older configs stay the same
+            cfg["zoneout"] = self.zoneout
+        return cfg
 
     def _weights(self, grads: bool = False) -> Weights:
         return {name: getattr(getattr(self, name), "grad" if grads else "data")
@@ -255,7 +267,9 @@ class CellBase(Module):
             c0 = None
             h0 = (np.zeros((N, H), self.dtype) if hx is None
                   else check_state("hx", hx, state_shape, self.dtype).reshape(N, H))
-        cache = sequence_forward(self.eq, X, h0, c0, self._weights())
+        zone = Zoneout.draw(self.zoneout, self.training, self._rng, (1, N, H),
+                            H if self.eq.has_cell else None, self.dtype)
+        cache = sequence_forward(self.eq, X, h0, c0, self._weights(), zone=zone)
         self._cache = (cache, batched)
         h1 = cache.S[1].reshape(state_shape).copy()
         if self.eq.has_cell:

@@ -142,8 +142,9 @@ class GRUCell(CellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
-                 reset_after=True):
-        super().__init__(GRUEquations(reset_after), input_size, hidden_size, bias, dtype, seed)
+                 reset_after=True, zoneout=0.0):
+        super().__init__(GRUEquations(reset_after), input_size, hidden_size, bias, dtype, seed,
+                         zoneout)
         self.reset_after = _validate.flag("reset_after", reset_after)
 
     def config(self) -> dict:

@@ -27,8 +27,8 @@ Backward through a normalisation, from ``dy`` and the normalised ``n`` with ``rs
 
 The step backward adds the gains' and shifts' gradients of the recurrent side (and of ``c``)
 into accumulators that :meth:`parameter_grads` hands to the layer after the loop; the input
-side's come whole-sequence in :meth:`transform_input_backward`. These cells run the NumPy steps
-(no compiled kernel yet: the fast path falls back to them with a ``FastPathWarning``).
+side's come whole-sequence in :meth:`transform_input_backward`. The compiled twins of the step
+loops are in :mod:`elman.fast.layer_norm`.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class _LayerNorm:
     normalisation (whole sequence) and the recurrent side's (per step), and the accumulators
     of the per-step parameter gradients."""
 
-    kernel = None              # NumPy steps only, for now
+    kernel = "elman.fast.layer_norm"
     separate_dgh = True        # the recurrent side has its own normalisation
 
     def parameters(self, input_size, hidden_size, proj_size=0, bias=True):

@@ -142,11 +142,11 @@ class LSTMCell(CellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
-                 forget_bias=None):
+                 forget_bias=None, zoneout=0.0):
         eq = LSTMEquations(forget_bias)
         if eq.forget_bias is not None and not _validate.flag("bias", bias):
             raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
-        super().__init__(eq, input_size, hidden_size, bias, dtype, seed)
+        super().__init__(eq, input_size, hidden_size, bias, dtype, seed, zoneout)
         self.forget_bias = eq.forget_bias
 
     def config(self) -> dict:

@@ -99,6 +99,8 @@ class PeepholeLSTMEquations(LSTMEquations):
         H = cache.C.shape[2]
         C_prev, C_new = (cache.C[1:], cache.C[:-1]) if cache.reverse \
             else (cache.C[:-1], cache.C[1:])
+        if cache.zone is not None:         # o saw the new c before zoneout mixed it
+            C_new = cache.zone.c_new
         for name, gate, c in (("weight_ci", 0, C_prev), ("weight_cf", 1, C_prev),
                               ("weight_co", 3, C_new)):
             d = dGX[..., gate * H:(gate + 1) * H]

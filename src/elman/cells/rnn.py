@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import registry
-from ..timeloop import output_view
 from .base import CellBase, CellEquations
 
 __all__ = ["RNNEquations", "RNNCell"]
@@ -42,15 +41,16 @@ class RNNEquations(CellEquations):
         return (None, None) if "bias_ih" not in w else (w["bias_ih"] + w["bias_hh"], None)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
-        np.add(gx, gh, out=h)                       # a = (W_ih x + b) + W_hh h_prev
+        gx += gh                                    # a = (W_ih x + b) + W_hh h_prev
         if self.nonlinearity == "tanh":
-            np.tanh(h, out=h)
+            np.tanh(gx, out=gx)
         else:
-            np.maximum(h, 0, out=h)
+            np.maximum(gx, 0, out=gx)
+        h[...] = gx         # the gates keep h too: with zoneout the state is not h itself
 
     def prepare_backward(self, cache, dGX, dGH):
-        """Slopes of the nonlinearity for the whole sequence, from the saved outputs."""
-        h = output_view(cache)
+        """Slopes of the nonlinearity for the whole sequence, from the activated values."""
+        h = cache.gates
         if self.nonlinearity == "tanh":             # tanh' = 1 - h^2
             np.multiply(h, h, out=dGX)
             np.subtract(1, dGX, out=dGX)
@@ -76,8 +76,9 @@ class RNNCell(CellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype=np.float32, seed=None):
-        super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, bias, dtype, seed)
+                 dtype=np.float32, seed=None, zoneout=0.0):
+        super().__init__(RNNEquations(nonlinearity), input_size, hidden_size, bias, dtype, seed,
+                         zoneout)
         self.nonlinearity = nonlinearity
 
     def config(self) -> dict:

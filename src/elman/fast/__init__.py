@@ -9,7 +9,8 @@ The tests require both paths to agree (float32 to 1e-5, float64 to 1e-12) and bo
 PyTorch.
 
 Covered: every cell variant (``RNN`` tanh/relu, ``GRU`` with either candidate, ``LSTM`` with
-or without ``proj_size`` or peepholes), float32 and float64, every layout, lengths and direction. A cell
+or without ``proj_size`` or peepholes, ``layer_norm=True`` on all three), with
+``recurrent_dropout`` and ``zoneout``, float32 and float64, every layout, lengths and direction. A cell
 names its kernel module itself (``CellEquations.kernel``); a cell without one runs its NumPy
 steps even with the fast path on, and a :class:`FastPathWarning` says so (once per cell class).
 Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the

@@ -99,3 +99,81 @@ def project_back(dh, dHs, W_hr, dR, t, n):
             dHs_b[j] = dh_b[j]
     gemm(dh[:n], W_hr, dR[:n])
     return dR
+
+
+@njit(inline="always")
+def zone_rows(prev, new, a, n):
+    """Zoneout after a step: new[:n] = a * prev + (1 - a) * new (``a`` (N, W) the step's
+    weights of the previous state: 0/1 in training, p in evaluation)."""
+    for b in range(n):
+        for j in range(new.shape[1]):
+            new[b, j] = a[b, j] * prev[b, j] + (ONE - a[b, j]) * new[b, j]
+
+
+@njit(inline="always")
+def keep_rows(src, dst, n):
+    """dst[:n] = src[:n] (zoneout: the new cell state before mixing, for backward)."""
+    for b in range(n):
+        for j in range(src.shape[1]):
+            dst[b, j] = src[b, j]
+
+
+@njit(inline="always")
+def zone_split(d, a, keep, n):
+    """Zoneout backward at the start of a step: keep[:n] = d * a (straight to the previous
+    state), d[:n] *= 1 - a (to the cell's new value)."""
+    for b in range(n):
+        for j in range(d.shape[1]):
+            keep[b, j] = d[b, j] * a[b, j]
+            d[b, j] *= ONE - a[b, j]
+
+
+@njit(inline="always")
+def add_rows(d, keep, n):
+    """d[:n] += keep[:n] (zoneout backward at the end of a step)."""
+    for b in range(n):
+        for j in range(d.shape[1]):
+            d[b, j] += keep[b, j]
+
+
+def zone_arrays(zone):
+    """(a for h, b for c, c_new) of a :class:`~elman.timeloop.Zoneout`, or Nones: what the
+    kernels take (numba compiles the zoneout branches away for None)."""
+    if zone is None:
+        return None, None, None
+    return zone.h, zone.c, zone.c_new
+
+
+@njit(inline="always")
+def zone_states(S, C, Cn, zh, zc, t, p, q, n):
+    """Zoneout at the end of forward step ``t``: h (and c, keeping the un-mixed c in Cn) mixed
+    with the previous states. Nothing without zoneout (``zh`` None) or without a cell state
+    (``C`` None): branches numba removes."""
+    if zh is not None:
+        if C is not None:
+            keep_rows(C[q], Cn[t], n)
+            zone_rows(C[p], C[q], zc[t], n)
+        zone_rows(S[p], S[q], zh[t], n)
+
+
+@njit(inline="always")
+def unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n):
+    """Zoneout at the start of backward step ``t``: dh (and dc) split into the new states' share
+    (left in place) and the previous states' (into keep_h, keep_c)."""
+    if zh is not None:
+        zone_split(dh, zh[t], keep_h, n)
+        if dc is not None:
+            zone_split(dc, zc[t], keep_c, n)
+
+
+@njit(inline="always")
+def into_previous(dG, W_hh, dh, dc, mask, zh, keep_h, keep_c, n):
+    """The end of a backward step: dh_prev = dG W_hh (times the recurrent dropout mask), plus
+    zoneout's direct shares of dh and dc (:func:`unzone_grads`)."""
+    gemm(dG, W_hh, dh[:n])
+    if mask is not None:
+        scale_rows(dh, mask, n)
+    if zh is not None:
+        add_rows(dh, keep_h, n)
+        if dc is not None:
+            add_rows(dc, keep_c, n)

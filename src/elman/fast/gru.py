@@ -6,16 +6,19 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, backward_step, copy_row, mask_into, scale_rows, scratch_row, step_at
+from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, mask_into, scratch_row, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask):
+def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
-    biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn."""
+    biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn. ``zh``
+    (T, N, H) or None: zoneout, S receives zh h_prev + (1 - zh) h_t (backward needs only the
+    gates and h_prev, which S keeps)."""
     H = S.shape[2]
     hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
@@ -37,10 +40,11 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask):
                 nj = tanh(nn[j] + bn[j] + rt[j] * a)   # n = tanh(.. + r (W_hn h + b_hn))
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask):
+def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
@@ -50,8 +54,10 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask):
     row = scratch_row(gates)
     dgh = np.empty((N, 3 * H), gates.dtype)    # this step's recurrent-side rows, for its GEMM
     direct = np.empty((N, H), gates.dtype)     # h_prev's own path, dh * z
+    keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
@@ -72,16 +78,12 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask):
                 dgh_b[2 * H + j] = d
                 dghn[j] = d
             copy_row(row, dGX[t, b])           # last: dGX may be the gates just read
-        gemm(dgh[:n], W_hh, dh[:n])
-        if mask is not None:                   # the GEMM's path read h_prev * mask
-            scale_rows(dh, mask, n)
-        for b in range(n):
-            for j in range(H):
-                dh[b, j] += direct[b, j]
+        into_previous(dgh[:n], W_hh, dh, None, mask, zh, keep, None, n)  # (h_prev * mask)
+        add_rows(dh, direct, n)
 
 
 @njit(**JIT)
-def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule):
+def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
     """reset_after=False. GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias
     (3H,) every bias; W_rz_T (H, 2H) and W_hn_T (H, H) the recurrent weights of r, z and of
     the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn)."""
@@ -105,10 +107,11 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule):
                 nj = tanh(nn[j])
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule):
+def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
     gradient wrt the final state and leaves as that wrt h0."""
@@ -116,8 +119,10 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule):
     row = scratch_row(gates)
     d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
     direct = np.empty((N, H), gates.dtype)     # h_prev's own paths, dh * z + d(r h) * r
+    keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
             g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
             z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
@@ -138,10 +143,8 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule):
                 direct_b[j] += dj * rj                 # h_prev's path through r h_prev
             for j in range(H):
                 d[j] = dr[j]
-        gemm(dG[t, :n, :2 * H], W_rz, dh[:n])
-        for b in range(n):
-            for j in range(H):
-                dh[b, j] += direct[b, j]
+        into_previous(dG[t, :n, :2 * H], W_rz, dh, None, None, zh, keep, None, n)
+        add_rows(dh, direct, n)
 
 
 saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
@@ -149,22 +152,24 @@ dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _b
 
 
 def forward(eq, loop):
+    zh, _, _ = zone_arrays(loop.zone)
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
         _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], loop.S, loop.saved,
-                         loop.gh, loop.schedule)
+                         loop.gh, loop.schedule, zh)
         return
     H = loop.S.shape[2]
     b_hn = np.zeros(H, loop.GX.dtype) if loop.consts is None else loop.consts
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh, b_hn, loop.schedule,
-             loop.h_mask)
+             loop.h_mask, zh)
 
 
 def backward(eq, loop):
     cache, W_hh = loop.cache, loop.w["weight_hh"]
+    zh, _, _ = zone_arrays(loop.zone)
     if not eq.reset_after:
         H = loop.dh.shape[1]
         _backward_classic(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX,
-                          W_hh[:2 * H], cache.consts[0], loop.schedule)
+                          W_hh[:2 * H], cache.consts[0], loop.schedule, zh)
         return
     _backward(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
-              loop.schedule, loop.h_mask)
+              loop.schedule, loop.h_mask, zh)

@@ -13,19 +13,21 @@ from numba import njit
 
 from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, project_back,
-                    scale_rows, scratch_row, step_at)
+                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask):
+def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh, zc, Cn):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
     projection (proj_size, R and W_hr_T (H, P) given; None otherwise, and numba compiles the
-    branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T."""
+    branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T.
+    Zoneout (zh (T, N, P), zc (T, N, H), Cn (T, N, H); None without): after the step the
+    states are mixed with the previous ones, Cn keeping the new c before mixing."""
     H = C.shape[2]
     hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
@@ -55,23 +57,29 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask):
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
+        zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask):
+def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
     their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
     (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
     states. With a projection (W_hr (P, H); None otherwise): dHs (T, N, P) receives dh at
-    every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr."""
-    H = dc.shape[1]
+    every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr. Zoneout (zh, zc, Cn):
+    dh and dc split between the new states and the previous ones; c is read from Cn."""
+    N, H = dc.shape
     row = scratch_row(gates)
+    keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout: the shares that go straight
+    keep_c = np.empty((N, H), dh.dtype)              # to h_prev and c_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
-            g, c, c_prev, dh_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
+            c = C[q, b] if zh is None else Cn[t, b]
+            g, c_prev, dh_b, dc_b = gates[t, b], C[p, b], d_out[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
             for j in range(H):
@@ -84,9 +92,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask):
                 do[j] = ((ONE - oj) * oj) * (dhj * y)
                 dc_b[j] = dcj * fj
             copy_row(row, dG[t, b])
-        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
-        if mask is not None:
-            scale_rows(dh, mask, n)
+        into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
@@ -95,11 +101,12 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 def forward(eq, loop):
     scale, shift = loop.consts
     _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C, loop.R, loop.W_hr_T,
-             loop.schedule, loop.h_mask)
+             loop.schedule, loop.h_mask, *zone_arrays(loop.zone))
 
 
 def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
     _backward(loop.cache.gates, loop.cache.C, loop.dY, loop.dh, loop.dc, loop.dGX,
-              loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask)
+              loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
+              *zone_arrays(loop.zone))

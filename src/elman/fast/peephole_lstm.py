@@ -8,15 +8,16 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (HALF, JIT, ONE, add_bias, backward_step, copy_row, mask_into,
-                    project_back, scale_rows, scratch_row, step_at)
+from ._loop import (JIT, ONE, HALF, add_bias, backward_step, copy_row, mask_into, project_back,
+                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask):
+def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh, zc,
+             Cn):
     """As :func:`elman.fast.lstm._forward`, with the peephole weights w_ci, w_cf, w_co (H,):
     i and f see c_prev before their activation, o sees the new c. One short loop per gate
     (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5): with fewer arrays each, LLVM vectorises them all,
@@ -49,20 +50,25 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
                 h[j] = g[3 * H + j] * tanh(c[j])
         if R is not None:
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
+        zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
 def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule,
-              mask):
+              mask, zh, zc, Cn):
     """As :func:`elman.fast.lstm._backward`, with the peepholes' paths into dc: o's from the
     new c, i's and f's into dc_prev."""
-    H = dc.shape[1]
+    N, H = dc.shape
     row = scratch_row(gates)
+    keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout, as in elman.fast.lstm
+    keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
-            g, c, c_prev, d_b, dc_b = gates[t, b], C[q, b], C[p, b], d_out[b], dc[b]
+            c = C[q, b] if zh is None else Cn[t, b]
+            g, c_prev, d_b, dc_b = gates[t, b], C[p, b], d_out[b], dc[b]
             for j in range(H):
                 ij, fj, gj, oj = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
                 y = tanh(c[j])
@@ -74,9 +80,7 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
                 row[2 * H + j] = (ONE - gj * gj) * (dcj * ij)
                 dc_b[j] = dcj * fj + di * w_ci[j] + df * w_cf[j]     # dc_prev
             copy_row(row, dG[t, b])
-        gemm(dG[t, :n], W_hh, dh[:n])                  # dh_prev = dG W_hh
-        if mask is not None:
-            scale_rows(dh, mask, n)
+        into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
@@ -85,7 +89,7 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 def forward(eq, loop):
     w_ci, w_cf, w_co = loop.consts[2:]         # (the one-tanh constants are not needed here)
     _forward(loop.GX, loop.bias, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C, loop.R,
-             loop.W_hr_T, loop.schedule, loop.h_mask)
+             loop.W_hr_T, loop.schedule, loop.h_mask, *zone_arrays(loop.zone))
 
 
 def backward(eq, loop):
@@ -93,4 +97,5 @@ def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
     _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, loop.dY, loop.dh, loop.dc,
-              loop.dGX, loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask)
+              loop.dGX, loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
+              *zone_arrays(loop.zone))

@@ -3,18 +3,20 @@
 import numpy as np
 from numba import njit
 
-from ._blas import gemm, gemm_acc
-from ._loop import JIT, ONE, ZERO, add_bias, backward_step, mask_into, scale_rows, step_at
+from ._blas import gemm_acc
+from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, mask_into, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, relu, schedule, mask):
+def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
     """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
-    projection without its bias, receives both terms. ``mask`` (N, H) or None: recurrent
-    dropout, the GEMM reads h_prev * mask."""
+    projection without its bias, receives both terms, then h_t itself. ``mask`` (N, H) or
+    None: recurrent dropout, the GEMM reads h_prev * mask. ``zh`` (T, N, H) or None: zoneout,
+    S receives zh h_prev + (1 - zh) h_t (GX keeps h_t, for backward)."""
     H = S.shape[2]
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
@@ -31,40 +33,49 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask):
             if relu:
                 for j in range(H):
                     a = g[j]
-                    h_b[j] = a if a > ZERO else ZERO
+                    a = a if a > ZERO else ZERO
+                    g[j] = a
+                    h_b[j] = a
             else:
                 for j in range(H):
-                    h_b[j] = tanh(g[j])
+                    a = tanh(g[j])
+                    g[j] = a
+                    h_b[j] = a
+        zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
-def _backward(S, dY, dh, dG, W_hh, relu, schedule, mask):
+def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
-    the final state and leaves as that wrt h0."""
-    H = dh.shape[1]
+    the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
+    from the gates (S holds the mixed states)."""
+    N, H = dh.shape
+    keep = np.empty((N, H), dh.dtype)          # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
+        unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            h, d, dh_b = S[q, b], dG[t, b], dh[b]
+            h = S[q, b] if zh is None else gates[t, b]
+            d, dh_b = dG[t, b], dh[b]
             if relu:
                 for j in range(H):
                     d[j] = dh_b[j] if h[j] > ZERO else ZERO
             else:
                 for j in range(H):
                     d[j] = (ONE - h[j] * h[j]) * dh_b[j]
-        gemm(dG[t, :n], W_hh, dh[:n])
-        if mask is not None:
-            scale_rows(dh, mask, n)
+        into_previous(dG[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
 
 
 saved_width = 0        # backward needs only h
 
 
 def forward(eq, loop):
+    zh, _, _ = zone_arrays(loop.zone)
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule,
-             loop.h_mask)
+             loop.h_mask, zh)
 
 
 def backward(eq, loop):
-    _backward(loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
-              eq.nonlinearity == "relu", loop.schedule, loop.h_mask)
+    zh, _, _ = zone_arrays(loop.zone)
+    _backward(loop.cache.gates, loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
+              eq.nonlinearity == "relu", loop.schedule, loop.h_mask, zh)

@@ -210,6 +210,10 @@ def _check_recurrent(layer: RecurrentLayer, where: str) -> str:
     if getattr(layer, "layer_norm", False):
         raise ConversionError(f"{where} has layer_norm=True: ONNX's {kind} operator has no "
                               f"normalisation inside its recurrence")
+    if getattr(layer, "zoneout", 0.0):
+        raise ConversionError(f"{where} has zoneout={layer.zoneout}: ONNX's {kind} operator "
+                              f"cannot mix each step's state with the previous one (an "
+                              f"evaluation-mode model computes p h_prev + (1 - p) h)")
     return kind
 
 

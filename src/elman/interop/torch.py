@@ -61,7 +61,9 @@ What is refused (:class:`~elman.interop.ConversionError`, naming the layer)
 - ``Softmax``/``LogSoftmax`` with ``dim=None`` (the dimension would depend on the input's rank);
 - parameters on the ``meta`` device (no values), of mixed dtypes, or of non-float dtypes.
 - (``to_torch``) the options ``torch.nn`` lacks: ``GRU(reset_after=False)``,
-  ``LSTM(peephole=True)``.
+  ``LSTM(peephole=True)``, ``layer_norm``, ``recurrent_dropout``, ``input_dropout``, ``zoneout``
+  (which also changes evaluation: the state is the expectation ``p h_prev + (1 - p) h``).
+  ``from_torch`` never meets them: no ``torch.nn`` module has them.
 ``requires_grad=False`` is accepted (elman has no frozen parameters; leave such a parameter out of
 the optimizer). Buffers are not used by any supported module.
 """
@@ -515,11 +517,14 @@ def _to_parts(torch, m, where: str) -> list:
     if cls in (GRU, GRUCell) and not m.reset_after:
         raise ConversionError(f"{where}: {cls.__name__}(reset_after=False) has no torch.nn "
                               "counterpart (torch's GRU resets after W_hn h)")
-    for option in ("recurrent_dropout", "input_dropout", "layer_norm"):
+    for option in ("recurrent_dropout", "input_dropout", "layer_norm", "zoneout"):
         if getattr(m, option, 0.0):
+            why = ("zoneout mixes each step's state with the previous one, in evaluation too"
+                   if option == "zoneout" else "torch's recurrent layers drop out only between "
+                   "layers" if "dropout" in option else "torch's have no normalisation inside")
             raise ConversionError(f"{where}: {cls.__name__}({option}={getattr(m, option)}) has "
-                                  f"no torch.nn counterpart (torch's recurrent layers drop out "
-                                  f"only between layers); build it with {option}=0.0 to convert")
+                                  f"no torch.nn counterpart ({why}); build it without "
+                                  f"{option} to convert")
     if cls is LSTM and m.peephole:
         raise ConversionError(f"{where}: LSTM(peephole=True) has no torch.nn counterpart "
                               "(torch.nn.LSTM has no peephole connections)")

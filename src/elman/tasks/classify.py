@@ -307,7 +307,7 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
                 hidden: int = 64, layers: int = 1, bidirectional: bool = False,
                 embed_dropout: float = 0.5, dropout: float = 0.5, pool: str = "last",
                 seed: int = 0, recurrent_dropout: float = 0.0,
-                layer_norm: bool = False) -> Sequential:
+                layer_norm: bool = False, zoneout: float = 0.0) -> Sequential:
     """``Embedding -> [Dropout] -> RNN/GRU/LSTM -> Last(Bidirectional) -> [Dropout] -> Dense``.
 
     ``pool="mean"`` replaces the last step by the mean over each text's steps (``MeanPool``).
@@ -327,7 +327,7 @@ def build_model(vocab_size: int, n_classes: int, cell: str = "gru", embed_dim: i
     out.append(common.recurrent_layer(
         cell, embed_dim, hidden, num_layers=layers, bidirectional=bidirectional,
         dropout=dropout if layers > 1 else 0.0, seed=s[2],
-        recurrent_dropout=recurrent_dropout, layer_norm=layer_norm))
+        recurrent_dropout=recurrent_dropout, layer_norm=layer_norm, zoneout=zoneout))
     if pool == "mean":
         out.append(MeanPool())
     else:
@@ -689,7 +689,8 @@ def _run(settings: ClassifySettings, comm=None) -> int:
         model = common.build(lambda: build_model(
             V, n_classes, settings.cell, settings.embed_dim, settings.hidden, settings.layers,
             settings.bidirectional, settings.embed_dropout, settings.dropout, settings.pool,
-            seeds[k], settings.recurrent_dropout, settings.layer_norm),
+            seeds[k], settings.recurrent_dropout, settings.layer_norm,
+            settings.zoneout),
             "--embed-dim/--hidden/--layers")
         _compile(model, n_classes, settings)
         # --minutes: the members share the budget, each ending by its share of it

@@ -23,7 +23,7 @@ setting is refused with the same rule, naming the file.
 
     Settings            seed, out, threads, quiet (every command)
     TrainingSettings    + cell, hidden, layers, bidirectional, epochs, batch_size, lr, resume,
-                        minutes, recurrent_dropout, layer_norm, distributed
+                        minutes, recurrent_dropout, zoneout, layer_norm, distributed
                         (the options of :func:`add_common_arguments`)
     ForecastSettings, ClassifySettings, GenerateSettings (TrainingSettings), LongMemorySettings
                         (Settings): in their task modules
@@ -55,11 +55,10 @@ import sys
 import time
 import types
 import typing
-import warnings
 
 import numpy as np
 
-from .. import checkpoint, distributed, fast, plots, registry, threads
+from .. import checkpoint, distributed, plots, registry, threads
 from .._validate import CommandError
 from ..callbacks import Callback, CSVLogger, ModelCheckpoint, TimeBudget
 
@@ -102,9 +101,11 @@ def add_common_arguments(p: argparse.ArgumentParser, *, cell="lstm", hidden=32, 
     g.add_argument("--recurrent-dropout", type=float, default=0.0, metavar="P",
                    help="variational dropout on the recurrent state (one mask per sequence, "
                    "Keras' recurrent_dropout), in [0, 1)")
+    g.add_argument("--zoneout", type=float, default=0.0, metavar="P",
+                   help="zoneout (Krueger et al. 2017): each unit of the state keeps its "
+                   "previous value with probability P at each training step, in [0, 1)")
     g.add_argument("--layer-norm", action="store_true",
-                   help="layer-normalised recurrent cells (Ba et al. 2016; NumPy steps, not "
-                   "compiled yet)")
+                   help="layer-normalised recurrent cells (Ba et al. 2016)")
     g = p.add_argument_group("speed and scale")
     g.add_argument("--threads", type=int, default=0,
                    help="the most BLAS threads to use; 0: every CPU, fewer while other "
@@ -276,6 +277,7 @@ class TrainingSettings(Settings):
     resume: bool = False
     minutes: float = 0.0
     recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
     layer_norm: bool = False
     distributed: bool = False
 
@@ -290,6 +292,8 @@ class TrainingSettings(Settings):
         if not 0 <= self.recurrent_dropout < 1:
             raise CommandError(f"error: --recurrent-dropout must be in [0, 1), got "
                                f"{self.recurrent_dropout}")
+        if not 0 <= self.zoneout < 1:
+            raise CommandError(f"error: --zoneout must be in [0, 1), got {self.zoneout}")
         if not self.minutes >= 0:
             raise CommandError(f"error: --minutes must be 0 (no limit) or positive, got "
                                f"{self.minutes}")
@@ -303,8 +307,6 @@ def setup_run(settings: Settings):
     """Apply --threads and --distributed: returns the MPI communicator (None without
     --distributed). MPI ranks on one host share its CPUs, so without --threads each rank's
     cap is its share of them (one thread each when there are as many ranks as CPUs)."""
-    if getattr(settings, "layer_norm", False):     # the command asked for it: no warning
-        warnings.filterwarnings("ignore", category=fast.FastPathWarning)
     comm = None
     if getattr(settings, "distributed", False):
         try:
@@ -383,7 +385,8 @@ def build(factory, flags: str):
 #: options of some cells only, by their command-line flag: passed on only when asked for, so
 #: that a cell without them (MinGRU, MinLSTM: no recurrent weight to drop out or normalise)
 #: still builds, and refused with that flag's name for a cell that lacks them
-CELL_OPTIONS = {"recurrent_dropout": "--recurrent-dropout", "layer_norm": "--layer-norm"}
+CELL_OPTIONS = {"recurrent_dropout": "--recurrent-dropout", "zoneout": "--zoneout",
+                "layer_norm": "--layer-norm"}
 
 
 def recurrent_layer(cell: str, input_size: int, hidden_size: int, **options):

@@ -349,7 +349,8 @@ def build_model(n_inputs: int, settings: ForecastSettings):
     recurrent = common.recurrent_layer(
         settings.cell, n_inputs, settings.hidden, num_layers=settings.layers, batch_first=True,
         bidirectional=settings.bidirectional, seed=settings.seed,
-        recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm)
+        recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm,
+        zoneout=settings.zoneout)
     pick = LastBidirectional(settings.hidden, batch_first=True) if settings.bidirectional \
         else Last(batch_first=True)
     head = Dense(D * settings.hidden, settings.horizon, seed=settings.seed + 1)

@@ -274,7 +274,7 @@ def build_model(vocab_size: int, settings: GenerateSettings) -> Sequential:
         settings.cell, settings.embedding, settings.hidden, num_layers=settings.layers,
         dropout=settings.dropout if settings.layers > 1 else 0.0, seed=s + 1,
         recurrent_dropout=settings.recurrent_dropout, layer_norm=settings.layer_norm,
-        batch_first=True, stateful=True)
+        zoneout=settings.zoneout, batch_first=True, stateful=True)
     layers = [Embedding(vocab_size, settings.embedding, seed=s)]
     if settings.input_dropout > 0:
         layers.append(Dropout(settings.input_dropout, seed=s + 4))
