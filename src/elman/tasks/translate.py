@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import re
@@ -82,6 +83,8 @@ BUNDLED = "cmudict"
 WORD = re.compile(r"[a-z']+")
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_wer", "lr", "seconds")
 DEFAULT_BEAM = 5
+BEAM_COST = 1.4       # beam search costs about this many greedy decodings per unit of width
+BASELINE_FILE = "baseline.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,6 +116,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dropout between stacked recurrent layers")
     g.add_argument("--clip", type=float, default=5.0,
                    help="clip each batch's gradient norm to this (0: no clipping)")
+    g.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
+                   help="learning rate: cosine decay from --lr to 2%% of it over the --minutes "
+                   "budget's training time (over --epochs with --minutes 0), or halved when the "
+                   "validation loss stops improving")
     g.add_argument("--patience", type=int, default=4,
                    help="stop after this many epochs without a better validation WER "
                    "(0: never)")
@@ -169,7 +176,8 @@ def options(args) -> dict:
             "bidirectional": args.bidirectional, "embedding": args.embedding,
             "attention": args.attention, "dropout": args.dropout, "beam": args.beam,
             "length_penalty": args.length_penalty, "level": args.level, "lr": args.lr,
-            "batch_size": args.batch_size, "clip": args.clip, "seed": args.seed}
+            "batch_size": args.batch_size, "clip": args.clip, "seed": args.seed,
+            "schedule": args.schedule}
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -284,6 +292,32 @@ def baselines(train, val, test, level: str) -> tuple[dict, dict]:
     return {"lookup_or_copy": result}, {"lookup_or_copy": hyps}
 
 
+def write_baseline(out_dir: str, key: dict, scores_: dict, outputs: dict) -> None:
+    """The baselines' test scores and outputs, with the data settings they hold for."""
+    with common.atomic_text(os.path.join(out_dir, BASELINE_FILE)) as f:
+        json.dump({"data": key, "scores": scores_,
+                   "outputs": {k: [list(h) for h in v] for k, v in outputs.items()}}, f,
+                  default=lambda v: v.item())       # (numpy scalars)
+
+
+def read_baseline(out_dir: str, key: dict):
+    """``(scores, outputs)`` written by an earlier run on the same data, else None (missing,
+    unreadable, or for other data: then the baseline is fitted again)."""
+    path = os.path.join(out_dir, BASELINE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["data"] != json.loads(json.dumps(key)):
+            return None
+        outputs = {k: [tuple(h) for h in v] for k, v in saved["outputs"].items()}
+        if set(outputs) != set(saved["scores"]) or any(
+                len(v) != key["test_sources"] for v in outputs.values()):
+            return None
+        return saved["scores"], outputs
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 # -- training --------------------------------------------------------------------------------
 
 def _write_history(path: str, rows: list) -> None:
@@ -303,13 +337,47 @@ def _read_history(path: str, epochs: int) -> list:
     return rows[:epochs]
 
 
+class CosineDecay:
+    """The learning rate along training: ``lr(p) = floor + (lr0 - floor) (1 + cos(pi p)) / 2``
+    for the share ``p`` in [0, 1] of training done, from ``lr0`` down to ``floor = fraction *
+    lr0``. Decaying to a small rate within the budget is what a short run needs: most of the
+    gain of a plateau schedule comes after its first halving, which a 15-minute run rarely
+    reaches.
+
+    >>> class O: lr = 1.0
+    >>> s = CosineDecay(O, 1.0, fraction=0.0)
+    >>> [round(s.at(p), 3) for p in (0, 0.5, 1, 2)]
+    [1.0, 0.5, 0.0, 0.0]
+    """
+
+    def __init__(self, optimizer, lr: float, fraction: float = 0.02):
+        self.optimizer, self.lr0, self.floor = optimizer, float(lr), float(lr) * fraction
+
+    def at(self, progress: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        self.optimizer.lr = self.floor + (self.lr0 - self.floor) * 0.5 * (1 + math.cos(math.pi * p))
+        return self.optimizer.lr
+
+
+class _Stop:
+    """What :class:`TimeBudget` sets ``stop_training`` on (Keras' ``model.stop_training``)."""
+    stop_training = False
+
+
+# decoding a validation word greedily costs about this many training pairs' time (forward
+# and backward): the budget's estimate of the first validation pass, before it is measured
+VALIDATION_COST = 1.5
+
+
 class Trainer:
-    """The loop, in labelled phases: forward, loss, backward, clip, step; then evaluate
+    """The loop, in labelled phases: forward, loss, backward, clip, step (the learning rate
+    set by --schedule before each step, the --minutes budget checked after it); then evaluate
     (validation loss and greedy WER), schedule, checkpoint (best, last, history)."""
 
-    def __init__(self, model, optimizer, scheduler, rng, args, data, out_dir, extra):
+    def __init__(self, model, optimizer, scheduler, rng, args, data, out_dir, extra,
+                 budget=None):
         self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
-        self.args, self.out_dir, self.extra = args, out_dir, extra
+        self.args, self.out_dir, self.extra, self.budget = args, out_dir, extra, budget
         (self.train_src, self.train_tgt, self.val_src, self.val_tgt, self.val_part,
          self.vocabs, self.max_len) = data
         self.best = math.inf
@@ -317,25 +385,61 @@ class Trainer:
         self.best_path = os.path.join(out_dir, "model.npz")
         self.last_path = os.path.join(out_dir, "last.npz")
         self.history_path = os.path.join(out_dir, "history.csv")
+        self.flag = _Stop()
+        self.first_epoch = model.epoch          # (of this run: a resumed one starts later)
+        if budget is not None:
+            budget.set_model(self.flag)
+            budget.set_params({"steps": None, "length": 1, "validation_length": 1,
+                               "validation_samples": VALIDATION_COST * len(self.val_src)})
+            budget.on_train_begin()
+        self.train_start = time.perf_counter()
 
     def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict(),
+        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict()
+                if isinstance(self.scheduler, ReduceLROnPlateau) else None,
                 "best_val_wer": self.best if math.isfinite(self.best) else None}
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.scheduler, ReduceLROnPlateau) and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
         self.best = math.inf if state.get("best_val_wer") is None else state["best_val_wer"]
 
+    def progress(self, batch: int, batches: int, per_pair: float | None) -> float:
+        """The share of training done, for the cosine schedule: of the time the --minutes
+        budget leaves for training (what it keeps for validation and the test decoding left
+        out; a resumed run decays over its own budget again), else of --epochs."""
+        if self.budget is None:
+            return (self.model.epoch + batch / batches) / self.args.epochs
+        used = time.perf_counter() - self.train_start
+        b = self.budget
+        validation = b.validation_seconds if b.validation_seconds is not None else \
+            (per_pair or 0.0) * VALIDATION_COST * len(self.val_src)
+        left = b.seconds_left() - validation * (1 + b.after) - b.reserve
+        by_time = used / max(used + max(left, 0.0), 1e-9)
+        # --epochs may end training before the budget does
+        by_epochs = (self.model.epoch - self.first_epoch + batch / batches) / max(
+            self.args.epochs - self.first_epoch, 1)
+        return max(by_time, by_epochs)
+
     def epoch(self) -> dict:
-        args, model, opt = self.args, self.model, self.optimizer
+        args, model, opt, budget = self.args, self.model, self.optimizer, self.budget
         params = model.parameters()
         start = time.perf_counter()
         model.train()
         total = count = 0.0
+        pairs = 0
         batches = bucket_batches([len(s) for s in self.train_src], args.batch_size, self.rng)
         show = not args.quiet and sys.stdout.isatty()
+        if budget is not None:
+            budget.params["steps"] = len(batches)
+            budget.on_epoch_begin(model.epoch)
         for k, index in enumerate(batches):
+            if isinstance(self.scheduler, CosineDecay):
+                self.scheduler.at(self.progress(k, len(batches), (time.perf_counter() - start)
+                                                / pairs if pairs else None))
+            if budget is not None:
+                budget.on_batch_begin(k)
             b = make_batch([self.train_src[i] for i in index],
                            [self.train_tgt[i] for i in index])
             opt.zero_grad()
@@ -354,19 +458,31 @@ class Trainer:
             tokens = int(b["tgt_lengths"].sum())
             total += value * tokens
             count += tokens
+            pairs += len(index)
             if show and k % 20 == 0:
-                print(f"\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
+                print(f"\\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
                       f"{total / count:.4f}", end="", flush=True)
+            # the budget: stop here when another batch, validation and the test decoding
+            # would not fit (the epoch still ends: validated, checkpointed)
+            if budget is not None:
+                budget.on_batch_end(k, {"size": len(index)})
+                if self.flag.stop_training:
+                    break
         if show:
-            print("\r" + " " * 60 + "\r", end="")
+            print("\\r" + " " * 60 + "\\r", end="")
         # evaluate: teacher-forced loss and greedy WER on the validation sources
+        if budget is not None:
+            budget.on_test_begin()
         val_loss = mean_loss(model, self.val_src, self.val_tgt, 256)
         src_vocab, tgt_vocab = self.vocabs
         part = self.val_part
         hyps = decode(model, [s for s, _ in part], src_vocab, tgt_vocab, 1, 0.0, self.max_len)
         val_wer = error_rates(hyps, [t for _, t in part])["wer"]
+        if budget is not None:
+            budget.on_test_end()
         model.epoch += 1
-        self.scheduler.step(val_loss)
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
         improved = val_wer < self.best
         if improved:
             self.best = val_wer
@@ -380,12 +496,14 @@ class Trainer:
                         extra={**self.extra, "training": self.state()})
         _write_history(self.history_path, self.history)
         row["improved"] = improved
+        row["partial"] = self.flag.stop_training
         return row
 
 
-def train(model, args, data, out_dir: str, extra: dict):
-    """From scratch or from OUT/last.npz (--resume), up to --epochs in total and within
-    --minutes. Returns (model, history rows, seconds, why it stopped)."""
+def train(model, args, data, out_dir: str, extra: dict, budget=None):
+    """From scratch or from OUT/last.npz (--resume), up to --epochs in total, within the
+    --minutes ``budget`` (a :class:`TimeBudget` counted from the command's start, checked
+    after every batch). Returns (model, history rows, seconds, why it stopped)."""
     last_path = os.path.join(out_dir, "last.npz")
     rng = np.random.default_rng([args.seed, 13, 1])
     if args.resume:
@@ -402,8 +520,12 @@ def train(model, args, data, out_dir: str, extra: dict):
         model, optimizer = ck.model, ck.optimizer
     else:
         optimizer = Adam(model.parameters(), lr=args.lr)
-    scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
-    trainer = Trainer(model, optimizer, scheduler, rng, args, data, out_dir, extra)
+    if args.schedule == "cosine":
+        scheduler = CosineDecay(optimizer, args.lr)
+    else:
+        scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
+    start, stopped = time.perf_counter(), "epochs"
+    trainer = Trainer(model, optimizer, scheduler, rng, args, data, out_dir, extra, budget)
     if args.resume:
         trainer.load_state(saved["training"])
         trainer.history = _read_history(trainer.history_path, model.epoch)
@@ -412,16 +534,7 @@ def train(model, args, data, out_dir: str, extra: dict):
                   f"{args.epochs}): nothing to do")
     elif os.path.exists(trainer.history_path):
         os.remove(trainer.history_path)
-    budget = args.minutes * 60 if args.minutes > 0 else math.inf
-    start, durations, stopped = time.perf_counter(), [], "epochs"
     while model.epoch < args.epochs:
-        elapsed = time.perf_counter() - start
-        if durations and elapsed + float(np.mean(durations)) > budget:
-            stopped = "minutes"
-            print(f"stopping after epoch {model.epoch}: another epoch (about "
-                  f"{np.mean(durations):.0f}s) would end after the --minutes {args.minutes:g} "
-                  f"budget ({elapsed:.0f}s used)")
-            break
         if args.patience and trainer.history:
             best_epoch = min(trainer.history, key=lambda r: (r["val_wer"], r["epoch"]))["epoch"]
             if model.epoch - best_epoch >= args.patience:
@@ -430,12 +543,14 @@ def train(model, args, data, out_dir: str, extra: dict):
                       f"{args.patience} epochs (--patience)")
                 break
         row = trainer.epoch()
-        durations.append(row["seconds"])
         if not args.quiet:
             print(f"epoch {row['epoch']:3d}/{args.epochs}  loss {row['loss']:.4f}  val_loss "
                   f"{row['val_loss']:.4f}  val_wer {row['val_wer']:.4f} (greedy)  lr "
                   f"{row['lr']:.2g}  {row['seconds']:.1f}s" + ("  *best" if row["improved"]
                                                                 else ""), flush=True)
+        if row["partial"]:
+            stopped = "minutes"
+            break
     return model, trainer.history, time.perf_counter() - start, stopped
 
 
@@ -544,7 +659,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     out = common.prepare_out_dir(args.out, args.resume)
-    t_start = time.perf_counter()
+    t_start = getattr(args, "started", None) or time.perf_counter()     # (as --minutes)
 
     # data: split by source; vocabularies from the training part only
     data, source, label = load_data(args)
@@ -572,8 +687,17 @@ def _run(args) -> int:
         pad_id=SymbolVocabulary.PAD, bos_id=SymbolVocabulary.BOS, eos_id=SymbolVocabulary.EOS,
         seed=args.seed), "--embedding/--hidden/--layers")
 
-    # baseline on the same split
-    base, base_outputs = baselines(train_part, val_part, test_part, args.level)
+    # baseline on the same split (read back on --resume: the same data gives the same one)
+    key = {"source": source, "level": args.level, "lower": bool(args.lower),
+           "max_pairs": args.max_pairs, "seed": args.seed, "val_fraction": args.val_fraction,
+           "test_fraction": args.test_fraction, **sizes}
+    cached = read_baseline(out, key) if args.resume else None
+    if cached is not None:
+        base, base_outputs = cached
+        print(f"baselines read back from {os.path.join(out, BASELINE_FILE)}")
+    else:
+        base, base_outputs = baselines(train_part, val_part, test_part, args.level)
+        write_baseline(out, key, base, base_outputs)
     for name, m in base.items():
         print(f"baseline {name}: test wer {m['wer']:.4f}, per {m['per']:.4f} "
               f"({m['seconds']:.0f}s)")
@@ -584,9 +708,13 @@ def _run(args) -> int:
              "beam": args.beam, "options": opts, "sizes": sizes,
              "vocabularies": {"source": src_vocab.state_dict(),
                               "target": tgt_vocab.state_dict()}}
+    # --minutes counts the whole run: training stops in time for the test decoding, greedy
+    # and beam, which costs about (1 + BEAM_COST * beam) validation passes per validation size
+    after = len(test_part) / len(val_part) * (1 + BEAM_COST * args.beam)
     model, history, seconds, stopped = train(
         model, args, (train_src, train_tgt, val_src, val_tgt, val_part,
-                      (src_vocab, tgt_vocab), max_len), out, extra)
+                      (src_vocab, tgt_vocab), max_len), out, extra,
+        common.time_budget(args, after=after))
 
     # test: the best epoch, greedy and beam
     best, _ = common.load_best(out)
@@ -628,7 +756,7 @@ def _run(args) -> int:
         print(f"  {''.join(s) if args.level == 'char' else ' '.join(s)}  ->  {' '.join(o)}")
 
     # figures
-    written = ["model.npz", "last.npz", "history.csv", "metrics.json"]
+    written = ["model.npz", "last.npz", "history.csv", "metrics.json", BASELINE_FILE]
     if not plots.have_matplotlib():
         print('note: install matplotlib (pip install "elman[plot]") for the figures',
               file=sys.stderr)
