@@ -157,6 +157,20 @@ def check_positive(args, *names) -> None:
         raise CommandError(f"error: --lr must be a positive number, got {args.lr}")
 
 
+def check_fractions(args, *names) -> None:
+    """Each of the ``names`` (shares of the data: ``val_fraction``, ``test_fraction``) is in
+    (0, 1) and together they leave some data to train on."""
+    for name in names:
+        v = getattr(args, name)
+        if not 0 < v < 1:
+            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
+                               f"got {v}")
+    if sum(getattr(args, n) for n in names) >= 1:
+        raise CommandError(f"error: {' + '.join('--' + n.replace('_', '-') for n in names)} "
+                           f"must be below 1, got "
+                           f"{' + '.join(str(getattr(args, n)) for n in names)}")
+
+
 def prepare_out_dir(path: str, resume: bool, writer: bool = True) -> str:
     """Create ``--out``. A directory this run creates and leaves empty (it failed before
     writing anything) is removed again when the process exits, by the ``writer`` (under MPI,

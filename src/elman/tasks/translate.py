@@ -141,14 +141,7 @@ def check_args(args) -> None:
                            f"{args.decoder_layers}")
     if args.max_pairs is not None and args.max_pairs < 10:
         raise CommandError(f"error: --max-pairs must be at least 10, got {args.max_pairs}")
-    for name in ("val_fraction", "test_fraction"):
-        v = getattr(args, name)
-        if not 0 < v < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                               f"got {v}")
-    if args.val_fraction + args.test_fraction >= 1:
-        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
-                           f"{args.val_fraction} + {args.test_fraction}")
+    common.check_fractions(args, "val_fraction", "test_fraction")
     if not 0 <= args.dropout < 1:
         raise CommandError(f"error: --dropout must be in [0, 1), got {args.dropout}")
     for name, value in (("clip", args.clip), ("minutes", args.minutes),
