@@ -83,7 +83,8 @@ BUNDLED = "cmudict"
 WORD = re.compile(r"[a-z']+")
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_wer", "lr", "seconds")
 DEFAULT_BEAM = 5
-BEAM_COST = 1.4       # beam search costs about this many greedy decodings per unit of width
+BEAM_COST = 0.8       # beam search costs about this many greedy decodings per unit of width (53 s
+                      # for beam 5 against 13 s greedy on the CMUdict test words)
 BASELINE_FILE = "baseline.json"
 
 
