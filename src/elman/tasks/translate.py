@@ -22,11 +22,16 @@ bridged to the decoder (copied when the widths agree, else projected), a decoder
 Luong attention after the decoder (--attention general, dot, additive (Bahdanau's score) or
 none) feeding tanh(W [context; state]) and the output layer. Trained with teacher forcing on
 the token-level cross entropy (padding ignored), Adam (--lr), gradient-norm clipping (--clip),
-batches of similar source lengths (--batch-size pairs), and a learning rate halved when the
-validation loss stops improving. After each epoch the validation words are decoded greedily;
-the epoch with the lowest validation WER is kept (model.npz). Training ends after --epochs,
-after --patience epochs without a better validation WER, or before an epoch that would end
-after the --minutes budget.
+batches of similar source lengths (--batch-size pairs), and a learning rate that decays along
+a cosine from --lr to 2 % of it over the training time the --minutes budget leaves (a
+resumed run decays again, over its own budget; over --epochs with --minutes 0, and then also
+across --resume; --schedule plateau halves it instead when the validation loss stops
+improving). After each epoch the validation words are decoded greedily; the epoch with the
+lowest validation WER is kept (model.npz). Training ends after --epochs, after --patience
+epochs without a better validation WER, or within an epoch when the --minutes budget of the
+whole run (data, baseline, training, test decoding; checked after every batch) would not
+leave time for one more batch, the validation and the test decoding: that epoch is then
+validated and checkpointed as usual.
 
 Scores on the test part, for greedy decoding and for beam search (--beam, --length-penalty):
 ``wer`` (the share of sources whose output equals none of their references) and ``per``
@@ -41,13 +46,15 @@ source copied.
 
 Writes into --out (default runs/translate): model.npz (best epoch, with both vocabularies and
 the decoding settings in its extra: --predict reads it), last.npz (for --resume), history.csv
-(per epoch: loss, val_loss, val_wer, lr, seconds), metrics.json ({"model": {"wer", "per",
+(per epoch: loss, val_loss, val_wer, lr, seconds), baseline.json (the baseline's test scores
+and outputs: --resume on the same data reads them back instead of fitting it again),
+metrics.json ({"model": {"wer", "per",
 "greedy", "beam", ...}, "baselines": {...}, "config": {...}}), curves.png (loss and validation
 WER), translate_attention.png (attention weights for a few test words) and
 translate_length.png (test WER by source length, model and baseline).
 
 Examples:
-  elman translate                               # CMUdict, at most 15 minutes of training
+  elman translate                               # CMUdict, at most 15 minutes in all
   elman translate --predict gnocchi elman       # pronunciations from the saved model
   elman translate --pairs fra.txt --level word --out runs/fra
   elman translate --cell gru --attention additive --minutes 30 --epochs 60
