@@ -109,7 +109,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of the sources that tests")
     common.add_common_arguments(p, cell="lstm", hidden=96, layers=1, epochs=40,
-                                batch_size=128, lr=3e-3, out="runs/translate",
+                                batch_size=256, lr=4e-3, out="runs/translate",
                                 bidirectional=False, minutes=15.0)
     g = p.add_argument_group("encoder-decoder")
     g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
