@@ -432,6 +432,8 @@ class Trainer:
         pairs = 0
         batches = bucket_batches([len(s) for s in self.train_src], args.batch_size, self.rng)
         show = not args.quiet and sys.stdout.isatty()
+        # in a log (no terminal): a line every 10 s instead of the rewritten one
+        ticker = common.Ticker(f"epoch {model.epoch + 1}: batch", quiet=args.quiet or show)
         if budget is not None:
             budget.params["steps"] = len(batches)
             budget.on_epoch_begin(model.epoch)
@@ -460,6 +462,7 @@ class Trainer:
             total += value * tokens
             count += tokens
             pairs += len(index)
+            ticker.tick(k + 1, len(batches))
             if show and k % 20 == 0:
                 print(f"\\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
                       f"{total / count:.4f}", end="", flush=True)
@@ -697,6 +700,9 @@ def _run(args) -> int:
         base, base_outputs = cached
         print(f"baselines read back from {os.path.join(out, BASELINE_FILE)}")
     else:
+        if not args.quiet:
+            print("baseline: fitting it on the training part, choosing on validation",
+                  flush=True)
         base, base_outputs = baselines(train_part, val_part, test_part, args.level)
         write_baseline(out, key, base, base_outputs)
     for name, m in base.items():
@@ -720,6 +726,9 @@ def _run(args) -> int:
     # test: the best epoch, greedy and beam
     best, _ = common.load_best(out)
     test_sources = [s for s, _ in test_part]
+    if not args.quiet:
+        print(f"decoding the {len(test_sources):,} test sources (greedy, then beam "
+              f"{args.beam})", flush=True)
     t0 = time.perf_counter()
     greedy_out = decode(best, test_sources, src_vocab, tgt_vocab, 1, 0.0, max_len)
     greedy_seconds = time.perf_counter() - t0
