@@ -13,7 +13,7 @@ import elman
 from _checkpoint_files import members, rewrite
 from elman._validate import CommandError
 from elman.cli import build_parser, main
-from elman.tasks import classify, common, forecast, generate, longmemory
+from elman.tasks import classify, common, forecast, generate, longmemory, translate
 
 # per command: its settings class, and options that differ from every default
 COMMANDS = {
@@ -32,6 +32,10 @@ COMMANDS = {
     "longmemory": (longmemory.LongMemorySettings,
                    ["--tasks", "adding", "--lengths", "5,9", "--models", "gru,lstm",
                     "--seconds", "0.5", "--max-steps", "3"]),
+    "translate": (translate.TranslateSettings,
+                  ["--max-pairs", "50", "--no-bidirectional", "--attention", "additive",
+                   "--decoder-layers", "2", "--schedule", "plateau", "--beam", "3",
+                   "--length-penalty", "0.5", "--embedding", "12", "--val-fraction", "0.2"]),
 }
 
 

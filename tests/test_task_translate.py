@@ -64,15 +64,51 @@ def test_resume_continues_to_the_same_weights(tmp_path, tiny_pairs):
         assert main(TINY + ["--pairs", tiny_pairs, "--out", out, "--epochs", epochs,
                             *extra]) == 0
         return out
-    straight = run("straight", "2")
-    part = run("part", "1")
-    run("part", "2", "--resume")
+    # the plateau schedule: the cosine one decays over --epochs (or --minutes), which differ
+    # between a run of 2 epochs and one of 1 resumed to 2
+    straight = run("straight", "2", "--schedule", "plateau")
+    part = run("part", "1", "--schedule", "plateau")
+    run("part", "2", "--resume", "--schedule", "plateau")
     a = elman.load(os.path.join(straight, "last.npz"))
     b = elman.load(os.path.join(part, "last.npz"))
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
     with open(os.path.join(part, "history.csv")) as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+def test_cosine_schedule_decays_over_the_epochs_without_a_budget(tmp_path, tiny_pairs):
+    out = str(tmp_path / "cos")
+    assert main(TINY + ["--pairs", tiny_pairs, "--out", out, "--epochs", "3", "--minutes", "0",
+                        "--patience", "0", "--lr", "0.01"]) == 0
+    with open(os.path.join(out, "history.csv")) as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs[0] > lrs[1] > lrs[2] >= 0.01 * 0.02        # down to 2 % of --lr at the end
+    assert lrs[2] < 0.01 * 0.1
+
+
+def test_minutes_bounds_the_whole_run_and_resume_reads_the_baseline_back(tmp_path, tiny_pairs,
+                                                                         capsys):
+    """A budget already spent when training starts (data and baseline used it) stops after
+    the first batch, and the run still ends with the test scores, a model and its files;
+    --resume reads the baseline back instead of fitting it again."""
+    out = str(tmp_path / "short")
+    assert main(TINY + ["--pairs", tiny_pairs, "--out", out, "--epochs", "5",
+                        "--minutes", "0.0001"]) == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        m = json.load(f)
+    assert m["config"]["stopped_by"] == "minutes" and m["config"]["epochs_trained"] == 1
+    assert os.path.exists(os.path.join(out, "model.npz"))
+    with open(os.path.join(out, "history.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 1
+    capsys.readouterr()
+    assert main(TINY + ["--pairs", tiny_pairs, "--out", out, "--epochs", "2", "--minutes", "0",
+                        "--resume"]) == 0
+    assert "baselines read back" in capsys.readouterr().out
+    with open(os.path.join(out, "metrics.json")) as f:
+        again = json.load(f)
+    assert again["baselines"] == m["baselines"]
+    assert again["config"]["epochs_trained"] == 2
 
 
 def test_split_keeps_all_pronunciations_of_a_word_together():

@@ -130,6 +130,17 @@ def fraction(name: str, value, low_open=True) -> None:
                            f"{'(0, 1)' if low_open else '[0, 1)'}, got {value}")
 
 
+def fractions(settings, *names) -> None:
+    """Each of the ``names`` (shares of the data: ``val_fraction``, ``test_fraction``) is in
+    (0, 1), and together they leave some data to train on."""
+    for name in names:
+        fraction(name, getattr(settings, name))
+    if sum(getattr(settings, n) for n in names) >= 1:
+        raise CommandError(f"error: {' + '.join('--' + n.replace('_', '-') for n in names)} "
+                           f"must be below 1, got "
+                           f"{' + '.join(str(getattr(settings, n)) for n in names)}")
+
+
 def _type_ok(value, kind) -> bool:
     """Whether a saved ``value`` has a field's type ``kind`` (``int``, ``str | None``,
     ``tuple[str, ...] | None``, ...; a bool is not a number, an int is a float)."""

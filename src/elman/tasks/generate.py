@@ -184,14 +184,7 @@ class GenerateSettings(common.TrainingSettings):
         if self.max_chars is not None and self.max_chars < 1:
             raise CommandError(f"error: --max-chars must be a positive integer, got "
                                f"{self.max_chars}")
-        for name in ("val_fraction", "test_fraction"):
-            v = getattr(self, name)
-            if not 0 < v < 1:
-                raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                                   f"got {v}")
-        if self.val_fraction + self.test_fraction >= 1:
-            raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
-                               f"{self.val_fraction} + {self.test_fraction}")
+        common.fractions(self, "val_fraction", "test_fraction")
         for name in ("dropout", "input_dropout", "ema"):
             common.fraction(name, getattr(self, name), low_open=False)
         if not self.weight_decay >= 0:

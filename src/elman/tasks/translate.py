@@ -22,11 +22,16 @@ bridged to the decoder (copied when the widths agree, else projected), a decoder
 Luong attention after the decoder (--attention general, dot, additive (Bahdanau's score) or
 none) feeding tanh(W [context; state]) and the output layer. Trained with teacher forcing on
 the token-level cross entropy (padding ignored), Adam (--lr), gradient-norm clipping (--clip),
-batches of similar source lengths (--batch-size pairs), and a learning rate halved when the
-validation loss stops improving. After each epoch the validation words are decoded greedily;
-the epoch with the lowest validation WER is kept (model.npz). Training ends after --epochs,
-after --patience epochs without a better validation WER, or before an epoch that would end
-after the --minutes budget.
+batches of similar source lengths (--batch-size pairs), and a learning rate that decays along
+a cosine from --lr to 2 % of it over the training time the --minutes budget leaves (a
+resumed run decays again, over its own budget; over --epochs with --minutes 0, and then also
+across --resume; --schedule plateau halves it instead when the validation loss stops
+improving). After each epoch the validation words are decoded greedily; the epoch with the
+lowest validation WER is kept (model.npz). Training ends after --epochs, after --patience
+epochs without a better validation WER, or within an epoch when the --minutes budget of the
+whole run (data, baseline, training, test decoding; checked after every batch) would not
+leave time for one more batch, the validation and the test decoding: that epoch is then
+validated and checkpointed as usual.
 
 Scores on the test part, for greedy decoding and for beam search (--beam, --length-penalty):
 ``wer`` (the share of sources whose output equals none of their references) and ``per``
@@ -41,13 +46,15 @@ source copied.
 
 Writes into --out (default runs/translate): model.npz (best epoch, with both vocabularies and
 the decoding settings in its extra: --predict reads it), last.npz (for --resume), history.csv
-(per epoch: loss, val_loss, val_wer, lr, seconds), metrics.json ({"model": {"wer", "per",
+(per epoch: loss, val_loss, val_wer, lr, seconds), baseline.json (the baseline's test scores
+and outputs: --resume on the same data reads them back instead of fitting it again),
+metrics.json ({"model": {"wer", "per",
 "greedy", "beam", ...}, "baselines": {...}, "config": {...}}), curves.png (loss and validation
 WER), translate_attention.png (attention weights for a few test words) and
 translate_length.png (test WER by source length, model and baseline).
 
 Examples:
-  elman translate                               # CMUdict, at most 15 minutes of training
+  elman translate                               # CMUdict, at most 15 minutes in all
   elman translate --predict gnocchi elman       # pronunciations from the saved model
   elman translate --pairs fra.txt --level word --out runs/fra
   elman translate --cell gru --attention additive --minutes 30 --epochs 60
@@ -55,7 +62,9 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
+import json
 import math
 import os
 import re
@@ -82,6 +91,9 @@ BUNDLED = "cmudict"
 WORD = re.compile(r"[a-z']+")
 HISTORY_FIELDS = ("epoch", "loss", "val_loss", "val_wer", "lr", "seconds")
 DEFAULT_BEAM = 5
+BEAM_COST = 0.8       # beam search costs about this many greedy decodings per unit of width (53 s
+                      # for beam 5 against 13 s greedy on the CMUdict test words)
+BASELINE_FILE = "baseline.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of the sources that tests")
     common.add_common_arguments(p, cell="lstm", hidden=96, layers=1, epochs=40,
-                                batch_size=128, lr=3e-3, out="runs/translate",
+                                batch_size=256, lr=4e-3, out="runs/translate",
                                 bidirectional=False, minutes=15.0)
     g = p.add_argument_group("encoder-decoder")
     g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True,
@@ -113,6 +125,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dropout between stacked recurrent layers")
     g.add_argument("--clip", type=float, default=5.0,
                    help="clip each batch's gradient norm to this (0: no clipping)")
+    g.add_argument("--schedule", choices=["cosine", "plateau"], default="cosine",
+                   help="learning rate: cosine decay from --lr to 2%% of it over the --minutes "
+                   "budget's training time (over --epochs with --minutes 0), or halved when the "
+                   "validation loss stops improving")
     g.add_argument("--patience", type=int, default=4,
                    help="stop after this many epochs without a better validation WER "
                    "(0: never)")
@@ -127,69 +143,95 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- options ---------------------------------------------------------------------------------
 
-def check_args(args) -> None:
-    common.check_positive(args, "hidden", "layers", "epochs", "batch_size", "embedding")
-    if args.decoder_layers is not None and args.decoder_layers < 1:
-        raise CommandError(f"error: --decoder-layers must be a positive integer, got "
-                           f"{args.decoder_layers}")
-    if args.max_pairs is not None and args.max_pairs < 10:
-        raise CommandError(f"error: --max-pairs must be at least 10, got {args.max_pairs}")
-    for name in ("val_fraction", "test_fraction"):
-        v = getattr(args, name)
-        if not 0 < v < 1:
-            raise CommandError(f"error: --{name.replace('_', '-')} must be between 0 and 1, "
-                               f"got {v}")
-    if args.val_fraction + args.test_fraction >= 1:
-        raise CommandError(f"error: --val-fraction + --test-fraction must be below 1, got "
-                           f"{args.val_fraction} + {args.test_fraction}")
-    if not 0 <= args.dropout < 1:
-        raise CommandError(f"error: --dropout must be in [0, 1), got {args.dropout}")
-    for name, value in (("clip", args.clip), ("minutes", args.minutes),
-                        ("length_penalty", args.length_penalty)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise CommandError(f"error: --{name.replace('_', '-')} must be 0 or positive, got "
-                               f"{value}")
-    if args.patience < 0:
-        raise CommandError(f"error: --patience must be 0 (never stop early) or positive, got "
-                           f"{args.patience}")
-    for flag, value in (("--recurrent-dropout", args.recurrent_dropout),
-                        ("--layer-norm", args.layer_norm), ("--distributed", args.distributed)):
-        if value:
-            raise CommandError(f"error: {flag} is not available for translate (the "
-                               f"encoder-decoder does not offer it yet)")
-    if args.pairs is None and args.level != "char":
-        raise CommandError("error: --level word needs --pairs (the bundled dictionary is "
-                           "character-level)")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TranslateSettings(common.TrainingSettings):
+    """``elman translate``'s options (see :func:`add_arguments`), checked when made."""
+
+    TASK = "translate"
+    pairs: str | None = None
+    level: str = "char"
+    lower: bool = False
+    max_pairs: int | None = None
+    val_fraction: float = 0.05
+    test_fraction: float = 0.1
+    embedding: int = 64
+    decoder_layers: int | None = None
+    attention: str = "general"
+    dropout: float = 0.0
+    clip: float = 5.0
+    schedule: str = "cosine"
+    patience: int = 4
+    beam: int | None = None
+    length_penalty: float = 1.0
+    predict: tuple[str, ...] | None = None
+
+    MAY_CHANGE_ON_RESUME = (*common.TrainingSettings.MAY_CHANGE_ON_RESUME, "patience", "beam",
+                            "length_penalty", "predict")
+
+    def validate(self) -> None:
+        super().validate()
+        common.positive("embedding", self.embedding)
+        if self.decoder_layers is not None:
+            common.positive("decoder_layers", self.decoder_layers)
+        if self.max_pairs is not None and self.max_pairs < 10:
+            raise CommandError(f"error: --max-pairs must be at least 10, got {self.max_pairs}")
+        common.fractions(self, "val_fraction", "test_fraction")
+        common.fraction("dropout", self.dropout, low_open=False)
+        for name in ("clip", "length_penalty"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise CommandError(f"error: --{name.replace('_', '-')} must be 0 or positive, "
+                                   f"got {value}")
+        if self.patience < 0:
+            raise CommandError(f"error: --patience must be 0 (never stop early) or positive, "
+                               f"got {self.patience}")
+        if self.beam is not None:
+            common.positive("beam", self.beam)
+        for flag, value in (("--recurrent-dropout", self.recurrent_dropout),
+                            ("--zoneout", self.zoneout), ("--layer-norm", self.layer_norm),
+                            ("--distributed", self.distributed)):
+            if value:
+                raise CommandError(f"error: {flag} is not available for translate (the "
+                                   f"encoder-decoder does not offer it yet)")
+        if self.pairs is None and self.level != "char":
+            raise CommandError("error: --level word needs --pairs (the bundled dictionary is "
+                               "character-level)")
+        if self.predict is not None and self.resume:
+            raise CommandError("error: --predict does not train; leave out --resume")
 
 
-def options(args) -> dict:
+def options(settings) -> dict:
     """The settings that define the network and its decoding, saved with the model."""
-    return {"cell": args.cell, "hidden": args.hidden, "layers": args.layers,
-            "decoder_layers": args.decoder_layers or args.layers,
-            "bidirectional": args.bidirectional, "embedding": args.embedding,
-            "attention": args.attention, "dropout": args.dropout, "beam": args.beam,
-            "length_penalty": args.length_penalty, "level": args.level, "lr": args.lr,
-            "batch_size": args.batch_size, "clip": args.clip, "seed": args.seed}
+    return {"cell": settings.cell, "hidden": settings.hidden, "layers": settings.layers,
+            "decoder_layers": settings.decoder_layers or settings.layers,
+            "bidirectional": settings.bidirectional, "embedding": settings.embedding,
+            "attention": settings.attention, "dropout": settings.dropout, "beam": settings.beam,
+            "length_penalty": settings.length_penalty, "level": settings.level, "lr": settings.lr,
+            "batch_size": settings.batch_size, "clip": settings.clip, "seed": settings.seed,
+            "schedule": settings.schedule}
+
+
+TranslateSettings.ARGUMENTS = add_arguments
 
 
 # -- data ------------------------------------------------------------------------------------
 
-def load_data(args) -> tuple[list, str, str]:
+def load_data(settings) -> tuple[list, str, str]:
     """``([(source, [targets])], source name, label)``, cut to --max-pairs."""
-    if args.pairs is None:
+    if settings.pairs is None:
         lexicon = load_cmudict()
         data = [(tuple(w), prons) for w, prons in lexicon.items() if WORD.fullmatch(w)]
         source, label = BUNDLED, "CMUdict"
     else:
-        if not os.path.isfile(args.pairs):
-            raise CommandError(f"error: --pairs: no such file: {args.pairs}")
+        if not os.path.isfile(settings.pairs):
+            raise CommandError(f"error: --pairs: no such file: {settings.pairs}")
         try:
-            data = read_pairs(args.pairs, level=args.level, lower=args.lower)
+            data = read_pairs(settings.pairs, level=settings.level, lower=settings.lower)
         except (ValueError, UnicodeDecodeError) as e:
             raise CommandError(f"error: --pairs: {e}") from None
-        source, label = os.path.abspath(args.pairs), os.path.basename(args.pairs)
-    if args.max_pairs is not None and args.max_pairs < len(data):
-        keep = np.random.default_rng([args.seed, 13]).choice(len(data), args.max_pairs,
+        source, label = os.path.abspath(settings.pairs), os.path.basename(settings.pairs)
+    if settings.max_pairs is not None and settings.max_pairs < len(data):
+        keep = np.random.default_rng([settings.seed, 13]).choice(len(data), settings.max_pairs,
                                                              replace=False)
         data = [data[i] for i in sorted(keep)]
     if len(data) < 10:
@@ -198,10 +240,10 @@ def load_data(args) -> tuple[list, str, str]:
     return data, source, label
 
 
-def split(data: list, args) -> tuple:
-    train_fraction = 1 - args.val_fraction - args.test_fraction
-    parts = split_by_source(data, (train_fraction, args.val_fraction, args.test_fraction),
-                            seed=args.seed)
+def split(data: list, settings) -> tuple:
+    train_fraction = 1 - settings.val_fraction - settings.test_fraction
+    parts = split_by_source(data, (train_fraction, settings.val_fraction, settings.test_fraction),
+                            seed=settings.seed)
     for name, part in zip(("training", "validation", "test"), parts):
         if not part:
             raise CommandError(f"error: the {name} part is empty ({len(data)} sources): use "
@@ -284,6 +326,32 @@ def baselines(train, val, test, level: str) -> tuple[dict, dict]:
     return {"lookup_or_copy": result}, {"lookup_or_copy": hyps}
 
 
+def write_baseline(out_dir: str, key: dict, scores_: dict, outputs: dict) -> None:
+    """The baselines' test scores and outputs, with the data settings they hold for."""
+    with common.atomic_text(os.path.join(out_dir, BASELINE_FILE)) as f:
+        json.dump({"data": key, "scores": scores_,
+                   "outputs": {k: [list(h) for h in v] for k, v in outputs.items()}}, f,
+                  default=lambda v: v.item())       # (numpy scalars)
+
+
+def read_baseline(out_dir: str, key: dict):
+    """``(scores, outputs)`` written by an earlier run on the same data, else None (missing,
+    unreadable, or for other data: then the baseline is fitted again)."""
+    path = os.path.join(out_dir, BASELINE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved["data"] != json.loads(json.dumps(key)):
+            return None
+        outputs = {k: [tuple(h) for h in v] for k, v in saved["outputs"].items()}
+        if set(outputs) != set(saved["scores"]) or any(
+                len(v) != key["test_sources"] for v in outputs.values()):
+            return None
+        return saved["scores"], outputs
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 # -- training --------------------------------------------------------------------------------
 
 def _write_history(path: str, rows: list) -> None:
@@ -303,13 +371,47 @@ def _read_history(path: str, epochs: int) -> list:
     return rows[:epochs]
 
 
+class CosineDecay:
+    """The learning rate along training: ``lr(p) = floor + (lr0 - floor) (1 + cos(pi p)) / 2``
+    for the share ``p`` in [0, 1] of training done, from ``lr0`` down to ``floor = fraction *
+    lr0``. Decaying to a small rate within the budget is what a short run needs: most of the
+    gain of a plateau schedule comes after its first halving, which a 15-minute run rarely
+    reaches.
+
+    >>> class O: lr = 1.0
+    >>> s = CosineDecay(O, 1.0, fraction=0.0)
+    >>> [round(s.at(p), 3) for p in (0, 0.5, 1, 2)]
+    [1.0, 0.5, 0.0, 0.0]
+    """
+
+    def __init__(self, optimizer, lr: float, fraction: float = 0.02):
+        self.optimizer, self.lr0, self.floor = optimizer, float(lr), float(lr) * fraction
+
+    def at(self, progress: float) -> float:
+        p = min(max(progress, 0.0), 1.0)
+        self.optimizer.lr = self.floor + (self.lr0 - self.floor) * 0.5 * (1 + math.cos(math.pi * p))
+        return self.optimizer.lr
+
+
+class _Stop:
+    """What :class:`TimeBudget` sets ``stop_training`` on (Keras' ``model.stop_training``)."""
+    stop_training = False
+
+
+# decoding a validation word greedily costs about this many training pairs' time (forward
+# and backward): the budget's estimate of the first validation pass, before it is measured
+VALIDATION_COST = 1.5
+
+
 class Trainer:
-    """The loop, in labelled phases: forward, loss, backward, clip, step; then evaluate
+    """The loop, in labelled phases: forward, loss, backward, clip, step (the learning rate
+    set by --schedule before each step, the --minutes budget checked after it); then evaluate
     (validation loss and greedy WER), schedule, checkpoint (best, last, history)."""
 
-    def __init__(self, model, optimizer, scheduler, rng, args, data, out_dir, extra):
+    def __init__(self, model, optimizer, scheduler, rng, settings, data, out_dir, extra,
+                 budget=None):
         self.model, self.optimizer, self.scheduler, self.rng = model, optimizer, scheduler, rng
-        self.args, self.out_dir, self.extra = args, out_dir, extra
+        self.settings, self.out_dir, self.extra, self.budget = settings, out_dir, extra, budget
         (self.train_src, self.train_tgt, self.val_src, self.val_tgt, self.val_part,
          self.vocabs, self.max_len) = data
         self.best = math.inf
@@ -317,25 +419,63 @@ class Trainer:
         self.best_path = os.path.join(out_dir, "model.npz")
         self.last_path = os.path.join(out_dir, "last.npz")
         self.history_path = os.path.join(out_dir, "history.csv")
+        self.flag = _Stop()
+        self.first_epoch = model.epoch          # (of this run: a resumed one starts later)
+        if budget is not None:
+            budget.set_model(self.flag)
+            budget.set_params({"steps": None, "length": 1, "validation_length": 1,
+                               "validation_samples": VALIDATION_COST * len(self.val_src)})
+            budget.on_train_begin()
+        self.train_start = time.perf_counter()
 
     def state(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict(),
+        return {"rng": self.rng.bit_generator.state, "scheduler": self.scheduler.state_dict()
+                if isinstance(self.scheduler, ReduceLROnPlateau) else None,
                 "best_val_wer": self.best if math.isfinite(self.best) else None}
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.scheduler.load_state_dict(state["scheduler"])
+        if isinstance(self.scheduler, ReduceLROnPlateau) and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
         self.best = math.inf if state.get("best_val_wer") is None else state["best_val_wer"]
 
+    def progress(self, batch: int, batches: int, per_pair: float | None) -> float:
+        """The share of training done, for the cosine schedule: of the time the --minutes
+        budget leaves for training (what it keeps for validation and the test decoding left
+        out; a resumed run decays over its own budget again), else of --epochs."""
+        if self.budget is None:
+            return (self.model.epoch + batch / batches) / self.settings.epochs
+        used = time.perf_counter() - self.train_start
+        b = self.budget
+        validation = b.validation_seconds if b.validation_seconds is not None else \
+            (per_pair or 0.0) * VALIDATION_COST * len(self.val_src)
+        left = b.seconds_left() - validation * (1 + b.after) - b.reserve
+        by_time = used / max(used + max(left, 0.0), 1e-9)
+        # --epochs may end training before the budget does
+        by_epochs = (self.model.epoch - self.first_epoch + batch / batches) / max(
+            self.settings.epochs - self.first_epoch, 1)
+        return max(by_time, by_epochs)
+
     def epoch(self) -> dict:
-        args, model, opt = self.args, self.model, self.optimizer
+        settings, model, opt, budget = self.settings, self.model, self.optimizer, self.budget
         params = model.parameters()
         start = time.perf_counter()
         model.train()
         total = count = 0.0
-        batches = bucket_batches([len(s) for s in self.train_src], args.batch_size, self.rng)
-        show = not args.quiet and sys.stdout.isatty()
+        pairs = 0
+        batches = bucket_batches([len(s) for s in self.train_src], settings.batch_size, self.rng)
+        show = not settings.quiet and sys.stdout.isatty()
+        # in a log (no terminal): a line every 10 s instead of the rewritten one
+        ticker = common.Ticker(f"epoch {model.epoch + 1}: batch", quiet=settings.quiet or show)
+        if budget is not None:
+            budget.params["steps"] = len(batches)
+            budget.on_epoch_begin(model.epoch)
         for k, index in enumerate(batches):
+            if isinstance(self.scheduler, CosineDecay):
+                self.scheduler.at(self.progress(k, len(batches), (time.perf_counter() - start)
+                                                / pairs if pairs else None))
+            if budget is not None:
+                budget.on_batch_begin(k)
             b = make_batch([self.train_src[i] for i in index],
                            [self.train_tgt[i] for i in index])
             opt.zero_grad()
@@ -348,25 +488,38 @@ class Trainer:
             # backward through the decoder, attention, bridge and encoder
             model.backward(dlogits)
             # clip the joint gradient norm, then step
-            if args.clip > 0:
-                clip_grad_norm_(params, args.clip)
+            if settings.clip > 0:
+                clip_grad_norm_(params, settings.clip)
             opt.step()
             tokens = int(b["tgt_lengths"].sum())
             total += value * tokens
             count += tokens
+            pairs += len(index)
+            ticker.tick(k + 1, len(batches))
             if show and k % 20 == 0:
-                print(f"\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
+                print(f"\\repoch {model.epoch + 1}: batch {k + 1}/{len(batches)}  loss "
                       f"{total / count:.4f}", end="", flush=True)
+            # the budget: stop here when another batch, validation and the test decoding
+            # would not fit (the epoch still ends: validated, checkpointed)
+            if budget is not None:
+                budget.on_batch_end(k, {"size": len(index)})
+                if self.flag.stop_training:
+                    break
         if show:
-            print("\r" + " " * 60 + "\r", end="")
+            print("\\r" + " " * 60 + "\\r", end="")
         # evaluate: teacher-forced loss and greedy WER on the validation sources
+        if budget is not None:
+            budget.on_test_begin()
         val_loss = mean_loss(model, self.val_src, self.val_tgt, 256)
         src_vocab, tgt_vocab = self.vocabs
         part = self.val_part
         hyps = decode(model, [s for s, _ in part], src_vocab, tgt_vocab, 1, 0.0, self.max_len)
         val_wer = error_rates(hyps, [t for _, t in part])["wer"]
+        if budget is not None:
+            budget.on_test_end()
         model.epoch += 1
-        self.scheduler.step(val_loss)
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
         improved = val_wer < self.best
         if improved:
             self.best = val_wer
@@ -380,20 +533,25 @@ class Trainer:
                         extra={**self.extra, "training": self.state()})
         _write_history(self.history_path, self.history)
         row["improved"] = improved
+        row["partial"] = self.flag.stop_training
         return row
 
 
-def train(model, args, data, out_dir: str, extra: dict):
-    """From scratch or from OUT/last.npz (--resume), up to --epochs in total and within
-    --minutes. Returns (model, history rows, seconds, why it stopped)."""
+def train(model, settings, data, out_dir: str, extra: dict, budget=None):
+    """From scratch or from OUT/last.npz (--resume), up to --epochs in total, within the
+    --minutes ``budget`` (a :class:`TimeBudget` counted from the command's start, checked
+    after every batch). Returns (model, history rows, seconds, why it stopped)."""
     last_path = os.path.join(out_dir, "last.npz")
-    rng = np.random.default_rng([args.seed, 13, 1])
-    if args.resume:
+    rng = np.random.default_rng([settings.seed, 13, 1])
+    if settings.resume:
         ck = common.read_checkpoint(last_path, "--resume")
         if ck.model.config() != model.config():
             raise CommandError(f"error: --resume: {last_path} holds a different architecture "
                                f"than these options build; use the same options as the first run")
         saved = ck.extra if isinstance(ck.extra, dict) else {}
+        if "settings" in saved:            # the first run's settings, checked as a stranger's
+            first = TranslateSettings.from_saved(saved["settings"], last_path, "--resume")
+            settings.check_resume(first, last_path)
         if saved.get("vocabularies") != extra["vocabularies"]:
             raise CommandError(f"error: --resume: {last_path} was trained on other data; use "
                                f"the same data options as the first run")
@@ -401,41 +559,38 @@ def train(model, args, data, out_dir: str, extra: dict):
             raise CommandError(f"error: --resume: {last_path} holds no training state")
         model, optimizer = ck.model, ck.optimizer
     else:
-        optimizer = Adam(model.parameters(), lr=args.lr)
-    scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
-    trainer = Trainer(model, optimizer, scheduler, rng, args, data, out_dir, extra)
-    if args.resume:
+        optimizer = Adam(model.parameters(), lr=settings.lr)
+    if settings.schedule == "cosine":
+        scheduler = CosineDecay(optimizer, settings.lr)
+    else:
+        scheduler = ReduceLROnPlateau(optimizer, factor=0.5, patience=1, threshold=1e-3)
+    start, stopped = time.perf_counter(), "epochs"
+    trainer = Trainer(model, optimizer, scheduler, rng, settings, data, out_dir, extra, budget)
+    if settings.resume:
         trainer.load_state(saved["training"])
         trainer.history = _read_history(trainer.history_path, model.epoch)
-        if model.epoch >= args.epochs:
+        if model.epoch >= settings.epochs:
             print(f"{last_path} has already trained {model.epoch} epochs (--epochs "
-                  f"{args.epochs}): nothing to do")
+                  f"{settings.epochs}): nothing to do")
     elif os.path.exists(trainer.history_path):
         os.remove(trainer.history_path)
-    budget = args.minutes * 60 if args.minutes > 0 else math.inf
-    start, durations, stopped = time.perf_counter(), [], "epochs"
-    while model.epoch < args.epochs:
-        elapsed = time.perf_counter() - start
-        if durations and elapsed + float(np.mean(durations)) > budget:
-            stopped = "minutes"
-            print(f"stopping after epoch {model.epoch}: another epoch (about "
-                  f"{np.mean(durations):.0f}s) would end after the --minutes {args.minutes:g} "
-                  f"budget ({elapsed:.0f}s used)")
-            break
-        if args.patience and trainer.history:
+    while model.epoch < settings.epochs:
+        if settings.patience and trainer.history:
             best_epoch = min(trainer.history, key=lambda r: (r["val_wer"], r["epoch"]))["epoch"]
-            if model.epoch - best_epoch >= args.patience:
+            if model.epoch - best_epoch >= settings.patience:
                 stopped = "patience"
                 print(f"stopping after epoch {model.epoch}: no better validation WER for "
-                      f"{args.patience} epochs (--patience)")
+                      f"{settings.patience} epochs (--patience)")
                 break
         row = trainer.epoch()
-        durations.append(row["seconds"])
-        if not args.quiet:
-            print(f"epoch {row['epoch']:3d}/{args.epochs}  loss {row['loss']:.4f}  val_loss "
+        if not settings.quiet:
+            print(f"epoch {row['epoch']:3d}/{settings.epochs}  loss {row['loss']:.4f}  val_loss "
                   f"{row['val_loss']:.4f}  val_wer {row['val_wer']:.4f} (greedy)  lr "
                   f"{row['lr']:.2g}  {row['seconds']:.1f}s" + ("  *best" if row["improved"]
                                                                 else ""), flush=True)
+        if row["partial"]:
+            stopped = "minutes"
+            break
     return model, trainer.history, time.perf_counter() - start, stopped
 
 
@@ -499,9 +654,9 @@ SAVED_SETTINGS = {
 }
 
 
-def _predict(args) -> int:
-    ck, extra = common.load_saved(args.out, "translate", "--predict")
-    path = os.path.join(args.out, "model.npz")
+def _predict(settings) -> int:
+    ck, extra = common.load_saved(settings.out, "translate", "--predict")
+    path = os.path.join(settings.out, "model.npz")
     common.check_saved(extra, path, "--predict", SAVED_SETTINGS)
     vocabs = extra["vocabularies"]
     src_vocab = common.restore("--predict", path, "source vocabulary",
@@ -514,41 +669,37 @@ def _predict(args) -> int:
         raise CommandError(f"error: --predict: {path} is damaged: its network does not match "
                            f"its vocabularies")
     sources = []
-    for text in args.predict:
+    for text in settings.predict:
         text = text.lower() if extra.get("lower_input") else text
         symbols = tuple(text.split()) if extra["level"] == "word" else tuple(text.strip())
         if not symbols:
             raise CommandError(f"error: --predict: the text {text!r} is empty")
         sources.append(symbols)
-    beam = extra["beam"] if args.beam is None else args.beam
-    outputs = decode(model, sources, src_vocab, tgt_vocab, beam, args.length_penalty,
+    beam = extra["beam"] if settings.beam is None else settings.beam
+    outputs = decode(model, sources, src_vocab, tgt_vocab, beam, settings.length_penalty,
                      extra["max_len"])
-    for text, out in zip(args.predict, outputs):
+    for text, out in zip(settings.predict, outputs):
         print(f"{text}\t{' '.join(out)}")
     return 0
 
 
 def run(args) -> int:
-    common.setup_run(args)
-    if args.beam is not None and args.beam < 1:
-        raise CommandError(f"error: --beam must be a positive integer, got {args.beam}")
-    if args.predict:
-        if args.resume:
-            raise CommandError("error: --predict does not train; leave out --resume")
-        return _predict(args)
-    check_args(args)
-    if args.beam is None:
-        args.beam = DEFAULT_BEAM
-    return _run(args)
+    settings = TranslateSettings.from_args(args)
+    common.setup_run(settings)
+    if settings.predict:
+        return _predict(settings)
+    if settings.beam is None:
+        settings = dataclasses.replace(settings, beam=DEFAULT_BEAM)
+    return _run(settings)
 
 
-def _run(args) -> int:
-    out = common.prepare_out_dir(args.out, args.resume)
-    t_start = time.perf_counter()
+def _run(settings) -> int:
+    out = common.prepare_out_dir(settings.out, settings.resume)
+    t_start = settings.started                                       # (as --minutes)
 
     # data: split by source; vocabularies from the training part only
-    data, source, label = load_data(args)
-    train_part, val_part, test_part = split(data, args)
+    data, source, label = load_data(settings)
+    train_part, val_part, test_part = split(data, settings)
     src_vocab = SymbolVocabulary().fit(s for s, _ in train_part)
     tgt_vocab = SymbolVocabulary().fit(t for _, ts in train_part for t in ts)
     train_src, train_tgt = encode_part(train_part, src_vocab, tgt_vocab)
@@ -564,43 +715,67 @@ def _run(args) -> int:
           f"{sizes['source_symbols']} source and {sizes['target_symbols']} target symbols")
 
     # the network first: sizes the machine cannot hold end the run before the baseline
-    opts = options(args)
+    opts = options(settings)
     model = common.build(lambda: Seq2Seq(
-        len(src_vocab), len(tgt_vocab), embedding_dim=args.embedding, hidden_size=args.hidden,
-        cell=args.cell, encoder_layers=args.layers, decoder_layers=opts["decoder_layers"],
-        bidirectional=args.bidirectional, attention=args.attention, dropout=args.dropout,
+        len(src_vocab), len(tgt_vocab), embedding_dim=settings.embedding,
+        hidden_size=settings.hidden,
+        cell=settings.cell, encoder_layers=settings.layers, decoder_layers=opts["decoder_layers"],
+        bidirectional=settings.bidirectional, attention=settings.attention,
+        dropout=settings.dropout,
         pad_id=SymbolVocabulary.PAD, bos_id=SymbolVocabulary.BOS, eos_id=SymbolVocabulary.EOS,
-        seed=args.seed), "--embedding/--hidden/--layers")
+        seed=settings.seed), "--embedding/--hidden/--layers")
 
-    # baseline on the same split
-    base, base_outputs = baselines(train_part, val_part, test_part, args.level)
+    # baseline on the same split (read back on --resume: the same data gives the same one)
+    key = {"source": source, "level": settings.level, "lower": bool(settings.lower),
+           "max_pairs": settings.max_pairs, "seed": settings.seed,
+           "val_fraction": settings.val_fraction,
+           "test_fraction": settings.test_fraction, **sizes}
+    cached = read_baseline(out, key) if settings.resume else None
+    if cached is not None:
+        base, base_outputs = cached
+        print(f"baselines read back from {os.path.join(out, BASELINE_FILE)}")
+    else:
+        if not settings.quiet:
+            print("baseline: fitting it on the training part, choosing on validation",
+                  flush=True)
+        base, base_outputs = baselines(train_part, val_part, test_part, settings.level)
+        write_baseline(out, key, base, base_outputs)
     for name, m in base.items():
         print(f"baseline {name}: test wer {m['wer']:.4f}, per {m['per']:.4f} "
               f"({m['seconds']:.0f}s)")
 
     # model and training
-    extra = {"task": "translate", "data": source, "level": args.level,
-             "lower_input": bool(args.pairs is None or args.lower), "max_len": max_len,
-             "beam": args.beam, "options": opts, "sizes": sizes,
+    extra = {"task": "translate", "settings": settings.to_dict(invocation=False),
+             "data": source, "level": settings.level,
+             "lower_input": bool(settings.pairs is None or settings.lower), "max_len": max_len,
+             "beam": settings.beam, "options": opts, "sizes": sizes,
              "vocabularies": {"source": src_vocab.state_dict(),
                               "target": tgt_vocab.state_dict()}}
+    # --minutes counts the whole run: training stops in time for the test decoding, greedy
+    # and beam, which costs about (1 + BEAM_COST * beam) validation passes per validation size
+    after = len(test_part) / len(val_part) * (1 + BEAM_COST * settings.beam)
     model, history, seconds, stopped = train(
-        model, args, (train_src, train_tgt, val_src, val_tgt, val_part,
-                      (src_vocab, tgt_vocab), max_len), out, extra)
+        model, settings, (train_src, train_tgt, val_src, val_tgt, val_part,
+                      (src_vocab, tgt_vocab), max_len), out, extra,
+        common.time_budget(settings, after=after))
 
     # test: the best epoch, greedy and beam
     best, _ = common.load_best(out)
     test_sources = [s for s, _ in test_part]
+    if not settings.quiet:
+        print(f"decoding the {len(test_sources):,} test sources (greedy, then beam "
+              f"{settings.beam})", flush=True)
     t0 = time.perf_counter()
     greedy_out = decode(best, test_sources, src_vocab, tgt_vocab, 1, 0.0, max_len)
     greedy_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    beam_out = decode(best, test_sources, src_vocab, tgt_vocab, args.beam, args.length_penalty,
+    beam_out = decode(best, test_sources, src_vocab, tgt_vocab, settings.beam,
+                      settings.length_penalty,
                       max_len)
     beam_seconds = time.perf_counter() - t0
-    greedy = {**scores(greedy_out, test_part, args.level), "seconds": greedy_seconds}
-    beamed = {**scores(beam_out, test_part, args.level), "seconds": beam_seconds,
-              "beam": args.beam, "length_penalty": args.length_penalty}
+    greedy = {**scores(greedy_out, test_part, settings.level), "seconds": greedy_seconds}
+    beamed = {**scores(beam_out, test_part, settings.level), "seconds": beam_seconds,
+              "beam": settings.beam, "length_penalty": settings.length_penalty}
     best_epoch = int(best.epoch)
     val_wer = min((r["val_wer"] for r in history), default=math.nan)
     metrics = {
@@ -609,26 +784,28 @@ def _run(args) -> int:
                   "greedy": greedy, "beam": beamed, "val_wer_greedy": val_wer,
                   "best_epoch": best_epoch},
         "baselines": base,
-        "config": {**opts, **sizes, "source": source, "max_pairs": args.max_pairs,
-                   "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+        "config": {"settings": settings.to_dict(), **opts, **sizes, "source": source,
+                   "max_pairs": settings.max_pairs,
+                   "val_fraction": settings.val_fraction, "test_fraction": settings.test_fraction,
                    "epochs_trained": int(model.epoch), "train_seconds": seconds,
-                   "stopped_by": stopped, "minutes": args.minutes, "max_len": max_len,
+                   "stopped_by": stopped, "minutes": settings.minutes, "max_len": max_len,
                    "total_seconds": time.perf_counter() - t_start,
                    "parameters": int(sum(p.data.size for p in best.parameters()))},
     }
     common.write_metrics(out, metrics)
-    name = f"{args.cell}({args.hidden}{', bi' if args.bidirectional else ''}) {args.attention}"
-    columns = ["wer", "per"] + (["bleu"] if args.level == "word" else [])
+    name = (f"{settings.cell}({settings.hidden}{', bi' if settings.bidirectional else ''}) "
+            f"{settings.attention}")
+    columns = ["wer", "per"] + (["bleu"] if settings.level == "word" else [])
     common.print_results(
         f"{label}, test ({len(test_part):,} sources; lower is better for wer/per)",
-        [(f"{name} beam {args.beam}", beamed), (f"{name} greedy", greedy)]
+        [(f"{name} beam {settings.beam}", beamed), (f"{name} greedy", greedy)]
         + [(f"baseline {k}", v) for k, v in base.items()], columns)
     examples = list(zip(test_sources, beam_out))[:5]
     for s, o in examples:
-        print(f"  {''.join(s) if args.level == 'char' else ' '.join(s)}  ->  {' '.join(o)}")
+        print(f"  {''.join(s) if settings.level == 'char' else ' '.join(s)}  ->  {' '.join(o)}")
 
     # figures
-    written = ["model.npz", "last.npz", "history.csv", "metrics.json"]
+    written = ["model.npz", "last.npz", "history.csv", "metrics.json", BASELINE_FILE]
     if not plots.have_matplotlib():
         print('note: install matplotlib (pip install "elman[plot]") for the figures',
               file=sys.stderr)
@@ -642,12 +819,12 @@ def _run(args) -> int:
                 ylabels={"loss": "cross entropy per target symbol",
                          "wer": "word error rate (greedy)"}, monitor="val_wer")
             written.append("curves.png")
-        if args.attention != "none":
+        if settings.attention != "none":
             picks = [e for e in examples if 0 < len(e[1]) and len(e[0]) <= 16][:4] or examples[:1]
             plot_attention(best, picks, src_vocab, tgt_vocab,
                            os.path.join(out, "translate_attention.png"), label)
             written.append("translate_attention.png")
-        plot_by_length(test_part, {f"model beam {args.beam}": beam_out,
+        plot_by_length(test_part, {f"model beam {settings.beam}": beam_out,
                                    "model greedy": greedy_out, **base_outputs},
                        os.path.join(out, "translate_length.png"), label)
         written.append("translate_length.png")
