@@ -624,7 +624,7 @@ def _run(settings: GenerateSettings, comm=None) -> int:
     # figures
     if history.get(MONITOR):
         curves = {"loss": history["bits_per_char"], "val_loss": history[MONITOR]}
-        common.plot_curves(curves, out, f"{label}: bits per character",
+        common.plot_curves(curves, out, label,
                            {"loss": "bits per character"})
         if plots.have_matplotlib():
             epochs = np.arange(1, len(curves["loss"]) + 1)
