@@ -195,6 +195,45 @@ def test_compiled_gemm_on_column_blocks(dtype, accumulate):
     np.testing.assert_allclose(out, row.astype(np.float64) @ col, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_compiled_gemm_reads_a_transposed_view(dtype, accumulate):
+    """``B`` given as the transpose of a row block (W[:K].T, numba's 'F' layout) goes to BLAS
+    through its transpose flag: the result is A @ B, with no copy of W made."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((10, 6)).astype(dtype)
+    A = rng.standard_normal((3, 6)).astype(dtype)
+    B = W[2:9].T                                  # (6, 7), columns contiguous
+    assert B.flags.f_contiguous and not B.flags.c_contiguous
+    C = rng.standard_normal((3, 7)).astype(dtype)
+    expected = (C if accumulate else 0) + A.astype(np.float64) @ B
+    _blas._check(A, B, C, accumulate)
+    np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    one = W[4:5].T                                # (6, 1): a single column
+    out = np.zeros((3, 1), dtype)
+    _blas._check(A, one, out, accumulate)
+    np.testing.assert_allclose(out, A.astype(np.float64) @ one, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_compiled_gemm_of_one_row_goes_to_gemv(dtype, accumulate, transposed):
+    """A batch of one (m = 1) goes to BLAS's GEMV, in both layouts of B; without accumulation
+    whatever the output held before (NaN from an uninitialised scratch) is not read."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((9, 5)).astype(dtype)
+    B = W[1:8].T if transposed else np.ascontiguousarray(W[:5, :4])
+    wide_a = rng.standard_normal((2, 12)).astype(dtype)
+    A = wide_a[1:, 3:3 + B.shape[0]]              # one row, a view into a wider array
+    C = np.full((1, B.shape[1]), 7 if accumulate else np.nan, dtype)
+    expected = (7 if accumulate else 0) + A.astype(np.float64) @ B
+    _blas._check(A, B, C, accumulate)
+    np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 def test_switches():
     assert elman.fast.available
     lstm = elman.LSTM(2, 3)

@@ -1,6 +1,7 @@
 """elman: recurrent neural networks in NumPy with hand-written backpropagation through time."""
 from ._version import __version__  # noqa: F401
 from .module import Module, Param
+from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import gradcheck
 from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import GRU, LSTM, RNN
@@ -25,7 +26,8 @@ from .interop import ConversionError, export_onnx, from_keras, from_torch, to_on
 from . import data, distributed, fast, registry, threads
 from .threads import get_num_threads, set_num_threads
 
-__all__ = ["Module", "Param", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
+__all__ = ["Module", "Param", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
+           "is_grad_enabled", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
            "LSTM", "MinGRU", "MinLSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
            "ReLU", "Softmax", "LogSoftmax", "Last", "LastBidirectional", "MeanPool",
            "Loss", "MSELoss", "L1Loss", "HuberLoss", "BCELoss", "BCEWithLogitsLoss",

@@ -129,7 +129,7 @@ class Attention(Module):
         a = activation_forward("softmax", e)
         context = a @ K                                   # (N, Tq, Hk)
         saved["a"] = a
-        self._cache = saved
+        self._save_for_backward(saved)
         self.weights = a
         return np.ascontiguousarray(context.transpose(1, 0, 2))
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate
+from .grad_mode import no_grad
 
 __all__ = ["beam_search", "greedy_decode", "Decoded"]
 
@@ -50,11 +51,12 @@ def _gather(state, rows: np.ndarray):
     return state[:, rows]
 
 
+@no_grad()
 def beam_search(model, src, src_lengths=None, beam_width: int = 5, max_len: int = 50,
                 length_penalty: float = 1.0) -> Decoded:
     """Batched beam search; see the module docstring. ``src`` (N, S) ids, ``src_lengths`` (N,)
-    (default: the count of non-padding ids). The model runs in evaluation mode (no dropout)
-    and is put back in its previous mode afterwards."""
+    (default: the count of non-padding ids). The model runs in evaluation mode (no dropout),
+    under :func:`elman.no_grad`, and is put back in its previous mode afterwards."""
     B = _validate.positive_int("beam_width", beam_width)
     max_len = _validate.positive_int("max_len", max_len)
     if not np.isfinite(length_penalty) or length_penalty < 0:

@@ -40,7 +40,8 @@ def _saved(module: Module):
     if cache is None:
         raise RuntimeError(
             f"{type(module).__name__}.backward called before forward: call the module on an "
-            f"input first (backward uses what that forward pass saved)")
+            f"input first (backward uses what that forward pass saved; a forward under "
+            f"elman.no_grad() saves nothing)")
     return cache
 
 
@@ -205,7 +206,7 @@ class _Activation(Module):
     def forward(self, x):
         x = _float_input(self, x)
         y = ACTIVATIONS[self._name][0](x, axis=self.dim)
-        self._cache = y
+        self._save_for_backward(y)
         return y
 
     def backward(self, grad_out):
@@ -352,7 +353,7 @@ class Linear(Module):
         if self.bias is not None:
             z += self.bias.data
         y = ACTIVATIONS[self.activation][0](z, out=z)        # in place: z is ours
-        self._cache = (x2, y, x.shape)
+        self._save_for_backward((x2, y, x.shape))
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def backward(self, grad_out):
@@ -442,7 +443,7 @@ class Embedding(Module):
                     f"{self.num_embeddings - 1}] (num_embeddings={self.num_embeddings}), got "
                     f"{int(bad)} at position {where}")
         idx = idx.astype(np.intp, copy=False)
-        self._cache = idx
+        self._save_for_backward(idx)
         return np.take(self.weight.data, idx, axis=0)
 
     def backward(self, grad_out):
@@ -497,7 +498,7 @@ class Dropout(Module):
     def forward(self, x):
         x = _float_input(self, x)
         if not self.training or self.p == 0.0:
-            self._cache = (None, x.shape)                    # identity: no mask
+            self._save_for_backward((None, x.shape))         # identity: no mask
             return x
         if self.p == 1.0:
             mask = np.zeros(x.shape, x.dtype)
@@ -506,7 +507,7 @@ class Dropout(Module):
             mask = self._rng.random(x.shape, dtype=x.dtype) >= self.p
             mask = mask.astype(x.dtype)
             mask *= 1.0 / (1.0 - self.p)
-        self._cache = (mask, x.shape)
+        self._save_for_backward((mask, x.shape))
         return x * mask
 
     def backward(self, grad_out):
@@ -591,7 +592,7 @@ class LayerNorm(Module):
             y = xhat * self.weight.data.reshape(-1)
         if self.bias is not None:
             y += self.bias.data.reshape(-1)
-        self._cache = (xhat, rstd, x.shape)
+        self._save_for_backward((xhat, rstd, x.shape))
         return y.reshape(x.shape)
 
     def backward(self, grad_out):
@@ -699,7 +700,7 @@ class Last(_SequencePicker):
         t = np.full(batch, steps - 1, np.intp) if lengths is None else lengths - 1
         n = np.arange(batch)
         y = xt[t, n]                                           # (N, F), a copy
-        self._cache = (t, n, x.shape, x.dtype)
+        self._save_for_backward((t, n, x.shape, x.dtype))
         return y[0] if unbatched else y
 
     def backward(self, grad_out):
@@ -747,7 +748,7 @@ class LastBidirectional(_SequencePicker):
         y = np.empty((batch, 2 * H), x.dtype)
         y[:, :H] = xt[t, n, :H]                                # forward: last valid step
         y[:, H:] = xt[0, :, H:]                                # reverse: its final state, step 0
-        self._cache = (t, n, x.shape, x.dtype)
+        self._save_for_backward((t, n, x.shape, x.dtype))
         return y[0] if unbatched else y
 
     def backward(self, grad_out):
@@ -791,7 +792,7 @@ class MeanPool(_SequencePicker):
             w = (np.arange(steps)[:, None] < lengths[None, :]) / lengths[None, :]
             w = w.astype(x.dtype)
         y = np.einsum("tnf,tn->nf", xt, w)
-        self._cache = (w, x.shape, x.dtype)
+        self._save_for_backward((w, x.shape, x.dtype))
         return y[0] if unbatched else y
 
     def backward(self, grad_out):

@@ -234,8 +234,8 @@ class MinimalLayer(StatefulMixin, Module):
                 out = out * mask
             masks.append(mask)
             layer_in = out
-        self._cache = dict(caches=caches, masks=masks, h0=h0, valid=valid, order=order,
-                           batched=batched, T=T, N=N)
+        self._save_for_backward(dict(caches=caches, masks=masks, h0=h0, valid=valid,
+                                     order=order, batched=batched, T=T, N=N))
         out, h_n = (_to_caller(a, None, batched) for a in (layer_in, np.stack(h_n)))
         if batched and self.batch_first:
             out = out.transpose(1, 0, 2)
@@ -272,7 +272,8 @@ class MinimalLayer(StatefulMixin, Module):
         the parameter gradients into ``Param.grad``."""
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first: there "
-                               "is no saved sequence to differentiate (one backward per forward)")
+                               "is no saved sequence to differentiate (one backward per forward; "
+                               "a forward under elman.no_grad() saves nothing)")
         st = self._cache
         T, N, batched, valid, order = st["T"], st["N"], st["batched"], st["valid"], st["order"]
         D, H, L = self._D, self.hidden_size, self.num_layers

@@ -25,6 +25,7 @@ from . import threads as _threads
 from . import losses as _losses
 from . import optim as _optim
 from .callbacks import Callback, CallbackList, History
+from .grad_mode import no_grad
 # re-exported so `from elman.model import METRICS, get_metric` keeps working
 from .metrics import METRICS, Metric, _expand, _like, get_metric  # noqa: F401
 from .layers import Embedding, Linear, _SequencePicker
@@ -343,7 +344,7 @@ class Sequential(Module):
         final_swap = has_time and time_major
         if final_swap:
             h = h.swapaxes(0, 1)
-        self._cache = (swaps, final_swap)
+        self._save_for_backward((swaps, final_swap))
         return h
 
     def backward(self, grad_out):
@@ -352,7 +353,7 @@ class Sequential(Module):
         Recurrent layers get no gradient for their (dropped) final states."""
         if self._cache is None:
             raise RuntimeError("Sequential.backward called before forward: run the model on a "
-                               "batch first")
+                               "batch first (a forward under elman.no_grad() saves nothing)")
         swaps, final_swap = self._cache
         g = np.asarray(grad_out)
         if final_swap:
@@ -779,6 +780,7 @@ class Sequential(Module):
             _optim.clip_grad_norm_(params, clip["global_clipnorm"])
 
     # -- evaluate / predict ----------------------------------------------------------------
+    @no_grad()                      # nothing is differentiated: the layers keep nothing
     def _evaluate_arrays(self, x, y, lengths, batch_size, comm=None, cb=None) -> dict:
         """Loss and metrics in evaluation mode; with ``comm`` each rank takes a contiguous
         part of the samples and the sums are combined across ranks. ``cb`` (a CallbackList)
@@ -833,9 +835,11 @@ class Sequential(Module):
             return logs["loss"]
         return [logs["loss"]] + [logs[m.name] for m in self.metrics]
 
+    @no_grad()
     def predict(self, x, batch_size=32, lengths=None, mask_value=None, verbose=0):
-        """The model's output for ``x`` in evaluation mode, computed ``batch_size`` samples at a
-        time, samples first. With ``mask_value``, per-step outputs are returned at the steps
+        """The model's output for ``x`` in evaluation mode and under :func:`elman.no_grad`
+        (nothing is kept for a backward), computed ``batch_size`` samples at a time, samples
+        first. With ``mask_value``, per-step outputs are returned at the steps
         of the original (padded) input."""
         batch_size = _positive_int("batch_size", batch_size)
         x, _, lengths, order = self._prepare(x, None, lengths, mask_value)

@@ -16,6 +16,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from .grad_mode import is_grad_enabled
+
 __all__ = ["Param", "Module"]
 
 
@@ -102,6 +104,11 @@ class Module:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.zero_grad()
+
+    def _save_for_backward(self, saved) -> None:
+        """Keep ``saved`` (what this module's backward reads) in ``self._cache``; under
+        :func:`elman.no_grad` keep nothing (the backward then says why it cannot run)."""
+        self._cache = saved if is_grad_enabled() else None
 
     # -- mode ------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":

@@ -34,6 +34,7 @@ from .cells.layer_norm import LayerNormGRUEquations, LayerNormLSTMEquations, Lay
 from .cells.lstm import LSTMEquations
 from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
+from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
@@ -250,11 +251,15 @@ class RecurrentLayer(StatefulMixin, Module):
             layer_in = np.ascontiguousarray(out)
 
         out = layer_in
-        h_n = np.stack(h_n)
-        c_n = None if c0 is None else np.stack(c_n)
-        self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
-                           lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
-                           in_masks=in_masks, h_masks=h_masks)
+        h_n = _stack(h_n)
+        c_n = None if c0 is None else _stack(c_n)
+        if is_grad_enabled():
+            self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
+                               lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
+                               in_masks=in_masks, h_masks=h_masks)
+        else:                             # elman.no_grad(): the arrays go back for the next call
+            for cache in caches:
+                release(cache)
         out, state = self._format_outputs(out, h_n, c_n, inverse, batched)
         self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
         return out, state
@@ -307,7 +312,8 @@ class RecurrentLayer(StatefulMixin, Module):
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first: there "
                                "is no saved sequence to differentiate (backward() frees what "
                                "forward() kept, as PyTorch does: one backward per forward, or "
-                               "backward(..., retain_graph=True))")
+                               "backward(..., retain_graph=True); a forward under "
+                               "elman.no_grad() saves nothing)")
         st = self._cache
         T, N, batched = st["T"], st["N"], st["batched"]
         D, P, H, L = self._D, self._P, self.hidden_size, self.num_layers
@@ -439,6 +445,12 @@ def _to_caller(a, inverse, batched):
     if inverse is not None:
         a = a[:, inverse]
     return a if batched else a[:, 0]
+
+
+def _stack(states: list) -> np.ndarray:
+    """np.stack(states), without its generality for the one-layer, one-direction case (a
+    streaming caller's every call)."""
+    return states[0][None] if len(states) == 1 else np.stack(states)
 
 
 def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -165,7 +165,7 @@ class Bridge(Module):
         N = h_n.shape[1]
         shape = (self.decoder_layers, N, self.decoder_hidden)
         has_c = self.encoder_cell_state and c_n is not None
-        self._cache = (N, has_c)
+        self._save_for_backward((N, has_c))
         if self.mode == "zeros":
             h0 = np.zeros(shape, self.dtype)
             c0 = np.zeros(shape, self.dtype) if self.decoder_cell_state else None
@@ -385,7 +385,7 @@ class Seq2Seq(Module):
         emb = self.target_embedding(tgt_in.T)                       # (T, N, E)
         dec_out, _ = self.decoder(emb, state0, lengths=tgt_lengths)
         logits = self._head(dec_out, memory, src_lengths)           # (T, N, V)
-        self._cache = (memory.shape, dec_out.shape)
+        self._save_for_backward((memory.shape, dec_out.shape))
         return np.ascontiguousarray(logits.transpose(1, 0, 2))
 
     def backward(self, dlogits):

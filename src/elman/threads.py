@@ -302,8 +302,27 @@ class for_gemm:
         return self
 
     def __exit__(self, *exc):
-        _apply(granted())
+        if self.threads is not None:
+            _apply(granted())
+        else:
+            _apply_new_grant()
         return False
+
+
+def _apply_new_grant() -> None:
+    """Leave BLAS at :func:`granted` after a block that did not change it: applied only when
+    the policy has decided anew since it was last applied (at most every
+    :data:`SAMPLE_SECONDS`). A streaming caller's one-step layer calls are each a few
+    microseconds of GEMM; a BLAS call per call to re-set an unchanged count was a fair part of
+    them."""
+    global _applied_grant
+    n = granted()
+    if _blas is None or _monitor.grant is not _applied_grant:
+        _apply(n)
+        _applied_grant = _monitor.grant
+
+
+_applied_grant = None          # the policy's decision (_monitor.grant) that _apply_new_grant set
 
 
 def info() -> dict:

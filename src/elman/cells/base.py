@@ -270,7 +270,7 @@ class CellBase(Module):
         zone = Zoneout.draw(self.zoneout, self.training, self._rng, (1, N, H),
                             H if self.eq.has_cell else None, self.dtype)
         cache = sequence_forward(self.eq, X, h0, c0, self._weights(), zone=zone)
-        self._cache = (cache, batched)
+        self._save_for_backward((cache, batched))
         h1 = cache.S[1].reshape(state_shape).copy()
         if self.eq.has_cell:
             return h1, cache.C[1].reshape(state_shape).copy()
@@ -283,7 +283,8 @@ class CellBase(Module):
             raise RuntimeError(f"{type(self).__name__}.backward() needs a forward() first: there "
                                "is no saved step to differentiate (backward() frees what "
                                "forward() kept: one backward per forward, or "
-                               "backward(..., retain_graph=True))")
+                               "backward(..., retain_graph=True); a forward under "
+                               "elman.no_grad() saves nothing)")
         cache, batched = self._cache
         N, H = cache.X.shape[1], self.hidden_size
         shape = (N, H) if batched else (H,)

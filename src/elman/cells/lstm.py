@@ -21,6 +21,8 @@ Backward, from dh and dc (the gradient reaching c from the next step)::
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import registry
@@ -61,9 +63,8 @@ class LSTMEquations(CellEquations):
         ``s`` (4H,) is 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
         ``s * tanh(s * x) + (1 - s)`` is sigmoid(x) on i, f, o and tanh(x) on g, so one tanh
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
-        s = np.full(4 * H, 0.5, dtype=dtype)
-        s[2 * H:3 * H] = 1
-        return (w["bias_ih"] + w["bias_hh"] if "bias_ih" in w else None), (s, 1 - s)
+        return (w["bias_ih"] + w["bias_hh"] if "bias_ih" in w else None), \
+            _gate_scales(H, np.dtype(dtype).str)
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]
@@ -108,6 +109,15 @@ class LSTMEquations(CellEquations):
         dgx *= raw                                     # times the slopes (prepare_backward)
         dc *= f                                        # dc_prev
         return None
+
+
+@functools.lru_cache(maxsize=32)
+def _gate_scales(H: int, dtype: str):
+    """``(s, 1 - s)`` of :meth:`LSTMEquations.prepare_forward`, made once per size and dtype
+    (every call of a layer asks for them) and only ever read."""
+    s = np.full(4 * H, 0.5, dtype=dtype)
+    s[2 * H:3 * H] = 1
+    return s, 1 - s
 
 
 def _forget_bias(value) -> float | None:

@@ -95,7 +95,13 @@ def kernels_for(eq, dtype):
 def kernels_named(name: str):
     """The kernel module ``name`` (``"elman.fast.lstm"``): a module of this package, as a cell's
     ``kernel`` names it; a forward pass records the name, its backward looks it up here."""
-    if not isinstance(name, str) or not name.startswith(f"{__name__}.") \
-            or importlib.util.find_spec(name) is None:
-        raise ValueError(f"no elman.fast kernel module named {name!r}")
-    return importlib.import_module(name)
+    module = _kernel_modules.get(name)
+    if module is None:
+        if not isinstance(name, str) or not name.startswith(f"{__name__}.") \
+                or importlib.util.find_spec(name) is None:
+            raise ValueError(f"no elman.fast kernel module named {name!r}")
+        module = _kernel_modules[name] = importlib.import_module(name)
+    return module
+
+
+_kernel_modules: dict = {}     # name -> module, found once (layers look theirs up at every call)

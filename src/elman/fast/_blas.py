@@ -26,7 +26,7 @@ __all__ = ["gemm", "gemm_acc", "source"]
 # scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
 _NAMINGS = (("scipy_cblas_", "64_", 64), ("cblas_", "64_", 64), ("scipy_cblas_", "", 32),
             ("cblas_", "", 32))
-_ROW_MAJOR, _NO_TRANS = 101, 111
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 def _numpy_blas_libraries():
@@ -60,7 +60,10 @@ source = "scipy (numba np.dot)" if _found is None else f"numpy-blas: {os.path.ba
 
 def gemm(A, B, C):
     """``C[...] = A @ B`` for 2-D arrays of one float dtype whose rows are contiguous (a row
-    stride of their own is fine: column blocks of a wider array), in compiled code only."""
+    stride of their own is fine: column blocks of a wider array), in compiled code only.
+    ``B`` may also be the transpose of such an array (numba's 'F' layout, e.g. ``W[:K].T``):
+    BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
+    for a short sequence, costs more than all its steps)."""
     np.matmul(A, B, out=C)
 
 
@@ -85,6 +88,37 @@ if _found is not None:
     _sgemm = _external("s", types.float32)
     _dgemm = _external("d", types.float64)
 
+    def _external_gemv(t, ftype):
+        ptr = types.CPointer(ftype)
+        sig = types.void(types.int32, types.int32, _int, _int, ftype, ptr, _int, ptr, _int,
+                         ftype, ptr, _int)
+        return types.ExternalFunction(f"{_prefix}{t}gemv{_suffix}", sig)
+
+    _sgemv = _external_gemv("s", types.float32)
+    _dgemv = _external_gemv("d", types.float64)
+
+    @njit(inline="always")
+    def _inc(X):
+        """Element stride of the one row of ``X`` (1, k): a GEMV's increment."""
+        return 1 if X.shape[1] < 2 else X.strides[1] // X.itemsize
+
+    @njit(inline="always")
+    def _clear(C):
+        """C[0, :] = 0 before a GEMV with beta = 0: BLAS may scale what is there by 0, and
+        0 * NaN (an uninitialised scratch row) would be NaN."""
+        for j in range(C.shape[1]):
+            C[0, j] = 0
+
+    @njit(inline="always")
+    def _ld_t(X):
+        """Leading dimension of ``X`` read as the transpose of a row-major array (columns
+        contiguous): the column stride, in elements."""
+        rows, cols = X.shape
+        if cols == 1:
+            return max(1, rows)
+        assert rows == 1 or X.strides[0] == X.itemsize, "gemm: columns must be contiguous"
+        return X.strides[1] // X.itemsize
+
     @njit(inline="always")
     def _ld(X):
         """Row stride in elements (BLAS's leading dimension). Rows may be strided (a block of
@@ -97,15 +131,39 @@ if _found is not None:
         return X.strides[0] // X.itemsize
 
     def _bind(beta):
+        # One row (m = 1: a batch of one sequence) goes to GEMV: OpenBLAS's GEMM packs both
+        # operands even then, and ran (1 x 512) @ (512 x 2048) 3.5x slower than its GEMV
+        # (measured, one thread: 636 vs 179 us; 1.2x at H=128)
         def typer(A, B, C):
-            call = _sgemm if A.dtype == types.float32 else _dgemm
             f32 = A.dtype == types.float32
+            call, vcall = (_sgemm, _sgemv) if f32 else (_dgemm, _dgemv)
             one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
+            if B.layout == "F":                   # a transposed view: BLAS's transpose flag
+                def impl(A, B, C):
+                    m, k = A.shape
+                    n = B.shape[1]
+                    if m == 0 or n == 0:
+                        return
+                    if m == 1:                    # c = W a, W = B^T (n x k) row-major
+                        if beta == 0:
+                            _clear(C)
+                        vcall(_ROW_MAJOR, _NO_TRANS, n, k, one, B.ctypes, _ld_t(B), A.ctypes,
+                              _inc(A), b, C.ctypes, _inc(C))
+                        return
+                    call(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, one, A.ctypes, _ld(A),
+                         B.ctypes, _ld_t(B), b, C.ctypes, _ld(C))
+                return impl
 
             def impl(A, B, C):
                 m, k = A.shape
                 n = B.shape[1]
                 if m == 0 or n == 0:
+                    return
+                if m == 1:                        # c = B^T a, B (k x n) row-major
+                    if beta == 0:
+                        _clear(C)
+                    vcall(_ROW_MAJOR, _TRANS, k, n, one, B.ctypes, _ld(B), A.ctypes, _inc(A),
+                          b, C.ctypes, _inc(C))
                     return
                 call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, _ld(A),
                      B.ctypes, _ld(B), b, C.ctypes, _ld(C))

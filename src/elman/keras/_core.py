@@ -234,7 +234,7 @@ class Masking(Layer):
     def forward(self, x):
         x = _validate.float_array("input", x, self.dtype)
         keep = np.any(x != self.mask_value, axis=-1, keepdims=True).astype(self.dtype)
-        self._cache = keep
+        self._save_for_backward(keep)
         return x * keep
 
     def backward(self, grad_out):
@@ -279,7 +279,7 @@ class TimeDistributed(Layer):
         self._require_built(x)
         n, t = x.shape[:2]
         y = self.layer.forward(x.reshape((n * t,) + x.shape[2:]))
-        self._cache = x.shape
+        self._save_for_backward(x.shape)
         return y.reshape((n, t) + y.shape[1:])
 
     def get_config(self) -> dict:

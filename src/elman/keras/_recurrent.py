@@ -224,7 +224,7 @@ class _Recurrent(Layer):
         states = [s[0].copy() for s in (states if self._n_states == 2 else (states,))]
         if self.stateful:
             self._states = [s.copy() for s in states]
-        self._cache = (mask, lengths)
+        self._save_for_backward((mask, lengths))
         return out, states
 
     def _backprop(self, dseq, dstates) -> np.ndarray:
@@ -435,7 +435,7 @@ class Bidirectional(Layer):
             a, b = f_out, reverse_valid(b_out, lengths)     # back in time order
         else:
             a, b = f_states[0], b_states[0]
-        self._cache = (a, b, lengths)
+        self._save_for_backward((a, b, lengths))
         merged = _merge(self.merge_mode, a, b)
         if not self.return_state:
             return merged

@@ -69,6 +69,7 @@ from ..callbacks import Callback, EarlyStopping, LearningRateScheduler
 from ..data.datasets import load_hamlet, read_text
 from ..data.streams import stream_windows
 from ..data.text import CharVocabulary
+from ..grad_mode import no_grad
 from ..layers import Dropout, Embedding, Linear
 from ..losses import CrossEntropyLoss
 from ..metrics import SparseCategoricalCrossentropy
@@ -358,6 +359,7 @@ def next_char_distribution(logits: np.ndarray, temperature: float = 1.0, top_k: 
     return p / p.sum()
 
 
+@no_grad()                           # one step at a time, nothing to differentiate
 def sample(model: Sequential, vocab: CharVocabulary, prime: str, length: int,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed=0) -> str:
     """Read ``prime`` and continue it by ``length`` sampled characters (returned without the

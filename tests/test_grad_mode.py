@@ -1,0 +1,161 @@
+"""elman.no_grad() and its relatives: the switch itself, and every layer under it (the same
+outputs, nothing kept, a backward that says why it cannot run)."""
+import threading
+
+import numpy as np
+import pytest
+
+import elman
+
+
+def test_the_switch_nests_restores_and_decorates():
+    assert elman.is_grad_enabled()
+    with elman.no_grad():
+        assert not elman.is_grad_enabled()
+        with elman.enable_grad():
+            assert elman.is_grad_enabled()
+            with elman.inference_mode():
+                assert not elman.is_grad_enabled()
+            assert elman.is_grad_enabled()
+        assert not elman.is_grad_enabled()
+        with elman.inference_mode(False):           # leaves the setting as it is
+            assert not elman.is_grad_enabled()
+    assert elman.is_grad_enabled()
+
+    @elman.no_grad()
+    def inside():
+        return elman.is_grad_enabled()
+    assert inside() is False and elman.is_grad_enabled()
+
+    previous = elman.set_grad_enabled(False)        # a plain call switches at once
+    try:
+        assert not elman.is_grad_enabled()
+    finally:
+        del previous
+        elman.set_grad_enabled(True)
+    with elman.set_grad_enabled(False):
+        assert not elman.is_grad_enabled()
+    assert elman.is_grad_enabled()
+
+
+def test_the_switch_restores_after_an_error():
+    with pytest.raises(ZeroDivisionError):
+        with elman.no_grad():
+            1 / 0
+    assert elman.is_grad_enabled()
+
+
+def test_the_switch_is_per_thread():
+    seen = []
+    with elman.no_grad():
+        worker = threading.Thread(target=lambda: seen.append(elman.is_grad_enabled()))
+        worker.start()
+        worker.join()
+        assert not elman.is_grad_enabled()
+    assert seen == [True]
+
+
+@pytest.mark.parametrize("call", [lambda: elman.set_grad_enabled(0),
+                                  lambda: elman.inference_mode("yes")])
+def test_bad_modes_are_refused(call):
+    with pytest.raises(TypeError, match="must be a bool"):
+        call()
+    assert elman.is_grad_enabled()
+
+
+def _run(layer, x, **kw):
+    out = layer(x, **kw)
+    return out[0] if isinstance(out, tuple) else out
+
+
+LAYERS = {
+    "lstm": lambda: (elman.LSTM(3, 5, num_layers=2, bidirectional=True, seed=0),
+                     dict(lengths=np.array([4, 2, 3]))),
+    "gru": lambda: (elman.GRU(3, 5, seed=0), {}),
+    "rnn-numpy": lambda: (elman.RNN(3, 5, seed=0), {}),
+    "ln-lstm-proj": lambda: (elman.LSTM(3, 5, layer_norm=True, proj_size=2, seed=0), {}),
+    "mingru": lambda: (elman.MinGRU(3, 5, seed=0), {}),
+    "lstmcell": lambda: (elman.LSTMCell(3, 5, seed=0), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_recurrent_layers_compute_the_same_and_keep_nothing(name):
+    layer, kw = LAYERS[name]()
+    x = np.random.default_rng(1).standard_normal((3, 3) if name == "lstmcell" else (4, 3, 3))
+    x = x.astype(np.float32)
+    context = elman.fast.use(False) if name == "rnn-numpy" else elman.enable_grad()
+    with context:
+        expected = _run(layer, x, **kw)
+        assert layer._cache is not None
+        with elman.no_grad():
+            got = _run(layer, x, **kw)
+    np.testing.assert_array_equal(got, expected)
+    assert layer._cache is None
+    with pytest.raises(RuntimeError, match=r"elman\.no_grad\(\) saves nothing"):
+        layer.backward(np.ones_like(got))
+
+
+def test_a_layer_gives_its_arrays_back_for_the_next_call():
+    lstm = elman.LSTM(3, 5)
+    x = np.zeros((6, 2, 3), np.float32)
+    with elman.no_grad():
+        lstm(x)
+        kept = lstm._workspaces[0]._free.get("GX")
+        assert kept is not None and kept.shape == (6, 2, 20)
+        lstm(x)                                         # reused, and given back again
+        assert lstm._workspaces[0]._free.get("GX") is kept
+
+
+def test_a_training_step_after_no_grad_inference_is_unchanged():
+    """Inference between two training steps does not disturb them: the gradients equal those
+    of a twin that never ran it."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    a, b = elman.GRU(3, 4, seed=0), elman.GRU(3, 4, seed=0)
+    out_a, _ = a(x)
+    with elman.no_grad():
+        b(x + 1)
+    out_b, _ = b(x)
+    a.backward(np.ones_like(out_a))
+    b.backward(np.ones_like(out_b))
+    np.testing.assert_array_equal(a.weight_hh_l0.grad, b.weight_hh_l0.grad)
+
+
+def _model():
+    return elman.Sequential([elman.Embedding(7, 4, seed=0), elman.LSTM(4, 6, seed=0),
+                             elman.LayerNorm(6), elman.Dropout(0.5, seed=0), elman.Last(),
+                             elman.Linear(6, 3, seed=0)])
+
+
+def test_a_model_under_no_grad_keeps_nothing_in_any_layer():
+    model = _model().eval()
+    x = np.random.default_rng(3).integers(0, 7, (2, 5))
+    expected = model(x)
+    with elman.no_grad():
+        got = model(x)
+    np.testing.assert_array_equal(got, expected)
+    assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
+    with pytest.raises(RuntimeError, match=r"no_grad\(\) saves nothing"):
+        model.backward(np.ones_like(got))
+
+
+def test_predict_and_evaluate_run_under_no_grad():
+    model = _model()
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+    x = np.random.default_rng(4).integers(0, 7, (6, 5))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    model.predict(x, batch_size=4)
+    assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
+    model(x)                                            # a training forward keeps its caches
+    model.evaluate(x, y, batch_size=4)
+    assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
+    assert model.training and elman.is_grad_enabled()   # both restored
+
+
+def test_seq2seq_decoding_keeps_nothing():
+    model = elman.Seq2Seq(6, 6, 4, 5, seed=0)
+    src = np.array([[2, 3, 4, 0], [3, 3, 0, 0]])
+    elman.greedy_decode(model, src, max_len=4)
+    assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
+    assert elman.is_grad_enabled()
