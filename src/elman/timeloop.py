@@ -227,6 +227,12 @@ def _make_schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> 
     return np.ascontiguousarray(np.column_stack([steps, rows])[rows > 0], dtype=np.int64)
 
 
+def _kernel_attribute(kernels, name: str):
+    """What a kernel module (or None, the NumPy steps) defines under ``name``, else None.
+    (``getattr`` with a default costs microseconds on a miss, which is the usual case.)"""
+    return None if kernels is None else vars(kernels).get(name)
+
+
 def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
     """The matrix of the per-step GEMM ``h @ W_T``: a contiguous transposed copy of ``W``, or
     the transposed view itself (BLAS reads it through its transpose flag). With a batch, OpenBLAS
@@ -270,9 +276,12 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
-    np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
+    if T * N == 1:     # one step of one sequence: a GEMV (a GEMM packs its operands first)
+        np.matmul(W_ih, X[0, 0], out=GX[0, 0])
+    else:
+        np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
     # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
-    transform = getattr(kernels, "transform_input", None)
+    transform = _kernel_attribute(kernels, "transform_input")
     input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
@@ -282,7 +291,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
     # what the path keeps per step: the cell's layout, or the kernel's own (None: the cell's)
-    saved_width = getattr(kernels, "saved_width", None)
+    saved_width = _kernel_attribute(kernels, "saved_width")
     saved_width = eq.saved_width if saved_width is None else saved_width
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     first = T if reverse else 0
@@ -392,7 +401,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     # for its last dGH.shape[2] gate columns (the compiled GRU keeps only the candidate's)
     dGH = dGX
     if eq.separate_dgh:
-        blocks = getattr(cache.kernels, "dgh_blocks", None) or eq.gates
+        blocks = _kernel_attribute(cache.kernels, "dgh_blocks") or eq.gates
         dGH = ws.take("dGH", (T, N, blocks * H), dtype)
     dHs = ws.new((T, N, P), dtype, zero=True) if R is not None else None
     K = eq.recurrent_gates * H
@@ -437,7 +446,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
     if "bias_ih" in g:
         eq.bias_grads(dGX, dGH, g, split)
-    back = getattr(cache.kernels, "transform_input_backward", None)
+    back = _kernel_attribute(cache.kernels, "transform_input_backward")
     dGX = (eq.transform_input_backward(dGX, cache, g) if back is None
            else back(eq, dGX, cache, g))
     X2 = X.reshape(T * N, X.shape[2])

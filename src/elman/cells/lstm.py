@@ -64,7 +64,7 @@ class LSTMEquations(CellEquations):
         ``s * tanh(s * x) + (1 - s)`` is sigmoid(x) on i, f, o and tanh(x) on g, so one tanh
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
         return (w["bias_ih"] + w["bias_hh"] if "bias_ih" in w else None), \
-            _gate_scales(H, np.dtype(dtype).str)
+            _gate_scales(H, np.dtype(dtype))
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]
@@ -112,7 +112,7 @@ class LSTMEquations(CellEquations):
 
 
 @functools.lru_cache(maxsize=32)
-def _gate_scales(H: int, dtype: str):
+def _gate_scales(H: int, dtype: np.dtype):
     """``(s, 1 - s)`` of :meth:`LSTMEquations.prepare_forward`, made once per size and dtype
     (every call of a layer asks for them) and only ever read."""
     s = np.full(4 * H, 0.5, dtype=dtype)

@@ -45,6 +45,9 @@ available = importlib.util.find_spec("numba") is not None
 _enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class FastPathWarning(UserWarning):
     """The fast path is on, but a cell has no compiled kernel: its layers run the NumPy steps."""
 
@@ -79,7 +82,7 @@ def kernels_for(eq, dtype):
     None when the reference path must run: fast path off or unavailable, a dtype other than
     float32/float64, or a cell without a kernel (then with a :class:`FastPathWarning`, once
     per cell class: the fallback is deliberate but never silent)."""
-    if not enabled() or np.dtype(dtype) not in (np.float32, np.float64):
+    if not enabled() or np.dtype(dtype) not in _FLOATS:
         return None
     name = getattr(eq, "kernel", None)
     if name is None:
