@@ -30,6 +30,7 @@ Before timing, each case checks that the three agree (outputs and final states).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -60,6 +61,8 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="one tiny config, 2 short repeats")
     ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    ap.add_argument("--json", metavar="FILE", help="also write every case (medians, all "
+                    "repeats, agreement) and the environment to FILE")
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
     args = ap.parse_args(argv)
@@ -179,6 +182,7 @@ def _agree(np, results):
 
 
 def _time(runners, repeats, min_time):
+    """({framework: median seconds per call}, {framework: every repeat's seconds})."""
     for fn in runners.values():             # warm-up: compilation, allocations, first calls
         fn()
         fn()
@@ -196,7 +200,7 @@ def _time(runners, repeats, min_time):
             for _ in range(iters[fw]):
                 fn()
             times[fw].append((time.perf_counter() - start) / iters[fw])
-    return {fw: statistics.median(t) for fw, t in times.items()}
+    return {fw: statistics.median(t) for fw, t in times.items()}, times
 
 
 THREADS = 2
@@ -236,6 +240,8 @@ def main(argv=None) -> int:
         step_cfg = QUICK[0] if args.quick else STEP_CONFIG
         plan += [("step", cell, step_cfg, "1") for cell in args.cells]
     started = time.perf_counter()
+    records = []
+    load_before = os.getloadavg()
     for kind, cell, (N, T, I, H), stack in plan:
         layers, bi = STACKS[stack]
         if kind == "step":
@@ -248,26 +254,37 @@ def main(argv=None) -> int:
         make = _sequence_runners if kind == "sequence" else _step_runners
         runners = make(np, torch, elman, cell, layer, module, session, x, state)
         worst = _agree(np, {fw: fn() for fw, fn in runners.items()})
-        med = _time(runners, repeats, min_time)
+        med, every = _time(runners, repeats, min_time)
         rows[kind].append((cell, stack, (N, T, I, H), med, worst))
+        records.append(dict(kind=kind, cell=cell, stack=stack, N=N, T=T, I=I, H=H,
+                            median_s=med, repeats_s=every, max_rel_err=worst))
         print(f"{kind:8s} {cell:4s} {stack:3s} {(N, T, I, H)}: "
               + ", ".join(f"{fw} {med[fw] * 1e3:.3f} ms" for fw in FRAMEWORKS)
               + f"  (agree to {worst:.1e})", flush=True)
     lines = _tables(rows, repeats, args, blas, ort, torch, elman,
-                    time.perf_counter() - started)
+                    time.perf_counter() - started, load_before, os.getloadavg())
     print("\n".join(lines))
+    if args.json:
+        environment = dict(cpu=cpu_model(), threads=args.threads, blas=blas,
+                           elman=elman.__version__, onnxruntime=ort.__version__,
+                           torch=torch.__version__, numpy=np.__version__,
+                           loadavg_before=load_before, loadavg_after=os.getloadavg())
+        with open(args.json, "w") as f:
+            json.dump(dict(environment=environment, repeats=repeats, results=records), f,
+                      indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(lines) + "\n")
     return 0
 
 
-def _tables(rows, repeats, args, blas, ort, torch, elman, seconds):
+def _tables(rows, repeats, args, blas, ort, torch, elman, seconds, load_before, load_after):
     lines = [f"elman {elman.__version__} (compiled path, eval, no_grad) vs onnxruntime "
              f"{ort.__version__} (CPUExecutionProvider) vs torch {torch.__version__} "
              f"(inference_mode); float32, {args.threads} threads each; {cpu_model()}, NumPy's "
-             f"BLAS: {blas}; load average before/after: see the run's output; medians of "
-             f"{repeats} alternating repeats; benchmark time {seconds:.0f} s", ""]
+             f"BLAS: {blas}; 1-minute load average {load_before[0]:.2f} before, "
+             f"{load_after[0]:.2f} after; medians of {repeats} alternating repeats; benchmark "
+             f"time {seconds:.0f} s", ""]
     head = ("| cell | stack | N, T, I, H | elman ms | onnxruntime ms | torch ms | "
             "onnxruntime/elman | torch/elman |")
     for kind, title in (("sequence", "One forward of a batch of sequences (ms per forward)"),

@@ -1,0 +1,32 @@
+"""Smoke test of benchmarks/bench_infer.py: a tiny run of the three frameworks, which must agree."""
+import importlib.util
+import json
+import pathlib
+
+from _torch import require, require_torch
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_infer.py"
+
+
+def test_quick_run_times_and_checks_every_framework(tmp_path):
+    require_torch()
+    require("onnxruntime")
+    require("onnx")
+    spec = importlib.util.spec_from_file_location("bench_infer", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out, md = tmp_path / "infer.json", tmp_path / "infer.md"
+    rc = bench.main(["--quick", "--repeats", "1", "--keep-env", "--threads", "1",
+                     "--cells", "gru,lstm", "--stacks", "1,2bi", "--json", str(out),
+                     "--markdown", str(md)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["kind"], r["cell"], r["stack"]) for r in results] == [
+        ("sequence", "gru", "1"), ("sequence", "gru", "2bi"), ("sequence", "lstm", "1"),
+        ("sequence", "lstm", "2bi"), ("step", "gru", "1"), ("step", "lstm", "1")]
+    for r in results:
+        assert r["max_rel_err"] < 1e-4        # outputs and final states, against torch
+        assert set(r["median_s"]) == {"elman", "onnxruntime", "torch"}
+        assert all(t > 0 for t in r["median_s"].values())
+    text = md.read_text()
+    assert "One step per call, batch 1" in text and "onnxruntime/elman" in text
