@@ -276,10 +276,11 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     GX = ws.take("GX", (T, N, GH), dtype)
-    if T * N == 1:     # one step of one sequence: a GEMV (a GEMM packs its operands first)
-        np.matmul(W_ih, X[0, 0], out=GX[0, 0])
+    X2, GX2 = X.reshape(T * N, X.shape[2]), GX.reshape(T * N, GH)
+    if kernels is not None:             # the same BLAS call, minus NumPy's dispatch
+        fast.project_input(X2, W_ih, GX2)
     else:
-        np.matmul(X.reshape(T * N, X.shape[2]), W_ih.T, out=GX.reshape(T * N, GH))
+        np.matmul(X2, W_ih.T, out=GX2)
     # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
     transform = _kernel_attribute(kernels, "transform_input")
     input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
-           "FastPathWarning"]
+           "project_input", "FastPathWarning"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -93,6 +93,12 @@ def kernels_for(eq, dtype):
                           f"asks for that explicitly", FastPathWarning, stacklevel=3)
         return None
     return kernels_named(name)
+
+
+def project_input(X2, W, out):
+    """``out[...] = X2 @ W.T`` in compiled code (:func:`elman.fast._loop.project_input`); only
+    when :func:`enabled`."""
+    kernels_named(f"{__name__}._loop").project_input(X2, W, out)
 
 
 def kernels_named(name: str):

@@ -17,6 +17,14 @@ HALF = np.float32(0.5)  # would promote it to float64) and are exact in float64 
 ZERO = np.float32(0)
 
 
+@njit(**JIT)
+def project_input(X2, W, out):
+    """out = X2 @ W.T, (rows, I) @ (G*H, I).T: the input projection of a layer, through the
+    kernels' BLAS binding (one row: a GEMV); the same BLAS call as NumPy's matmul, without its
+    few microseconds of dispatch, which a streaming caller's one-step calls each paid."""
+    gemm(X2, W.T, out)
+
+
 @njit(inline="always")
 def step_at(schedule, s):
     """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
