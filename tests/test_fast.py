@@ -318,3 +318,19 @@ def test_retain_graph_keeps_the_gates_that_a_normal_backward_overwrites(kind):
     np.testing.assert_array_equal(dx1, dx2)
     for a, p in zip(first, layer.parameters()):
         np.testing.assert_array_equal(a, p.grad)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_layer_norm_kernels_carry_nan_and_inf_as_the_reference_does(kind):
+    """The layer-norm kernels' row sums may be reassociated (vectorised), nothing more: a NaN
+    or an inf in one sequence gives NaN exactly where the NumPy steps give it, and the other
+    sequences' numbers agree."""
+    layer = getattr(elman, kind)(3, 4, layer_norm=True, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 3, 3))
+    x[2, 0, 1], x[3, 2, 0] = np.nan, np.inf
+    with np.errstate(invalid="ignore"):          # inf - inf, NaN in sums: expected here
+        reference, fast = both_paths(layer, x)
+    assert np.isnan(reference["out"][2:, 0]).all() and np.isfinite(reference["out"][:, 1]).all()
+    for key, ref in reference.items():
+        np.testing.assert_array_equal(np.isnan(fast[key]), np.isnan(ref), err_msg=key)
+        np.testing.assert_allclose(fast[key], ref, rtol=1e-12, atol=1e-12, err_msg=key)

@@ -1,6 +1,7 @@
-"""LSTM(peephole=True): exact gradients (float64 central differences), the compiled kernel
-against the NumPy steps, zero peepholes equal the plain LSTM, checkpoints, and onnxruntime's LSTM
-operator (its ``P`` input) as an independent oracle; what torch cannot express is refused."""
+"""LSTM(peephole=True) and LSTMCell(peephole=True): exact gradients (float64 central
+differences), the compiled kernel against the NumPy steps, zero peepholes equal the plain LSTM,
+checkpoints, onnxruntime's LSTM operator (its ``P`` input) and, for the one-step cell, a
+torch.autograd reference as independent oracles; what torch cannot express is refused."""
 import os
 
 import numpy as np
@@ -47,8 +48,6 @@ def test_flag_config_and_repr():
     assert plain.peephole is False
     with pytest.raises(TypeError, match=r"peephole must be True or False, got 'yes'"):
         elman.LSTM(3, 4, peephole="yes")
-    with pytest.raises(TypeError, match="peephole"):
-        elman.LSTMCell(3, 4, peephole=True)        # the one-step cell has no peepholes
 
 
 @pytest.mark.parametrize("proj_size", [0, 2])
@@ -243,3 +242,178 @@ def test_peepholes_combine_with_recurrent_dropout_and_forget_bias():
     assert max(errors.values()) < 1e-6, errors
     with pytest.raises(ValueError, match="layer_norm=True and peephole=True cannot be combined"):
         elman.LSTM(3, 4, peephole=True, layer_norm=True)
+
+
+# -- the one-step cell: LSTMCell(peephole=True) ------------------------------------------------
+
+def peephole_cell(I, H, rng, scale=0.5, **kwargs):
+    """An LSTMCell(peephole=True) with random nonzero peephole weights."""
+    cell = elman.LSTMCell(I, H, peephole=True, **kwargs)
+    for name in ("weight_ci", "weight_cf", "weight_co"):
+        getattr(cell, name).data[...] = rng.uniform(-scale, scale, H)
+    return cell
+
+
+def torch_peephole_step(torch, cell, x, h0, c0, a=None, b=None):
+    """The peephole step written out in torch (the equations of elman.cells.peephole_lstm),
+    with zoneout's weights ``a`` (h) and ``b`` (c) if given: ``(h, c, {name: tensor})``."""
+    w = {name: torch.tensor(p.data, requires_grad=True) for name, p in cell.named_parameters()}
+    gates = x @ w["weight_ih"].T + h0 @ w["weight_hh"].T
+    if "bias_ih" in w:
+        gates = gates + w["bias_ih"] + w["bias_hh"]
+    i_pre, f_pre, g_pre, o_pre = gates.chunk(4, dim=-1)
+    i = torch.sigmoid(i_pre + w["weight_ci"] * c0)
+    f = torch.sigmoid(f_pre + w["weight_cf"] * c0)
+    c = f * c0 + i * torch.tanh(g_pre)
+    h = torch.sigmoid(o_pre + w["weight_co"] * c) * torch.tanh(c)
+    if a is not None:                  # zoneout mixes after the step: h came from the new c
+        h, c = a * h0 + (1 - a) * h, b * c0 + (1 - b) * c
+    return h, c, w
+
+
+CELL_GRID = [  # (batched, bias, zoneout, forget_bias)
+    (True, True, 0.0, None), (True, False, 0.0, None), (False, True, 0.0, 1.0),
+    (True, True, 0.4, None), (False, True, 0.4, 1.0)]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["numpy", "fast"])
+@pytest.mark.parametrize("config", CELL_GRID, ids=lambda c: "{}-{}-z{}-fb{}".format(
+    "batched" if c[0] else "unbatched", "bias" if c[1] else "nobias", c[2], c[3]))
+def test_cell_gradcheck_every_parameter_input_and_both_states(config, fast):
+    batched, bias, zoneout, forget_bias = config
+    rng = np.random.default_rng(CELL_GRID.index(config))
+    lead = (3,) if batched else ()
+    cell = peephole_cell(2, 4, rng, bias=bias, zoneout=zoneout, forget_bias=forget_bias,
+                         dtype=np.float64, seed=0)
+    x, h0, c0 = (rng.standard_normal(lead + (n,)) for n in (2, 4, 4))
+    with elman.fast.use(fast):
+        errors = elman.gradcheck(cell, (x, (h0, c0)))      # zoneout's mask held fixed
+    names = {n for n, _ in cell.named_parameters()}
+    assert {"weight_ci", "weight_cf", "weight_co"} <= names
+    assert set(errors) == names | {"input[0]", "input[1][0]", "input[1][1]"}
+    assert max(errors.values()) < 1e-7, errors
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["numpy", "fast"])
+@pytest.mark.parametrize("zoneout", [0.0, 0.4], ids=["plain", "zoneout"])
+def test_cell_agrees_with_a_torch_autograd_reference(zoneout, fast):
+    """Outputs and every gradient (parameters, input, both states) against the equations
+    written in torch; with zoneout, the masks the cell drew are given to the reference."""
+    torch = require("torch")
+    rng = np.random.default_rng(5)
+    cell = peephole_cell(3, 5, rng, scale=1.0, zoneout=zoneout, dtype=np.float64, seed=1)
+    x, h0, c0 = rng.standard_normal((4, 3)), rng.standard_normal((4, 5)), \
+        rng.standard_normal((4, 5))
+    dh, dc = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    with elman.fast.use(fast):
+        h, c = cell(x, (h0, c0))
+        zone = cell._cache[0].zone
+        dx, (dh0, dc0) = cell.backward(dh, dc)
+    tx, th0, tc0 = (torch.tensor(v, requires_grad=True) for v in (x, h0, c0))
+    masks = () if zone is None else (torch.tensor(zone.h[0]), torch.tensor(zone.c[0]))
+    if zone is not None:
+        assert set(np.unique(zone.h)) == {0.0, 1.0}   # training: a real 0/1 mask, both values
+    th, tc, w = torch_peephole_step(torch, cell, tx, th0, tc0, *masks)
+    ((th * torch.tensor(dh)).sum() + (tc * torch.tensor(dc)).sum()).backward()
+    pairs = [("h", h, th), ("c", c, tc), ("dx", dx, tx.grad), ("dh0", dh0, th0.grad),
+             ("dc0", dc0, tc0.grad)]
+    pairs += [(name, p.grad, w[name].grad) for name, p in cell.named_parameters()]
+    for what, ours, theirs in pairs:
+        np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-11, atol=1e-13,
+                                   err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("fast", [False, True], ids=["numpy", "fast"])
+def test_cell_is_the_layer_run_for_one_step(fast, dtype):
+    """LSTMCell(peephole=True) and LSTM(peephole=True) on T = 1 with the same weights: the same
+    numbers, forward and backward."""
+    rng = np.random.default_rng(2)
+    cell = peephole_cell(3, 4, rng, dtype=dtype, seed=0)
+    layer = elman.LSTM(3, 4, peephole=True, dtype=dtype, seed=9)
+    for name, p in cell.named_parameters():
+        getattr(layer, name + "_l0").data[...] = p.data
+    x, h0, c0, dh, dc = (rng.standard_normal((2, n)).astype(dtype) for n in (3, 4, 4, 4, 4))
+    with elman.fast.use(fast):
+        h, c = cell(x, (h0, c0))
+        out, (h_n, c_n) = layer(x[None], (h0[None], c0[None]))
+        dx, (dh0, dc0) = cell.backward(dh, dc)
+        dX, (dH0, dC0) = layer.backward(dh[None], (np.zeros_like(h_n), dc[None]))
+    for ours, theirs in ((h, out[0]), (h, h_n[0]), (c, c_n[0]), (dx, dX[0]), (dh0, dH0[0]),
+                         (dc0, dC0[0])):
+        np.testing.assert_array_equal(ours, theirs)
+    for name, p in cell.named_parameters():
+        np.testing.assert_array_equal(p.grad, getattr(layer, name + "_l0").grad, err_msg=name)
+
+
+def test_cell_zero_peepholes_equal_the_plain_cell_and_nonzero_ones_act():
+    rng = np.random.default_rng(0)
+    x, h0, c0 = rng.standard_normal((2, 3)), rng.standard_normal((2, 4)), \
+        rng.standard_normal((2, 4))
+    plain = elman.LSTMCell(3, 4, dtype=np.float64, seed=3)
+    peep = elman.LSTMCell(3, 4, peephole=True, dtype=np.float64, seed=3)
+    for name, p in plain.named_parameters():            # the same draws: the same weights
+        np.testing.assert_array_equal(getattr(peep, name).data, p.data)
+    for gate in "ifo":
+        assert not getattr(peep, f"weight_c{gate}").data.any()
+        assert getattr(peep, f"weight_c{gate}").data.shape == (4,)
+    for u, v in zip(plain(x, (h0, c0)), peep(x, (h0, c0))):
+        np.testing.assert_array_equal(u, v)
+    for gate in "ifo":                                   # each peephole changes the step
+        cell = elman.LSTMCell(3, 4, peephole=True, dtype=np.float64, seed=3)
+        getattr(cell, f"weight_c{gate}").data[...] = 0.7
+        assert np.abs(cell(x, (h0, c0))[0] - plain(x, (h0, c0))[0]).max() > 1e-3, gate
+
+
+def test_cell_evaluation_zoneout_is_the_expectation_of_the_peephole_step():
+    p = 0.3
+    rng = np.random.default_rng(4)
+    x, h0, c0 = rng.standard_normal((2, 3)), rng.standard_normal((2, 4)), \
+        rng.standard_normal((2, 4))
+    zoned = peephole_cell(3, 4, np.random.default_rng(1), zoneout=p, dtype=np.float64,
+                          seed=2).eval()
+    plain = peephole_cell(3, 4, np.random.default_rng(1), dtype=np.float64, seed=2).eval()
+    (h, c), (h_new, c_new) = zoned(x, (h0, c0)), plain(x, (h0, c0))
+    np.testing.assert_allclose(h, p * h0 + (1 - p) * h_new, rtol=1e-13)
+    np.testing.assert_allclose(c, p * c0 + (1 - p) * c_new, rtol=1e-13)
+
+
+def test_cell_repr_config_and_checkpoint(tmp_path):
+    plain, peep = elman.LSTMCell(3, 4), elman.LSTMCell(3, 4, peephole=True, zoneout=0.2)
+    assert plain.peephole is False and "peephole" not in plain.config()
+    assert "peephole" not in repr(plain)
+    assert repr(peep) == "LSTMCell(3, 4, zoneout=0.2, peephole=True)"
+    assert peep.config()["peephole"] is True
+    cell = peephole_cell(3, 4, np.random.default_rng(0), forget_bias=1.0, seed=0).eval()
+    elman.save(cell, tmp_path / "cell.npz")
+    again = elman.load(tmp_path / "cell.npz")
+    assert type(again) is elman.LSTMCell and again.peephole is True
+    assert again.forget_bias == 1.0
+    for name, p in cell.named_parameters():
+        np.testing.assert_array_equal(getattr(again, name).data, p.data)
+    x = np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)
+    for u, v in zip(again(x), cell(x)):
+        np.testing.assert_array_equal(u, v)
+    elman.save(elman.LSTMCell(3, 4, seed=0), tmp_path / "plain.npz")
+    assert elman.load(tmp_path / "plain.npz").peephole is False
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, 0.0])
+def test_cell_peephole_argument_is_checked(value):
+    with pytest.raises(TypeError, match=rf"peephole must be True or False, got {value!r}"):
+        elman.LSTMCell(3, 4, peephole=value)
+
+
+def test_cell_state_dict_needs_the_peephole_weights():
+    peep = elman.LSTMCell(3, 4, peephole=True, seed=0)
+    with pytest.raises(RuntimeError, match="weight_ci"):
+        peep.load_state_dict(elman.LSTMCell(3, 4, seed=0).state_dict())
+
+
+def test_to_torch_refuses_the_peephole_cell():
+    torch = require("torch")
+    from elman.interop import from_torch, to_torch
+    with pytest.raises(ConversionError, match=r"LSTMCell\(peephole=True\) has no torch.nn "
+                                              r"counterpart \(torch.nn.LSTMCell has no peephole"):
+        to_torch(elman.LSTMCell(3, 4, peephole=True))
+    assert from_torch(torch.nn.LSTMCell(3, 4)).peephole is False

@@ -146,7 +146,7 @@ CONSTRUCTORS = [
     (elman.LSTM, dict(input_size=3, hidden_size=4), {**RNN_ARGS, "proj_size": "count"}),
     (elman.RNNCell, dict(input_size=3, hidden_size=4), {**CELL_ARGS, "nonlinearity": "choice"}),
     (elman.GRUCell, dict(input_size=3, hidden_size=4), {**CELL_ARGS, "reset_after": "flag"}),
-    (elman.LSTMCell, dict(input_size=3, hidden_size=4), CELL_ARGS),
+    (elman.LSTMCell, dict(input_size=3, hidden_size=4), {**CELL_ARGS, "peephole": "flag"}),
     (elman.Dense, dict(in_features=3, out_features=2),
      {"in_features": "size", "out_features": "size", "bias": "flag", "activation": "choice",
       "dtype": "dtype", "seed": "seed"}),

@@ -18,6 +18,8 @@ Backward, from dh and dc (the gradient reaching c from the next step)::
     dg_pre = dc * i * (1 - g**2)
     dc_prev = dc * f
     dGX = dGH = [di_pre, df_pre, dg_pre, do_pre];  dh_prev = dGH W_hh  (the loop's GEMM)
+
+The one-step module, ``LSTMCell``, is in :mod:`elman.cells.lstm_cell`.
 """
 from __future__ import annotations
 
@@ -25,12 +27,10 @@ import functools
 
 import numpy as np
 
-from .. import registry
-from .. import _validate
 from ..init import uniform_
-from .base import CellBase, CellEquations, ParamSpec
+from .base import CellEquations, ParamSpec
 
-__all__ = ["LSTMEquations", "LSTMCell"]
+__all__ = ["LSTMEquations"]
 
 
 class LSTMEquations(CellEquations):
@@ -137,30 +137,3 @@ def _forget_block(value: float, H: int):
         uniform_(array, 1.0 / np.sqrt(H), rng)
         array[H:2 * H] = value
     return init
-
-
-@registry.register("module")
-class LSTMCell(CellBase):
-    """One LSTM step (equations in the module docstring); returns ``(h, c)``.
-
-    >>> import numpy as np, elman
-    >>> cell = elman.LSTMCell(3, 4, seed=0)
-    >>> h, c = cell(np.zeros((2, 3)))                  # states default to zeros
-    >>> h.shape, c.shape
-    ((2, 4), (2, 4))
-    >>> dx, (dh, dc) = cell.backward(np.ones_like(h), None)
-    """
-
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
-                 forget_bias=None, zoneout=0.0):
-        eq = LSTMEquations(forget_bias)
-        if eq.forget_bias is not None and not _validate.flag("bias", bias):
-            raise ValueError("forget_bias needs bias=True (it sets the forget gate's bias)")
-        super().__init__(eq, input_size, hidden_size, bias, dtype, seed, zoneout)
-        self.forget_bias = eq.forget_bias
-
-    def config(self) -> dict:
-        cfg = super().config()
-        if self.forget_bias is not None:
-            cfg["forget_bias"] = self.forget_bias
-        return cfg

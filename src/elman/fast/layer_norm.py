@@ -25,20 +25,51 @@ saved_width = None     # the reference's layout (the cell's saved_width)
 dgh_blocks = None      # dGH has every gate block (the recurrent side has its own norm)
 
 
+# The row sums below are the only reductions in these loops. LLVM keeps a float sum in its
+# written order, one add after another (each waits for the last: scalar, latency-bound), unless
+# it may reassociate it; so the sums live in helpers of their own compiled with only that
+# licence ('reassoc', and 'contract' for a * b + s as one FMA), which lets them run on vector
+# registers with several partial sums. Not numba's fastmath=True: 'nnan'/'ninf' would let LLVM
+# assume no NaN or inf, and a NaN must still come out as NaN. The helpers are not numba-inlined
+# (that would drop their flags into the caller's); LLVM inlines them, flags kept per instruction.
+SUMS = dict(JIT, fastmath={"reassoc", "contract"})
+
+
+@njit(**SUMS)
+def _row_sum(v):
+    """sum(v), in float64 (float32 rounding, amplified by 1/std, would be most of the float32
+    error)."""
+    s = 0.0
+    for k in range(v.shape[0]):
+        s += v[k]
+    return s
+
+
+@njit(**SUMS)
+def _row_sum_sq(v, mu):
+    """sum((v - mu)^2), in float64."""
+    s = 0.0
+    for k in range(v.shape[0]):
+        d = v[k] - mu
+        s += d * d
+    return s
+
+
+@njit(**SUMS)
+def _row_dot(a, b):
+    """sum(a * b), in float64."""
+    s = 0.0
+    for k in range(a.shape[0]):
+        s += a[k] * b[k]
+    return s
+
+
 @njit(inline="always")
 def _normalise(v, out, inv_m, eps):
     """out = (v - mean(v)) / sqrt(var(v) + eps) over the row; returns 1/sqrt(var + eps). The
-    sums are taken in float64 (their float32 rounding, amplified by 1/std, would be most of
-    the float32 error)."""
-    mu = 0.0
-    for k in range(v.shape[0]):
-        mu += v[k]
-    mu *= inv_m
-    var = 0.0
-    for k in range(v.shape[0]):
-        d = v[k] - mu
-        var += d * d
-    rstd = 1.0 / np.sqrt(var * inv_m + eps)
+    sums are taken in float64 (:func:`_row_sum`)."""
+    mu = _row_sum(v) * inv_m
+    rstd = 1.0 / np.sqrt(_row_sum_sq(v, mu) * inv_m + eps)
     for k in range(v.shape[0]):
         out[k] = (v[k] - mu) * rstd
     return rstd
@@ -48,18 +79,13 @@ def _normalise(v, out, inv_m, eps):
 def _normalise_backward(d, n, gain, rstd, inv_m, acc_w, acc_b, dn, out):
     """out = rstd (dn - mean(dn) - n mean(dn n)) with dn = d * gain: the gradient wrt the
     un-normalised row from ``d`` (wrt gain * n + shift); acc_w += d n, acc_b += d. Sums in
-    float64, as in :func:`_normalise`."""
-    s1 = 0.0
-    s2 = 0.0
+    float64, as in :func:`_normalise`. ``out`` may be ``d`` itself."""
     for k in range(d.shape[0]):
         acc_w[k] += d[k] * n[k]
         acc_b[k] += d[k]
-        x = d[k] * gain[k]
-        dn[k] = x
-        s1 += x
-        s2 += x * n[k]
-    s1 *= inv_m
-    s2 *= inv_m
+        dn[k] = d[k] * gain[k]
+    s1 = _row_sum(dn) * inv_m
+    s2 = _row_dot(dn, n) * inv_m
     for k in range(d.shape[0]):
         out[k] = rstd * ((dn[k] - s1) - n[k] * s2)
 

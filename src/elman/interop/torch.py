@@ -61,7 +61,8 @@ What is refused (:class:`~elman.interop.ConversionError`, naming the layer)
 - ``Softmax``/``LogSoftmax`` with ``dim=None`` (the dimension would depend on the input's rank);
 - parameters on the ``meta`` device (no values), of mixed dtypes, or of non-float dtypes.
 - (``to_torch``) the options ``torch.nn`` lacks: ``GRU(reset_after=False)``,
-  ``LSTM(peephole=True)``, ``layer_norm``, ``recurrent_dropout``, ``input_dropout``, ``zoneout``
+  ``peephole=True`` (``LSTM``, ``LSTMCell``), ``layer_norm``, ``recurrent_dropout``,
+  ``input_dropout``, ``zoneout``
   (which also changes evaluation: the state is the expectation ``p h_prev + (1 - p) h``).
   ``from_torch`` never meets them: no ``torch.nn`` module has them.
 ``requires_grad=False`` is accepted (elman has no frozen parameters; leave such a parameter out of
@@ -525,9 +526,9 @@ def _to_parts(torch, m, where: str) -> list:
             raise ConversionError(f"{where}: {cls.__name__}({option}={getattr(m, option)}) has "
                                   f"no torch.nn counterpart ({why}); build it without "
                                   f"{option} to convert")
-    if cls is LSTM and m.peephole:
-        raise ConversionError(f"{where}: LSTM(peephole=True) has no torch.nn counterpart "
-                              "(torch.nn.LSTM has no peephole connections)")
+    if cls in (LSTM, LSTMCell) and m.peephole:
+        raise ConversionError(f"{where}: {cls.__name__}(peephole=True) has no torch.nn "
+                              f"counterpart (torch.nn.{cls.__name__} has no peephole connections)")
     if cls in (RNN, GRU, LSTM):
         args = dict(num_layers=m.num_layers, bias=m.bias, batch_first=m.batch_first,
                     dropout=m.dropout, bidirectional=m.bidirectional, dtype=tdt)
