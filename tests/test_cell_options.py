@@ -24,6 +24,7 @@ def test_forget_bias_sets_the_forget_blocks_and_keeps_every_other_draw(build):
         keep = np.r_[0:H, 2 * H:4 * H]
         np.testing.assert_array_equal(a.data[keep], b.data[keep])
     assert biased.config()["forget_bias"] == 1.0 and "forget_bias" not in plain.config()
+    assert "forget_bias=1.0" in repr(biased) and "forget_bias" not in repr(plain)
 
 
 def test_forget_bias_starts_the_forget_gate_near_sigmoid_b():

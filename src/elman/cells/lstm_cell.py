@@ -50,7 +50,10 @@ class LSTMCell(CellBase):
         self.peephole = peephole
 
     def extra_repr(self):
-        return super().extra_repr() + (", peephole=True" if self.peephole else "")
+        s = super().extra_repr()
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias!r}"
+        return s + (", peephole=True" if self.peephole else "")
 
     def config(self) -> dict:
         cfg = super().config()
