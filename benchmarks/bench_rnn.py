@@ -547,7 +547,7 @@ def _elman_runner(np, elman, layer, mode, x, dout, fast):
         layer.eval()
 
         def iterate():
-            with elman.fast.use(fast):
+            with elman.fast.use(fast), elman.no_grad():   # as torch's inference_mode
                 out, _ = layer(x)
             return out
 
