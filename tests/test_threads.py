@@ -77,6 +77,9 @@ def test_small_gemms_get_one_thread(monkeypatch):
     elman.set_num_threads(None)
     assert threads.gemm_threads(32, 256, 64) == 1          # 1 MFLOP
     assert threads.gemm_threads(64, 1024, 256) == 2        # 34 MFLOP
+    # one row (GEMV) is bound by memory: its matrix's size decides, not its 2 MFLOP
+    assert threads.gemm_threads(1, 2048, 512) == 2
+    assert threads.gemm_threads(1, 128, 128) == 1
     elman.set_num_threads(2, adaptive=False)
     assert threads.gemm_threads(32, 256, 64) == 2
 
