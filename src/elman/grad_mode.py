@@ -11,7 +11,7 @@ its internal arrays back to its workspace as soon as the call returns (the next 
 them), no layer holds on to its input, and a ``backward`` afterwards is an error that says why.
 
 As in PyTorch the setting is per thread, the contexts nest, and each also works as a decorator
-(``@elman.no_grad()``). It is not the evaluation mode: dropout follows ``train()``/``eval()``,
+(``@elman.no_grad()``). It is not the evaluation mode: dropout follows ``.train()``/``.eval()``,
 as in PyTorch; ``Sequential.predict``/``evaluate`` and the decoders use both.
 ``inference_mode`` is the same switch under PyTorch's other name (elman keeps no tensor version
 counters, so the two differ in nothing).
