@@ -114,6 +114,8 @@ def float_dtype(dtype) -> np.dtype:
 
 def float_array(name: str, value, dtype: np.dtype) -> np.ndarray:
     """``value`` as a C-contiguous array of ``dtype``; non-numeric data is a TypeError."""
+    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
+        return value        # the usual case, first: a streaming caller pays this at every call
     try:
         arr = np.asarray(value)
     except ValueError as e:          # ragged nested lists: NumPy's words do not name the culprit

@@ -140,7 +140,8 @@ class RecurrentLayer(StatefulMixin, Module):
 
     def _weights(self, index: int, grads: bool = False) -> Weights:
         """Layer-direction ``index``'s arrays by the cell's parameter names."""
-        return {name: getattr(getattr(self, attribute), "grad" if grads else "data")
+        which = "grad" if grads else "data"
+        return {name: getattr(getattr(self, attribute), which)
                 for name, attribute in self._names[index].items()}
 
     # -- forward ---------------------------------------------------------------------------
@@ -206,7 +207,10 @@ class RecurrentLayer(StatefulMixin, Module):
                 X = np.where(np.arange(T)[:, None, None] < lengths[None, :, None], X, 0)
 
         self._release_cache()             # a forward nobody differentiated: reuse its arrays
-        caches, masks, h_n, c_n = [], [], [], []
+        caches, masks = [], []
+        h_n = np.empty((self.num_layers * D, N, self._P), self.dtype)
+        c_n = None if c0 is None else np.empty((self.num_layers * D, N, self.hidden_size),
+                                               self.dtype)
         layer_in = X
         # Keras' variational dropout: one mask per sequence and layer-direction, the same at
         # every step, on the layer's input (input_dropout) and on h_prev where it enters W_hh
@@ -217,12 +221,15 @@ class RecurrentLayer(StatefulMixin, Module):
             outs = []
             for direction in range(D):
                 k = layer * D + direction
-                x_mask = self._variational_mask(self.input_dropout, (N, layer_in.shape[2]),
-                                                order)
-                h_mask = self._variational_mask(self.recurrent_dropout, (N, self._P), order)
-                zone = Zoneout.draw(self.zoneout, self.training, self._rng, (T, N, self._P),
-                                    self.hidden_size if self.eq.has_cell else None,
-                                    self.dtype, order)
+                x_mask = h_mask = zone = None
+                if self.training:                # (tested first: a streaming caller's every
+                    x_mask = self._variational_mask(self.input_dropout,   # call goes past)
+                                                    (N, layer_in.shape[2]), order)
+                    h_mask = self._variational_mask(self.recurrent_dropout, (N, self._P), order)
+                if self.zoneout:
+                    zone = Zoneout.draw(self.zoneout, self.training, self._rng, (T, N, self._P),
+                                        self.hidden_size if self.eq.has_cell else None,
+                                        self.dtype, order)
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
                 cache = sequence_forward(self.eq,
@@ -233,9 +240,7 @@ class RecurrentLayer(StatefulMixin, Module):
                                          zone=zone)
                 caches.append(cache)
                 outs.append(output_view(cache))
-                h, c = final_states(cache, lengths)
-                h_n.append(h)
-                c_n.append(c)
+                final_states(cache, lengths, h_n[k], None if c_n is None else c_n[k])
             if D == 1:
                 out = outs[0]
             else:
@@ -251,8 +256,6 @@ class RecurrentLayer(StatefulMixin, Module):
             layer_in = np.ascontiguousarray(out)
 
         out = layer_in
-        h_n = _stack(h_n)
-        c_n = None if c0 is None else _stack(c_n)
         if is_grad_enabled():
             self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
                                lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
@@ -274,6 +277,8 @@ class RecurrentLayer(StatefulMixin, Module):
         return mask if order is None else mask[order]
 
     def _format_outputs(self, out, h_n, c_n, inverse, batched):
+        if inverse is None and batched and not self.batch_first:     # nothing to reorder
+            return (out, (h_n, c_n)) if self.eq.has_cell else (out, h_n)
         out, h_n, c_n = (_to_caller(a, inverse, batched) for a in (out, h_n, c_n))
         if batched and self.batch_first:
             out = out.transpose(1, 0, 2)
@@ -445,12 +450,6 @@ def _to_caller(a, inverse, batched):
     if inverse is not None:
         a = a[:, inverse]
     return a if batched else a[:, 0]
-
-
-def _stack(states: list) -> np.ndarray:
-    """np.stack(states), without its generality for the one-layer, one-direction case (a
-    streaming caller's every call)."""
-    return states[0][None] if len(states) == 1 else np.stack(states)
 
 
 def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:

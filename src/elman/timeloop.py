@@ -257,7 +257,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     filled here).
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
-    lengths)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
+    lengths, h_n, c_n)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
     """
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
@@ -364,17 +364,23 @@ def output_view(cache: SequenceCache) -> np.ndarray:
     return cache.S[:-1] if cache.reverse else cache.S[1:]
 
 
-def final_states(cache: SequenceCache, lengths: np.ndarray | None):
-    """(h_n, c_n): the state after each sequence's last valid step, (N, P) and (N, H) or None."""
-    def pick(B):
-        if B is None:
-            return None
-        if cache.reverse:
-            return B[0].copy()
-        if lengths is None:
-            return B[-1].copy()
-        return B[lengths, np.arange(B.shape[1])]
-    return pick(cache.S), pick(cache.C)
+def final_states(cache: SequenceCache, lengths: np.ndarray | None, h_out: np.ndarray,
+                 c_out: np.ndarray | None) -> None:
+    """The state after each sequence's last valid step into ``h_out`` (N, P) and, for a cell
+    with a cell state, ``c_out`` (N, H) (rows of the layer's ``h_n``/``c_n``: written in place,
+    no copy of their own and no stacking after)."""
+    _final_state(cache.S, cache.reverse, lengths, h_out)
+    if cache.C is not None:
+        _final_state(cache.C, cache.reverse, lengths, c_out)
+
+
+def _final_state(B: np.ndarray, reverse: bool, lengths: np.ndarray | None, out: np.ndarray):
+    if reverse:
+        out[...] = B[0]
+    elif lengths is None:
+        out[...] = B[-1]
+    else:
+        out[...] = B[lengths, np.arange(B.shape[1])]
 
 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,

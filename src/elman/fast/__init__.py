@@ -97,8 +97,11 @@ def kernels_for(eq, dtype):
 
 def project_input(X2, W, out):
     """``out[...] = X2 @ W.T`` in compiled code (:func:`elman.fast._loop.project_input`); only
-    when :func:`enabled`."""
-    kernels_named(f"{__name__}._loop").project_input(X2, W, out)
+    when :func:`enabled`. (numba is imported at the first call, not with elman; from then on
+    this name is the compiled function itself, one Python call less per layer call.)"""
+    global project_input
+    project_input = kernels_named(f"{__name__}._loop").project_input
+    project_input(X2, W, out)
 
 
 def kernels_named(name: str):
