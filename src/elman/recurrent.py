@@ -25,6 +25,8 @@ the final states of the call before, row by row; ``reset_states()`` forgets them
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import _validate, registry
@@ -38,7 +40,7 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
-                       sequence_backward, sequence_forward)
+                       run_directions, sequence_backward, sequence_forward)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -217,8 +219,10 @@ class RecurrentLayer(StatefulMixin, Module):
         # (recurrent_dropout); drawn in the caller's row order, then sorted like the batch;
         # zoneout's per-step masks after them
         in_masks, h_masks = [], []
+        # the work of a direction's recurrent GEMMs, T steps of (N x P) @ (P x K)
+        flops = 2.0 * T * N * self._P * self.eq.recurrent_gates * self.hidden_size
         for layer in range(self.num_layers):
-            outs = []
+            calls = []
             for direction in range(D):
                 k = layer * D + direction
                 x_mask = h_mask = zone = None
@@ -232,12 +236,16 @@ class RecurrentLayer(StatefulMixin, Module):
                                         self.dtype, order)
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
-                cache = sequence_forward(self.eq,
-                                         layer_in if x_mask is None else layer_in * x_mask,
-                                         h0[k], None if c0 is None else c0[k], self._weights(k),
-                                         lengths, active, reverse=bool(direction),
-                                         workspace=self._workspaces[k], h_mask=h_mask,
-                                         zone=zone)
+                calls.append(functools.partial(
+                    sequence_forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
+                    h0[k], None if c0 is None else c0[k], self._weights(k), lengths, active,
+                    reverse=bool(direction), workspace=self._workspaces[k], h_mask=h_mask,
+                    zone=zone))
+            # (a bidirectional layer's two directions run at once where that pays: timeloop)
+            outs = []
+            for direction, cache in enumerate(run_directions(self.eq, self.dtype, flops,
+                                                             calls)):
+                k = layer * D + direction
                 caches.append(cache)
                 outs.append(output_view(cache))
                 final_states(cache, lengths, h_n[k], None if c_n is None else c_n[k])
@@ -357,15 +365,21 @@ class RecurrentLayer(StatefulMixin, Module):
         dh0 = np.zeros((L * D, N, P), self.dtype)
         dc0 = np.zeros((L * D, N, H), self.dtype) if self.eq.has_cell else None
         dY = dout
+        flops = 2.0 * T * N * P * self.eq.recurrent_gates * H    # a direction's recurrent GEMMs
         for layer in reversed(range(L)):
-            dX = None
+            calls = []
             for direction in range(D):
                 k = layer * D + direction
                 dY_d = None if dY is None else dY[:, :, direction * P:(direction + 1) * P]
-                dX_d, dh, dc = sequence_backward(
-                    self.eq, st["caches"][k], dY_d, None if dh_n is None else dh_n[k],
-                    None if dc_n is None else dc_n[k], self._weights(k), self._weights(k, True),
-                    input_grad=layer > 0 or input_grad, consume=not retain_graph)
+                calls.append(functools.partial(
+                    sequence_backward, self.eq, st["caches"][k], dY_d,
+                    None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
+                    self._weights(k), self._weights(k, True),
+                    input_grad=layer > 0 or input_grad, consume=not retain_graph))
+            dX = None
+            for direction, (dX_d, dh, dc) in enumerate(run_directions(self.eq, self.dtype,
+                                                                       flops, calls)):
+                k = layer * D + direction
                 x_mask = st["in_masks"][k]
                 if dX_d is not None and x_mask is not None:      # the input was x * mask
                     dX_d *= x_mask

@@ -41,6 +41,7 @@ import numbers
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -303,21 +304,23 @@ class for_gemm:
     def __init__(self, m: int, n: int, k: int):
         # OpenBLAS runs a GEMM of m*n*k <= 4 * 65536 on one thread by itself
         # (GEMM_MULTITHREAD_THRESHOLD): leave the setting alone for those, switching costs more
-        if m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:
+        if _pinned:                   # inside concurrently(): BLAS stays at one thread
+            self.threads = 0
+        elif m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:
             _work_starts()
             self.threads = None
         else:
             self.threads = gemm_threads(m, n, k)
 
     def __enter__(self):
-        if self.threads is not None:
+        if self.threads:
             _apply(self.threads)
         return self
 
     def __exit__(self, *exc):
-        if self.threads is not None:
+        if self.threads:
             _apply(granted())
-        else:
+        elif self.threads is None:
             _apply_new_grant()
         return False
 
@@ -336,6 +339,53 @@ def _apply_new_grant() -> None:
 
 
 _applied_grant = None          # the policy's decision (_monitor.grant) that _apply_new_grant set
+
+
+def concurrently(first, second) -> tuple:
+    """``(first(), second())``, run at once: ``first`` on a worker thread, ``second`` on this
+    one, with NumPy's BLAS at one thread (each caller's BLAS calls then run on the caller's own
+    thread) and :class:`for_gemm` leaving it there; afterwards BLAS goes back to
+    :func:`granted`. Both must spend their time in code that releases the GIL (compiled
+    ``nogil`` loops, BLAS) or nothing is gained. An exception in either is raised here, after
+    both have stopped (``second``'s if both fail).
+
+    The whole of each task runs on one BLAS thread, not only its loops: a BLAS call on two
+    threads just before would leave OpenBLAS's own worker thread spinning, waiting for more
+    work, for about 0.1 s (2^28 cycles, its default ``OPENBLAS_THREAD_TIMEOUT``), and beside the
+    two tasks on two cores it took a core's worth of time from them (measured: two directions'
+    forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other)."""
+    global _pinned
+    _apply(1)
+    _pinned += 1
+    try:
+        future = _worker().submit(first)
+        try:
+            result = second()
+        except BaseException:
+            wait([future])
+            raise
+        return future.result(), result
+    finally:
+        _pinned -= 1
+        if not _pinned:
+            _apply(granted())
+
+
+_pinned = 0                    # > 0 inside concurrently(): BLAS stays at one thread
+
+
+def _worker():
+    """The one worker thread of :func:`concurrently`, started at its first use (and again in a
+    forked child process, which inherits the executor but not its thread)."""
+    global _executor, _executor_pid
+    if _executor is None or _executor_pid != os.getpid():
+        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elman-loop")
+        _executor_pid = os.getpid()
+    return _executor
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = None
 
 
 def info() -> dict:

@@ -23,6 +23,9 @@ __all__ = ["forward", "backward"]
 
 saved_width = None     # the reference's layout (the cell's saved_width)
 dgh_blocks = None      # dGH has every gate block (the recurrent side has its own norm)
+# the backward loop sums the norms' parameter gradients into the cell object (eq._acc), which
+# the directions of a layer share: they must not run at once (timeloop.run_directions)
+reentrant = False
 
 
 # The row sums below are the only reductions in these loops. LLVM keeps a float sum in its
