@@ -81,6 +81,20 @@ def test_concurrently_raises_after_both_stopped(failing):
     assert threads.concurrently(lambda: 1, lambda: 2) == (1, 2)      # and it still works
 
 
+def test_concurrently_from_several_caller_threads_at_once():
+    results = {}
+
+    def caller(name):
+        results[name] = threads.concurrently(lambda: (name, 1), lambda: (name, 2))
+    callers = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=60)
+    assert results == {i: ((i, 1), (i, 2)) for i in range(4)}
+    assert threads._pinned == 0
+
+
 # -- the switch -----------------------------------------------------------------------------
 
 def test_overlap_only_for_compiled_reentrant_large_work(monkeypatch):

@@ -40,6 +40,7 @@ import math
 import numbers
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -355,8 +356,9 @@ def concurrently(first, second) -> tuple:
     two tasks on two cores it took a core's worth of time from them (measured: two directions'
     forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other)."""
     global _pinned
-    _apply(1)
-    _pinned += 1
+    with _pin_lock:                 # (callers on several threads of their own: count exactly)
+        _pinned += 1
+        _apply(1)
     try:
         future = _worker().submit(first)
         try:
@@ -366,12 +368,14 @@ def concurrently(first, second) -> tuple:
             raise
         return future.result(), result
     finally:
-        _pinned -= 1
-        if not _pinned:
-            _apply(granted())
+        with _pin_lock:
+            _pinned -= 1
+            if not _pinned:
+                _apply(granted())
 
 
 _pinned = 0                    # > 0 inside concurrently(): BLAS stays at one thread
+_pin_lock = threading.Lock()
 
 
 def _worker():
