@@ -28,7 +28,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_rnn import CONFIGS, GATES, SLOW_ENV_VARS, cpu_model  # noqa: E402
+from bench_rnn import (CONFIGS, GATES, config_indices, cpu_model, emit,  # noqa: E402
+                       reexec_without_slow_env)
 
 CELLS = ("rnn", "gru", "lstm")
 MODES = ("train", "infer")
@@ -53,15 +54,7 @@ def parse_args(argv=None):
     args.cells = [c for c in args.cells.split(",") if c]
     if any(c not in CELLS for c in args.cells):
         ap.error(f"--cells takes a comma-separated subset of {', '.join(CELLS)}")
-    if args.configs == "all":
-        args.configs = list(range(len(CONFIGS)))
-    else:
-        try:
-            args.configs = [int(c) for c in args.configs.split(",")]
-        except ValueError:
-            args.configs = [-1]
-        if any(not 0 <= c < len(CONFIGS) for c in args.configs):
-            ap.error(f"--configs takes indices 0-{len(CONFIGS) - 1} or 'all'")
+    args.configs = config_indices(ap, args.configs, len(CONFIGS))
     try:
         args.size = [tuple(int(v) for v in text.split(",")) for text in args.size]
     except ValueError:
@@ -104,10 +97,7 @@ def _time(fn, min_time):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    present = [k for k in SLOW_ENV_VARS if os.environ.get(k)]
-    if present and not args.keep_env:
-        env = {k: v for k, v in os.environ.items() if k not in SLOW_ENV_VARS}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    env_note = reexec_without_slow_env(args)     # (they slow NumPy's OpenBLAS: bench_rnn.py)
     import numpy as np
 
     import elman
@@ -154,10 +144,9 @@ def main(argv=None) -> int:
         lines.append(f"| {cell} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
                      f"{med['overlap'] * 1e3:.3f} | {med['in turn'] * 1e3:.3f} | {ratio:.2f} | "
                      f"{'overlap' if used else 'in turn'} |")
-    print("\n".join(lines))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    if env_note:
+        lines.insert(1, f"({env_note})")
+    emit(lines, args.markdown)
     return 0
 
 

@@ -38,7 +38,8 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_rnn import CONFIGS as GRID, STACKS, SLOW_ENV_VARS, cpu_model  # noqa: E402
+from bench_rnn import (CONFIGS as GRID, STACKS, SLOW_ENV_VARS, config_indices,  # noqa: E402
+                       cpu_model)
 
 # the grid of bench_rnn.py, then batch 1 at the size of the latency table
 CONFIGS = GRID + [(1, 50, 32, 128)]
@@ -69,15 +70,7 @@ def parse_args(argv=None):
     args.cells = _subset(ap, "--cells", args.cells, CELLS)
     args.stacks = _subset(ap, "--stacks", args.stacks, tuple(STACKS))
     args.kinds = _subset(ap, "--kinds", args.kinds, ("sequence", "step"))
-    if args.configs == "all":
-        args.configs = list(range(len(CONFIGS)))
-    else:
-        try:
-            args.configs = [int(c) for c in args.configs.split(",")]
-        except ValueError:
-            args.configs = [-1]
-        if any(not 0 <= c < len(CONFIGS) for c in args.configs):
-            ap.error(f"--configs takes indices 0-{len(CONFIGS) - 1} or 'all'")
+    args.configs = config_indices(ap, args.configs, len(CONFIGS))
     if args.repeats < 1 or args.threads < 1 or args.min_time <= 0:
         ap.error("--repeats and --threads must be >= 1, --min-time > 0")
     return args

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_rnn import reexec_without_slow_env, setup_threads  # noqa: E402
+from bench_rnn import emit, reexec_without_slow_env, setup_threads  # noqa: E402
 
 N, I, H = 16, 32, 64
 STEPS = (64, 256, 1024, 4096)
@@ -174,10 +174,7 @@ def main(argv=None) -> int:
     lines += [f"The scan alone (forward, float32, {args.threads} threads), medians of {repeats} "
               f"alternating repeats, ms per call:", ""]
     lines += scan_table(QUICK_SCAN_SHAPES if args.quick else SCAN_SHAPES, repeats, min_time)
-    print("\n".join(lines))
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write("\n".join(lines) + "\n")
+    emit(lines, args.markdown)
     return 0
 
 

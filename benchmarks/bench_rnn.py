@@ -179,6 +179,28 @@ def parse_args(argv=None):
     return args
 
 
+def config_indices(parser, text: str, count: int, flag: str = "--configs") -> list:
+    """``"all"`` or comma-separated indices into a list of ``count`` configs, checked (an
+    argparse error names the flag and the range otherwise)."""
+    if text == "all":
+        return list(range(count))
+    try:
+        indices = [int(c) for c in text.split(",")]
+    except ValueError:
+        indices = [-1]
+    if any(not 0 <= c < count for c in indices):
+        parser.error(f"{flag} takes indices 0-{count - 1} or 'all'")
+    return indices
+
+
+def emit(lines: list, markdown: str | None) -> None:
+    """Print a benchmark's report and, when asked (``--markdown FILE``), write it to FILE."""
+    print("\n".join(lines))
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def _choices(parser, flag, text, allowed):
     items = [s.strip().lower() for s in text.split(",") if s.strip()]
     bad = [s for s in items if s not in allowed]
