@@ -268,8 +268,10 @@ def overlap_directions(eq, dtype, flops: float) -> bool:
     release the GIL; the NumPy steps would hold it), the cell's kernel keeps no state of its
     own that the directions share (``reentrant``), the policy grants two threads or more, and
     each direction has at least :data:`OVERLAP_MIN_FLOPS` of work. Handing a direction to the
-    other thread costs about 0.1 ms (measured: small layers, up to about 5 MFLOP per direction,
-    ran 0.4-0.9x as fast at once as in turn; from about 10 MFLOP, 1.0-1.8x)."""
+    other thread costs about 0.1 ms (measured on 2 cores, ``benchmarks/results/
+    bidirectional*.md``: up to 6.6 MFLOP per direction at once ran 0.14-1.05x as fast as in
+    turn; from 13 MFLOP a median of 1.19x in one run, and 1.03x, 0.66-1.72x, in a run while the
+    machine ran at half speed)."""
     if flops < OVERLAP_MIN_FLOPS:
         return False
     kernels = fast.kernels_for(eq, dtype)
