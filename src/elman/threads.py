@@ -313,6 +313,12 @@ class for_gemm:
         else:
             self.threads = gemm_threads(m, n, k)
 
+    @property
+    def one_thread(self) -> bool:
+        """Whether the block's GEMMs run on one thread (pinned by :func:`concurrently`, small
+        enough for OpenBLAS to keep to one, or granted one)."""
+        return not self.threads or self.threads == 1
+
     def __enter__(self):
         if self.threads:
             _apply(self.threads)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fast, threads
+from .fast import _mkl as fast_mkl
 
 __all__ = ["Weights", "Zoneout", "SequenceCache", "ForwardLoop", "BackwardLoop", "Workspace",
            "release", "sequence_forward", "sequence_backward", "run_directions"]
@@ -123,7 +124,8 @@ class ForwardLoop:
     fills ``S`` (and ``C``, ``saved``, ``R``) step by step, in ``schedule``'s order."""
     GX: np.ndarray             # (T, N, G*H) input projections, the bias not yet added
     bias: np.ndarray           # (G*H,) to add to each step's projection
-    W_hh_T: np.ndarray         # (P, K) the recurrent GEMM's matrix, K = recurrent_gates * H
+    W_hh_T: np.ndarray         # (P, K) the recurrent GEMM's matrix, K = recurrent_gates * H,
+    #                            or MKL's packed form of it (1-D, see _step_operand)
     S: np.ndarray              # (T+1, N, P) states, the initial one in place
     C: np.ndarray | None       # (T+1, N, H) cell states (LSTM)
     saved: np.ndarray | None   # (T, N, saved_width*H) the kernel's own saved values
@@ -148,6 +150,8 @@ class BackwardLoop:
     dGX: np.ndarray            # (T, N, G*H); may be cache.gates itself (consumed)
     dGH: np.ndarray            # dGX, or (T, N, dgh_blocks*H) for the recurrent side
     w: Weights
+    W_step: np.ndarray         # (K, P) the per-step GEMM's matrix W_hh[:K] (dh_prev = dG W),
+    #                            or MKL's packed form of it (1-D, see _step_operand)
     schedule: np.ndarray
     dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM's dh times mask
@@ -243,6 +247,23 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
     return W_T if N == 1 or T <= 2 else np.ascontiguousarray(W_T)
 
 
+def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
+                  step_threads: threads.for_gemm) -> np.ndarray:
+    """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
+    (backward: ``dh = dG W_hh[:K]``): MKL's packed form of it (:mod:`elman.fast._mkl`, a 1-D
+    array the compiled GEMM takes in its place) when the compiled loops run their GEMMs on one
+    thread and the pass is long enough to pay for the packing; otherwise the matrix itself
+    (forward: :func:`_step_matrix`). Packed once per pass, never kept: weights changed in place
+    between calls are always seen.
+
+    Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
+    the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast
+    (``benchmarks/bench_step_gemm.py``). On two threads OpenBLAS splitting one GEMM still wins."""
+    if kernels is not None and step_threads.one_thread and fast_mkl.worth(T, N, W.size):
+        return fast_mkl.pack(W, transpose, N)
+    return _step_matrix(W.T, T, N) if transpose else W
+
+
 #: the least work per direction (floating-point operations of its recurrent GEMMs, T * 2 N K P)
 #: for which the two directions of a bidirectional layer run at once (:func:`run_directions`)
 OVERLAP_MIN_FLOPS = 1e7
@@ -308,9 +329,11 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # The loop's GEMM covers the gate rows that take h_prev itself (all of them, except the
     # candidate of the classic GRU, which takes r * h_prev and is the cell's own GEMM).
     K = eq.recurrent_gates * H
-    W_hh_T = _step_matrix(W_hh[:K].T, T, N)
-    W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
+    # (the per-step GEMMs get the threads their size earns: elman.threads)
+    step_threads = threads.for_gemm(N, K, P)
+    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads)
+    W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     GX = ws.take("GX", (T, N, GH), dtype)
     X2, GX2 = X.reshape(T * N, X.shape[2]), GX.reshape(T * N, GH)
     if kernels is not None:             # the same BLAS call, minus NumPy's dispatch
@@ -348,8 +371,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     schedule = _schedule(T, N, active, reverse)
     # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
-    # (the per-step GEMMs get the threads their size earns: elman.threads)
-    with threads.for_gemm(N, K, P):
+    with step_threads:
         if kernels is not None:
             bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
                 else gx_bias.astype(dtype, copy=False)
@@ -461,6 +483,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         raise RuntimeError("recording dL/dh_t at every step (SequenceCache.dh_steps) needs the "
                            "NumPy steps: run forward and backward under elman.fast.use(False)")
     schedule = _schedule(T, N, active, cache.reverse)
+    step_threads = threads.for_gemm(N, P, K)
+    W_step = _step_operand(w["weight_hh"][:K], False, T, N, kernels, step_threads)
     dY_copy = None
     if kernels is not None:
         if dY is not None and not dY.flags.c_contiguous:
@@ -470,10 +494,10 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
-    with threads.for_gemm(N, P, K):
+    with step_threads:
         if kernels is not None:
-            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, schedule, dHs,
-                                              cache.h_mask, cache.zone))
+            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule,
+                                              dHs, cache.h_mask, cache.zone))
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:

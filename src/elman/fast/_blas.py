@@ -26,7 +26,7 @@ __all__ = ["gemm", "gemm_acc", "source"]
 # scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
 _NAMINGS = (("scipy_cblas_", "64_", 64), ("cblas_", "64_", 64), ("scipy_cblas_", "", 32),
             ("cblas_", "", 32))
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED = 101, 111, 112, 151
 
 
 def _numpy_blas_libraries():
@@ -63,7 +63,8 @@ def gemm(A, B, C):
     stride of their own is fine: column blocks of a wider array), in compiled code only.
     ``B`` may also be the transpose of such an array (numba's 'F' layout, e.g. ``W[:K].T``):
     BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
-    for a short sequence, costs more than all its steps)."""
+    for a short sequence, costs more than all its steps). A 1-D ``B`` is MKL's packed form of
+    the matrix (:func:`elman.fast._mkl.pack`), multiplied by ``cblas_?gemm_compute``."""
     np.matmul(A, B, out=C)
 
 
@@ -96,6 +97,18 @@ if _found is not None:
 
     _sgemv = _external_gemv("s", types.float32)
     _dgemv = _external_gemv("d", types.float64)
+
+    def _external_compute(t, ftype):
+        # MKL's product with a packed operand (.\_mkl): MKL_INT is 32-bit (the LP64 interface,
+        # libmkl_rt's default); the name resolves only once _mkl has loaded the library, and a
+        # kernel is compiled for a packed operand only after that
+        ptr = types.CPointer(ftype)
+        i32 = types.int32
+        sig = types.void(i32, i32, i32, i32, i32, i32, ptr, i32, ptr, i32, ftype, ptr, i32)
+        return types.ExternalFunction(f"cblas_{t}gemm_compute", sig)
+
+    _scompute = _external_compute("s", types.float32)
+    _dcompute = _external_compute("d", types.float64)
 
     @njit(inline="always")
     def _inc(X):
@@ -138,6 +151,17 @@ if _found is not None:
             f32 = A.dtype == types.float32
             call, vcall = (_sgemm, _sgemv) if f32 else (_dgemm, _dgemv)
             one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
+            if B.ndim == 1:           # MKL's packed form of the (k x n) matrix (_mkl.pack)
+                compute = _scompute if f32 else _dcompute
+
+                def impl(A, B, C):
+                    m, k = A.shape
+                    n = C.shape[1]
+                    if m == 0 or n == 0:
+                        return
+                    compute(_ROW_MAJOR, _NO_TRANS, _PACKED, m, n, k, A.ctypes, _ld(A),
+                            B.ctypes, n, b, C.ctypes, _ld(C))
+                return impl
             if B.layout == "F":                   # a transposed view: BLAS's transpose flag
                 def impl(A, B, C):
                     m, k = A.shape

@@ -164,12 +164,11 @@ def forward(eq, loop):
 
 
 def backward(eq, loop):
-    cache, W_hh = loop.cache, loop.w["weight_hh"]
+    cache, W_hh = loop.cache, loop.W_step          # W_hh[:K], K = 3H (classic: 2H)
     zh, _, _ = zone_arrays(loop.zone)
     if not eq.reset_after:
-        H = loop.dh.shape[1]
         _backward_classic(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX,
-                          W_hh[:2 * H], cache.consts[0], loop.schedule, zh)
+                          W_hh, cache.consts[0], loop.schedule, zh)
         return
     _backward(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
               loop.schedule, loop.h_mask, zh)

@@ -376,7 +376,7 @@ def backward(eq, loop):
     H = GH // eq.gates
     inv_g, inv_h, _ = _scalars(cache.gates.dtype, GH, H)
     zh, zc, _ = zone_arrays(cache.zone)
-    W_hh, w_hh = loop.w["weight_hh"], c["ln_hh_weight"]
+    W_hh, w_hh = loop.W_step, c["ln_hh_weight"]
     acc_w, acc_b = acc["ln_hh_weight"], acc["ln_hh_bias"]
     if k == "rnn":
         _backward_rnn(cache.gates, cache.saved, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,

@@ -97,5 +97,5 @@ def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
     _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, loop.dY, loop.dh, loop.dc,
-              loop.dGX, loop.w["weight_hh"], W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
+              loop.dGX, loop.W_step, W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
               *zone_arrays(loop.zone))

@@ -77,5 +77,5 @@ def forward(eq, loop):
 
 def backward(eq, loop):
     zh, _, _ = zone_arrays(loop.zone)
-    _backward(loop.cache.gates, loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.w["weight_hh"],
+    _backward(loop.cache.gates, loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.W_step,
               eq.nonlinearity == "relu", loop.schedule, loop.h_mask, zh)

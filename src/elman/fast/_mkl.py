@@ -1,0 +1,138 @@
+"""MKL's packed GEMM for the per-step recurrent GEMM (``pip install "elman[mkl]"``, optional).
+
+At every step the time loops multiply the batch's states by the same matrix, ``h @ W_hh^T``.
+A BLAS GEMM first copies ("packs") both operands into the blocked layout its inner kernel
+reads; OpenBLAS repacks ``W_hh`` at every one of the T steps. MKL can pack a matrix once
+(``cblas_?gemm_pack``) and then multiply by it any number of times (``cblas_?gemm_compute``
+with ``CblasPacked``). Measured on one thread (``benchmarks/bench_step_gemm.py``): the per-step
+GEMM of an LSTM at H = 512 ran at 81 GFLOP/s per thread packed, 56 with OpenBLAS.
+
+Used only where the per-step GEMM runs on one thread (a direction of a bidirectional layer
+beside the other, or a GEMM the thread policy gives one thread): on two threads, OpenBLAS
+splitting one GEMM still wins over one packed thread. MKL is loaded with its sequential
+threading layer, so it brings no thread pool of its own (two pools on two cores slowed each
+other down up to 5x here, see :mod:`._blas`).
+
+:func:`pack` returns the packed matrix as a 1-D array of the weights' dtype; the kernels'
+``gemm``/``gemm_acc`` (:mod:`._blas`) take such an array in place of the 2-D matrix and call
+``cblas_?gemm_compute``. The packed form is a copy: it is made afresh for every pass (a forward
+or a backward), never kept, so weights changed in place between calls are always seen.
+
+``ELMAN_MKL=0`` in the environment switches it off for the process; :func:`use` for a block.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["library", "available", "enabled", "use", "set_enabled", "pack", "worth"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX = 101, 111, 112, 162
+_SEQUENTIAL = 1                # MKL_THREADING_SEQUENTIAL for MKL_Set_Threading_Layer
+_ALIGN = 64                    # bytes: the packed buffer starts on a cache line
+
+#: the least number of steps for which packing pays: packing is one pass over ``W_hh``, like
+#: one step's GEMM reading it, so a one- or two-step call (a streaming caller) gains nothing
+MIN_STEPS = 4
+#: the smallest matrix (K x P elements) worth packing. Measured on one thread, a layer's
+#: training step with the packed GEMM against OpenBLAS's (medians of 15): H = 32 and 64 (at
+#: most 16,384 elements for an LSTM) 0.59-1.04x, mostly slower: MKL's call costs more than
+#: OpenBLAS's small-matrix path saves; from 49,152 (GRU, H = 128) 1.0-1.34x
+MIN_ELEMENTS = 32768
+
+
+def library() -> str | None:
+    """The path of ``libmkl_rt`` (the ``mkl`` wheel puts it in ``<prefix>/lib``), or None."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")))
+        if found:
+            return found[0]
+    return None
+
+
+_path = library()
+#: True when MKL's runtime library is installed (it is loaded at the first :func:`pack`)
+available = _path is not None
+_enabled = os.environ.get("ELMAN_MKL", "1").strip().lower() not in ("0", "false", "no", "off")
+_lib = None
+
+
+def enabled() -> bool:
+    """Whether the loops may use MKL's packed GEMM (installed and not switched off)."""
+    return _enabled and available
+
+
+def set_enabled(flag: bool) -> bool:
+    """Switch the packed GEMM on or off for the process; returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(flag)
+    return previous
+
+
+@contextlib.contextmanager
+def use(flag: bool):
+    """``with elman.fast._mkl.use(False): ...`` runs the block with OpenBLAS's GEMM only."""
+    previous = set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(previous)
+
+
+def worth(steps: int, rows: int, elements: int) -> bool:
+    """Whether a pass of ``steps`` steps of ``rows`` rows through a matrix of ``elements``
+    should pack it (the caller has checked that its GEMM runs on one thread): MKL on, enough
+    steps to pay for the packing, a batch (one row is a matrix-vector product, which OpenBLAS's
+    GEMV runs well) and a matrix large enough (:data:`MIN_ELEMENTS`)."""
+    return (_enabled and available and steps >= MIN_STEPS and rows > 1
+            and elements >= MIN_ELEMENTS)
+
+
+def _load():
+    """libmkl_rt, sequential, with the pack functions typed; the compute functions made known
+    to the compiled kernels (llvmlite resolves their names at link time)."""
+    global _lib
+    if _lib is None:
+        import llvmlite.binding as llvm
+
+        lib = ctypes.CDLL(_path)
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer(_SEQUENTIAL)      # before any computation: no thread pool
+        for t, c_float in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+            size = getattr(lib, f"cblas_{t}gemm_pack_get_size")
+            size.restype, size.argtypes = ctypes.c_size_t, [ctypes.c_int] * 4
+            pack_fn = getattr(lib, f"cblas_{t}gemm_pack")
+            pack_fn.restype = None
+            pack_fn.argtypes = [ctypes.c_int] * 6 + [c_float, ctypes.c_void_p, ctypes.c_int,
+                                                     ctypes.c_void_p]
+        llvm.load_library_permanently(_path)
+        _lib = lib
+    return _lib
+
+
+def pack(W: np.ndarray, transpose: bool, rows: int) -> np.ndarray:
+    """MKL's packed form of the GEMM operand ``B = W.T`` (``transpose``) or ``B = W``, for
+    products ``A @ B`` with up to ``rows`` rows of ``A``: a 1-D array of ``W``'s dtype that
+    :func:`elman.fast._blas.gemm` accepts in place of ``B``. ``W`` is a 2-D float32/float64
+    array with contiguous rows (a row block of a weight matrix is fine)."""
+    lib = _load()
+    t = "s" if W.dtype == np.float32 else "d"
+    if W.dtype not in (np.float32, np.float64) or W.ndim != 2 or \
+            (W.shape[1] > 1 and W.strides[1] != W.itemsize):
+        raise ValueError(f"pack: W must be a 2-D float32/float64 array with contiguous rows, "
+                         f"got {W.dtype} {W.shape} strides {W.strides}")
+    k, n = (W.shape[1], W.shape[0]) if transpose else W.shape
+    size = getattr(lib, f"cblas_{t}gemm_pack_get_size")(_B_MATRIX, rows, n, k)
+    size = -(-size // W.itemsize) * W.itemsize           # whole elements
+    raw = np.empty(size + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    packed = raw[start:start + size].view(W.dtype)
+    ld = max(1, W.strides[0] // W.itemsize if W.shape[0] > 1 else W.shape[1])
+    getattr(lib, f"cblas_{t}gemm_pack")(_ROW_MAJOR, _B_MATRIX, _TRANS if transpose else _NO_TRANS,
+                                        rows, n, k, 1.0, W.ctypes.data, ld, packed.ctypes.data)
+    return packed

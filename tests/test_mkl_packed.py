@@ -1,0 +1,158 @@
+"""MKL's packed per-step GEMM (elman.fast._mkl, the optional ``elman[mkl]``): the packed product
+equals NumPy's, layers give the same results packed as not (every cell and option, lengths,
+float32/float64), packing follows the rule (one GEMM thread, long and large enough), and a pass
+always packs the weights as they are now. (No timing asserts: benchmarks measure.)"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import elman
+from elman import threads, timeloop
+from elman.fast import _mkl
+
+from _torch import _strict
+
+pytestmark = pytest.mark.skipif(not (elman.fast.available and (_mkl.available or _strict())),
+                                reason="needs numba and the mkl wheel (elman[mkl])")
+
+
+def test_mkl_is_installed_where_the_tests_must_run():
+    # CI installs the test extra, which brings the mkl wheel: its path is tested there
+    assert _mkl.available and _mkl.library().split(os.sep)[-1].startswith("libmkl_rt")
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
+    """gemm/gemm_acc with MKL's packed B: for the rows it was packed for and fewer (variable
+    lengths shrink the batch step by step), with A and C column blocks of wider arrays."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(0)
+    wide_w = rng.standard_normal((12, 9)).astype(dtype)
+    W = wide_w[1:11]                                  # (10, 9), a row block: ld = 9
+    B = W.T if transpose else W                       # (9, 10) or (10, 9)
+    k, n = B.shape
+    packed = _mkl.pack(W, transpose, rows=6)
+    assert packed.ndim == 1 and packed.dtype == dtype
+    for m in (6, 4, 1):
+        wide_a = rng.standard_normal((m, k + 5)).astype(dtype)
+        wide_c = rng.standard_normal((m, n + 3)).astype(dtype)
+        A, C = wide_a[:, 2:2 + k], wide_c[:, 1:1 + n]
+        expected = wide_c.copy()
+        expected[:, 1:1 + n] = (C if accumulate else 0) + A.astype(np.float64) @ B
+        _blas._check(A, packed, C, accumulate)
+        np.testing.assert_allclose(wide_c, expected, rtol=tol, atol=tol)
+
+
+def test_pack_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="contiguous rows"):
+        _mkl.pack(np.zeros((4, 6), np.float32)[:, ::2], True, rows=3)
+    with pytest.raises(ValueError, match="float32/float64"):
+        _mkl.pack(np.zeros((4, 6), np.int32), True, rows=3)
+
+
+def test_the_rule():
+    big = _mkl.MIN_ELEMENTS
+    assert _mkl.worth(_mkl.MIN_STEPS, 2, big)
+    assert not _mkl.worth(_mkl.MIN_STEPS - 1, 2, big)       # a streaming call: not paid back
+    assert not _mkl.worth(100, 1, big)                        # one row: GEMV
+    assert not _mkl.worth(100, 64, big - 1)                   # a small matrix
+    with _mkl.use(False):
+        assert not _mkl.enabled() and not _mkl.worth(100, 64, big)
+    assert _mkl.enabled()
+
+
+def test_environment_switch():
+    code = "from elman.fast import _mkl; print(_mkl.enabled())"
+    env = dict(os.environ, ELMAN_MKL="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture
+def packs(monkeypatch):
+    """Pack whatever the matrix's size; count the packings."""
+    monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
+    calls = []
+    original = _mkl.pack
+
+    def counting(W, transpose, rows):
+        calls.append(transpose)
+        return original(W, transpose, rows)
+    monkeypatch.setattr(_mkl, "pack", counting)
+    return calls
+
+
+CASES = {
+    "rnn": lambda dt: elman.RNN(5, 6, dtype=dt, seed=1),
+    "rnn-relu-bi": lambda dt: elman.RNN(5, 6, nonlinearity="relu", bidirectional=True,
+                                        dtype=dt, seed=1),
+    "gru-2layers": lambda dt: elman.GRU(5, 6, num_layers=2, dtype=dt, seed=1),
+    "gru-classic": lambda dt: elman.GRU(5, 6, reset_after=False, dtype=dt, seed=1),
+    "lstm-bi": lambda dt: elman.LSTM(5, 6, bidirectional=True, dtype=dt, seed=1),
+    "lstm-proj": lambda dt: elman.LSTM(5, 6, proj_size=3, dtype=dt, seed=1),
+    "lstm-peephole": lambda dt: elman.LSTM(5, 6, peephole=True, dtype=dt, seed=1),
+    "lstm-regularised": lambda dt: elman.LSTM(5, 6, recurrent_dropout=0.3, input_dropout=0.2,
+                                              zoneout=0.2, dtype=dt, seed=1),
+    "rnn-layer-norm": lambda dt: elman.RNN(5, 6, layer_norm=True, dtype=dt, seed=1),
+    "gru-layer-norm": lambda dt: elman.GRU(5, 6, layer_norm=True, dtype=dt, seed=1),
+    "lstm-layer-norm": lambda dt: elman.LSTM(5, 6, layer_norm=True, dtype=dt, seed=1),
+}
+
+
+def _train_step(layer, x, lengths):
+    out, state = layer(x, lengths=lengths)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
+    states = state if isinstance(state, tuple) else (state,)
+    dh = [np.random.default_rng(2).standard_normal(s.shape).astype(out.dtype) for s in states]
+    dx, dstate = layer.backward(dout, tuple(dh) if len(dh) == 2 else dh[0])
+    return [out, *states, dx, *(dstate if isinstance(dstate, tuple) else (dstate,)),
+            *(p.grad.copy() for _, p in layer.named_parameters())]
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_packed_layers_give_the_same_results(case, with_lengths, dtype, tol, packs):
+    x = np.random.default_rng(0).standard_normal((7, 4, 5)).astype(dtype)
+    lengths = np.array([7, 3, 5, 1]) if with_lengths else None
+    with _mkl.use(False):
+        plain = _train_step(CASES[case](dtype), x, lengths)
+    assert packs == []
+    packed = _train_step(CASES[case](dtype), x, lengths)
+    layer = CASES[case](dtype)
+    # every layer-direction packed W_hh^T for its forward and W_hh for its backward
+    passes = layer.num_layers * (2 if layer.bidirectional else 1)
+    assert sorted(packs) == [False] * passes + [True] * passes
+    for a, b in zip(plain, packed):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+
+
+def test_a_pass_packs_the_weights_as_they_are_now(packs):
+    """Nothing packed is kept between calls: weights changed in place are seen at once."""
+    x = np.random.default_rng(0).standard_normal((6, 3, 5))
+    layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)
+    layer(x)
+    layer.weight_hh_l0.data *= 0.5                 # in place, as an optimizer step does
+    out, _ = layer(x)
+    with _mkl.use(False):
+        expected, _ = layer(x)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert len(packs) == 2
+
+
+def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):
+    """On two BLAS threads OpenBLAS splitting one GEMM wins: no packing there; a direction of an
+    overlapped bidirectional layer (one thread each) packs."""
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    x = np.random.default_rng(0).standard_normal((6, 128, 8)).astype(np.float32)
+    elman.LSTM(8, 64, seed=1)(x)                   # (128 x 64) @ (64 x 256): two threads
+    assert packs == []
+    monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
+    elman.LSTM(8, 64, bidirectional=True, seed=1)(x)
+    assert packs == [True, True]
