@@ -156,3 +156,66 @@ def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
     elman.LSTM(8, 64, bidirectional=True, seed=1)(x)
     assert packs == [True, True]
+
+
+# -- a unidirectional layer's batch as two row blocks at once (timeloop.sequence_forward_rows)
+
+@pytest.fixture
+def always_split(monkeypatch, packs):
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+
+
+SPLIT_CASES = {name: make for name, make in CASES.items()
+               if "layer-norm" not in name and "-bi" not in name}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always_split):
+    """Outputs, final states, input and state gradients and every parameter gradient are the
+    whole batch's; with lengths the blocks get unequal shares of the running rows (N = 5: rows
+    0-2 and 3-4, sorted longest first from the caller's order)."""
+    x = np.random.default_rng(0).standard_normal((7, 5, 5)).astype(dtype)
+    lengths = np.array([2, 7, 3, 5, 1]) if with_lengths else None
+    with _mkl.use(False):                          # no MKL: the whole batch, not packed
+        layer = SPLIT_CASES[case](dtype)
+        whole = _train_step(layer, x, lengths)
+    layer = SPLIT_CASES[case](dtype)
+    out, _ = layer(x, lengths=lengths)
+    assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+    blocks = _train_step(SPLIT_CASES[case](dtype), x, lengths)
+    for a, b in zip(whole, blocks):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+
+
+def test_row_blocks_rule(monkeypatch):
+    lstm = elman.LSTM(8, 512, seed=0).eq
+    K, P = 4 * 512, 512
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+    assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, 128)        # a small matrix
+    assert not timeloop.split_rows(lstm, np.float32, 50, 16, K, P)          # few rows
+    assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)           # a short call
+    assert not timeloop.split_rows(elman.LSTM(8, 512, layer_norm=True).eq,  # not reentrant
+                                   np.float32, 50, 64, K, P)
+    with _mkl.use(False):
+        assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+    with elman.fast.use(False):
+        assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+    monkeypatch.setattr(threads, "granted", lambda: 1)
+    assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+
+
+def test_row_blocks_without_a_graph(always_split):
+    """Under no_grad the blocks' arrays go back to the layer's workspaces (the second block's
+    to the sibling workspace) and the next call reuses them."""
+    layer = elman.GRU(5, 6, seed=1)
+    x = np.random.default_rng(0).standard_normal((7, 6, 5)).astype(np.float32)
+    with elman.no_grad():
+        first, _ = layer(x)
+        second, _ = layer(x)
+    np.testing.assert_array_equal(first, second)
+    assert layer._workspaces[0]._free and layer._workspaces[0].second()._free

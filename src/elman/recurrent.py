@@ -40,7 +40,8 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
-                       run_directions, sequence_backward, sequence_forward)
+                       run_directions, sequence_backward, sequence_forward,
+                       sequence_forward_rows, split_rows)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -220,7 +221,11 @@ class RecurrentLayer(StatefulMixin, Module):
         # zoneout's per-step masks after them
         in_masks, h_masks = [], []
         # the work of a direction's recurrent GEMMs, T steps of (N x P) @ (P x K)
-        flops = 2.0 * T * N * self._P * self.eq.recurrent_gates * self.hidden_size
+        K = self.eq.recurrent_gates * self.hidden_size
+        flops = 2.0 * T * N * self._P * K
+        # (one direction: its batch's rows in two blocks at once where that pays: timeloop)
+        forward = sequence_forward_rows if D == 1 and split_rows(
+            self.eq, self.dtype, T, N, K, self._P) else sequence_forward
         for layer in range(self.num_layers):
             calls = []
             for direction in range(D):
@@ -237,7 +242,7 @@ class RecurrentLayer(StatefulMixin, Module):
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
                 calls.append(functools.partial(
-                    sequence_forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
+                    forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
                     h0[k], None if c0 is None else c0[k], self._weights(k), lengths, active,
                     reverse=bool(direction), workspace=self._workspaces[k], h_mask=h_mask,
                     zone=zone))
