@@ -60,6 +60,9 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed repeat")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settle", type=float, default=0.15,
+                    help="seconds of pause before each framework's timed repeat, so that the "
+                         "threads of the one before have gone idle (as in bench_rnn.py)")
     ap.add_argument("--quick", action="store_true", help="one tiny config, 2 short repeats")
     ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     ap.add_argument("--json", metavar="FILE", help="also write every case (medians, all "
@@ -71,8 +74,8 @@ def parse_args(argv=None):
     args.stacks = _subset(ap, "--stacks", args.stacks, tuple(STACKS))
     args.kinds = _subset(ap, "--kinds", args.kinds, ("sequence", "step"))
     args.configs = config_indices(ap, args.configs, len(CONFIGS))
-    if args.repeats < 1 or args.threads < 1 or args.min_time <= 0:
-        ap.error("--repeats and --threads must be >= 1, --min-time > 0")
+    if args.repeats < 1 or args.threads < 1 or args.min_time <= 0 or args.settle < 0:
+        ap.error("--repeats and --threads must be >= 1, --min-time > 0, --settle >= 0")
     return args
 
 
@@ -174,8 +177,9 @@ def _agree(np, results):
     return worst
 
 
-def _time(runners, repeats, min_time):
-    """({framework: median seconds per call}, {framework: every repeat's seconds})."""
+def _time(runners, repeats, min_time, settle=0.0):
+    """({framework: median seconds per call}, {framework: every repeat's seconds}); ``settle``
+    seconds of pause before each timed repeat."""
     for fn in runners.values():             # warm-up: compilation, allocations, first calls
         fn()
         fn()
@@ -189,6 +193,7 @@ def _time(runners, repeats, min_time):
     times = {fw: [] for fw in runners}
     for _ in range(repeats):
         for fw, fn in runners.items():      # alternating, repeat by repeat
+            time.sleep(settle)
             start = time.perf_counter()
             for _ in range(iters[fw]):
                 fn()
@@ -247,7 +252,7 @@ def main(argv=None) -> int:
         make = _sequence_runners if kind == "sequence" else _step_runners
         runners = make(np, torch, elman, cell, layer, module, session, x, state)
         worst = _agree(np, {fw: fn() for fw, fn in runners.items()})
-        med, every = _time(runners, repeats, min_time)
+        med, every = _time(runners, repeats, min_time, 0.0 if args.quick else args.settle)
         rows[kind].append((cell, stack, (N, T, I, H), med, worst))
         records.append(dict(kind=kind, cell=cell, stack=stack, N=N, T=T, I=I, H=H,
                             median_s=med, repeats_s=every, max_rel_err=worst))
@@ -276,7 +281,8 @@ def _tables(rows, repeats, args, blas, ort, torch, elman, seconds, load_before, 
              f"{ort.__version__} (CPUExecutionProvider) vs torch {torch.__version__} "
              f"(inference_mode); float32, {args.threads} threads each; {cpu_model()}, NumPy's "
              f"BLAS: {blas}; 1-minute load average {load_before[0]:.2f} before, "
-             f"{load_after[0]:.2f} after; medians of {repeats} alternating repeats; benchmark "
+             f"{load_after[0]:.2f} after; medians of {repeats} alternating repeats, each after "
+             f"a {0 if args.quick else args.settle:g} s pause; benchmark "
              f"time {seconds:.0f} s", ""]
     head = ("| cell | stack | N, T, I, H | elman ms | onnxruntime ms | torch ms | "
             "onnxruntime/elman | torch/elman |")

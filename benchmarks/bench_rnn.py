@@ -103,6 +103,11 @@ def parse_args(argv=None):
     p.add_argument("--min-time", type=float, default=0.2,
                    help="minimum duration of one repeat in seconds (calibrated once per case; "
                         "one iteration when a single iteration takes longer)")
+    p.add_argument("--settle", type=float, default=0.15,
+                   help="seconds of pause before each framework's timed repeat: the threads of "
+                        "the framework before (OpenBLAS's worker spins about 0.1 s after a "
+                        "GEMM, OpenMP's a while too) go idle first, the same for every "
+                        "framework (0: none, as before this option)")
     p.add_argument("--threads", type=int, default=2,
                    help="threads for torch (set_num_threads) and both OpenBLAS libraries "
                         "(NumPy's and SciPy's, through threadpoolctl)")
@@ -155,6 +160,7 @@ def parse_args(argv=None):
         if args.repeats is None:
             args.repeats = 2
         args.min_time = min(args.min_time, 0.05)
+        args.settle = min(args.settle, 0.01)
     elif args.configs.strip().lower() == "all":
         args.config_list = list(CONFIGS)
     else:
@@ -174,6 +180,8 @@ def parse_args(argv=None):
         p.error("--repeats must be >= 1")
     if args.min_time <= 0:
         p.error("--min-time must be > 0")
+    if args.settle < 0:
+        p.error("--settle must be >= 0")
     if args.threads < 1:
         p.error("--threads must be >= 1")
     return args
@@ -722,6 +730,9 @@ def bench_case(np, torch, elman, cell, mode, cfg, stack, args, ceilings):
     times = {fw: [] for fw in runners}
     for _ in range(args.repeats):          # alternate: fast, numpy, torch, fast, numpy, ...
         for fw, r in runners.items():
+            if args.settle:
+                # the last framework's spinning threads would take CPU from this one's start
+                time.sleep(args.settle)
             times[fw].append(timed(r.iterate, iters[fw]))
     flops = gemm_flops(cell, mode, N, T, I, H, L, bi)
     res = {}
@@ -950,7 +961,7 @@ def predict_case_s(flops, n_frameworks, args, rate_flops):
     per_iter = max(flops / rate_flops, 1e-3)
     per_repeat = max(args.min_time, per_iter)
     calib = 0 if per_iter >= 3 * args.min_time else args.min_time / 2 + per_iter
-    return n_frameworks * (per_iter + calib + args.repeats * per_repeat)
+    return n_frameworks * (per_iter + calib + args.repeats * (per_repeat + args.settle))
 
 
 def case_list(args):
@@ -992,7 +1003,8 @@ def main(argv=None):
                   + ("; plus the memory probes" if args.memory else ""))
             return 0
         print(f"{len(cases)} case(s), frameworks {', '.join(args.frameworks)}, {args.repeats} "
-              f"repeat(s) each, >= {args.min_time:g} s per repeat, alternating "
+              f"repeat(s) each, >= {args.min_time:g} s per repeat, {args.settle:g} s pause "
+              f"before each, alternating "
               f"{'/'.join(args.frameworks)}; x/torch = x seq/s / torch seq/s (> 1: x faster)\n",
               flush=True)
         rows = []
@@ -1027,7 +1039,7 @@ def main(argv=None):
             memory = measure_memory(args)
         info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         table = markdown_table(rows)
-        foot = (f"median of {args.repeats} repeats; x/torch = x seq/s / torch seq/s (> 1: x "
+        foot = (f"median of {args.repeats} repeats, each after a {args.settle:g} s pause; x/torch = x seq/s / torch seq/s (> 1: x "
                 f"faster); GFLOP/s from the analytic GEMM flops of one iteration; % of the SGEMM "
                 f"ceiling ({ceilings['sgemm']['gflop_per_s']:.1f} GFLOP/s, np.matmul float32 "
                 f"{CEILING_SIZE}^3) for H >= {GEMM_BOUND_H}; benchmark time {total:.1f} s")
@@ -1055,6 +1067,7 @@ def main(argv=None):
                                         "modes": args.modes, "stacks": args.stacks,
                                         "configs": args.config_list,
                                         "repeats": args.repeats, "min_time_s": args.min_time,
+                                        "settle_s": args.settle,
                                         "threads": args.threads, "seed": args.seed,
                                         "quick": args.quick, "lr": LR,
                                         "optimizers": "elman.Adam / torch.optim.Adam "
