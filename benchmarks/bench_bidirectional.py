@@ -46,6 +46,8 @@ def parse_args(argv=None):
                     help="a further (N, T, I, H) to measure (may be repeated)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed repeat")
+    ap.add_argument("--settle", type=float, default=0.15,
+                    help="seconds of pause before each timed repeat (as in bench_rnn.py)")
     ap.add_argument("--quick", action="store_true", help="one tiny config, 2 short repeats")
     ap.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     ap.add_argument("--keep-env", action="store_true",
@@ -83,9 +85,12 @@ def _runner(np, elman, layer, mode, x, dout):
     return run
 
 
-def _time(fn, min_time):
-    """Seconds per call: as many calls as last ``min_time`` seconds, averaged."""
+def _time(fn, min_time, settle=0.0):
+    """Seconds per call: as many calls as last ``min_time`` seconds, averaged, after one
+    untimed call and a pause of ``settle`` seconds (the threads of what ran before, as
+    OpenBLAS's worker, which spins about 0.1 s after a GEMM, go idle)."""
     fn()
+    time.sleep(settle)
     calls, start = 0, time.perf_counter()
     while True:
         fn()
@@ -107,6 +112,7 @@ def main(argv=None) -> int:
     configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs] + args.size
     repeats = 2 if args.quick else args.repeats
     min_time = 0.02 if args.quick else args.min_time
+    settle = 0.0 if args.quick else args.settle
     classes = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}
     rng = np.random.default_rng(0)
     rows = []
@@ -123,7 +129,7 @@ def main(argv=None) -> int:
                 for _ in range(repeats):
                     for name, threshold in (("overlap", 0.0), ("in turn", float("inf"))):
                         timeloop.OVERLAP_MIN_FLOPS = threshold
-                        times[name].append(_time(run, min_time))
+                        times[name].append(_time(run, min_time, settle))
                 timeloop.OVERLAP_MIN_FLOPS = shipped
                 med = {k: statistics.median(v) for k, v in times.items()}
                 ratio = med["in turn"] / med["overlap"]
@@ -135,7 +141,7 @@ def main(argv=None) -> int:
                       f"{'' if used else ' (below the threshold: runs in turn)'}", flush=True)
     lines = [f"elman {elman.__version__}, one bidirectional layer, float32, "
              f"{threads.get_num_threads()} threads; {cpu_model()}; medians of {repeats} "
-             f"alternating repeats; threshold OVERLAP_MIN_FLOPS = {shipped:.3g}; benchmark "
+             f"alternating repeats, each after a {settle:g} s pause; threshold OVERLAP_MIN_FLOPS = {shipped:.3g}; benchmark "
              f"time {time.perf_counter() - started:.0f} s", "",
              "| cell | mode | N, T, I, H | recurrent MFLOP per direction | overlap ms | in turn ms | "
              "in turn / overlap | shipped rule |",

@@ -150,6 +150,7 @@ def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):
     """On two BLAS threads OpenBLAS splitting one GEMM wins: no packing there; a direction of an
     overlapped bidirectional layer (one thread each) packs."""
     monkeypatch.setattr(threads, "granted", lambda: 2)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)   # (no row blocks: the whole batch)
     x = np.random.default_rng(0).standard_normal((6, 128, 8)).astype(np.float32)
     elman.LSTM(8, 64, seed=1)(x)                   # (128 x 64) @ (64 x 256): two threads
     assert packs == []
@@ -162,7 +163,7 @@ def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):
 
 @pytest.fixture
 def always_split(monkeypatch, packs):
-    monkeypatch.setattr(timeloop, "SPLIT_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(threads, "granted", lambda: 2)
 
@@ -196,8 +197,9 @@ def test_row_blocks_rule(monkeypatch):
     K, P = 4 * 512, 512
     monkeypatch.setattr(threads, "granted", lambda: 2)
     assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-    assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, 128)        # a small matrix
+    assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)        # a small matrix
     assert not timeloop.split_rows(lstm, np.float32, 50, 16, K, P)          # few rows
+    assert not timeloop.split_rows(lstm, np.float32, 4, 32, 256, 128)       # little work
     assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)           # a short call
     assert not timeloop.split_rows(elman.LSTM(8, 512, layer_norm=True).eq,  # not reentrant
                                    np.float32, 50, 64, K, P)

@@ -322,9 +322,6 @@ def overlap_directions(eq, dtype, flops: float) -> bool:
             and threads.granted() >= 2)
 
 
-#: the smallest per-step matrix (K x P elements) for which a unidirectional layer runs its batch
-#: as two row blocks at once (:func:`split_rows`)
-SPLIT_MIN_ELEMENTS = 786432
 #: the fewest rows a block of :func:`sequence_forward_rows` gets
 SPLIT_MIN_ROWS = 16
 
@@ -344,18 +341,20 @@ class RowSplit:
 
 def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     """Whether a unidirectional layer's pass over T steps of (N x P) @ (P x K) runs as two row
-    blocks at once (:func:`sequence_forward_rows`): MKL's packed GEMM is on
-    (:mod:`elman.fast._mkl`: each block's loop runs on one thread, and with OpenBLAS a block
-    repacks ``W_hh`` at every step), the compiled loops run and are ``reentrant``, the policy
-    grants two threads or more, each block gets :data:`SPLIT_MIN_ROWS` rows and the matrix has
-    :data:`SPLIT_MIN_ELEMENTS` elements.
+    blocks at once (:func:`sequence_forward_rows`): MKL's packed GEMM is on and worth it for
+    this matrix (:func:`elman.fast._mkl.worth`: each block's loop runs on one thread, and with
+    OpenBLAS a block would repack ``W_hh`` at every step), the compiled loops run and are
+    ``reentrant``, the policy grants two threads or more, each block gets
+    :data:`SPLIT_MIN_ROWS` rows and as much recurrent GEMM work as two directions need to run
+    at once (:data:`OVERLAP_MIN_FLOPS`).
 
     Measured (float32, one layer, the two blocks at once against the whole batch on two BLAS
-    threads, medians of 5): GRU and LSTM at H = 512 (1.5-2 M elements) trained and inferred
-    1.18-1.22x as fast; at H = 256 and for the RNN at H = 512 (262,144 elements) the blocks lost
-    (0.69-1.03x): there one GEMM of the whole batch on two threads still beats two half-size
-    GEMMs on one each. Without MKL the blocks lost everywhere (``bench_step_gemm.py``)."""
-    if N < 2 * SPLIT_MIN_ROWS or K * P < SPLIT_MIN_ELEMENTS or \
+    threads, each run after a 0.2 s pause, medians of 7; ``benchmarks/bench_rows.py``): at
+    (64, 100, 32, 128), (32 and 64, 100, 128, 256) and (128, 100, 256, 512), every cell, the
+    blocks trained 1.22-1.75x and inferred 1.04-1.91x as fast. (Without the pause the whole
+    batch's last two-thread GEMM left OpenBLAS's worker spinning into the blocks' run, and the
+    blocks seemed to lose at H = 256.)"""
+    if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < 2 * OVERLAP_MIN_FLOPS or \
             not fast_mkl.worth(T, N, K * P):
         return False
     kernels = fast.kernels_for(eq, dtype)

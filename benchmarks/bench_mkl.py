@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""MKL's packed per-step GEMM and the row blocks it enables, on or off: an A/B.
+
+With the ``mkl`` wheel installed (``elman[mkl]``) the compiled loops pack ``W_hh`` once per
+pass where a loop's GEMM runs on one thread, and a unidirectional layer runs its batch as two
+row blocks at once, each on one thread with its GEMMs packed (``elman.fast._mkl``,
+``elman.timeloop.split_rows``). ``elman.fast._mkl.use(False)`` switches both off: the whole
+batch then runs on two OpenBLAS threads, as before. This script measures both on the same
+layer in the same process, alternating repeat by repeat, each repeat after a pause
+(``--settle``), for the stacks 1 (row blocks) and 1bi (each direction's loop packed) of
+``bench_rnn.py``'s grid:
+
+``train``  forward + backward (parameter and input gradients) of ``elman.RNN/GRU/LSTM``
+``infer``  ``eval()`` forward under ``elman.no_grad()``
+
+It reports medians (ms), their ratio (off / on: > 1 means MKL's way is faster) and what the
+shipped rules do at that size (``blocks``, ``packed``, or ``neither``).
+
+    python benchmarks/bench_mkl.py                   # the grid, 5 repeats
+    python benchmarks/bench_mkl.py --configs 2,3 --cells lstm
+    python benchmarks/bench_mkl.py --quick           # a smoke run
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_bidirectional import CELLS, MODES, QUICK, _runner, _time, parse_args  # noqa: E402
+from bench_rnn import CONFIGS, GATES, cpu_model, emit, reexec_without_slow_env  # noqa: E402
+
+STACKS = ("1", "1bi")
+
+
+def _rule(np, elman, layer, x) -> str:
+    """What the shipped rules do for this layer and input: one forward, watched."""
+    from elman import timeloop
+    from elman.fast import _mkl
+    packs = []
+    original = _mkl.pack
+
+    def counting(*args, **kwargs):
+        packs.append(1)
+        return original(*args, **kwargs)
+    _mkl.pack = counting
+    try:
+        layer.train()
+        layer(x)
+        blocks = any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+        layer._release_cache()
+    finally:
+        _mkl.pack = original
+    return "blocks" if blocks else "packed" if packs else "neither"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    env_note = reexec_without_slow_env(args)     # (they slow NumPy's OpenBLAS: bench_rnn.py)
+    import numpy as np
+
+    import elman
+    from elman import threads
+    from elman.fast import _mkl
+
+    if not _mkl.available:
+        print("bench_mkl.py needs the mkl wheel: pip install -e '.[mkl]'", file=sys.stderr)
+        return 2
+    configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs] + args.size
+    repeats = 2 if args.quick else args.repeats
+    min_time = 0.02 if args.quick else args.min_time
+    settle = 0.0 if args.quick else args.settle
+    classes = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}
+    rng = np.random.default_rng(0)
+    rows = []
+    started = time.perf_counter()
+    for N, T, I, H in configs:
+        for stack in STACKS:
+            bi = stack == "1bi"
+            for cell in args.cells:
+                layer = classes[cell](I, H, bidirectional=bi, seed=0)
+                x = rng.standard_normal((T, N, I), dtype=np.float32)
+                dout = rng.standard_normal((T, N, (2 if bi else 1) * H), dtype=np.float32)
+                rule = _rule(np, elman, layer, x)
+                mflop = 2.0 * T * N * GATES[cell] * H * H / 1e6    # a direction's recurrence
+                for mode in MODES:
+                    run = _runner(np, elman, layer, mode, x, dout)
+                    times = {"on": [], "off": []}
+                    for _ in range(repeats):
+                        for name in ("on", "off"):
+                            with _mkl.use(name == "on"):
+                                times[name].append(_time(run, min_time, settle))
+                    med = {k: statistics.median(v) for k, v in times.items()}
+                    ratio = med["off"] / med["on"]
+                    rows.append((cell, stack, mode, (N, T, I, H), mflop, med, ratio, rule))
+                    print(f"{cell:4s} {stack:3s} {mode:5s} {(N, T, I, H)} {mflop:9.2f} MFLOP: "
+                          f"MKL on {med['on'] * 1e3:9.3f} ms, off {med['off'] * 1e3:9.3f} ms, "
+                          f"off / on {ratio:.2f} ({rule})", flush=True)
+    lines = [f"elman {elman.__version__}, one layer, float32, {threads.get_num_threads()} "
+             f"threads; {cpu_model()}; MKL {os.path.basename(_mkl.library())}; medians of "
+             f"{repeats} alternating repeats, each after a {settle:g} s pause; benchmark time "
+             f"{time.perf_counter() - started:.0f} s", "",
+             "| cell | stack | mode | N, T, I, H | recurrent MFLOP per direction | MKL on ms | "
+             "MKL off ms | off / on | shipped rule |",
+             "|---|---|---|---|--:|--:|--:|--:|---|"]
+    for cell, stack, mode, cfg, mflop, med, ratio, rule in rows:
+        lines.append(f"| {cell} | {stack} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
+                     f"{med['on'] * 1e3:.3f} | {med['off'] * 1e3:.3f} | {ratio:.2f} | {rule} |")
+    if env_note:
+        lines.insert(1, f"({env_note})")
+    emit(lines, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

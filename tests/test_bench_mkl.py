@@ -1,0 +1,29 @@
+"""Smoke test of benchmarks/bench_mkl.py: a tiny A/B run that writes its table."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from elman.fast import _mkl
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mkl.py"
+
+
+@pytest.mark.skipif(not _mkl.available, reason="needs the mkl wheel (elman[mkl])")
+def test_quick_run_times_both_ways(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_mkl", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    md = tmp_path / "mkl.md"
+    assert bench.main(["--quick", "--keep-env", "--cells", "gru,lstm", "--markdown",
+                       str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| gru")
+            or line.startswith("| lstm")]
+    assert len(rows) == 8                     # 2 cells x 2 stacks x train/infer
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        on_ms, off_ms, ratio = float(cells[5]), float(cells[6]), float(cells[7])
+        assert on_ms > 0 and off_ms > 0
+        assert abs(ratio - off_ms / on_ms) < 0.02 * ratio + 0.01
+        assert cells[8] == "neither"          # the tiny size is below every rule
+    assert _mkl.enabled()                     # switched back on after the A/B
