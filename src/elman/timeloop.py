@@ -349,11 +349,12 @@ def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     at once (:data:`OVERLAP_MIN_FLOPS`).
 
     Measured (float32, one layer, the two blocks at once against the whole batch on two BLAS
-    threads, each run after a 0.2 s pause, medians of 7; ``benchmarks/bench_rows.py``): at
-    (64, 100, 32, 128), (32 and 64, 100, 128, 256) and (128, 100, 256, 512), every cell, the
-    blocks trained 1.22-1.75x and inferred 1.04-1.91x as fast. (Without the pause the whole
-    batch's last two-thread GEMM left OpenBLAS's worker spinning into the blocks' run, and the
-    blocks seemed to lose at H = 256.)"""
+    threads, each run after a 0.2 s pause, medians of 7): at (64, 100, 32, 128), (32 and 64,
+    100, 128, 256) and (128, 100, 256, 512), every cell, the blocks trained 1.22-1.75x and
+    inferred 1.04-1.91x as fast; through the layer (``benchmarks/bench_mkl.py``, MKL on / off)
+    1.17-1.54x and 1.10-1.36x. (Without the pause the whole batch's last two-thread GEMM left
+    OpenBLAS's worker spinning into the blocks' run, and the blocks seemed to lose at
+    H = 256.)"""
     if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < 2 * OVERLAP_MIN_FLOPS or \
             not fast_mkl.worth(T, N, K * P):
         return False

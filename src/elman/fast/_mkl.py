@@ -8,8 +8,9 @@ with ``CblasPacked``). Measured on one thread (``benchmarks/bench_step_gemm.py``
 GEMM of an LSTM at H = 512 ran at 81 GFLOP/s per thread packed, 56 with OpenBLAS.
 
 Used only where the per-step GEMM runs on one thread (a direction of a bidirectional layer
-beside the other, or a GEMM the thread policy gives one thread): on two threads, OpenBLAS
-splitting one GEMM still wins over one packed thread. MKL is loaded with its sequential
+beside the other, a block of a unidirectional layer's rows beside the other,
+:func:`elman.timeloop.split_rows`, or a GEMM the thread policy gives one thread): on two
+threads, OpenBLAS splitting one GEMM still wins over one packed thread. MKL is loaded with its sequential
 threading layer, so it brings no thread pool of its own (two pools on two cores slowed each
 other down up to 5x here, see :mod:`._blas`).
 
