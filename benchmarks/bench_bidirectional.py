@@ -68,6 +68,14 @@ def parse_args(argv=None):
     return args
 
 
+def run_settings(args) -> tuple:
+    """(sizes, repeats, seconds per repeat, pause before each) of a run, ``--quick`` applied."""
+    if args.quick:
+        return QUICK, 2, 0.02, 0.0
+    return [CONFIGS[i] for i in args.configs] + args.size, args.repeats, args.min_time, \
+        args.settle
+
+
 def _runner(np, elman, layer, mode, x, dout):
     if mode == "infer":
         layer.eval()
@@ -109,10 +117,7 @@ def main(argv=None) -> int:
     from elman import threads, timeloop
 
     shipped = timeloop.OVERLAP_MIN_FLOPS
-    configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs] + args.size
-    repeats = 2 if args.quick else args.repeats
-    min_time = 0.02 if args.quick else args.min_time
-    settle = 0.0 if args.quick else args.settle
+    configs, repeats, min_time, settle = run_settings(args)
     classes = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}
     rng = np.random.default_rng(0)
     rows = []

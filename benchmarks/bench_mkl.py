@@ -28,8 +28,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_bidirectional import CELLS, MODES, QUICK, _runner, _time, parse_args  # noqa: E402
-from bench_rnn import CONFIGS, GATES, cpu_model, emit, reexec_without_slow_env  # noqa: E402
+from bench_bidirectional import (CELLS, MODES, _runner, _time, parse_args,  # noqa: E402
+                                 run_settings)
+from bench_rnn import GATES, cpu_model, emit, reexec_without_slow_env  # noqa: E402
 
 STACKS = ("1", "1bi")
 
@@ -67,10 +68,7 @@ def main(argv=None) -> int:
     if not _mkl.available:
         print("bench_mkl.py needs the mkl wheel: pip install -e '.[mkl]'", file=sys.stderr)
         return 2
-    configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs] + args.size
-    repeats = 2 if args.quick else args.repeats
-    min_time = 0.02 if args.quick else args.min_time
-    settle = 0.0 if args.quick else args.settle
+    configs, repeats, min_time, settle = run_settings(args)
     classes = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}
     rng = np.random.default_rng(0)
     rows = []

@@ -26,13 +26,14 @@ False
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
 import warnings
 
 import numpy as np
+
+from .._switch import Switch
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
            "project_input", "FastPathWarning"]
@@ -42,7 +43,7 @@ __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels
 #: through numba's ``np.dot``, which needs SciPy.
 available = importlib.util.find_spec("numba") is not None
 
-_enabled = os.environ.get("ELMAN_FAST", "1").strip().lower() not in ("0", "false", "no", "off")
+_switch = Switch("ELMAN_FAST", available)   # ELMAN_FAST=0: off for the process
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -55,26 +56,10 @@ class FastPathWarning(UserWarning):
 _warned: set = set()           # cell classes already reported
 
 
-def enabled() -> bool:
-    """Whether the recurrent layers use the compiled loops (needs :data:`available`)."""
-    return _enabled and available
-
-
-def set_enabled(flag: bool) -> bool:
-    """Switch the fast path on or off for the process; returns the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(flag)
-    return previous
-
-
-@contextlib.contextmanager
-def use(flag: bool):
-    """``with elman.fast.use(False): ...`` runs the block on the reference (NumPy) path."""
-    previous = set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(previous)
+#: ``enabled()``: whether the recurrent layers use the compiled loops (needs :data:`available`);
+#: ``set_enabled(flag)`` switches them on or off for the process (returns the previous
+#: setting); ``with use(False): ...`` runs a block on the reference (NumPy) path
+enabled, set_enabled, use = _switch.enabled, _switch.set_enabled, _switch.use
 
 
 def kernels_for(eq, dtype):

@@ -23,13 +23,14 @@ or a backward), never kept, so weights changed in place between calls are always
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import glob
 import os
 import sys
 
 import numpy as np
+
+from .._switch import Switch
 
 __all__ = ["library", "available", "enabled", "use", "set_enabled", "pack", "worth"]
 
@@ -59,30 +60,13 @@ def library() -> str | None:
 _path = library()
 #: True when MKL's runtime library is installed (it is loaded at the first :func:`pack`)
 available = _path is not None
-_enabled = os.environ.get("ELMAN_MKL", "1").strip().lower() not in ("0", "false", "no", "off")
+_switch = Switch("ELMAN_MKL", available)     # ELMAN_MKL=0: off for the process
 _lib = None
 
-
-def enabled() -> bool:
-    """Whether the loops may use MKL's packed GEMM (installed and not switched off)."""
-    return _enabled and available
-
-
-def set_enabled(flag: bool) -> bool:
-    """Switch the packed GEMM on or off for the process; returns the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(flag)
-    return previous
-
-
-@contextlib.contextmanager
-def use(flag: bool):
-    """``with elman.fast._mkl.use(False): ...`` runs the block with OpenBLAS's GEMM only."""
-    previous = set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(previous)
+#: ``enabled()``: whether the loops may use MKL's packed GEMM (installed and not switched off);
+#: ``set_enabled(flag)`` for the process (returns the previous setting); ``with use(False):``
+#: for a block (OpenBLAS's GEMM only)
+enabled, set_enabled, use = _switch.enabled, _switch.set_enabled, _switch.use
 
 
 def worth(steps: int, rows: int, elements: int) -> bool:
@@ -90,7 +74,7 @@ def worth(steps: int, rows: int, elements: int) -> bool:
     should pack it (the caller has checked that its GEMM runs on one thread): MKL on, enough
     steps to pay for the packing, a batch (one row is a matrix-vector product, which OpenBLAS's
     GEMV runs well) and a matrix large enough (:data:`MIN_ELEMENTS`)."""
-    return (_enabled and available and steps >= MIN_STEPS and rows > 1
+    return (_switch.enabled() and steps >= MIN_STEPS and rows > 1
             and elements >= MIN_ELEMENTS)
 
 
