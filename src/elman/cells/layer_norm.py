@@ -25,9 +25,12 @@ Backward through a normalisation, from ``dy`` and the normalised ``n`` with ``rs
     dg += sum(dy * n);  ds += sum(dy);  dn = dy * g
     dv  = rstd * (dn - mean(dn) - n * mean(dn * n))
 
-The step backward adds the gains' and shifts' gradients of the recurrent side (and of ``c``)
-into accumulators that :meth:`parameter_grads` hands to the layer after the loop; the input
-side's come whole-sequence in :meth:`transform_input_backward`. The compiled twins of the step
+The step backward adds the gains' and shifts' gradients of the recurrent side (and of ``c``,
+and the GRU's ``b_hh``) into sums that :meth:`parameter_grads` hands to the layer after the
+loop; the input side's come whole-sequence in :meth:`transform_input_backward`. The sums live
+in the pass's own step constants (``cache.consts["grad_sums"]``, a fresh mapping per forward
+pass), never on the cell object, which every layer-direction and row block of a layer shares:
+so two directions, or two row blocks, may run their backward passes at once. The compiled twins of the step
 loops are in :mod:`elman.fast.layer_norm`.
 """
 from __future__ import annotations
@@ -62,8 +65,8 @@ def normalise_backward(dn: np.ndarray, n: np.ndarray, rstd: np.ndarray) -> np.nd
 
 class _LayerNorm:
     """What the three layer-normalised cells share: their parameters, the input side's
-    normalisation (whole sequence) and the recurrent side's (per step), and the accumulators
-    of the per-step parameter gradients."""
+    normalisation (whole sequence) and the recurrent side's (per step), and the sums of the
+    per-step parameter gradients."""
 
     kernel = "elman.fast.layer_norm"
     separate_dgh = True        # the recurrent side has its own normalisation
@@ -106,18 +109,22 @@ class _LayerNorm:
         H = saved.shape[1] // self.saved_width
         GH = self.gates * H
         n, rstd = saved[:, :GH], saved[:, GH:GH + 1]
-        self._acc["ln_hh_weight"] += (d * n).sum(axis=0)
-        self._acc["ln_hh_bias"] += d.sum(axis=0)
+        sums = consts["grad_sums"]
+        sums["ln_hh_weight"] += (d * n).sum(axis=0)
+        sums["ln_hh_bias"] += d.sum(axis=0)
         dgh[...] = normalise_backward(d * consts["ln_hh_weight"], n, rstd)
 
     def _constants(self, w):
         return {k: w[k] for k in w if k.startswith("ln_") or k == "bias_hh"}
 
+    #: the step constants whose gradients the step backward sums (the GRU adds ``bias_hh``)
+    summed = ("ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
+
     def prepare_backward(self, cache, dGX, dGH):
-        """Fresh accumulators for this layer-direction's per-step gradients (one backward at a
-        time: parameter_grads hands them over right after its loop)."""
-        self._acc = {k: np.zeros_like(v) for k, v in cache.consts.items()
-                     if k.startswith("ln_hh") or k.startswith("ln_c") or k == "bias_hh"}
+        """Fresh zero sums for this pass's per-step gradients, in ``cache.consts["grad_sums"]``
+        (the pass's own: see the module docstring); :meth:`parameter_grads` hands them over."""
+        consts = cache.consts
+        consts["grad_sums"] = {k: np.zeros_like(consts[k]) for k in self.summed if k in consts}
         return None
 
     def bias_grads(self, dGX, dGH, g, split):
@@ -126,9 +133,8 @@ class _LayerNorm:
         g["bias_hh"] += db
 
     def parameter_grads(self, cache, dGX, dGH, g):
-        for name, value in self._acc.items():
-            if name != "bias_hh":
-                g[name] += value
+        for name, value in cache.consts["grad_sums"].items():
+            g[name] += value
 
 
 class LayerNormRNNEquations(_LayerNorm, RNNEquations):
@@ -187,8 +193,9 @@ class LayerNormLSTMEquations(_LayerNorm, LSTMEquations):
         i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
         n_c, rstd_c, t = saved[:, 5 * H:6 * H], saved[:, 6 * H:6 * H + 1], saved[:, 7 * H:]
         dy = dh * o * (1 - t * t)                      # wrt LN(c)
-        self._acc["ln_c_weight"] += (dy * n_c).sum(axis=0)
-        self._acc["ln_c_bias"] += dy.sum(axis=0)
+        sums = consts["grad_sums"]
+        sums["ln_c_weight"] += (dy * n_c).sum(axis=0)
+        sums["ln_c_bias"] += dy.sum(axis=0)
         dc += normalise_backward(dy * consts["ln_c_weight"], n_c, rstd_c)
         dgx[:, :H] = dc * g * i * (1 - i)
         dgx[:, H:2 * H] = dc * c_prev * f * (1 - f)
@@ -244,12 +251,16 @@ class LayerNormGRUEquations(_LayerNorm, GRUEquations):
         dgx[:, :H] = dn * hn * r * (1 - r)
         d = dgx.copy()                                 # wrt LN(gh): the candidate's times r
         d[:, 2 * H:] *= r
-        if "bias_hh" in self._acc:
-            self._acc["bias_hh"][:2 * H] += dgx[:, :2 * H].sum(axis=0)
-            self._acc["bias_hh"][2 * H:] += d[:, 2 * H:].sum(axis=0)
+        sums = consts["grad_sums"]
+        if "bias_hh" in sums:
+            sums["bias_hh"][:2 * H] += dgx[:, :2 * H].sum(axis=0)
+            sums["bias_hh"][2 * H:] += d[:, 2 * H:].sum(axis=0)
         self._recurrent_backward(d, saved, consts, dgh)
         return dh * z                                  # h_prev's direct path through z h_prev
 
+    # b_hr and b_hz act where b_ir and b_iz do, b_hn inside r * (...): the step backward sums
+    # bias_hh's gradient, parameter_grads hands it over with the gains'
+    summed = _LayerNorm.summed + ("bias_hh",)
+
     def bias_grads(self, dGX, dGH, g, split):
         g["bias_ih"] += dGX.reshape(-1, dGX.shape[2]).sum(axis=0)
-        g["bias_hh"] += self._acc["bias_hh"]

@@ -7,8 +7,10 @@ shared by both paths); what runs here is the recurrence: per step the GEMM ``h_p
 into a scratch row, its normalisation, and the gate math, all in one pass over each row. The
 saved values are the reference's own layout (``saved_width`` None: the cell's), so the backward
 loops read what either path wrote. The per-step gradients of the recurrent normalisation's gain
-and shift (and of the GRU's ``b_hh``, and the LSTM's ``LN(c)``) go into the accumulators the
-cell's ``prepare_backward`` creates; its ``parameter_grads`` hands them to the layer.
+and shift (and of the GRU's ``b_hh``, and the LSTM's ``LN(c)``) go into the sums the cell's
+``prepare_backward`` creates in the pass's own constants (``cache.consts["grad_sums"]``); its
+``parameter_grads`` hands them to the layer. Nothing is kept on the shared cell object, so two
+directions or two row blocks of a layer may run at once (``reentrant``).
 """
 import numpy as np
 from numba import njit
@@ -23,9 +25,6 @@ __all__ = ["forward", "backward"]
 
 saved_width = None     # the reference's layout (the cell's saved_width)
 dgh_blocks = None      # dGH has every gate block (the recurrent side has its own norm)
-# the backward loop sums the norms' parameter gradients into the cell object (eq._acc), which
-# the directions of a layer share: they must not run at once (timeloop.run_directions)
-reentrant = False
 
 
 # The row sums below are the only reductions in these loops. LLVM keeps a float sum in its
@@ -367,10 +366,10 @@ def forward(eq, loop):
 
 def backward(eq, loop):
     cache, c = loop.cache, loop.cache.consts
-    eq.prepare_backward(cache, loop.dGX, loop.dGH)       # the accumulators (eq._acc)
+    eq.prepare_backward(cache, loop.dGX, loop.dGH)       # the sums (c["grad_sums"])
     # summed here in float64 (T*N rows one by one: in float32 their rounding would add up),
     # then handed to the cell's
-    acc = {name: np.zeros(a.shape) for name, a in eq._acc.items()}
+    acc = {name: np.zeros(a.shape) for name, a in c["grad_sums"].items()}
     k = _kind(eq)
     GH = cache.gates.shape[2]
     H = GH // eq.gates
@@ -394,4 +393,4 @@ def backward(eq, loop):
                        acc["ln_c_weight"], acc["ln_c_bias"], inv_g, inv_h, loop.schedule,
                        loop.h_mask, zh, zc)
     for name, a in acc.items():
-        eq._acc[name] += a
+        c["grad_sums"][name] += a
