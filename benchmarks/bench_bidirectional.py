@@ -36,8 +36,10 @@ MODES = ("train", "infer")
 QUICK = [(8, 6, 4, 16)]
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, doc: str = __doc__):
+    """The command line of this script and of ``bench_mkl.py`` (``doc``: the script's own
+    docstring, whose first paragraph is the ``--help`` description)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--configs", default="all",
                     help="comma-separated indices into " + ", ".join(

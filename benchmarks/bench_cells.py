@@ -172,6 +172,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per timed repeat")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settle", type=float, default=0.15,
+                    help="seconds of pause before each timed repeat, so that the threads the "
+                         "other side left spinning go idle first (as in bench_rnn.py)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rows", default=",".join(ROWS),
                     help=f"comma-separated rows to run, of {', '.join(ROWS)}")
@@ -179,6 +182,10 @@ def main(argv=None) -> int:
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
     args = ap.parse_args(argv)
+    if args.settle < 0:
+        ap.error(f"--settle must be >= 0, got {args.settle}")
+    if args.quick:
+        args.settle = min(args.settle, 0.01)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(args.rows) - set(ROWS))
     if unknown:
@@ -208,6 +215,7 @@ def main(argv=None) -> int:
                     fn()
             for _ in range(2 if args.quick else args.repeats):
                 for who, fn in (("elman", elman_step), ("torch", torch_step)):
+                    time.sleep(args.settle)
                     count, start = 0, time.perf_counter()
                     while True:
                         fn()
@@ -221,7 +229,8 @@ def main(argv=None) -> int:
 
     lines = [f"elman {elman.__version__} vs torch {torch.__version__}, float32, "
              f"{args.threads} threads, BLAS: {blas}; medians of "
-             f"{2 if args.quick else args.repeats} alternating repeats, ms per training step",
+             f"{2 if args.quick else args.repeats} alternating repeats, each after a "
+             f"{args.settle:g} s pause, ms per training step",
              "", "| model (torch reference) | N, T, I, H | elman | torch | elman faster by |",
              "|---|---|--:|--:|--:|"]
     for name, cfg, e, t, ratio in rows:

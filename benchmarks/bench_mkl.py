@@ -57,7 +57,7 @@ def _rule(np, elman, layer, x) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     env_note = reexec_without_slow_env(args)     # (they slow NumPy's OpenBLAS: bench_rnn.py)
     import numpy as np
 
