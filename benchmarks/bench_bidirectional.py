@@ -36,11 +36,13 @@ MODES = ("train", "infer")
 QUICK = [(8, 6, 4, 16)]
 
 
-def parse_args(argv=None, doc: str = __doc__):
+def parse_args(argv=None, doc: str = __doc__, cells: tuple = CELLS, default: tuple = CELLS):
     """The command line of this script and of ``bench_mkl.py`` (``doc``: the script's own
-    docstring, whose first paragraph is the ``--help`` description)."""
+    docstring, whose first paragraph is the ``--help`` description; ``cells``: the names
+    ``--cells`` takes, ``default`` those it runs unless told)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--cells", default=",".join(default),
+                    help=f"comma-separated, of {', '.join(cells)}")
     ap.add_argument("--configs", default="all",
                     help="comma-separated indices into " + ", ".join(
                         f"{i}={c}" for i, c in enumerate(CONFIGS)) + ', or "all"')
@@ -56,8 +58,8 @@ def parse_args(argv=None, doc: str = __doc__):
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
     args = ap.parse_args(argv)
     args.cells = [c for c in args.cells.split(",") if c]
-    if any(c not in CELLS for c in args.cells):
-        ap.error(f"--cells takes a comma-separated subset of {', '.join(CELLS)}")
+    if any(c not in cells for c in args.cells):
+        ap.error(f"--cells takes a comma-separated subset of {', '.join(cells)}")
     args.configs = config_indices(ap, args.configs, len(CONFIGS))
     try:
         args.size = [tuple(int(v) for v in text.split(",")) for text in args.size]

@@ -13,11 +13,15 @@ layer in the same process, alternating repeat by repeat, each repeat after a pau
 ``train``  forward + backward (parameter and input gradients) of ``elman.RNN/GRU/LSTM``
 ``infer``  ``eval()`` forward under ``elman.no_grad()``
 
+``--cells`` also takes ``ln-rnn``, ``ln-gru`` and ``ln-lstm``: the same layers with
+``layer_norm=True`` (not run unless named).
+
 It reports medians (ms), their ratio (off / on: > 1 means MKL's way is faster) and what the
 shipped rules do at that size (``blocks``, ``packed``, or ``neither``).
 
     python benchmarks/bench_mkl.py                   # the grid, 5 repeats
     python benchmarks/bench_mkl.py --configs 2,3 --cells lstm
+    python benchmarks/bench_mkl.py --configs 1,2 --cells ln-gru,ln-lstm
     python benchmarks/bench_mkl.py --quick           # a smoke run
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bench_bidirectional import (CELLS, MODES, _runner, _time, parse_args,  # no
 from bench_rnn import GATES, cpu_model, emit, reexec_without_slow_env  # noqa: E402
 
 STACKS = ("1", "1bi")
+LAYER_NORM = ("ln-rnn", "ln-gru", "ln-lstm")     # the cells with layer_norm=True
 
 
 def _rule(np, elman, layer, x) -> str:
@@ -57,7 +62,7 @@ def _rule(np, elman, layer, x) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv, __doc__)
+    args = parse_args(argv, __doc__, cells=CELLS + LAYER_NORM, default=CELLS)
     env_note = reexec_without_slow_env(args)     # (they slow NumPy's OpenBLAS: bench_rnn.py)
     import numpy as np
 
@@ -77,11 +82,12 @@ def main(argv=None) -> int:
         for stack in STACKS:
             bi = stack == "1bi"
             for cell in args.cells:
-                layer = classes[cell](I, H, bidirectional=bi, seed=0)
+                base = cell.removeprefix("ln-")
+                layer = classes[base](I, H, bidirectional=bi, layer_norm=cell != base, seed=0)
                 x = rng.standard_normal((T, N, I), dtype=np.float32)
                 dout = rng.standard_normal((T, N, (2 if bi else 1) * H), dtype=np.float32)
                 rule = _rule(np, elman, layer, x)
-                mflop = 2.0 * T * N * GATES[cell] * H * H / 1e6    # a direction's recurrence
+                mflop = 2.0 * T * N * GATES[base] * H * H / 1e6    # a direction's recurrence
                 for mode in MODES:
                     run = _runner(np, elman, layer, mode, x, dout)
                     times = {"on": [], "off": []}

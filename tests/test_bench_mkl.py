@@ -15,11 +15,11 @@ def test_quick_run_times_both_ways(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     md = tmp_path / "mkl.md"
-    assert bench.main(["--quick", "--keep-env", "--cells", "gru,lstm", "--markdown",
+    assert bench.main(["--quick", "--keep-env", "--cells", "gru,ln-lstm", "--markdown",
                        str(md)]) == 0
     rows = [line for line in md.read_text().splitlines() if line.startswith("| gru")
-            or line.startswith("| lstm")]
-    assert len(rows) == 8                     # 2 cells x 2 stacks x train/infer
+            or line.startswith("| ln-lstm")]
+    assert len(rows) == 8                     # 2 cells (one layer-normalised) x 2 stacks x train/infer
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         on_ms, off_ms, ratio = float(cells[5]), float(cells[6]), float(cells[7])
