@@ -115,6 +115,37 @@ def test_for_gemm_sets_numpys_blas_and_restores(monkeypatch):
     assert set(_numpy_blas_threads()) == {2}
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("m, k, n, transposed", [
+    (6400, 256, 64, False),        # a dense head's forward: two row halves at once
+    (64, 6400, 256, True),         # its weight gradient, dz^T x: a transposed view, split
+    (301, 1024, 128, False),       # an odd row count
+    (50, 100, 300, False),         # 3 MFLOP: one BLAS thread, not split
+    (1, 4096, 4096, False),        # one row: never split
+    (8, 8, 8, False)])             # OpenBLAS keeps it to one thread itself
+def test_matmul_equals_numpys_split_or_not(monkeypatch, m, k, n, transposed, dtype, tol):
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(2, adaptive=True)
+    calls = []
+    original = threads.concurrently
+    monkeypatch.setattr(threads, "concurrently",
+                        lambda *fns: calls.append(1) or original(*fns))
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m) if transposed else (m, k)).astype(dtype)
+    a = a.T if transposed else a
+    b = rng.standard_normal((k, n)).astype(dtype)
+    got = threads.matmul(a, b)
+    assert got.dtype == dtype and got.shape == (m, n)
+    np.testing.assert_allclose(got, a @ b, rtol=tol, atol=tol * k ** 0.5)
+    assert len(calls) == (1 if 2.0 * m * n * k >= threads.SPLIT_MATMUL_MIN_FLOPS and m > 1
+                          else 0)
+    assert set(_numpy_blas_threads()) == {2}             # back at what the policy grants
+    elman.set_num_threads(1, adaptive=False)            # one thread granted: never split
+    calls.clear()
+    np.testing.assert_allclose(threads.matmul(a, b), a @ b, rtol=tol, atol=tol * k ** 0.5)
+    assert calls == []
+
+
 def test_layers_give_the_same_numbers_under_any_thread_count():
     x = np.random.default_rng(0).standard_normal((20, 64, 16))
     results = []

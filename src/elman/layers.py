@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from . import _validate, registry
+from . import _validate, registry, threads
 from .init import uniform_
 from .module import Module, Param
 
@@ -349,7 +349,9 @@ class Linear(Module):
                 f"Linear: expected input with last dimension {self.in_features} (in_features), "
                 f"got {got} (input shape {x.shape})")
         x2 = x.reshape(-1, self.in_features)               # a view of a contiguous input
-        z = x2 @ self.weight.data.T                          # (M, out)
+        # (M, out); threads.matmul: elman's two threads, not OpenBLAS's pool, whose worker
+        # would spin beside a recurrent layer's row blocks or directions that run next
+        z = threads.matmul(x2, self.weight.data.T)
         if self.bias is not None:
             z += self.bias.data
         y = ACTIVATIONS[self.activation][0](z, out=z)        # in place: z is ours
@@ -360,10 +362,10 @@ class Linear(Module):
         x2, y, x_shape = _saved(self)
         dy = _grad_array(self, grad_out, x_shape[:-1] + (self.out_features,), self.dtype)
         dz = ACTIVATIONS[self.activation][1](y, dy.reshape(y.shape))    # through the activation
-        self.weight.grad += dz.T @ x2                        # one GEMM over all leading dims
+        self.weight.grad += threads.matmul(dz.T, x2)         # one GEMM over all leading dims
         if self.bias is not None:
             self.bias.grad += dz.sum(axis=0)
-        return (dz @ self.weight.data).reshape(x_shape)
+        return threads.matmul(dz, self.weight.data).reshape(x_shape)
 
     def extra_repr(self) -> str:
         act = "" if self.activation == "linear" else f", activation={self.activation!r}"

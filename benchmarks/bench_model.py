@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""A whole model's training step, not a layer's: recurrent layer + dense head, elman vs torch.
+
+``bench_rnn.py`` times a recurrent layer on its own. In a model the layer runs between other
+work, and that work can cost it time: a dense head's GEMMs run on two threads, and OpenBLAS's
+worker thread then spins for about 0.1 s waiting for more, on a core that the layer's row
+blocks or directions (elman's own two threads) need next. elman's dense layer therefore runs
+its products on elman's own threads (``elman.threads.matmul``). This script measures the
+model both ways, and torch beside it:
+
+``elman``             ``elman.LSTM/GRU/RNN`` -> ``elman.Dense(O)`` on every step, MSE, Adam
+``elman, head on OpenBLAS``  the same, with the head's products as plain NumPy ``a @ b`` on
+                      OpenBLAS's two threads (as before ``threads.matmul``)
+``torch``             ``torch.nn.LSTM/GRU/RNN`` -> ``nn.Linear(O)``, MSE, Adam
+
+One training step each (zero_grad, forward, loss, backward, Adam step), float32, 2 threads,
+the three alternating repeat by repeat, each repeat after a pause (``--settle``); medians.
+
+    python benchmarks/bench_model.py                       # 3 cells x 3 sizes, 5 repeats
+    python benchmarks/bench_model.py --cells lstm --configs 1
+    python benchmarks/bench_model.py --quick               # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_rnn import config_indices, cpu_model, emit, reexec_without_slow_env  # noqa: E402
+
+CELLS = ("rnn", "gru", "lstm")
+# (N, T, I, H) as in bench_rnn.py's grid at H = 128-512; the head has OUT units on every step
+CONFIGS = [(64, 100, 32, 128), (64, 100, 128, 256), (128, 200, 256, 512)]
+QUICK = [(4, 6, 3, 8)]
+OUT = 64
+SIDES = ("elman", "elman, head on OpenBLAS", "torch")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, of {CELLS}")
+    ap.add_argument("--configs", default="all",
+                    help="comma-separated indices into " + ", ".join(
+                        f"{i}={c}" for i, c in enumerate(CONFIGS)) + ', or "all"')
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.3, help="seconds per timed repeat")
+    ap.add_argument("--settle", type=float, default=0.15,
+                    help="seconds of pause before each timed repeat (as in bench_rnn.py)")
+    ap.add_argument("--quick", action="store_true", help="one tiny config, 2 short repeats")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    ap.add_argument("--keep-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
+    args = ap.parse_args(argv)
+    args.cells = [c for c in args.cells.split(",") if c]
+    if not args.cells or any(c not in CELLS for c in args.cells):
+        ap.error(f"--cells takes a comma-separated subset of {', '.join(CELLS)}")
+    args.configs = config_indices(ap, args.configs, len(CONFIGS))
+    if args.repeats < 1 or args.min_time < 0 or args.settle < 0:
+        ap.error("--repeats must be >= 1, --min-time and --settle >= 0")
+    return args
+
+
+def _steps(np, torch, elman, cell, N, T, I, H):
+    """{side: one training step} for one model, the same weights on every side."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, N, I), dtype=np.float32)
+    y = rng.standard_normal((T, N, OUT), dtype=np.float32)
+    rnn = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[cell](I, H, seed=0)
+    dense = elman.Dense(H, OUT, seed=1)
+    opt = elman.Adam(list(rnn.parameters()) + list(dense.parameters()), lr=1e-3)
+    loss = elman.MSELoss()
+
+    def elman_step():                  # time-major, as torch's: no layout swaps on either side
+        opt.zero_grad()
+        out, _ = rnn(x)
+        _, grad = loss(dense(out), y)
+        rnn.backward(dense.backward(grad), None, input_grad=False)
+        opt.step()
+
+    def elman_step_on_blas_pool():
+        plain = elman.threads.matmul
+        elman.threads.matmul = lambda a, b: a @ b          # NumPy's a @ b: OpenBLAS's pool
+        try:
+            elman_step()
+        finally:
+            elman.threads.matmul = plain
+
+    trnn, head = elman.to_torch(rnn), elman.to_torch(dense)          # the same weights
+    params = list(trnn.parameters()) + list(head.parameters())
+    topt = torch.optim.Adam(params, lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def torch_step():
+        topt.zero_grad()
+        out, _ = trnn(xt)
+        torch.nn.functional.mse_loss(head(out), yt).backward()
+        topt.step()
+    return dict(zip(SIDES, (elman_step, elman_step_on_blas_pool, torch_step)))
+
+
+def _time(step, min_time, settle) -> float:
+    """Seconds per step: as many as last ``min_time``, after a pause of ``settle`` seconds."""
+    time.sleep(settle)
+    count, start = 0, time.perf_counter()
+    while True:
+        step()
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / count
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    env_note = reexec_without_slow_env(args)
+    import numpy as np
+    import torch
+
+    import elman
+    threads = 2
+    torch.set_num_threads(threads)
+    elman.set_num_threads(threads)
+    configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs]
+    repeats, min_time, settle = (2, 0.01, 0.0) if args.quick else \
+        (args.repeats, args.min_time, args.settle)
+    rows = []
+    started = time.perf_counter()
+    for N, T, I, H in configs:
+        for cell in args.cells:
+            steps = _steps(np, torch, elman, cell, N, T, I, H)
+            for step in steps.values():               # warm-up: compilation, allocations
+                step()
+            times = {side: [] for side in steps}
+            for _ in range(repeats):
+                for side, step in steps.items():
+                    times[side].append(_time(step, min_time, settle))
+            med = {side: statistics.median(v) * 1e3 for side, v in times.items()}
+            rows.append((cell, (N, T, I, H), med))
+            print(f"{cell:4s} {(N, T, I, H)}: " + ", ".join(
+                f"{side} {ms:.2f} ms" for side, ms in med.items()), flush=True)
+    lines = [f"elman {elman.__version__} vs torch {torch.__version__}, float32, {threads} "
+             f"threads; {cpu_model()}; a recurrent layer -> Dense({OUT}) on every step, MSE, "
+             f"Adam: ms per training step, medians of {repeats} alternating repeats, each "
+             f"after a {settle:g} s pause; benchmark time "
+             f"{time.perf_counter() - started:.0f} s", "",
+             "| cell | N, T, I, H | elman | elman, head on OpenBLAS | torch | torch / elman | "
+             "head on OpenBLAS / elman |", "|---|---|--:|--:|--:|--:|--:|"]
+    for cell, cfg, med in rows:
+        e, b, t = (med[side] for side in SIDES)
+        lines.append(f"| {cell} | {', '.join(map(str, cfg))} | {e:.2f} | {b:.2f} | {t:.2f} | "
+                     f"{t / e:.2f} | {b / e:.2f} |")
+    if env_note:
+        lines.insert(1, f"({env_note})")
+    emit(lines, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
