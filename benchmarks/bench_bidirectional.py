@@ -36,14 +36,16 @@ MODES = ("train", "infer")
 QUICK = [(8, 6, 4, 16)]
 
 
-def parse_args(argv=None, doc: str = __doc__, cells: tuple = CELLS, default: tuple = CELLS):
-    """The command line of this script and of ``bench_mkl.py`` (``doc``: the script's own
-    docstring, whose first paragraph is the ``--help`` description; ``cells``: the names
-    ``--cells`` takes, ``default`` those it runs unless told)."""
+def parse_args(argv=None, doc: str = __doc__, cells: tuple = CELLS, default: tuple = CELLS,
+               configs: str = "all"):
+    """The command line of this script, ``bench_mkl.py`` and ``bench_model.py`` (``doc``: the
+    script's own docstring, whose first paragraph is the ``--help`` description; ``cells``: the
+    names ``--cells`` takes, ``default`` those it runs unless told; ``configs``: the default
+    of ``--configs``)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--cells", default=",".join(default),
                     help=f"comma-separated, of {', '.join(cells)}")
-    ap.add_argument("--configs", default="all",
+    ap.add_argument("--configs", default=configs,
                     help="comma-separated indices into " + ", ".join(
                         f"{i}={c}" for i, c in enumerate(CONFIGS)) + ', or "all"')
     ap.add_argument("--size", action="append", default=[], metavar="N,T,I,H",
@@ -159,9 +161,7 @@ def main(argv=None) -> int:
         lines.append(f"| {cell} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
                      f"{med['overlap'] * 1e3:.3f} | {med['in turn'] * 1e3:.3f} | {ratio:.2f} | "
                      f"{'overlap' if used else 'in turn'} |")
-    if env_note:
-        lines.insert(1, f"({env_note})")
-    emit(lines, args.markdown)
+    emit(lines, args.markdown, env_note)
     return 0
 
 

@@ -111,9 +111,7 @@ def main(argv=None) -> int:
     for cell, stack, mode, cfg, mflop, med, ratio, rule in rows:
         lines.append(f"| {cell} | {stack} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
                      f"{med['on'] * 1e3:.3f} | {med['off'] * 1e3:.3f} | {ratio:.2f} | {rule} |")
-    if env_note:
-        lines.insert(1, f"({env_note})")
-    emit(lines, args.markdown)
+    emit(lines, args.markdown, env_note)
     return 0
 
 

@@ -17,50 +17,25 @@ One training step each (zero_grad, forward, loss, backward, Adam step), float32,
 the three alternating repeat by repeat, each repeat after a pause (``--settle``); medians.
 
     python benchmarks/bench_model.py                       # 3 cells x 3 sizes, 5 repeats
-    python benchmarks/bench_model.py --cells lstm --configs 1
+    python benchmarks/bench_model.py --cells lstm --configs 2 --min-time 0.3
     python benchmarks/bench_model.py --quick               # a smoke run
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_rnn import config_indices, cpu_model, emit, reexec_without_slow_env  # noqa: E402
+from bench_bidirectional import _time, parse_args, run_settings  # noqa: E402
+from bench_rnn import cpu_model, emit, reexec_without_slow_env  # noqa: E402
 
-CELLS = ("rnn", "gru", "lstm")
-# (N, T, I, H) as in bench_rnn.py's grid at H = 128-512; the head has OUT units on every step
-CONFIGS = [(64, 100, 32, 128), (64, 100, 128, 256), (128, 200, 256, 512)]
-QUICK = [(4, 6, 3, 8)]
+# the head has OUT units on every step
 OUT = 64
 SIDES = ("elman", "elman, head on OpenBLAS", "torch")
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, of {CELLS}")
-    ap.add_argument("--configs", default="all",
-                    help="comma-separated indices into " + ", ".join(
-                        f"{i}={c}" for i, c in enumerate(CONFIGS)) + ', or "all"')
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=0.3, help="seconds per timed repeat")
-    ap.add_argument("--settle", type=float, default=0.15,
-                    help="seconds of pause before each timed repeat (as in bench_rnn.py)")
-    ap.add_argument("--quick", action="store_true", help="one tiny config, 2 short repeats")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
-    ap.add_argument("--keep-env", action="store_true",
-                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
-    args = ap.parse_args(argv)
-    args.cells = [c for c in args.cells.split(",") if c]
-    if not args.cells or any(c not in CELLS for c in args.cells):
-        ap.error(f"--cells takes a comma-separated subset of {', '.join(CELLS)}")
-    args.configs = config_indices(ap, args.configs, len(CONFIGS))
-    if args.repeats < 1 or args.min_time < 0 or args.settle < 0:
-        ap.error("--repeats must be >= 1, --min-time and --settle >= 0")
-    return args
+# bench_bidirectional.py's sizes (N, T, I, H) at H = 128-512 unless told: 1, 2, 3
+DEFAULT_CONFIGS = "1,2,3"
 
 
 def _steps(np, torch, elman, cell, N, T, I, H):
@@ -101,20 +76,8 @@ def _steps(np, torch, elman, cell, N, T, I, H):
     return dict(zip(SIDES, (elman_step, elman_step_on_blas_pool, torch_step)))
 
 
-def _time(step, min_time, settle) -> float:
-    """Seconds per step: as many as last ``min_time``, after a pause of ``settle`` seconds."""
-    time.sleep(settle)
-    count, start = 0, time.perf_counter()
-    while True:
-        step()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / count
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, configs=DEFAULT_CONFIGS)
     env_note = reexec_without_slow_env(args)
     import numpy as np
     import torch
@@ -123,9 +86,7 @@ def main(argv=None) -> int:
     threads = 2
     torch.set_num_threads(threads)
     elman.set_num_threads(threads)
-    configs = QUICK if args.quick else [CONFIGS[i] for i in args.configs]
-    repeats, min_time, settle = (2, 0.01, 0.0) if args.quick else \
-        (args.repeats, args.min_time, args.settle)
+    configs, repeats, min_time, settle = run_settings(args)
     rows = []
     started = time.perf_counter()
     for N, T, I, H in configs:
@@ -152,9 +113,7 @@ def main(argv=None) -> int:
         e, b, t = (med[side] for side in SIDES)
         lines.append(f"| {cell} | {', '.join(map(str, cfg))} | {e:.2f} | {b:.2f} | {t:.2f} | "
                      f"{t / e:.2f} | {b / e:.2f} |")
-    if env_note:
-        lines.insert(1, f"({env_note})")
-    emit(lines, args.markdown)
+    emit(lines, args.markdown, env_note)
     return 0
 
 

@@ -201,8 +201,12 @@ def config_indices(parser, text: str, count: int, flag: str = "--configs") -> li
     return indices
 
 
-def emit(lines: list, markdown: str | None) -> None:
-    """Print a benchmark's report and, when asked (``--markdown FILE``), write it to FILE."""
+def emit(lines: list, markdown: str | None, env_note: str | None = None) -> None:
+    """Print a benchmark's report and, when asked (``--markdown FILE``), write it to FILE;
+    ``env_note`` (what :func:`reexec_without_slow_env` did), if any, goes under its first
+    line, in parentheses."""
+    if env_note:
+        lines = [lines[0], f"({env_note})", *lines[1:]]
     print("\n".join(lines))
     if markdown:
         with open(markdown, "w") as f:

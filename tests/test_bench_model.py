@@ -18,7 +18,7 @@ def test_quick_run_times_the_three_sides(tmp_path):
                        str(md)]) == 0
     rows = [line for line in md.read_text().splitlines() if line.startswith("| gru")
             or line.startswith("| lstm")]
-    assert len(rows) == 2
+    assert len(rows) == 2                     # one size (--quick), 2 cells
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         elman_ms, blas_ms, torch_ms = (float(c) for c in cells[2:5])
