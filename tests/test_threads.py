@@ -125,6 +125,7 @@ def test_for_gemm_sets_numpys_blas_and_restores(monkeypatch):
     (8, 8, 8, False)])             # OpenBLAS keeps it to one thread itself
 def test_matmul_equals_numpys_split_or_not(monkeypatch, m, k, n, transposed, dtype, tol):
     _fake_load(monkeypatch, 0.0)
+    monkeypatch.setattr(threads, "_pool_spins_until", 0.0)    # BLAS's workers asleep
     elman.set_num_threads(2, adaptive=True)
     calls = []
     original = threads.concurrently
@@ -144,6 +145,31 @@ def test_matmul_equals_numpys_split_or_not(monkeypatch, m, k, n, transposed, dty
     calls.clear()
     np.testing.assert_allclose(threads.matmul(a, b), a @ b, rtol=tol, atol=tol * k ** 0.5)
     assert calls == []
+    out = np.full((m, n), np.nan, dtype)                 # into a given array
+    assert threads.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * k ** 0.5)
+
+
+def test_matmul_uses_blas_pool_while_it_spins(monkeypatch):
+    """Right after elman ran per-step GEMMs on BLAS's two threads, whose workers now spin,
+    a large product goes to that pool too; once they would be idle, to elman's halves."""
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(2, adaptive=True)
+    calls = []
+    original = threads.concurrently
+    monkeypatch.setattr(threads, "concurrently",
+                        lambda *fns: calls.append(1) or original(*fns))
+    a = np.ones((6400, 256), np.float32)
+    b = np.ones((256, 64), np.float32)
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: clock[0])
+    with threads.for_gemm(64, 1024, 256) as step:          # 34 MFLOP per step: 2 threads
+        assert not step.one_thread
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert calls == []                                      # BLAS's pool, spinning anyway
+    clock[0] += threads.POOL_SPIN_SECONDS * 1.01            # its workers gone to sleep
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert calls == [1]
 
 
 def test_layers_give_the_same_numbers_under_any_thread_count():

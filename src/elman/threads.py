@@ -49,7 +49,7 @@ import numpy as np
 from . import _validate
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
-           "for_gemm", "gemm_threads", "matmul", "busy_elsewhere", "info",
+           "for_gemm", "gemm_threads", "matmul", "one_thread_product", "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
            "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
 
@@ -70,6 +70,16 @@ _BLAS_OWN_SINGLE_THREAD_MNK = 4 * 65536
 #: a product of at least this many floating-point operations (2*m*n*k) runs in :func:`matmul`
 #: as two row halves at once on elman's two threads; a smaller one on one BLAS thread
 SPLIT_MATMUL_MIN_FLOPS = 16e6
+#: how long OpenBLAS's worker threads spin, waiting for more, after a GEMM on several threads
+#: (2^28 cycles, its default OPENBLAS_THREAD_TIMEOUT: about 0.1 s at 2-3 GHz)
+POOL_SPIN_SECONDS = 0.1
+_pool_spins_until = 0.0        # when the workers of elman's last multi-thread BLAS call go idle
+
+
+def _pool_used() -> None:
+    """elman just ran a GEMM on BLAS's own pool with several threads: its workers spin now."""
+    global _pool_spins_until
+    _pool_spins_until = time.perf_counter() + POOL_SPIN_SECONDS
 
 _ENV = "ELMAN_NUM_THREADS"
 
@@ -329,6 +339,8 @@ class for_gemm:
 
     def __exit__(self, *exc):
         if self.threads:
+            if self.threads > 1:
+                _pool_used()
             _apply(granted())
         elif self.threads is None:
             _apply_new_grant()
@@ -383,33 +395,51 @@ def concurrently(first, second) -> tuple:
                 _apply(granted())
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for 2-D arrays (a new array) on the threads the policy grants, but never on the
-    BLAS library's own thread pool: a product of :data:`SPLIT_MATMUL_MIN_FLOPS` or more runs as
-    two halves of ``a``'s rows at once (:func:`concurrently`, one BLAS thread each), a smaller
-    one on one BLAS thread. elman's dense layers use it.
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` for 2-D arrays (into ``out``, or a new array) on the threads the policy grants,
+    but on one thread pool at a time: elman's own (:func:`concurrently`) unless BLAS's is
+    spinning already. A product of :data:`SPLIT_MATMUL_MIN_FLOPS` or more runs as two halves
+    of ``a``'s rows at once, one BLAS thread each; a smaller one on one BLAS thread; and any
+    product on BLAS's pool while its workers still spin from elman's last multi-thread BLAS
+    call (a time loop's per-step GEMMs on two threads, :class:`for_gemm`), which is the one
+    case where they are the cheaper choice. The whole-sequence GEMMs of the recurrent layers
+    and elman's dense layers use it.
 
-    Why: after a GEMM on two threads OpenBLAS's worker thread spins for about 0.1 s, waiting for
-    more, and a recurrent layer that runs next on two threads of elman's own (row blocks, two
-    directions) shares the two cores with it. Measured (LSTM (64, 100, 128, 256), one training
-    step, a dense head of 64 units between forward and backward, 2 cores): 169 ms with the head
-    on OpenBLAS's two threads, 120 ms with it as two halves here (the layer alone: 107 ms; the
-    head alone took 7.5 and 9.1 ms). elman's worker thread waits on a lock, not spinning."""
+    Why: after a GEMM on two threads OpenBLAS's worker thread spins for about 0.1 s
+    (:data:`POOL_SPIN_SECONDS`), and work that runs next on elman's two threads (a recurrent
+    layer's row blocks or directions, the halves here) shares the two cores with it.
+    Measured (LSTM (64, 100, 128, 256), one training step, a dense head of 64 units between
+    forward and backward, 2 cores): 169 ms with the head on OpenBLAS's two threads, 120 ms
+    with it as two halves here (the layer alone: 107 ms; the head alone took 7.5 and 9.1 ms).
+    elman's worker thread waits on a lock, not spinning."""
     m, k = a.shape
     n = b.shape[1]
     if _pinned or m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:     # one thread already
-        return a @ b
-    if m < 2 or 2.0 * m * n * k < SPLIT_MATMUL_MIN_FLOPS or gemm_threads(m, n, k) < 2:
+        return np.matmul(a, b, out=out)
+    threads = gemm_threads(m, n, k)
+    if threads > 1 and (m < 2 or time.perf_counter() < _pool_spins_until):
+        out = np.matmul(a, b, out=out)   # BLAS's pool: spinning anyway (or one row: a GEMV)
+        _pool_used()
+        return out
+    if threads < 2 or 2.0 * m * n * k < SPLIT_MATMUL_MIN_FLOPS:
         _apply(1)
         try:
-            return a @ b
+            return np.matmul(a, b, out=out)
         finally:
             _apply(granted())
-    out = np.empty((m, n), np.result_type(a, b))
+    if out is None:
+        out = np.empty((m, n), np.result_type(a, b))
     half = (m + 1) // 2
     concurrently(lambda: np.matmul(a[:half], b, out=out[:half]),
                  lambda: np.matmul(a[half:], b, out=out[half:]))
     return out
+
+
+def one_thread_product(m: int, n: int, k: int) -> bool:
+    """Whether an ``(m x k) @ (k x n)`` product runs on one BLAS thread whatever :func:`matmul`
+    would decide (inside :func:`concurrently`, or small enough for OpenBLAS to keep to one):
+    a caller may then use a cheaper binding of its own."""
+    return bool(_pinned) or m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK
 
 
 _pinned = 0                    # > 0 inside concurrently(): BLAS stays at one thread

@@ -444,10 +444,10 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     GX = ws.take("GX", (T, N, GH), dtype)
     X2, GX2 = X.reshape(T * N, X.shape[2]), GX.reshape(T * N, GH)
-    if kernels is not None:             # the same BLAS call, minus NumPy's dispatch
-        fast.project_input(X2, W_ih, GX2)
-    else:
-        np.matmul(X2, W_ih.T, out=GX2)
+    if kernels is not None and threads.one_thread_product(T * N, GH, X.shape[2]):
+        fast.project_input(X2, W_ih, GX2)   # the same BLAS call, minus NumPy's dispatch
+    else:                               # (on one thread pool at a time: threads.matmul)
+        threads.matmul(X2, W_ih.T, out=GX2)
     # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
     transform = _kernel_attribute(kernels, "transform_input")
     input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
@@ -641,17 +641,20 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
         H_prev = H_prev * cache.h_mask
     H_prev2 = H_prev.reshape(T * N, P)
-    g["weight_ih"] += dGX2.T @ X2
+    # (threads.matmul: on elman's two threads, or BLAS's pool while it spins from this pass's
+    # per-step GEMMs, never both at once)
+    g["weight_ih"] += threads.matmul(dGX2.T, X2)
     if split:
-        g["weight_hh"][:split] += dGX2[:, :split].T @ H_prev2
+        g["weight_hh"][:split] += threads.matmul(dGX2[:, :split].T, H_prev2)
     if split < K:
-        g["weight_hh"][split:K] += dGH2[:, :K - split].T @ H_prev2
+        g["weight_hh"][split:K] += threads.matmul(dGH2[:, :K - split].T, H_prev2)
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
     if R is not None:
-        g["weight_hr"] += dHs.reshape(T * N, P).T @ R.reshape(T * N, H)
+        g["weight_hr"] += threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H))
     eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
-    dX = (dGX2 @ w["weight_ih"]).reshape(T, N, X.shape[2]) if input_grad else None
+    dX = (threads.matmul(dGX2, w["weight_ih"]).reshape(T, N, X.shape[2]) if input_grad
+          else None)
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 
