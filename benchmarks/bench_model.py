@@ -4,13 +4,14 @@
 ``bench_rnn.py`` times a recurrent layer on its own. In a model the layer runs between other
 work, and that work can cost it time: a dense head's GEMMs run on two threads, and OpenBLAS's
 worker thread then spins for about 0.1 s waiting for more, on a core that the layer's row
-blocks or directions (elman's own two threads) need next. elman's dense layer therefore runs
-its products on elman's own threads (``elman.threads.matmul``). This script measures the
-model both ways, and torch beside it:
+blocks or directions (elman's own two threads) need next. elman's dense layer and the
+recurrent layers' whole-sequence GEMMs therefore run on one thread pool at a time
+(``elman.threads.matmul``). This script measures the model both ways, and torch beside it:
 
 ``elman``             ``elman.LSTM/GRU/RNN`` -> ``elman.Dense(O)`` on every step, MSE, Adam
-``elman, head on OpenBLAS``  the same, with the head's products as plain NumPy ``a @ b`` on
-                      OpenBLAS's two threads (as before ``threads.matmul``)
+``elman, products on OpenBLAS``  the same, with the head's products and the layer's
+                      whole-sequence ones as plain NumPy ``a @ b`` on OpenBLAS's two threads
+                      (as before ``threads.matmul``)
 ``torch``             ``torch.nn.LSTM/GRU/RNN`` -> ``nn.Linear(O)``, MSE, Adam
 
 One training step each (zero_grad, forward, loss, backward, Adam step), float32, 2 threads,
@@ -33,7 +34,7 @@ from bench_rnn import cpu_model, emit, reexec_without_slow_env  # noqa: E402
 
 # the head has OUT units on every step
 OUT = 64
-SIDES = ("elman", "elman, head on OpenBLAS", "torch")
+SIDES = ("elman", "elman, products on OpenBLAS", "torch")
 # bench_bidirectional.py's sizes (N, T, I, H) at H = 128-512 unless told: 1, 2, 3
 DEFAULT_CONFIGS = "1,2,3"
 
@@ -57,7 +58,8 @@ def _steps(np, torch, elman, cell, N, T, I, H):
 
     def elman_step_on_blas_pool():
         plain = elman.threads.matmul
-        elman.threads.matmul = lambda a, b: a @ b          # NumPy's a @ b: OpenBLAS's pool
+        # NumPy's a @ b for the head and the layer's whole-sequence products: OpenBLAS's pool
+        elman.threads.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
         try:
             elman_step()
         finally:
@@ -107,8 +109,8 @@ def main(argv=None) -> int:
              f"Adam: ms per training step, medians of {repeats} alternating repeats, each "
              f"after a {settle:g} s pause; benchmark time "
              f"{time.perf_counter() - started:.0f} s", "",
-             "| cell | N, T, I, H | elman | elman, head on OpenBLAS | torch | torch / elman | "
-             "head on OpenBLAS / elman |", "|---|---|--:|--:|--:|--:|--:|"]
+             "| cell | N, T, I, H | elman | elman, products on OpenBLAS | torch | torch / elman | "
+             "products on OpenBLAS / elman |", "|---|---|--:|--:|--:|--:|--:|"]
     for cell, cfg, med in rows:
         e, b, t = (med[side] for side in SIDES)
         lines.append(f"| {cell} | {', '.join(map(str, cfg))} | {e:.2f} | {b:.2f} | {t:.2f} | "
