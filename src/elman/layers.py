@@ -349,8 +349,8 @@ class Linear(Module):
                 f"Linear: expected input with last dimension {self.in_features} (in_features), "
                 f"got {got} (input shape {x.shape})")
         x2 = x.reshape(-1, self.in_features)               # a view of a contiguous input
-        # (M, out); threads.matmul: elman's two threads, not OpenBLAS's pool, whose worker
-        # would spin beside a recurrent layer's row blocks or directions that run next
+        # (M, out); threads.matmul: one thread pool at a time, so that OpenBLAS's worker does
+        # not spin beside a recurrent layer's row blocks or directions that run next
         z = threads.matmul(x2, self.weight.data.T)
         if self.bias is not None:
             z += self.bias.data
