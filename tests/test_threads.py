@@ -126,11 +126,12 @@ def test_for_gemm_sets_numpys_blas_and_restores(monkeypatch):
 def test_matmul_equals_numpys_split_or_not(monkeypatch, m, k, n, transposed, dtype, tol):
     _fake_load(monkeypatch, 0.0)
     monkeypatch.setattr(threads, "_pool_spins_until", 0.0)    # BLAS's workers asleep
+    monkeypatch.setattr(threads, "_layers_concurrent_until", float("inf"))  # layers' threads
     elman.set_num_threads(2, adaptive=True)
     calls = []
     original = threads.concurrently
     monkeypatch.setattr(threads, "concurrently",
-                        lambda *fns: calls.append(1) or original(*fns))
+                        lambda *fns, **kw: calls.append(1) or original(*fns, **kw))
     rng = np.random.default_rng(0)
     a = rng.standard_normal((k, m) if transposed else (m, k)).astype(dtype)
     a = a.T if transposed else a
@@ -158,11 +159,12 @@ def test_matmul_uses_blas_pool_while_it_spins(monkeypatch):
     calls = []
     original = threads.concurrently
     monkeypatch.setattr(threads, "concurrently",
-                        lambda *fns: calls.append(1) or original(*fns))
+                        lambda *fns, **kw: calls.append(1) or original(*fns, **kw))
     a = np.ones((6400, 256), np.float32)
     b = np.ones((256, 64), np.float32)
     clock = [100.0]
     monkeypatch.setattr(threads.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(threads, "_layers_concurrent_until", float("inf"))
     with threads.for_gemm(64, 1024, 256) as step:          # 34 MFLOP per step: 2 threads
         assert not step.one_thread
     np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
@@ -170,6 +172,34 @@ def test_matmul_uses_blas_pool_while_it_spins(monkeypatch):
     clock[0] += threads.POOL_SPIN_SECONDS * 1.01            # its workers gone to sleep
     np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
     assert calls == [1]
+
+
+def test_matmul_keeps_to_blas_pool_unless_layers_run_concurrently(monkeypatch):
+    """No recurrent layer ran its blocks or directions on elman's threads lately: a large
+    product runs on BLAS's pool (nothing to meet there); after one did, as two halves, until
+    LAYER_CONCURRENCY_SECONDS have passed. matmul's own halves do not count."""
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(2, adaptive=True)
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(threads, "_pool_spins_until", 0.0)
+    monkeypatch.setattr(threads, "_layers_concurrent_until", 0.0)
+    calls = []
+    original = threads.concurrently
+    monkeypatch.setattr(threads, "concurrently",
+                        lambda *fns, **kw: calls.append(kw.get("layer", True))
+                        or original(*fns, **kw))
+    a = np.ones((6400, 256), np.float32)
+    b = np.ones((256, 64), np.float32)
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert calls == []                                      # BLAS's pool
+    clock[0] += 1.0                                         # its workers asleep again
+    threads.concurrently(lambda: None, lambda: None)       # a layer's row blocks
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert calls == [True, False]                          # then two halves, not a layer
+    clock[0] += threads.LAYER_CONCURRENCY_SECONDS * 1.01
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert calls == [True, False]                          # BLAS's pool again
 
 
 def test_layers_give_the_same_numbers_under_any_thread_count():

@@ -51,6 +51,7 @@ from . import _validate
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "matmul", "one_thread_product", "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
+           "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS",
            "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
 
 #: a GEMM needs this many floating-point operations (2*m*n*k) per thread beyond the first to be
@@ -80,6 +81,11 @@ SPLIT_MATMUL_MIN_FLOPS = 64e6
 #: (2^28 cycles, its default OPENBLAS_THREAD_TIMEOUT: about 0.1 s at 2-3 GHz)
 POOL_SPIN_SECONDS = 0.1
 _pool_spins_until = 0.0        # when the workers of elman's last multi-thread BLAS call go idle
+#: a recurrent layer that ran its row blocks or directions on elman's two threads this recently
+#: (seconds) will likely run its next ones soon (the same training step, or the next): until
+#: then :func:`matmul` keeps off OpenBLAS's pool, whose spinning worker would meet them
+LAYER_CONCURRENCY_SECONDS = 1.0
+_layers_concurrent_until = 0.0
 
 
 def _pool_used() -> None:
@@ -369,7 +375,7 @@ def _apply_new_grant() -> None:
 _applied_grant = None          # the policy's decision (_monitor.grant) that _apply_new_grant set
 
 
-def concurrently(first, second) -> tuple:
+def concurrently(first, second, *, layer: bool = True) -> tuple:
     """``(first(), second())``, run at once: ``first`` on a worker thread, ``second`` on this
     one, with NumPy's BLAS at one thread (each caller's BLAS calls then run on the caller's own
     thread) and :class:`for_gemm` leaving it there; afterwards BLAS goes back to
@@ -381,8 +387,12 @@ def concurrently(first, second) -> tuple:
     threads just before would leave OpenBLAS's own worker thread spinning, waiting for more
     work, for about 0.1 s (2^28 cycles, its default ``OPENBLAS_THREAD_TIMEOUT``), and beside the
     two tasks on two cores it took a core's worth of time from them (measured: two directions'
-    forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other)."""
-    global _pinned
+    forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other).
+    ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
+    of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False)."""
+    global _pinned, _layers_concurrent_until
+    if layer:
+        _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
     with _pin_lock:                 # (callers on several threads of their own: count exactly)
         _pinned += 1
         _apply(1)
@@ -403,12 +413,13 @@ def concurrently(first, second) -> tuple:
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``a @ b`` for 2-D arrays (into ``out``, or a new array) on the threads the policy grants,
-    but on one thread pool at a time: elman's own (:func:`concurrently`) unless BLAS's is
-    spinning already. A product of :data:`SPLIT_MATMUL_MIN_FLOPS` or more runs as two halves
-    of ``a``'s rows at once, one BLAS thread each; a smaller one on one BLAS thread; and any
-    product on BLAS's pool while its workers still spin from elman's last multi-thread BLAS
-    call (a time loop's per-step GEMMs on two threads, :class:`for_gemm`), which is the one
-    case where they are the cheaper choice. The whole-sequence GEMMs of the recurrent layers
+    but on one thread pool at a time. While recurrent layers run their row blocks or
+    directions on elman's two threads (:func:`concurrently` in the last
+    :data:`LAYER_CONCURRENCY_SECONDS`), a product of :data:`SPLIT_MATMUL_MIN_FLOPS` or more
+    runs as two halves of ``a``'s rows at once, one BLAS thread each, and a smaller one on one
+    BLAS thread; otherwise, and while BLAS's workers still spin from elman's last multi-thread
+    BLAS call (a time loop's per-step GEMMs on two threads, :class:`for_gemm`), on BLAS's own
+    pool, which is then the cheaper choice. The whole-sequence GEMMs of the recurrent layers
     and elman's dense layers use it.
 
     Why: after a GEMM on two threads OpenBLAS's worker thread spins for about 0.1 s
@@ -423,8 +434,10 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if _pinned or m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:     # one thread already
         return np.matmul(a, b, out=out)
     threads = gemm_threads(m, n, k)
-    if threads > 1 and (m < 2 or time.perf_counter() < _pool_spins_until):
-        out = np.matmul(a, b, out=out)   # BLAS's pool: spinning anyway (or one row: a GEMV)
+    now = time.perf_counter()
+    if threads > 1 and (m < 2 or now < _pool_spins_until or now >= _layers_concurrent_until):
+        # BLAS's pool: no layer's threads to meet, or spinning anyway (or one row: a GEMV)
+        out = np.matmul(a, b, out=out)
         _pool_used()
         return out
     if threads < 2 or 2.0 * m * n * k < SPLIT_MATMUL_MIN_FLOPS:
@@ -437,7 +450,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         out = np.empty((m, n), np.result_type(a, b))
     half = (m + 1) // 2
     concurrently(lambda: np.matmul(a[:half], b, out=out[:half]),
-                 lambda: np.matmul(a[half:], b, out=out[half:]))
+                 lambda: np.matmul(a[half:], b, out=out[half:]), layer=False)
     return out
 
 
