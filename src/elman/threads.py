@@ -73,9 +73,9 @@ _BLAS_OWN_SINGLE_THREAD_MNK = 4 * 65536
 #: elman's worker thread costs 0.05 ms when it ran just before, 0.2-0.5 ms after it slept 1-10
 #: ms (measured on this project's virtual machine), and the second half saves half a one-thread
 #: product's time (about 90 GFLOP/s here): the split pays from about 70 MFLOP. (Measured
-#: through a model, bench_model.py: with 16 MFLOP the RNN at (64, 100, 32, 128), whose
-#: products are 50-200 MFLOP, ran at 0.75-0.80x of all its products on OpenBLAS's pool; with
-#: 64 MFLOP at 0.92-0.95x.)
+#: through a model, bench_model.py, when every product split: with 16 MFLOP the RNN at
+#: (64, 100, 32, 128), whose products are 50-200 MFLOP, ran at 0.75-0.80x of all its products
+#: on OpenBLAS's pool; with 64 MFLOP at 0.92-0.95x.)
 SPLIT_MATMUL_MIN_FLOPS = 64e6
 #: how long OpenBLAS's worker threads spin, waiting for more, after a GEMM on several threads
 #: (2^28 cycles, its default OPENBLAS_THREAD_TIMEOUT: about 0.1 s at 2-3 GHz)
