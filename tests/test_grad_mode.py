@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import elman
+from elman import recurrent, timeloop
 
 
 def test_the_switch_nests_restores_and_decorates():
@@ -97,14 +98,126 @@ def test_recurrent_layers_compute_the_same_and_keep_nothing(name):
 
 
 def test_a_layer_gives_its_arrays_back_for_the_next_call():
-    lstm = elman.LSTM(3, 5)
-    x = np.zeros((6, 2, 3), np.float32)
+    lstm = elman.LSTM(3, 64)
+    T, N = 40, 16                     # more recurrent work than a lean call has
+    assert 2.0 * T * N * 256 * 64 >= timeloop.LEAN_MAX_FLOPS
+    x = np.zeros((T, N, 3), np.float32)
     with elman.no_grad():
         lstm(x)
         kept = lstm._workspaces[0]._free.get("GX")
-        assert kept is not None and kept.shape == (6, 2, 20)
+        assert kept is not None and kept.shape == (T, N, 256)
         lstm(x)                                         # reused, and given back again
         assert lstm._workspaces[0]._free.get("GX") is kept
+
+
+# -- the lean path: small no-grad calls skip the general path's bookkeeping ----------------
+
+LEAN_LAYERS = {
+    "rnn": lambda dt: elman.RNN(3, 6, dtype=dt, seed=0),
+    "rnn-relu-2layers-bi": lambda dt: elman.RNN(3, 6, num_layers=2, nonlinearity="relu",
+                                                bidirectional=True, dtype=dt, seed=0),
+    "gru": lambda dt: elman.GRU(3, 6, dtype=dt, seed=0),
+    "gru-classic": lambda dt: elman.GRU(3, 6, reset_after=False, dtype=dt, seed=0),
+    "lstm-2layers": lambda dt: elman.LSTM(3, 6, num_layers=2, dtype=dt, seed=0),
+    "lstm-bi-batch-first": lambda dt: elman.LSTM(3, 6, bidirectional=True, batch_first=True,
+                                                 dtype=dt, seed=0),
+    "lstm-peephole": lambda dt: elman.LSTM(3, 6, peephole=True, dtype=dt, seed=0),
+    "lstm-layer-norm": lambda dt: elman.LSTM(3, 6, layer_norm=True, dtype=dt, seed=0),
+    "gru-layer-norm-2layers": lambda dt: elman.GRU(3, 6, num_layers=2, layer_norm=True,
+                                                   dtype=dt, seed=0),
+    # options that a call in evaluation mode ignores
+    "lstm-dropouts-eval": lambda dt: elman.LSTM(3, 6, num_layers=2, dropout=0.5,
+                                                recurrent_dropout=0.3, input_dropout=0.2,
+                                                dtype=dt, seed=0).eval(),
+}
+
+
+def _perturb(layer, rng):
+    """Non-zero values everywhere (peephole weights and layer-norm shifts start at zero)."""
+    for p in layer.parameters():
+        p.data[...] = rng.uniform(-0.6, 0.6, p.data.shape)
+
+
+def _calls(layer, steps, state, **kw):
+    """The outputs and final states of a stream of calls, state carried."""
+    results = []
+    for x in steps:
+        out, state = layer(x, state, **kw)
+        results.append(out)
+    flat = [state] if not isinstance(state, tuple) else list(state)
+    return results + flat
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(LEAN_LAYERS))
+def test_lean_calls_equal_the_general_path(name, dtype, monkeypatch):
+    """One-step calls with the state carried, a short sequence, an unbatched sequence: the
+    lean path runs them (the general one is made to fail) and gives exactly what the
+    general path gives."""
+    layer = LEAN_LAYERS[name](dtype)
+    _perturb(layer, np.random.default_rng(3))
+    rng = np.random.default_rng(4)
+    N = 2
+    first = (N, 1, 3) if layer.batch_first else (1, N, 3)
+    steps = [rng.standard_normal(first).astype(dtype) for _ in range(3)]
+    sequence = [rng.standard_normal((5, N, 3)).astype(dtype).swapaxes(0, 1).copy()
+                if layer.batch_first else rng.standard_normal((5, N, 3)).astype(dtype)]
+    unbatched = [rng.standard_normal((4, 3)).astype(dtype)]
+    cases = [(steps, None), (sequence, None), (unbatched, None)]
+
+    def general_path_refused(*args, **kwargs):
+        raise AssertionError("a lean call took the general path")
+
+    with elman.no_grad():
+        monkeypatch.setattr(recurrent, "sequence_forward", general_path_refused)
+        lean = [_calls(layer, xs, state) for xs, state in cases]
+        monkeypatch.undo()
+        monkeypatch.setattr(recurrent, "runs_lean", lambda *args: False)
+        general = [_calls(layer, xs, state) for xs, state in cases]
+    for got, expected in zip(lean, general):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_lean_calls_keep_what_the_general_path_keeps():
+    """A stateful layer carries its state through lean calls; a cache kept by an earlier
+    differentiable call is dropped (a later backward is refused), as by any forward."""
+    rng = np.random.default_rng(5)
+    steps = [rng.standard_normal((1, 1, 3)).astype(np.float32) for _ in range(4)]
+    stateful = elman.GRU(3, 4, stateful=True, seed=0)
+    carried = elman.GRU(3, 4, seed=0)
+    with elman.no_grad():
+        state = None
+        for x in steps:
+            got, _ = stateful(x)
+            expected, state = carried(x, state)
+            np.testing.assert_array_equal(got, expected)
+    lstm = elman.LSTM(3, 4, seed=0)
+    out, _ = lstm(steps[0])
+    assert lstm._cache is not None
+    with elman.no_grad():
+        lstm(steps[1])
+    assert lstm._cache is None
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        lstm.backward(np.ones_like(out))
+
+
+@pytest.mark.parametrize("layer_kwargs, training, reason", [
+    (dict(zoneout=0.3), False, "zoneout (its expectation mixes the states)"),
+    (dict(proj_size=2), False, "a projection"),
+    (dict(recurrent_dropout=0.3), True, "dropout in training"),
+])
+def test_calls_the_lean_path_does_not_cover_take_the_general_one(layer_kwargs, training,
+                                                                  reason, monkeypatch):
+    layer = elman.LSTM(3, 4, seed=0, **layer_kwargs).train(training)
+    calls = []
+    monkeypatch.setattr(recurrent, "sequence_forward_lean",
+                        lambda *args: calls.append(args) or pytest.fail(reason))
+    with elman.no_grad():
+        out, _ = layer(np.ones((2, 1, 3), np.float32))
+    assert out.shape[0] == 2 and not calls
 
 
 def test_a_training_step_after_no_grad_inference_is_unchanged():

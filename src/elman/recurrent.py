@@ -29,7 +29,7 @@ import functools
 
 import numpy as np
 
-from . import _validate, registry
+from . import _validate, fast, registry
 from .cells.base import check_input, check_state, make_parameters, parameter_count
 from .cells.gru import GRUEquations
 from .cells.layer_norm import LayerNormGRUEquations, LayerNormLSTMEquations, LayerNormRNNEquations
@@ -40,8 +40,8 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
-                       run_directions, sequence_backward, sequence_forward,
-                       sequence_forward_rows, split_rows)
+                       run_directions, runs_lean, sequence_backward, sequence_forward,
+                       sequence_forward_lean, sequence_forward_rows, split_rows)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -186,6 +186,12 @@ class RecurrentLayer(StatefulMixin, Module):
         hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         h0, c0 = self._split_hx(hx, N, batched)
         D = self._D
+        if lengths is None and not is_grad_enabled():
+            lean = self._lean_kernels(T, N)
+            if lean is not None:
+                self._release_cache()     # (as below: a forward replaces what the last kept)
+                out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
+                return self._finish(out, h_n, c_n, None, N, batched)
 
         order = inverse = active = None
         if lengths is not None:
@@ -276,9 +282,47 @@ class RecurrentLayer(StatefulMixin, Module):
         else:                             # elman.no_grad(): the arrays go back for the next call
             for cache in caches:
                 release(cache)
+        return self._finish(out, h_n, c_n, inverse, N, batched)
+
+    def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool):
+        """``(out, state)`` in the caller's order and layout; a stateful layer keeps the state."""
         out, state = self._format_outputs(out, h_n, c_n, inverse, batched)
         self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
         return out, state
+
+    def _lean_kernels(self, T: int, N: int):
+        """The cell's compiled loops when this no-grad call may take :meth:`_forward_lean`:
+        nothing to mask (no dropout in training, no zoneout), no projection, and small enough
+        for :func:`elman.timeloop.runs_lean`; else None."""
+        if self.zoneout or self.proj_size or (self.training and (
+                self.dropout or self.input_dropout or self.recurrent_dropout)):
+            return None
+        kernels = fast.kernels_for(self.eq, self.dtype)
+        K = self.eq.recurrent_gates * self.hidden_size
+        return kernels if runs_lean(kernels, T, N, K, self.hidden_size) else None
+
+    def _forward_lean(self, kernels, X, h0, c0):
+        """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step
+        calls, a batch of one): each layer-direction through
+        :func:`elman.timeloop.sequence_forward_lean`, without the general path's caches,
+        workspaces and row blocks. Same arithmetic, same results."""
+        D, eq = self._D, self.eq
+        h_n = np.empty((self.num_layers * D,) + h0.shape[1:], self.dtype)
+        c_n = None if c0 is None else np.empty((self.num_layers * D,) + c0.shape[1:], self.dtype)
+        layer_in = X
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(D):
+                k = layer * D + direction
+                S, C = sequence_forward_lean(eq, kernels, layer_in, h0[k],
+                                             None if c0 is None else c0[k], self._weights(k),
+                                             bool(direction))
+                h_n[k] = S[0] if direction else S[-1]        # (no lengths: the last step)
+                if C is not None:
+                    c_n[k] = C[0] if direction else C[-1]
+                outs.append(S[:-1] if direction else S[1:])
+            layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+        return layer_in, h_n, c_n
 
     def _variational_mask(self, p: float, shape: tuple, order) -> np.ndarray | None:
         """A (N, width) inverted-dropout mask (0 or 1/(1-p)), in training only; rows in the

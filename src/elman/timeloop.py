@@ -504,6 +504,63 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                          h_mask, input_state, zone)
 
 
+#: a call whose every layer-direction has less recurrent GEMM work than this, one BLAS thread's
+#: worth of per-step GEMM and nothing to keep, mask or sort runs :func:`sequence_forward_lean`
+LEAN_MAX_FLOPS = OVERLAP_MIN_FLOPS
+
+
+def runs_lean(kernels, T: int, N: int, K: int, P: int) -> bool:
+    """Whether a call that keeps and masks nothing (the caller checks that) may run
+    :func:`sequence_forward_lean`: compiled loops, less than :data:`LEAN_MAX_FLOPS` of recurrent
+    work per direction (so no row blocks and no overlapped directions) and a per-step GEMM that
+    OpenBLAS keeps on one thread by itself (so no thread count to set)."""
+    return (kernels is not None and 2.0 * T * N * K * P < LEAN_MAX_FLOPS
+            and threads.one_thread_product(N, K, P))
+
+
+def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                          w: Weights, reverse: bool = False) -> tuple:
+    """``(S, C)`` of :func:`sequence_forward` (same arguments, ``kernels`` the cell's compiled
+    loops) for a small call that keeps nothing for a backward: no lengths, masks, zoneout or
+    projection, arrays of its own instead of a workspace, no :class:`SequenceCache`.
+
+    Why: a streaming caller's one-step call (batch 1, H = 128) runs 10-20 us of compiled work;
+    the general path's bookkeeping around it (workspace, caches, schedule of lengths, thread
+    policy, row blocks) cost twice that again (measured: 37 us a call through
+    :func:`sequence_forward`, 20 us for the projection and loop alone)."""
+    T, N, I = X.shape
+    W_ih, W_hh = w["weight_ih"], w["weight_hh"]
+    GH, P = W_ih.shape[0], W_hh.shape[1]
+    H = GH // eq.gates
+    K = eq.recurrent_gates * H
+    dtype = X.dtype
+    gx_bias, consts = eq.prepare_forward(w, H, dtype)
+    GX = np.empty((T, N, GH), dtype)
+    X2, GX2 = X.reshape(T * N, I), GX.reshape(T * N, GH)
+    if threads.one_thread_product(T * N, GH, I):
+        fast.project_input(X2, W_ih, GX2)
+    else:
+        threads.matmul(X2, W_ih.T, out=GX2)
+    transform = _kernel_attribute(kernels, "transform_input")
+    eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
+    S = np.empty((T + 1, N, P), dtype)
+    C = np.empty((T + 1, N, H), dtype) if eq.has_cell else None
+    saved_width = _kernel_attribute(kernels, "saved_width")
+    saved_width = eq.saved_width if saved_width is None else saved_width
+    saved = np.empty((T, N, saved_width * H), dtype) if saved_width else None
+    first = T if reverse else 0
+    S[first] = h0
+    if C is not None:
+        C[first] = c0
+    bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
+    step_threads = threads.for_gemm(N, K, P)
+    with step_threads:
+        kernels.forward(eq, ForwardLoop(
+            GX, bias, _step_operand(W_hh[:K], True, T, N, kernels, step_threads), S, C, saved,
+            np.empty((N, K), dtype), consts, _full_schedule(T, N, reverse), None, None))
+    return S, C
+
+
 def _zone_step(zone: Zoneout, t, n, h_prev, h, c_prev, c) -> None:
     """Zoneout after step ``t`` (rows ``:n``): ``h = a h_prev + (1 - a) h_new`` in place, and
     the same for ``c``, keeping ``c_new`` first."""
