@@ -48,6 +48,47 @@ def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
         np.testing.assert_allclose(wide_c, expected, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_mkls_one_thread_product_equals_numpys(dtype, tol, b_transposed):
+    """_mkl.product (and threads.one_thread_matmul, which uses it) against a float64 product:
+    ``a`` plain, ``b`` plain or a weight's transpose; into a given array or a new one."""
+    rng = np.random.default_rng(1)
+    m, k, n = 700, 48, 40                  # m * n * k = 1,344,000 >= MIN_PRODUCT_MNK
+    assert m * n * k >= _mkl.MIN_PRODUCT_MNK
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype).T if b_transposed else \
+        rng.standard_normal((k, n)).astype(dtype)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    out = np.full((m, n), np.nan, dtype)
+    assert _mkl.product(a, b, out)
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * 10)
+    for got in (threads.one_thread_matmul(a, b), threads.one_thread_matmul(a, b, out)):
+        assert got.dtype == dtype and got.shape == (m, n)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * 10)
+
+
+def test_mkls_product_declines_what_it_does_not_take():
+    """False and nothing written: a transposed ``a`` (the weight gradients' dG^T, which
+    OpenBLAS runs faster), a small product, mixed dtypes, a strided ``b`` or ``out``, MKL
+    switched off; one_thread_matmul then gives NumPy's product."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((700, 48)).astype(np.float32)
+    b = rng.standard_normal((48, 40)).astype(np.float32)
+    out = np.zeros((700, 40), np.float32)
+    declined = [(np.asfortranarray(a), b, out), (a[:10], b, out[:10]),
+                (a, b.astype(np.float64), out), (a, np.zeros((48, 80), np.float32)[:, ::2], out),
+                (a, b, np.zeros((700, 80), np.float32)[:, ::2])]
+    for args in declined:
+        assert not _mkl.product(*args)
+    assert not out.any()
+    with _mkl.use(False):
+        assert not _mkl.product(a, b, out)
+        np.testing.assert_allclose(threads.one_thread_matmul(a, b), a @ b, rtol=1e-6)
+    at = np.asfortranarray(a)
+    np.testing.assert_allclose(threads.one_thread_matmul(at, b), a @ b, rtol=1e-5, atol=1e-5)
+
+
 def test_pack_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="contiguous rows"):
         _mkl.pack(np.zeros((4, 6), np.float32)[:, ::2], True, rows=3)

@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from . import _validate
+from .fast import _mkl
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "matmul", "one_thread_product", "busy_elsewhere", "info",
@@ -432,7 +433,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     m, k = a.shape
     n = b.shape[1]
     if _pinned or m * n * k <= _BLAS_OWN_SINGLE_THREAD_MNK:     # one thread already
-        return np.matmul(a, b, out=out)
+        return one_thread_matmul(a, b, out)
     threads = gemm_threads(m, n, k)
     now = time.perf_counter()
     if threads > 1 and (m < 2 or now < _pool_spins_until or now >= _layers_concurrent_until):
@@ -443,15 +444,28 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if threads < 2 or 2.0 * m * n * k < SPLIT_MATMUL_MIN_FLOPS:
         _apply(1)
         try:
-            return np.matmul(a, b, out=out)
+            return one_thread_matmul(a, b, out)
         finally:
             _apply(granted())
     if out is None:
         out = np.empty((m, n), np.result_type(a, b))
     half = (m + 1) // 2
-    concurrently(lambda: np.matmul(a[:half], b, out=out[:half]),
-                 lambda: np.matmul(a[half:], b, out=out[half:]), layer=False)
+    concurrently(lambda: one_thread_matmul(a[:half], b, out[:half]),
+                 lambda: one_thread_matmul(a[half:], b, out[half:]), layer=False)
     return out
+
+
+def one_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None
+                      ) -> np.ndarray:
+    """``a @ b`` for a product that runs on the calling thread alone: on MKL's sequential GEMM
+    where it takes it (``elman[mkl]`` installed, a large enough product, ``a`` not a transpose:
+    :func:`elman.fast._mkl.product`, which says why), else NumPy's."""
+    if a.shape[0] * b.shape[1] * a.shape[1] >= _mkl.MIN_PRODUCT_MNK and _mkl.enabled() \
+            and a.flags.c_contiguous and a.dtype == b.dtype:
+        target = np.empty((a.shape[0], b.shape[1]), a.dtype) if out is None else out
+        if _mkl.product(a, b, target):
+            return target
+    return np.matmul(a, b, out=out)
 
 
 def one_thread_product(m: int, n: int, k: int) -> bool:

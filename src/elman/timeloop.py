@@ -286,6 +286,23 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     return _step_matrix(W.T, T, N) if transpose else W
 
 
+def project_input(X: np.ndarray, W_ih: np.ndarray, GX: np.ndarray, kernels) -> None:
+    """``GX = X @ W_ih^T``, (T, N, I) into (T, N, G*H): the input projection of one
+    layer-direction, all steps at once. On a thread of its own (a row block, a direction) or
+    small: MKL's GEMM where it takes the product (:func:`elman.threads.one_thread_matmul`), else,
+    with compiled loops, the kernels' own binding of NumPy's BLAS (the same call, minus NumPy's
+    few microseconds of dispatch, which a streaming caller's every call paid); otherwise on the
+    threads :func:`elman.threads.matmul` gives it."""
+    T, N, I = X.shape
+    X2, GX2 = X.reshape(T * N, I), GX.reshape(T * N, GX.shape[2])
+    if not threads.one_thread_product(T * N, GX2.shape[1], I):
+        threads.matmul(X2, W_ih.T, out=GX2)
+    elif kernels is not None and T * N * GX2.shape[1] * I < fast_mkl.MIN_PRODUCT_MNK:
+        fast.project_input(X2, W_ih, GX2)
+    else:
+        threads.one_thread_matmul(X2, W_ih.T, GX2)
+
+
 #: the least work per direction (floating-point operations of its recurrent GEMMs, T * 2 N K P)
 #: for which the two directions of a bidirectional layer run at once (:func:`run_directions`)
 OVERLAP_MIN_FLOPS = 1e7
@@ -443,11 +460,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     GX = ws.take("GX", (T, N, GH), dtype)
-    X2, GX2 = X.reshape(T * N, X.shape[2]), GX.reshape(T * N, GH)
-    if kernels is not None and threads.one_thread_product(T * N, GH, X.shape[2]):
-        fast.project_input(X2, W_ih, GX2)   # the same BLAS call, minus NumPy's dispatch
-    else:                               # (on one thread pool at a time: threads.matmul)
-        threads.matmul(X2, W_ih.T, out=GX2)
+    project_input(X, W_ih, GX, kernels)
     # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
     transform = _kernel_attribute(kernels, "transform_input")
     input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
@@ -504,17 +517,12 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                          h_mask, input_state, zone)
 
 
-#: a call whose every layer-direction has less recurrent GEMM work than this, one BLAS thread's
-#: worth of per-step GEMM and nothing to keep, mask or sort runs :func:`sequence_forward_lean`
-LEAN_MAX_FLOPS = OVERLAP_MIN_FLOPS
-
-
 def runs_lean(kernels, T: int, N: int, K: int, P: int) -> bool:
     """Whether a call that keeps and masks nothing (the caller checks that) may run
-    :func:`sequence_forward_lean`: compiled loops, less than :data:`LEAN_MAX_FLOPS` of recurrent
-    work per direction (so no row blocks and no overlapped directions) and a per-step GEMM that
-    OpenBLAS keeps on one thread by itself (so no thread count to set)."""
-    return (kernels is not None and 2.0 * T * N * K * P < LEAN_MAX_FLOPS
+    :func:`sequence_forward_lean`: compiled loops, less recurrent work per direction than
+    :data:`OVERLAP_MIN_FLOPS` (so neither row blocks nor overlapped directions) and a per-step
+    GEMM that OpenBLAS keeps on one thread by itself (so no thread count to set)."""
+    return (kernels is not None and 2.0 * T * N * K * P < OVERLAP_MIN_FLOPS
             and threads.one_thread_product(N, K, P))
 
 
@@ -536,11 +544,7 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     dtype = X.dtype
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
     GX = np.empty((T, N, GH), dtype)
-    X2, GX2 = X.reshape(T * N, I), GX.reshape(T * N, GH)
-    if threads.one_thread_product(T * N, GH, I):
-        fast.project_input(X2, W_ih, GX2)
-    else:
-        threads.matmul(X2, W_ih.T, out=GX2)
+    project_input(X, W_ih, GX, kernels)
     transform = _kernel_attribute(kernels, "transform_input")
     eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
     S = np.empty((T + 1, N, P), dtype)
