@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import registry
-from .. import _validate
+from .. import _validate, registry, threads
 from .base import CellBase, CellEquations, sigmoid_
 
 __all__ = ["GRUEquations", "GRUCell"]
@@ -126,7 +125,9 @@ class GRUEquations(CellEquations):
         """Classic variant: dW_hn += dn_pre^T (r * h_prev), summed over the sequence."""
         H = dGH.shape[2] // 3
         T, N = dGH.shape[:2]
-        g["weight_hh"][2 * H:] += dGH[..., 2 * H:].reshape(T * N, H).T @ cache.saved.reshape(T * N, H)
+        # (threads.matmul: on one thread pool at a time, like the engine's other weight grads)
+        g["weight_hh"][2 * H:] += threads.matmul(dGH[..., 2 * H:].reshape(T * N, H).T,
+                                                 cache.saved.reshape(T * N, H))
 
 
 @registry.register("module")
