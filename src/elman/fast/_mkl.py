@@ -141,12 +141,13 @@ def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     or layouts other than ``a`` and ``out`` C-contiguous and ``b`` C-contiguous or the
     transpose of a C-contiguous array (a weight matrix's ``W.T``).
 
-    Why: on one thread MKL ran the products with a plain ``a`` 1.0-1.5x as fast as OpenBLAS
+    Why: on one thread MKL ran the products with a plain ``a`` 1.0-1.6x as fast as OpenBLAS
     (the input projection ``X @ W_ih^T`` at (3200 x 32) @ (32 x 512): 91 against 58 GFLOP/s;
-    ``dX = dG @ W_ih`` at (3200 x 512) @ (512 x 32): 85 against 59), and lost on those whose
-    ``a`` is a transpose (the weight gradients ``dG^T @ X``: 0.87-0.98x), which stay with
-    OpenBLAS. Through a layer's row blocks: inference 1.03-1.14x, training 1.0-1.06x at
-    (64, 100, 32, 128) and (64, 100, 128, 256) (A/B in one process, medians of 7-9)."""
+    ``dX = dG @ W_ih`` at (3200 x 512) @ (512 x 32): 85 against 59), but those whose ``a`` is
+    a transpose (the weight gradients ``dG^T @ X``) at 0.87-1.12x, a median of 0.93x: they
+    stay with OpenBLAS. Through a layer's row blocks, RNN, GRU and LSTM at (64, 100, 32, 128)
+    and (64, 100, 128, 256): inference 1.01-1.11x, training 0.96-1.06x (A/B in one process,
+    medians of 7)."""
     if not _switch.enabled():
         return False
     (m, k), n = a.shape, b.shape[1]
