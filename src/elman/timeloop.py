@@ -460,10 +460,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     GX = ws.take("GX", (T, N, GH), dtype)
-    project_input(X, W_ih, GX, kernels)
-    # (a layer-normalised cell normalises it; its kernel module may have a compiled twin)
-    transform = _kernel_attribute(kernels, "transform_input")
-    input_state = eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
+    input_state = _project(eq, kernels, X, w, GX)
     if kernels is None and gx_bias is not None:
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
@@ -471,14 +468,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     S = ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
-    # what the path keeps per step: the cell's layout, or the kernel's own (None: the cell's)
-    saved_width = _kernel_attribute(kernels, "saved_width")
-    saved_width = eq.saved_width if saved_width is None else saved_width
+    saved_width = _saved_width(eq, kernels)
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
-    first = T if reverse else 0
-    S[first] = h0
-    if C is not None:
-        C[first] = c0
+    _plant_initial(S, C, h0, c0, reverse)
     if reverse and lengths is not None:
         # The reverse pass of sequence b starts at its own last step, t = lengths[b]-1, whose
         # "previous" slot is S[lengths[b]]: plant the initial state there.
@@ -494,9 +486,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
     with step_threads:
         if kernels is not None:
-            bias = ws.new(GH, dtype, zero=True) if gx_bias is None \
-                else gx_bias.astype(dtype, copy=False)
-            kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, gh, consts, schedule,
+            kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts, schedule,
                                             R, W_hr_T, h_mask, zone))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                                  kernels.__name__, workspace, h_mask, input_state, zone)
@@ -545,25 +535,51 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     dtype = X.dtype
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
     GX = np.empty((T, N, GH), dtype)
-    project_input(X, W_ih, GX, kernels)
-    transform = _kernel_attribute(kernels, "transform_input")
-    eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
+    _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
     C = np.empty((T + 1, N, H), dtype) if eq.has_cell else None
-    saved_width = _kernel_attribute(kernels, "saved_width")
-    saved_width = eq.saved_width if saved_width is None else saved_width
+    saved_width = _saved_width(eq, kernels)
     saved = np.empty((T, N, saved_width * H), dtype) if saved_width else None
-    first = T if reverse else 0
-    S[first] = h0
-    if C is not None:
-        C[first] = c0
-    bias = np.zeros(GH, dtype) if gx_bias is None else gx_bias.astype(dtype, copy=False)
+    _plant_initial(S, C, h0, c0, reverse)
     step_threads = threads.for_gemm(N, K, P)
     with step_threads:
         kernels.forward(eq, ForwardLoop(
-            GX, bias, _step_operand(W_hh[:K], True, T, N, kernels, step_threads), S, C, saved,
+            GX, _loop_bias(gx_bias, GH, dtype),
+            _step_operand(W_hh[:K], True, T, N, kernels, step_threads), S, C, saved,
             np.empty((N, K), dtype), consts, _full_schedule(T, N, reverse), None, None))
     return S, C
+
+
+# -- what both forward paths share ----------------------------------------------------------
+
+def _project(eq, kernels, X: np.ndarray, w: Weights, GX: np.ndarray):
+    """Step 1: ``GX = X W_ih^T`` (:func:`project_input`), then the cell's transform of it in
+    place (a layer-normalised cell normalises it; its kernel module may have a compiled twin).
+    Returns what the transform keeps for its backward."""
+    project_input(X, w["weight_ih"], GX, kernels)
+    transform = _kernel_attribute(kernels, "transform_input")
+    return eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
+
+
+def _saved_width(eq, kernels) -> int:
+    """Blocks of H a step keeps for backward: the kernel's own layout, or (None there, or the
+    NumPy steps) the cell's."""
+    width = _kernel_attribute(kernels, "saved_width")
+    return eq.saved_width if width is None else width
+
+
+def _plant_initial(S: np.ndarray, C: np.ndarray | None, h0, c0, reverse: bool) -> None:
+    """The initial states into the slot the first step reads: 0 forward, T in reverse."""
+    first = S.shape[0] - 1 if reverse else 0
+    S[first] = h0
+    if C is not None:
+        C[first] = c0
+
+
+def _loop_bias(gx_bias: np.ndarray | None, GH: int, dtype) -> np.ndarray:
+    """The (G*H,) bias a compiled loop adds to each step's projection (zeros without one)."""
+    return Workspace.new(GH, dtype, zero=True) if gx_bias is None \
+        else gx_bias.astype(dtype, copy=False)
 
 
 def _zone_step(zone: Zoneout, t, n, h_prev, h, c_prev, c) -> None:
