@@ -143,31 +143,33 @@ class RecurrentLayer(StatefulMixin, Module):
 
     def _weights(self, index: int, grads: bool = False) -> Weights:
         """Layer-direction ``index``'s arrays by the cell's parameter names."""
-        which = "grad" if grads else "data"
-        return {name: getattr(getattr(self, attribute), which)
-                for name, attribute in self._names[index].items()}
+        params = self._params                   # (a dict lookup: cheaper than getattr)
+        if grads:
+            return {name: params[attribute].grad
+                    for name, attribute in self._names[index].items()}
+        return {name: params[attribute].data for name, attribute in self._names[index].items()}
 
     # -- forward ---------------------------------------------------------------------------
     def _split_hx(self, hx, N: int, batched: bool):
         """(h0, c0) as (L*D, N, P) / (L*D, N, H) arrays (zeros when hx is None)."""
-        LD, P, H = self.num_layers * self._D, self._P, self.hidden_size
-        h_shape = (LD, N, P) if batched else (LD, P)
-        c_shape = (LD, N, H) if batched else (LD, H)
+        LD, P, H = self.num_layers * (2 if self.bidirectional else 1), \
+            self.proj_size or self.hidden_size, self.hidden_size
+        h_shape = (LD, N, P)
+        c_shape = (LD, N, H)
         if self.eq.has_cell:
             if hx is None:
-                return np.zeros((LD, N, P), self.dtype), np.zeros((LD, N, H), self.dtype)
+                return np.zeros(h_shape, self.dtype), np.zeros(c_shape, self.dtype)
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError(f"hx of {type(self).__name__} must be a tuple (h_0, c_0), "
                                 f"got {type(hx).__name__}")
-            h0 = check_state("h_0", hx[0], h_shape, self.dtype).reshape(LD, N, P)
-            c0 = check_state("c_0", hx[1], c_shape, self.dtype).reshape(LD, N, H)
-            return h0, c0
+            return _state("h_0", hx[0], h_shape, batched, self.dtype), \
+                _state("c_0", hx[1], c_shape, batched, self.dtype)
         if hx is None:
-            return np.zeros((LD, N, P), self.dtype), None
+            return np.zeros(h_shape, self.dtype), None
         if isinstance(hx, (tuple, list)):
             raise TypeError(f"hx of {type(self).__name__} must be one array h_0, got a "
                             f"{type(hx).__name__}")
-        return check_state("h_0", hx, h_shape, self.dtype).reshape(LD, N, P), None
+        return _state("h_0", hx, h_shape, batched, self.dtype), None
 
     def forward(self, x, hx=None, lengths=None):
         """Run the stack. Returns ``(out, h_n)`` (GRU, RNN) or ``(out, (h_n, c_n))`` (LSTM).
@@ -513,6 +515,14 @@ def _to_caller(a, inverse, batched):
     if inverse is not None:
         a = a[:, inverse]
     return a if batched else a[:, 0]
+
+
+def _state(name: str, value, shape: tuple, batched: bool, dtype) -> np.ndarray:
+    """An initial state checked against ``shape`` (L*D, N, width), or (L*D, width) when the
+    input is unbatched, and returned as ``shape``."""
+    if batched:
+        return check_state(name, value, shape, dtype)
+    return check_state(name, value, (shape[0], shape[2]), dtype).reshape(shape)
 
 
 def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -468,6 +468,15 @@ def one_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = Non
     return np.matmul(a, b, out=out)
 
 
+def small_work_starts() -> None:
+    """What :class:`for_gemm` does for GEMMs OpenBLAS keeps on one thread by itself (every
+    GEMM of a call the caller has checked with :func:`one_thread_product`): no thread count to
+    set, only the load monitor told that work starts. Without the object and the ``with``
+    (a streaming caller's one-step call pays this at every call)."""
+    if not _pinned:
+        _work_starts()
+
+
 def one_thread_product(m: int, n: int, k: int) -> bool:
     """Whether an ``(m x k) @ (k x n)`` product runs on one BLAS thread whatever :func:`matmul`
     would decide (inside :func:`concurrently`, or small enough for OpenBLAS to keep to one):

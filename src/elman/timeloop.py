@@ -270,18 +270,19 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
 
 
 def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
-                  step_threads: threads.for_gemm) -> np.ndarray:
+                  one_thread: bool) -> np.ndarray:
     """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
     (backward: ``dh = dG W_hh[:K]``): MKL's packed form of it (:mod:`elman.fast._mkl`, a 1-D
     array the compiled GEMM takes in its place) when the compiled loops run their GEMMs on one
-    thread and the pass is long enough to pay for the packing; otherwise the matrix itself
+    thread (``one_thread``) and the pass is long enough to pay for the packing; otherwise the
+    matrix itself
     (forward: :func:`_step_matrix`). Packed once per pass, never kept: weights changed in place
     between calls are always seen.
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast
     (``benchmarks/bench_step_gemm.py``). On two threads OpenBLAS splitting one GEMM still wins."""
-    if kernels is not None and step_threads.one_thread and fast_mkl.worth(T, N, W.size):
+    if kernels is not None and one_thread and fast_mkl.worth(T, N, W.size):
         return fast_mkl.pack(W, transpose, N)
     return _step_matrix(W.T, T, N) if transpose else W
 
@@ -457,7 +458,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     # (the per-step GEMMs get the threads their size earns: elman.threads)
     step_threads = threads.for_gemm(N, K, P)
-    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads)
+    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     GX = ws.take("GX", (T, N, GH), dtype)
     input_state = _project(eq, kernels, X, w, GX)
@@ -520,20 +521,30 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
                           w: Weights, reverse: bool = False) -> tuple:
     """``(S, C)`` of :func:`sequence_forward` (same arguments, ``kernels`` the cell's compiled
     loops) for a small call that keeps nothing for a backward: no lengths, masks, zoneout or
-    projection, arrays of its own instead of a workspace, no :class:`SequenceCache`.
+    projection, arrays of its own instead of a workspace, no :class:`SequenceCache`. A kernel
+    module with a ``forward_lean`` runs the projection, the arrays and the loop as one compiled
+    call (when its projection, too, runs on one thread by itself: the same BLAS call as here).
 
     Why: a streaming caller's one-step call (batch 1, H = 128) runs 10-20 us of compiled work,
     and the general path's bookkeeping around it (workspace, caches, lengths, thread policy,
     row blocks) cost about as much again (measured: 37 us a call through
     :func:`sequence_forward`, 20 us for the projection and the loop with their arrays alone).
-    Through the layer, one-step calls ran 1.3-1.4x as fast on this path (A/B in one process)."""
-    T, N, _ = X.shape
+    Through the layer, one-step calls ran 1.3-1.4x as fast on this path (A/B in one process);
+    one compiled call instead of the projection's and the loop's, with the arrays made inside
+    it, took 2.5x less time than the pieces below (LSTM, H = 128, one step, batch 1)."""
+    T, N, I = X.shape
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH, P = W_ih.shape[0], W_hh.shape[1]
     H = GH // eq.gates
     K = eq.recurrent_gates * H
     dtype = X.dtype
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
+    bias, schedule = _loop_bias(gx_bias, GH, dtype), _full_schedule(T, N, reverse)
+    threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
+    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, True)
+    whole = _kernel_attribute(kernels, "forward_lean")
+    if whole is not None and threads.one_thread_product(T * N, GH, I):
+        return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     GX = np.empty((T, N, GH), dtype)
     _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
@@ -541,12 +552,8 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     saved_width = _saved_width(eq, kernels)
     saved = np.empty((T, N, saved_width * H), dtype) if saved_width else None
     _plant_initial(S, C, h0, c0, reverse)
-    step_threads = threads.for_gemm(N, K, P)
-    with step_threads:
-        kernels.forward(eq, ForwardLoop(
-            GX, _loop_bias(gx_bias, GH, dtype),
-            _step_operand(W_hh[:K], True, T, N, kernels, step_threads), S, C, saved,
-            np.empty((N, K), dtype), consts, _full_schedule(T, N, reverse), None, None))
+    kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, np.empty((N, K), dtype),
+                                    consts, schedule, None, None))
     return S, C
 
 
@@ -680,7 +687,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                            "NumPy steps: run forward and backward under elman.fast.use(False)")
     schedule = _schedule(T, N, active, cache.reverse)
     step_threads = threads.for_gemm(N, P, K)
-    W_step = _step_operand(w["weight_hh"][:K], False, T, N, kernels, step_threads)
+    W_step = _step_operand(w["weight_hh"][:K], False, T, N, kernels, step_threads.one_thread)
     dY_copy = None
     if kernels is not None:
         if dY is not None and not dY.flags.c_contiguous:

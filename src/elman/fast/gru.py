@@ -6,11 +6,11 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, mask_into, scratch_row, step_at,
-                    zone_arrays, zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, lean_start, mask_into,
+                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "forward_lean", "backward"]
 
 
 @njit(**JIT)
@@ -41,6 +41,17 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
         zone_states(S, None, None, zh, None, t, p, q, n)
+
+
+@njit(**JIT)
+def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
+    """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
+    compiled call (``forward_lean``). Returns S."""
+    GX, S = lean_start(X, W_ih, h0, schedule)
+    T, N, GH = GX.shape
+    _forward(GX, bias, W_hh_T, S, np.empty((T, N, GH // 3), X.dtype),
+             np.empty((N, GH), X.dtype), b_hn, schedule, None, None)
+    return S
 
 
 @njit(**JIT)
@@ -111,6 +122,18 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
 
 
 @njit(**JIT)
+def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
+    """:func:`_forward_classic` of a call that keeps nothing, with its projection and arrays,
+    as one compiled call (``forward_lean``). Returns S."""
+    GX, S = lean_start(X, W_ih, h0, schedule)
+    T, N, GH = GX.shape
+    H = GH // 3
+    _forward_classic(GX, bias, W_rz_T, W_hn_T, S, np.empty((T, N, H), X.dtype),
+                     np.empty((N, 2 * H), X.dtype), schedule, None)
+    return S
+
+
+@njit(**JIT)
 def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
@@ -157,10 +180,20 @@ def forward(eq, loop):
         _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], loop.S, loop.saved,
                          loop.gh, loop.schedule, zh)
         return
-    H = loop.S.shape[2]
-    b_hn = np.zeros(H, loop.GX.dtype) if loop.consts is None else loop.consts
-    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh, b_hn, loop.schedule,
-             loop.h_mask, zh)
+    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh,
+             _b_hn(loop.consts, loop.S.shape[2], loop.GX.dtype), loop.schedule, loop.h_mask, zh)
+
+
+def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
+    if not eq.reset_after:
+        return _forward_classic_lean(X, W_ih, h0, bias, W_hh_T, consts[1], schedule), None
+    return _forward_lean(X, W_ih, h0, bias, W_hh_T, _b_hn(consts, h0.shape[1], X.dtype),
+                         schedule), None
+
+
+def _b_hn(consts, H: int, dtype) -> np.ndarray:
+    """reset_after's step constant, b_hn (zeros for a GRU without biases)."""
+    return np.zeros(H, dtype) if consts is None else consts
 
 
 def backward(eq, loop):

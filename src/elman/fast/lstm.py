@@ -12,11 +12,12 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, mask_into, project_back,
-                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, lean_start, mask_into,
+                    project_back, scratch_row, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import tanh
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "forward_lean", "backward"]
 
 
 @njit(**JIT)
@@ -61,6 +62,17 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
 
 
 @njit(**JIT)
+def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
+    """:func:`_forward` of a call that keeps nothing and has no projection, with its input
+    projection and arrays, as one compiled call (``forward_lean``). Returns (S, C)."""
+    GX, S = lean_start(X, W_ih, h0, schedule)
+    C = np.empty((S.shape[0], S.shape[1], c0.shape[1]), S.dtype)
+    C[schedule[0, 1]] = c0
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, None, None, schedule, None, None, None, None)
+    return S, C
+
+
+@njit(**JIT)
 def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
@@ -102,6 +114,11 @@ def forward(eq, loop):
     scale, shift = loop.consts
     _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C, loop.R, loop.W_hr_T,
              loop.schedule, loop.h_mask, *zone_arrays(loop.zone))
+
+
+def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
+    scale, shift = consts
+    return _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule)
 
 
 def backward(eq, loop):

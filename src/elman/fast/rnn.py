@@ -4,11 +4,11 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm_acc
-from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, mask_into, step_at, zone_arrays,
-                    zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, lean_start, mask_into, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "forward_lean", "backward"]
 
 
 @njit(**JIT)
@@ -45,6 +45,15 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
 
 
 @njit(**JIT)
+def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
+    """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
+    compiled call (``forward_lean``). Returns S."""
+    GX, S = lean_start(X, W_ih, h0, schedule)
+    _forward(GX, bias, W_hh_T, S, relu, schedule, None, None)
+    return S
+
+
+@njit(**JIT)
 def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
     the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
@@ -73,6 +82,10 @@ def forward(eq, loop):
     zh, _, _ = zone_arrays(loop.zone)
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule,
              loop.h_mask, zh)
+
+
+def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
+    return _forward_lean(X, W_ih, h0, bias, W_hh_T, eq.nonlinearity == "relu", schedule), None
 
 
 def backward(eq, loop):
