@@ -96,6 +96,41 @@ def test_a_new_window_after_an_idle_gap_keeps_the_last_decision(monkeypatch):
     assert threads.granted() == 2
 
 
+def test_back_to_back_small_calls_do_not_reopen_the_window(monkeypatch):
+    """A streaming caller's calls never ask granted() (their GEMMs run on one thread by
+    themselves); each must still count as work seen, or every call after a large one found an
+    idle gap and re-read /proc/stat."""
+    _fake_load(monkeypatch, 0.0)
+    clock = [1000.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    elman.set_num_threads(2)                        # a decision stands (grant set)
+    restarts = []
+    monkeypatch.setattr(threads._monitor, "restart", lambda: restarts.append(clock[0]))
+    for _ in range(20):       # a call every half idle gap: a second of work, never a pause
+        clock[0] += 0.5 * threads.IDLE_GAP_SECONDS
+        threads.small_work_starts()
+    assert restarts == []
+    clock[0] += 10 * threads.IDLE_GAP_SECONDS        # a real pause still opens a new window
+    threads.small_work_starts()
+    assert len(restarts) == 1
+
+
+def test_streaming_layer_calls_ask_the_monitor_nothing_after_the_first(monkeypatch):
+    """Through a layer: lean calls after set_num_threads(2) do not read the CPU counters."""
+    reads = []
+    original = threads._monitor._read
+    monkeypatch.setattr(threads._monitor, "_read", lambda: reads.append(1) or original())
+    elman.set_num_threads(2)
+    layer = elman.RNN(3, 8, seed=0).eval()
+    x = np.zeros((1, 1, 3), np.float32)
+    with elman.no_grad():
+        layer(x)
+        reads.clear()
+        for _ in range(20):
+            layer(x)
+    assert len(reads) <= 1      # (one at most: a window may close while they run)
+
+
 def _numpy_blas_threads():
     threadpoolctl = require("threadpoolctl")
     return [d["num_threads"] for d in threadpoolctl.threadpool_info()

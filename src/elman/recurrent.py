@@ -187,13 +187,13 @@ class RecurrentLayer(StatefulMixin, Module):
         T, N, _ = X.shape
         hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         h0, c0 = self._split_hx(hx, N, batched)
-        D = self._D
         if lengths is None and not is_grad_enabled():
             lean = self._lean_kernels(T, N)
             if lean is not None:
                 self._release_cache()     # (as below: a forward replaces what the last kept)
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched)
+        D = self._D
 
         order = inverse = active = None
         if lengths is not None:
@@ -289,7 +289,8 @@ class RecurrentLayer(StatefulMixin, Module):
     def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool):
         """``(out, state)`` in the caller's order and layout; a stateful layer keeps the state."""
         out, state = self._format_outputs(out, h_n, c_n, inverse, batched)
-        self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
+        if self.stateful:
+            self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
         return out, state
 
     def _lean_kernels(self, T: int, N: int):
@@ -308,9 +309,9 @@ class RecurrentLayer(StatefulMixin, Module):
         calls, a batch of one): each layer-direction through
         :func:`elman.timeloop.sequence_forward_lean`, without the general path's caches,
         workspaces and row blocks. Same arithmetic, same results."""
-        D, eq = self._D, self.eq
-        h_n = np.empty((self.num_layers * D,) + h0.shape[1:], self.dtype)
-        c_n = None if c0 is None else np.empty((self.num_layers * D,) + c0.shape[1:], self.dtype)
+        D, eq = (2 if self.bidirectional else 1), self.eq
+        h_n = np.empty(h0.shape, self.dtype)
+        c_n = None if c0 is None else np.empty(c0.shape, self.dtype)
         layer_in = X
         for layer in range(self.num_layers):
             outs = []

@@ -74,8 +74,8 @@ def worth(steps: int, rows: int, elements: int) -> bool:
     should pack it (the caller has checked that its GEMM runs on one thread): MKL on, enough
     steps to pay for the packing, a batch (one row is a matrix-vector product, which OpenBLAS's
     GEMV runs well) and a matrix large enough (:data:`MIN_ELEMENTS`)."""
-    return (_switch.enabled() and steps >= MIN_STEPS and rows > 1
-            and elements >= MIN_ELEMENTS)
+    return (rows > 1 and steps >= MIN_STEPS and elements >= MIN_ELEMENTS
+            and _switch.enabled())       # (the sizes first: a streaming call stops at them)
 
 
 def _load():
