@@ -7,6 +7,7 @@ import pytest
 
 import elman
 from elman import recurrent, timeloop
+from _torch import require
 
 
 def test_the_switch_nests_restores_and_decorates():
@@ -179,6 +180,24 @@ def test_lean_calls_equal_the_general_path(name, dtype, monkeypatch):
         for a, b in zip(got, expected):
             assert a.dtype == dtype
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name, kernel", [("rnn", "rnn"), ("rnn-relu-2layers-bi", "rnn"),
+                                          ("gru", "gru"), ("gru-classic", "gru"),
+                                          ("lstm-2layers", "lstm")])
+def test_plain_cells_run_a_lean_call_as_one_compiled_call(name, kernel, monkeypatch):
+    """The kernel's forward_lean (projection, arrays and loop in one compiled call) runs each
+    layer-direction of a lean call, its separate forward none (the test above shows the
+    results are the general path's)."""
+    require("numba")
+    module = elman.fast.kernels_named(f"elman.fast.{kernel}")
+    whole, original = [], module.forward_lean
+    monkeypatch.setattr(module, "forward_lean", lambda *a: whole.append(1) or original(*a))
+    monkeypatch.setattr(module, "forward", lambda *a: pytest.fail("the loop ran on its own"))
+    layer = LEAN_LAYERS[name](np.float32)
+    with elman.no_grad():
+        layer(np.ones((2, 1, 3), np.float32))
+    assert len(whole) == layer.num_layers * (2 if layer.bidirectional else 1)
 
 
 def test_lean_calls_keep_what_the_general_path_keeps():

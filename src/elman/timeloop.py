@@ -542,8 +542,9 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     bias, schedule = _loop_bias(gx_bias, GH, dtype), _full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, True)
-    whole = _kernel_attribute(kernels, "forward_lean")
-    if whole is not None and threads.one_thread_product(T * N, GH, I):
+    whole = _kernel_attribute(kernels, "forward_lean")     # (it projects with no transform)
+    if whole is not None and threads.one_thread_product(T * N, GH, I) \
+            and _kernel_attribute(kernels, "transform_input") is None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     GX = np.empty((T, N, GH), dtype)
     _project(eq, kernels, X, w, GX)
