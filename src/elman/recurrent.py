@@ -310,6 +310,10 @@ class RecurrentLayer(StatefulMixin, Module):
         :func:`elman.timeloop.sequence_forward_lean`, without the general path's caches,
         workspaces and row blocks. Same arithmetic, same results."""
         D, eq = (2 if self.bidirectional else 1), self.eq
+        if len(h0) == 1:          # one layer, one direction (a streaming caller's usual layer)
+            S, C = sequence_forward_lean(eq, kernels, X, h0[0], None if c0 is None else c0[0],
+                                         self._weights(0))
+            return S[1:], S[-1:].copy(), None if C is None else C[-1:].copy()
         h_n = np.empty(h0.shape, self.dtype)
         c_n = None if c0 is None else np.empty(c0.shape, self.dtype)
         layer_in = X

@@ -541,10 +541,12 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
     bias, schedule = _loop_bias(gx_bias, GH, dtype), _full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, True)
-    whole = _kernel_attribute(kernels, "forward_lean")     # (it projects with no transform)
+    # (one row: a GEMV on W_hh itself, never packed or copied, see _step_operand)
+    W_hh_T = W_hh[:K].T if N == 1 else _step_operand(W_hh[:K], True, T, N, kernels, True)
+    attributes = vars(kernels)
+    whole = attributes.get("forward_lean")     # (it projects: not with a transform_input)
     if whole is not None and threads.one_thread_product(T * N, GH, I) \
-            and _kernel_attribute(kernels, "transform_input") is None:
+            and attributes.get("transform_input") is None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     GX = np.empty((T, N, GH), dtype)
     _project(eq, kernels, X, w, GX)
