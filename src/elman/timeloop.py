@@ -275,9 +275,8 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     (backward: ``dh = dG W_hh[:K]``): MKL's packed form of it (:mod:`elman.fast._mkl`, a 1-D
     array the compiled GEMM takes in its place) when the compiled loops run their GEMMs on one
     thread (``one_thread``) and the pass is long enough to pay for the packing; otherwise the
-    matrix itself
-    (forward: :func:`_step_matrix`). Packed once per pass, never kept: weights changed in place
-    between calls are always seen.
+    matrix itself (forward: :func:`_step_matrix`). Packed once per pass, never kept: weights
+    changed in place between calls are always seen.
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast
