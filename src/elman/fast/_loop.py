@@ -28,13 +28,13 @@ def project_input(X2, W, out):
 @njit(inline="always")
 def lean_start(X, W_ih, h0, schedule):
     """The start of a kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``), inside
-    its one compiled call: ``GX = X W_ih^T`` (T, N, G*H), by the BLAS call of
-    :func:`project_input`, and the states ``S`` (T+1, N, P) with ``h0`` in the slot the
-    schedule's first step reads. Returns ``(GX, S)``."""
+    its one compiled call: ``GX = X W_ih^T`` (T, N, G*H) through :func:`project_input` (the
+    lean path's projection otherwise), and the states ``S`` (T+1, N, P) with ``h0`` in the
+    slot the schedule's first step reads. Returns ``(GX, S)``."""
     T, N, I = X.shape
     GH = W_ih.shape[0]
     GX = np.empty((T, N, GH), X.dtype)
-    gemm(X.reshape(T * N, I), W_ih.T, GX.reshape(T * N, GH))
+    project_input(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
     S = np.empty((T + 1, N, h0.shape[1]), X.dtype)
     S[schedule[0, 1]] = h0
     return GX, S
