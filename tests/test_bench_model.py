@@ -3,6 +3,7 @@ table (no timing asserts)."""
 import importlib.util
 import pathlib
 
+from _tables import ratio_agrees
 from _torch import require
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_model.py"
@@ -23,10 +24,6 @@ def test_quick_run_times_the_three_sides(tmp_path):
         cells = [c.strip() for c in row.strip("|").split("|")]
         elman_ms, blas_ms, torch_ms = (float(c) for c in cells[2:5])
         assert min(elman_ms, blas_ms, torch_ms) > 0
-        # the table rounds each time and the ratio to 0.01; at a fraction of a millisecond
-        # that rounding moves the ratio recomputed here by several percent
-        ratio = torch_ms / elman_ms
-        slack = 1.05 * ratio * (0.005 / elman_ms + 0.005 / torch_ms) + 0.006
-        assert abs(float(cells[5]) - ratio) <= slack
+        assert ratio_agrees(float(cells[5]), torch_ms, elman_ms, places=2)
     import elman
     assert elman.threads.matmul.__name__ == "matmul"      # put back after the A/B
