@@ -119,6 +119,15 @@ LEAN_LAYERS = {
                                                 bidirectional=True, dtype=dt, seed=0),
     "gru": lambda dt: elman.GRU(3, 6, dtype=dt, seed=0),
     "gru-classic": lambda dt: elman.GRU(3, 6, reset_after=False, dtype=dt, seed=0),
+    "gru-2layers-bi": lambda dt: elman.GRU(3, 6, num_layers=2, bidirectional=True, dtype=dt,
+                                           seed=0),
+    "gru-classic-3layers-bi-no-bias": lambda dt: elman.GRU(3, 6, num_layers=3, bias=False,
+                                                           reset_after=False,
+                                                           bidirectional=True, dtype=dt,
+                                                           seed=0),
+    "lstm-2layers-bi-batch-first": lambda dt: elman.LSTM(3, 6, num_layers=2, bidirectional=True,
+                                                         batch_first=True, dtype=dt, seed=0),
+    "lstm": lambda dt: elman.LSTM(3, 6, dtype=dt, seed=0),
     "lstm-2layers": lambda dt: elman.LSTM(3, 6, num_layers=2, dtype=dt, seed=0),
     "lstm-bi-batch-first": lambda dt: elman.LSTM(3, 6, bidirectional=True, batch_first=True,
                                                  dtype=dt, seed=0),
@@ -182,13 +191,12 @@ def test_lean_calls_equal_the_general_path(name, dtype, monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name, kernel", [("rnn", "rnn"), ("rnn-relu-2layers-bi", "rnn"),
-                                          ("gru", "gru"), ("gru-classic", "gru"),
-                                          ("lstm-2layers", "lstm")])
+@pytest.mark.parametrize("name, kernel", [("rnn", "rnn"), ("gru", "gru"), ("gru-classic", "gru"),
+                                          ("lstm", "lstm")])
 def test_plain_cells_run_a_lean_call_as_one_compiled_call(name, kernel, monkeypatch):
-    """The kernel's forward_lean (projection, arrays and loop in one compiled call) runs each
-    layer-direction of a lean call, its separate forward none (the test above shows the
-    results are the general path's)."""
+    """The kernel's forward_lean (projection, arrays and loop in one compiled call) runs a lean
+    call of one layer-direction, its separate forward none (the test above shows the results
+    are the general path's)."""
     require("numba")
     module = elman.fast.kernels_named(f"elman.fast.{kernel}")
     whole, original = [], module.forward_lean
@@ -197,7 +205,49 @@ def test_plain_cells_run_a_lean_call_as_one_compiled_call(name, kernel, monkeypa
     layer = LEAN_LAYERS[name](np.float32)
     with elman.no_grad():
         layer(np.ones((2, 1, 3), np.float32))
-    assert len(whole) == layer.num_layers * (2 if layer.bidirectional else 1)
+    assert len(whole) == 1
+
+
+@pytest.mark.parametrize("name, kernel", [("rnn-relu-2layers-bi", "rnn"), ("lstm-2layers", "lstm"),
+                                          ("gru-2layers-bi", "gru"),
+                                          ("gru-classic-3layers-bi-no-bias", "gru"),
+                                          ("lstm-bi-batch-first", "lstm"),
+                                          ("lstm-2layers-bi-batch-first", "lstm")])
+def test_plain_cells_run_a_lean_stack_as_one_compiled_call(name, kernel, monkeypatch):
+    """A lean call of several layer-directions runs as one call of the kernel's
+    forward_stack_lean (every layer and direction in one compiled call), neither its
+    forward_lean nor its forward; the test above shows the results are the general path's."""
+    require("numba")
+    module = elman.fast.kernels_named(f"elman.fast.{kernel}")
+    stacks, original = [], module.forward_stack_lean
+    monkeypatch.setattr(module, "forward_stack_lean",
+                        lambda *a: stacks.append(1) or original(*a))
+    monkeypatch.setattr(module, "forward_lean", lambda *a: pytest.fail("a direction alone"))
+    monkeypatch.setattr(module, "forward", lambda *a: pytest.fail("the loop ran on its own"))
+    layer = LEAN_LAYERS[name](np.float32)
+    with elman.no_grad():
+        layer(np.ones((1, 2, 3), np.float32))
+    assert stacks == [1]
+
+
+def test_a_lean_stack_with_unusual_parameter_arrays_runs_direction_by_direction(monkeypatch):
+    """A parameter array that is not C-contiguous and writeable (assigned by hand) cannot join
+    the compiled stack call's tuples of one array type: that call runs each layer-direction on
+    its own instead, with the same results as the general path."""
+    require("numba")
+    layer = elman.LSTM(3, 6, num_layers=2, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    with elman.no_grad():
+        expected = _calls(layer, [x], None)
+    frozen = layer.weight_hh_l1_reverse.data.copy()
+    frozen.flags.writeable = False
+    layer.weight_hh_l1_reverse.data = frozen
+    module = elman.fast.kernels_named("elman.fast.lstm")
+    monkeypatch.setattr(module, "forward_stack_lean", lambda *a: pytest.fail("stack call"))
+    with elman.no_grad():
+        got = _calls(layer, [x], None)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_lean_calls_keep_what_the_general_path_keeps():

@@ -40,6 +40,7 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
+                       stack_forward_lean,
                        run_directions, runs_lean, sequence_backward, sequence_forward,
                        sequence_forward_lean, sequence_forward_rows, split_rows)
 
@@ -314,6 +315,10 @@ class RecurrentLayer(StatefulMixin, Module):
             S, C = sequence_forward_lean(eq, kernels, X, h0[0], None if c0 is None else c0[0],
                                          self._weights(0))
             return S[1:], S[-1:].copy(), None if C is None else C[-1:].copy()
+        whole = stack_forward_lean(eq, kernels, X, h0, c0,
+                                   [self._weights(k) for k in range(len(h0))], D)
+        if whole is not None:                     # the whole stack as one compiled call
+            return whole
         h_n = np.empty(h0.shape, self.dtype)
         c_n = None if c0 is None else np.empty(c0.shape, self.dtype)
         layer_in = X

@@ -41,6 +41,22 @@ def lean_start(X, W_ih, h0, schedule):
 
 
 @njit(inline="always")
+def keep_direction(S, out, h_n, k, d):
+    """After layer-direction ``k`` (direction ``d``: 0 forward, 1 reverse) of a
+    ``forward_stack_lean``: its outputs into columns ``d*P:(d+1)*P`` of the layer's output
+    ``out`` (T, N, D*P), the next layer's input (forward: ``S[1:]``; reverse, which writes slot
+    ``t`` at time ``t``: ``S[:-1]``), and its final state into ``h_n[k]`` (no lengths: the
+    last step's slot)."""
+    T, N, P = out.shape[0], out.shape[1], S.shape[2]
+    for t in range(T):
+        for b in range(N):
+            src, dst = S[t + 1 - d, b], out[t, b, d * P:(d + 1) * P]
+            for j in range(P):
+                dst[j] = src[j]
+    h_n[k] = S[0] if d else S[T]
+
+
+@njit(inline="always")
 def step_at(schedule, s):
     """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
     slots read and written, and the number of sequences still running (only steps with rows)."""
