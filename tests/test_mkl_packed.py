@@ -129,6 +129,15 @@ def packs(monkeypatch):
     return calls
 
 
+def _assert_close(got, expected, tol):
+    """Equal up to ``tol`` relative to each array's largest magnitude, the scale of a float
+    computation's rounding errors: the GEMMs compared sum in different orders, and where a
+    layer norm's gradients reach hundreds one element of 0.398 differed by 2.7e-5 in float32
+    (an AMD EPYC; the same test passed on an Intel Xeon)."""
+    np.testing.assert_allclose(got, expected, rtol=tol,
+                               atol=tol * max(1.0, float(np.abs(expected).max())))
+
+
 CASES = {
     "rnn": lambda dt: elman.RNN(5, 6, dtype=dt, seed=1),
     "rnn-relu-bi": lambda dt: elman.RNN(5, 6, nonlinearity="relu", bidirectional=True,
@@ -171,7 +180,7 @@ def test_packed_layers_give_the_same_results(case, with_lengths, dtype, tol, pac
     passes = layer.num_layers * (2 if layer.bidirectional else 1)
     assert sorted(packs) == [False] * passes + [True] * passes
     for a, b in zip(plain, packed):
-        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+        _assert_close(b, a, tol)
 
 
 def test_a_pass_packs_the_weights_as_they_are_now(packs):
@@ -231,7 +240,7 @@ def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always
     assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
     blocks = _train_step(SPLIT_CASES[case](dtype), x, lengths)
     for a, b in zip(whole, blocks):
-        np.testing.assert_allclose(b, a, rtol=tol, atol=tol)
+        _assert_close(b, a, tol)
 
 
 def test_row_blocks_rule(monkeypatch):

@@ -57,6 +57,32 @@ def keep_direction(S, out, h_n, k, d):
 
 
 @njit(inline="always")
+def stack_lean(direction, X, h0, c0, h_n, c_n, operands, schedules):
+    """The body of a kernel module's ``forward_stack_lean``: every layer-direction of a small
+    stack in one compiled call. ``direction(layer_in, out, k, d, h0, c0, h_n, c_n, operands,
+    schedule)`` is the module's own (compiled) function that runs layer-direction ``k``
+    (direction ``d``) on ``layer_in`` and keeps its outputs and final states
+    (:func:`keep_direction`); ``operands`` its tuples by ``k = layer * D + d``, ``schedules``
+    (D, steps, 4). Returns the last layer's output (T, N, D*P)."""
+    out = _stack_layer(direction, X, 0, h0, c0, h_n, c_n, operands, schedules)
+    for layer in range(1, h0.shape[0] // schedules.shape[0]):
+        out = _stack_layer(direction, out, layer, h0, c0, h_n, c_n, operands, schedules)
+    return out
+
+
+@njit(inline="always")
+def _stack_layer(direction, layer_in, layer, h0, c0, h_n, c_n, operands, schedules):
+    """One layer of :func:`stack_lean`: its directions' outputs side by side in a new
+    (T, N, D*P) array (a function of its own: the first layer reads the caller's ``X``, whose
+    array type the next layers' inputs need not share)."""
+    D = schedules.shape[0]
+    out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h_n.shape[2]), layer_in.dtype)
+    for d in range(D):
+        direction(layer_in, out, layer * D + d, d, h0, c0, h_n, c_n, operands, schedules[d])
+    return out
+
+
+@njit(inline="always")
 def step_at(schedule, s):
     """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
     slots read and written, and the number of sequences still running (only steps with rows)."""

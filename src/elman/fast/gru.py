@@ -7,8 +7,8 @@ from numba import njit
 
 from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_direction, lean_start,
-                    mask_into, scratch_row, step_at, zone_arrays, zone_states, unzone_grads,
-                    into_previous)
+                    mask_into, scratch_row, stack_lean, step_at, zone_arrays, zone_states,
+                    unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
@@ -135,51 +135,29 @@ def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
 
 
 @njit(**JIT)
-def _layer_lean(layer_in, layer, h0, h_n, W_ih, bias, W_hh_T, b_hn, schedules):
-    """One layer of :func:`_stack_lean`: each direction's :func:`_forward_lean`, their outputs
-    side by side in the returned (T, N, D*H) array."""
-    D = schedules.shape[0]
-    out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h0.shape[2]), layer_in.dtype)
-    for d in range(D):
-        k = layer * D + d
-        S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], b_hn[k], schedules[d])
-        keep_direction(S, out, h_n, k, d)
-    return out
+def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
+    """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept."""
+    W_ih, bias, W_hh_T, b_hn = operands
+    S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], b_hn[k], schedule)
+    keep_direction(S, out, h_n, k, d)
 
 
 @njit(**JIT)
-def _stack_lean(X, h0, W_ih, bias, W_hh_T, b_hn, schedules):
-    """A whole stack's lean forward as one compiled call (``forward_stack_lean``): tuples by
-    layer-direction ``k = layer * D + d``, ``schedules`` (D, steps, 4). Returns
-    (out (T, N, D*H), h_n (L*D, N, H))."""
-    h_n = np.empty_like(h0)
-    out = _layer_lean(X, 0, h0, h_n, W_ih, bias, W_hh_T, b_hn, schedules)
-    for layer in range(1, h0.shape[0] // schedules.shape[0]):
-        out = _layer_lean(out, layer, h0, h_n, W_ih, bias, W_hh_T, b_hn, schedules)
-    return out, h_n
+def _stack_lean(X, h0, h_n, operands, schedules):
+    return stack_lean(_direction_lean, X, h0, None, h_n, None, operands, schedules)
 
 
 @njit(**JIT)
-def _layer_classic_lean(layer_in, layer, h0, h_n, W_ih, bias, W_rz_T, W_hn_T, schedules):
-    """:func:`_layer_lean` for reset_after=False (:func:`_forward_classic_lean`)."""
-    D = schedules.shape[0]
-    out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h0.shape[2]), layer_in.dtype)
-    for d in range(D):
-        k = layer * D + d
-        S = _forward_classic_lean(layer_in, W_ih[k], h0[k], bias[k], W_rz_T[k], W_hn_T[k],
-                                  schedules[d])
-        keep_direction(S, out, h_n, k, d)
-    return out
+def _direction_classic_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
+    """:func:`_direction_lean` for reset_after=False (:func:`_forward_classic_lean`)."""
+    W_ih, bias, W_rz_T, W_hn_T = operands
+    S = _forward_classic_lean(layer_in, W_ih[k], h0[k], bias[k], W_rz_T[k], W_hn_T[k], schedule)
+    keep_direction(S, out, h_n, k, d)
 
 
 @njit(**JIT)
-def _stack_classic_lean(X, h0, W_ih, bias, W_rz_T, W_hn_T, schedules):
-    """:func:`_stack_lean` for reset_after=False."""
-    h_n = np.empty_like(h0)
-    out = _layer_classic_lean(X, 0, h0, h_n, W_ih, bias, W_rz_T, W_hn_T, schedules)
-    for layer in range(1, h0.shape[0] // schedules.shape[0]):
-        out = _layer_classic_lean(out, layer, h0, h_n, W_ih, bias, W_rz_T, W_hn_T, schedules)
-    return out, h_n
+def _stack_classic_lean(X, h0, h_n, operands, schedules):
+    return stack_lean(_direction_classic_lean, X, h0, None, h_n, None, operands, schedules)
 
 
 @njit(**JIT)
@@ -241,14 +219,13 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
 
 
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
-    if not eq.reset_after:         # consts = (W_hn, W_hn^T)
-        out, h_n = _stack_classic_lean(X, h0, W_ih, bias, W_hh_T, tuple(c[1] for c in consts),
-                                       schedules)
-        return out, h_n, None
-    H, dtype = h0.shape[2], X.dtype
-    out, h_n = _stack_lean(X, h0, W_ih, bias, W_hh_T,
-                           tuple(_b_hn(c, H, dtype) for c in consts), schedules)
-    return out, h_n, None
+    h_n = np.empty_like(h0)
+    if eq.reset_after:
+        H, dtype = h0.shape[2], X.dtype
+        b_hn = tuple(_b_hn(c, H, dtype) for c in consts)
+        return _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, b_hn), schedules), h_n, None
+    W_hn_T = tuple(c[1] for c in consts)                # consts = (W_hn, W_hn^T)
+    return _stack_classic_lean(X, h0, h_n, (W_ih, bias, W_hh_T, W_hn_T), schedules), h_n, None
 
 
 def _b_hn(consts, H: int, dtype) -> np.ndarray:

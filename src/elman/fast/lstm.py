@@ -13,8 +13,8 @@ from numba import njit
 
 from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, keep_direction, lean_start,
-                    mask_into, project_back, scratch_row, step_at, zone_arrays, zone_states,
-                    unzone_grads, into_previous)
+                    mask_into, project_back, scratch_row, stack_lean, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
@@ -73,31 +73,19 @@ def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
 
 
 @njit(**JIT)
-def _layer_lean(layer_in, layer, h0, c0, h_n, c_n, W_ih, bias, scale, shift, W_hh_T, schedules):
-    """One layer of :func:`_stack_lean`: each direction's :func:`_forward_lean`, their outputs
-    side by side in the returned (T, N, D*H) array, final cell states into ``c_n``."""
-    D = schedules.shape[0]
-    out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h0.shape[2]), layer_in.dtype)
-    for d in range(D):
-        k = layer * D + d
-        S, C = _forward_lean(layer_in, W_ih[k], h0[k], c0[k], bias[k], scale[k], shift[k],
-                             W_hh_T[k], schedules[d])
-        keep_direction(S, out, h_n, k, d)
-        c_n[k] = C[0] if d else C[C.shape[0] - 1]
-    return out
+def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
+    """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept, its
+    final cell state too."""
+    W_ih, bias, scale, shift, W_hh_T = operands
+    S, C = _forward_lean(layer_in, W_ih[k], h0[k], c0[k], bias[k], scale[k], shift[k],
+                         W_hh_T[k], schedule)
+    keep_direction(S, out, h_n, k, d)
+    c_n[k] = C[0] if d else C[C.shape[0] - 1]
 
 
 @njit(**JIT)
-def _stack_lean(X, h0, c0, W_ih, bias, scale, shift, W_hh_T, schedules):
-    """A whole stack's lean forward as one compiled call (``forward_stack_lean``): tuples by
-    layer-direction ``k = layer * D + d``, ``schedules`` (D, steps, 4). Returns
-    (out (T, N, D*H), h_n (L*D, N, H), c_n (L*D, N, H))."""
-    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    out = _layer_lean(X, 0, h0, c0, h_n, c_n, W_ih, bias, scale, shift, W_hh_T, schedules)
-    for layer in range(1, h0.shape[0] // schedules.shape[0]):
-        out = _layer_lean(out, layer, h0, c0, h_n, c_n, W_ih, bias, scale, shift, W_hh_T,
-                          schedules)
-    return out, h_n, c_n
+def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
+    return stack_lean(_direction_lean, X, h0, c0, h_n, c_n, operands, schedules)
 
 
 @njit(**JIT)
@@ -151,7 +139,9 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
 
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     scale, shift = zip(*consts)
-    return _stack_lean(X, h0, c0, W_ih, bias, scale, shift, W_hh_T, schedules)
+    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+    return _stack_lean(X, h0, c0, h_n, c_n, (W_ih, bias, scale, shift, W_hh_T), schedules), \
+        h_n, c_n
 
 
 def backward(eq, loop):

@@ -5,7 +5,8 @@ from numba import njit
 
 from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_direction, lean_start,
-                    mask_into, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+                    mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
@@ -54,28 +55,16 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
 
 
 @njit(**JIT)
-def _layer_lean(layer_in, layer, h0, h_n, W_ih, bias, W_hh_T, relu, schedules):
-    """One layer of :func:`_stack_lean`: each direction's :func:`_forward_lean`, their outputs
-    side by side in the returned (T, N, D*H) array."""
-    D = schedules.shape[0]
-    out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h0.shape[2]), layer_in.dtype)
-    for d in range(D):
-        k = layer * D + d
-        S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], relu, schedules[d])
-        keep_direction(S, out, h_n, k, d)
-    return out
+def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
+    """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept."""
+    W_ih, bias, W_hh_T, relu = operands
+    S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], relu, schedule)
+    keep_direction(S, out, h_n, k, d)
 
 
 @njit(**JIT)
-def _stack_lean(X, h0, W_ih, bias, W_hh_T, relu, schedules):
-    """A whole stack's lean forward as one compiled call (``forward_stack_lean``): ``W_ih``,
-    ``bias``, ``W_hh_T`` tuples by layer-direction ``k = layer * D + d``, ``schedules``
-    (D, steps, 4). Returns (out (T, N, D*H), h_n (L*D, N, H))."""
-    h_n = np.empty_like(h0)
-    out = _layer_lean(X, 0, h0, h_n, W_ih, bias, W_hh_T, relu, schedules)
-    for layer in range(1, h0.shape[0] // schedules.shape[0]):
-        out = _layer_lean(out, layer, h0, h_n, W_ih, bias, W_hh_T, relu, schedules)
-    return out, h_n
+def _stack_lean(X, h0, h_n, operands, schedules):
+    return stack_lean(_direction_lean, X, h0, None, h_n, None, operands, schedules)
 
 
 @njit(**JIT)
@@ -114,7 +103,8 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
 
 
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
-    out, h_n = _stack_lean(X, h0, W_ih, bias, W_hh_T, eq.nonlinearity == "relu", schedules)
+    h_n = np.empty_like(h0)
+    out = _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, eq.nonlinearity == "relu"), schedules)
     return out, h_n, None
 
 
