@@ -545,8 +545,8 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
     of 2-3 us (operands, a dispatch, outputs, ``np.concatenate``); onnxruntime's cost about 6.
-    As one call: 26 us (A/B in one process, medians of 11; two bidirectional layers: RNN
-    1.33x, GRU and LSTM 1.18x as fast; one bidirectional layer 1.04-1.13x)."""
+    As one call: 27 us (A/B in one process, medians of 11; two bidirectional layers: RNN
+    1.30x, GRU 1.17x, LSTM 1.14x as fast; one bidirectional layer 1.03-1.27x)."""
     attributes = vars(kernels)
     stack = attributes.get("forward_stack_lean")
     T, N, I = X.shape
