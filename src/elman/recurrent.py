@@ -40,9 +40,9 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
-                       stack_forward_lean,
                        run_directions, runs_lean, sequence_backward, sequence_forward,
-                       sequence_forward_lean, sequence_forward_rows, split_rows)
+                       sequence_forward_lean, sequence_forward_rows, split_rows,
+                       stack_forward_lean)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
