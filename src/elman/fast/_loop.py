@@ -57,29 +57,46 @@ def keep_direction(S, out, h_n, k, d):
 
 
 @njit(inline="always")
-def stack_lean(direction, X, h0, c0, h_n, c_n, operands, schedules):
+def stack_lean(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules):
     """The body of a kernel module's ``forward_stack_lean``: every layer-direction of a small
-    stack in one compiled call. ``direction(layer_in, out, k, d, h0, c0, h_n, c_n, operands,
-    schedule)`` is the module's own (compiled) function that runs layer-direction ``k``
-    (direction ``d``) on ``layer_in`` and keeps its outputs and final states
-    (:func:`keep_direction`); ``operands`` its tuples by ``k = layer * D + d``, ``schedules``
-    (D, steps, 4). Returns the last layer's output (T, N, D*P)."""
-    out = _stack_layer(direction, X, 0, h0, c0, h_n, c_n, operands, schedules)
+    stack in one compiled call. ``direction(forward_lean, layer_in, out, k, d, h0, c0, h_n,
+    c_n, operands, schedule)`` runs layer-direction ``k`` (direction ``d``) on ``layer_in``
+    through the module's compiled ``forward_lean`` and keeps its outputs and final states:
+    :func:`keep_lean_direction` for a module whose lean loop returns only S, the module's own
+    for one with more. ``operands``: tuples by ``k = layer * D + d``; ``schedules`` (D, steps,
+    4). Returns the last layer's output (T, N, D*P). (numba caches a compiled function that
+    hands a global compiled function to an inline one, not one handed in from Python.)"""
+    out = _stack_layer(direction, forward_lean, X, 0, h0, c0, h_n, c_n, operands, schedules)
     for layer in range(1, h0.shape[0] // schedules.shape[0]):
-        out = _stack_layer(direction, out, layer, h0, c0, h_n, c_n, operands, schedules)
+        out = _stack_layer(direction, forward_lean, out, layer, h0, c0, h_n, c_n, operands,
+                           schedules)
     return out
 
 
 @njit(inline="always")
-def _stack_layer(direction, layer_in, layer, h0, c0, h_n, c_n, operands, schedules):
+def _stack_layer(direction, forward_lean, layer_in, layer, h0, c0, h_n, c_n, operands,
+                 schedules):
     """One layer of :func:`stack_lean`: its directions' outputs side by side in a new
     (T, N, D*P) array (a function of its own: the first layer reads the caller's ``X``, whose
     array type the next layers' inputs need not share)."""
     D = schedules.shape[0]
     out = np.empty((layer_in.shape[0], layer_in.shape[1], D * h_n.shape[2]), layer_in.dtype)
     for d in range(D):
-        direction(layer_in, out, layer * D + d, d, h0, c0, h_n, c_n, operands, schedules[d])
+        direction(forward_lean, layer_in, out, layer * D + d, d, h0, c0, h_n, c_n, operands,
+                  schedules[d])
     return out
+
+
+@njit(inline="always")
+def keep_lean_direction(forward_lean, layer_in, out, k, d, h0, c0, h_n, c_n, operands,
+                        schedule):
+    """Layer-direction ``k`` of :func:`stack_lean` for a kernel whose
+    ``forward_lean(X, W_ih, h0, bias, A, B, schedule)`` returns S alone (RNN: A = W_hh^T,
+    B = relu; GRU: W_hh^T, b_hn; classic GRU: W_rz^T, W_hn^T), ``operands`` = (W_ih, bias, A,
+    B) tuples; its outputs and final state kept by :func:`keep_direction`."""
+    W_ih, bias, A, B = operands
+    keep_direction(forward_lean(layer_in, W_ih[k], h0[k], bias[k], A[k], B[k], schedule),
+                   out, h_n, k, d)
 
 
 @njit(inline="always")

@@ -6,9 +6,9 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_direction, lean_start,
-                    mask_into, scratch_row, stack_lean, step_at, zone_arrays, zone_states,
-                    unzone_grads, into_previous)
+from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_lean_direction,
+                    lean_start, mask_into, scratch_row, stack_lean, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
@@ -135,29 +135,15 @@ def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
 
 
 @njit(**JIT)
-def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
-    """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept."""
-    W_ih, bias, W_hh_T, b_hn = operands
-    S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], b_hn[k], schedule)
-    keep_direction(S, out, h_n, k, d)
-
-
-@njit(**JIT)
 def _stack_lean(X, h0, h_n, operands, schedules):
-    return stack_lean(_direction_lean, X, h0, None, h_n, None, operands, schedules)
-
-
-@njit(**JIT)
-def _direction_classic_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
-    """:func:`_direction_lean` for reset_after=False (:func:`_forward_classic_lean`)."""
-    W_ih, bias, W_rz_T, W_hn_T = operands
-    S = _forward_classic_lean(layer_in, W_ih[k], h0[k], bias[k], W_rz_T[k], W_hn_T[k], schedule)
-    keep_direction(S, out, h_n, k, d)
+    return stack_lean(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules)
 
 
 @njit(**JIT)
 def _stack_classic_lean(X, h0, h_n, operands, schedules):
-    return stack_lean(_direction_classic_lean, X, h0, None, h_n, None, operands, schedules)
+    return stack_lean(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
+                      operands, schedules)
 
 
 @njit(**JIT)

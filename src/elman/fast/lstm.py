@@ -72,20 +72,21 @@ def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
     return S, C
 
 
-@njit(**JIT)
-def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
+@njit(inline="always")
+def _direction_lean(forward_lean, layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
     """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept, its
     final cell state too."""
     W_ih, bias, scale, shift, W_hh_T = operands
-    S, C = _forward_lean(layer_in, W_ih[k], h0[k], c0[k], bias[k], scale[k], shift[k],
-                         W_hh_T[k], schedule)
+    S, C = forward_lean(layer_in, W_ih[k], h0[k], c0[k], bias[k], scale[k], shift[k],
+                        W_hh_T[k], schedule)
     keep_direction(S, out, h_n, k, d)
     c_n[k] = C[0] if d else C[C.shape[0] - 1]
 
 
 @njit(**JIT)
 def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
-    return stack_lean(_direction_lean, X, h0, c0, h_n, c_n, operands, schedules)
+    return stack_lean(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands,
+                      schedules)
 
 
 @njit(**JIT)

@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm_acc
-from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_direction, lean_start,
+from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_lean_direction, lean_start,
                     mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import tanh
@@ -55,16 +55,9 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
 
 
 @njit(**JIT)
-def _direction_lean(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule):
-    """Layer-direction ``k`` of :func:`_loop.stack_lean`: :func:`_forward_lean`, kept."""
-    W_ih, bias, W_hh_T, relu = operands
-    S = _forward_lean(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], relu, schedule)
-    keep_direction(S, out, h_n, k, d)
-
-
-@njit(**JIT)
 def _stack_lean(X, h0, h_n, operands, schedules):
-    return stack_lean(_direction_lean, X, h0, None, h_n, None, operands, schedules)
+    return stack_lean(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules)
 
 
 @njit(**JIT)
@@ -104,7 +97,8 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
 
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     h_n = np.empty_like(h0)
-    out = _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, eq.nonlinearity == "relu"), schedules)
+    relu = (eq.nonlinearity == "relu",) * len(W_ih)           # (one per layer-direction)
+    out = _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, relu), schedules)
     return out, h_n, None
 
 
