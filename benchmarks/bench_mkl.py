@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""MKL's packed per-step GEMM and the row blocks it enables, on or off: an A/B.
+"""MKL's packed per-step GEMM and the row blocks, on or off: an A/B/C.
 
-With the ``mkl`` wheel installed (``elman[mkl]``) the compiled loops pack ``W_hh`` once per
+With the ``mkl`` wheel installed (``elman[mkl]``) the compiled loops can pack ``W_hh`` once per
 pass where a loop's GEMM runs on one thread, and a unidirectional layer runs its batch as two
-row blocks at once, each on one thread with its GEMMs packed (``elman.fast._mkl``,
-``elman.timeloop.split_rows``). ``elman.fast._mkl.use(False)`` switches both off: the whole
-batch then runs on two OpenBLAS threads, as before. This script measures both on the same
-layer in the same process, alternating repeat by repeat, each repeat after a pause
-(``--settle``), for the stacks 1 (row blocks) and 1bi (each direction's loop packed) of
-``bench_rnn.py``'s grid:
+row blocks at once, each on one thread (``elman.fast._mkl``, ``elman.timeloop.split_rows``):
+with its GEMMs packed where MKL is on; where it is off, on OpenBLAS's GEMM on a CPU where MKL
+is off by default (not an Intel one, ``elman.fast._mkl.DEFAULT_ON``), and not at all on an
+Intel one. This script measures three ways on the same layer in the same process, alternating
+repeat by repeat, each repeat after a pause (``--settle``), for the stacks 1 (row blocks) and
+1bi (each direction's loop on one thread) of ``bench_rnn.py``'s grid:
+
+``mkl``      ``elman.fast._mkl.use(True)``: packed, and row blocks by the rule
+``openblas`` ``use(False)``: OpenBLAS, row blocks where this CPU's rule gives them
+``whole``    ``use(False)`` and no row blocks: the whole batch on two OpenBLAS threads
+
+and the modes
 
 ``train``  forward + backward (parameter and input gradients) of ``elman.RNN/GRU/LSTM``
 ``infer``  ``eval()`` forward under ``elman.no_grad()``
@@ -16,8 +22,9 @@ layer in the same process, alternating repeat by repeat, each repeat after a pau
 ``--cells`` also takes ``ln-rnn``, ``ln-gru`` and ``ln-lstm``: the same layers with
 ``layer_norm=True`` (not run unless named).
 
-It reports medians (ms), their ratio (off / on: > 1 means MKL's way is faster) and what the
-shipped rules do at that size (``blocks``, ``packed``, or ``neither``).
+It reports medians (ms), the ratios openblas / mkl and whole / mkl (> 1: MKL's way faster),
+and what the shipped rules do at that size on this CPU (``blocks``, ``packed`` or
+``neither``; ``blocks, packed`` where both apply).
 
     python benchmarks/bench_mkl.py                   # the grid, 5 repeats
     python benchmarks/bench_mkl.py --configs 2,3 --cells lstm
@@ -27,6 +34,7 @@ shipped rules do at that size (``blocks``, ``packed``, or ``neither``).
 from __future__ import annotations
 
 import os
+import contextlib
 import statistics
 import sys
 import time
@@ -58,7 +66,26 @@ def _rule(np, elman, layer, x) -> str:
         layer._release_cache()
     finally:
         _mkl.pack = original
-    return "blocks" if blocks else "packed" if packs else "neither"
+    return ", ".join([name for name, done in (("blocks", blocks), ("packed", packs)) if done]) \
+        or "neither"
+
+
+@contextlib.contextmanager
+def _way(name: str):
+    """The settings of one way: ``mkl``, ``openblas`` or ``whole`` (see the docstring)."""
+    from elman import timeloop
+    from elman.fast import _mkl
+    rows = timeloop.SPLIT_MIN_ROWS
+    try:
+        if name == "whole":
+            timeloop.SPLIT_MIN_ROWS = 1 << 62
+        with _mkl.use(name == "mkl"):
+            yield
+    finally:
+        timeloop.SPLIT_MIN_ROWS = rows
+
+
+WAYS = ("mkl", "openblas", "whole")
 
 
 def main(argv=None) -> int:
@@ -90,27 +117,32 @@ def main(argv=None) -> int:
                 mflop = 2.0 * T * N * GATES[base] * H * H / 1e6    # a direction's recurrence
                 for mode in MODES:
                     run = _runner(np, elman, layer, mode, x, dout)
-                    times = {"on": [], "off": []}
+                    times = {name: [] for name in WAYS}
                     for _ in range(repeats):
-                        for name in ("on", "off"):
-                            with _mkl.use(name == "on"):
+                        for name in WAYS:
+                            with _way(name):
                                 times[name].append(_time(run, min_time, settle))
                     med = {k: statistics.median(v) for k, v in times.items()}
-                    ratio = med["off"] / med["on"]
-                    rows.append((cell, stack, mode, (N, T, I, H), mflop, med, ratio, rule))
+                    rows.append((cell, stack, mode, (N, T, I, H), mflop, med, rule))
                     print(f"{cell:4s} {stack:3s} {mode:5s} {(N, T, I, H)} {mflop:9.2f} MFLOP: "
-                          f"MKL on {med['on'] * 1e3:9.3f} ms, off {med['off'] * 1e3:9.3f} ms, "
-                          f"off / on {ratio:.2f} ({rule})", flush=True)
+                          + ", ".join(f"{k} {v * 1e3:9.3f} ms" for k, v in med.items())
+                          + f"; openblas / mkl {med['openblas'] / med['mkl']:.2f}, whole / mkl "
+                          f"{med['whole'] / med['mkl']:.2f} ({rule})", flush=True)
     lines = [f"elman {elman.__version__}, one layer, float32, {threads.get_num_threads()} "
-             f"threads; {cpu_model()}; MKL {os.path.basename(_mkl.library())}; medians of "
+             f"threads; {cpu_model()} ({_mkl.cpu_vendor() or 'vendor unknown'}, MKL on by "
+             f"default: {_mkl.DEFAULT_ON}); MKL {os.path.basename(_mkl.library())}; medians of "
              f"{repeats} alternating repeats, each after a {settle:g} s pause; benchmark time "
              f"{time.perf_counter() - started:.0f} s", "",
-             "| cell | stack | mode | N, T, I, H | recurrent MFLOP per direction | MKL on ms | "
-             "MKL off ms | off / on | shipped rule |",
-             "|---|---|---|---|--:|--:|--:|--:|---|"]
-    for cell, stack, mode, cfg, mflop, med, ratio, rule in rows:
+             "Ratios > 1: MKL's way faster. `openblas`: MKL off, row blocks on OpenBLAS where "
+             "this CPU's rule gives them; `whole`: MKL off, no row blocks.", "",
+             "| cell | stack | mode | N, T, I, H | recurrent MFLOP per direction | MKL ms | "
+             "OpenBLAS ms | whole ms | openblas / mkl | whole / mkl | shipped rule |",
+             "|---|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
+    for cell, stack, mode, cfg, mflop, med, rule in rows:
         lines.append(f"| {cell} | {stack} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
-                     f"{med['on'] * 1e3:.3f} | {med['off'] * 1e3:.3f} | {ratio:.2f} | {rule} |")
+                     f"{med['mkl'] * 1e3:.3f} | {med['openblas'] * 1e3:.3f} | "
+                     f"{med['whole'] * 1e3:.3f} | {med['openblas'] / med['mkl']:.2f} | "
+                     f"{med['whole'] / med['mkl']:.2f} | {rule} |")
     emit(lines, args.markdown, env_note)
     return 0
 

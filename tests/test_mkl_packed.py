@@ -50,7 +50,7 @@ def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("b_transposed", [False, True])
-def test_mkls_one_thread_product_equals_numpys(dtype, tol, b_transposed):
+def test_mkls_one_thread_product_equals_numpys(dtype, tol, b_transposed, mkl_on):
     """_mkl.product (and threads.one_thread_matmul, which uses it) against a float64 product:
     ``a`` plain, ``b`` plain or a weight's transpose; into a given array or a new one."""
     rng = np.random.default_rng(1)
@@ -68,7 +68,7 @@ def test_mkls_one_thread_product_equals_numpys(dtype, tol, b_transposed):
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * 10)
 
 
-def test_mkls_product_declines_what_it_does_not_take():
+def test_mkls_product_declines_what_it_does_not_take(mkl_on):
     """False and nothing written: a transposed ``a`` (the weight gradients' dG^T, which
     OpenBLAS runs faster), a small product, mixed dtypes, a strided ``b`` or ``out``, MKL
     switched off; one_thread_matmul then gives NumPy's product."""
@@ -96,7 +96,14 @@ def test_pack_refuses_what_it_cannot_read():
         _mkl.pack(np.zeros((4, 6), np.int32), True, rows=3)
 
 
-def test_the_rule():
+@pytest.fixture
+def mkl_on():
+    """MKL switched on for the test, whatever this CPU's default (:data:`_mkl.DEFAULT_ON`)."""
+    with _mkl.use(True):
+        yield
+
+
+def test_the_rule(mkl_on):
     big = _mkl.MIN_ELEMENTS
     assert _mkl.worth(_mkl.MIN_STEPS, 2, big)
     assert not _mkl.worth(_mkl.MIN_STEPS - 1, 2, big)       # a streaming call: not paid back
@@ -104,20 +111,35 @@ def test_the_rule():
     assert not _mkl.worth(100, 64, big - 1)                   # a small matrix
     with _mkl.use(False):
         assert not _mkl.enabled() and not _mkl.worth(100, 64, big)
+        assert _mkl.large_enough(100, 64, big)                # (the sizes alone)
     assert _mkl.enabled()
 
 
-def test_environment_switch():
+@pytest.mark.parametrize("value, expected", [("0", "False"), ("off", "False"), ("1", "True"),
+                                             ("", str(_mkl.DEFAULT_ON)),
+                                             (None, str(_mkl.DEFAULT_ON))])
+def test_environment_switch(value, expected):
+    """ELMAN_MKL=0 off, =1 on (on any CPU), unset or empty: this CPU's default."""
     code = "from elman.fast import _mkl; print(_mkl.enabled())"
-    env = dict(os.environ, ELMAN_MKL="0")
+    env = {k: v for k, v in os.environ.items() if k != "ELMAN_MKL"}
+    if value is not None:
+        env["ELMAN_MKL"] = value
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == expected
+
+
+def test_on_by_default_on_intel_cpus_only():
+    vendor = _mkl.cpu_vendor()
+    assert isinstance(vendor, str)
+    with open("/proc/cpuinfo") as f:               # (the mkl wheel: Linux x86-64 only)
+        assert f"vendor_id\t: {vendor}" in f.read() or vendor == ""
+    assert _mkl.DEFAULT_ON == (vendor in ("GenuineIntel", ""))
 
 
 @pytest.fixture
-def packs(monkeypatch):
-    """Pack whatever the matrix's size; count the packings."""
+def packs(monkeypatch, mkl_on):
+    """MKL on; pack whatever the matrix's size; count the packings."""
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
     calls = []
     original = _mkl.pack
@@ -226,24 +248,39 @@ SPLIT_CASES["lstm-layer-norm-regularised"] = lambda dt: elman.LSTM(
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("case", sorted(SPLIT_CASES))
-def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always_split):
+def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always_split, packs,
+                                          monkeypatch):
     """Outputs, final states, input and state gradients and every parameter gradient are the
     whole batch's; with lengths the blocks get unequal shares of the running rows (N = 5: rows
-    0-2 and 3-4, sorted longest first from the caller's order)."""
+    0-2 and 3-4, sorted longest first from the caller's order). Blocks with MKL's packed GEMM
+    and, as on a CPU where MKL is off by default, with OpenBLAS's."""
     x = np.random.default_rng(0).standard_normal((7, 5, 5)).astype(dtype)
     lengths = np.array([2, 7, 3, 5, 1]) if with_lengths else None
-    with _mkl.use(False):                          # no MKL: the whole batch, not packed
+    with _mkl.use(False):                          # no MKL, no blocks: the whole batch
+        monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
         layer = SPLIT_CASES[case](dtype)
-        whole = _train_step(layer, x, lengths)
-    layer = SPLIT_CASES[case](dtype)
-    out, _ = layer(x, lengths=lengths)
-    assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
-    blocks = _train_step(SPLIT_CASES[case](dtype), x, lengths)
-    for a, b in zip(whole, blocks):
-        _assert_close(b, a, tol)
+        layer(x, lengths=lengths)
+        assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+        whole = _train_step(SPLIT_CASES[case](dtype), x, lengths)
+        monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(_mkl, "DEFAULT_ON", False)
+    for packed in (True, False):
+        with _mkl.use(packed):
+            del packs[:]
+            layer = SPLIT_CASES[case](dtype)
+            out, _ = layer(x, lengths=lengths)
+            if not packed and layer.eq.recurrent_gates == 1:      # the RNN: OpenBLAS's rule
+                assert not any(isinstance(c, timeloop.RowSplit)   # keeps its whole batch
+                               for c in layer._cache["caches"])
+                continue
+            assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+            assert bool(packs) == packed
+            blocks = _train_step(SPLIT_CASES[case](dtype), x, lengths)
+        for a, b in zip(whole, blocks):
+            _assert_close(b, a, tol)
 
 
-def test_row_blocks_rule(monkeypatch):
+def test_row_blocks_rule(monkeypatch, mkl_on):
     lstm = elman.LSTM(8, 512, seed=0).eq
     K, P = 4 * 512, 512
     monkeypatch.setattr(threads, "granted", lambda: 2)
@@ -257,8 +294,17 @@ def test_row_blocks_rule(monkeypatch):
     monkeypatch.setattr(elman.fast.kernels_for(ln, np.float32), "reentrant", False,
                         raising=False)                           # state on the shared cell
     assert not timeloop.split_rows(ln, np.float32, 50, 64, K, P)
-    with _mkl.use(False):
+    with _mkl.use(False):               # no MKL: blocks on OpenBLAS's GEMM, but not on Intel
+        monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+        monkeypatch.setattr(_mkl, "DEFAULT_ON", False)
+        assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+        assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)    # the same sizes
+        assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)
+        rnn = elman.RNN(8, 512).eq                                  # not gated: K = P
+        assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
+        with _mkl.use(True):
+            assert timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
     with elman.fast.use(False):
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
     monkeypatch.setattr(threads, "granted", lambda: 1)

@@ -18,12 +18,14 @@ __all__ = ["Switch"]
 
 
 class Switch:
-    """On unless the environment variable ``env`` says 0/false/no/off; :meth:`enabled` also
-    needs ``available`` (the feature can run here at all)."""
+    """On or off as the environment variable ``env`` says (0/false/no/off: off; any other
+    value: on), ``default`` where it is unset or empty; :meth:`enabled` also needs
+    ``available`` (the feature can run here at all)."""
 
-    def __init__(self, env: str, available: bool):
+    def __init__(self, env: str, available: bool, default: bool = True):
         self.available = bool(available)
-        self.on = os.environ.get(env, "1").strip().lower() not in ("0", "false", "no", "off")
+        value = os.environ.get(env, "").strip().lower()
+        self.on = bool(default) if not value else value not in ("0", "false", "no", "off")
 
     def enabled(self) -> bool:
         """Whether the feature is on and available."""

@@ -356,14 +356,34 @@ class RowSplit:
         return slice(0, self.rows), slice(self.rows, None)
 
 
+def one_thread_loops_pay(T: int, N: int, K: int, P: int) -> bool:
+    """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
+    thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
+    MKL's packed GEMM is on and worth it for this matrix (:func:`elman.fast._mkl.worth`), or,
+    on a CPU where MKL is off by default (not an Intel one, :data:`elman.fast._mkl.DEFAULT_ON`),
+    the matrix is as large as packing would need (:func:`elman.fast._mkl.large_enough`), OpenBLAS
+    runs it, and the cell is gated (K >= 2P: the gate math that the blocks run in parallel is
+    a fair part of a step).
+
+    Why: on the Intel Xeon of earlier rounds a block on OpenBLAS's one-thread GEMM, which
+    repacks ``W_hh`` at every step, lost to the whole batch on two threads. On an AMD EPYC
+    (``benchmarks/results/mkl-epyc.md``, one process, medians of 5) OpenBLAS's row blocks ran
+    the GRU 1.10-1.59x as fast as the whole batch, the LSTM 1.02-1.17x in training and
+    0.93-1.11x in inference, at (64, 100, 32, 128), (64, 100, 128, 256) and
+    (128, 200, 256, 512); the RNN 0.86-0.98x (its step is one GEMM and a tanh: two threads on
+    one GEMM do as well)."""
+    if fast_mkl.enabled():
+        return fast_mkl.worth(T, N, K * P)
+    return not fast_mkl.DEFAULT_ON and K >= 2 * P and fast_mkl.large_enough(T, N, K * P)
+
+
 def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     """Whether a unidirectional layer's pass over T steps of (N x P) @ (P x K) runs as two row
-    blocks at once (:func:`sequence_forward_rows`): MKL's packed GEMM is on and worth it for
-    this matrix (:func:`elman.fast._mkl.worth`: each block's loop runs on one thread, and with
-    OpenBLAS a block would repack ``W_hh`` at every step), the compiled loops run and are
-    ``reentrant``, the policy grants two threads or more, each block gets
-    :data:`SPLIT_MIN_ROWS` rows and as much recurrent GEMM work as two directions need to run
-    at once (:data:`OVERLAP_MIN_FLOPS`).
+    blocks at once (:func:`sequence_forward_rows`): each block's loop runs its GEMM on one
+    thread well (:func:`one_thread_loops_pay`: MKL's packed GEMM, or OpenBLAS's where it is
+    the faster), the compiled loops run and are ``reentrant``, the policy grants two threads
+    or more, each block gets :data:`SPLIT_MIN_ROWS` rows and as much recurrent GEMM work as
+    two directions need to run at once (:data:`OVERLAP_MIN_FLOPS`).
 
     Measured (float32, one layer, the two blocks at once against the whole batch on two BLAS
     threads, each run after a 0.2 s pause, medians of 7): at (64, 100, 32, 128), (32 and 64,
@@ -373,7 +393,7 @@ def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     OpenBLAS's worker spinning into the blocks' run, and the blocks seemed to lose at
     H = 256.)"""
     if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < 2 * OVERLAP_MIN_FLOPS or \
-            not fast_mkl.worth(T, N, K * P):
+            not one_thread_loops_pay(T, N, K, P):
         return False
     kernels = fast.kernels_for(eq, dtype)
     return (kernels is not None and _kernel_attribute(kernels, "reentrant") is not False
@@ -387,8 +407,9 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
                           zone: Zoneout | None = None) -> RowSplit:
     """:func:`sequence_forward` (same arguments) as two blocks of the batch's rows, the first
     ``ceil(N/2)`` and the rest, each a whole pass of its own on a thread of its own with
-    one BLAS thread (:func:`elman.threads.concurrently`), so that each loop's GEMM runs packed
-    (:func:`_step_operand`) and the gate math of the two blocks runs in parallel. Rows are
+    one BLAS thread (:func:`elman.threads.concurrently`), so that each loop's GEMM runs on one
+    thread (packed by MKL where it is on, :func:`_step_operand`) and the gate math of the two
+    blocks runs in parallel. Rows are
     independent in a recurrent layer, so this is the same computation; with lengths the batch
     is sorted longest first, and each block's ``active`` is its share of the running rows."""
     N = X.shape[1]

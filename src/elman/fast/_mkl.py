@@ -19,7 +19,9 @@ other down up to 5x here, see :mod:`._blas`).
 ``cblas_?gemm_compute``. The packed form is a copy: it is made afresh for every pass (a forward
 or a backward), never kept, so weights changed in place between calls are always seen.
 
-``ELMAN_MKL=0`` in the environment switches it off for the process; :func:`use` for a block.
+On by default on Intel CPUs only (:data:`DEFAULT_ON`: on an AMD EPYC OpenBLAS's own GEMM
+was the faster one). ``ELMAN_MKL=0``/``1`` in the environment switches it off/on for the
+process; :func:`use` for a block.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ import numpy as np
 
 from .._switch import Switch
 
-__all__ = ["library", "available", "enabled", "use", "set_enabled", "pack", "worth", "product"]
+__all__ = ["library", "cpu_vendor", "available", "DEFAULT_ON", "enabled", "use", "set_enabled",
+           "large_enough", "pack", "worth", "product"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX = 101, 111, 112, 162
 _SEQUENTIAL = 1                # MKL_THREADING_SEQUENTIAL for MKL_Set_Threading_Layer
@@ -57,10 +60,33 @@ def library() -> str | None:
     return None
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor as Linux names it (``GenuineIntel``, ``AuthenticAMD``, ...), or ""
+    where it cannot be read (the ``mkl`` wheel this module loads is Linux x86-64 only)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
 _path = library()
 #: True when MKL's runtime library is installed (it is loaded at the first :func:`pack`)
 available = _path is not None
-_switch = Switch("ELMAN_MKL", available)     # ELMAN_MKL=0: off for the process
+#: whether MKL is on by default here: on an Intel CPU (or one whose vendor cannot be read), not
+#: on others. Measured on an AMD EPYC (OpenBLAS running its SkylakeX kernels), one thread: the
+#: per-step GEMM packed by MKL ran 0.75-0.83x as fast as OpenBLAS's own at H = 512 (0.77-1.18x
+#: at H = 64-256), the input projections 0.76-0.95x; through a layer
+#: (``benchmarks/results/mkl-epyc.md``, one process, medians of 5), MKL's way against
+#: OpenBLAS's at (64, 100, 32, 128), (64, 100, 128, 256) and (128, 200, 256, 512), every cell,
+#: one layer and bidirectional: 0.85-1.00x in training, 0.73-1.01x in inference. On the Intel
+#: Xeon of earlier rounds MKL's packed GEMM ran 81 GFLOP/s against OpenBLAS's 56.
+#: ``ELMAN_MKL=1`` switches it on anywhere, ``ELMAN_MKL=0`` off.
+DEFAULT_ON = cpu_vendor() in ("GenuineIntel", "")
+_switch = Switch("ELMAN_MKL", available, default=DEFAULT_ON)
 _lib = None
 
 #: ``enabled()``: whether the loops may use MKL's packed GEMM (installed and not switched off);
@@ -69,13 +95,19 @@ _lib = None
 enabled, set_enabled, use = _switch.enabled, _switch.set_enabled, _switch.use
 
 
+def large_enough(steps: int, rows: int, elements: int) -> bool:
+    """Whether a pass of ``steps`` steps of ``rows`` rows through a matrix of ``elements`` is
+    large enough to pack it: enough steps to pay for the packing, a batch (one row is a
+    matrix-vector product, which OpenBLAS's GEMV runs well) and a matrix large enough
+    (:data:`MIN_ELEMENTS`)."""
+    return rows > 1 and steps >= MIN_STEPS and elements >= MIN_ELEMENTS
+
+
 def worth(steps: int, rows: int, elements: int) -> bool:
-    """Whether a pass of ``steps`` steps of ``rows`` rows through a matrix of ``elements``
-    should pack it (the caller has checked that its GEMM runs on one thread): MKL on, enough
-    steps to pay for the packing, a batch (one row is a matrix-vector product, which OpenBLAS's
-    GEMV runs well) and a matrix large enough (:data:`MIN_ELEMENTS`)."""
-    return (rows > 1 and steps >= MIN_STEPS and elements >= MIN_ELEMENTS
-            and _switch.enabled())       # (the sizes first: a streaming call stops at them)
+    """Whether such a pass should pack its matrix (the caller has checked that its GEMM runs
+    on one thread): :func:`large_enough`, and MKL on."""
+    # (the sizes first: a streaming call stops at them)
+    return large_enough(steps, rows, elements) and _switch.enabled()
 
 
 def _load():
