@@ -95,7 +95,7 @@ def main(argv=None) -> int:
 
     import elman
     from elman import threads
-    from elman.fast import _mkl
+    from elman.fast import _cpu, _mkl
 
     if not _mkl.available:
         print("bench_mkl.py needs the mkl wheel: pip install -e '.[mkl]'", file=sys.stderr)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                           + f"; openblas / mkl {med['openblas'] / med['mkl']:.2f}, whole / mkl "
                           f"{med['whole'] / med['mkl']:.2f} ({rule})", flush=True)
     lines = [f"elman {elman.__version__}, one layer, float32, {threads.get_num_threads()} "
-             f"threads; {cpu_model()} ({_mkl.cpu_vendor() or 'vendor unknown'}, MKL on by "
+             f"threads; {cpu_model()} ({_cpu.vendor() or 'vendor unknown'}, MKL on by "
              f"default: {_mkl.DEFAULT_ON}); MKL {os.path.basename(_mkl.library())}; medians of "
              f"{repeats} alternating repeats, each after a {settle:g} s pause; benchmark time "
              f"{time.perf_counter() - started:.0f} s", "",

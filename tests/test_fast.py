@@ -223,8 +223,8 @@ def test_compiled_gemm_reads_a_transposed_view(dtype, accumulate):
 def test_compiled_gemm_of_one_row_goes_to_gemv(dtype, accumulate, transposed, rows, cols):
     """A batch of one (m = 1) goes to a matrix-vector product, in both layouts of B: the
     kernels' own four-rows-at-a-time one (``_gemv_rows``) for a transposed view of a matrix
-    that stays in cache (any row count: the four-row blocks and the rest), BLAS's GEMV
-    otherwise (1030 x 140 in float64: above ``GEMV_ROWS_MAX_BYTES``);
+    that stays in cache (any row count: the four-row blocks and the rest; not on an Intel
+    CPU), BLAS's GEMV otherwise (1030 x 140 in float64: above ``GEMV_ROWS_MAX_BYTES``);
     without accumulation whatever the output held before (NaN from an uninitialised scratch)
     is not read."""
     from elman.fast import _blas
@@ -238,6 +238,25 @@ def test_compiled_gemm_of_one_row_goes_to_gemv(dtype, accumulate, transposed, ro
     _blas._check(A, B, C, accumulate)
     np.testing.assert_allclose(C, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_kernels_own_gemv(dtype, accumulate):
+    """``_gemv_rows`` (the kernels' matrix-vector product for a batch of one, used where
+    ``GEMV_ROWS_MAX_BYTES`` allows: not on Intel CPUs) on its own, whatever this CPU: every
+    row count modulo 4, rows of a wider array, a NaN output not read without accumulation."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(3)
+    for rows in (1, 2, 3, 4, 5, 8, 11):
+        wide = rng.standard_normal((rows + 1, 40)).astype(dtype)
+        W = wide[1:, 3:36]                          # (rows, 33), a row stride of 40
+        x = rng.standard_normal(33).astype(dtype)
+        y = np.full(rows, 2.0 if accumulate else np.nan, dtype)
+        expected = (2.0 if accumulate else 0.0) + W.astype(np.float64) @ x
+        _blas._gemv_rows(W, x, y, accumulate)
+        np.testing.assert_allclose(y, expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_switches():

@@ -20,6 +20,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
+from . import _cpu
+
 __all__ = ["gemm", "gemm_acc", "source"]
 
 # (symbol prefix, suffix, integer width) of the CBLAS names NumPy's wheels have shipped with:
@@ -112,8 +114,11 @@ if _found is not None:
 
     #: the largest matrix (bytes) whose matrix-vector products :func:`_gemv_rows` runs instead
     #: of BLAS: one that stays in a core's L2 cache from one step to the next (OpenBLAS's GEMV
-    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads)
-    GEMV_ROWS_MAX_BYTES = 1 << 19
+    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). None on an
+    #: Intel CPU, where an earlier round's hand-written GEMVs (one row at a time, and AXPYs over
+    #: eight rows) ran 0.4-0.95x as fast as OpenBLAS's; this one was measured on an AMD EPYC
+    #: only, where the one-row version, too, merely matched OpenBLAS.
+    GEMV_ROWS_MAX_BYTES = 0 if _cpu.INTEL else 1 << 19
 
     @njit(cache=True, nogil=True, error_model="numpy",
           fastmath={"contract", "reassoc", "nsz"})
@@ -122,9 +127,13 @@ if _found is not None:
         element of ``x`` is loaded once for four rows, and each row's dot product is summed in
         SIMD lanes (``reassoc``: a different order of the same sum than BLAS's; this function
         alone is compiled with it). Why: a batch of one sequence multiplies the step's state by
-        ``W_hh`` (a few hundred KB, in L2) at every step, and BLAS's GEMV call cost more than
-        the product: LSTM/GRU at H = 128 (512 and 384 x 128), 3.3 and 2.1 us a step through
-        OpenBLAS, 2.7 and 1.8 here (one thread, medians of 5)."""
+        ``W_hh`` (a few hundred KB) at every step, and OpenBLAS's GEMV, call included, took
+        longer: LSTM/GRU at H = 128 (512 and 384 x 128), 2.9-3.3 and 2.1-2.2 us a step through
+        OpenBLAS, 2.7-2.8 and 1.8-2.1 here (one thread, medians of 5, two runs, an AMD EPYC:
+        see :data:`GEMV_ROWS_MAX_BYTES` for where it is used); eight rows at a time ran
+        slower (3.1 and 2.4 us). Through a layer, no-grad, A/B in one process (medians of 15):
+        batch 1 at (1, 50, 32, 128) LSTM 1.14x, GRU 1.04x, RNN 1.07x, two layers 1.05-1.06x,
+        one step 1.08x as fast."""
         n, k = W.shape
         zero = W.dtype.type(0)
         r = 0

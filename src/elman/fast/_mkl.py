@@ -33,8 +33,9 @@ import sys
 import numpy as np
 
 from .._switch import Switch
+from . import _cpu
 
-__all__ = ["library", "cpu_vendor", "available", "DEFAULT_ON", "enabled", "use", "set_enabled",
+__all__ = ["library", "available", "DEFAULT_ON", "enabled", "use", "set_enabled",
            "large_enough", "pack", "worth", "product"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX = 101, 111, 112, 162
@@ -60,19 +61,6 @@ def library() -> str | None:
     return None
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor as Linux names it (``GenuineIntel``, ``AuthenticAMD``, ...), or ""
-    where it cannot be read (the ``mkl`` wheel this module loads is Linux x86-64 only)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
-
-
 _path = library()
 #: True when MKL's runtime library is installed (it is loaded at the first :func:`pack`)
 available = _path is not None
@@ -85,7 +73,7 @@ available = _path is not None
 #: one layer and bidirectional: 0.85-1.00x in training, 0.73-1.01x in inference. On the Intel
 #: Xeon of earlier rounds MKL's packed GEMM ran 81 GFLOP/s against OpenBLAS's 56.
 #: ``ELMAN_MKL=1`` switches it on anywhere, ``ELMAN_MKL=0`` off.
-DEFAULT_ON = cpu_vendor() in ("GenuineIntel", "")
+DEFAULT_ON = _cpu.INTEL
 _switch = Switch("ELMAN_MKL", available, default=DEFAULT_ON)
 _lib = None
 
