@@ -346,11 +346,13 @@ SPLIT_MIN_ROWS = 16
 @dataclass
 class RowSplit:
     """One layer-direction's pass run as two blocks of the batch's rows at once
-    (:func:`sequence_forward_rows`): the caches of rows ``[:rows]`` and ``[rows:]``. The
-    engine's other functions (:func:`output_view`, :func:`final_states`,
-    :func:`sequence_backward`, :func:`release`) take it in place of a :class:`SequenceCache`."""
+    (:func:`sequence_forward_rows`): the caches of rows ``[:rows]`` and ``[rows:]``, and the
+    (T, N, P) output both blocks wrote their rows into. The engine's other functions
+    (:func:`output_view`, :func:`final_states`, :func:`sequence_backward`, :func:`release`)
+    take it in place of a :class:`SequenceCache`."""
     parts: tuple
     rows: int
+    out: np.ndarray
 
     def blocks(self) -> tuple:
         return slice(0, self.rows), slice(self.rows, None)
@@ -412,19 +414,30 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     blocks runs in parallel. Rows are
     independent in a recurrent layer, so this is the same computation; with lengths the batch
     is sorted longest first, and each block's ``active`` is its share of the running rows."""
-    N = X.shape[1]
+    T, N, _ = X.shape
     first = (N + 1) // 2
     ws = Workspace() if workspace is None else workspace
+    # Each block copies its rows of the output on its own thread as soon as its loop is done
+    # (the other may still run): joining them after both had finished (np.concatenate) took
+    # 0.48 ms of a 9 ms forward at (64, 100, 32, 128), on one thread.
+    out = np.empty((T, N, w["weight_hh"].shape[1]), X.dtype)
     calls = []
     for rows, part_ws in zip((slice(0, first), slice(first, N)), (ws, ws.second())):
         part_active = None if active is None else \
             np.clip(active - rows.start, 0, rows.stop - rows.start)
         calls.append(functools.partial(
-            sequence_forward, eq, np.ascontiguousarray(X[:, rows]), h0[rows],
+            _block_forward, out[:, rows], eq, np.ascontiguousarray(X[:, rows]), h0[rows],
             None if c0 is None else c0[rows], w, None if lengths is None else lengths[rows],
             part_active, reverse, part_ws, None if h_mask is None else h_mask[rows],
             None if zone is None else zone.rows(rows)))
-    return RowSplit(threads.concurrently(*calls), first)
+    return RowSplit(threads.concurrently(*calls), first, out)
+
+
+def _block_forward(out: np.ndarray, *args) -> SequenceCache:
+    """:func:`sequence_forward` of a row block (``args``), its output copied into ``out``."""
+    cache = sequence_forward(*args)
+    out[...] = output_view(cache)
+    return cache
 
 
 def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
@@ -684,10 +697,10 @@ def _zone_split(d: np.ndarray, a: np.ndarray) -> np.ndarray:
 def output_view(cache: "SequenceCache | RowSplit") -> np.ndarray:
     """(T, N, P) the hidden state at every step (zeros past a sequence's end in the forward
     direction; in the reverse direction padded rows may hold the planted initial state and must
-    be masked by the caller). A view of the states, except for a :class:`RowSplit` (a copy that
-    joins its row blocks)."""
+    be masked by the caller). A view of the states, except for a :class:`RowSplit` (an array
+    of its own that its row blocks wrote into)."""
     if isinstance(cache, RowSplit):
-        return np.concatenate([output_view(part) for part in cache.parts], axis=1)
+        return cache.out
     return cache.S[:-1] if cache.reverse else cache.S[1:]
 
 
