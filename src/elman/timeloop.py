@@ -411,9 +411,9 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     ``ceil(N/2)`` and the rest, each a whole pass of its own on a thread of its own with
     one BLAS thread (:func:`elman.threads.concurrently`), so that each loop's GEMM runs on one
     thread (packed by MKL where it is on, :func:`_step_operand`) and the gate math of the two
-    blocks runs in parallel. Rows are
-    independent in a recurrent layer, so this is the same computation; with lengths the batch
-    is sorted longest first, and each block's ``active`` is its share of the running rows."""
+    blocks runs in parallel. Rows are independent in a recurrent layer, so this is the same
+    computation; with lengths the batch is sorted longest first, and each block's ``active``
+    is its share of the running rows."""
     T, N, _ = X.shape
     first = (N + 1) // 2
     ws = Workspace() if workspace is None else workspace

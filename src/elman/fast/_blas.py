@@ -114,7 +114,7 @@ if _found is not None:
 
     #: the largest matrix (bytes) whose matrix-vector products :func:`_gemv_rows` runs instead
     #: of BLAS: one that stays in a core's L2 cache from one step to the next (OpenBLAS's GEMV
-    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). None on an
+    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). 0 (never) on an
     #: Intel CPU, where an earlier round's hand-written GEMVs (one row at a time, and AXPYs over
     #: eight rows) ran 0.4-0.95x as fast as OpenBLAS's; this one was measured on an AMD EPYC
     #: only, where the one-row version, too, merely matched OpenBLAS.
@@ -131,8 +131,9 @@ if _found is not None:
         longer: LSTM/GRU at H = 128 (512 and 384 x 128), 2.9-3.3 and 2.1-2.2 us a step through
         OpenBLAS, 2.7-2.8 and 1.8-2.1 here (one thread, medians of 5, two runs, an AMD EPYC:
         see :data:`GEMV_ROWS_MAX_BYTES` for where it is used); eight rows at a time ran
-        slower (3.1 and 2.4 us). Through a layer, no-grad, A/B in one process (medians of 15):
-        batch 1 at (1, 50, 32, 128) LSTM 1.14x, GRU 1.04x, RNN 1.07x, two layers 1.05-1.06x,
+        slower (3.1 and 2.4 us). Through a layer, no-grad, A/B in one process (medians of 11
+        or 15, three runs: OpenBLAS's time moved by 30 % between them): batch 1 at
+        (1, 50, 32, 128) LSTM 1.14-1.41x, GRU 1.04-1.44x, RNN 1.07x, two layers 1.05-1.06x,
         one step 1.08x as fast."""
         n, k = W.shape
         zero = W.dtype.type(0)
