@@ -11,7 +11,7 @@ import pytest
 
 import elman
 from elman import threads, timeloop
-from elman.fast import _mkl
+from elman.fast import _mkl, _packed
 
 from _torch import _strict
 
@@ -295,7 +295,9 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
     monkeypatch.setattr(elman.fast.kernels_for(ln, np.float32), "reentrant", False,
                         raising=False)                           # state on the shared cell
     assert not timeloop.split_rows(ln, np.float32, 50, 64, K, P)
-    with _mkl.use(False):               # no MKL: blocks on OpenBLAS's GEMM, but not on Intel
+    # no MKL and not the kernels' own packing (tests/test_packed_gemm.py): blocks on
+    # OpenBLAS's GEMM, but not on Intel
+    with _mkl.use(False), _packed.use(False):
         monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
         monkeypatch.setattr(_mkl, "DEFAULT_ON", False)

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from . import _validate
-from .fast import _mkl
+from .fast import _mkl, _packed
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "matmul", "one_thread_product", "busy_elsewhere", "info",
@@ -466,12 +466,15 @@ def one_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = Non
                       ) -> np.ndarray:
     """``a @ b`` for a product that runs on the calling thread alone: on MKL's sequential GEMM
     where it takes it (``elman[mkl]`` installed, a large enough product, ``a`` not a transpose:
-    :func:`elman.fast._mkl.product`, which says why), else NumPy's."""
-    if a.shape[0] * b.shape[1] * a.shape[1] >= _mkl.MIN_PRODUCT_MNK and _mkl.enabled() \
-            and a.flags.c_contiguous and a.dtype == b.dtype:
+    :func:`elman.fast._mkl.product`, which says why), else on the compiled kernels' packed
+    GEMM where it takes it (:func:`elman.fast._packed.product`), else NumPy's."""
+    if a.shape[0] * b.shape[1] * a.shape[1] >= _mkl.MIN_PRODUCT_MNK and a.dtype == b.dtype:
         target = np.empty((a.shape[0], b.shape[1]), a.dtype) if out is None else out
-        if _mkl.product(a, b, target):
+        if _mkl.enabled() and a.flags.c_contiguous and _mkl.product(a, b, target):
             return target
+        if _packed.product(a, b, target):
+            return target
+        out = target
     return np.matmul(a, b, out=out)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import fast, threads
 from .fast import _mkl as fast_mkl
+from .fast import _packed as fast_packed
 
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "ForwardLoop", "BackwardLoop",
            "Workspace", "release", "sequence_forward", "sequence_forward_rows", "split_rows",
@@ -272,17 +273,22 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
 def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
                   one_thread: bool) -> np.ndarray:
     """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
-    (backward: ``dh = dG W_hh[:K]``): MKL's packed form of it (:mod:`elman.fast._mkl`, a 1-D
-    array the compiled GEMM takes in its place) when the compiled loops run their GEMMs on one
-    thread (``one_thread``) and the pass is long enough to pay for the packing; otherwise the
-    matrix itself (forward: :func:`_step_matrix`). Packed once per pass, never kept: weights
-    changed in place between calls are always seen.
+    (backward: ``dh = dG W_hh[:K]``), packed when the compiled loops run their GEMMs on one
+    thread (``one_thread``) and the pass is long enough to pay for the packing: by MKL where it
+    is on (:mod:`elman.fast._mkl`, a 1-D array the compiled GEMM takes in its place), else into
+    the kernels' own panels (:mod:`elman.fast._packed`, a 3-D array) where their micro-kernel
+    runs; otherwise the matrix itself (forward: :func:`_step_matrix`). Packed once per pass,
+    never kept: weights changed in place between calls are always seen.
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
-    the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast
-    (``benchmarks/bench_step_gemm.py``). On two threads OpenBLAS splitting one GEMM still wins."""
-    if kernels is not None and one_thread and fast_mkl.worth(T, N, W.size):
-        return fast_mkl.pack(W, transpose, N)
+    the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
+    an Intel Xeon (``benchmarks/bench_step_gemm.py``), the kernels' own 1.4-1.9x on an AMD
+    EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
+    if kernels is not None and one_thread:
+        if fast_mkl.worth(T, N, W.size):
+            return fast_mkl.pack(W, transpose, N)
+        if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
+            return fast_packed.pack(W, transpose)
     return _step_matrix(W.T, T, N) if transpose else W
 
 
@@ -358,7 +364,7 @@ class RowSplit:
         return slice(0, self.rows), slice(self.rows, None)
 
 
-def one_thread_loops_pay(T: int, N: int, K: int, P: int) -> bool:
+def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bool:
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
     MKL's packed GEMM is on and worth it for this matrix (:func:`elman.fast._mkl.worth`), or,
@@ -376,7 +382,10 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int) -> bool:
     one GEMM do as well)."""
     if fast_mkl.enabled():
         return fast_mkl.worth(T, N, K * P)
-    return not fast_mkl.DEFAULT_ON and K >= 2 * P and fast_mkl.large_enough(T, N, K * P)
+    if K < 2 * P:
+        return False
+    packs = fast_packed.worth(T, N, P, K, dtype) and fast_packed.worth(T, N, K, P, dtype)
+    return (packs or not fast_mkl.DEFAULT_ON) and fast_mkl.large_enough(T, N, K * P)
 
 
 def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
@@ -395,7 +404,7 @@ def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     OpenBLAS's worker spinning into the blocks' run, and the blocks seemed to lose at
     H = 256.)"""
     if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < 2 * OVERLAP_MIN_FLOPS or \
-            not one_thread_loops_pay(T, N, K, P):
+            not one_thread_loops_pay(T, N, K, P, dtype):
         return False
     kernels = fast.kernels_for(eq, dtype)
     return (kernels is not None and _kernel_attribute(kernels, "reentrant") is not False

@@ -21,6 +21,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import _cpu
+from ._microkernel import packed_product
 
 __all__ = ["gemm", "gemm_acc", "source"]
 
@@ -66,7 +67,9 @@ def gemm(A, B, C):
     ``B`` may also be the transpose of such an array (numba's 'F' layout, e.g. ``W[:K].T``):
     BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
     for a short sequence, costs more than all its steps). A 1-D ``B`` is MKL's packed form of
-    the matrix (:func:`elman.fast._mkl.pack`), multiplied by ``cblas_?gemm_compute``."""
+    the matrix (:func:`elman.fast._mkl.pack`), multiplied by ``cblas_?gemm_compute``; a 3-D
+    ``B`` (float32) the kernels' own panels of it (:func:`elman.fast._packed.pack`), multiplied
+    by their micro-kernel (:func:`elman.fast._microkernel.packed_product`)."""
     np.matmul(A, B, out=C)
 
 
@@ -203,6 +206,12 @@ if _found is not None:
             f32 = A.dtype == types.float32
             call, vcall = (_sgemm, _sgemv) if f32 else (_dgemm, _dgemv)
             one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
+            if B.ndim == 3:           # the kernels' own panels of the (k x n) matrix (_packed)
+                accumulate = beta != 0
+
+                def impl(A, B, C):
+                    packed_product(A, B, C, accumulate)
+                return impl
             if B.ndim == 1:           # MKL's packed form of the (k x n) matrix (_mkl.pack)
                 compute = _scompute if f32 else _dcompute
 
@@ -258,6 +267,9 @@ if _found is not None:
 else:
     @overload(gemm)
     def _gemm_impl(A, B, C):
+        if B.ndim == 3:
+            return lambda A, B, C: packed_product(A, B, C, False)
+
         def impl(A, B, C):
             if A.shape[0] > 0:
                 C[:, :] = np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
@@ -265,6 +277,9 @@ else:
 
     @overload(gemm_acc)
     def _gemm_acc_impl(A, B, C):
+        if B.ndim == 3:
+            return lambda A, B, C: packed_product(A, B, C, True)
+
         def impl(A, B, C):
             if A.shape[0] > 0:
                 C[:, :] += np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))

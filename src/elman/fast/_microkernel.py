@@ -1,0 +1,153 @@
+"""``C (+)= A @ B`` on a matrix ``B`` packed once per pass (:mod:`._packed`): the per-step
+GEMM's own register-blocked micro-kernel, for compiled code.
+
+The product runs tile by tile: ``MR`` rows of ``A`` against one panel of ``B`` (``NR = 32``
+columns, stored ``K x 32`` contiguous, :func:`elman.fast._packed.pack`), summed over ``k`` in
+``MR x 2`` sixteen-float vector registers:
+
+    C[i, j:j+32] (+)= sum_k A[i, k] * Bp[panel, k, 0:32],   i in the tile's rows
+
+one broadcast of ``A[i, k]`` and two fused multiply-adds per row and ``k``, the tile's sums
+kept in registers from the first ``k`` to the last and ``C`` read and written once. numba's own
+loops cannot say that (LLVM kept the sums in memory or vectorised over ``k`` with gathers:
+2.6 GFLOP/s, measured), so the loop is written here in LLVM IR with explicit ``<16 x float>``
+vectors (``llvm.fma``), one loop for each tile height 1..MR behind a ``switch``.
+
+Why: OpenBLAS packs both operands at every call, so a time loop repacks ``W_hh`` at each of its
+T steps, and at the per-step shapes (a row block of 32 rows) its one-thread SGEMM ran
+56-78 GFLOP/s where this loop, ``B`` packed once, ran 105-115 (one thread, an AMD EPYC with
+AVX-512, (32 x 128) @ (128 x 512) to (64 x 256) @ (256 x 1024), medians of 7).
+
+AVX-512 only (:data:`elman.fast._cpu.AVX512`, the only kind measured; elsewhere ``B`` is never
+packed this way) and float32 only (the float64 path stays on BLAS).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._packed import MR, NR, VW
+
+__all__ = ["packed_product"]
+
+_NV = NR // VW                 # vectors per panel row
+
+
+def _tile_codegen(nv: int, accumulate: bool):
+    """LLVM IR of one tile call: ``rows`` (1..MR, a runtime value) rows of A at ``a`` (row
+    stride ``lda`` floats) times a panel at ``b`` (``k`` rows of NR floats, of which the first
+    ``nv * VW`` are used) into C at ``c`` (row stride ``ldc``)."""
+
+    def codegen(context, builder, signature, args):
+        a, lda, b, k, c, ldc, rows = args
+        f32 = ir.FloatType()
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(f32, VW)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                             f"llvm.fma.v{VW}f32")
+        a, b, c = (builder.inttoptr(p, f32.as_pointer()) for p in (a, b, c))
+        lda, ldc, k, rows = (builder.sext(v, i64) if v.type.width < 64 else v
+                             for v in (lda, ldc, k, rows))
+        splat_mask = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+        undef = ir.Constant(vec, ir.Undefined)
+
+        def c_vector(i, v):
+            at = builder.add(builder.mul(ir.Constant(i64, i), ldc), ir.Constant(i64, v * VW))
+            return builder.bitcast(builder.gep(c, [at]), vec.as_pointer())
+
+        fn = builder.function
+        exit_block = fn.append_basic_block("tile.exit")
+        switch = builder.switch(rows, exit_block)
+        for mr in range(1, MR + 1):
+            start = fn.append_basic_block(f"tile.{mr}")
+            switch.add_case(ir.Constant(i64, mr), start)
+            builder.position_at_end(start)
+            first = [[builder.load(c_vector(i, v), align=4) if accumulate
+                      else ir.Constant(vec, [0.0] * VW) for v in range(nv)] for i in range(mr)]
+            head = fn.append_basic_block(f"tile.{mr}.head")
+            body = fn.append_basic_block(f"tile.{mr}.body")
+            done = fn.append_basic_block(f"tile.{mr}.done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            kk = builder.phi(i64)
+            kk.add_incoming(ir.Constant(i64, 0), start)
+            sums = [[builder.phi(vec) for _ in range(nv)] for _ in range(mr)]
+            for i in range(mr):
+                for v in range(nv):
+                    sums[i][v].add_incoming(first[i][v], start)
+            builder.cbranch(builder.icmp_signed("<", kk, k), body, done)
+            builder.position_at_end(body)
+            row = builder.mul(kk, ir.Constant(i64, NR))
+            panel = [builder.load(builder.bitcast(
+                builder.gep(b, [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
+                align=4) for v in range(nv)]
+            for i in range(mr):
+                x = builder.load(builder.gep(a, [builder.add(
+                    builder.mul(ir.Constant(i64, i), lda), kk)]), align=4)
+                x = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
+                                           undef, splat_mask)
+                for v in range(nv):
+                    sums[i][v].add_incoming(builder.call(fma, [x, panel[v], sums[i][v]]), body)
+            kk.add_incoming(builder.add(kk, ir.Constant(i64, 1)), body)
+            builder.branch(head)
+            builder.position_at_end(done)
+            for i in range(mr):
+                for v in range(nv):
+                    builder.store(sums[i][v], c_vector(i, v), align=4)
+            builder.branch(exit_block)
+        builder.position_at_end(exit_block)
+        return context.get_dummy_value()
+    return codegen
+
+
+def _tile_intrinsic(nv: int, accumulate: bool):
+    @intrinsic
+    def tile(typingctx, a, lda, b, k, c, ldc, rows):
+        return types.void(a, lda, b, k, c, ldc, rows), _tile_codegen(nv, accumulate)
+    return tile
+
+
+_tile_acc, _tile_acc_half = _tile_intrinsic(_NV, True), _tile_intrinsic(1, True)
+_tile_set, _tile_set_half = _tile_intrinsic(_NV, False), _tile_intrinsic(1, False)
+
+
+@njit(inline="always")
+def _ld(X):
+    """Row stride in elements (rows of one element may carry any stride)."""
+    return X.shape[1] if X.shape[0] == 1 else X.strides[0] // X.itemsize
+
+
+@njit(inline="always")
+def packed_product(A, Bp, C, accumulate):
+    """``C (+)= A @ B`` (``accumulate``: a compile-time constant) for float32 ``A`` (m, k) and
+    ``C`` (m, n) with contiguous rows (any row stride) and ``Bp`` (ceil(n / NR), k, NR), ``B``
+    packed by :func:`elman.fast._packed.pack` (n a multiple of VW: the last panel may be half
+    used). Row tiles of MR outermost: a tile of A (MR x k) stays in L1 while the panels of B
+    stream past it from L2."""
+    m, k = A.shape
+    n = C.shape[1]
+    lda, ldc = _ld(A), _ld(C)
+    full, half = n // NR, n % NR != 0
+    panel_bytes = k * NR * 4
+    a0, b0, c0 = A.ctypes.data, Bp.ctypes.data, C.ctypes.data
+    for i in range(0, m, MR):
+        rows = min(MR, m - i)
+        a, c = a0 + i * lda * 4, c0 + i * ldc * 4
+        for p in range(full):
+            if accumulate:
+                _tile_acc(a, lda, b0 + p * panel_bytes, k, c + p * NR * 4, ldc, rows)
+            else:
+                _tile_set(a, lda, b0 + p * panel_bytes, k, c + p * NR * 4, ldc, rows)
+        if half:
+            if accumulate:
+                _tile_acc_half(a, lda, b0 + full * panel_bytes, k, c + full * NR * 4, ldc, rows)
+            else:
+                _tile_set_half(a, lda, b0 + full * panel_bytes, k, c + full * NR * 4, ldc, rows)
+
+
+@njit(cache=True, nogil=True)
+def product(A, Bp, C):
+    """``C[...] = A @ B`` for Python callers (:func:`elman.fast._packed.product`)."""
+    packed_product(A, Bp, C, False)

@@ -1,0 +1,118 @@
+"""The kernels' own packed form of the per-step GEMM's matrix, and when to use it.
+
+A time loop multiplies the same ``W_hh`` at every step. OpenBLAS packs both operands of each
+GEMM call (copies them into the blocked order its inner loop reads), so it repacks ``W_hh`` at
+each of the T steps. Here ``B`` (``W_hh^T`` forward, ``W_hh`` backward) is packed once per pass
+into column panels of ``NR`` floats, ``Bp[p, k, :] = B[k, p*NR : (p+1)*NR]`` (the last panel
+padded with zeros), and the compiled loops multiply by it with their own micro-kernel
+(:mod:`elman.fast._microkernel`). Measured on one thread (an AMD EPYC with AVX-512, medians of
+7): 105-115 GFLOP/s at the per-step shapes of (32 x 128) @ (128 x 512) to (64 x 256) @
+(256 x 1024), where OpenBLAS's SGEMM ran 56-78 (and 98 on large squares).
+
+This module needs no numba (:mod:`elman.timeloop` decides with it before any kernel is
+imported). ``ELMAN_PACKED=0`` switches the packed GEMM off for the process.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from .._switch import Switch
+from . import _cpu
+
+__all__ = ["available", "enabled", "set_enabled", "use", "worth", "pack", "MR", "NR", "VW"]
+
+VW = 16                  # floats per vector register (AVX-512)
+NR = 2 * VW              # columns per panel: two vector registers
+MR = 8                   # rows per tile: 8 x 2 registers of sums (of 32)
+_ALIGN = 64              # bytes: each panel row starts on a cache line
+
+#: the fewest steps for which packing pays: packing is a pass over ``W``, about as long as
+#: one step's product
+MIN_STEPS = 4
+#: the smallest matrix (k x n elements) worth packing: below it OpenBLAS's own small-matrix
+#: path does as well. Measured through a layer (one process, alternating, medians of 7), GRU
+#: and LSTM at (32, 50, 16, 64) and (32, 500, 32, 32) (at most 16,384 elements), one layer and
+#: bidirectional: 0.83-1.10x, mostly slower, with packing
+MIN_ELEMENTS = 32768
+
+#: whether the packed GEMM can run here: numba, and a CPU with AVX-512 (the only kind its
+#: micro-kernel was written and measured for)
+available = _cpu.AVX512 and importlib.util.find_spec("numba") is not None
+_switch = Switch("ELMAN_PACKED", available)
+
+#: ``enabled()``: whether the compiled loops may pack their per-step GEMM's matrix;
+#: ``set_enabled(flag)`` for the process (returns the previous setting); ``with use(False):``
+#: for a block (BLAS's GEMM at every step)
+enabled, set_enabled, use = _switch.enabled, _switch.set_enabled, _switch.use
+
+
+def worth(steps: int, rows: int, k: int, n: int, dtype) -> bool:
+    """Whether a pass of ``steps`` steps of ``rows`` rows through a (k x n) matrix ``B`` of
+    ``dtype`` should pack it: on, float32, a batch (one row is a matrix-vector product, which
+    the loops run on ``W`` itself), enough steps (:data:`MIN_STEPS`), a matrix large enough
+    (:data:`MIN_ELEMENTS`) and ``n`` a multiple of :data:`VW` (the micro-kernel's stores are
+    whole vectors)."""
+    # (the sizes first: a streaming call stops at them)
+    return (rows > 1 and steps >= MIN_STEPS and k * n >= MIN_ELEMENTS and n % VW == 0
+            and np.dtype(dtype) == np.float32 and _switch.enabled())
+
+
+def pack(W: np.ndarray, transpose: bool) -> np.ndarray:
+    """``B = W.T`` (``transpose``) or ``W``, (k x n), as panels ``(ceil(n / NR), k, NR)``,
+    64-byte aligned, zeros beyond column n: the form :func:`elman.fast._blas.gemm` multiplies
+    with the micro-kernel. A copy: ``W`` changed later is not seen."""
+    if W.dtype != np.float32 or W.ndim != 2:
+        raise ValueError(f"pack: W must be a 2-D float32 array, got {W.dtype} {W.shape}")
+    B = W.T if transpose else W
+    k, n = B.shape
+    panels = -(-n // NR)
+    raw = np.empty(panels * k * NR * 4 + _ALIGN, np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    Bp = raw[start:start + panels * k * NR * 4].view(np.float32).reshape(panels, k, NR)
+    full = n // NR
+    # (the transposed view of W read as (panels, NR, k): each panel's rows of W, transposed)
+    if transpose:
+        Bp[:full] = W[:full * NR].reshape(full, NR, k).transpose(0, 2, 1)
+    else:
+        Bp[:full] = W[:, :full * NR].reshape(k, full, NR).transpose(1, 0, 2)
+    if full < panels:
+        Bp[full, :, :n - full * NR] = B[:, full * NR:]
+        Bp[full, :, n - full * NR:] = 0
+    return Bp
+
+
+#: the smallest one-thread product (m * n * k) :func:`product` takes, and the fewest rows: below
+#: them packing ``b`` costs more than the micro-kernel saves over OpenBLAS's small-matrix path
+MIN_PRODUCT_MNK = 1 << 20
+MIN_PRODUCT_ROWS = 64
+
+
+def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """``out[...] = a @ b`` with ``b`` packed (:func:`pack`) and the micro-kernel, for a caller
+    whose product runs on one thread; True if done, False (nothing written) where it does not
+    apply: off, float32 only, a product below :data:`MIN_PRODUCT_MNK` or
+    :data:`MIN_PRODUCT_ROWS`, ``b``'s columns not a multiple of :data:`VW`, ``a`` or ``out``
+    without contiguous rows.
+
+    Why: the input projection of a row block or of one direction of a bidirectional layer
+    ((T N x I) @ (I x G H)) runs on one thread; OpenBLAS's one-thread SGEMM ran it at 80-99
+    GFLOP/s, this at 107-112 (an AMD EPYC, (3200 x 32) @ (32 x 512) to (6400 x 256) @
+    (256 x 2048), medians of 7; packing ``b`` took 0.2 % of the product)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m * n * k < MIN_PRODUCT_MNK or m < MIN_PRODUCT_ROWS or n % VW or not _switch.enabled() \
+            or not a.dtype == b.dtype == out.dtype == np.float32 \
+            or a.strides[1] != 4 or out.strides[1] != 4 or out.shape != (m, n):
+        return False
+    _compiled_product(a, pack(b.T, True) if b.flags.f_contiguous else pack(b, False), out)
+    return True
+
+
+def _compiled_product(a, Bp, out):
+    """:func:`elman.fast._microkernel.product` (numba is imported at the first call, not with
+    elman; from then on this name is the compiled function itself)."""
+    global _compiled_product
+    _compiled_product = importlib.import_module(f"{__package__}._microkernel").product
+    _compiled_product(a, Bp, out)

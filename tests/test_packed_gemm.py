@@ -1,0 +1,258 @@
+"""The kernels' own packed per-step GEMM (elman.fast._packed, elman.fast._microkernel): the
+panels hold the matrix, the micro-kernel's product equals a float64 one for every tile height
+and panel width, layers give the same results packed as on BLAS (every cell and option,
+lengths, row blocks), packing follows its rule, and a pass always packs the weights as they are
+now. (No timing asserts: ``benchmarks/bench_mkl.py`` measures.)"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import elman
+from elman import threads, timeloop
+from elman.fast import _cpu, _mkl, _packed
+
+pytestmark = pytest.mark.skipif(not _packed.available,
+                                reason="needs numba and a CPU with AVX-512")
+
+
+def _assert_close(got, expected, tol):
+    """Equal up to ``tol`` relative to each array's largest magnitude (the products compared
+    sum in different orders)."""
+    np.testing.assert_allclose(got, expected, rtol=tol,
+                               atol=tol * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("n", [16, 32, 48, 80])
+def test_panels_hold_the_matrix(transpose, n):
+    """Bp[p, k, :] = B[k, p*NR:(p+1)*NR], zeros past the last column, 64-byte aligned, and a
+    copy (W changed later is not seen)."""
+    k = 7
+    W = np.random.default_rng(0).standard_normal((n, k) if transpose else (k, n))
+    W = W.astype(np.float32)
+    B = W.T if transpose else W
+    Bp = _packed.pack(W, transpose)
+    panels = -(-n // _packed.NR)
+    assert Bp.shape == (panels, k, _packed.NR) and Bp.dtype == np.float32
+    assert Bp.ctypes.data % 64 == 0
+    wide = np.concatenate([B, np.zeros((k, panels * _packed.NR - n), np.float32)], axis=1)
+    np.testing.assert_array_equal(Bp, wide.reshape(k, panels, _packed.NR).transpose(1, 0, 2))
+    W[...] = 0
+    assert Bp.any()
+
+
+def test_pack_refuses_what_it_cannot_multiply():
+    with pytest.raises(ValueError, match="float32"):
+        _packed.pack(np.zeros((16, 4)), True)
+    with pytest.raises(ValueError, match="2-D"):
+        _packed.pack(np.zeros(16, np.float32), True)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("k, n", [(1, 16), (7, 48), (33, 64), (128, 400)])
+def test_packed_product_equals_a_float64_one(k, n, transpose, accumulate):
+    """gemm/gemm_acc with the panels as B: every tile height (1 to MR rows, and more than one
+    tile), a last panel half used (n % NR = 16), A and C column blocks of wider arrays, C's
+    other columns untouched."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(k + n)
+    W = rng.standard_normal((n, k) if transpose else (k, n)).astype(np.float32)
+    B = (W.T if transpose else W).astype(np.float64)
+    Bp = _packed.pack(W, transpose)
+    for m in (*range(1, _packed.MR + 1), 2 * _packed.MR + 3):
+        wide_a = rng.standard_normal((m, k + 5)).astype(np.float32)
+        wide_c = rng.standard_normal((m, n + 19)).astype(np.float32)
+        A, C = wide_a[:, 2:2 + k], wide_c[:, 3:3 + n]
+        expected = wide_c.astype(np.float64)
+        expected[:, 3:3 + n] = (C if accumulate else 0) + A @ B
+        _blas._check(A, Bp, C, accumulate)
+        _assert_close(wide_c, expected, 1e-6)
+
+
+def test_the_rule():
+    big, nr = _packed.MIN_ELEMENTS, _packed.VW
+    k = big // nr
+    assert _packed.worth(_packed.MIN_STEPS, 2, k, nr, np.float32)
+    assert not _packed.worth(_packed.MIN_STEPS - 1, 2, k, nr, np.float32)   # streaming
+    assert not _packed.worth(100, 1, k, nr, np.float32)          # one row: GEMV on W itself
+    assert not _packed.worth(100, 64, k - 1, nr, np.float32)     # a small matrix
+    assert not _packed.worth(100, 64, k * 2, nr // 2, np.float32)   # no whole vectors
+    assert not _packed.worth(100, 64, k, nr, np.float64)         # float64: BLAS
+    with _packed.use(False):
+        assert not _packed.worth(100, 64, k, nr, np.float32)
+    assert _packed.enabled()
+
+
+def test_available_with_avx512_only():
+    assert _packed.available == (_cpu.AVX512 and elman.fast.available)
+    with open("/proc/cpuinfo") as f:
+        flags = next(line for line in f if line.startswith("flags")).split()
+    assert _cpu.AVX512 == ("avx512f" in flags and "fma" in flags)
+
+
+@pytest.mark.parametrize("value, expected", [("0", "False"), ("off", "False"), ("1", "True"),
+                                             ("", "True"), (None, "True")])
+def test_environment_switch(value, expected):
+    """ELMAN_PACKED=0 off; on by default where it can run."""
+    code = "from elman.fast import _packed; print(_packed.enabled())"
+    env = {k: v for k, v in os.environ.items() if k != "ELMAN_PACKED"}
+    if value is not None:
+        env["ELMAN_PACKED"] = value
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == expected
+
+
+@pytest.fixture
+def packs(monkeypatch):
+    """MKL off (the kernels' own packing is what runs where MKL does not); pack whatever the
+    matrix's size; record each packing's (transpose, k, n)."""
+    monkeypatch.setattr(_packed, "MIN_ELEMENTS", 0)
+    calls = []
+    original = _packed.pack
+
+    def counting(W, transpose):
+        calls.append((transpose, *(W.T if transpose else W).shape))
+        return original(W, transpose)
+    monkeypatch.setattr(_packed, "pack", counting)
+    with _mkl.use(False):
+        yield calls
+
+
+# H = 16 (32 with a projection to 16): B's columns (4H, 3H, 2H, H, P) are all whole vectors;
+# 3H = 48 leaves the last panel half used
+CASES = {
+    "rnn": lambda dt: elman.RNN(5, 16, dtype=dt, seed=1),
+    "rnn-relu-bi": lambda dt: elman.RNN(5, 16, nonlinearity="relu", bidirectional=True,
+                                        dtype=dt, seed=1),
+    "gru-2layers": lambda dt: elman.GRU(5, 16, num_layers=2, dtype=dt, seed=1),
+    "gru-classic": lambda dt: elman.GRU(5, 16, reset_after=False, dtype=dt, seed=1),
+    "lstm-bi": lambda dt: elman.LSTM(5, 16, bidirectional=True, dtype=dt, seed=1),
+    "lstm-proj": lambda dt: elman.LSTM(5, 32, proj_size=16, dtype=dt, seed=1),
+    "lstm-peephole": lambda dt: elman.LSTM(5, 16, peephole=True, dtype=dt, seed=1),
+    "lstm-regularised": lambda dt: elman.LSTM(5, 16, recurrent_dropout=0.3, input_dropout=0.2,
+                                              zoneout=0.2, dtype=dt, seed=1),
+    "rnn-layer-norm": lambda dt: elman.RNN(5, 16, layer_norm=True, dtype=dt, seed=1),
+    "gru-layer-norm": lambda dt: elman.GRU(5, 16, layer_norm=True, dtype=dt, seed=1),
+    "lstm-layer-norm": lambda dt: elman.LSTM(5, 16, layer_norm=True, dtype=dt, seed=1),
+}
+
+
+def _train_step(layer, x, lengths):
+    out, state = layer(x, lengths=lengths)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
+    states = state if isinstance(state, tuple) else (state,)
+    dh = [np.random.default_rng(2).standard_normal(s.shape).astype(out.dtype) for s in states]
+    dx, dstate = layer.backward(dout, tuple(dh) if len(dh) == 2 else dh[0])
+    return [out, *states, dx, *(dstate if isinstance(dstate, tuple) else (dstate,)),
+            *(p.grad.copy() for _, p in layer.named_parameters())]
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_packed_layers_give_the_same_results(case, with_lengths, packs):
+    """Outputs, final states, input and state gradients and every parameter gradient as on
+    BLAS (float32 to 1e-5); N = 11: a whole tile of rows and a part one."""
+    x = np.random.default_rng(0).standard_normal((7, 11, 5)).astype(np.float32)
+    lengths = np.array([7, 3, 5, 1, 2, 7, 6, 4, 1, 3, 5]) if with_lengths else None
+    with _packed.use(False):
+        plain = _train_step(CASES[case](np.float32), x, lengths)
+    assert packs == []
+    packed = _train_step(CASES[case](np.float32), x, lengths)
+    layer = CASES[case](np.float32)
+    # every layer-direction packed B = W_hh^T (P x K) for its forward, W_hh (K x P) backward
+    K = layer.eq.recurrent_gates * layer.hidden_size
+    P = layer.proj_size or layer.hidden_size
+    passes = layer.num_layers * (2 if layer.bidirectional else 1)
+    assert sorted(packs) == [(False, K, P)] * passes + [(True, P, K)] * passes
+    for a, b in zip(plain, packed):
+        _assert_close(b, a, 1e-5)
+
+
+def test_float64_stays_on_blas(packs):
+    x = np.random.default_rng(0).standard_normal((7, 11, 5))
+    _train_step(CASES["lstm-bi"](np.float64), x, None)
+    assert packs == []
+
+
+def test_a_pass_packs_the_weights_as_they_are_now(packs):
+    """Nothing packed is kept between calls: weights changed in place are seen at once."""
+    x = np.random.default_rng(0).standard_normal((6, 3, 5)).astype(np.float32)
+    layer = elman.LSTM(5, 16, seed=1)
+    layer(x)
+    layer.weight_hh_l0.data *= 0.5                 # in place, as an optimizer step does
+    out, _ = layer(x)
+    with _packed.use(False):
+        expected, _ = layer(x)
+    _assert_close(out, expected, 1e-6)
+    assert len(packs) == 2
+
+
+def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
+    """A unidirectional gated layer's two row blocks (one GEMM thread each) pack; the RNN
+    (K = P) keeps its whole batch."""
+    monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
+    x = np.random.default_rng(0).standard_normal((7, 11, 5)).astype(np.float32)
+    lengths = np.array([7, 3, 5, 1, 2, 7, 6, 4, 1, 3, 5])
+    for case in ("gru-classic", "lstm-regularised", "lstm-layer-norm"):
+        with _packed.use(False), monkeypatch.context() as m:
+            m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
+            whole = _train_step(CASES[case](np.float32), x, lengths)
+        del packs[:]
+        layer = CASES[case](np.float32)
+        layer(x, lengths=lengths)
+        assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+        assert len(packs) == 2                              # each block its own forward
+        blocks = _train_step(CASES[case](np.float32), x, lengths)
+        for a, b in zip(whole, blocks):
+            _assert_close(b, a, 1e-5)
+    layer = CASES["rnn"](np.float32)
+    layer(x)
+    assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+
+
+def test_row_blocks_rule_with_packing(monkeypatch):
+    """Where MKL is off, gated cells get row blocks when the kernels pack, also on an Intel
+    CPU (``_mkl.DEFAULT_ON``); without packing only where MKL is off by default."""
+    lstm = elman.LSTM(8, 512, seed=0).eq
+    K, P = 4 * 512, 512
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
+    with _mkl.use(False):
+        assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+        assert not timeloop.split_rows(lstm, np.float64, 50, 64, K, P)      # float64: BLAS
+        assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)    # a small matrix
+        with _packed.use(False):
+            assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+        rnn = elman.RNN(8, 512).eq
+        assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)       # not gated
+
+
+@pytest.mark.parametrize("T, N", [(6, 3), (40, 24)])
+@pytest.mark.parametrize("case", ["gru-2layers", "lstm-bi", "lstm-proj", "rnn-layer-norm"])
+def test_inference_packs_and_gives_the_same_results(case, T, N, packs):
+    """Under no_grad: a small call (the lean path, stacks as one compiled call) and a larger
+    one, outputs and final states as on BLAS."""
+    x = np.random.default_rng(0).standard_normal((T, N, 5)).astype(np.float32)
+    layer = CASES[case](np.float32)
+    with elman.no_grad():
+        with _packed.use(False):
+            plain = layer(x)
+        assert packs == []
+        packed = layer(x)
+    assert len(packs) == layer.num_layers * (2 if layer.bidirectional else 1)
+    for a, b in zip(_arrays(plain), _arrays(packed)):
+        _assert_close(b, a, 1e-5)
+
+
+def _arrays(result):
+    """``(out, h_n)`` or ``(out, (h_n, c_n))`` as a flat list."""
+    out, state = result
+    return [out, *(state if isinstance(state, tuple) else (state,))]
