@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""MKL's packed per-step GEMM and the row blocks, on or off: an A/B/C.
+"""Packing the per-step GEMM's matrix (MKL's or the kernels' own) and the row blocks, on or off.
 
-With the ``mkl`` wheel installed (``elman[mkl]``) the compiled loops can pack ``W_hh`` once per
-pass where a loop's GEMM runs on one thread, and a unidirectional layer runs its batch as two
-row blocks at once, each on one thread (``elman.fast._mkl``, ``elman.timeloop.split_rows``):
-with its GEMMs packed where MKL is on; where it is off, on OpenBLAS's GEMM on a CPU where MKL
-is off by default (not an Intel one, ``elman.fast._mkl.DEFAULT_ON``), and not at all on an
-Intel one. This script measures three ways on the same layer in the same process, alternating
-repeat by repeat, each repeat after a pause (``--settle``), for the stacks 1 (row blocks) and
-1bi (each direction's loop on one thread) of ``bench_rnn.py``'s grid:
+OpenBLAS repacks ``W_hh`` at every step's GEMM. The compiled loops can pack it once per pass
+where a loop's GEMM runs on one thread, with MKL (the ``mkl`` wheel, ``elman[mkl]``,
+``elman.fast._mkl``) or into their own panels for their own micro-kernel (a CPU with AVX-512,
+``elman.fast._packed``), and a unidirectional gated layer runs its batch as two row blocks at
+once, each on one thread (``elman.timeloop.split_rows``). This script measures four ways on the
+same layer in the same process, alternating repeat by repeat, each repeat after a pause
+(``--settle``), for the stacks 1 (row blocks) and 1bi (each direction's loop on one thread) of
+``bench_rnn.py``'s grid:
 
-``mkl``      ``elman.fast._mkl.use(True)``: packed, and row blocks by the rule
-``openblas`` ``use(False)``: OpenBLAS, row blocks where this CPU's rule gives them
-``whole``    ``use(False)`` and no row blocks: the whole batch on two OpenBLAS threads
+``mkl``      MKL on (its packed GEMM and one-thread products), row blocks by the rule
+``packed``   MKL off, the kernels' own packing on, row blocks by the rule (only where it can
+             run: AVX-512)
+``openblas`` both off: OpenBLAS at every step, row blocks where this CPU's rule gives them
+``whole``    both off and no row blocks: the whole batch on two OpenBLAS threads
 
 and the modes
 
@@ -22,9 +24,9 @@ and the modes
 ``--cells`` also takes ``ln-rnn``, ``ln-gru`` and ``ln-lstm``: the same layers with
 ``layer_norm=True`` (not run unless named).
 
-It reports medians (ms), the ratios openblas / mkl and whole / mkl (> 1: MKL's way faster),
-and what the shipped rules do at that size on this CPU (``blocks``, ``packed`` or
-``neither``; ``blocks, packed`` where both apply).
+It reports medians (ms), each way's speed-up over ``whole`` (> 1: faster than the whole batch
+on OpenBLAS), and what the shipped settings do at that size on this CPU (``blocks``,
+``packed (mkl)``, ``packed (own)`` or ``neither``).
 
     python benchmarks/bench_mkl.py                   # the grid, 5 repeats
     python benchmarks/bench_mkl.py --configs 2,3 --cells lstm
@@ -49,43 +51,42 @@ LAYER_NORM = ("ln-rnn", "ln-gru", "ln-lstm")     # the cells with layer_norm=Tru
 
 
 def _rule(np, elman, layer, x) -> str:
-    """What the shipped rules do for this layer and input: one forward, watched."""
+    """What the shipped settings do for this layer and input: one forward, watched."""
     from elman import timeloop
-    from elman.fast import _mkl
-    packs = []
-    original = _mkl.pack
+    from elman.fast import _mkl, _packed
+    packs = {"mkl": [], "own": []}
+    originals = _mkl.pack, _packed.pack
 
-    def counting(*args, **kwargs):
-        packs.append(1)
-        return original(*args, **kwargs)
-    _mkl.pack = counting
+    def counting(module, name):
+        def pack(*args, **kwargs):
+            packs[name].append(1)
+            return originals[module is _packed](*args, **kwargs)
+        return pack
+    _mkl.pack, _packed.pack = counting(_mkl, "mkl"), counting(_packed, "own")
     try:
         layer.train()
         layer(x)
         blocks = any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
         layer._release_cache()
     finally:
-        _mkl.pack = original
-    return ", ".join([name for name, done in (("blocks", blocks), ("packed", packs)) if done]) \
-        or "neither"
+        _mkl.pack, _packed.pack = originals
+    done = [("blocks", blocks), ("packed (mkl)", packs["mkl"]), ("packed (own)", packs["own"])]
+    return ", ".join(name for name, did in done if did) or "neither"
 
 
 @contextlib.contextmanager
 def _way(name: str):
-    """The settings of one way: ``mkl``, ``openblas`` or ``whole`` (see the docstring)."""
+    """The settings of one way (see the docstring)."""
     from elman import timeloop
-    from elman.fast import _mkl
+    from elman.fast import _mkl, _packed
     rows = timeloop.SPLIT_MIN_ROWS
     try:
         if name == "whole":
             timeloop.SPLIT_MIN_ROWS = 1 << 62
-        with _mkl.use(name == "mkl"):
+        with _mkl.use(name == "mkl"), _packed.use(name == "packed"):
             yield
     finally:
         timeloop.SPLIT_MIN_ROWS = rows
-
-
-WAYS = ("mkl", "openblas", "whole")
 
 
 def main(argv=None) -> int:
@@ -95,11 +96,10 @@ def main(argv=None) -> int:
 
     import elman
     from elman import threads
-    from elman.fast import _cpu, _mkl
+    from elman.fast import _cpu, _mkl, _packed
 
-    if not _mkl.available:
-        print("bench_mkl.py needs the mkl wheel: pip install -e '.[mkl]'", file=sys.stderr)
-        return 2
+    ways = [name for name, can in (("mkl", _mkl.available), ("packed", _packed.available),
+                                   ("openblas", True), ("whole", True)) if can]
     configs, repeats, min_time, settle = run_settings(args)
     classes = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}
     rng = np.random.default_rng(0)
@@ -117,32 +117,37 @@ def main(argv=None) -> int:
                 mflop = 2.0 * T * N * GATES[base] * H * H / 1e6    # a direction's recurrence
                 for mode in MODES:
                     run = _runner(np, elman, layer, mode, x, dout)
-                    times = {name: [] for name in WAYS}
+                    times = {name: [] for name in ways}
                     for _ in range(repeats):
-                        for name in WAYS:
+                        for name in ways:
                             with _way(name):
                                 times[name].append(_time(run, min_time, settle))
                     med = {k: statistics.median(v) for k, v in times.items()}
                     rows.append((cell, stack, mode, (N, T, I, H), mflop, med, rule))
                     print(f"{cell:4s} {stack:3s} {mode:5s} {(N, T, I, H)} {mflop:9.2f} MFLOP: "
                           + ", ".join(f"{k} {v * 1e3:9.3f} ms" for k, v in med.items())
-                          + f"; openblas / mkl {med['openblas'] / med['mkl']:.2f}, whole / mkl "
-                          f"{med['whole'] / med['mkl']:.2f} ({rule})", flush=True)
+                          + "; whole / " + ", ".join(f"{k} {med['whole'] / v:.2f}"
+                                                     for k, v in med.items() if k != "whole")
+                          + f" ({rule})", flush=True)
+    faster = [name for name in ways if name != "whole"]
     lines = [f"elman {elman.__version__}, one layer, float32, {threads.get_num_threads()} "
              f"threads; {cpu_model()} ({_cpu.vendor() or 'vendor unknown'}, MKL on by "
-             f"default: {_mkl.DEFAULT_ON}); MKL {os.path.basename(_mkl.library())}; medians of "
+             f"default: {_mkl.DEFAULT_ON}, the kernels' own packing: {_packed.available}); "
+             f"MKL {os.path.basename(_mkl.library() or 'not installed')}; medians of "
              f"{repeats} alternating repeats, each after a {settle:g} s pause; benchmark time "
              f"{time.perf_counter() - started:.0f} s", "",
-             "Ratios > 1: MKL's way faster. `openblas`: MKL off, row blocks on OpenBLAS where "
-             "this CPU's rule gives them; `whole`: MKL off, no row blocks.", "",
-             "| cell | stack | mode | N, T, I, H | recurrent MFLOP per direction | MKL ms | "
-             "OpenBLAS ms | whole ms | openblas / mkl | whole / mkl | shipped rule |",
-             "|---|---|---|---|--:|--:|--:|--:|--:|--:|---|"]
+             "Speed-ups over `whole` (the whole batch on two OpenBLAS threads, nothing packed); "
+             "> 1: faster. `mkl`: MKL's packing and products; `packed`: the kernels' own "
+             "packing; `openblas`: neither, row blocks where this CPU's rule gives them.", "",
+             "| cell | stack | mode | N, T, I, H | recurrent MFLOP per direction | "
+             + " | ".join(f"{name} ms" for name in ways) + " | "
+             + " | ".join(f"whole / {name}" for name in faster) + " | shipped settings |",
+             "|---|---|---|---|--:|" + "--:|" * (len(ways) + len(faster)) + "---|"]
     for cell, stack, mode, cfg, mflop, med, rule in rows:
         lines.append(f"| {cell} | {stack} | {mode} | {', '.join(map(str, cfg))} | {mflop:.1f} | "
-                     f"{med['mkl'] * 1e3:.3f} | {med['openblas'] * 1e3:.3f} | "
-                     f"{med['whole'] * 1e3:.3f} | {med['openblas'] / med['mkl']:.2f} | "
-                     f"{med['whole'] / med['mkl']:.2f} | {rule} |")
+                     + " | ".join(f"{med[name] * 1e3:.3f}" for name in ways) + " | "
+                     + " | ".join(f"{med['whole'] / med[name]:.2f}" for name in faster)
+                     + f" | {rule} |")
     emit(lines, args.markdown, env_note)
     return 0
 
