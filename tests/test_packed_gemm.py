@@ -193,15 +193,19 @@ def test_a_pass_packs_the_weights_as_they_are_now(packs):
 
 
 def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
-    """A unidirectional gated layer's two row blocks (one GEMM thread each) pack; the RNN
-    (K = P) keeps its whole batch."""
+    """A unidirectional layer's two row blocks (one GEMM thread each) pack; the RNN (K = P)
+    keeps its whole batch below ``UNGATED_BLOCKS_MIN_ELEMENTS``."""
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(threads, "granted", lambda: 2)
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
     x = np.random.default_rng(0).standard_normal((7, 11, 5)).astype(np.float32)
     lengths = np.array([7, 3, 5, 1, 2, 7, 6, 4, 1, 3, 5])
-    for case in ("gru-classic", "lstm-regularised", "lstm-layer-norm"):
+    layer = CASES["rnn"](np.float32)
+    layer(x)
+    assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
+    monkeypatch.setattr(timeloop, "UNGATED_BLOCKS_MIN_ELEMENTS", 16 * 16)
+    for case in ("gru-classic", "lstm-regularised", "lstm-layer-norm", "rnn"):
         with _packed.use(False), monkeypatch.context() as m:
             m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
             whole = _train_step(CASES[case](np.float32), x, lengths)
@@ -213,9 +217,6 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
         blocks = _train_step(CASES[case](np.float32), x, lengths)
         for a, b in zip(whole, blocks):
             _assert_close(b, a, 1e-5)
-    layer = CASES["rnn"](np.float32)
-    layer(x)
-    assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
 
 
 def test_row_blocks_rule_with_packing(monkeypatch):
@@ -231,8 +232,12 @@ def test_row_blocks_rule_with_packing(monkeypatch):
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)    # a small matrix
         with _packed.use(False):
             assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        rnn = elman.RNN(8, 512).eq
-        assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)       # not gated
+        rnn = elman.RNN(8, 512).eq                   # not gated: blocks from a large W_hh
+        assert timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
+        assert P * P >= timeloop.UNGATED_BLOCKS_MIN_ELEMENTS > 256 * 256
+        assert not timeloop.split_rows(rnn, np.float32, 50, 64, 256, 256)
+        with _packed.use(False):
+            assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
 
 
 @pytest.mark.parametrize("T, N", [(6, 3), (40, 24)])

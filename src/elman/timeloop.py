@@ -367,11 +367,14 @@ class RowSplit:
 def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bool:
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
-    MKL's packed GEMM is on and worth it for this matrix (:func:`elman.fast._mkl.worth`), or,
-    on a CPU where MKL is off by default (not an Intel one, :data:`elman.fast._mkl.DEFAULT_ON`),
-    the matrix is as large as packing would need (:func:`elman.fast._mkl.large_enough`), OpenBLAS
-    runs it, and the cell is gated (K >= 2P: the gate math that the blocks run in parallel is
-    a fair part of a step).
+    MKL's packed GEMM is on and worth it for this matrix (:func:`elman.fast._mkl.worth`); or
+    the cell is gated (K >= 2P: the gate math that the blocks run in parallel is a fair part of
+    a step), the matrix is as large as packing would need (:func:`elman.fast._mkl.large_enough`)
+    and either the kernels pack it themselves (:func:`elman.fast._packed.worth`, both passes'
+    matrices) or this CPU is one where MKL is off by default (not an Intel one,
+    :data:`elman.fast._mkl.DEFAULT_ON`, where OpenBLAS's one-thread GEMM did well enough); or
+    the RNN, with the kernels' own packing and at least :data:`UNGATED_BLOCKS_MIN_ELEMENTS` in
+    ``W_hh``.
 
     Why: on the Intel Xeon of earlier rounds a block on OpenBLAS's one-thread GEMM, which
     repacks ``W_hh`` at every step, lost to the whole batch on two threads. On an AMD EPYC
@@ -379,13 +382,23 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
     the GRU 1.10-1.59x as fast as the whole batch, the LSTM 1.02-1.17x in training and
     0.93-1.11x in inference, at (64, 100, 32, 128), (64, 100, 128, 256) and
     (128, 200, 256, 512); the RNN 0.86-0.98x (its step is one GEMM and a tanh: two threads on
-    one GEMM do as well)."""
+    one GEMM do as well). With the kernels' own packing (``benchmarks/results/
+    packed-epyc.md``) the GRU's blocks ran 1.21-2.08x, the LSTM's 1.19-2.03x as fast as the
+    whole batch."""
     if fast_mkl.enabled():
         return fast_mkl.worth(T, N, K * P)
-    if K < 2 * P:
-        return False
     packs = fast_packed.worth(T, N, P, K, dtype) and fast_packed.worth(T, N, K, P, dtype)
+    if K < 2 * P:                 # the RNN: a step is one GEMM and a tanh
+        return packs and K * P >= UNGATED_BLOCKS_MIN_ELEMENTS
     return (packs or not fast_mkl.DEFAULT_ON) and fast_mkl.large_enough(T, N, K * P)
+
+
+#: the smallest ``W_hh`` (elements) for which the RNN runs row blocks, with the kernels' own
+#: packed GEMM (:func:`one_thread_loops_pay`): below it two OpenBLAS threads on the whole
+#: batch's GEMM did as well (measured, blocks against the whole batch, one process, medians of
+#: 9, N = 64, T = 100: H = 256 0.98x training, 1.09x inference; H = 384 1.03x and 1.23x;
+#: H = 512 1.53x and 1.29x, and 1.14x and 1.16x with N = 128)
+UNGATED_BLOCKS_MIN_ELEMENTS = 1 << 17
 
 
 def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
