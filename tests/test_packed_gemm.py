@@ -88,10 +88,19 @@ def test_the_rule():
 
 
 def test_available_with_avx512_only():
-    assert _packed.available == (_cpu.AVX512 and elman.fast.available)
+    assert _packed.available == (_cpu.AVX512 and elman.fast.available
+                                 and os.environ.get("NUMBA_CPU_NAME", "host") == "host")
     with open("/proc/cpuinfo") as f:
         flags = next(line for line in f if line.startswith("flags")).split()
     assert _cpu.AVX512 == ("avx512f" in flags and "fma" in flags)
+
+
+def test_not_available_when_numba_compiles_for_another_cpu():
+    code = "from elman.fast import _packed; print(_packed.available, _packed.enabled())"
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize("value, expected", [("0", "False"), ("off", "False"), ("1", "True"),

@@ -15,6 +15,7 @@ imported). ``ELMAN_PACKED=0`` switches the packed GEMM off for the process.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 
@@ -37,9 +38,12 @@ MIN_STEPS = 4
 #: bidirectional: 0.83-1.10x, mostly slower, with packing
 MIN_ELEMENTS = 32768
 
-#: whether the packed GEMM can run here: numba, and a CPU with AVX-512 (the only kind its
-#: micro-kernel was written and measured for)
-available = _cpu.AVX512 and importlib.util.find_spec("numba") is not None
+#: whether the packed GEMM can run here: numba, a CPU with AVX-512 (the only kind its
+#: micro-kernel was written and measured for), and numba compiling for this CPU (not for a
+#: ``NUMBA_CPU_NAME`` of its own, e.g. "generic" for a cache shared between machines: without
+#: FMA in the target, each vector FMA would become calls to ``fmaf``)
+available = (_cpu.AVX512 and importlib.util.find_spec("numba") is not None
+             and os.environ.get("NUMBA_CPU_NAME", "host").strip().lower() in ("host", ""))
 _switch = Switch("ELMAN_PACKED", available)
 
 #: ``enabled()``: whether the compiled loops may pack their per-step GEMM's matrix;
