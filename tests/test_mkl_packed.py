@@ -3,8 +3,6 @@ equals NumPy's, layers give the same results packed as not (every cell and optio
 float32/float64), packing follows the rule (one GEMM thread, long and large enough), and a pass
 always packs the weights as they are now. (No timing asserts: benchmarks measure.)"""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import elman
 from elman import threads, timeloop
 from elman.fast import _mkl, _packed
 
+from _packing import assert_close, layer_cases, printed_in_fresh_process, train_step
 from _torch import _strict
 
 pytestmark = pytest.mark.skipif(not (elman.fast.available and (_mkl.available or _strict())),
@@ -121,12 +120,7 @@ def test_the_rule(mkl_on):
 def test_environment_switch(value, expected):
     """ELMAN_MKL=0 off, =1 on (on any CPU), unset or empty: this CPU's default."""
     code = "from elman.fast import _mkl; print(_mkl.enabled())"
-    env = {k: v for k, v in os.environ.items() if k != "ELMAN_MKL"}
-    if value is not None:
-        env["ELMAN_MKL"] = value
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.strip() == expected
+    assert printed_in_fresh_process(code, ELMAN_MKL=value) == expected
 
 
 def test_on_by_default_on_intel_cpus_only():
@@ -152,40 +146,7 @@ def packs(monkeypatch, mkl_on):
     return calls
 
 
-def _assert_close(got, expected, tol):
-    """Equal up to ``tol`` relative to each array's largest magnitude, the scale of a float
-    computation's rounding errors: the GEMMs compared sum in different orders, and where a
-    layer norm's gradients reach hundreds one element of 0.398 differed by 2.7e-5 in float32
-    (an AMD EPYC; the same test passed on an Intel Xeon)."""
-    np.testing.assert_allclose(got, expected, rtol=tol,
-                               atol=tol * max(1.0, float(np.abs(expected).max())))
-
-
-CASES = {
-    "rnn": lambda dt: elman.RNN(5, 6, dtype=dt, seed=1),
-    "rnn-relu-bi": lambda dt: elman.RNN(5, 6, nonlinearity="relu", bidirectional=True,
-                                        dtype=dt, seed=1),
-    "gru-2layers": lambda dt: elman.GRU(5, 6, num_layers=2, dtype=dt, seed=1),
-    "gru-classic": lambda dt: elman.GRU(5, 6, reset_after=False, dtype=dt, seed=1),
-    "lstm-bi": lambda dt: elman.LSTM(5, 6, bidirectional=True, dtype=dt, seed=1),
-    "lstm-proj": lambda dt: elman.LSTM(5, 6, proj_size=3, dtype=dt, seed=1),
-    "lstm-peephole": lambda dt: elman.LSTM(5, 6, peephole=True, dtype=dt, seed=1),
-    "lstm-regularised": lambda dt: elman.LSTM(5, 6, recurrent_dropout=0.3, input_dropout=0.2,
-                                              zoneout=0.2, dtype=dt, seed=1),
-    "rnn-layer-norm": lambda dt: elman.RNN(5, 6, layer_norm=True, dtype=dt, seed=1),
-    "gru-layer-norm": lambda dt: elman.GRU(5, 6, layer_norm=True, dtype=dt, seed=1),
-    "lstm-layer-norm": lambda dt: elman.LSTM(5, 6, layer_norm=True, dtype=dt, seed=1),
-}
-
-
-def _train_step(layer, x, lengths):
-    out, state = layer(x, lengths=lengths)
-    dout = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
-    states = state if isinstance(state, tuple) else (state,)
-    dh = [np.random.default_rng(2).standard_normal(s.shape).astype(out.dtype) for s in states]
-    dx, dstate = layer.backward(dout, tuple(dh) if len(dh) == 2 else dh[0])
-    return [out, *states, dx, *(dstate if isinstance(dstate, tuple) else (dstate,)),
-            *(p.grad.copy() for _, p in layer.named_parameters())]
+CASES = layer_cases(6, 6, 3)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
@@ -195,15 +156,15 @@ def test_packed_layers_give_the_same_results(case, with_lengths, dtype, tol, pac
     x = np.random.default_rng(0).standard_normal((7, 4, 5)).astype(dtype)
     lengths = np.array([7, 3, 5, 1]) if with_lengths else None
     with _mkl.use(False):
-        plain = _train_step(CASES[case](dtype), x, lengths)
+        plain = train_step(CASES[case](dtype), x, lengths)
     assert packs == []
-    packed = _train_step(CASES[case](dtype), x, lengths)
+    packed = train_step(CASES[case](dtype), x, lengths)
     layer = CASES[case](dtype)
     # every layer-direction packed W_hh^T for its forward and W_hh for its backward
     passes = layer.num_layers * (2 if layer.bidirectional else 1)
     assert sorted(packs) == [False] * passes + [True] * passes
     for a, b in zip(plain, packed):
-        _assert_close(b, a, tol)
+        assert_close(b, a, tol)
 
 
 def test_a_pass_packs_the_weights_as_they_are_now(packs):
@@ -262,7 +223,7 @@ def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always
         layer = SPLIT_CASES[case](dtype)
         layer(x, lengths=lengths)
         assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
-        whole = _train_step(SPLIT_CASES[case](dtype), x, lengths)
+        whole = train_step(SPLIT_CASES[case](dtype), x, lengths)
         monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(_mkl, "DEFAULT_ON", False)
     for packed in (True, False):
@@ -276,9 +237,9 @@ def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always
                 continue
             assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
             assert bool(packs) == packed
-            blocks = _train_step(SPLIT_CASES[case](dtype), x, lengths)
+            blocks = train_step(SPLIT_CASES[case](dtype), x, lengths)
         for a, b in zip(whole, blocks):
-            _assert_close(b, a, tol)
+            assert_close(b, a, tol)
 
 
 def test_row_blocks_rule(monkeypatch, mkl_on):

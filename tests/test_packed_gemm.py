@@ -4,8 +4,6 @@ and panel width, layers give the same results packed as on BLAS (every cell and 
 lengths, row blocks), packing follows its rule, and a pass always packs the weights as they are
 now. (No timing asserts: ``benchmarks/bench_mkl.py`` measures.)"""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,15 +12,10 @@ import elman
 from elman import threads, timeloop
 from elman.fast import _cpu, _mkl, _packed
 
+from _packing import assert_close, layer_cases, printed_in_fresh_process, train_step
+
 pytestmark = pytest.mark.skipif(not _packed.available,
                                 reason="needs numba and a CPU with AVX-512")
-
-
-def _assert_close(got, expected, tol):
-    """Equal up to ``tol`` relative to each array's largest magnitude (the products compared
-    sum in different orders)."""
-    np.testing.assert_allclose(got, expected, rtol=tol,
-                               atol=tol * max(1.0, float(np.abs(expected).max())))
 
 
 @pytest.mark.parametrize("transpose", [False, True])
@@ -70,7 +63,7 @@ def test_packed_product_equals_a_float64_one(k, n, transpose, accumulate):
         expected = wide_c.astype(np.float64)
         expected[:, 3:3 + n] = (C if accumulate else 0) + A @ B
         _blas._check(A, Bp, C, accumulate)
-        _assert_close(wide_c, expected, 1e-6)
+        assert_close(wide_c, expected, 1e-6)
 
 
 def test_the_rule():
@@ -97,10 +90,7 @@ def test_available_with_avx512_only():
 
 def test_not_available_when_numba_compiles_for_another_cpu():
     code = "from elman.fast import _packed; print(_packed.available, _packed.enabled())"
-    env = dict(os.environ, NUMBA_CPU_NAME="generic")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert printed_in_fresh_process(code, NUMBA_CPU_NAME="generic") == "False False"
 
 
 @pytest.mark.parametrize("value, expected", [("0", "False"), ("off", "False"), ("1", "True"),
@@ -108,12 +98,7 @@ def test_not_available_when_numba_compiles_for_another_cpu():
 def test_environment_switch(value, expected):
     """ELMAN_PACKED=0 off; on by default where it can run."""
     code = "from elman.fast import _packed; print(_packed.enabled())"
-    env = {k: v for k, v in os.environ.items() if k != "ELMAN_PACKED"}
-    if value is not None:
-        env["ELMAN_PACKED"] = value
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.strip() == expected
+    assert printed_in_fresh_process(code, ELMAN_PACKED=value) == expected
 
 
 @pytest.fixture
@@ -134,31 +119,7 @@ def packs(monkeypatch):
 
 # H = 16 (32 with a projection to 16): B's columns (4H, 3H, 2H, H, P) are all whole vectors;
 # 3H = 48 leaves the last panel half used
-CASES = {
-    "rnn": lambda dt: elman.RNN(5, 16, dtype=dt, seed=1),
-    "rnn-relu-bi": lambda dt: elman.RNN(5, 16, nonlinearity="relu", bidirectional=True,
-                                        dtype=dt, seed=1),
-    "gru-2layers": lambda dt: elman.GRU(5, 16, num_layers=2, dtype=dt, seed=1),
-    "gru-classic": lambda dt: elman.GRU(5, 16, reset_after=False, dtype=dt, seed=1),
-    "lstm-bi": lambda dt: elman.LSTM(5, 16, bidirectional=True, dtype=dt, seed=1),
-    "lstm-proj": lambda dt: elman.LSTM(5, 32, proj_size=16, dtype=dt, seed=1),
-    "lstm-peephole": lambda dt: elman.LSTM(5, 16, peephole=True, dtype=dt, seed=1),
-    "lstm-regularised": lambda dt: elman.LSTM(5, 16, recurrent_dropout=0.3, input_dropout=0.2,
-                                              zoneout=0.2, dtype=dt, seed=1),
-    "rnn-layer-norm": lambda dt: elman.RNN(5, 16, layer_norm=True, dtype=dt, seed=1),
-    "gru-layer-norm": lambda dt: elman.GRU(5, 16, layer_norm=True, dtype=dt, seed=1),
-    "lstm-layer-norm": lambda dt: elman.LSTM(5, 16, layer_norm=True, dtype=dt, seed=1),
-}
-
-
-def _train_step(layer, x, lengths):
-    out, state = layer(x, lengths=lengths)
-    dout = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
-    states = state if isinstance(state, tuple) else (state,)
-    dh = [np.random.default_rng(2).standard_normal(s.shape).astype(out.dtype) for s in states]
-    dx, dstate = layer.backward(dout, tuple(dh) if len(dh) == 2 else dh[0])
-    return [out, *states, dx, *(dstate if isinstance(dstate, tuple) else (dstate,)),
-            *(p.grad.copy() for _, p in layer.named_parameters())]
+CASES = layer_cases(16, 32, 16)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True])
@@ -169,9 +130,9 @@ def test_packed_layers_give_the_same_results(case, with_lengths, packs):
     x = np.random.default_rng(0).standard_normal((7, 11, 5)).astype(np.float32)
     lengths = np.array([7, 3, 5, 1, 2, 7, 6, 4, 1, 3, 5]) if with_lengths else None
     with _packed.use(False):
-        plain = _train_step(CASES[case](np.float32), x, lengths)
+        plain = train_step(CASES[case](np.float32), x, lengths)
     assert packs == []
-    packed = _train_step(CASES[case](np.float32), x, lengths)
+    packed = train_step(CASES[case](np.float32), x, lengths)
     layer = CASES[case](np.float32)
     # every layer-direction packed B = W_hh^T (P x K) for its forward, W_hh (K x P) backward
     K = layer.eq.recurrent_gates * layer.hidden_size
@@ -179,12 +140,12 @@ def test_packed_layers_give_the_same_results(case, with_lengths, packs):
     passes = layer.num_layers * (2 if layer.bidirectional else 1)
     assert sorted(packs) == [(False, K, P)] * passes + [(True, P, K)] * passes
     for a, b in zip(plain, packed):
-        _assert_close(b, a, 1e-5)
+        assert_close(b, a, 1e-5)
 
 
 def test_float64_stays_on_blas(packs):
     x = np.random.default_rng(0).standard_normal((7, 11, 5))
-    _train_step(CASES["lstm-bi"](np.float64), x, None)
+    train_step(CASES["lstm-bi"](np.float64), x, None)
     assert packs == []
 
 
@@ -197,7 +158,7 @@ def test_a_pass_packs_the_weights_as_they_are_now(packs):
     out, _ = layer(x)
     with _packed.use(False):
         expected, _ = layer(x)
-    _assert_close(out, expected, 1e-6)
+    assert_close(out, expected, 1e-6)
     assert len(packs) == 2
 
 
@@ -217,15 +178,15 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
     for case in ("gru-classic", "lstm-regularised", "lstm-layer-norm", "rnn"):
         with _packed.use(False), monkeypatch.context() as m:
             m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
-            whole = _train_step(CASES[case](np.float32), x, lengths)
+            whole = train_step(CASES[case](np.float32), x, lengths)
         del packs[:]
         layer = CASES[case](np.float32)
         layer(x, lengths=lengths)
         assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
         assert len(packs) == 2                              # each block its own forward
-        blocks = _train_step(CASES[case](np.float32), x, lengths)
+        blocks = train_step(CASES[case](np.float32), x, lengths)
         for a, b in zip(whole, blocks):
-            _assert_close(b, a, 1e-5)
+            assert_close(b, a, 1e-5)
 
 
 def test_row_blocks_rule_with_packing(monkeypatch):
@@ -263,7 +224,7 @@ def test_inference_packs_and_gives_the_same_results(case, T, N, packs):
         packed = layer(x)
     assert len(packs) == layer.num_layers * (2 if layer.bidirectional else 1)
     for a, b in zip(_arrays(plain), _arrays(packed)):
-        _assert_close(b, a, 1e-5)
+        assert_close(b, a, 1e-5)
 
 
 def _arrays(result):

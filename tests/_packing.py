@@ -1,0 +1,62 @@
+"""What the tests of the packed per-step GEMMs share (tests/test_mkl_packed.py for MKL's,
+tests/test_packed_gemm.py for the kernels' own): one layer of every cell and option, a training
+step that returns everything it computes, and a comparison scaled to each array."""
+import numpy as np
+
+import elman
+
+
+def layer_cases(hidden: int, proj_hidden: int, proj: int) -> dict:
+    """``{name: make(dtype)}``: every cell and option with 5 inputs and ``hidden`` units; the
+    projected LSTM with ``proj_hidden`` units projected to ``proj``."""
+    H = hidden
+    return {
+        "rnn": lambda dt: elman.RNN(5, H, dtype=dt, seed=1),
+        "rnn-relu-bi": lambda dt: elman.RNN(5, H, nonlinearity="relu", bidirectional=True,
+                                            dtype=dt, seed=1),
+        "gru-2layers": lambda dt: elman.GRU(5, H, num_layers=2, dtype=dt, seed=1),
+        "gru-classic": lambda dt: elman.GRU(5, H, reset_after=False, dtype=dt, seed=1),
+        "lstm-bi": lambda dt: elman.LSTM(5, H, bidirectional=True, dtype=dt, seed=1),
+        "lstm-proj": lambda dt: elman.LSTM(5, proj_hidden, proj_size=proj, dtype=dt, seed=1),
+        "lstm-peephole": lambda dt: elman.LSTM(5, H, peephole=True, dtype=dt, seed=1),
+        "lstm-regularised": lambda dt: elman.LSTM(5, H, recurrent_dropout=0.3,
+                                                  input_dropout=0.2, zoneout=0.2, dtype=dt,
+                                                  seed=1),
+        "rnn-layer-norm": lambda dt: elman.RNN(5, H, layer_norm=True, dtype=dt, seed=1),
+        "gru-layer-norm": lambda dt: elman.GRU(5, H, layer_norm=True, dtype=dt, seed=1),
+        "lstm-layer-norm": lambda dt: elman.LSTM(5, H, layer_norm=True, dtype=dt, seed=1),
+    }
+
+
+def train_step(layer, x, lengths):
+    """Outputs, final states, the input and state gradients and every parameter gradient of
+    one forward and backward (fixed random output and state gradients)."""
+    out, state = layer(x, lengths=lengths)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
+    states = state if isinstance(state, tuple) else (state,)
+    dh = [np.random.default_rng(2).standard_normal(s.shape).astype(out.dtype) for s in states]
+    dx, dstate = layer.backward(dout, tuple(dh) if len(dh) == 2 else dh[0])
+    return [out, *states, dx, *(dstate if isinstance(dstate, tuple) else (dstate,)),
+            *(p.grad.copy() for _, p in layer.named_parameters())]
+
+
+def assert_close(got, expected, tol):
+    """Equal up to ``tol`` relative to each array's largest magnitude, the scale of a float
+    computation's rounding errors: the GEMMs compared sum in different orders, and where a
+    layer norm's gradients reach hundreds one element of 0.398 differed by 2.7e-5 in float32
+    (an AMD EPYC; the same test passed on an Intel Xeon)."""
+    np.testing.assert_allclose(got, expected, rtol=tol,
+                               atol=tol * max(1.0, float(np.abs(expected).max())))
+
+
+def printed_in_fresh_process(code: str, **env: str | None) -> str:
+    """What ``python -c code`` prints, in a new process whose environment is this one's with
+    ``env`` applied (None: the variable removed): a switch read at import."""
+    import os
+    import subprocess
+    import sys
+    full = {k: v for k, v in os.environ.items() if k not in env}
+    full.update({k: v for k, v in env.items() if v is not None})
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                         timeout=120, check=True)
+    return out.stdout.strip()
