@@ -231,3 +231,35 @@ def _arrays(result):
     """``(out, h_n)`` or ``(out, (h_n, c_n))`` as a flat list."""
     out, state = result
     return [out, *(state if isinstance(state, tuple) else (state,))]
+
+
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_one_thread_product(b_transposed):
+    """_packed.product (and threads.one_thread_matmul, which takes it where MKL is off)
+    against a float64 product: ``b`` plain or a weight's transpose; it declines (False,
+    nothing written) a small product, few rows, float64, columns not whole vectors, a
+    strided ``a``, and with the packing or the compiled loops switched off."""
+    rng = np.random.default_rng(3)
+    m, k, n = 700, 48, 48                  # m * n * k >= MIN_PRODUCT_MNK
+    assert m * n * k >= _packed.MIN_PRODUCT_MNK
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32).T if b_transposed else \
+        rng.standard_normal((k, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ b
+    out = np.full((m, n), np.nan, np.float32)
+    assert _packed.product(a, b, out)
+    assert_close(out, expected, 1e-6)
+    with _mkl.use(False):
+        assert_close(threads.one_thread_matmul(a, b), expected, 1e-6)
+    out[...] = 0
+    wide = np.zeros((m, 2 * k), np.float32)
+    declined = [(a[:10], b, out[:10]), (a[:60], b, out[:60]),
+                (a.astype(np.float64), b.astype(np.float64), out.astype(np.float64)),
+                (a, b[:, :40], out[:, :40]), (wide[:, ::2], b, out)]
+    for args in declined:
+        assert not _packed.product(*args)
+    with _packed.use(False):
+        assert not _packed.product(a, b, out)
+    with elman.fast.use(False):
+        assert not _packed.product(a, b, out)
+    assert not out.any()

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._switch import Switch
 from . import _cpu
+from . import enabled as _fast_enabled
 
 __all__ = ["available", "enabled", "set_enabled", "use", "worth", "pack", "MR", "NR", "VW"]
 
@@ -96,9 +97,9 @@ MIN_PRODUCT_ROWS = 64
 def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """``out[...] = a @ b`` with ``b`` packed (:func:`pack`) and the micro-kernel, for a caller
     whose product runs on one thread; True if done, False (nothing written) where it does not
-    apply: off, float32 only, a product below :data:`MIN_PRODUCT_MNK` or
-    :data:`MIN_PRODUCT_ROWS`, ``b``'s columns not a multiple of :data:`VW`, ``a`` or ``out``
-    without contiguous rows.
+    apply: off (or the compiled loops off: the NumPy path stays NumPy), float32 only, a
+    product below :data:`MIN_PRODUCT_MNK` or :data:`MIN_PRODUCT_ROWS`, ``b``'s columns not a
+    multiple of :data:`VW`, ``a`` or ``out`` without contiguous rows.
 
     Why: the input projection of a row block or of one direction of a bidirectional layer
     ((T N x I) @ (I x G H)) runs on one thread; OpenBLAS's one-thread SGEMM ran it at 80-99
@@ -107,6 +108,7 @@ def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     m, k = a.shape
     n = b.shape[1]
     if m * n * k < MIN_PRODUCT_MNK or m < MIN_PRODUCT_ROWS or n % VW or not _switch.enabled() \
+            or not _fast_enabled() \
             or not a.dtype == b.dtype == out.dtype == np.float32 \
             or a.strides[1] != 4 or out.strides[1] != 4 or out.shape != (m, n):
         return False
