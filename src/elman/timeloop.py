@@ -282,7 +282,7 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
-    an Intel Xeon (``benchmarks/bench_step_gemm.py``), the kernels' own 1.4-1.9x on an AMD
+    an Intel Xeon (``benchmarks/bench_step_gemm.py``), the kernels' own 1.35-2.05x on an AMD
     EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
