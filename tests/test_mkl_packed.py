@@ -231,8 +231,9 @@ def test_row_blocks_give_the_same_results(case, with_lengths, dtype, tol, always
             del packs[:]
             layer = SPLIT_CASES[case](dtype)
             out, _ = layer(x, lengths=lengths)
-            if not packed and layer.eq.recurrent_gates == 1:      # the RNN: OpenBLAS's rule
-                assert not any(isinstance(c, timeloop.RowSplit)   # keeps its whole batch
+            if not packed and layer.eq.recurrent_gates == 1 and dtype == np.float64:
+                # the RNN in float64: the earlier rule keeps its whole batch
+                assert not any(isinstance(c, timeloop.RowSplit)
                                for c in layer._cache["caches"])
                 continue
             assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
@@ -263,10 +264,17 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
         monkeypatch.setattr(_mkl, "DEFAULT_ON", False)
         assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)    # the same sizes
-        assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)
         rnn = elman.RNN(8, 512).eq                                  # not gated: K = P
-        assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
+        # float32, MKL off by default: whatever the matrix, the cell, the packing, given the
+        # steps, the rows and the work
+        for eq, k, p in [(lstm, 64, 64), (rnn, P, P), (rnn, 64, 64)]:
+            assert timeloop.split_rows(eq, np.float32, 50, 64, k, p)
+            assert not timeloop.split_rows(eq, np.float32, _mkl.MIN_STEPS - 1, 4096, k, p)
+        assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)
+        # float64 keeps the earlier rule: gated cells from a matrix worth packing, no RNN
+        assert timeloop.split_rows(lstm, np.float64, 50, 64, K, P)
+        assert not timeloop.split_rows(lstm, np.float64, 50, 64, 64, 64)
+        assert not timeloop.split_rows(rnn, np.float64, 50, 64, P, P)
         with _mkl.use(True):
             assert timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
     with elman.fast.use(False):

@@ -367,37 +367,53 @@ class RowSplit:
 def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bool:
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
-    MKL's packed GEMM is on and worth it for this matrix (:func:`elman.fast._mkl.worth`); or
-    the cell is gated (K >= 2P: the gate math that the blocks run in parallel is a fair part of
-    a step), the matrix is as large as packing would need (:func:`elman.fast._mkl.large_enough`)
-    and either the kernels pack it themselves (:func:`elman.fast._packed.worth`, both passes'
-    matrices) or this CPU is one where MKL is off by default (not an Intel one,
-    :data:`elman.fast._mkl.DEFAULT_ON`, where OpenBLAS's one-thread GEMM did well enough); or
-    the RNN, with the kernels' own packing and at least :data:`UNGATED_BLOCKS_MIN_ELEMENTS` in
-    ``W_hh``.
+
+    - MKL on: its packed GEMM is worth it for this matrix (:func:`elman.fast._mkl.worth`);
+    - float32 on a CPU where MKL is off by default (not an Intel one,
+      :data:`elman.fast._mkl.DEFAULT_ON`): always, given :data:`elman.fast._mkl.MIN_STEPS`
+      steps (the blocks pack where :func:`_step_operand` says so, else OpenBLAS's one-thread
+      GEMM runs them);
+    - otherwise (Intel without MKL, or float64) as measured on the Intel Xeon of earlier
+      rounds: a gated cell (K >= 2P) with a matrix as large as packing would need
+      (:func:`elman.fast._mkl.large_enough`) that the kernels pack themselves
+      (:func:`elman.fast._packed.worth`, both passes' matrices; float64 on a non-Intel CPU
+      without packing too), the RNN with that packing and at least
+      :data:`UNGATED_BLOCKS_MIN_ELEMENTS` in ``W_hh``.
 
     Why: on the Intel Xeon of earlier rounds a block on OpenBLAS's one-thread GEMM, which
-    repacks ``W_hh`` at every step, lost to the whole batch on two threads. On an AMD EPYC
-    (``benchmarks/results/mkl-epyc.md``, one process, medians of 5) OpenBLAS's row blocks ran
-    the GRU 1.10-1.59x as fast as the whole batch, the LSTM 1.02-1.17x in training and
-    0.93-1.11x in inference, at (64, 100, 32, 128), (64, 100, 128, 256) and
-    (128, 200, 256, 512); the RNN 0.86-0.98x (its step is one GEMM and a tanh: two threads on
-    one GEMM do as well). With the kernels' own packing (``benchmarks/results/
-    packed-epyc.md``) the GRU's blocks ran 1.21-2.08x, the LSTM's 1.19-2.03x as fast as the
-    whole batch."""
+    repacks ``W_hh`` at every step, lost to the whole batch on two threads. On an AMD EPYC the
+    blocks win wherever :func:`split_rows`'s sizes let them run, measured in steady use
+    (calls back to back for 0.25 s, alternating with the whole batch, after 0.12 s of calls
+    untimed, medians of 7): (32, 50, 16, 64), (32, 500, 32, 32) and (64, 200, 16, 32), RNN,
+    GRU and LSTM, one and two layers, 1.18-1.54x in inference and 1.27-1.56x in training
+    (0.76-0.94x when each group of 5 calls was timed right after a 0.25 s pause: see below);
+    the RNN at (64, 100, 32, 128) 1.87x in inference and
+    2.02x in training, at (64, 100, 128, 256) 1.18x and 1.59x (1.12x with two layers). The
+    GRU and the LSTM from H = 128 ran blocks already (``benchmarks/results/packed-epyc.md``:
+    1.19-2.08x as fast as the whole batch).
+
+    The pause: on this project's virtual machine a second thread that starts after the
+    process was idle for a while (0.05-0.15 s) runs at half speed for its first few
+    milliseconds (two busy threads at once took 16 ms where one took 10, after a 0.15 s pause;
+    10 ms back to back, and 50 ms either way), so a call of a few milliseconds timed right
+    after a pause loses on any two-thread plan; the whole batch of a small layer, whose
+    per-step GEMMs OpenBLAS keeps on one thread, does not pay it."""
     if fast_mkl.enabled():
         return fast_mkl.worth(T, N, K * P)
+    if not fast_mkl.DEFAULT_ON and np.dtype(dtype) == np.float32:
+        return T >= fast_mkl.MIN_STEPS
     packs = fast_packed.worth(T, N, P, K, dtype) and fast_packed.worth(T, N, K, P, dtype)
     if K < 2 * P:                 # the RNN: a step is one GEMM and a tanh
         return packs and K * P >= UNGATED_BLOCKS_MIN_ELEMENTS
     return (packs or not fast_mkl.DEFAULT_ON) and fast_mkl.large_enough(T, N, K * P)
 
 
-#: the smallest ``W_hh`` (elements) for which the RNN runs row blocks, with the kernels' own
-#: packed GEMM (:func:`one_thread_loops_pay`): below it two OpenBLAS threads on the whole
-#: batch's GEMM did as well (measured, blocks against the whole batch, one process, medians of
-#: 9, N = 64, T = 100: H = 256 0.98x training, 1.09x inference; H = 384 1.03x and 1.23x;
-#: H = 512 1.53x and 1.29x, and 1.14x and 1.16x with N = 128)
+#: the smallest ``W_hh`` (elements) for which the RNN runs row blocks where
+#: :func:`one_thread_loops_pay` keeps the earlier rounds' rule (an Intel CPU without MKL, with
+#: the kernels' own packed GEMM): below it two OpenBLAS threads on the whole batch's GEMM did
+#: as well (measured on an AMD EPYC in an earlier round, blocks against the whole batch,
+#: N = 64, T = 100: H = 256 0.98x training, 1.09x inference; H = 384 1.03x and 1.23x; H = 512
+#: 1.53x and 1.29x, and 1.14x and 1.16x with N = 128)
 UNGATED_BLOCKS_MIN_ELEMENTS = 1 << 17
 
 
