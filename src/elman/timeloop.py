@@ -385,12 +385,12 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
     blocks win wherever :func:`split_rows`'s sizes let them run, measured in steady use
     (calls back to back for 0.25 s, alternating with the whole batch, after 0.12 s of calls
     untimed, medians of 7): (32, 50, 16, 64), (32, 500, 32, 32) and (64, 200, 16, 32), RNN,
-    GRU and LSTM, one and two layers, 1.18-1.54x in inference and 1.27-1.56x in training
+    GRU and LSTM, one and two layers, 1.20-1.54x in inference and 1.27-1.56x in training
     (0.76-0.94x when each group of 5 calls was timed right after a 0.25 s pause: see below);
-    the RNN at (64, 100, 32, 128) 1.87x in inference and
-    2.02x in training, at (64, 100, 128, 256) 1.18x and 1.59x (1.12x with two layers). The
-    GRU and the LSTM from H = 128 ran blocks already (``benchmarks/results/packed-epyc.md``:
-    1.19-2.08x as fast as the whole batch).
+    the RNN at (64, 100, 32, 128) 1.87x in inference and 2.02x in training, at
+    (64, 100, 128, 256) 1.18x and 1.59x (1.12x with two layers). The GRU and the LSTM from
+    H = 128 ran blocks already (``benchmarks/results/packed-epyc.md``: 1.19-2.08x as fast as
+    the whole batch).
 
     The pause: on this project's virtual machine a second thread that starts after the
     process was idle for a while (0.05-0.15 s) runs at half speed for its first few
