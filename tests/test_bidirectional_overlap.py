@@ -22,6 +22,7 @@ def _numpys_blas_threads():
 def always_overlap(monkeypatch):
     """Overlap whatever the size and the machine's load; count the overlapped calls."""
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (no lean path either)
     monkeypatch.setattr(threads, "granted", lambda: 2)
     calls = []
     original = threads.concurrently

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import elman
-from elman import recurrent, timeloop
+from elman import recurrent, threads, timeloop
 from _torch import require
 
 
@@ -101,7 +101,7 @@ def test_recurrent_layers_compute_the_same_and_keep_nothing(name):
 def test_a_layer_gives_its_arrays_back_for_the_next_call():
     lstm = elman.LSTM(3, 64)
     T, N = 40, 16                     # more recurrent work than a lean call has
-    assert 2.0 * T * N * 256 * 64 >= timeloop.OVERLAP_MIN_FLOPS
+    assert 2.0 * T * N * 256 * 64 >= timeloop.LEAN_MAX_FLOPS
     x = np.zeros((T, N, 3), np.float32)
     with elman.no_grad():
         lstm(x)
@@ -271,6 +271,40 @@ def test_lean_calls_keep_what_the_general_path_keeps():
     assert lstm._cache is None
     with pytest.raises(RuntimeError, match="needs a forward"):
         lstm.backward(np.ones_like(out))
+
+
+def test_lean_path_rule_per_direction_count(monkeypatch):
+    """A unidirectional call is lean below LEAN_MAX_FLOPS of recurrent work; a bidirectional
+    one only below OVERLAP_MIN_FLOPS a direction too, since from there its directions run at
+    once on the general path (a batch-1 LSTM at (T, I, H) = (50, 32, 128): 6.6 MFLOP)."""
+    require("numba")
+    monkeypatch.setattr(threads, "one_thread_product", lambda *args: True)
+    kernels = elman.fast.kernels_for(elman.LSTM(3, 4).eq, np.float32)
+    T, N, H = 50, 1, 128
+    flops = 2.0 * T * N * 4 * H * H
+    assert timeloop.OVERLAP_MIN_FLOPS <= flops < timeloop.LEAN_MAX_FLOPS
+    assert timeloop.runs_lean(kernels, T, N, 4 * H, H, 1)
+    assert not timeloop.runs_lean(kernels, T, N, 4 * H, H, 2)
+    assert timeloop.runs_lean(kernels, 20, N, 4 * H, H, 2)            # 2.6 MFLOP a direction
+    assert not timeloop.runs_lean(kernels, 200, N, 4 * H, H, 1)       # 26 MFLOP
+    assert not timeloop.runs_lean(None, 1, 1, 4 * H, H, 1)            # no compiled loops
+    monkeypatch.setattr(threads, "one_thread_product", lambda *args: False)
+    assert not timeloop.runs_lean(kernels, 1, 1, 4 * H, H, 1)         # BLAS would thread it
+
+
+def test_a_batch_1_bidirectional_lstm_runs_its_directions_at_once(monkeypatch):
+    """Through the layer: the batch-1 bidirectional LSTM above leaves the lean path and runs
+    its two directions at once where two threads are granted."""
+    require("numba")
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    layer = elman.LSTM(32, 128, bidirectional=True, seed=0).eval()
+    seen = []
+    original = timeloop.threads.concurrently
+    monkeypatch.setattr(timeloop.threads, "concurrently",
+                        lambda *calls: seen.append(len(calls)) or original(*calls))
+    with elman.no_grad():
+        layer(np.ones((50, 1, 32), np.float32))
+    assert seen == [2]                # (a lean call runs no thread of its own)
 
 
 @pytest.mark.parametrize("layer_kwargs, training, reason", [

@@ -198,6 +198,8 @@ def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):
 @pytest.fixture
 def always_split(monkeypatch, packs):
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (no lean path either)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(threads, "granted", lambda: 2)
 

@@ -168,6 +168,8 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
     below ``UNGATED_BLOCKS_MIN_ELEMENTS``."""
     monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (no lean path either)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
     monkeypatch.setattr(threads, "granted", lambda: 2)
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)

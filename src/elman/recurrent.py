@@ -303,7 +303,7 @@ class RecurrentLayer(StatefulMixin, Module):
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
         K = self.eq.recurrent_gates * self.hidden_size
-        return kernels if runs_lean(kernels, T, N, K, self.hidden_size) else None
+        return kernels if runs_lean(kernels, T, N, K, self.hidden_size, self._D) else None
 
     def _forward_lean(self, kernels, X, h0, c0):
         """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step

@@ -310,8 +310,25 @@ def project_input(X: np.ndarray, W_ih: np.ndarray, GX: np.ndarray, kernels) -> N
 
 
 #: the least work per direction (floating-point operations of its recurrent GEMMs, T * 2 N K P)
-#: for which the two directions of a bidirectional layer run at once (:func:`run_directions`)
-OVERLAP_MIN_FLOPS = 1e7
+#: for which the two directions of a bidirectional layer run at once (:func:`run_directions`).
+#: Measured on an AMD EPYC (2 cores) in steady use (calls back to back for 0.25 s after 0.12 s
+#: untimed, the thresholds alternating, medians of 7; batch 1, T = 50, I = 32, H = 128): at
+#: 4 MFLOP against 10, the LSTM (6.6 MFLOP a direction) 1.24x / 1.46x as fast in inference with
+#: one / two bidirectional layers and 1.21x / 1.34x in training, the GRU (4.9 MFLOP) 1.15x /
+#: 1.39x and 1.17x / 1.25x; at 1-2 MFLOP the RNN (1.6 MFLOP) and the GRU at (2, 20, 32, 128)
+#: (2.0 MFLOP) lost (0.64-0.89x). The 10 MFLOP of earlier rounds came from calls each timed
+#: right after a pause, which a second thread pays on this machine (see
+#: :func:`one_thread_loops_pay`).
+OVERLAP_MIN_FLOPS = 4e6
+
+#: the least recurrent GEMM work of a whole unidirectional pass (T * 2 N K P) for which it runs
+#: as two row blocks (:func:`split_rows`): as much per block as two directions need to run at
+#: once in the earlier rounds' measurements
+SPLIT_MIN_FLOPS = 2e7
+
+#: the most recurrent GEMM work of a unidirectional layer's pass (T * 2 N K P) that a call
+#: keeping nothing runs on the lean path (:func:`runs_lean`)
+LEAN_MAX_FLOPS = 1e7
 
 
 def run_directions(eq, dtype, flops: float, calls: list) -> list:
@@ -423,7 +440,7 @@ def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     thread well (:func:`one_thread_loops_pay`: MKL's packed GEMM, or OpenBLAS's where it is
     the faster), the compiled loops run and are ``reentrant``, the policy grants two threads
     or more, each block gets :data:`SPLIT_MIN_ROWS` rows and as much recurrent GEMM work as
-    two directions need to run at once (:data:`OVERLAP_MIN_FLOPS`).
+    :data:`SPLIT_MIN_FLOPS` of recurrent GEMM work.
 
     Measured (float32, one layer, the two blocks at once against the whole batch on two BLAS
     threads, each run after a 0.2 s pause, medians of 7): at (64, 100, 32, 128), (32 and 64,
@@ -432,7 +449,7 @@ def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
     1.17-1.54x and 1.10-1.36x. (Without the pause the whole batch's last two-thread GEMM left
     OpenBLAS's worker spinning into the blocks' run, and the blocks seemed to lose at
     H = 256.)"""
-    if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < 2 * OVERLAP_MIN_FLOPS or \
+    if N < 2 * SPLIT_MIN_ROWS or 2.0 * T * N * K * P < SPLIT_MIN_FLOPS or \
             not one_thread_loops_pay(T, N, K, P, dtype):
         return False
     kernels = fast.kernels_for(eq, dtype)
@@ -579,12 +596,15 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                          h_mask, input_state, zone)
 
 
-def runs_lean(kernels, T: int, N: int, K: int, P: int) -> bool:
-    """Whether a call that keeps and masks nothing (the caller checks that) may run
-    :func:`sequence_forward_lean`: compiled loops, less recurrent work per direction than
-    :data:`OVERLAP_MIN_FLOPS` (so neither row blocks nor overlapped directions) and a per-step
-    GEMM that OpenBLAS keeps on one thread by itself (so no thread count to set)."""
-    return (kernels is not None and 2.0 * T * N * K * P < OVERLAP_MIN_FLOPS
+def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> bool:
+    """Whether a call that keeps and masks nothing (the caller checks that) of a layer with
+    ``directions`` directions may run :func:`sequence_forward_lean`: compiled loops, less
+    recurrent work per direction than :data:`LEAN_MAX_FLOPS` (so no row blocks) and, with two
+    directions, than :data:`OVERLAP_MIN_FLOPS` (so the directions would not run at once), and a
+    per-step GEMM that OpenBLAS keeps on one thread by itself (so no thread count to set)."""
+    flops = 2.0 * T * N * K * P
+    return (kernels is not None and flops < LEAN_MAX_FLOPS
+            and (directions == 1 or flops < OVERLAP_MIN_FLOPS)
             and threads.one_thread_product(N, K, P))
 
 
