@@ -39,7 +39,8 @@ from .cells.rnn import RNNEquations
 from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
-from .timeloop import (Weights, Workspace, Zoneout, final_states, output_view, release,
+from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, output_view,
+                       release,
                        run_directions, runs_lean, sequence_backward, sequence_forward,
                        sequence_forward_lean, sequence_forward_rows, split_rows,
                        stack_forward_lean)
@@ -237,6 +238,8 @@ class RecurrentLayer(StatefulMixin, Module):
             self.eq, self.dtype, T, N, K, self._P) else sequence_forward
         for layer in range(self.num_layers):
             calls = []
+            # two directions copy their outputs into the halves of one array (forward_into)
+            both = None if D == 1 else np.empty((T, N, D * self._P), self.dtype)
             for direction in range(D):
                 k = layer * D + direction
                 x_mask = h_mask = zone = None
@@ -250,23 +253,23 @@ class RecurrentLayer(StatefulMixin, Module):
                                         self.dtype, order)
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
+                into = () if D == 1 else (
+                    forward_into, both[:, :, direction * self._P:(direction + 1) * self._P])
                 calls.append(functools.partial(
-                    forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
+                    *into, forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
                     h0[k], None if c0 is None else c0[k], self._weights(k), lengths, active,
                     reverse=bool(direction), workspace=self._workspaces[k], h_mask=h_mask,
                     zone=zone))
             # (a bidirectional layer's two directions run at once where that pays: timeloop)
-            outs = []
             for direction, cache in enumerate(run_directions(self.eq, self.dtype, flops,
                                                              calls)):
                 k = layer * D + direction
                 caches.append(cache)
-                outs.append(output_view(cache))
                 final_states(cache, lengths, h_n[k], None if c_n is None else c_n[k])
             if D == 1:
-                out = outs[0]
+                out = output_view(caches[-1])
             else:
-                out = np.concatenate(outs, axis=2)
+                out = both
                 if lengths is not None:
                     # padded steps of the reverse direction hold its planted initial state
                     out = _zero_padding(out, lengths)
