@@ -109,6 +109,33 @@ def test_a_layer_gives_its_arrays_back_for_the_next_call():
         assert kept is not None and kept.shape == (T, N, 256)
         lstm(x)                                         # reused, and given back again
         assert lstm._workspaces[0]._free.get("GX") is kept
+        # the hidden states are the output of a unidirectional layer: never kept for reuse
+        assert "S" not in lstm._workspaces[0]._free
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_copied_out_hidden_states_are_reused_and_outputs_stay_intact(grad):
+    """Where the output is a copy of the hidden states (a bidirectional layer's halves), the
+    states go back to the workspace like the gates; an output already returned is never
+    touched by the next call."""
+    gru = elman.GRU(3, 64, bidirectional=True, seed=0)
+    rng = np.random.default_rng(0)
+    x1, x2 = (rng.standard_normal((40, 16, 3)).astype(np.float32) for _ in range(2))
+    with elman.set_grad_enabled(grad):
+        first, _ = gru(x1)
+        if grad:
+            gru.backward(np.ones_like(first))
+        copy = first.copy()
+        kept = gru._workspaces[0]._free.get("S")
+        assert kept is not None and kept.shape == (41, 16, 64)
+        second, _ = gru(x2)
+        if grad:
+            gru.backward(np.ones_like(second))
+        assert gru._workspaces[0]._free.get("S") is kept            # reused
+    np.testing.assert_array_equal(first, copy)
+    with elman.no_grad():
+        again, _ = gru(x2)
+    np.testing.assert_array_equal(again, second)
 
 
 # -- the lean path: small no-grad calls skip the general path's bookkeeping ----------------

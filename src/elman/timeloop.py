@@ -118,6 +118,8 @@ class SequenceCache:
     # derivative that BPTT carries into step t (through the output at t and every later step);
     # elman.gradient_flow sets it (the NumPy steps only: the compiled loops do not record)
     dh_steps: np.ndarray | None = None
+    # S is internal too (its output was copied out, :func:`forward_into`): release gives it back
+    states_internal: bool = False
 
     @property
     def kernels(self):
@@ -174,7 +176,8 @@ class Workspace:
     took 27 to 240 ms, an already-touched one 27 ms). Gates, cell states and their gradients
     never leave the layer, so once a backward pass is done with them (or a new forward replaces
     a cache nobody differentiated) they come back here and the next call reuses them when the
-    shape and dtype match; the hidden states are the layer's output and are never reused. Like
+    shape and dtype match; the hidden states are the layer's output and are never reused,
+    unless the output is a copy of them (:func:`forward_into`: row blocks, two directions). Like
     PyTorch's caching allocator this keeps memory between steps: ``clear()`` gives it back.
 
     It is also the one place where the engine creates arrays (``take`` for reusable ones,
@@ -226,8 +229,11 @@ def release(cache: "SequenceCache | RowSplit") -> None:
             release(part)
         return
     if cache.workspace is not None:
-        cache.workspace.give(GX=cache.gates, C=cache.C, saved=cache.saved)
+        cache.workspace.give(GX=cache.gates, C=cache.C, saved=cache.saved,
+                             S=cache.S if cache.states_internal else None)
         cache.gates = cache.C = cache.saved = None
+        if cache.states_internal:
+            cache.S = None
 
 
 def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.ndarray:
@@ -487,24 +493,26 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
 
 
 def forward_into(out: np.ndarray, forward, *args, **kwargs):
-    """``forward(*args, **kwargs)`` (:func:`sequence_forward` or :func:`sequence_forward_rows`),
-    its output sequence copied into ``out`` (a row block's rows, a direction's columns of a
-    bidirectional layer's output) on the calling thread, as soon as the pass is done. Returns
-    its cache.
+    """``forward(*args, **kwargs)`` (:func:`sequence_forward`, or a row block's
+    :func:`_block_forward`), its output sequence copied into ``out`` (a row block's rows, a
+    direction's columns of a bidirectional layer's output) on the calling thread, as soon as
+    the pass is done. Returns its cache, whose hidden states are then internal arrays like the
+    gates (``states_internal``: taken from the workspace, given back by :func:`release`; a
+    fresh 52 MB array for them at (128, 200, 256, 512) cost its page faults at every call).
 
     Why: passes that run at once (row blocks, two directions) then copy in parallel, while the
     other may still run; joining them after both had finished (``np.concatenate``) ran on one
     thread: 0.48 ms of a 9 ms forward at (64, 100, 32, 128) for row blocks, 29 ms a layer for
     a bidirectional one at (128, 200, 256, 512) (two halves copied at once: 11 ms each)."""
-    cache = forward(*args, **kwargs)
+    cache = forward(*args, states_internal=True, **kwargs)
     out[...] = output_view(cache)
     return cache
 
 
-def _block_forward(eq, X_rows: np.ndarray, *args) -> SequenceCache:
+def _block_forward(eq, X_rows: np.ndarray, *args, **kwargs) -> SequenceCache:
     """:func:`sequence_forward` of a row block, its rows of ``X`` (a strided view) copied into
     a C-contiguous array, as the compiled loops take them, on the block's own thread."""
-    return sequence_forward(eq, np.ascontiguousarray(X_rows), *args)
+    return sequence_forward(eq, np.ascontiguousarray(X_rows), *args, **kwargs)
 
 
 def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
@@ -543,8 +551,8 @@ def _block_backward(dX: np.ndarray | None, rows: slice, *args) -> tuple:
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
                      lengths: np.ndarray | None = None, active: np.ndarray | None = None,
                      reverse: bool = False, workspace: Workspace | None = None,
-                     h_mask: np.ndarray | None = None, zone: Zoneout | None = None
-                     ) -> SequenceCache:
+                     h_mask: np.ndarray | None = None, zone: Zoneout | None = None,
+                     states_internal: bool = False) -> SequenceCache:
     """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
     (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
     ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
@@ -554,7 +562,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     filled here).
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
-    lengths, h_n, c_n)``. ``workspace`` lends the internal arrays (see :class:`Workspace`).
+    lengths, h_n, c_n)``. ``workspace`` lends the internal arrays (see :class:`Workspace`);
+    ``states_internal``: the caller copies the output out (:func:`forward_into`), so the
+    hidden states are internal too.
     """
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
@@ -580,7 +590,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     zero = active is not None
-    S = ws.new((T + 1, N, P), dtype, zero)
+    # (the hidden states are the output: fresh, unless the caller copies them out)
+    S = ws.take("S", (T + 1, N, P), dtype, zero) if states_internal else \
+        ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
     saved_width = _saved_width(eq, kernels)
@@ -604,7 +616,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts, schedule,
                                             R, W_hr_T, h_mask, zone))
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
-                                 kernels.__name__, workspace, h_mask, input_state, zone)
+                                 kernels.__name__, workspace, h_mask, input_state, zone,
+                                 states_internal=states_internal)
         for t, p, q, n in schedule:
             h_prev = S[p, :n]
             np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
@@ -619,7 +632,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                 _zone_step(zone, t, n, S[p, :n], S[q, :n],
                            None if C is None else C[p, :n], None if C is None else C[q, :n])
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
-                         h_mask, input_state, zone)
+                         h_mask, input_state, zone, states_internal=states_internal)
 
 
 def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> bool:
