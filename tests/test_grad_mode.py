@@ -402,3 +402,37 @@ def test_seq2seq_decoding_keeps_nothing():
     elman.greedy_decode(model, src, max_len=4)
     assert all(getattr(m, "_cache", None) is None for _, m in model.named_modules())
     assert elman.is_grad_enabled()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: elman.GRU(3, 64, num_layers=3, bidirectional=True, seed=0),
+    lambda: elman.LSTM(3, 64, num_layers=3, seed=0),
+], ids=["gru-3-layers-bi", "lstm-3-layers"])
+def test_inner_layer_arrays_are_reused_without_stale_values(make, monkeypatch):
+    """Inner layers' outputs and input gradients (and, unidirectional, their hidden states)
+    come from the workspaces and go back after use: a layer that ran other inputs before
+    gives exactly what a fresh twin gives, forward and backward, with row blocks too."""
+    require("numba")                              # (row blocks run the compiled loops)
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_ROWS", 1)
+    monkeypatch.setattr(timeloop, "SPLIT_MIN_FLOPS", 0.0)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((12, 6, 3)).astype(np.float32) for _ in range(3)]
+    used = make()
+    for x in xs[:2]:                              # other calls first, of both kinds
+        out, _ = used(x)
+        used.backward(np.ones_like(out))
+        with elman.no_grad():
+            used(x * 2)
+    for p in used.parameters():
+        p.grad[...] = 0
+    fresh = make()
+    results = []
+    for layer in (used, fresh):
+        out, _ = layer(xs[2])
+        dx, _ = layer.backward(np.cos(out))
+        results.append([out, dx] + [p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    kept = {name for ws in used._workspaces for name in ws._free}
+    assert {"layer_out", "layer_dX"} <= kept

@@ -109,9 +109,13 @@ bad_dtype = st.sampled_from([None, "float16", "int32", np.int64, np.float16, int
 bad_seed = st.one_of(st.text(min_size=1, max_size=4), st.integers(max_value=-1),
                      st.floats(allow_nan=True), st.dictionaries(st.text(max_size=2),
                                                                 st.integers(), max_size=1))
-bad_choice = st.one_of(st.text(max_size=6).filter(
-    lambda v: v not in ("tanh", "relu", "sigmoid", "softmax", "linear", "mean", "sum", "none",
-                        "min", "max", "auto", "rel", "abs")), st.integers())
+# every value some constructor below accepts (hypothesis once drew "zeros", a valid bridge)
+VALID_CHOICES = {"tanh", "relu", "sigmoid", "softmax", "linear", "mean", "sum", "none", "min",
+                 "max", "auto", "rel", "abs", *elman.layers.ACTIVATIONS,
+                 *elman.attention.ATTENTION_KINDS, *elman.seq2seq.BRIDGES,
+                 *elman.registry.table("recurrent")}
+bad_choice = st.one_of(st.text(max_size=6).filter(lambda v: v not in VALID_CHOICES),
+                       st.integers())
 bad_positive = st.one_of(junk, st.booleans(), st.floats(max_value=0.0),
                          st.floats(allow_nan=True).filter(math.isnan))
 bad_positive_finite = st.one_of(bad_positive, st.just(math.inf))

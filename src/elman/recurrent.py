@@ -234,12 +234,23 @@ class RecurrentLayer(StatefulMixin, Module):
         K = self.eq.recurrent_gates * self.hidden_size
         flops = 2.0 * T * N * self._P * K
         # (one direction: its batch's rows in two blocks at once where that pays: timeloop)
-        forward = sequence_forward_rows if D == 1 and split_rows(
-            self.eq, self.dtype, T, N, K, self._P) else sequence_forward
+        split = D == 1 and split_rows(self.eq, self.dtype, T, N, K, self._P)
+        forward = sequence_forward_rows if split else sequence_forward
+        # An inner layer's output never reaches the caller: its array comes from the layer's
+        # workspace and goes back with the caches (a fresh one of 52 MB at (128, 200, 256,
+        # 512) cost its page faults at every call); the last layer's output is the caller's.
+        inner = []
         for layer in range(self.num_layers):
             calls = []
+            last = layer == self.num_layers - 1
+            target = None
+            if not last and (D == 2 or split):
+                target = self._workspaces[layer * D].take("layer_out", (T, N, D * self._P),
+                                                          self.dtype)
+                inner.append((self._workspaces[layer * D], target))
             # two directions copy their outputs into the halves of one array (forward_into)
-            both = None if D == 1 else np.empty((T, N, D * self._P), self.dtype)
+            both = None if D == 1 else target if target is not None else \
+                np.empty((T, N, D * self._P), self.dtype)
             for direction in range(D):
                 k = layer * D + direction
                 x_mask = h_mask = zone = None
@@ -253,13 +264,19 @@ class RecurrentLayer(StatefulMixin, Module):
                                         self.dtype, order)
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
-                into = () if D == 1 else (
-                    forward_into, both[:, :, direction * self._P:(direction + 1) * self._P])
+                into, where = (), {}
+                if D == 2:
+                    into = (forward_into, both[:, :, direction * self._P:
+                                              (direction + 1) * self._P])
+                elif split:
+                    where = dict(out=target)
+                elif not last:                # the states themselves are the inner output
+                    where = dict(states_internal=True)
                 calls.append(functools.partial(
                     *into, forward, self.eq, layer_in if x_mask is None else layer_in * x_mask,
                     h0[k], None if c0 is None else c0[k], self._weights(k), lengths, active,
                     reverse=bool(direction), workspace=self._workspaces[k], h_mask=h_mask,
-                    zone=zone))
+                    zone=zone, **where))
             # (a bidirectional layer's two directions run at once where that pays: timeloop)
             for direction, cache in enumerate(run_directions(self.eq, self.dtype, flops,
                                                              calls)):
@@ -284,10 +301,9 @@ class RecurrentLayer(StatefulMixin, Module):
         if is_grad_enabled():
             self._cache = dict(caches=caches, masks=masks, order=order, inverse=inverse,
                                lengths=lengths, batched=batched, x_shape=x.shape, T=T, N=N,
-                               in_masks=in_masks, h_masks=h_masks)
+                               in_masks=in_masks, h_masks=h_masks, inner=inner)
         else:                             # elman.no_grad(): the arrays go back for the next call
-            for cache in caches:
-                release(cache)
+            _give_back(caches, inner)
         return self._finish(out, h_n, c_n, inverse, N, batched)
 
     def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool):
@@ -361,8 +377,7 @@ class RecurrentLayer(StatefulMixin, Module):
     def _release_cache(self) -> None:
         """Drop the saved sequences; their internal arrays go back to the workspaces."""
         if self._cache is not None:
-            for cache in self._cache["caches"]:
-                release(cache)
+            _give_back(self._cache["caches"], self._cache["inner"])
             self._cache = None
 
     def clear_workspace(self) -> None:
@@ -430,24 +445,35 @@ class RecurrentLayer(StatefulMixin, Module):
         dc0 = np.zeros((L * D, N, H), self.dtype) if self.eq.has_cell else None
         dY = dout
         flops = 2.0 * T * N * P * self.eq.recurrent_gates * H    # a direction's recurrent GEMMs
+        # An inner layer's input gradient is the gradient wrt the output of the layer below:
+        # computed into arrays of the workspaces, given back once that layer's backward has
+        # read it (the first layer's is the caller's: a new array)
+        spent = []
         for layer in reversed(range(L)):
-            calls = []
+            calls, targets = [], []
             for direction in range(D):
                 k = layer * D + direction
                 dY_d = None if dY is None else dY[:, :, direction * P:(direction + 1) * P]
+                target = None if layer == 0 else self._workspaces[k].take(
+                    "layer_dX", (T, N, D * P), self.dtype)
+                targets.append((self._workspaces[k], target))
                 calls.append(functools.partial(
                     sequence_backward, self.eq, st["caches"][k], dY_d,
                     None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
                     self._weights(k), self._weights(k, True),
-                    input_grad=layer > 0 or input_grad, consume=not retain_graph))
+                    input_grad=layer > 0 or input_grad, consume=not retain_graph,
+                    dX_out=target))
+            results = run_directions(self.eq, self.dtype, flops, calls)
+            for workspace, array in spent:                # read by the passes just run
+                workspace.give(layer_dX=array)
+            spent = [pair for pair in targets if pair[1] is not None]
             dX = None
-            for direction, (dX_d, dh, dc) in enumerate(run_directions(self.eq, self.dtype,
-                                                                       flops, calls)):
+            for direction, (dX_d, dh, dc) in enumerate(results):
                 k = layer * D + direction
                 x_mask = st["in_masks"][k]
                 if dX_d is not None and x_mask is not None:      # the input was x * mask
                     dX_d *= x_mask
-                if dX_d is not None:      # (a fresh array: the second direction adds in place)
+                if dX_d is not None:      # (its own array: the second direction adds in place)
                     dX = dX_d if dX is None else np.add(dX, dX_d, out=dX)
                 dh0[k] = dh
                 if dc0 is not None:
@@ -536,6 +562,15 @@ def _state(name: str, value, shape: tuple, batched: bool, dtype) -> np.ndarray:
     if batched:
         return check_state(name, value, shape, dtype)
     return check_state(name, value, (shape[0], shape[2]), dtype).reshape(shape)
+
+
+def _give_back(caches: list, inner: list) -> None:
+    """The caches' internal arrays and the inner layers' outputs (``(workspace, array)``
+    pairs) back to their workspaces: nothing may use them afterwards."""
+    for cache in caches:
+        release(cache)
+    for workspace, array in inner:
+        workspace.give(layer_out=array)
 
 
 def _zero_padding(out: np.ndarray, lengths: np.ndarray) -> np.ndarray:

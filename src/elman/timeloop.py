@@ -467,19 +467,22 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
                           w: Weights, lengths: np.ndarray | None = None,
                           active: np.ndarray | None = None, reverse: bool = False,
                           workspace: Workspace | None = None, h_mask: np.ndarray | None = None,
-                          zone: Zoneout | None = None) -> RowSplit:
+                          zone: Zoneout | None = None, out: np.ndarray | None = None
+                          ) -> RowSplit:
     """:func:`sequence_forward` (same arguments) as two blocks of the batch's rows, the first
     ``ceil(N/2)`` and the rest, each a whole pass of its own on a thread of its own with
     one BLAS thread (:func:`elman.threads.concurrently`), so that each loop's GEMM runs on one
     thread (packed by MKL where it is on, :func:`_step_operand`) and the gate math of the two
     blocks runs in parallel. Rows are independent in a recurrent layer, so this is the same
     computation; with lengths the batch is sorted longest first, and each block's ``active``
-    is its share of the running rows."""
+    is its share of the running rows. ``out`` (T, N, P): where the output goes (a new array
+    when None)."""
     T, N, _ = X.shape
     first = (N + 1) // 2
     ws = Workspace() if workspace is None else workspace
     # (each block copies its rows of the output on its own thread: forward_into)
-    out = np.empty((T, N, w["weight_hh"].shape[1]), X.dtype)
+    if out is None:
+        out = np.empty((T, N, w["weight_hh"].shape[1]), X.dtype)
     calls = []
     for rows, part_ws in zip((slice(0, first), slice(first, N)), (ws, ws.second())):
         part_active = None if active is None else \
@@ -516,14 +519,15 @@ def _block_forward(eq, X_rows: np.ndarray, *args, **kwargs) -> SequenceCache:
 
 
 def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
-                   input_grad: bool, consume: bool):
+                   input_grad: bool, consume: bool, dX_out: np.ndarray | None):
     """:func:`sequence_backward` of a :class:`RowSplit`: both blocks at once, the second
     block's parameter gradients into zeros of their own, added into ``g`` after; each block
     copies its rows of the input gradient into ``dX`` on its own thread (as
     :func:`forward_into` does for the output)."""
     g_second = {name: np.zeros_like(a) for name, a in g.items()}
     T, _, I = split.parts[0].X.shape
-    dX = np.empty((T, split.out.shape[1], I), split.out.dtype) if input_grad else None
+    dX = None if not input_grad else \
+        np.empty((T, split.out.shape[1], I), split.out.dtype) if dX_out is None else dX_out
     calls = [functools.partial(_block_backward, dX, rows, eq, part,
                                None if dY is None else dY[:, rows],
                                None if dh_n is None else dh_n[rows],
@@ -537,14 +541,21 @@ def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
             None if dc1 is None else np.concatenate([dc1, dc2]))
 
 
-def _block_backward(dX: np.ndarray | None, rows: slice, *args) -> tuple:
-    """:func:`sequence_backward` (``args``) of a row block: its input gradient copied into
-    ``dX[:, rows]`` on the calling thread (joining the blocks' afterwards with
-    ``np.concatenate`` ran on one thread: 52 MB at (128, 200, 256, 512)). Returns
-    ``(dh0, dc0)``."""
-    dX_rows, dh, dc = sequence_backward(*args)
+def _block_backward(dX: np.ndarray | None, rows: slice, eq, part: SequenceCache,
+                    *args) -> tuple:
+    """:func:`sequence_backward` (``eq, part, *args``) of a row block: its input gradient,
+    computed into an array of the block's workspace, copied into ``dX[:, rows]`` on the
+    calling thread (joining the blocks' afterwards with ``np.concatenate`` ran on one thread:
+    52 MB at (128, 200, 256, 512)). Returns ``(dh0, dc0)``."""
+    ws = part.workspace
+    block = None
+    if dX is not None and ws is not None:
+        block = ws.take("dX", part.X.shape, dX.dtype)
+    dX_rows, dh, dc = sequence_backward(eq, part, *args, dX_out=block)
     if dX is not None:
         dX[:, rows] = dX_rows
+    if block is not None:
+        ws.give(dX=block)
     return dh, dc
 
 
@@ -827,7 +838,7 @@ def _final_state(B: np.ndarray, reverse: bool, lengths: np.ndarray | None, out: 
 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
                       dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True,
-                      consume: bool = False):
+                      consume: bool = False, dX_out: np.ndarray | None = None):
     """Backpropagate through one direction of one layer.
 
     ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
@@ -836,9 +847,10 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     when ``input_grad`` is False (the input is data: its GEMM would be wasted work).
     ``consume=True`` (no second backward will follow) lets the compiled loops write the gate
     gradients over the saved gates, which saves a (T, N, G*H) array; the cache is spent.
+    ``dX_out`` (T, N, I) C-contiguous: where ``dX`` goes (a new array when None).
     """
     if isinstance(cache, RowSplit):
-        return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume)
+        return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out)
     X, GX, S, R, active = cache.X, cache.gates, cache.S, cache.R, cache.active
     T, N, _ = X.shape
     GH = GX.shape[2]
@@ -921,8 +933,10 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if R is not None:
         g["weight_hr"] += threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H))
     eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
-    dX = (threads.matmul(dGX2, w["weight_ih"]).reshape(T, N, X.shape[2]) if input_grad
-          else None)
+    dX = None
+    if input_grad:
+        dX = threads.matmul(dGX2, w["weight_ih"], None if dX_out is None
+                            else dX_out.reshape(T * N, X.shape[2])).reshape(T, N, X.shape[2])
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 
