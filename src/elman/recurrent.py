@@ -40,8 +40,7 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, output_view,
-                       release,
-                       run_directions, runs_lean, sequence_backward, sequence_forward,
+                       release, run_directions, runs_lean, sequence_backward, sequence_forward,
                        sequence_forward_lean, sequence_forward_rows, split_rows,
                        stack_forward_lean)
 
