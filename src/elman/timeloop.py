@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fast, threads
+from .masks import bernoulli
 from .fast import _mkl as fast_mkl
 from .fast import _packed as fast_packed
 
@@ -83,7 +84,7 @@ class Zoneout:
         shapes = [shape] + ([shape[:2] + (c_width,)] if c_width is not None else [])
         if not training:
             return cls(*[np.full(s, p, dtype) for s in shapes])
-        masks = [(rng.random(s) < p).astype(dtype) for s in shapes]
+        masks = [bernoulli(rng, p, s, dtype) for s in shapes]
         return cls(*[m if order is None else m[:, order] for m in masks])
 
     def rows(self, rows: slice) -> "Zoneout":
