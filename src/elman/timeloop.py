@@ -119,7 +119,8 @@ class SequenceCache:
     # derivative that BPTT carries into step t (through the output at t and every later step);
     # elman.gradient_flow sets it (the NumPy steps only: the compiled loops do not record)
     dh_steps: np.ndarray | None = None
-    # S is internal too (its output was copied out, :func:`forward_into`): release gives it back
+    # S never reaches the caller (its output was copied out, :func:`forward_into`, or it is an
+    # inner layer's output): an internal array like the gates, given back by release
     states_internal: bool = False
 
     @property
@@ -178,7 +179,8 @@ class Workspace:
     never leave the layer, so once a backward pass is done with them (or a new forward replaces
     a cache nobody differentiated) they come back here and the next call reuses them when the
     shape and dtype match; the hidden states are the layer's output and are never reused,
-    unless the output is a copy of them (:func:`forward_into`: row blocks, two directions). Like
+    unless the output is a copy of them (:func:`forward_into`: row blocks, two directions) or
+    an inner layer's, which only the next layer reads. Like
     PyTorch's caching allocator this keeps memory between steps: ``clear()`` gives it back.
 
     It is also the one place where the engine creates arrays (``take`` for reusable ones,
@@ -575,8 +577,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
 
     The output sequence is ``output_view(cache)``; the final states ``final_states(cache,
     lengths, h_n, c_n)``. ``workspace`` lends the internal arrays (see :class:`Workspace`);
-    ``states_internal``: the caller copies the output out (:func:`forward_into`), so the
-    hidden states are internal too.
+    ``states_internal``: the hidden states never reach the caller (it copies the output out,
+    :func:`forward_into`, or the layer is an inner one), so they are internal arrays too.
     """
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
@@ -602,7 +604,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     zero = active is not None
-    # (the hidden states are the output: fresh, unless the caller copies them out)
+    # (the hidden states are the output: fresh, unless they never reach the caller)
     S = ws.take("S", (T + 1, N, P), dtype, zero) if states_internal else \
         ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
