@@ -40,9 +40,9 @@ from .grad_mode import is_grad_enabled
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, output_view,
-                       release, run_directions, runs_lean, sequence_backward, sequence_forward,
-                       sequence_forward_lean, sequence_forward_rows, split_rows,
-                       stack_forward_lean)
+                       release, run_directions, runs_lean, runs_pair, sequence_backward,
+                       sequence_forward, sequence_forward_lean, sequence_forward_pair,
+                       sequence_forward_rows, split_rows, stack_forward_lean)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -189,6 +189,11 @@ class RecurrentLayer(StatefulMixin, Module):
         hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         h0, c0 = self._split_hx(hx, N, batched)
         if lengths is None and not is_grad_enabled():
+            pair = self._pair_kernels(T, N)
+            if pair is not None:
+                self._release_cache()
+                out, h_n, c_n = self._forward_pair(pair, X, h0, c0)
+                return self._finish(out, h_n, c_n, None, N, batched)
             lean = self._lean_kernels(T, N)
             if lean is not None:
                 self._release_cache()     # (as below: a forward replaces what the last kept)
@@ -312,12 +317,43 @@ class RecurrentLayer(StatefulMixin, Module):
             self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
         return out, state
 
+    def _masks_nothing(self) -> bool:
+        """Whether a call masks nothing and projects nothing (no dropout in training, no
+        zoneout, no projection): what the lean and the pair paths need."""
+        return not (self.zoneout or self.proj_size or (self.training and (
+            self.dropout or self.input_dropout or self.recurrent_dropout)))
+
+    def _pair_kernels(self, T: int, N: int):
+        """The cell's compiled loops when this no-grad call may take :meth:`_forward_pair`
+        (:func:`elman.timeloop.runs_pair`); else None."""
+        if N != 1 or self.bidirectional or not self._masks_nothing():
+            return None
+        kernels = fast.kernels_for(self.eq, self.dtype)
+        H = self.hidden_size
+        widest = self.input_size if self.num_layers == 1 else max(self.input_size, H)
+        return kernels if runs_pair(self.eq, kernels, T, N, widest, H, self.dtype) else None
+
+    def _forward_pair(self, kernels, X, h0, c0):
+        """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each layer
+        through :func:`elman.timeloop.sequence_forward_pair`, in turn."""
+        h_n = np.empty(h0.shape, self.dtype)
+        c_n = None if c0 is None else np.empty(c0.shape, self.dtype)
+        layer_in = X
+        for layer in range(self.num_layers):
+            S, C = sequence_forward_pair(self.eq, kernels, layer_in, h0[layer:layer + 1],
+                                         None if c0 is None else c0[layer:layer + 1],
+                                         self._weights(layer))
+            layer_in = S[1:]
+            h_n[layer] = S[-1]
+            if C is not None:
+                c_n[layer] = C[-1]
+        return layer_in, h_n, c_n
+
     def _lean_kernels(self, T: int, N: int):
         """The cell's compiled loops when this no-grad call may take :meth:`_forward_lean`:
-        nothing to mask (no dropout in training, no zoneout), no projection, and small enough
-        for :func:`elman.timeloop.runs_lean`; else None."""
-        if self.zoneout or self.proj_size or (self.training and (
-                self.dropout or self.input_dropout or self.recurrent_dropout)):
+        nothing to mask, no projection (:meth:`_masks_nothing`), and small enough for
+        :func:`elman.timeloop.runs_lean`; else None."""
+        if not self._masks_nothing():
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
         K = self.eq.recurrent_gates * self.hidden_size

@@ -50,7 +50,8 @@ from . import _validate
 from .fast import _mkl, _packed
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
-           "for_gemm", "gemm_threads", "matmul", "one_thread_product", "busy_elsewhere", "info",
+           "for_gemm", "gemm_threads", "matmul", "one_thread_product", "two_threads_free",
+           "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
            "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS",
            "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
@@ -485,6 +486,18 @@ def small_work_starts() -> None:
     (a streaming caller's one-step call pays this at every call)."""
     if not _pinned:
         _work_starts()
+
+
+def two_threads_free() -> bool:
+    """Whether elman may run a sequence's steps on two threads of its own now
+    (:mod:`elman.fast._pair`, whose threads spin and so must each have a core): not inside
+    :func:`concurrently` (its two threads are busy) and the policy grants two or more (no
+    neighbour keeps a CPU busy). BLAS's workers may still spin from elman's last
+    multi-thread BLAS call (:data:`POOL_SPIN_SECONDS`, at most); waiting for them is no
+    answer: the path taken meanwhile, the general one, would use them again and keep them
+    spinning for as long as the calls come."""
+    _work_starts()
+    return not _pinned and granted() >= 2
 
 
 def one_thread_product(m: int, n: int, k: int) -> bool:

@@ -339,6 +339,22 @@ SPLIT_MIN_FLOPS = 2e7
 #: keeping nothing runs on the lean path (:func:`runs_lean`)
 LEAN_MAX_FLOPS = 1e7
 
+#: the range of sizes (bytes) of a layer's ``W_ih`` and ``W_hh`` together for which a batch of
+#: one sequence runs each step on two threads (:func:`runs_pair`). Measured (no-grad, 50 steps,
+#: I = 32, A/B in one process, alternating, medians of 11; AMD EPYC, 2 cores): LSTM H = 96
+#: (196 KB) 0.70-1.04x, GRU H = 128 (245 KB) 1.05-1.09x, LSTM H = 128 (327 KB) 1.2-1.3x, GRU
+#: H = 160 (368 KB) 1.28x, LSTM H = 256 (1.2 MB) 1.6-1.9x, LSTM H = 320 and GRU H = 384
+#: (1.8-1.9 MB) ~1.9x; beyond, where a thread's half no longer fits its core's 1 MB cache,
+#: nothing: LSTM H = 384 and GRU H = 448 (2.6 MB) 0.97x, LSTM and GRU H = 512 0.97-1.00x.
+#: On this virtual machine two threads sometimes run slower together than apart for seconds
+#: at a time (the host's doing: independent loops on the two cores slowed by 25 % too); the
+#: LSTM at H = 128 then ran at 0.83x.
+PAIR_MIN_BYTES = 256 * 1024
+PAIR_MAX_BYTES = 2 * 1024 * 1024
+#: the fewest steps worth a partner, which joins a few microseconds after the caller starts
+#: (LSTM H = 128: 1.17x at 24 steps, 1.19x at 32)
+PAIR_MIN_STEPS = 16
+
 
 def run_directions(eq, dtype, flops: float, calls: list) -> list:
     """``[call() for call in calls]``, the passes (:func:`sequence_forward` or
@@ -659,6 +675,66 @@ def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> b
     return (kernels is not None and flops < LEAN_MAX_FLOPS
             and (directions == 1 or flops < OVERLAP_MIN_FLOPS)
             and threads.one_thread_product(N, K, P))
+
+
+def runs_pair(eq, kernels, T: int, N: int, I: int, H: int, dtype, directions: int = 1) -> bool:
+    """Whether a call that keeps and masks nothing (the caller checks that) runs each step of
+    its sequence on two threads (:func:`sequence_forward_pair`): one sequence (N = 1), one
+    direction (two run at once already), a cell whose kernel module has a ``forward_pair``
+    (and, where it has a ``pairs(eq)``, says yes to this cell's options),
+    at least :data:`PAIR_MIN_STEPS` steps, ``W_ih`` and ``W_hh`` of :data:`PAIR_MIN_BYTES` to
+    :data:`PAIR_MAX_BYTES`, H a multiple of :data:`elman.fast._pair.ALIGN` (the split on a
+    cache line), an x86-64 AMD CPU (the only one measured; the threads' matrix-vector products
+    are the kernels' own, as on the lean path there) and two threads free
+    (:func:`elman.threads.two_threads_free`)."""
+    if kernels is None or N != 1 or directions != 1 or T < PAIR_MIN_STEPS \
+            or not fast.pair_supported() or H % fast.pair().ALIGN:
+        return False
+    attributes = vars(kernels)
+    pairs = attributes.get("pairs")
+    if attributes.get("forward_pair") is None or (pairs is not None and not pairs(eq)):
+        return False
+    size = eq.gates * H * (H + I) * np.dtype(dtype).itemsize
+    return PAIR_MIN_BYTES <= size <= PAIR_MAX_BYTES and threads.two_threads_free()
+
+
+def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                          w: Weights) -> tuple:
+    """``(S, C)`` of :func:`sequence_forward_lean` for one sequence (``X`` (T, 1, I)), each
+    step's hidden units split between this thread and elman's partner thread
+    (:mod:`elman.fast._pair`: the protocol, and why). The lean path's equations and order of
+    operations, but for the input projection, whose sums a matrix-vector product per step
+    (below) orders differently than a GEMM does (float32 results differ in the last bits).
+
+    Why: a batch of one reads all of ``W_hh`` at every step, and one core's cache bandwidth
+    bounds it (an LSTM at H = 256: 1 MB a step, 17 us); two cores each keep half of it in
+    their own cache. Each thread also projects the input for its units, one matrix-vector
+    product a step, instead of a whole-sequence GEMM before the loop: that GEMM would run on
+    BLAS's pool, whose worker then spins beside the two threads. Measured: see
+    :data:`PAIR_MIN_BYTES`."""
+    pair = fast.pair()
+    T, N, I = X.shape
+    W_ih, W_hh = np.ascontiguousarray(w["weight_ih"]), np.ascontiguousarray(w["weight_hh"])
+    GH, dtype = W_ih.shape[0], X.dtype
+    H = GH // eq.gates
+    gx_bias, consts = eq.prepare_forward(w, H, dtype)
+    bias = _loop_bias(gx_bias, GH, dtype)
+    threads.small_work_starts()
+    X2 = np.ascontiguousarray(X.reshape(T, I))
+    g = pair.aligned_empty(2 * GH, dtype)          # the kernel's scratch rows
+    S = pair.aligned_empty((T + 1, H), dtype)
+    S[0] = h0[0]
+    C = None
+    if eq.has_cell:
+        C = pair.aligned_empty((T + 1, H), dtype)
+        C[0] = c0[0]
+    sync, split = pair.sync_array(T), pair.split_point(H)
+    partner = pair.partner()
+    pair_forward = kernels.forward_pair
+    partner.share(lambda gen, me: pair_forward(eq, X2, W_ih, bias, W_hh, consts, g, S, C, sync,
+                                               partner.bell, gen, me, split,
+                                               partner.patience, partner.spins))
+    return S.reshape(T + 1, 1, H), None if C is None else C.reshape(T + 1, 1, H)
 
 
 def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:

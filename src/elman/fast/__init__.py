@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 
 from .._switch import Switch
+from . import _cpu
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
            "project_input", "FastPathWarning"]
@@ -86,6 +87,25 @@ def project_input(X2, W, out):
     global project_input
     project_input = kernels_named(f"{__name__}._loop").project_input
     project_input(X2, W, out)
+
+
+def pair():
+    """:mod:`elman.fast._pair`, imported at its first use (it imports numba)."""
+    return importlib.import_module(f"{__name__}._pair")
+
+
+def pair_supported() -> bool:
+    """Whether a sequence's steps may run on two threads here (:mod:`elman.fast._pair`): the
+    fast path on, an x86-64 CPU, NumPy's BLAS found (the kernels' own matrix-vector products
+    live beside its binding) and not an Intel CPU (measured on an AMD EPYC only)."""
+    global _pair_machine
+    if _pair_machine is None:
+        _pair_machine = not _cpu.INTEL and pair().SUPPORTED \
+            and hasattr(kernels_named(f"{__name__}._blas"), "_gemv_rows")
+    return _pair_machine and enabled()
+
+
+_pair_machine = None           # pair_supported's answer for this machine, found once
 
 
 def kernels_named(name: str):

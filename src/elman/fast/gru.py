@@ -5,13 +5,15 @@ whose step needs a second GEMM once r is known."""
 import numpy as np
 from numba import njit
 
+from . import _blas
 from ._blas import gemm, gemm_acc
+from ._pair import pair_steps
 from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "pairs", "backward"]
 
 
 @njit(**JIT)
@@ -53,6 +55,40 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
     _forward(GX, bias, W_hh_T, S, np.empty((T, N, GH // 3), X.dtype),
              np.empty((N, GH), X.dtype), b_hn, schedule, None, None)
     return S
+
+
+@njit(inline="always")
+def _units(operands, t, lo, hi):
+    """Hidden units ``lo:hi`` of step ``t`` of one sequence (reset_after), for
+    :func:`_pair.pair_steps`: :func:`_forward`'s arithmetic for them, their input projection
+    included (as in :func:`elman.fast.lstm._units`, which says why). X (T, I), S (T + 1, H);
+    ``g`` and ``gh`` (3H,) the step's input and recurrent pre-activations."""
+    X, W_ih, bias, W_hh, b_hn, g, gh, S = operands
+    H = S.shape[1]
+    n = hi - lo
+    h_prev = S[t]
+    for k in range(3):
+        a, b = k * H + lo, k * H + hi
+        _blas._gemv_rows(W_ih[a:b], X[t], g[a:b], False)
+        _blas._gemv_rows(W_hh[a:b], h_prev, gh[a:b], False)
+    for k in range(2):                                            # r, z
+        a, b = k * H + lo, k * H + hi
+        gk, bk, hk = g[a:b], bias[a:b], gh[a:b]
+        for j in range(n):
+            gk[j] = sigmoid((gk[j] + bk[j]) + hk[j])
+    r, z, nn = g[lo:hi], g[H + lo:H + hi], g[2 * H + lo:2 * H + hi]
+    ghn, bn, bhn = gh[2 * H + lo:2 * H + hi], bias[2 * H + lo:2 * H + hi], b_hn[lo:hi]
+    hp, h = h_prev[lo:hi], S[t + 1, lo:hi]
+    for j in range(n):
+        nj = tanh(nn[j] + bn[j] + r[j] * (ghn[j] + bhn[j]))     # n = tanh(.. + r (W_hn h + b_hn))
+        h[j] = (hp[j] - nj) * z[j] + nj                          # h = n + z (h_prev - n)
+
+
+@njit(**JIT)
+def _forward_pair(X, W_ih, bias, W_hh, b_hn, g, gh, S, sync, bell, gen, me, split, patience,
+                  spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, b_hn, g, gh, S), X.shape[0], S.shape[1],
+                      sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -212,6 +248,20 @@ def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
         return _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, b_hn), schedules), h_n, None
     W_hn_T = tuple(c[1] for c in consts)                # consts = (W_hn, W_hn^T)
     return _stack_classic_lean(X, h0, h_n, (W_ih, bias, W_hh_T, W_hn_T), schedules), h_n, None
+
+
+def pairs(eq) -> bool:
+    """Whether :func:`forward_pair` runs this GRU: reset_after only (the classic candidate
+    needs all of ``r * h_prev`` before its second product, a second meeting a step)."""
+    return eq.reset_after
+
+
+def forward_pair(eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, gen, me, split,
+                 patience, spins):
+    """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
+    H = S.shape[1]
+    return _forward_pair(X, W_ih, bias, W_hh, _b_hn(consts, H, X.dtype), g, g[3 * H:], S,
+                         sync, bell, gen, me, split, patience, spins)
 
 
 def _b_hn(consts, H: int, dtype) -> np.ndarray:

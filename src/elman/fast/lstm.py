@@ -11,13 +11,15 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 import numpy as np
 from numba import njit
 
+from . import _blas
 from ._blas import gemm, gemm_acc
+from ._pair import pair_steps
 from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, keep_direction, lean_start,
                     mask_into, project_back, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "backward"]
 
 
 @njit(**JIT)
@@ -89,6 +91,44 @@ def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
                       schedules)
 
 
+@njit(inline="always")
+def _units(operands, t, lo, hi):
+    """Hidden units ``lo:hi`` of step ``t`` of one sequence, for :func:`_pair.pair_steps`:
+    :func:`_forward`'s arithmetic for them, their input projection included (their rows of
+    ``W_ih`` times ``x_t``, a matrix-vector product like the recurrent one: a whole-sequence
+    GEMM would put a third thread pool beside the two spinning threads). X (T, I), S and C
+    (T + 1, H): one sequence, no batch axis; ``g`` (4H,) the step's pre-activations. Every
+    loop runs over views that start at 0 (numba then knows no index is negative, and the loops
+    compile to SIMD code: over ``range(lo, hi)`` they took 7x as long)."""
+    X, W_ih, bias, scale, shift, W_hh, g, S, C = operands
+    H = C.shape[1]
+    n = hi - lo
+    h_prev = S[t]
+    for k in range(4):
+        a, b = k * H + lo, k * H + hi
+        gk, bk = g[a:b], bias[a:b]
+        _blas._gemv_rows(W_ih[a:b], X[t], gk, False)
+        for j in range(n):
+            gk[j] += bk[j]
+        _blas._gemv_rows(W_hh[a:b], h_prev, gk, True)
+        sk, fk = scale[a:b], shift[a:b]
+        for j in range(n):
+            gk[j] = sk[j] * tanh(sk[j] * gk[j]) + fk[j]
+    i, f, gg, o = g[lo:hi], g[H + lo:H + hi], g[2 * H + lo:2 * H + hi], g[3 * H + lo:3 * H + hi]
+    c_prev, c, h = C[t, lo:hi], C[t + 1, lo:hi], S[t + 1, lo:hi]
+    for j in range(n):
+        cj = f[j] * c_prev[j] + i[j] * gg[j]                  # c = f c_prev + i g
+        c[j] = cj
+        h[j] = o[j] * tanh(cj)                                # h = o tanh(c)
+
+
+@njit(**JIT)
+def _forward_pair(X, W_ih, bias, scale, shift, W_hh, g, S, C, sync, bell, gen, me, split,
+                  patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, g, S, C), X.shape[0],
+                      C.shape[1], sync, bell, gen, me, split, patience, spins)
+
+
 @njit(**JIT)
 def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
@@ -143,6 +183,14 @@ def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     h_n, c_n = np.empty_like(h0), np.empty_like(c0)
     return _stack_lean(X, h0, c0, h_n, c_n, (W_ih, bias, scale, shift, W_hh_T), schedules), \
         h_n, c_n
+
+
+def forward_pair(eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, gen, me, split,
+                 patience, spins):
+    """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
+    scale, shift = consts
+    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, g, S, C, sync, bell, gen, me,
+                         split, patience, spins)
 
 
 def backward(eq, loop):

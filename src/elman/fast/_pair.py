@@ -1,0 +1,255 @@
+"""Two threads on every time step of one sequence: the compiled side of
+:func:`elman.timeloop.sequence_forward_pair`.
+
+A batch of one sequence multiplies its state by all of ``W_hh`` at every step (an LSTM at
+H = 256: 1 MB), and one core streams that from its cache no faster than ~100 GB/s. Split the
+hidden units in two, and each thread reads only its half of ``W_hh``'s rows (the rows of its
+units in every gate block), which then stays in its own core's cache from step to step; the
+gates of a unit need nothing of the other half, so the threads meet once a step, where both
+need the whole new state. The meeting has to cost far less than a step (a few us): a
+condition variable's wake-up costs ~50 us on a virtual machine, so the threads spin on
+counters in shared memory (atomic loads, stores and adds, with the CPU's ``pause`` in the spin),
+as OpenBLAS's and OpenMP's threads do.
+
+**The step protocol** (``sync``, one row of :data:`ROW` int64 per step, 128 bytes, so that no
+two counters that change at once share a cache line): a thread first waits until both halves
+of the previous step are done (``sync[t-1, DONE] == 2``), then *claims* its own half of step
+``t`` (an atomic add on ``sync[t, CLAIM + me]``: the first one to add gets it), computes it and
+counts it done. Then it looks at the other half: still unclaimed a while later (``patience``
+spins; none when the partner has not arrived at all or missed the last step) and it claims and
+computes that one too. So a partner that is late, descheduled by a busy machine, or never
+comes costs waiting only up to ``patience`` once: the caller's thread always finishes the
+sequence by itself, and each half is computed exactly once, by whoever claimed it (the same
+arithmetic either way: results do not depend on who computed what).
+
+**Cache lines**: the two threads write the same rows of the gate and state arrays at the same
+time, each its own units. A line holding units of both would travel between the cores at every
+write (measured, LSTM H = 128: a half step took 9,000 instead of 4,500 cycles, and the sequence
+ran slower than on one thread); the arrays are 64-byte aligned (:func:`aligned_empty`) and the
+split point a multiple of :data:`ALIGN` elements.
+
+x86-64 only (``pause``); :data:`SUPPORTED` says whether this machine may use it.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "wait_for_bell", "aligned_empty",
+           "sync_array", "split_point", "Partner", "partner", "SPIN_SECONDS",
+           "PATIENCE_SECONDS"]
+
+#: the CPU has ``pause`` (x86-64): the spin loops here are written for it
+SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
+ROW = 16               # int64 per step in ``sync``: 128 bytes, two cache lines
+CLAIM, DONE = 0, 8     # sync[t, CLAIM + half]: claims of a half; sync[t, DONE]: halves done
+ALIGN = 16             # the split point is a multiple of this many elements (64 bytes or more)
+
+
+def _pointer(context, builder, signature, array, index):
+    kind = signature.args[0]
+    view = context.make_array(kind)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, kind, view, [index])
+
+
+@intrinsic
+def _load(typingctx, array, index):
+    """``array[index]`` (int64) as an atomic load with acquire order: what the other thread
+    wrote before its release store is visible after it."""
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_pointer(context, builder, signature, *args), "acquire", 8)
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def _store(typingctx, array, index, value):
+    """``array[index] = value`` (int64) as an atomic store with release order."""
+    def codegen(context, builder, signature, args):
+        builder.store_atomic(args[2], _pointer(context, builder, signature, args[0], args[1]),
+                             "release", 8)
+        return context.get_dummy_value()
+    return types.void(array, index, value), codegen
+
+
+@intrinsic
+def _add(typingctx, array, index, value):
+    """``array[index] += value`` (int64) atomically; returns the value before."""
+    def codegen(context, builder, signature, args):
+        return builder.atomic_rmw("add", _pointer(context, builder, signature, args[0], args[1]),
+                                  args[2], "acq_rel")
+    return types.int64(array, index, value), codegen
+
+
+@intrinsic
+def _pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``): the spinning core yields its pipeline to the
+    other hyperthread and does not flood the memory system with loads."""
+    def codegen(context, builder, signature, args):
+        kind = ir.FunctionType(ir.VoidType(), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, kind,
+                                                    "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@njit(nogil=True, cache=True)
+def wait_for_bell(bell, seen, spins):
+    """Spin until ``bell[0]`` differs from ``seen`` (a new sequence to share), at most
+    ``spins`` times; returns ``bell[0]`` (``seen`` when none came)."""
+    for _ in range(spins):
+        value = _load(bell, 0)
+        if value != seen:
+            return value
+        _pause()
+    return _load(bell, 0)
+
+
+@njit(inline="always")
+def _run_half(units, operands, sync, t, half, me, split, H):
+    """Claim half ``half`` of step ``t``; if this thread got it, compute it and count it done.
+    Returns whether it did."""
+    if _add(sync, t * ROW + CLAIM + half, 1) != 0:
+        return False
+    if half == 0:
+        units(operands, t, 0, split)
+    else:
+        units(operands, t, split, H)
+    _add(sync, t * ROW + DONE, 1)
+    return True
+
+
+@njit(inline="always")
+def pair_steps(units, operands, T, H, sync, bell, gen, me, split, patience, spins):
+    """Steps ``0..T-1`` of one sequence as thread ``me`` (0: the caller, which rings ``bell``
+    with ``gen`` first; 1: the partner) of the two, ``units(operands, t, lo, hi)`` computing
+    hidden units ``lo:hi`` of step ``t`` (see the module's docstring for the protocol).
+    ``sync`` ((T + 1) * ROW int64 zeros, a new one for each sequence); its last row holds who
+    has arrived. The caller returns when every step is done; the partner then waits for the
+    next sequence (up to ``spins``) and returns the bell's value."""
+    if me == 0:
+        _store(bell, 0, gen)
+    _store(sync, T * ROW + me, 1)
+    other = 1 - me
+    present = True                       # whether the partner took its half of the last step
+    for t in range(T):
+        if t > 0:
+            while _load(sync, (t - 1) * ROW + DONE) < 2:
+                _pause()
+        _run_half(units, operands, sync, t, me, me, split, H)
+        wait = 0
+        if present and _load(sync, T * ROW + other) != 0:
+            wait = patience
+        while wait > 0 and _load(sync, t * ROW + CLAIM + other) == 0:
+            _pause()
+            wait -= 1
+        present = not _run_half(units, operands, sync, t, other, me, split, H)
+    while _load(sync, (T - 1) * ROW + DONE) < 2:
+        _pause()
+    if me == 0:
+        return gen
+    return wait_for_bell(bell, gen, spins)
+
+
+def sync_array(T: int) -> np.ndarray:
+    """The zeroed counters of one sequence's steps (see :func:`pair_steps`)."""
+    return np.zeros((T + 1) * ROW, np.int64)
+
+
+def split_point(H: int) -> int:
+    """Where the hidden units split: about half, on a multiple of :data:`ALIGN`."""
+    return max(ALIGN, (H // 2) // ALIGN * ALIGN)
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on a 64-byte boundary (NumPy promises 16)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape))
+    raw = np.empty(count * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+#: how long the partner thread spins for the next sequence after one before it sleeps (s):
+#: back-to-back calls (a stream of sequences, a benchmark) find it awake; after a pause the
+#: first call wakes it (~50 us on a virtual machine), and the caller starts alone meanwhile
+SPIN_SECONDS = 0.002
+#: how long a thread waits for its partner to claim its half of a step before taking it (s)
+PATIENCE_SECONDS = 2e-5
+
+
+class Partner:
+    """The second thread of :func:`pair_steps`: one daemon thread, started at the first
+    sequence, that spins for the next one for :data:`SPIN_SECONDS` and then sleeps on an
+    event. :meth:`share` runs a sequence's steps on the caller's thread and offers them to the
+    partner. The partner never holds the caller up: the caller rings the bell from inside its
+    compiled loop (the GIL is free then, so the partner picks the task up without a wait), and
+    finishes every step the partner does not claim."""
+
+    def __init__(self):
+        self.bell = np.zeros(ROW, np.int64)
+        self.gen = 0
+        self.task = None
+        self.sleeping = True
+        self.wake = threading.Event()
+        self.error = None                  # the last exception of a task on the partner
+        per_second = _spins_per_second(self.bell)
+        self.spins = max(1, int(SPIN_SECONDS * per_second))
+        self.patience = max(1, int(PATIENCE_SECONDS * per_second))
+        threading.Thread(target=self._run, name="elman-pair", daemon=True).start()
+
+    def share(self, steps):
+        """``steps(gen, me)`` on this thread as ``me = 0`` (it rings the bell with ``gen``),
+        offered to the partner as ``me = 1``. Returns what this thread's call returns."""
+        self.gen += 1
+        gen = self.gen
+        self.task = steps
+        if self.sleeping:
+            self.wake.set()
+        return steps(gen, 0)
+
+    def _run(self):
+        seen = 0
+        while True:
+            rung = wait_for_bell(self.bell, seen, self.spins)
+            while rung != seen:          # a sequence: its steps, then spin for the next
+                seen = rung
+                try:
+                    rung = self.task(seen, 1)
+                except BaseException as error:    # (never raised to anyone: the caller
+                    self.error = error            # computes the steps the partner left)
+                    rung = seen
+            self.sleeping = True
+            if int(self.bell[0]) == seen:         # (no bell since: sleep until one rings)
+                self.wake.wait()
+            self.wake.clear()
+            self.sleeping = False
+
+
+def _spins_per_second(bell) -> float:
+    """How many rounds of :func:`wait_for_bell`'s loop run in a second here."""
+    rounds = 20000
+    wait_for_bell(bell, bell[0], 10)
+    start = time.perf_counter()
+    wait_for_bell(bell, bell[0], rounds)
+    return rounds / max(time.perf_counter() - start, 1e-9)
+
+
+_partner: Partner | None = None
+_partner_pid = None
+
+
+def partner() -> Partner:
+    """The process's :class:`Partner` (a new one in a forked child, which inherits the object
+    but not its thread)."""
+    global _partner, _partner_pid
+    if _partner is None or _partner_pid != os.getpid():
+        _partner, _partner_pid = Partner(), os.getpid()
+    return _partner

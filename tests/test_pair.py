@@ -1,0 +1,264 @@
+"""A batch of one sequence with every step on two threads (elman.fast._pair,
+timeloop.sequence_forward_pair): the same results as the other paths, whoever computes which
+half of a step, and the rule that decides when it runs."""
+import threading
+
+import numpy as np
+import pytest
+
+import elman
+from elman import fast, recurrent, threads, timeloop
+
+pytestmark = pytest.mark.skipif(not (fast.enabled() and fast.pair_supported()),
+                                reason="two threads a step: x86-64 AMD CPUs with the fast path")
+
+
+@pytest.fixture
+def pair_everywhere(monkeypatch):
+    """Every eligible batch-of-one call takes the pair path, whatever its size and however
+    many CPUs this machine has (the protocol needs none free to be right), and the calls that
+    do are counted."""
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)
+    monkeypatch.setattr(timeloop, "PAIR_MAX_BYTES", 1 << 40)
+    monkeypatch.setattr(timeloop, "PAIR_MIN_STEPS", 1)
+    monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+    calls = []
+    original = recurrent.sequence_forward_pair
+
+    def counted(*args, **kwargs):
+        calls.append(args[2].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recurrent, "sequence_forward_pair", counted)
+    return calls
+
+
+def _model(name, dtype, layers=1, H=32, I=5, **options):
+    model = getattr(elman, name)(I, H, num_layers=layers, dtype=dtype, **options)
+    rng = np.random.default_rng(7)
+    for p in model.parameters():
+        p.data[...] = rng.uniform(-0.4, 0.4, p.data.shape)
+    return model.eval()
+
+
+def _states(name, rng, layers, H, dtype):
+    h0 = rng.standard_normal((layers, 1, H)).astype(dtype)
+    if name == "LSTM":
+        return h0, rng.standard_normal((layers, 1, H)).astype(dtype)
+    return h0
+
+
+def _flat(result):
+    out, state = result
+    return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_pair_calls_equal_the_reference_path(pair_everywhere, name, dtype, layers):
+    rng = np.random.default_rng(layers)
+    H = 48                                     # splits at 16: halves of 16 and 32 units
+    model = _model(name, dtype, layers, H)
+    x = rng.standard_normal((23, 1, 5)).astype(dtype)
+    hx = _states(name, rng, layers, H, dtype)
+    with elman.no_grad():
+        got = _flat(model(x, hx))
+        assert len(pair_everywhere) == layers
+        with fast.use(False):
+            want = _flat(model(x, hx))
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+def test_pair_path_with_batch_first_and_unbatched_input(pair_everywhere):
+    model = _model("LSTM", np.float64, 1, 32)
+    model_bf = _model("LSTM", np.float64, 1, 32, batch_first=True)
+    x = np.random.default_rng(0).standard_normal((17, 5))
+    with elman.no_grad():
+        out, (h, c) = model(x)                              # unbatched (T, I)
+        out_bf, (h_bf, c_bf) = model_bf(x[None])            # (1, T, I)
+        with fast.use(False):
+            ref, (h_ref, c_ref) = model(x)
+    assert len(pair_everywhere) == 2
+    assert out.shape == (17, 32) and h.shape == (1, 32) and out_bf.shape == (1, 17, 32)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    np.testing.assert_allclose(out_bf[0], ref, atol=1e-12)
+    np.testing.assert_allclose(c_bf[:, 0], c_ref, atol=1e-12)
+
+
+def test_many_calls_back_to_back_stay_exact(pair_everywhere):
+    """Calls of every length in a row, each racing the partner from the last one: any lost
+    or doubled half of a step would change a result."""
+    rng = np.random.default_rng(3)
+    model = _model("GRU", np.float64, 1, 64)
+    for T in list(range(1, 40)) + [200]:
+        x = rng.standard_normal((T, 1, 5))
+        with elman.no_grad():
+            got = model(x)[0]
+            with fast.use(False):
+                want = model(x)[0]
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    assert len(pair_everywhere) == 40
+
+
+def test_two_callers_share_one_partner(pair_everywhere):
+    """Layers called from two threads at once: each call claims its own halves, whichever
+    sequence the partner joins."""
+    models = [_model("LSTM", np.float64, 1, 32), _model("GRU", np.float64, 2, 48)]
+    rng = np.random.default_rng(5)
+    inputs = [rng.standard_normal((30, 1, 5)) for _ in models]
+    with elman.no_grad(), fast.use(False):
+        want = [m(x)[0] for m, x in zip(models, inputs)]
+    errors = []
+
+    def caller(k):
+        try:
+            for _ in range(60):
+                with elman.no_grad():
+                    np.testing.assert_allclose(models[k](inputs[k])[0], want[k], atol=1e-12)
+        except BaseException as error:      # (raised below, in the test's own thread)
+            errors.append(error)
+
+    workers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a caller hung"
+    assert not errors, errors[0]
+
+
+def _lstm_step_arrays(T, H, I, seed=0):
+    rng = np.random.default_rng(seed)
+    kernels = fast.kernels_named("elman.fast.lstm")
+    model = _model("LSTM", np.float64, 1, H, I)
+    w = model._weights(0)
+    gx_bias, consts = model.eq.prepare_forward(w, H, np.float64)
+    pair = fast.pair()
+    X = rng.standard_normal((T, I))
+    S, C = pair.aligned_empty((T + 1, H), np.float64), pair.aligned_empty((T + 1, H), np.float64)
+    S[0], C[0] = 0.3, -0.2
+    g = pair.aligned_empty(8 * H, np.float64)
+    return kernels, model, (X, w["weight_ih"], gx_bias, w["weight_hh"], consts, g, S, C)
+
+
+def test_a_caller_without_partner_computes_every_half():
+    """The partner never comes (a busy machine, a sleeping thread): the caller claims both
+    halves of every step after its own, and the sequence equals the reference."""
+    T, H = 12, 32
+    kernels, model, (X, W_ih, bias, W_hh, consts, g, S, C) = _lstm_step_arrays(T, H, 5)
+    pair = fast.pair()
+    sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
+    kernels.forward_pair(model.eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, 1, 0,
+                         pair.split_point(H), 1000, 1)
+    rows = sync.reshape(T + 1, pair.ROW)
+    assert (rows[:T, pair.CLAIM] == 1).all() and (rows[:T, pair.CLAIM + 1] == 1).all()
+    assert (rows[:T, pair.DONE] == 2).all()
+    assert rows[T, 0] == 1 and rows[T, 1] == 0              # the caller came, nobody else
+    assert bell[0] == 1                                     # it rang
+    with elman.no_grad(), fast.use(False):
+        out, (h, c) = model(X[:, None], (S[0][None, None].copy(), C[0][None, None].copy()))
+    np.testing.assert_allclose(S[1:], out[:, 0], atol=1e-12)
+    np.testing.assert_allclose(C[-1], c[0, 0], atol=1e-12)
+
+
+def test_a_late_partner_finds_the_steps_done_and_computes_nothing():
+    """A partner that arrives after the caller finished (the bell rang long ago) claims no
+    half, writes nothing, and goes back to waiting for the next bell."""
+    T, H = 6, 32
+    kernels, model, (X, W_ih, bias, W_hh, consts, g, S, C) = _lstm_step_arrays(T, H, 4)
+    pair = fast.pair()
+    sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
+    args = (model.eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, 1)
+    kernels.forward_pair(*args, 0, pair.split_point(H), 10, 1)
+    before = S.copy(), C.copy(), sync.copy()
+    rung = kernels.forward_pair(*args, 1, pair.split_point(H), 10, 5)
+    assert rung == 1                                        # no new bell within its spins
+    np.testing.assert_array_equal(S, before[0])
+    np.testing.assert_array_equal(C, before[1])
+    rows, old = sync.reshape(T + 1, pair.ROW), before[2].reshape(T + 1, pair.ROW)
+    assert (rows[:T, pair.DONE] == 2).all()                 # no half counted twice
+    assert (rows[:T, :2] == old[:T, :2] + 1).all()          # each claim attempt lost
+    assert rows[T, 1] == 1
+
+
+def test_split_point_and_alignment():
+    pair = fast.pair()
+    for H in (16, 32, 48, 64, 96, 128, 160, 512):
+        split = pair.split_point(H)
+        assert split % pair.ALIGN == 0 and 0 < split < H or H == pair.ALIGN
+        assert abs(2 * split - H) <= pair.ALIGN
+    for shape in ((3,), (5, 7), (2, 3, 4)):
+        for dtype in (np.float32, np.float64):
+            a = pair.aligned_empty(shape, dtype)
+            assert a.shape == shape and a.dtype == dtype and a.ctypes.data % 64 == 0
+            assert a.flags.c_contiguous and a.flags.writeable
+
+
+def test_runs_pair_rule(monkeypatch):
+    """When a call takes the pair path, from the thresholds and the cell."""
+    monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+    lstm = fast.kernels_named("elman.fast.lstm")
+    gru = fast.kernels_named("elman.fast.gru")
+    rnn = fast.kernels_named("elman.fast.rnn")
+    eq_lstm = elman.LSTM(32, 128).eq
+    eq_gru = elman.GRU(32, 128).eq
+    f32 = np.float32
+    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32)          # 327 KB
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 32, 128, f32)      # two sequences
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32, 2)   # bidirectional
+    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 32, 128, f32)
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 120, f32)      # 120 % 16
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 64, f32)       # too small
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 512, f32)      # too large
+    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 32, 128, f32)      # NumPy path
+    assert timeloop.runs_pair(elman.GRU(32, 160).eq, gru, 50, 1, 32, 160, f32)
+    assert not timeloop.runs_pair(elman.GRU(32, 160, reset_after=False).eq, gru, 50, 1, 32,
+                                  160, f32)                                # second product
+    assert not timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 32, 512, f32)  # no kernel
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32)
+    assert eq_gru.gates == 3
+
+
+def test_two_threads_free_follows_the_policy(monkeypatch):
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    assert threads.two_threads_free()
+    monkeypatch.setattr(threads, "granted", lambda: 1)                     # a busy machine
+    assert not threads.two_threads_free()
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    inside = threads.concurrently(threads.two_threads_free, threads.two_threads_free,
+                                  layer=False)
+    assert inside == (False, False)                                        # both threads busy
+
+
+@pytest.mark.parametrize("options", [dict(zoneout=0.1), dict(proj_size=16),
+                                     dict(bidirectional=True)])
+def test_options_the_pair_path_does_not_take(pair_everywhere, options):
+    model = _model("LSTM", np.float64, 1, 32, **options)
+    x = np.random.default_rng(1).standard_normal((20, 1, 5))
+    with elman.no_grad():
+        got = _flat(model(x))
+        with fast.use(False):
+            want = _flat(model(x))
+    assert pair_everywhere == []
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-12)
+
+
+def test_training_mode_with_dropout_and_gradients_do_not_take_it(pair_everywhere):
+    model = _model("LSTM", np.float64, 2, 32, dropout=0.5).train()
+    x = np.random.default_rng(2).standard_normal((20, 1, 5))
+    with elman.no_grad():
+        model(x)                                  # dropout between the layers: masks
+    model.eval()
+    model(x)                                      # gradients on: the cache is kept
+    assert pair_everywhere == []
+    with elman.no_grad():
+        model(x)
+    assert len(pair_everywhere) == 2
