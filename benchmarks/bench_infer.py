@@ -15,8 +15,8 @@ beside it. Per case the same weights run in
 all in one process, float32, alternating repeat by repeat; medians. Two kinds of case:
 
 ``sequence``  one forward of a whole batch ``(N, T, I, H)``: the grid of ``bench_rnn.py`` (every
-              stack: 1 or 2 layers, one or two directions), plus batch 1 at (1, 50, 32, 128),
-              a streaming user's whole sequence;
+              stack: 1 or 2 layers, one or two directions), plus batch 1 at (1, 50, 32, 128)
+              and (1, 50, 32, 256), a streaming user's whole sequence;
 ``step``      batch 1, one step per call with the state carried from call to call (the states
               are inputs and outputs of every call, in all three), T calls timed as one: a
               streaming user feeding one step at a time.
@@ -41,8 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_rnn import (CONFIGS as GRID, STACKS, SLOW_ENV_VARS, config_indices,  # noqa: E402
                        cpu_model)
 
-# the grid of bench_rnn.py, then batch 1 at the size of the latency table
-CONFIGS = GRID + [(1, 50, 32, 128)]
+# the grid of bench_rnn.py, then batch 1 at the size of the latency table, and at
+# H = 256, where a batch of one's W_hh (an LSTM's: 1 MB) no longer fits one core's cache
+CONFIGS = GRID + [(1, 50, 32, 128), (1, 50, 32, 256)]
 STEP_CONFIG = (1, 50, 32, 128)   # (N, T calls, I, H) of the step-by-step cases
 QUICK = [(2, 5, 3, 8)]
 CELLS = ("rnn", "gru", "lstm")

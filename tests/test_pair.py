@@ -19,6 +19,7 @@ def pair_everywhere(monkeypatch):
     many CPUs this machine has (the protocol needs none free to be right), and the calls that
     do are counted."""
     monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)
+    monkeypatch.setattr(timeloop, "PAIR_BIDIRECTIONAL_MIN_BYTES", 0)
     monkeypatch.setattr(timeloop, "PAIR_MAX_BYTES", 1 << 40)
     monkeypatch.setattr(timeloop, "PAIR_MIN_STEPS", 1)
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
@@ -59,15 +60,16 @@ TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["LSTM", "GRU"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_pair_calls_equal_the_reference_path(pair_everywhere, name, dtype, layers):
+@pytest.mark.parametrize("directions", [1, 2])
+def test_pair_calls_equal_the_reference_path(pair_everywhere, name, dtype, layers, directions):
     rng = np.random.default_rng(layers)
     H = 48                                     # splits at 16: halves of 16 and 32 units
-    model = _model(name, dtype, layers, H)
+    model = _model(name, dtype, layers, H, bidirectional=directions == 2)
     x = rng.standard_normal((23, 1, 5)).astype(dtype)
-    hx = _states(name, rng, layers, H, dtype)
+    hx = _states(name, rng, layers * directions, H, dtype)
     with elman.no_grad():
         got = _flat(model(x, hx))
-        assert len(pair_everywhere) == layers
+        assert len(pair_everywhere) == layers * directions
         with fast.use(False):
             want = _flat(model(x, hx))
     for g, w in zip(got, want):
@@ -211,7 +213,8 @@ def test_runs_pair_rule(monkeypatch):
     f32 = np.float32
     assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32)          # 327 KB
     assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 32, 128, f32)      # two sequences
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32, 2)   # bidirectional
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32, 2)   # bidirectional:
+    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 256, f32, 2)       # from 1 MB
     assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 32, 128, f32)
     assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 120, f32)      # 120 % 16
     assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 64, f32)       # too small
@@ -237,8 +240,7 @@ def test_two_threads_free_follows_the_policy(monkeypatch):
     assert inside == (False, False)                                        # both threads busy
 
 
-@pytest.mark.parametrize("options", [dict(zoneout=0.1), dict(proj_size=16),
-                                     dict(bidirectional=True)])
+@pytest.mark.parametrize("options", [dict(zoneout=0.1), dict(proj_size=16)])
 def test_options_the_pair_path_does_not_take(pair_everywhere, options):
     model = _model("LSTM", np.float64, 1, 32, **options)
     x = np.random.default_rng(1).standard_normal((20, 1, 5))

@@ -326,27 +326,39 @@ class RecurrentLayer(StatefulMixin, Module):
     def _pair_kernels(self, T: int, N: int):
         """The cell's compiled loops when this no-grad call may take :meth:`_forward_pair`
         (:func:`elman.timeloop.runs_pair`); else None."""
-        if N != 1 or self.bidirectional or not self._masks_nothing():
+        if N != 1 or not self._masks_nothing():
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
-        H = self.hidden_size
-        widest = self.input_size if self.num_layers == 1 else max(self.input_size, H)
-        return kernels if runs_pair(self.eq, kernels, T, N, widest, H, self.dtype) else None
+        H, D = self.hidden_size, self._D
+        widest = self.input_size if self.num_layers == 1 else max(self.input_size, D * H)
+        return kernels if runs_pair(self.eq, kernels, T, N, widest, H, self.dtype, D) else None
 
     def _forward_pair(self, kernels, X, h0, c0):
-        """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each layer
-        through :func:`elman.timeloop.sequence_forward_pair`, in turn."""
+        """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each
+        layer-direction through :func:`elman.timeloop.sequence_forward_pair`, in turn (a
+        reverse direction runs forward over the reversed input; its outputs are reversed
+        back into their columns of the layer's output)."""
+        D, T, H = self._D, X.shape[0], self.hidden_size
         h_n = np.empty(h0.shape, self.dtype)
         c_n = None if c0 is None else np.empty(c0.shape, self.dtype)
         layer_in = X
         for layer in range(self.num_layers):
-            S, C = sequence_forward_pair(self.eq, kernels, layer_in, h0[layer:layer + 1],
-                                         None if c0 is None else c0[layer:layer + 1],
-                                         self._weights(layer))
-            layer_in = S[1:]
-            h_n[layer] = S[-1]
-            if C is not None:
-                c_n[layer] = C[-1]
+            out = None if D == 1 else np.empty((T, 1, D * H), self.dtype)
+            for direction in range(D):
+                k = layer * D + direction
+                S, C = sequence_forward_pair(self.eq, kernels,
+                                             layer_in[::-1] if direction else layer_in,
+                                             h0[k:k + 1], None if c0 is None else c0[k:k + 1],
+                                             self._weights(k))
+                h_n[k] = S[-1]
+                if C is not None:
+                    c_n[k] = C[-1]
+                if out is None:
+                    out = S[1:]
+                else:
+                    out[:, :, direction * H:(direction + 1) * H] = \
+                        S[:0:-1] if direction else S[1:]
+            layer_in = out
         return layer_in, h_n, c_n
 
     def _lean_kernels(self, T: int, N: int):

@@ -350,6 +350,11 @@ LEAN_MAX_FLOPS = 1e7
 #: at a time (the host's doing: independent loops on the two cores slowed by 25 % too); the
 #: LSTM at H = 128 then ran at 0.83x.
 PAIR_MIN_BYTES = 256 * 1024
+#: the same for a bidirectional layer, whose directions otherwise run at once, one thread each
+#: (:func:`run_directions`), here in turn, each on both threads. Measured as above: in turn
+#: against at once, LSTM H = 128 0.87x, GRU H = 128 0.97x, LSTM H = 192 and GRU H = 256 (0.8-0.9
+#: MB) 1.00-1.02x, LSTM H = 256 (1.2 MB) 1.14x
+PAIR_BIDIRECTIONAL_MIN_BYTES = 1024 * 1024
 PAIR_MAX_BYTES = 2 * 1024 * 1024
 #: the fewest steps worth a partner, which joins a few microseconds after the caller starts
 #: (LSTM H = 128: 1.17x at 24 steps, 1.19x at 32)
@@ -687,7 +692,7 @@ def runs_pair(eq, kernels, T: int, N: int, I: int, H: int, dtype, directions: in
     cache line), an x86-64 AMD CPU (the only one measured; the threads' matrix-vector products
     are the kernels' own, as on the lean path there) and two threads free
     (:func:`elman.threads.two_threads_free`)."""
-    if kernels is None or N != 1 or directions != 1 or T < PAIR_MIN_STEPS \
+    if kernels is None or N != 1 or T < PAIR_MIN_STEPS \
             or not fast.pair_supported() or H % fast.pair().ALIGN:
         return False
     attributes = vars(kernels)
@@ -695,7 +700,8 @@ def runs_pair(eq, kernels, T: int, N: int, I: int, H: int, dtype, directions: in
     if attributes.get("forward_pair") is None or (pairs is not None and not pairs(eq)):
         return False
     size = eq.gates * H * (H + I) * np.dtype(dtype).itemsize
-    return PAIR_MIN_BYTES <= size <= PAIR_MAX_BYTES and threads.two_threads_free()
+    least = PAIR_MIN_BYTES if directions == 1 else PAIR_BIDIRECTIONAL_MIN_BYTES
+    return least <= size <= PAIR_MAX_BYTES and threads.two_threads_free()
 
 
 def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
