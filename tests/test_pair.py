@@ -145,19 +145,20 @@ def _lstm_step_arrays(T, H, I, seed=0):
     X = rng.standard_normal((T, I))
     S, C = pair.aligned_empty((T + 1, H), np.float64), pair.aligned_empty((T + 1, H), np.float64)
     S[0], C[0] = 0.3, -0.2
-    g = pair.aligned_empty(8 * H, np.float64)
-    return kernels, model, (X, w["weight_ih"], gx_bias, w["weight_hh"], consts, g, S, C)
+    GX, g = pair.aligned_empty((T, 4 * H), np.float64), pair.aligned_empty(4 * H, np.float64)
+    return kernels, model, (X, w["weight_ih"], gx_bias, w["weight_hh"], consts, GX, g, S, C)
 
 
 def test_a_caller_without_partner_computes_every_half():
     """The partner never comes (a busy machine, a sleeping thread): the caller claims both
     halves of every step after its own, and the sequence equals the reference."""
     T, H = 12, 32
-    kernels, model, (X, W_ih, bias, W_hh, consts, g, S, C) = _lstm_step_arrays(T, H, 5)
+    kernels, model, (X, W_ih, bias, W_hh, consts, GX, g, S, C) = _lstm_step_arrays(T, H, 5)
     pair = fast.pair()
     sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
-    kernels.forward_pair(model.eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, 1, 0,
-                         pair.split_point(H), 1000, 1)
+    with threads.one_blas_thread():
+        kernels.forward_pair(model.eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, 1,
+                             0, pair.split_point(H), 1000, 1)
     rows = sync.reshape(T + 1, pair.ROW)
     assert (rows[:T, pair.CLAIM] == 1).all() and (rows[:T, pair.CLAIM + 1] == 1).all()
     assert (rows[:T, pair.DONE] == 2).all()
@@ -173,16 +174,17 @@ def test_a_late_partner_finds_the_steps_done_and_computes_nothing():
     """A partner that arrives after the caller finished (the bell rang long ago) claims no
     half, writes nothing, and goes back to waiting for the next bell."""
     T, H = 6, 32
-    kernels, model, (X, W_ih, bias, W_hh, consts, g, S, C) = _lstm_step_arrays(T, H, 4)
+    kernels, model, (X, W_ih, bias, W_hh, consts, GX, g, S, C) = _lstm_step_arrays(T, H, 4)
     pair = fast.pair()
     sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
-    args = (model.eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, 1)
+    args = (model.eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, 1)
     kernels.forward_pair(*args, 0, pair.split_point(H), 10, 1)
-    before = S.copy(), C.copy(), sync.copy()
+    before = S.copy(), C.copy(), sync.copy(), GX.copy()
     rung = kernels.forward_pair(*args, 1, pair.split_point(H), 10, 5)
     assert rung == 1                                        # no new bell within its spins
     np.testing.assert_array_equal(S, before[0])
     np.testing.assert_array_equal(C, before[1])
+    np.testing.assert_array_equal(GX, before[3])
     rows, old = sync.reshape(T + 1, pair.ROW), before[2].reshape(T + 1, pair.ROW)
     assert (rows[:T, pair.DONE] == 2).all()                 # no half counted twice
     assert (rows[:T, :2] == old[:T, :2] + 1).all()          # each claim attempt lost
@@ -200,6 +202,8 @@ def test_split_point_and_alignment():
             a = pair.aligned_empty(shape, dtype)
             assert a.shape == shape and a.dtype == dtype and a.ctypes.data % 64 == 0
             assert a.flags.c_contiguous and a.flags.writeable
+    sync = pair.sync_array(9)
+    assert sync.shape == (10 * pair.ROW,) and not sync.any() and sync.ctypes.data % 64 == 0
 
 
 def test_runs_pair_rule(monkeypatch):
@@ -211,21 +215,21 @@ def test_runs_pair_rule(monkeypatch):
     eq_lstm = elman.LSTM(32, 128).eq
     eq_gru = elman.GRU(32, 128).eq
     f32 = np.float32
-    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32)          # 327 KB
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 32, 128, f32)      # two sequences
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32, 2)   # bidirectional:
-    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 256, f32, 2)       # from 1 MB
-    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 32, 128, f32)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 120, f32)      # 120 % 16
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 64, f32)       # too small
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 512, f32)      # too large
-    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 32, 128, f32)      # NumPy path
-    assert timeloop.runs_pair(elman.GRU(32, 160).eq, gru, 50, 1, 32, 160, f32)
-    assert not timeloop.runs_pair(elman.GRU(32, 160, reset_after=False).eq, gru, 50, 1, 32,
-                                  160, f32)                                # second product
-    assert not timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 32, 512, f32)  # no kernel
+    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)          # 256 KB
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 128, f32)      # two sequences
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32, 2)   # bidirectional:
+    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 256, f32, 2)       # from 1 MB
+    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 128, f32)
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 120, f32)      # 120 % 16
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 64, f32)       # too small
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 512, f32)      # too large
+    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 128, f32)      # NumPy path
+    assert timeloop.runs_pair(elman.GRU(32, 160).eq, gru, 50, 1, 160, f32)
+    assert not timeloop.runs_pair(elman.GRU(32, 160, reset_after=False).eq, gru, 50, 1, 160,
+                                  f32)                                     # second product
+    assert not timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32)  # no kernel
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 32, 128, f32)
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)
     assert eq_gru.gates == 3
 
 
@@ -238,6 +242,9 @@ def test_two_threads_free_follows_the_policy(monkeypatch):
     inside = threads.concurrently(threads.two_threads_free, threads.two_threads_free,
                                   layer=False)
     assert inside == (False, False)                                        # both threads busy
+    with threads.one_blas_thread():                                        # another pair call
+        assert not threads.two_threads_free()
+    assert threads.two_threads_free()
 
 
 @pytest.mark.parametrize("options", [dict(zoneout=0.1), dict(proj_size=16)])

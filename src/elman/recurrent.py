@@ -329,9 +329,8 @@ class RecurrentLayer(StatefulMixin, Module):
         if N != 1 or not self._masks_nothing():
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
-        H, D = self.hidden_size, self._D
-        widest = self.input_size if self.num_layers == 1 else max(self.input_size, D * H)
-        return kernels if runs_pair(self.eq, kernels, T, N, widest, H, self.dtype, D) else None
+        return kernels if runs_pair(self.eq, kernels, T, N, self.hidden_size, self.dtype,
+                                    self._D) else None
 
     def _forward_pair(self, kernels, X, h0, c0):
         """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each

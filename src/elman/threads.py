@@ -51,6 +51,7 @@ from .fast import _mkl, _packed
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "matmul", "one_thread_product", "two_threads_free",
+           "one_blas_thread",
            "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
            "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS",
@@ -399,13 +400,10 @@ def concurrently(first, second, *, layer: bool = True) -> tuple:
     forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other).
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
     of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False)."""
-    global _pinned, _layers_concurrent_until
+    global _layers_concurrent_until
     if layer:
         _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
-    with _pin_lock:                 # (callers on several threads of their own: count exactly)
-        _pinned += 1
-        _apply(1)
-    try:
+    with one_blas_thread():
         future = _worker().submit(first)
         try:
             result = second()
@@ -413,11 +411,30 @@ def concurrently(first, second, *, layer: bool = True) -> tuple:
             wait([future])
             raise
         return future.result(), result
-    finally:
+
+
+class one_blas_thread:
+    """``with one_blas_thread():`` NumPy's BLAS at one thread for the block, whose own threads
+    (:func:`concurrently`'s, the pair path's) share the cores; afterwards, once no such block
+    is left on any thread, back to :func:`granted`. :func:`for_gemm` and :func:`matmul` leave
+    it there meanwhile."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _pinned
+        with _pin_lock:             # (callers on several threads of their own: count exactly)
+            _pinned += 1
+            _apply(1)
+        return self
+
+    def __exit__(self, *exc):
+        global _pinned
         with _pin_lock:
             _pinned -= 1
             if not _pinned:
                 _apply(granted())
+        return False
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -682,12 +682,12 @@ def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> b
             and threads.one_thread_product(N, K, P))
 
 
-def runs_pair(eq, kernels, T: int, N: int, I: int, H: int, dtype, directions: int = 1) -> bool:
+def runs_pair(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -> bool:
     """Whether a call that keeps and masks nothing (the caller checks that) runs each step of
     its sequence on two threads (:func:`sequence_forward_pair`): one sequence (N = 1), one
     direction (two run at once already), a cell whose kernel module has a ``forward_pair``
     (and, where it has a ``pairs(eq)``, says yes to this cell's options),
-    at least :data:`PAIR_MIN_STEPS` steps, ``W_ih`` and ``W_hh`` of :data:`PAIR_MIN_BYTES` to
+    at least :data:`PAIR_MIN_STEPS` steps, a ``W_hh`` of :data:`PAIR_MIN_BYTES` to
     :data:`PAIR_MAX_BYTES`, H a multiple of :data:`elman.fast._pair.ALIGN` (the split on a
     cache line), an x86-64 AMD CPU (the only one measured; the threads' matrix-vector products
     are the kernels' own, as on the lean path there) and two threads free
@@ -699,7 +699,7 @@ def runs_pair(eq, kernels, T: int, N: int, I: int, H: int, dtype, directions: in
     pairs = attributes.get("pairs")
     if attributes.get("forward_pair") is None or (pairs is not None and not pairs(eq)):
         return False
-    size = eq.gates * H * (H + I) * np.dtype(dtype).itemsize
+    size = eq.gates * H * H * np.dtype(dtype).itemsize
     least = PAIR_MIN_BYTES if directions == 1 else PAIR_BIDIRECTIONAL_MIN_BYTES
     return least <= size <= PAIR_MAX_BYTES and threads.two_threads_free()
 
@@ -709,14 +709,14 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     """``(S, C)`` of :func:`sequence_forward_lean` for one sequence (``X`` (T, 1, I)), each
     step's hidden units split between this thread and elman's partner thread
     (:mod:`elman.fast._pair`: the protocol, and why). The lean path's equations and order of
-    operations, but for the input projection, whose sums a matrix-vector product per step
-    (below) orders differently than a GEMM does (float32 results differ in the last bits).
+    operations (the input projection in column blocks: float32 results may differ from the
+    lean path's in the last bits).
 
     Why: a batch of one reads all of ``W_hh`` at every step, and one core's cache bandwidth
     bounds it (an LSTM at H = 256: 1 MB a step, 17 us); two cores each keep half of it in
-    their own cache. Each thread also projects the input for its units, one matrix-vector
-    product a step, instead of a whole-sequence GEMM before the loop: that GEMM would run on
-    BLAS's pool, whose worker then spins beside the two threads. Measured: see
+    their own cache. Each thread also projects the input for its units, over the whole
+    sequence, as the first thing its first step does (GEMMs of T rows, BLAS at one thread: its
+    own pool's worker would spin beside the two threads). Measured: see
     :data:`PAIR_MIN_BYTES`."""
     pair = fast.pair()
     T, N, I = X.shape
@@ -727,7 +727,8 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     bias = _loop_bias(gx_bias, GH, dtype)
     threads.small_work_starts()
     X2 = np.ascontiguousarray(X.reshape(T, I))
-    g = pair.aligned_empty(2 * GH, dtype)          # the kernel's scratch rows
+    GX = pair.aligned_empty((T, GH), dtype)
+    g = pair.aligned_empty(GH, dtype)              # the kernel's scratch row
     S = pair.aligned_empty((T + 1, H), dtype)
     S[0] = h0[0]
     C = None
@@ -737,9 +738,16 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     sync, split = pair.sync_array(T), pair.split_point(H)
     partner = pair.partner()
     pair_forward = kernels.forward_pair
-    partner.share(lambda gen, me: pair_forward(eq, X2, W_ih, bias, W_hh, consts, g, S, C, sync,
-                                               partner.bell, gen, me, split,
-                                               partner.patience, partner.spins))
+
+    def steps(gen, me):
+        return pair_forward(eq, X2, W_ih, bias, W_hh, consts, GX, g, S, C, sync, partner.bell,
+                            gen, me, split, partner.patience, partner.spins)
+
+    if threads.one_thread_product(T, H - split, I):    # BLAS keeps the projections to one
+        partner.share(steps)                           # thread by itself
+    else:
+        with threads.one_blas_thread():                # (else it would use its pool's)
+            partner.share(steps)
     return S.reshape(T + 1, 1, H), None if C is None else C.reshape(T + 1, 1, H)
 
 

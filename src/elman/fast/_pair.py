@@ -11,8 +11,9 @@ condition variable's wake-up costs ~50 us on a virtual machine, so the threads s
 counters in shared memory (atomic loads, stores and adds, with the CPU's ``pause`` in the spin),
 as OpenBLAS's and OpenMP's threads do.
 
-**The step protocol** (``sync``, one row of :data:`ROW` int64 per step, 128 bytes, so that no
-two counters that change at once share a cache line): a thread first waits until both halves
+**The step protocol** (``sync``, one row of :data:`ROW` int64 per step, 128 bytes: the two
+halves' claims in one cache line, the count of halves done, on which the threads spin, in the
+next): a thread first waits until both halves
 of the previous step are done (``sync[t-1, DONE] == 2``), then *claims* its own half of step
 ``t`` (an atomic add on ``sync[t, CLAIM + me]``: the first one to add gets it), computes it and
 counts it done. Then it looks at the other half: still unclaimed a while later (``patience``
@@ -159,8 +160,11 @@ def pair_steps(units, operands, T, H, sync, bell, gen, me, split, patience, spin
 
 
 def sync_array(T: int) -> np.ndarray:
-    """The zeroed counters of one sequence's steps (see :func:`pair_steps`)."""
-    return np.zeros((T + 1) * ROW, np.int64)
+    """The zeroed counters of one sequence's steps (see :func:`pair_steps`), a step's row on
+    its own two cache lines."""
+    sync = aligned_empty((T + 1) * ROW, np.int64)
+    sync[:] = 0
+    return sync
 
 
 def split_point(H: int) -> int:

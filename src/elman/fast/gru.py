@@ -60,17 +60,19 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
 @njit(inline="always")
 def _units(operands, t, lo, hi):
     """Hidden units ``lo:hi`` of step ``t`` of one sequence (reset_after), for
-    :func:`_pair.pair_steps`: :func:`_forward`'s arithmetic for them, their input projection
-    included (as in :func:`elman.fast.lstm._units`, which says why). X (T, I), S (T + 1, H);
-    ``g`` and ``gh`` (3H,) the step's input and recurrent pre-activations."""
-    X, W_ih, bias, W_hh, b_hn, g, gh, S = operands
+    :func:`_pair.pair_steps`: :func:`_forward`'s arithmetic for them, after their input
+    projection for the whole sequence at step 0 (as in :func:`elman.fast.lstm._units`, which
+    says why). X (T, I), GX (T, 3H), S (T + 1, H); ``gh`` (3H,) the step's recurrent
+    pre-activations."""
+    X, W_ih, bias, W_hh, b_hn, GX, gh, S = operands
     H = S.shape[1]
     n = hi - lo
-    h_prev = S[t]
+    if t == 0:
+        for k in range(3):
+            gemm(X, W_ih[k * H + lo:k * H + hi].T, GX[:, k * H + lo:k * H + hi])
+    g, h_prev = GX[t], S[t]
     for k in range(3):
-        a, b = k * H + lo, k * H + hi
-        _blas._gemv_rows(W_ih[a:b], X[t], g[a:b], False)
-        _blas._gemv_rows(W_hh[a:b], h_prev, gh[a:b], False)
+        _blas._gemv_rows(W_hh[k * H + lo:k * H + hi], h_prev, gh[k * H + lo:k * H + hi], False)
     for k in range(2):                                            # r, z
         a, b = k * H + lo, k * H + hi
         gk, bk, hk = g[a:b], bias[a:b], gh[a:b]
@@ -85,9 +87,9 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, W_hh, b_hn, g, gh, S, sync, bell, gen, me, split, patience,
+def _forward_pair(X, W_ih, bias, W_hh, b_hn, GX, gh, S, sync, bell, gen, me, split, patience,
                   spins):
-    return pair_steps(_units, (X, W_ih, bias, W_hh, b_hn, g, gh, S), X.shape[0], S.shape[1],
+    return pair_steps(_units, (X, W_ih, bias, W_hh, b_hn, GX, gh, S), X.shape[0], S.shape[1],
                       sync, bell, gen, me, split, patience, spins)
 
 
@@ -256,11 +258,10 @@ def pairs(eq) -> bool:
     return eq.reset_after
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, gen, me, split,
+def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
                  patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
-    H = S.shape[1]
-    return _forward_pair(X, W_ih, bias, W_hh, _b_hn(consts, H, X.dtype), g, g[3 * H:], S,
+    return _forward_pair(X, W_ih, bias, W_hh, _b_hn(consts, S.shape[1], X.dtype), GX, g, S,
                          sync, bell, gen, me, split, patience, spins)
 
 

@@ -94,20 +94,23 @@ def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
 @njit(inline="always")
 def _units(operands, t, lo, hi):
     """Hidden units ``lo:hi`` of step ``t`` of one sequence, for :func:`_pair.pair_steps`:
-    :func:`_forward`'s arithmetic for them, their input projection included (their rows of
-    ``W_ih`` times ``x_t``, a matrix-vector product like the recurrent one: a whole-sequence
-    GEMM would put a third thread pool beside the two spinning threads). X (T, I), S and C
-    (T + 1, H): one sequence, no batch axis; ``g`` (4H,) the step's pre-activations. Every
-    loop runs over views that start at 0 (numba then knows no index is negative, and the loops
-    compile to SIMD code: over ``range(lo, hi)`` they took 7x as long)."""
-    X, W_ih, bias, scale, shift, W_hh, g, S, C = operands
+    :func:`_forward`'s arithmetic for them (bias, their rows of ``W_hh`` times ``h_prev``,
+    gates, ``c`` and ``h``). At step 0 their input projection for the whole sequence first,
+    ``GX[:, units] = X W_ih[units]^T`` (GEMMs of T rows: every later step of these units
+    needs step 0 done, so it is there when they run, whoever runs them). X (T, I), GX
+    (T, 4H), S and C (T + 1, H): one sequence, no batch axis. Every loop runs over views that
+    start at 0 (numba then knows no index is negative, and the loops compile to SIMD code:
+    over ``range(lo, hi)`` they took 7x as long)."""
+    X, W_ih, bias, scale, shift, W_hh, GX, S, C = operands
     H = C.shape[1]
     n = hi - lo
-    h_prev = S[t]
+    if t == 0:
+        for k in range(4):
+            gemm(X, W_ih[k * H + lo:k * H + hi].T, GX[:, k * H + lo:k * H + hi])
+    g, h_prev = GX[t], S[t]
     for k in range(4):
         a, b = k * H + lo, k * H + hi
         gk, bk = g[a:b], bias[a:b]
-        _blas._gemv_rows(W_ih[a:b], X[t], gk, False)
         for j in range(n):
             gk[j] += bk[j]
         _blas._gemv_rows(W_hh[a:b], h_prev, gk, True)
@@ -123,9 +126,9 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, scale, shift, W_hh, g, S, C, sync, bell, gen, me, split,
+def _forward_pair(X, W_ih, bias, scale, shift, W_hh, GX, S, C, sync, bell, gen, me, split,
                   patience, spins):
-    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, g, S, C), X.shape[0],
+    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, GX, S, C), X.shape[0],
                       C.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
@@ -185,11 +188,11 @@ def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
         h_n, c_n
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, consts, g, S, C, sync, bell, gen, me, split,
+def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
                  patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
     scale, shift = consts
-    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, g, S, C, sync, bell, gen, me,
+    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, GX, S, C, sync, bell, gen, me,
                          split, patience, spins)
 
 
