@@ -212,25 +212,23 @@ def test_runs_pair_rule(monkeypatch):
     lstm = fast.kernels_named("elman.fast.lstm")
     gru = fast.kernels_named("elman.fast.gru")
     rnn = fast.kernels_named("elman.fast.rnn")
-    eq_lstm = elman.LSTM(32, 128).eq
-    eq_gru = elman.GRU(32, 128).eq
+    eq_lstm = elman.LSTM(32, 192).eq
     f32 = np.float32
-    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)          # 256 KB
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 128, f32)      # two sequences
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32, 2)   # bidirectional:
+    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32)          # 576 KB
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 192, f32)      # two sequences
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32, 2)   # bidirectional:
     assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 256, f32, 2)       # from 1 MB
-    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 128, f32)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 120, f32)      # 120 % 16
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 64, f32)       # too small
+    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 192, f32)
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 200, f32)      # 200 % 16
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)      # too small
     assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 512, f32)      # too large
-    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 128, f32)      # NumPy path
-    assert timeloop.runs_pair(elman.GRU(32, 160).eq, gru, 50, 1, 160, f32)
-    assert not timeloop.runs_pair(elman.GRU(32, 160, reset_after=False).eq, gru, 50, 1, 160,
+    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 192, f32)      # NumPy path
+    assert timeloop.runs_pair(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32)
+    assert not timeloop.runs_pair(elman.GRU(32, 192, reset_after=False).eq, gru, 50, 1, 192,
                                   f32)                                     # second product
     assert not timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32)  # no kernel
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)
-    assert eq_gru.gates == 3
+    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32)
 
 
 def test_two_threads_free_follows_the_policy(monkeypatch):

@@ -339,23 +339,25 @@ SPLIT_MIN_FLOPS = 2e7
 #: keeping nothing runs on the lean path (:func:`runs_lean`)
 LEAN_MAX_FLOPS = 1e7
 
-#: the range of sizes (bytes) of a layer's ``W_ih`` and ``W_hh`` together for which a batch of
-#: one sequence runs each step on two threads (:func:`runs_pair`). Measured (no-grad, 50 steps,
-#: I = 32, A/B in one process, alternating, medians of 11; AMD EPYC, 2 cores): LSTM H = 96
-#: (196 KB) 0.70-1.04x, GRU H = 128 (245 KB) 1.05-1.09x, LSTM H = 128 (327 KB) 1.2-1.3x, GRU
-#: H = 160 (368 KB) 1.28x, LSTM H = 256 (1.2 MB) 1.6-1.9x, LSTM H = 320 and GRU H = 384
-#: (1.8-1.9 MB) ~1.9x; beyond, where a thread's half no longer fits its core's 1 MB cache,
-#: nothing: LSTM H = 384 and GRU H = 448 (2.6 MB) 0.97x, LSTM and GRU H = 512 0.97-1.00x.
-#: On this virtual machine two threads sometimes run slower together than apart for seconds
-#: at a time (the host's doing: independent loops on the two cores slowed by 25 % too); the
-#: LSTM at H = 128 then ran at 0.83x.
-PAIR_MIN_BYTES = 256 * 1024
-#: the same for a bidirectional layer, whose directions otherwise run at once, one thread each
-#: (:func:`run_directions`), here in turn, each on both threads. Measured as above: in turn
-#: against at once, LSTM H = 128 0.87x, GRU H = 128 0.97x, LSTM H = 192 and GRU H = 256 (0.8-0.9
-#: MB) 1.00-1.02x, LSTM H = 256 (1.2 MB) 1.14x
-PAIR_BIDIRECTIONAL_MIN_BYTES = 1024 * 1024
+#: the range of sizes (bytes) of a layer's ``W_hh`` for which a batch of one sequence runs
+#: each step on two threads (:func:`runs_pair`). Measured (no-grad, 50 steps, I = 32, A/B in one
+#: process, alternating, medians of 11; AMD EPYC, 2 cores): LSTM H = 96 (144 KB) 0.70-1.04x,
+#: GRU H = 128 (192 KB) 1.05-1.09x, LSTM H = 128 (256 KB) 1.2-1.3x, GRU H = 160 (300 KB) 1.28x,
+#: LSTM H = 192 (576 KB) 1.42-1.44x, LSTM H = 256 (1 MB) 1.4-1.9x (two layers 1.3x), GRU H = 256
+#: (two layers) 1.2-1.3x, LSTM H = 320 and GRU H = 384 (1.6-1.8 MB) ~1.9x; beyond, where a
+#: thread's half no longer fits its core's 1 MB cache, nothing: LSTM H = 384 and GRU H = 448
+#: (2.3-2.4 MB) 0.97x, LSTM and GRU H = 512 0.97-1.00x. But on this virtual machine two
+#: threads often run slower together than apart, for seconds or minutes at a time (the host's
+#: doing: two independent loops, one per core, each took 1.6 us instead of 1.35 then), and
+#: the LSTM at H = 128 then ran at 0.74-0.86x (in four of the day's ten measurements), H = 256
+#: with two layers still at 1.28x: so the pair starts above the small sizes' break-even.
+PAIR_MIN_BYTES = 384 * 1024
 PAIR_MAX_BYTES = 2 * 1024 * 1024
+#: the least for a bidirectional layer, whose directions otherwise run at once, one thread each
+#: (:func:`run_directions`), here in turn, each on both threads. Measured as above: in turn
+#: against at once, LSTM H = 128 0.87x, GRU H = 128 0.97x, LSTM H = 192 and GRU H = 256 (576-768
+#: KB) 1.00-1.02x, LSTM H = 256 (1 MB) 1.14x
+PAIR_BIDIRECTIONAL_MIN_BYTES = 1024 * 1024
 #: the fewest steps worth a partner, which joins a few microseconds after the caller starts
 #: (LSTM H = 128: 1.17x at 24 steps, 1.19x at 32)
 PAIR_MIN_STEPS = 16
