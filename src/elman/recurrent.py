@@ -29,7 +29,7 @@ import functools
 
 import numpy as np
 
-from . import _validate, fast, registry
+from . import _validate, fast, registry, timeloop
 from .cells.base import check_input, check_state, make_parameters, parameter_count
 from .cells.gru import GRUEquations
 from .cells.layer_norm import LayerNormGRUEquations, LayerNormLSTMEquations, LayerNormRNNEquations
@@ -325,8 +325,9 @@ class RecurrentLayer(StatefulMixin, Module):
 
     def _pair_kernels(self, T: int, N: int):
         """The cell's compiled loops when this no-grad call may take :meth:`_forward_pair`
-        (:func:`elman.timeloop.runs_pair`); else None."""
-        if N != 1 or not self._masks_nothing():
+        (:func:`elman.timeloop.runs_pair`); else None. (Its two cheapest refusals first: a
+        streaming caller's one-step calls ask at every call.)"""
+        if N != 1 or T < timeloop.PAIR_MIN_STEPS or not self._masks_nothing():
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
         return kernels if runs_pair(self.eq, kernels, T, N, self.hidden_size, self.dtype,
