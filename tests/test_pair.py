@@ -58,7 +58,7 @@ TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("directions", [1, 2])
 def test_pair_calls_equal_the_reference_path(pair_everywhere, name, dtype, layers, directions):
@@ -75,6 +75,19 @@ def test_pair_calls_equal_the_reference_path(pair_everywhere, name, dtype, layer
     for g, w in zip(got, want):
         assert g.dtype == dtype and g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+def test_pair_path_of_a_relu_rnn(pair_everywhere):
+    model = _model("RNN", np.float64, 2, 32, nonlinearity="relu")
+    x = np.random.default_rng(4).standard_normal((19, 1, 5))
+    with elman.no_grad():
+        got = _flat(model(x))
+        with fast.use(False):
+            want = _flat(model(x))
+    assert len(pair_everywhere) == 2
+    assert (got[0] == 0).any() and (got[0] > 0).any()      # both sides of the relu seen
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-12)
 
 
 def test_pair_path_with_batch_first_and_unbatched_input(pair_everywhere):
@@ -226,7 +239,7 @@ def test_runs_pair_rule(monkeypatch):
     assert timeloop.runs_pair(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32)
     assert not timeloop.runs_pair(elman.GRU(32, 192, reset_after=False).eq, gru, 50, 1, 192,
                                   f32)                                     # second product
-    assert not timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32)  # no kernel
+    assert timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32)      # 1 MB
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)
     assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32)
 

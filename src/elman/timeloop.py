@@ -346,7 +346,8 @@ LEAN_MAX_FLOPS = 1e7
 #: LSTM H = 192 (576 KB) 1.42-1.44x, LSTM H = 256 (1 MB) 1.4-1.9x (two layers 1.3x), GRU H = 256
 #: (two layers) 1.2-1.3x, LSTM H = 320 and GRU H = 384 (1.6-1.8 MB) ~1.9x; beyond, where a
 #: thread's half no longer fits its core's 1 MB cache, nothing: LSTM H = 384 and GRU H = 448
-#: (2.3-2.4 MB) 0.97x, LSTM and GRU H = 512 0.97-1.00x. But on this virtual machine two
+#: (2.3-2.4 MB) 0.97x, LSTM and GRU H = 512 0.97-1.00x; the RNN at H = 384 (576 KB) 1.17x,
+#: at H = 512 (1 MB) 1.47x, with two layers 1.69x. But on this virtual machine two
 #: threads often run slower together than apart, for seconds or minutes at a time (the host's
 #: doing: two independent loops, one per core, each took 1.6 us instead of 1.35 then), and
 #: the LSTM at H = 128 then ran at 0.74-0.86x (in four of the day's ten measurements), H = 256

@@ -3,13 +3,15 @@
 import numpy as np
 from numba import njit
 
-from ._blas import gemm_acc
+from . import _blas
+from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_lean_direction, lean_start,
                     mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import tanh
+from ._pair import pair_steps
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "backward"]
 
 
 @njit(**JIT)
@@ -52,6 +54,36 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
     GX, S = lean_start(X, W_ih, h0, schedule)
     _forward(GX, bias, W_hh_T, S, relu, schedule, None, None)
     return S
+
+
+@njit(inline="always")
+def _units(operands, t, lo, hi):
+    """Hidden units ``lo:hi`` of step ``t`` of one sequence, for :func:`_pair.pair_steps`:
+    :func:`_forward`'s arithmetic for them, after their input projection for the whole
+    sequence at step 0 (as in :func:`elman.fast.lstm._units`, which says why). X (T, I),
+    GX (T, H), S (T + 1, H)."""
+    X, W_ih, bias, W_hh, relu, GX, S = operands
+    if t == 0:
+        gemm(X, W_ih[lo:hi].T, GX[:, lo:hi])
+    n = hi - lo
+    g, bk, h = GX[t, lo:hi], bias[lo:hi], S[t + 1, lo:hi]
+    for j in range(n):
+        g[j] += bk[j]
+    _blas._gemv_rows(W_hh[lo:hi], S[t], g, True)
+    if relu:
+        for j in range(n):
+            a = g[j]
+            h[j] = a if a > ZERO else ZERO
+    else:
+        for j in range(n):
+            h[j] = tanh(g[j])
+
+
+@njit(**JIT)
+def _forward_pair(X, W_ih, bias, W_hh, relu, GX, S, sync, bell, gen, me, split, patience,
+                  spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, relu, GX, S), X.shape[0], S.shape[1],
+                      sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -100,6 +132,13 @@ def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     relu = (eq.nonlinearity == "relu",) * len(W_ih)           # (one per layer-direction)
     out = _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, relu), schedules)
     return out, h_n, None
+
+
+def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
+                 patience, spins):
+    """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
+    return _forward_pair(X, W_ih, bias, W_hh, eq.nonlinearity == "relu", GX, S, sync, bell,
+                         gen, me, split, patience, spins)
 
 
 def backward(eq, loop):
