@@ -198,7 +198,8 @@ class Partner:
     finishes every step the partner does not claim."""
 
     def __init__(self):
-        self.bell = np.zeros(ROW, np.int64)
+        self.bell = aligned_empty(ROW, np.int64)      # (a line of its own: the partner spins
+        self.bell[:] = 0                               # on it for SPIN_SECONDS after each call)
         self.gen = 0
         self.task = None
         self.sleeping = True
