@@ -1,6 +1,7 @@
 """A batch of one sequence with every step on two threads (elman.fast._pair,
 timeloop.sequence_forward_pair): the same results as the other paths, whoever computes which
 half of a step, and the rule that decides when it runs."""
+import os
 import threading
 
 import numpy as np
@@ -282,3 +283,40 @@ def test_training_mode_with_dropout_and_gradients_do_not_take_it(pair_everywhere
     with elman.no_grad():
         model(x)
     assert len(pair_everywhere) == 2
+
+
+def _child_pair_call(queue):
+    pair = fast.pair()
+    model = _model("LSTM", np.float64, 1, 32)
+    x = np.random.default_rng(6).standard_normal((200, 1, 5))
+    timeloop.PAIR_MIN_BYTES, timeloop.PAIR_MIN_STEPS = 0, 1
+    threads.two_threads_free = lambda: True
+    made = []
+    original = pair.sync_array
+    pair.sync_array = lambda T: made.append(original(T)) or made[-1]
+    with elman.no_grad():
+        got = [model(x)[0] for _ in range(20)]
+        with fast.use(False):
+            want = model(x)[0]
+    joined = sum(int(sync[200 * pair.ROW + 1]) for sync in made)   # the partner's arrivals
+    queue.put((max(float(np.abs(g - want).max()) for g in got), joined,
+               pair._partner_pid == os.getpid()))
+
+
+def test_a_forked_child_gets_a_partner_of_its_own(pair_everywhere):
+    """A child forked after the parent's partner started (a data loader, a launcher) inherits
+    the partner object but not its thread: it starts its own, and its calls stay right."""
+    import multiprocessing
+    model = _model("GRU", np.float64, 1, 32)
+    with elman.no_grad():
+        model(np.zeros((20, 1, 5)))
+    assert len(pair_everywhere) == 1                  # the parent's partner is running
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_pair_call, args=(queue,))
+    child.start()
+    error, joined, own = queue.get(timeout=120)
+    child.join(timeout=30)
+    assert child.exitcode == 0 and own
+    assert joined > 0                                 # a partner thread worked in the child
+    assert error < 1e-12
