@@ -727,8 +727,7 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     GH, dtype = W_ih.shape[0], X.dtype
     H = GH // eq.gates
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
-    bias = _loop_bias(gx_bias, GH, dtype)
-    threads.small_work_starts()
+    bias = _loop_bias(gx_bias, GH, dtype)      # (runs_pair told the load monitor work starts)
     X2 = np.ascontiguousarray(X.reshape(T, I))
     GX = pair.aligned_empty((T, GH), dtype)
     g = pair.aligned_empty(GH, dtype)              # the kernel's scratch row

@@ -44,7 +44,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "wait_for_bell", "aligned_empty",
+from ._blas import gemm
+
+__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "project_units", "wait_for_bell", "aligned_empty",
            "sync_array", "split_point", "Partner", "partner", "SPIN_SECONDS",
            "PATIENCE_SECONDS"]
 
@@ -111,6 +113,16 @@ def wait_for_bell(bell, seen, spins):
             return value
         _pause()
     return _load(bell, 0)
+
+
+@njit(inline="always")
+def project_units(X, W_ih, GX, H, lo, hi):
+    """``GX[:, units] = X W_ih[units]^T`` for hidden units ``lo:hi`` of every gate block (G =
+    GX.shape[1] // H): a cell's ``units`` at step 0 projects the whole sequence's input for
+    its units, as GEMMs of T rows (every later step of these units needs step 0 done, so the
+    projection is there when they run, whoever runs them)."""
+    for k in range(GX.shape[1] // H):
+        gemm(X, W_ih[k * H + lo:k * H + hi].T, GX[:, k * H + lo:k * H + hi])
 
 
 @njit(inline="always")

@@ -7,7 +7,7 @@ from numba import njit
 
 from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_steps
+from ._pair import pair_steps, project_units
 from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
@@ -68,8 +68,7 @@ def _units(operands, t, lo, hi):
     H = S.shape[1]
     n = hi - lo
     if t == 0:
-        for k in range(3):
-            gemm(X, W_ih[k * H + lo:k * H + hi].T, GX[:, k * H + lo:k * H + hi])
+        project_units(X, W_ih, GX, H, lo, hi)
     g, h_prev = GX[t], S[t]
     for k in range(3):
         _blas._gemv_rows(W_hh[k * H + lo:k * H + hi], h_prev, gh[k * H + lo:k * H + hi], False)

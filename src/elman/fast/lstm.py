@@ -13,7 +13,7 @@ from numba import njit
 
 from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_steps
+from ._pair import pair_steps, project_units
 from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, keep_direction, lean_start,
                     mask_into, project_back, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
@@ -105,8 +105,7 @@ def _units(operands, t, lo, hi):
     H = C.shape[1]
     n = hi - lo
     if t == 0:
-        for k in range(4):
-            gemm(X, W_ih[k * H + lo:k * H + hi].T, GX[:, k * H + lo:k * H + hi])
+        project_units(X, W_ih, GX, H, lo, hi)
     g, h_prev = GX[t], S[t]
     for k in range(4):
         a, b = k * H + lo, k * H + hi

@@ -4,12 +4,12 @@ import numpy as np
 from numba import njit
 
 from . import _blas
-from ._blas import gemm, gemm_acc
+from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_lean_direction, lean_start,
                     mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import tanh
-from ._pair import pair_steps
+from ._pair import pair_steps, project_units
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "backward"]
 
@@ -64,7 +64,7 @@ def _units(operands, t, lo, hi):
     GX (T, H), S (T + 1, H)."""
     X, W_ih, bias, W_hh, relu, GX, S = operands
     if t == 0:
-        gemm(X, W_ih[lo:hi].T, GX[:, lo:hi])
+        project_units(X, W_ih, GX, S.shape[1], lo, hi)
     n = hi - lo
     g, bk, h = GX[t, lo:hi], bias[lo:hi], S[t + 1, lo:hi]
     for j in range(n):
