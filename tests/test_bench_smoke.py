@@ -112,3 +112,19 @@ def test_quick_run_of_the_peephole_cell(tmp_path):
     assert train["max_rel_err"] < 1e-3
     assert len(train["rel_err"]["fast"]) == 1 + 7 * 2 * 2      # out + 7 parameters x 4
     assert any(k.startswith("weight_co") for k in train["rel_err"]["fast"])
+
+
+def test_pair_benchmark_quick_run(capsys):
+    """benchmarks/bench_pair.py: the pair path against the path it replaces, a tiny run; a
+    row per layer with both times and their ratio."""
+    spec = importlib.util.spec_from_file_location("bench_pair", SCRIPT.parent / "bench_pair.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--keep-env"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| LSTM") or line.startswith("| GRU")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        pair, without, ratio = float(cells[3]), float(cells[4]), float(cells[5].rstrip("x"))
+        assert pair > 0 and without > 0 and abs(ratio - without / pair) < 0.01 + 0.01 * ratio

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Two threads on every step of one sequence (``elman.fast._pair``) against the path the same
+call takes without them, side by side: the measurement behind ``elman.timeloop``'s
+``PAIR_MIN_BYTES``/``PAIR_MAX_BYTES`` and the README's table ("Two threads on every step of
+one sequence").
+
+Each row is one layer under ``elman.no_grad()``, batch 1, float32, timed in steady use: calls
+back to back for ``--min-time`` seconds after ``--warm`` seconds untimed, the pair allowed
+(its size rule lifted) and refused (the rule raised out of reach) in turn, ``--repeats``
+times, in one process; medians and their ratio. Rows the rule itself refuses show what it
+refuses. (No PyTorch column: this is elman against elman; ``bench_infer.py`` has onnxruntime
+and torch.)
+
+    python benchmarks/bench_pair.py                        # the default rows, 11 repeats
+    python benchmarks/bench_pair.py --rows lstm:256:2      # cell:H[:layers[:bi]]
+    python benchmarks/bench_pair.py --quick                # a tiny smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_rnn import reexec_without_slow_env  # noqa: E402
+
+ROWS = ("lstm:96", "gru:128", "lstm:128", "gru:160", "lstm:192", "lstm:256", "lstm:256:2",
+        "gru:256", "gru:256:2", "lstm:320", "gru:384", "lstm:384", "gru:448", "rnn:384",
+        "rnn:512", "rnn:512:2", "lstm:128:1:bi", "lstm:256:1:bi")
+T, I = 50, 32
+
+
+def _row(text: str):
+    parts = text.split(":")
+    if len(parts) < 2 or parts[0] not in ("rnn", "gru", "lstm"):
+        raise ValueError(f"--rows: cell:H[:layers[:bi]] with cell rnn, gru or lstm, got {text!r}")
+    return parts[0], int(parts[1]), int(parts[2]) if len(parts) > 2 else 1, \
+        len(parts) > 3 and parts[3] == "bi"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--min-time", type=float, default=0.2)
+    ap.add_argument("--warm", type=float, default=0.1)
+    ap.add_argument("--quick", action="store_true", help="two small rows, 2 short repeats")
+    ap.add_argument("--keep-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
+    args = ap.parse_args(argv)
+    note = reexec_without_slow_env(args)
+    import numpy as np
+    import elman
+    from elman import fast, timeloop
+    rows = [_row(r) for r in ("lstm:32", "gru:32:2") if args.quick] or \
+        [_row(r) for r in args.rows.split(",")]
+    repeats, min_time, warm = (2, 0.01, 0.01) if args.quick else \
+        (args.repeats, args.min_time, args.warm)
+    rule = (timeloop.PAIR_MIN_BYTES, timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES,
+            timeloop.PAIR_MAX_BYTES)
+    print(f"# {note}" if note else "# environment as given")
+    print(f"# pair supported here: {fast.pair_supported()}; rule: W_hh of {rule[0] >> 10} KB "
+          f"({rule[1] >> 10} KB bidirectional) to {rule[2] >> 10} KB; T = {T}, I = {I}, "
+          f"batch 1, float32; medians of {repeats}")
+    print("| layer | W_hh | rule takes it | pair us | without us | without / pair |")
+    print("|---|--:|---|--:|--:|--:|")
+
+    def timed(f, seconds):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            f()
+            count += 1
+        return (time.perf_counter() - start) / count * 1e6
+
+    for cell, H, layers, bi in rows:
+        model = getattr(elman, cell.upper())(I, H, num_layers=layers, bidirectional=bi).eval()
+        x = np.random.default_rng(0).standard_normal((T, 1, I)).astype(np.float32)
+
+        def call():
+            with elman.no_grad():
+                model(x)
+        with elman.no_grad():
+            taken = model._pair_kernels(T, 1) is not None
+        both = {"pair": [], "without": []}
+
+        def allow(lifted):
+            timeloop.PAIR_MIN_BYTES = 0 if lifted else 1 << 62
+            timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES = 0 if lifted else 1 << 62
+            timeloop.PAIR_MAX_BYTES = 1 << 62
+        try:
+            for lifted in (True, False):                # compile both ways, untimed
+                allow(lifted)
+                call()
+            for _ in range(repeats):
+                for way in both:                        # alternating, repeat by repeat
+                    allow(way == "pair")
+                    timed(call, warm)
+                    both[way].append(timed(call, min_time))
+        finally:
+            (timeloop.PAIR_MIN_BYTES, timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES,
+             timeloop.PAIR_MAX_BYTES) = rule
+        pair, without = (statistics.median(both[w]) for w in ("pair", "without"))
+        size = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * H * H * 4
+        name = f"{cell.upper()} H = {H}, {layers} layer{'s' if layers > 1 else ''}" + \
+            (", bidirectional" if bi else "")
+        print(f"| {name} | {size >> 10} KB | {'yes' if taken else 'no'} | {pair:.1f} | "
+              f"{without:.1f} | {without / pair:.2f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
