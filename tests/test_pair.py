@@ -220,6 +220,26 @@ def test_split_point_and_alignment():
     assert sync.shape == (10 * pair.ROW,) and not sync.any() and sync.ctypes.data % 64 == 0
 
 
+@pytest.mark.parametrize("cell", [False, True])
+def test_sequence_arrays_share_no_cache_line(cell):
+    """A pair call's arrays come from one allocation: each on lines of its own (a line shared
+    by two would travel between the cores), the right shapes, the counters zeroed."""
+    pair = fast.pair()
+    T, GH, H = 7, 3 * 48, 48
+    arrays = pair.sequence_arrays(T, GH, H, cell, np.float32)
+    GX, g, S, C, sync = arrays
+    assert GX.shape == (T, GH) and g.shape == (GH,) and S.shape == (T + 1, H)
+    assert (C is None) != cell and (not cell or C.shape == (T + 1, H))
+    assert sync.shape == ((T + 1) * pair.ROW,) and sync.dtype == np.int64 and not sync.any()
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays if a is not None)
+    for (start, end), (next_start, _) in zip(spans, spans[1:]):
+        assert start % 64 == 0 and -(-end // 64) * 64 <= next_start
+    for a in arrays:
+        if a is not None:
+            a[...] = 1                              # writable, and each write stays its own
+    assert all((a == 1).all() for a in arrays if a is not None)
+
+
 def test_runs_pair_rule(monkeypatch):
     """When a call takes the pair path, from the thresholds and the cell."""
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
@@ -292,8 +312,13 @@ def _child_pair_call(queue):
     timeloop.PAIR_MIN_BYTES, timeloop.PAIR_MIN_STEPS = 0, 1
     threads.two_threads_free = lambda: True
     made = []
-    original = pair.sync_array
-    pair.sync_array = lambda T: made.append(original(T)) or made[-1]
+    original = pair.sequence_arrays
+
+    def capture(*args):                  # (each call's sync: who arrived)
+        arrays = original(*args)
+        made.append(arrays[-1])
+        return arrays
+    pair.sequence_arrays = capture
     with elman.no_grad():
         got = [model(x)[0] for _ in range(20)]
         with fast.use(False):

@@ -729,15 +729,12 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
     bias = _loop_bias(gx_bias, GH, dtype)      # (runs_pair told the load monitor work starts)
     X2 = np.ascontiguousarray(X.reshape(T, I))
-    GX = pair.aligned_empty((T, GH), dtype)
-    g = pair.aligned_empty(GH, dtype)              # the kernel's scratch row
-    S = pair.aligned_empty((T + 1, H), dtype)
+    # (g: the kernel's scratch row)
+    GX, g, S, C, sync = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype)
     S[0] = h0[0]
-    C = None
-    if eq.has_cell:
-        C = pair.aligned_empty((T + 1, H), dtype)
+    if C is not None:
         C[0] = c0[0]
-    sync, split = pair.sync_array(T), pair.split_point(H)
+    split = pair.split_point(H)
     partner = pair.partner()
     pair_forward = kernels.forward_pair
 

@@ -90,8 +90,9 @@ def project_input(X2, W, out):
 
 
 def pair():
-    """:mod:`elman.fast._pair`, imported at its first use (it imports numba)."""
-    return importlib.import_module(f"{__name__}._pair")
+    """:mod:`elman.fast._pair`, imported at its first use (it imports numba); found once
+    (:func:`kernels_named`), as every pair call asks for it."""
+    return kernels_named(f"{__name__}._pair")
 
 
 def pair_supported() -> bool:
