@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Two threads on every step of one sequence (``elman.fast._pair``) against the path the same
 call takes without them, side by side: the measurement behind ``elman.timeloop``'s
-``PAIR_MIN_BYTES``/``PAIR_MAX_BYTES`` and the README's table ("Two threads on every step of
-one sequence").
+``PAIR_MIN_BYTES``/``PAIR_MAX_BYTES``/``PAIR_MEASURED_MIN_BYTES`` and the README's table
+("Two threads on every step of one sequence").
 
 Each row is one layer under ``elman.no_grad()``, batch 1, float32, timed in steady use: calls
 back to back for ``--min-time`` seconds after ``--warm`` seconds untimed, the pair allowed
-(its size rule lifted) and refused (the rule raised out of reach) in turn, ``--repeats``
-times, in one process; medians and their ratio. Rows the rule itself refuses show what it
-refuses. (No PyTorch column: this is elman against elman; ``bench_infer.py`` has onnxruntime
+(its size rule lifted), refused (the rule raised out of reach) and as shipped (the rule as it
+is: ``pair`` always, ``measure`` where the layer times both ways as its calls run and takes
+the faster, ``no``) in turn, ``--repeats`` times, in one process; medians and their ratios.
+Rows the rule itself refuses show what it refuses. (No PyTorch column: this is elman against elman; ``bench_infer.py`` has onnxruntime
 and torch.)
 
     python benchmarks/bench_pair.py                        # the default rows, 11 repeats
@@ -58,14 +59,18 @@ def main(argv=None) -> int:
         [_row(r) for r in args.rows.split(",")]
     repeats, min_time, warm = (2, 0.01, 0.01) if args.quick else \
         (args.repeats, args.min_time, args.warm)
-    rule = (timeloop.PAIR_MIN_BYTES, timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES,
-            timeloop.PAIR_MAX_BYTES)
+    names = ("PAIR_MIN_BYTES", "PAIR_BIDIRECTIONAL_MIN_BYTES", "PAIR_MAX_BYTES",
+             "PAIR_MEASURED_MIN_BYTES")
+    rule = {name: getattr(timeloop, name) for name in names}
     print(f"# {note}" if note else "# environment as given")
-    print(f"# pair supported here: {fast.pair_supported()}; rule: W_hh of {rule[0] >> 10} KB "
-          f"({rule[1] >> 10} KB bidirectional) to {rule[2] >> 10} KB; T = {T}, I = {I}, "
-          f"batch 1, float32; medians of {repeats}")
-    print("| layer | W_hh | rule takes it | pair us | without us | without / pair |")
-    print("|---|--:|---|--:|--:|--:|")
+    print(f"# pair supported here: {fast.pair_supported()}; rule: W_hh of "
+          f"{rule['PAIR_MIN_BYTES'] >> 10} KB ({rule['PAIR_BIDIRECTIONAL_MIN_BYTES'] >> 10} KB "
+          f"bidirectional) to {rule['PAIR_MAX_BYTES'] >> 10} KB, both ways timed as the calls "
+          f"run from {rule['PAIR_MEASURED_MIN_BYTES'] >> 10} KB (one layer, one direction); "
+          f"T = {T}, I = {I}, batch 1, float32; medians of {repeats}")
+    print("| layer | W_hh | rule | pair us | without us | as shipped us | without / pair | "
+          "without / as shipped |")
+    print("|---|--:|---|--:|--:|--:|--:|--:|")
 
     def timed(f, seconds):
         count, start = 0, time.perf_counter()
@@ -81,32 +86,37 @@ def main(argv=None) -> int:
         def call():
             with elman.no_grad():
                 model(x)
-        with elman.no_grad():
-            taken = model._pair_kernels(T, 1) is not None
-        both = {"pair": [], "without": []}
+        size = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * H * H * 4
+        taken = timeloop.pair_rule(model.eq, fast.kernels_for(model.eq, model.dtype), T, 1, H,
+                                   model.dtype, 2 if bi else 1, layers) if \
+            fast.pair_supported() else None
+        ways = {"pair": [], "without": [], "as shipped": []}
 
-        def allow(lifted):
-            timeloop.PAIR_MIN_BYTES = 0 if lifted else 1 << 62
-            timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES = 0 if lifted else 1 << 62
-            timeloop.PAIR_MAX_BYTES = 1 << 62
+        def allow(way):
+            for name, value in rule.items():            # as shipped
+                setattr(timeloop, name, value)
+            if way != "as shipped":                     # always, or never
+                lifted = way == "pair"
+                timeloop.PAIR_MIN_BYTES = 0 if lifted else 1 << 62
+                timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES = 0 if lifted else 1 << 62
+                timeloop.PAIR_MAX_BYTES = 1 << 62
+                timeloop.PAIR_MEASURED_MIN_BYTES = 1 << 62
         try:
-            for lifted in (True, False):                # compile both ways, untimed
-                allow(lifted)
+            for way in ways:                            # compile every way, untimed
+                allow(way)
                 call()
             for _ in range(repeats):
-                for way in both:                        # alternating, repeat by repeat
-                    allow(way == "pair")
+                for way in ways:                        # alternating, repeat by repeat
+                    allow(way)
                     timed(call, warm)
-                    both[way].append(timed(call, min_time))
+                    ways[way].append(timed(call, min_time))
         finally:
-            (timeloop.PAIR_MIN_BYTES, timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES,
-             timeloop.PAIR_MAX_BYTES) = rule
-        pair, without = (statistics.median(both[w]) for w in ("pair", "without"))
-        size = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * H * H * 4
+            allow("as shipped")
+        pair, without, shipped = (statistics.median(t) for t in ways.values())
         name = f"{cell.upper()} H = {H}, {layers} layer{'s' if layers > 1 else ''}" + \
             (", bidirectional" if bi else "")
-        print(f"| {name} | {size >> 10} KB | {'yes' if taken else 'no'} | {pair:.1f} | "
-              f"{without:.1f} | {without / pair:.2f}x |", flush=True)
+        print(f"| {name} | {size >> 10} KB | {taken or 'no'} | {pair:.1f} | {without:.1f} | "
+              f"{shipped:.1f} | {without / pair:.2f}x | {without / shipped:.2f}x |", flush=True)
     return 0
 
 

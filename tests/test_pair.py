@@ -240,29 +240,120 @@ def test_sequence_arrays_share_no_cache_line(cell):
     assert all((a == 1).all() for a in arrays if a is not None)
 
 
-def test_runs_pair_rule(monkeypatch):
-    """When a call takes the pair path, from the thresholds and the cell."""
+def test_pair_rule(monkeypatch):
+    """When a call takes the pair path, from the thresholds and the cell: "pair" always,
+    "measure" where the layer times both ways, None never."""
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
     lstm = fast.kernels_named("elman.fast.lstm")
     gru = fast.kernels_named("elman.fast.gru")
     rnn = fast.kernels_named("elman.fast.rnn")
     eq_lstm = elman.LSTM(32, 192).eq
     f32 = np.float32
-    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32)          # 576 KB
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 2, 192, f32)      # two sequences
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32, 2)   # bidirectional:
-    assert timeloop.runs_pair(eq_lstm, lstm, 50, 1, 256, f32, 2)       # from 1 MB
-    assert not timeloop.runs_pair(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 192, f32)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 200, f32)      # 200 % 16
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 128, f32)      # too small
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 512, f32)      # too large
-    assert not timeloop.runs_pair(eq_lstm, None, 50, 1, 192, f32)      # NumPy path
-    assert timeloop.runs_pair(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32)
-    assert not timeloop.runs_pair(elman.GRU(32, 192, reset_after=False).eq, gru, 50, 1, 192,
-                                  f32)                                     # second product
-    assert timeloop.runs_pair(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32)      # 1 MB
+    rule = timeloop.pair_rule
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32) == "pair"              # 576 KB
+    assert rule(eq_lstm, lstm, 50, 2, 192, f32) is None                # two sequences
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32, 2) is None             # bidirectional:
+    assert rule(eq_lstm, lstm, 50, 1, 256, f32, 2) == "pair"           # from 1 MB
+    assert rule(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 192, f32) is None
+    assert rule(eq_lstm, lstm, 50, 1, 200, f32) is None                # 200 % 16
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32) == "measure"           # 256 KB
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32, 2) is None             # (not two directions,
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32, 1, 2) is None          # nor two layers)
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32, 1, 2) == "pair"
+    assert rule(eq_lstm, lstm, 50, 1, 96, f32) is None                 # too small
+    assert rule(eq_lstm, lstm, 50, 1, 512, f32) is None                # too large
+    assert rule(eq_lstm, None, 50, 1, 192, f32) is None                # NumPy path
+    assert rule(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32) == "pair"
+    assert rule(elman.GRU(32, 128).eq, gru, 50, 1, 128, f32) == "measure"  # 192 KB
+    assert rule(elman.GRU(32, 192, reset_after=False).eq, gru, 50, 1, 192, f32) is None
+    assert rule(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32) == "pair"     # 1 MB
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)
-    assert not timeloop.runs_pair(eq_lstm, lstm, 50, 1, 192, f32)
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32) is None
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32) is None
+
+
+def test_layers_time_both_ways_where_either_may_win(pair_everywhere, monkeypatch):
+    """In the "measure" band a layer's calls take one thread and two in turn, then the way
+    whose recent calls ran faster, the other every EXPLORE_EVERY-th call; every call exact;
+    outside the band nothing is timed."""
+    from elman import measured_choice
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 1 << 40)        # all sizes "measure"
+    monkeypatch.setattr(timeloop, "PAIR_MEASURED_MIN_BYTES", 0)
+    model = _model("GRU", np.float64, 1, 32)
+    x = np.random.default_rng(3).standard_normal((20, 1, 5))
+    with elman.no_grad(), fast.use(False):
+        want = _flat(model(x))
+    first = 4 * measured_choice.FIRST_SAMPLES       # runs of two, in turn, each one sample
+    with elman.no_grad():
+        for _ in range(first):
+            for g, w in zip(_flat(model(x)), want):
+                np.testing.assert_allclose(g, w, atol=1e-12)
+    assert len(pair_everywhere) == first // 2
+    times = model._pair_choice._times
+    assert len(times[0]) == len(times[1]) == first // 4 and min(times[0] + times[1]) > 0
+    # two threads made slow: from now on one thread, but for the explorations
+    slow = [t * 1e3 for t in times[1]]
+    times[1][:] = slow
+    pair_everywhere.clear()
+    calls = 3 * measured_choice.EXPLORE_EVERY
+    with elman.no_grad():
+        for _ in range(calls):
+            model(x)
+            times[1][:] = slow                                       # (stays slow)
+    assert len(pair_everywhere) == 2 * 3                             # explorations, in twos
+    # a layer of a size that always pairs, or never, times nothing
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)
+    other = _model("GRU", np.float64, 1, 32)
+    with elman.no_grad():
+        other(x)
+    assert other._pair_choice.medians() == (None, None)
+
+
+def test_a_resting_partner_sleeps_and_joins_the_next_sequence(pair_everywhere):
+    """rest_partner(): an awake partner stops spinning at once (not after SPIN_SECONDS), and
+    a later pair call wakes it again; every call exact."""
+    import time
+    pair = fast.pair()
+    model = _model("LSTM", np.float64, 1, 32)
+    x = np.random.default_rng(8).standard_normal((300, 1, 5))
+    made = []
+    original = pair.sequence_arrays
+
+    def capture(*args):                        # each call's sync: who arrived
+        arrays = original(*args)
+        made.append(arrays[-1])
+        return arrays
+
+    def joined():
+        return int(made[-1][300 * pair.ROW + 1]) == 1
+
+    pair.sequence_arrays = capture
+    try:
+        with elman.no_grad():
+            with fast.use(False):
+                want = _flat(model(x))
+            got = [_flat(model(x))]
+            while not joined() and len(made) < 50:           # until the partner is awake
+                got.append(_flat(model(x)))
+            partner = pair.partner()
+            awake = not partner.sleeping
+            pair.rest_partner()
+            deadline = time.perf_counter() + 1.0
+            while not partner.sleeping and time.perf_counter() < deadline:
+                time.sleep(1e-4)
+            assert partner.sleeping
+            assert partner.task is None or not awake               # rest() cleared it
+            pair.rest_partner()                                    # asleep: nothing to do
+            del made[:]
+            got.append(_flat(model(x)))
+            while not joined() and len(made) < 50:                 # it wakes and joins
+                got.append(_flat(model(x)))
+    finally:
+        pair.sequence_arrays = original
+    assert joined()
+    for result in got:
+        for g, w in zip(result, want):
+            np.testing.assert_allclose(g, w, atol=1e-12)
 
 
 def test_two_threads_free_follows_the_policy(monkeypatch):

@@ -26,6 +26,7 @@ the final states of the call before, row by row; ``reset_states()`` forgets them
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 
@@ -37,10 +38,11 @@ from .cells.lstm import LSTMEquations
 from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .grad_mode import is_grad_enabled
+from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, output_view,
-                       release, run_directions, runs_lean, runs_pair, sequence_backward,
+                       pair_rule, release, run_directions, runs_lean, sequence_backward,
                        sequence_forward, sequence_forward_lean, sequence_forward_pair,
                        sequence_forward_rows, split_rows, stack_forward_lean)
 
@@ -115,6 +117,9 @@ class RecurrentLayer(StatefulMixin, Module):
         self._cache = None
         # per layer-direction: internal arrays reused from call to call (timeloop.Workspace)
         self._workspaces = [Workspace() for _ in self._names]
+        # a batch of one on one thread (way 0) or two (way 1), at the sizes where either may
+        # be faster (timeloop.pair_rule "measure"): timed as the calls run
+        self._pair_choice = MeasuredChoice()
 
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -188,17 +193,20 @@ class RecurrentLayer(StatefulMixin, Module):
         T, N, _ = X.shape
         hx = self._carry_in(hx, N, batched)           # stateful: the last call's final states
         h0, c0 = self._split_hx(hx, N, batched)
+        timed = None
         if lengths is None and not is_grad_enabled():
-            pair = self._pair_kernels(T, N)
+            pair, measured = self._pair_kernels(T, N)
+            if measured:                  # (way, start, steps) for self._pair_choice
+                timed = (int(pair is not None), time.perf_counter(), T)
             if pair is not None:
                 self._release_cache()
                 out, h_n, c_n = self._forward_pair(pair, X, h0, c0)
-                return self._finish(out, h_n, c_n, None, N, batched)
+                return self._finish(out, h_n, c_n, None, N, batched, timed)
             lean = self._lean_kernels(T, N)
             if lean is not None:
                 self._release_cache()     # (as below: a forward replaces what the last kept)
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
-                return self._finish(out, h_n, c_n, None, N, batched)
+                return self._finish(out, h_n, c_n, None, N, batched, timed)
         D = self._D
 
         order = inverse = active = None
@@ -308,10 +316,15 @@ class RecurrentLayer(StatefulMixin, Module):
                                in_masks=in_masks, h_masks=h_masks, inner=inner)
         else:                             # elman.no_grad(): the arrays go back for the next call
             _give_back(caches, inner)
-        return self._finish(out, h_n, c_n, inverse, N, batched)
+        return self._finish(out, h_n, c_n, inverse, N, batched, timed)
 
-    def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool):
-        """``(out, state)`` in the caller's order and layout; a stateful layer keeps the state."""
+    def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool, timed=None):
+        """``(out, state)`` in the caller's order and layout; a stateful layer keeps the state.
+        A call timed for the layer's choice between one thread and two (``timed``: its way,
+        start and steps; see :meth:`_pair_kernels`) records its time per step."""
+        if timed is not None:
+            way, start, steps = timed
+            self._pair_choice.record(way, (time.perf_counter() - start) / steps)
         out, state = self._format_outputs(out, h_n, c_n, inverse, batched)
         if self.stateful:
             self._carry_out(*(state if self.eq.has_cell else (state, None)), N, batched)
@@ -324,14 +337,22 @@ class RecurrentLayer(StatefulMixin, Module):
             self.dropout or self.input_dropout or self.recurrent_dropout)))
 
     def _pair_kernels(self, T: int, N: int):
-        """The cell's compiled loops when this no-grad call may take :meth:`_forward_pair`
-        (:func:`elman.timeloop.runs_pair`); else None. (Its two cheapest refusals first: a
-        streaming caller's one-step calls ask at every call.)"""
+        """``(kernels, measured)``: the cell's compiled loops when this no-grad call takes
+        :meth:`_forward_pair` (else None), and whether the call is timed for the layer's
+        choice between one thread and two (:func:`elman.timeloop.pair_rule`'s "measure": its
+        :class:`elman.measured_choice.MeasuredChoice` picks the way). (Its two cheapest
+        refusals first: a streaming caller's one-step calls ask at every call.)"""
         if N != 1 or T < timeloop.PAIR_MIN_STEPS or not self._masks_nothing():
-            return None
+            return None, False
         kernels = fast.kernels_for(self.eq, self.dtype)
-        return kernels if runs_pair(self.eq, kernels, T, N, self.hidden_size, self.dtype,
-                                    self._D) else None
+        rule = pair_rule(self.eq, kernels, T, N, self.hidden_size, self.dtype, self._D,
+                         self.num_layers)
+        if rule == "measure":
+            if self._pair_choice.pick():
+                return kernels, True
+            fast.pair().rest_partner()    # (its spin would slow the one-thread way)
+            return None, True
+        return (kernels if rule == "pair" else None), False
 
     def _forward_pair(self, kernels, X, h0, c0):
         """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each

@@ -340,7 +340,7 @@ SPLIT_MIN_FLOPS = 2e7
 LEAN_MAX_FLOPS = 1e7
 
 #: the range of sizes (bytes) of a layer's ``W_hh`` for which a batch of one sequence runs
-#: each step on two threads (:func:`runs_pair`). Measured (no-grad, 50 steps, I = 32, A/B in one
+#: each step on two threads (:func:`pair_rule`). Measured (no-grad, 50 steps, I = 32, A/B in one
 #: process, alternating, medians of 11; AMD EPYC, 2 cores): LSTM H = 96 (144 KB) 0.70-1.04x,
 #: GRU H = 128 (192 KB) 1.05-1.09x, LSTM H = 128 (256 KB) 1.2-1.3x, GRU H = 160 (300 KB) 1.28x,
 #: LSTM H = 192 (576 KB) 1.42-1.44x, LSTM H = 256 (1 MB) 1.4-1.9x (two layers 1.3x), GRU H = 256
@@ -354,6 +354,14 @@ LEAN_MAX_FLOPS = 1e7
 #: with two layers still at 1.28x: so the pair starts above the small sizes' break-even.
 PAIR_MIN_BYTES = 384 * 1024
 PAIR_MAX_BYTES = 2 * 1024 * 1024
+#: from this size up to :data:`PAIR_MIN_BYTES` (one direction), where the pair's gain depends
+#: on the moment, the layer times both ways as its calls run and takes the faster
+#: (:class:`elman.measured_choice.MeasuredChoice`, one per layer; one layer, one direction:
+#: :func:`pair_rule`). Measured (no-grad, batch 1,
+#: 50 steps, I = 32, alternating with onnxruntime in one process, three runs): GRU H = 128
+#: (192 KB) 126-130 us on two threads against 142-148 on one, LSTM H = 128 (256 KB) 161-168
+#: against 189-190; in a slow-together phase the LSTM's two threads took 276 us.
+PAIR_MEASURED_MIN_BYTES = 192 * 1024
 #: the least for a bidirectional layer, whose directions otherwise run at once, one thread each
 #: (:func:`run_directions`), here in turn, each on both threads. Measured as above: in turn
 #: against at once, LSTM H = 128 0.87x, GRU H = 128 0.97x, LSTM H = 192 and GRU H = 256 (576-768
@@ -685,26 +693,40 @@ def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> b
             and threads.one_thread_product(N, K, P))
 
 
-def runs_pair(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -> bool:
+def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1,
+              layers: int = 1) -> str | None:
     """Whether a call that keeps and masks nothing (the caller checks that) runs each step of
-    its sequence on two threads (:func:`sequence_forward_pair`): one sequence (N = 1), one
-    direction (two run at once already), a cell whose kernel module has a ``forward_pair``
-    (and, where it has a ``pairs(eq)``, says yes to this cell's options),
-    at least :data:`PAIR_MIN_STEPS` steps, a ``W_hh`` of :data:`PAIR_MIN_BYTES` to
-    :data:`PAIR_MAX_BYTES`, H a multiple of :data:`elman.fast._pair.ALIGN` (the split on a
-    cache line), an x86-64 AMD CPU (the only one measured; the threads' matrix-vector products
-    are the kernels' own, as on the lean path there) and two threads free
-    (:func:`elman.threads.two_threads_free`)."""
+    its sequence on two threads (:func:`sequence_forward_pair`): ``"pair"`` (yes), ``"measure"``
+    (either way may be faster: the caller times both as its calls run and takes the faster,
+    :data:`PAIR_MEASURED_MIN_BYTES`) or None (no). Never for less than one sequence (N = 1),
+    a cell whose kernel module has no ``forward_pair`` (or whose ``pairs(eq)`` says no to this
+    cell's options), fewer than :data:`PAIR_MIN_STEPS` steps, H not a multiple of
+    :data:`elman.fast._pair.ALIGN` (the split on a cache line), a CPU other than an x86-64
+    AMD one (the only one measured; the threads' matrix-vector products are the kernels' own,
+    as on the lean path there), or without two threads free
+    (:func:`elman.threads.two_threads_free`). ``"pair"`` for a ``W_hh`` of
+    :data:`PAIR_MIN_BYTES` to :data:`PAIR_MAX_BYTES` (two directions: from
+    :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`), ``"measure"`` from :data:`PAIR_MEASURED_MIN_BYTES`
+    to there (one layer, one direction: with more, the one-thread way runs GEMMs on BLAS's
+    own threads, whose spinning after each call slowed the next pair call, measured: the two
+    ways in turn ran slower than either)."""
     if kernels is None or N != 1 or T < PAIR_MIN_STEPS \
             or not fast.pair_supported() or H % fast.pair().ALIGN:
-        return False
+        return None
     attributes = vars(kernels)
     pairs = attributes.get("pairs")
     if attributes.get("forward_pair") is None or (pairs is not None and not pairs(eq)):
-        return False
+        return None
     size = eq.gates * H * H * np.dtype(dtype).itemsize
-    least = PAIR_MIN_BYTES if directions == 1 else PAIR_BIDIRECTIONAL_MIN_BYTES
-    return least <= size <= PAIR_MAX_BYTES and threads.two_threads_free()
+    if size > PAIR_MAX_BYTES:
+        return None
+    if size >= (PAIR_MIN_BYTES if directions == 1 else PAIR_BIDIRECTIONAL_MIN_BYTES):
+        rule = "pair"
+    elif directions == 1 and layers == 1 and size >= PAIR_MEASURED_MIN_BYTES:
+        rule = "measure"
+    else:
+        return None
+    return rule if threads.two_threads_free() else None
 
 
 def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
@@ -727,7 +749,7 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     GH, dtype = W_ih.shape[0], X.dtype
     H = GH // eq.gates
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
-    bias = _loop_bias(gx_bias, GH, dtype)      # (runs_pair told the load monitor work starts)
+    bias = _loop_bias(gx_bias, GH, dtype)      # (pair_rule told the load monitor work starts)
     X2 = np.ascontiguousarray(X.reshape(T, I))
     # (g: the kernel's scratch row)
     GX, g, S, C, sync = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype)

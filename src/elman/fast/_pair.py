@@ -49,7 +49,7 @@ from ._blas import gemm
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "project_units", "wait_for_bell",
            "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array", "split_point",
-           "Partner", "partner", "SPIN_SECONDS", "PATIENCE_SECONDS"]
+           "Partner", "partner", "rest_partner", "SPIN_SECONDS", "PATIENCE_SECONDS"]
 
 #: the CPU has ``pause`` (x86-64): the spin loops here are written for it
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
@@ -261,14 +261,29 @@ class Partner:
             self.wake.set()
         return steps(gen, 0)
 
+    def rest(self):
+        """Stop spinning for the next sequence now (the next :meth:`share` wakes the
+        partner): the caller's next call runs without the pair, and its other threads
+        (BLAS's) need the core (behind a spinning partner a GEMM on two threads waited for
+        its worker up to a scheduler's time slice: measured, an LSTM stack's one-thread calls
+        right after a pair call took 2-3x their time). A partner inside a sequence finishes
+        it first; one that misses a sequence because of this leaves it to its caller, as any
+        late partner does."""
+        self.task = None
+        self.gen += 1
+        _ring(self.bell, self.gen)
+
     def _run(self):
         seen = 0
         while True:
             rung = wait_for_bell(self.bell, seen, self.spins)
             while rung != seen:          # a sequence: its steps, then spin for the next
                 seen = rung
+                task = self.task
+                if task is None:         # rest(): sleep until the next sequence
+                    break
                 try:
-                    rung = self.task(seen, 1)
+                    rung = task(seen, 1)
                 except BaseException as error:    # (never raised to anyone: the caller
                     self.error = error            # computes the steps the partner left)
                     rung = seen
@@ -277,6 +292,12 @@ class Partner:
                 self.wake.wait()
             self.wake.clear()
             self.sleeping = False
+
+
+@njit(nogil=True, cache=True)
+def _ring(bell, gen):
+    """``bell[0] = gen`` as the release store the partner's acquire loads pair with."""
+    _store(bell, 0, gen)
 
 
 def _spins_per_second(bell) -> float:
@@ -299,3 +320,10 @@ def partner() -> Partner:
     if _partner is None or _partner_pid != os.getpid():
         _partner, _partner_pid = Partner(), os.getpid()
     return _partner
+
+
+def rest_partner() -> None:
+    """:meth:`Partner.rest` the process's partner, if it has one and it is awake (never
+    starts one)."""
+    if _partner is not None and _partner_pid == os.getpid() and not _partner.sleeping:
+        _partner.rest()
