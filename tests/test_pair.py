@@ -108,18 +108,24 @@ def test_pair_path_with_batch_first_and_unbatched_input(pair_everywhere):
 
 
 def test_many_calls_back_to_back_stay_exact(pair_everywhere):
-    """Calls of every length in a row, each racing the partner from the last one: any lost
-    or doubled half of a step would change a result."""
+    """Calls of every length in a row, each racing the partner from the last one (and
+    reusing the last one's gates, up and down in length): any lost or doubled half of a step
+    would change a result."""
     rng = np.random.default_rng(3)
     model = _model("GRU", np.float64, 1, 64)
-    for T in list(range(1, 40)) + [200]:
+    blocks = []                                    # (kept alive: no id reused)
+    for T in list(range(1, 40)) + [200] + list(range(39, 0, -1)):
         x = rng.standard_normal((T, 1, 5))
         with elman.no_grad():
             got = model(x)[0]
+            block = model._workspaces[0]._free["pair"][1]
+            if not any(b is block for b in blocks):
+                blocks.append(block)
             with fast.use(False):
                 want = model(x)[0]
         np.testing.assert_allclose(got, want, atol=1e-12)
-    assert len(pair_everywhere) == 40
+    assert len(pair_everywhere) == 79
+    assert len(blocks) == 40           # grown while the calls grow, then kept for the shorter ones
 
 
 def test_two_callers_share_one_partner(pair_everywhere):
@@ -222,22 +228,34 @@ def test_split_point_and_alignment():
 
 @pytest.mark.parametrize("cell", [False, True])
 def test_sequence_arrays_share_no_cache_line(cell):
-    """A pair call's arrays come from one allocation: each on lines of its own (a line shared
-    by two would travel between the cores), the right shapes, the counters zeroed."""
+    """A pair call's arrays: each on lines of its own (a line shared by two would travel
+    between the cores), the right shapes, the counters zeroed; the ones that never leave the
+    call (GX, g, C) in a block the next call reuses, S and sync fresh every time."""
     pair = fast.pair()
     T, GH, H = 7, 3 * 48, 48
-    arrays = pair.sequence_arrays(T, GH, H, cell, np.float32)
-    GX, g, S, C, sync = arrays
+    GX, g, S, C, sync, kept = arrays = pair.sequence_arrays(T, GH, H, cell, np.float32)
+    block = kept[1]
     assert GX.shape == (T, GH) and g.shape == (GH,) and S.shape == (T + 1, H)
     assert (C is None) != cell and (not cell or C.shape == (T + 1, H))
     assert sync.shape == ((T + 1) * pair.ROW,) and sync.dtype == np.int64 and not sync.any()
-    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays if a is not None)
+    carved = [a for a in arrays[:5] if a is not None]
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in carved)
     for (start, end), (next_start, _) in zip(spans, spans[1:]):
         assert start % 64 == 0 and -(-end // 64) * 64 <= next_start
-    for a in arrays:
-        if a is not None:
-            a[...] = 1                              # writable, and each write stays its own
-    assert all((a == 1).all() for a in arrays if a is not None)
+    for a in carved:
+        a[...] = 1                                  # writable, and each write stays its own
+    assert all((a == 1).all() for a in carved)
+    inside = [a for a in (GX, g, C) if a is not None]
+    assert all(np.shares_memory(a, block) for a in inside)
+    assert not np.shares_memory(S, block) and not np.shares_memory(sync, block)
+    again = pair.sequence_arrays(T, GH, H, cell, np.float32, reuse=kept)
+    assert again[5] is kept and again[0] is GX                          # the same arrays
+    assert not again[4].any() and not np.shares_memory(again[2], S)     # fresh S and sync
+    shorter = pair.sequence_arrays(T - 2, GH, H, cell, np.float32, reuse=kept)
+    assert shorter[5][1] is block and shorter[0].shape == (T - 2, GH)   # carved anew from it
+    assert np.shares_memory(shorter[0], block) and shorter[0].ctypes.data % 64 == 0
+    longer = pair.sequence_arrays(3 * T, GH, H, cell, np.float32, reuse=kept)
+    assert longer[5][1] is not block and longer[0].shape == (3 * T, GH)  # too small: new
 
 
 def test_pair_rule(monkeypatch):
@@ -321,7 +339,7 @@ def test_a_resting_partner_sleeps_and_joins_the_next_sequence(pair_everywhere):
 
     def capture(*args):                        # each call's sync: who arrived
         arrays = original(*args)
-        made.append(arrays[-1])
+        made.append(arrays[4])
         return arrays
 
     def joined():
@@ -407,7 +425,7 @@ def _child_pair_call(queue):
 
     def capture(*args):                  # (each call's sync: who arrived)
         arrays = original(*args)
-        made.append(arrays[-1])
+        made.append(arrays[4])
         return arrays
     pair.sequence_arrays = capture
     with elman.no_grad():

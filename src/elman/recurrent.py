@@ -367,13 +367,14 @@ class RecurrentLayer(StatefulMixin, Module):
             out = None if D == 1 else np.empty((T, 1, D * H), self.dtype)
             for direction in range(D):
                 k = layer * D + direction
-                S, C = sequence_forward_pair(self.eq, kernels,
-                                             layer_in[::-1] if direction else layer_in,
-                                             h0[k:k + 1], None if c0 is None else c0[k:k + 1],
-                                             self._weights(k))
+                S, c_last = sequence_forward_pair(self.eq, kernels,
+                                                  layer_in[::-1] if direction else layer_in,
+                                                  h0[k:k + 1],
+                                                  None if c0 is None else c0[k:k + 1],
+                                                  self._weights(k), self._workspaces[k])
                 h_n[k] = S[-1]
-                if C is not None:
-                    c_n[k] = C[-1]
+                if c_last is not None:
+                    c_n[k] = c_last[0]
                 if out is None:
                     out = S[1:]
                 else:

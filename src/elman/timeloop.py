@@ -204,6 +204,11 @@ class Workspace:
             a.fill(0)
         return a
 
+    def take_any(self, name: str):
+        """What was last given back under ``name``, whatever it is (None if nothing): for a
+        caller that keeps arrays of its own making (:func:`sequence_forward_pair`)."""
+        return self._free.pop(name, None)
+
     def give(self, **arrays) -> None:
         for name, a in arrays.items():
             if a is not None:
@@ -730,8 +735,9 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1,
 
 
 def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                          w: Weights) -> tuple:
-    """``(S, C)`` of :func:`sequence_forward_lean` for one sequence (``X`` (T, 1, I)), each
+                          w: Weights, workspace: Workspace | None = None) -> tuple:
+    """``(S, c_n)`` for one sequence (``X`` (T, 1, I)): the states ``S`` (T + 1, 1, P) of
+    :func:`sequence_forward_lean` and the final cell state (1, 1, H) (None without one), each
     step's hidden units split between this thread and elman's partner thread
     (:mod:`elman.fast._pair`: the protocol, and why). The lean path's equations and order of
     operations (the input projection in column blocks: float32 results may differ from the
@@ -742,7 +748,8 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     their own cache. Each thread also projects the input for its units, over the whole
     sequence, as the first thing its first step does (GEMMs of T rows, BLAS at one thread: its
     own pool's worker would spin beside the two threads). Measured: see
-    :data:`PAIR_MIN_BYTES`."""
+    :data:`PAIR_MIN_BYTES`. The arrays that never leave the call (the gates, the cell
+    states) come from ``workspace`` (:func:`elman.fast._pair.sequence_arrays`)."""
     pair = fast.pair()
     T, N, I = X.shape
     W_ih, W_hh = np.ascontiguousarray(w["weight_ih"]), np.ascontiguousarray(w["weight_hh"])
@@ -752,7 +759,9 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     bias = _loop_bias(gx_bias, GH, dtype)      # (pair_rule told the load monitor work starts)
     X2 = np.ascontiguousarray(X.reshape(T, I))
     # (g: the kernel's scratch row)
-    GX, g, S, C, sync = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype)
+    ws = workspace if workspace is not None else Workspace()
+    GX, g, S, C, sync, kept = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype,
+                                                   ws.take_any("pair"))
     S[0] = h0[0]
     if C is not None:
         C[0] = c0[0]
@@ -769,7 +778,9 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     else:
         with threads.one_blas_thread():                # (else it would use its pool's)
             partner.share(steps)
-    return S.reshape(T + 1, 1, H), None if C is None else C.reshape(T + 1, 1, H)
+    c_n = None if C is None else C[T].reshape(1, 1, H).copy()
+    ws.give(pair=kept)
+    return S.reshape(T + 1, 1, H), c_n
 
 
 def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:
