@@ -794,7 +794,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:
     H = GH // eq.gates
     K = eq.recurrent_gates * H
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
-    W_hh_T = W_hh[:K].T if N == 1 else _step_operand(W_hh[:K], True, T, N, kernels, True)
+    W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
+    W_hh_T = W_step.T if N == 1 else _step_operand(W_step, True, T, N, kernels, True)
     return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
 
 
@@ -854,9 +855,7 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     it, took 2.5x less time than the pieces below (LSTM, H = 128, one step, batch 1)."""
     T, N, I = X.shape
     W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N)
-    GH, P, H = W_ih.shape[0], w["weight_hh"].shape[1], W_ih.shape[0] // eq.gates
-    K = eq.recurrent_gates * H
-    dtype = X.dtype
+    GH = W_ih.shape[0]
     schedule = _full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     attributes = vars(kernels)
@@ -864,6 +863,8 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     if whole is not None and threads.one_thread_product(T * N, GH, I) \
             and attributes.get("transform_input") is None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
+    P, H, dtype = w["weight_hh"].shape[1], GH // eq.gates, X.dtype
+    K = eq.recurrent_gates * H
     GX = np.empty((T, N, GH), dtype)
     _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
