@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     print(f"# pair supported here: {fast.pair_supported()}; rule: W_hh of "
           f"{rule['PAIR_MIN_BYTES'] >> 10} KB ({rule['PAIR_BIDIRECTIONAL_MIN_BYTES'] >> 10} KB "
           f"bidirectional) to {rule['PAIR_MAX_BYTES'] >> 10} KB, both ways timed as the calls "
-          f"run from {rule['PAIR_MEASURED_MIN_BYTES'] >> 10} KB (one layer, one direction); "
+          f"run from {rule['PAIR_MEASURED_MIN_BYTES'] >> 10} KB (one direction); "
           f"T = {T}, I = {I}, batch 1, float32; medians of {repeats}")
     print("| layer | W_hh | rule | pair us | without us | as shipped us | without / pair | "
           "without / as shipped |")
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                 model(x)
         size = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * H * H * 4
         taken = timeloop.pair_rule(model.eq, fast.kernels_for(model.eq, model.dtype), T, 1, H,
-                                   model.dtype, 2 if bi else 1, layers) if \
+                                   model.dtype, 2 if bi else 1) if \
             fast.pair_supported() else None
         ways = {"pair": [], "without": [], "as shipped": []}
 

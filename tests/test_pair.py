@@ -275,9 +275,7 @@ def test_pair_rule(monkeypatch):
     assert rule(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 192, f32) is None
     assert rule(eq_lstm, lstm, 50, 1, 200, f32) is None                # 200 % 16
     assert rule(eq_lstm, lstm, 50, 1, 128, f32) == "measure"           # 256 KB
-    assert rule(eq_lstm, lstm, 50, 1, 128, f32, 2) is None             # (not two directions,
-    assert rule(eq_lstm, lstm, 50, 1, 128, f32, 1, 2) is None          # nor two layers)
-    assert rule(eq_lstm, lstm, 50, 1, 192, f32, 1, 2) == "pair"
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32, 2) is None             # (not two directions)
     assert rule(eq_lstm, lstm, 50, 1, 96, f32) is None                 # too small
     assert rule(eq_lstm, lstm, 50, 1, 512, f32) is None                # too large
     assert rule(eq_lstm, None, 50, 1, 192, f32) is None                # NumPy path
@@ -319,6 +317,24 @@ def test_layers_time_both_ways_where_either_may_win(pair_everywhere, monkeypatch
             model(x)
             times[1][:] = slow                                       # (stays slow)
     assert len(pair_everywhere) == 2 * 3                             # explorations, in twos
+    # a stack: both ways exact, BLAS held to one thread on the one-thread way
+    pinned = []
+    original = recurrent.RecurrentLayer._forward_lean
+
+    def lean(self, *args):
+        pinned.append(threads._pinned)
+        return original(self, *args)
+    monkeypatch.setattr(recurrent.RecurrentLayer, "_forward_lean", lean)
+    stack = _model("GRU", np.float64, 2, 32)
+    with elman.no_grad(), fast.use(False):
+        want = _flat(stack(x))
+    pair_everywhere.clear()
+    with elman.no_grad():
+        for _ in range(first):
+            for g, w in zip(_flat(stack(x)), want):
+                np.testing.assert_allclose(g, w, atol=1e-12)
+    assert len(pair_everywhere) == 2 * first // 2                  # two layers a pair call
+    assert len(pinned) == first // 2 and min(pinned) > 0
     # a layer of a size that always pairs, or never, times nothing
     monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)
     other = _model("GRU", np.float64, 1, 32)

@@ -361,7 +361,7 @@ PAIR_MIN_BYTES = 384 * 1024
 PAIR_MAX_BYTES = 2 * 1024 * 1024
 #: from this size up to :data:`PAIR_MIN_BYTES` (one direction), where the pair's gain depends
 #: on the moment, the layer times both ways as its calls run and takes the faster
-#: (:class:`elman.measured_choice.MeasuredChoice`, one per layer; one layer, one direction:
+#: (:class:`elman.measured_choice.MeasuredChoice`, one per layer; one direction:
 #: :func:`pair_rule`). Measured (no-grad, batch 1,
 #: 50 steps, I = 32, alternating with onnxruntime in one process, three runs): GRU H = 128
 #: (192 KB) 126-130 us on two threads against 142-148 on one, LSTM H = 128 (256 KB) 161-168
@@ -698,8 +698,7 @@ def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> b
             and threads.one_thread_product(N, K, P))
 
 
-def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1,
-              layers: int = 1) -> str | None:
+def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -> str | None:
     """Whether a call that keeps and masks nothing (the caller checks that) runs each step of
     its sequence on two threads (:func:`sequence_forward_pair`): ``"pair"`` (yes), ``"measure"``
     (either way may be faster: the caller times both as its calls run and takes the faster,
@@ -712,9 +711,7 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1,
     (:func:`elman.threads.two_threads_free`). ``"pair"`` for a ``W_hh`` of
     :data:`PAIR_MIN_BYTES` to :data:`PAIR_MAX_BYTES` (two directions: from
     :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`), ``"measure"`` from :data:`PAIR_MEASURED_MIN_BYTES`
-    to there (one layer, one direction: with more, the one-thread way runs GEMMs on BLAS's
-    own threads, whose spinning after each call slowed the next pair call, measured: the two
-    ways in turn ran slower than either)."""
+    to there (one direction)."""
     if kernels is None or N != 1 or T < PAIR_MIN_STEPS \
             or not fast.pair_supported() or H % fast.pair().ALIGN:
         return None
@@ -727,7 +724,7 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1,
         return None
     if size >= (PAIR_MIN_BYTES if directions == 1 else PAIR_BIDIRECTIONAL_MIN_BYTES):
         rule = "pair"
-    elif directions == 1 and layers == 1 and size >= PAIR_MEASURED_MIN_BYTES:
+    elif directions == 1 and size >= PAIR_MEASURED_MIN_BYTES:
         rule = "measure"
     else:
         return None
