@@ -317,7 +317,9 @@ def test_layers_time_both_ways_where_either_may_win(pair_everywhere, monkeypatch
             model(x)
             times[1][:] = slow                                       # (stays slow)
     assert len(pair_everywhere) == 2 * 3                             # explorations, in twos
-    # a stack: both ways exact, BLAS held to one thread on the one-thread way
+    # a stack, and a length beyond the lean path's own limit: both ways exact, the one-thread
+    # way on the lean path with BLAS held to one thread
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0)
     pinned = []
     original = recurrent.RecurrentLayer._forward_lean
 

@@ -195,26 +195,28 @@ class RecurrentLayer(StatefulMixin, Module):
         h0, c0 = self._split_hx(hx, N, batched)
         timed = None
         if lengths is None and not is_grad_enabled():
-            pair, measured = self._pair_kernels(T, N)
-            if measured:                  # (way, start, steps) for self._pair_choice
-                timed = (int(pair is not None), time.perf_counter(), T)
-            if pair is not None:
-                self._release_cache()
-                out, h_n, c_n = self._forward_pair(pair, X, h0, c0)
+            kernels, way = self._pair_kernels(T, N)
+            if way is not None:           # (way, start, steps) for self._pair_choice
+                timed = (way, time.perf_counter(), T)
+            if kernels is not None:
+                self._release_cache()     # (as below: a forward replaces what the last kept)
+                if way == 0:
+                    # the one-thread way of a call timed against two: the lean path at any
+                    # length (one sequence, one direction: no row blocks to miss) with BLAS
+                    # held to one thread, whose own pool would otherwise spin after each call
+                    # beside the next call's two threads (measured: a two-layer LSTM at
+                    # H = 128 took 830-1160 us a call with the ways in turn, 526-587 with one
+                    # thread always; held, 455-488; a GRU at H = 128 and T = 200, whose
+                    # projection BLAS ran on its pool, 821 us against 609 and 444 either way)
+                    with threads.one_blas_thread():
+                        out, h_n, c_n = self._forward_lean(kernels, X, h0, c0)
+                else:
+                    out, h_n, c_n = self._forward_pair(kernels, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
             lean = self._lean_kernels(T, N)
             if lean is not None:
-                self._release_cache()     # (as below: a forward replaces what the last kept)
-                if timed is not None and self.num_layers > 1:
-                    # the one-thread way of a stack whose calls are timed against two threads:
-                    # BLAS's own pool, which a later layer's projection would use, spins after
-                    # each call, beside the next call's two threads (measured: a two-layer
-                    # LSTM at H = 128 took 830-1160 us a call with the ways in turn, 526-587
-                    # with one thread always; with BLAS held to one thread here, 455-488)
-                    with threads.one_blas_thread():
-                        out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
-                else:
-                    out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
+                self._release_cache()
+                out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
         D = self._D
 
@@ -346,21 +348,22 @@ class RecurrentLayer(StatefulMixin, Module):
             self.dropout or self.input_dropout or self.recurrent_dropout)))
 
     def _pair_kernels(self, T: int, N: int):
-        """``(kernels, measured)``: the cell's compiled loops when this no-grad call takes
-        :meth:`_forward_pair` (else None), and whether the call is timed for the layer's
-        choice between one thread and two (:func:`elman.timeloop.pair_rule`'s "measure": its
-        :class:`elman.measured_choice.MeasuredChoice` picks the way). (Its two cheapest
-        refusals first: a streaming caller's one-step calls ask at every call.)"""
+        """``(kernels, way)`` for a no-grad call: the cell's compiled loops when the call runs
+        on two threads (:meth:`_forward_pair`) or is timed for the layer's choice between one
+        thread and two (:func:`elman.timeloop.pair_rule`'s "measure"), else None; ``way`` None
+        when the call is not timed, else the way the layer's ``MeasuredChoice`` picked (0: one
+        thread, 1: two). (Its two cheapest refusals first: a streaming caller's one-step calls
+        ask at every call.)"""
         if N != 1 or T < timeloop.PAIR_MIN_STEPS or not self._masks_nothing():
-            return None, False
+            return None, None
         kernels = fast.kernels_for(self.eq, self.dtype)
         rule = pair_rule(self.eq, kernels, T, N, self.hidden_size, self.dtype, self._D)
         if rule == "measure":
-            if self._pair_choice.pick():
-                return kernels, True
-            fast.pair().rest_partner()    # (its spin would slow the one-thread way)
-            return None, True
-        return (kernels if rule == "pair" else None), False
+            way = self._pair_choice.pick()
+            if way == 0:
+                fast.pair().rest_partner()    # (its spin would slow the one-thread way)
+            return kernels, way
+        return (kernels if rule == "pair" else None), None
 
     def _forward_pair(self, kernels, X, h0, c0):
         """``(out, h_n, c_n)`` of one sequence whose every step runs on two threads: each
