@@ -359,13 +359,12 @@ LEAN_MAX_FLOPS = 1e7
 #: with two layers still at 1.28x: so the pair starts above the small sizes' break-even.
 PAIR_MIN_BYTES = 384 * 1024
 PAIR_MAX_BYTES = 2 * 1024 * 1024
-#: from this size up to :data:`PAIR_MIN_BYTES` (one direction), where the pair's gain depends
-#: on the moment, the layer times both ways as its calls run and takes the faster
-#: (:class:`elman.measured_choice.MeasuredChoice`, one per layer; one direction:
-#: :func:`pair_rule`). Measured (no-grad, batch 1,
-#: 50 steps, I = 32, alternating with onnxruntime in one process, three runs): GRU H = 128
-#: (192 KB) 126-130 us on two threads against 142-148 on one, LSTM H = 128 (256 KB) 161-168
-#: against 189-190; in a slow-together phase the LSTM's two threads took 276 us.
+#: from this size up to :data:`PAIR_MIN_BYTES` (one direction: :func:`pair_rule`), where the
+#: pair's gain depends on the moment, the layer times both ways as its calls run and takes the
+#: faster (:class:`elman.measured_choice.MeasuredChoice`, one per layer). Measured (no-grad,
+#: batch 1, 50 steps, I = 32, alternating with onnxruntime in one process, three runs): GRU
+#: H = 128 (192 KB) 126-130 us on two threads against 142-148 on one, LSTM H = 128 (256 KB)
+#: 161-168 against 189-190; in a slow-together phase the LSTM's two threads took 276 us.
 PAIR_MEASURED_MIN_BYTES = 192 * 1024
 #: the least for a bidirectional layer, whose directions otherwise run at once, one thread each
 #: (:func:`run_directions`), here in turn, each on both threads. Measured as above: in turn
@@ -755,10 +754,9 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     gx_bias, consts = eq.prepare_forward(w, H, dtype)
     bias = _loop_bias(gx_bias, GH, dtype)      # (pair_rule told the load monitor work starts)
     X2 = np.ascontiguousarray(X.reshape(T, I))
-    # (g: the kernel's scratch row)
     ws = workspace if workspace is not None else Workspace()
-    GX, g, S, C, sync, kept = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype,
-                                                   ws.take_any("pair"))
+    GX, g, S, C, sync, kept = pair.sequence_arrays(T, GH, H, eq.has_cell, dtype,  # (g: the
+                                                   ws.take_any("pair"))     # kernel's scratch)
     S[0] = h0[0]
     if C is not None:
         C[0] = c0[0]

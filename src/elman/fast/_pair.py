@@ -198,8 +198,9 @@ def sequence_arrays(T: int, GH: int, H: int, cell: bool, dtype, reuse=None) -> t
         kept = reuse
     else:
         inner = [((T, GH), dtype), ((GH,), dtype)] + ([((T + 1, H), dtype)] if cell else [])
-        block = reuse[1] if reuse is not None and reuse[1].nbytes >= _span(inner) else None
-        block = block if block is not None else np.empty(_span(inner), np.uint8)
+        need = _span(_sized(inner))
+        block = reuse[1] if reuse is not None and reuse[1].nbytes >= need else \
+            np.empty(need, np.uint8)
         kept = (key, block, aligned_arrays(*inner, block=block))
     GX, g, *C = kept[2]
     S, sync = aligned_arrays(((T + 1, H), dtype), ((T + 1) * ROW, np.int64))
@@ -224,34 +225,35 @@ def aligned_arrays(*specs, block=None) -> list:
     aligned allocation cost 5-6 us of Python, ``np.prod`` and the buffer's address included,
     and a pair call needs five; measured: 55 us of a 190 us call outside its compiled
     loop.)"""
-    sizes = []
-    for shape, dtype in specs:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        dtype = np.dtype(dtype)
-        sizes.append((shape, dtype, math.prod(shape) * dtype.itemsize))
-    raw = np.empty(_span(sizes, True), np.uint8) if block is None else block
+    sized = _sized(specs)
+    raw = np.empty(_span(sized), np.uint8) if block is None else block
     at = -raw.ctypes.data % 64
     arrays = []
-    for shape, dtype, nbytes in sizes:
+    for shape, dtype, nbytes in sized:
         arrays.append(raw[at:at + nbytes].view(dtype).reshape(shape))
-        at += -(-nbytes // 64) * 64
+        at += _lines(nbytes)
     return arrays
 
 
-def _span(specs, sized: bool = False) -> int:
-    """The bytes :func:`aligned_arrays` needs for ``specs`` (``(shape, dtype)`` pairs, or
-    ``(shape, dtype, nbytes)`` when ``sized``): each array rounded up to whole lines, and a
-    line to align the first."""
-    total = 64
-    for spec in specs:
-        if sized:
-            nbytes = spec[2]
-        else:
-            shape, dtype = spec
-            nbytes = math.prod((shape,) if isinstance(shape, int) else shape) * \
-                np.dtype(dtype).itemsize
-        total += -(-nbytes // 64) * 64
-    return total
+def _sized(specs) -> list:
+    """``(shape, dtype)`` pairs as ``(shape tuple, np.dtype, bytes)``."""
+    sized = []
+    for shape, dtype in specs:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        dtype = np.dtype(dtype)
+        sized.append((shape, dtype, math.prod(shape) * dtype.itemsize))
+    return sized
+
+
+def _span(sized) -> int:
+    """The bytes :func:`aligned_arrays` needs for :func:`_sized` arrays: each rounded up to
+    whole lines, and a line to align the first."""
+    return 64 + sum(_lines(nbytes) for _, _, nbytes in sized)
+
+
+def _lines(nbytes: int) -> int:
+    """``nbytes`` rounded up to whole 64-byte cache lines."""
+    return -(-nbytes // 64) * 64
 
 
 #: how long the partner thread spins for the next sequence after one before it sleeps (s):
