@@ -250,12 +250,12 @@ def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.nd
     first) run at time t. Steps where none runs are left out. Both paths walk it, backward from
     its end. Only read, never written: full-length batches share one per (T, N, direction)."""
     if active is None:
-        return _full_schedule(T, N, reverse)
+        return full_schedule(T, N, reverse)
     return _make_schedule(T, N, active, reverse)
 
 
 @functools.lru_cache(maxsize=64)
-def _full_schedule(T: int, N: int, reverse: bool) -> np.ndarray:
+def full_schedule(T: int, N: int, reverse: bool) -> np.ndarray:
     """:func:`_schedule` without lengths, built once per shape (a streaming caller asks for
     the same one at every call, and building it cost more than running a small step)."""
     return _make_schedule(T, N, None, reverse)
@@ -829,8 +829,28 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
 
 @functools.lru_cache(maxsize=64)
 def _schedules(T: int, N: int, D: int) -> np.ndarray:
-    """(D, T, 4): :func:`_full_schedule` forward, and in reverse for a second direction."""
-    return np.ascontiguousarray(np.stack([_full_schedule(T, N, bool(d)) for d in range(D)]))
+    """(D, T, 4): :func:`full_schedule` forward, and in reverse for a second direction."""
+    return np.ascontiguousarray(np.stack([full_schedule(T, N, bool(d)) for d in range(D)]))
+
+
+def lean_outputs(S: np.ndarray, C: np.ndarray | None) -> tuple:
+    """``(out, h_n, c_n)`` of one forward layer-direction from :func:`sequence_forward_lean`'s
+    ``(S, C)``: the outputs (a view), the final states (copies: the caller may change one
+    without the other, as with PyTorch's separate tensors) with their layer axis."""
+    return S[1:], S[-1:].copy(), None if C is None else C[-1:].copy()
+
+
+def lean_whole(kernels, T: int, N: int, GH: int, I: int):
+    """The kernel module's ``forward_lean`` where it runs a lean call of ``T`` x ``N`` (input
+    width ``I``, ``GH`` gate rows) as one compiled call, projection included: it has one, no
+    ``transform_input`` (its projection is not the plain one) and the projection stays on one
+    BLAS thread by itself. Else None (:func:`sequence_forward_lean` then runs the pieces)."""
+    attributes = vars(kernels)
+    whole = attributes.get("forward_lean")
+    if whole is not None and threads.one_thread_product(T * N, GH, I) \
+            and attributes.get("transform_input") is None:
+        return whole
+    return None
 
 
 def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
@@ -851,12 +871,10 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     T, N, I = X.shape
     W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N)
     GH = W_ih.shape[0]
-    schedule = _full_schedule(T, N, reverse)
+    schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    attributes = vars(kernels)
-    whole = attributes.get("forward_lean")     # (it projects: not with a transform_input)
-    if whole is not None and threads.one_thread_product(T * N, GH, I) \
-            and attributes.get("transform_input") is None:
+    whole = lean_whole(kernels, T, N, GH, I)
+    if whole is not None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     P, H, dtype = w["weight_hh"].shape[1], GH // eq.gates, X.dtype
     K = eq.recurrent_gates * H
