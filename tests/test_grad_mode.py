@@ -7,6 +7,7 @@ import pytest
 
 import elman
 from elman import recurrent, threads, timeloop
+from elman.lean_plan import LeanPlan
 from _torch import require
 
 
@@ -207,15 +208,22 @@ def test_lean_calls_equal_the_general_path(name, dtype, monkeypatch):
 
     with elman.no_grad():
         monkeypatch.setattr(recurrent, "sequence_forward", general_path_refused)
-        lean = [_calls(layer, xs, state) for xs, state in cases]
+        planned = [_calls(layer, xs, state) for xs, state in cases]     # (plans kept: used)
+        assert layer._plan is not None
+        layer._plan = None
+        monkeypatch.setattr(LeanPlan, "applies", classmethod(lambda cls, *args: False))
+        lean = [_calls(layer, xs, state) for xs, state in cases]        # (no plan)
+        assert layer._plan is None
         monkeypatch.undo()
+        monkeypatch.setattr(LeanPlan, "applies", classmethod(lambda cls, *args: False))
         monkeypatch.setattr(recurrent, "runs_lean", lambda *args: False)
         general = [_calls(layer, xs, state) for xs, state in cases]
-    for got, expected in zip(lean, general):
-        assert len(got) == len(expected)
-        for a, b in zip(got, expected):
-            assert a.dtype == dtype
-            np.testing.assert_array_equal(a, b)
+    for run in (planned, lean):
+        for got, expected in zip(run, general):
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                assert a.dtype == dtype
+                np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name, kernel", [("rnn", "rnn"), ("gru", "gru"), ("gru-classic", "gru"),

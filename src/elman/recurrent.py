@@ -38,13 +38,15 @@ from .cells.lstm import LSTMEquations
 from .cells.peephole_lstm import PeepholeLSTMEquations
 from .cells.rnn import RNNEquations
 from .grad_mode import is_grad_enabled
+from .lean_plan import LeanPlan
 from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
-from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, output_view,
-                       pair_rule, release, run_directions, runs_lean, sequence_backward,
-                       sequence_forward, sequence_forward_lean, sequence_forward_pair,
-                       sequence_forward_rows, split_rows, stack_forward_lean)
+from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, lean_outputs,
+                       output_view, pair_rule, release, run_directions, runs_lean,
+                       sequence_backward, sequence_forward, sequence_forward_lean,
+                       sequence_forward_pair, sequence_forward_rows, split_rows,
+                       stack_forward_lean)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -76,6 +78,7 @@ class RecurrentLayer(StatefulMixin, Module):
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32, seed=None,
                  recurrent_dropout=0.0, input_dropout=0.0, zoneout=0.0, stateful=False):
         super().__init__()
+        self._plan = None                  # elman.lean_plan: small no-grad calls' answers
         self.eq = eq
         self._stateful_init(stateful)      # elman.stateful: states carried between calls
         stack_arguments(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
@@ -120,6 +123,13 @@ class RecurrentLayer(StatefulMixin, Module):
         # a batch of one on one thread (way 0) or two (way 1), at the sizes where either may
         # be faster (timeloop.pair_rule "measure"): timed as the calls run
         self._pair_choice = MeasuredChoice()
+
+    def __setattr__(self, name, value):
+        # every public attribute (a rate, batch_first, a parameter replaced) may change what
+        # a call does: the kept plan of small no-grad calls goes (elman.lean_plan)
+        super().__setattr__(name, value)
+        if name[0] != "_":
+            object.__setattr__(self, "_plan", None)
 
     # -- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
@@ -182,6 +192,12 @@ class RecurrentLayer(StatefulMixin, Module):
 
         As in PyTorch, a batch of no sequences (N = 0) gives empty outputs and states (and
         zero parameter gradients); an input of no time steps is refused."""
+        plan = self._plan
+        if plan is not None and lengths is None and not is_grad_enabled():
+            result = plan(self, x, hx)          # (None: this call is not the plan's)
+            if result is not None:
+                return result
+        given = x
         x, batched = check_input(x, self.input_size, self.dtype, 3,
                                  time_axis=1 if self.batch_first else 0)
         if not batched:
@@ -215,6 +231,8 @@ class RecurrentLayer(StatefulMixin, Module):
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
             lean = self._lean_kernels(T, N)
             if lean is not None:
+                if x is given and LeanPlan.applies(T, N):    # (an array the checks kept)
+                    self._plan = LeanPlan.make(self, x.shape, batched, hx, lean)
                 self._release_cache()
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
@@ -411,9 +429,9 @@ class RecurrentLayer(StatefulMixin, Module):
         workspaces and row blocks. Same arithmetic, same results."""
         D, eq = (2 if self.bidirectional else 1), self.eq
         if len(h0) == 1:          # one layer, one direction (a streaming caller's usual layer)
-            S, C = sequence_forward_lean(eq, kernels, X, h0[0], None if c0 is None else c0[0],
-                                         self._weights(0))
-            return S[1:], S[-1:].copy(), None if C is None else C[-1:].copy()
+            return lean_outputs(*sequence_forward_lean(eq, kernels, X, h0[0],
+                                                       None if c0 is None else c0[0],
+                                                       self._weights(0)))
         whole = stack_forward_lean(eq, kernels, X, h0, c0,
                                    [self._weights(k) for k in range(len(h0))], D)
         if whole is not None:                     # the whole stack as one compiled call

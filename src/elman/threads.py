@@ -517,6 +517,11 @@ def two_threads_free() -> bool:
     return not _pinned and granted() >= 2
 
 
+def pinned() -> bool:
+    """Whether this moment is inside :func:`concurrently` (BLAS held to one thread)."""
+    return bool(_pinned)
+
+
 def one_thread_product(m: int, n: int, k: int) -> bool:
     """Whether an ``(m x k) @ (k x n)`` product runs on one BLAS thread whatever :func:`matmul`
     would decide (inside :func:`concurrently`, or small enough for OpenBLAS to keep to one):

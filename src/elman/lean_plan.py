@@ -1,0 +1,150 @@
+"""A small no-grad call's plan: what a layer decided for one call signature, kept for the next.
+
+A streaming caller calls a layer with the same shapes thousands of times: one step (or a few)
+of one sequence, ``eval()``, under :func:`elman.no_grad`, the state carried. Such a call does
+1-5 us of compiled work, and before this plan its Python took twice that: about forty small
+steps (the input's and the states' checks, the choice between the pair, lean and general
+paths, the kernels' lookup, the sizes' arithmetic), each 0.05-0.8 us, and each answering the
+same way as at the call before. A :class:`LeanPlan` is those answers, made by the first call
+that takes the lean path (:meth:`elman.recurrent.RecurrentLayer._forward_lean`) and kept by
+the layer; a later call whose input and states match it exactly goes straight to that path.
+
+What may change between calls is checked at every call, never assumed:
+
+- the input and the states: the same shapes, dtype and C-contiguous NumPy arrays as the plan's
+  (anything else, even a list, goes the whole way through the layer's checks, which convert it
+  or name what is wrong);
+- the layer's mode (``training``, set by ``train()``/``eval()`` without ``__setattr__``), the
+  fast path's switch (:func:`elman.fast.use`), the grad mode and ``lengths`` (the caller
+  checks those two);
+- every other attribute of the layer is assigned through ``__setattr__``, which drops the plan
+  (:meth:`elman.recurrent.RecurrentLayer.__setattr__`): a changed ``dropout``,
+  ``batch_first`` or a replaced parameter makes the next call plan afresh;
+- the weights themselves are read from the parameters at every call, so values changed in
+  place (an optimizer step, ``load_state_dict``) are always seen.
+
+A plan is made only where the choice it keeps cannot depend on the moment: more than one
+sequence or fewer than :data:`elman.timeloop.PAIR_MIN_STEPS` steps (the pair path, whose rule
+asks whether two threads are free now, never applies), and outside
+:func:`elman.threads.concurrently` (whose pinned BLAS answers
+:func:`elman.threads.one_thread_product` differently).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import fast, threads, timeloop
+
+__all__ = ["LeanPlan"]
+
+
+def _ready(value, shape: tuple, dtype) -> bool:
+    """Whether ``value`` is already what the checks would return: a C-contiguous ndarray of
+    ``dtype`` and exactly ``shape`` (the checks' own first test, plus the shape)."""
+    return value.__class__ is np.ndarray and value.shape == shape and value.dtype == dtype \
+        and value.flags.c_contiguous
+
+
+class LeanPlan:
+    """The lean path's answers for calls of one signature: input ``shape`` (as the caller
+    passes it), the layer's dtype and mode, and initial states given or not (``with_states``).
+    ``kernels``: the cell's compiled loops. Call it as the layer's ``forward`` would be
+    called; it returns the layer's result, or None where the call is not this plan's (the
+    caller then runs the whole forward)."""
+
+    __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
+                 "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
+                 "whole", "params", "schedule")
+
+    def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
+        self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
+        self.kernels, self.batched, self.batch_first = kernels, batched, layer.batch_first
+        self.steps, self.rows = (shape[1], shape[0]) if batched and layer.batch_first else \
+            (shape[0], shape[1] if batched else 1)
+        self.with_states = with_states
+        LD = layer.num_layers * (2 if layer.bidirectional else 1)
+        self.h_shape = (LD, self.rows, layer.proj_size or layer.hidden_size)
+        self.c_shape = (LD, self.rows, layer.hidden_size) if layer.eq.has_cell else None
+        # the states as the caller passes them: (L*D, N, width), or (L*D, width) unbatched
+        self.h_caller = self.h_shape if batched else (LD, self.h_shape[2])
+        self.c_caller = None if self.c_shape is None else \
+            self.c_shape if batched else (LD, self.c_shape[2])
+        # one layer-direction whose kernel runs the whole call (timeloop.lean_whole): that
+        # call itself, with its parameters (cell name, Param) and schedule found here, once
+        self.eq, self.whole = layer.eq, None
+        if LD == 1:
+            self.whole = timeloop.lean_whole(kernels, self.steps, self.rows,
+                                             layer.eq.gates * layer.hidden_size, shape[-1])
+            self.params = [(name, layer._params[attribute])
+                           for name, attribute in layer._names[0].items()]
+            self.schedule = timeloop.full_schedule(self.steps, self.rows, False)
+
+    @classmethod
+    def make(cls, layer, shape: tuple, batched: bool, hx, kernels) -> "LeanPlan | None":
+        """The plan of a call that took the lean path with input ``shape`` and states ``hx``
+        (after the layer's checks), or None where its states would not pass the plan's own
+        check (a list instead of a tuple, say: a plan that every call misses would only cost
+        its making at every call)."""
+        plan = cls(layer, shape, batched, hx is not None, kernels)
+        return plan if plan._states(hx) is not None else None
+
+    @classmethod
+    def applies(cls, steps: int, rows: int) -> bool:
+        """Whether calls of ``steps`` x ``rows`` may be planned (see the module docstring)."""
+        return (rows != 1 or steps < timeloop.PAIR_MIN_STEPS) and not threads.pinned()
+
+    def _states(self, hx):
+        """``(h0, c0)`` as (L*D, N, width) arrays for a call of this plan, or None."""
+        if hx is None:
+            if self.with_states:
+                return None
+            return np.zeros(self.h_shape, self.dtype), \
+                None if self.c_shape is None else np.zeros(self.c_shape, self.dtype)
+        if not self.with_states:
+            return None
+        if self.c_shape is None:
+            if not _ready(hx, self.h_caller, self.dtype):
+                return None
+            return (hx if self.batched else hx.reshape(self.h_shape)), None
+        if hx.__class__ is not tuple or len(hx) != 2:
+            return None
+        h, c = hx
+        if not (_ready(h, self.h_caller, self.dtype) and _ready(c, self.c_caller, self.dtype)):
+            return None
+        if self.batched:
+            return h, c
+        return h.reshape(self.h_shape), c.reshape(self.c_shape)
+
+    def __call__(self, layer, x, hx):
+        if not (_ready(x, self.shape, self.dtype) and layer.training == self.training
+                and fast.enabled()):
+            return None
+        if layer.stateful:
+            hx = layer._carry_in(hx, self.rows, self.batched)
+        states = self._states(hx)
+        if states is None:
+            return None
+        if not self.batched:
+            X = x[:, None, :]
+        elif self.batch_first:
+            X = np.ascontiguousarray(x.transpose(1, 0, 2))
+        else:
+            X = x
+        layer._release_cache()
+        if self.whole is None:
+            out, h_n, c_n = layer._forward_lean(self.kernels, X, *states)
+        else:
+            out, h_n, c_n = self._one(X, *states)
+        return layer._finish(out, h_n, c_n, None, self.rows, self.batched)
+
+    def _one(self, X, h0, c0):
+        """``(out, h_n, c_n)`` of a layer of one direction: :func:`elman.timeloop.
+        sequence_forward_lean`'s one compiled call, with what it would find out first (the
+        weights by name, the schedule, whether that call applies) found by the plan."""
+        threads.small_work_starts()
+        w = {name: param.data for name, param in self.params}
+        S, C = self.whole(self.eq, X, h0[0], None if c0 is None else c0[0],
+                          *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
+                                                  self.rows),
+                          self.schedule)
+        return timeloop.lean_outputs(S, C)
