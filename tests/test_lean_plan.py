@@ -164,10 +164,14 @@ def test_calls_the_plan_does_not_match_run_the_whole_way_errors_included(monkeyp
     with elman.no_grad():
         layer(x, (h, h))
         for args in [(x.astype(np.float64), (h, h)), (x.tolist(), (h, h)),
-                     (np.asfortranarray(x.repeat(3, axis=0))[:1], (h, h)), (x, [h, h]),
-                     (x, (h, h.astype(np.float64))), (x,)]:
+                     (np.asfortranarray(x.repeat(3, axis=0))[:1], (h, h)),
+                     (x, (h, h.astype(np.float64))), (x, (h, h[:, ::-1]))]:
             _assert_same(layer(*args), _unplanned(twin, *args))
-        assert not any(used[:5])
+        assert used == [False] * 5 and layer._plan is not None     # (kept: not theirs)
+        _assert_same(layer(x, [h, h]), _unplanned(twin, x, [h, h]))  # (a list: as a tuple)
+        assert used[-1] is True
+        _assert_same(layer(x), _unplanned(twin, x))                  # (no states: not its)
+        assert used[-1] is False
         with pytest.raises(ValueError, match="input_size"):
             layer(np.ones((1, 2, 4), np.float32), (h, h))
         with pytest.raises(ValueError, match="c_0"):

@@ -54,7 +54,7 @@ class LeanPlan:
 
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
-                 "whole", "params", "schedule")
+                 "whole", "stack", "directions", "params", "schedule")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -69,22 +69,32 @@ class LeanPlan:
         self.h_caller = self.h_shape if batched else (LD, self.h_shape[2])
         self.c_caller = None if self.c_shape is None else \
             self.c_shape if batched else (LD, self.c_shape[2])
-        # one layer-direction whose kernel runs the whole call (timeloop.lean_whole): that
-        # call itself, with its parameters (cell name, Param) and schedule found here, once
-        self.eq, self.whole = layer.eq, None
+        # the compiled call that runs the whole call, found here once: one layer-direction's
+        # (timeloop.lean_whole), else the whole stack's (timeloop.lean_stack); with the
+        # parameters by layer-direction as (the cell's name, Param) pairs, and the schedule
+        self.eq, self.directions = layer.eq, 2 if layer.bidirectional else 1
+        GH, H, I = layer.eq.gates * layer.hidden_size, layer.hidden_size, shape[-1]
+        self.params = [[(name, layer._params[attribute]) for name, attribute in names.items()]
+                       for names in layer._names]
+        self.whole = self.stack = None
         if LD == 1:
-            self.whole = timeloop.lean_whole(kernels, self.steps, self.rows,
-                                             layer.eq.gates * layer.hidden_size, shape[-1])
-            self.params = [(name, layer._params[attribute])
-                           for name, attribute in layer._names[0].items()]
+            self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
             self.schedule = timeloop.full_schedule(self.steps, self.rows, False)
+        else:
+            self.stack = timeloop.lean_stack(kernels, self.steps, self.rows, GH, I,
+                                             self.directions, H)
 
     @classmethod
     def make(cls, layer, shape: tuple, batched: bool, hx, kernels) -> "LeanPlan | None":
         """The plan of a call that took the lean path with input ``shape`` and states ``hx``
-        (after the layer's checks), or None where its states would not pass the plan's own
-        check (a list instead of a tuple, say: a plan that every call misses would only cost
-        its making at every call)."""
+        (as the caller passed them, after the layer's checks), or None where the checks would
+        have converted the states (another dtype, a view): a plan that every such call misses
+        would only cost its making at every call. (Cheap tests first, for that reason.)"""
+        if hx is not None:
+            for state in (hx if hx.__class__ in (tuple, list) else (hx,)):
+                if not (state.__class__ is np.ndarray and state.dtype == layer.dtype
+                        and state.flags.c_contiguous):
+                    return None
         plan = cls(layer, shape, batched, hx is not None, kernels)
         return plan if plan._states(hx) is not None else None
 
@@ -106,7 +116,7 @@ class LeanPlan:
             if not _ready(hx, self.h_caller, self.dtype):
                 return None
             return (hx if self.batched else hx.reshape(self.h_shape)), None
-        if hx.__class__ is not tuple or len(hx) != 2:
+        if hx.__class__ not in (tuple, list) or len(hx) != 2:
             return None
         h, c = hx
         if not (_ready(h, self.h_caller, self.dtype) and _ready(c, self.c_caller, self.dtype)):
@@ -131,18 +141,26 @@ class LeanPlan:
         else:
             X = x
         layer._release_cache()
-        if self.whole is None:
-            out, h_n, c_n = layer._forward_lean(self.kernels, X, *states)
-        else:
-            out, h_n, c_n = self._one(X, *states)
-        return layer._finish(out, h_n, c_n, None, self.rows, self.batched)
+        result = None
+        if self.whole is not None:
+            result = self._one(X, *states)
+        elif self.stack is not None:         # (None where a parameter array is unusual)
+            result = timeloop.stack_forward_lean(self.eq, self.kernels, X, *states,
+                                                 self._weights(), self.directions, self.stack)
+        if result is None:
+            result = layer._forward_lean(self.kernels, X, *states)
+        return layer._finish(*result, None, self.rows, self.batched)
+
+    def _weights(self) -> list:
+        """Every layer-direction's arrays by the cell's names, read now."""
+        return [{name: param.data for name, param in params} for params in self.params]
 
     def _one(self, X, h0, c0):
         """``(out, h_n, c_n)`` of a layer of one direction: :func:`elman.timeloop.
         sequence_forward_lean`'s one compiled call, with what it would find out first (the
         weights by name, the schedule, whether that call applies) found by the plan."""
         threads.small_work_starts()
-        w = {name: param.data for name, param in self.params}
+        w = {name: param.data for name, param in self.params[0]}
         S, C = self.whole(self.eq, X, h0[0], None if c0 is None else c0[0],
                           *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
                                                   self.rows),

@@ -232,7 +232,7 @@ class RecurrentLayer(StatefulMixin, Module):
             lean = self._lean_kernels(T, N)
             if lean is not None:
                 if x is given and LeanPlan.applies(T, N):    # (an array the checks kept)
-                    self._plan = LeanPlan.make(self, x.shape, batched, hx, lean)
+                    self._plan = LeanPlan.make(self, x.shape, batched, hx, lean) or self._plan
                 self._release_cache()
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)

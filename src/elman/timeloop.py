@@ -794,30 +794,41 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:
     return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
 
 
+def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
+    """The kernel module's ``forward_stack_lean`` where it may run a lean call of ``T`` x
+    ``N`` through a stack of ``D`` directions (first input width ``I``, ``GH`` gate rows, ``H``
+    units) as one compiled call (:func:`stack_forward_lean`): it has one, no
+    ``transform_input``, and every projection stays on one BLAS thread by itself. Else None."""
+    attributes = vars(kernels)
+    stack = attributes.get("forward_stack_lean")
+    if stack is None or attributes.get("transform_input") is not None \
+            or not threads.one_thread_product(T * N, GH, max(I, D * H)):
+        return None
+    return stack
+
+
 def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list, D: int) -> tuple | None:
+                       weights: list, D: int, stack=None) -> tuple | None:
     """``(out, h_n, c_n)`` of a whole stack (``weights[k]`` of layer-direction ``k = layer *
     D + direction``, ``h0``/``c0`` (L*D, N, H)) for a small call that keeps nothing, as one
     compiled call: the kernel module's ``forward_stack_lean``, which runs each
     layer-direction's :func:`sequence_forward_lean` loop and writes the outputs of a layer's
     directions side by side into the next layer's input. None where that does not apply (no
-    such kernel, a ``transform_input``, a projection OpenBLAS would thread, or parameters that
-    are not plain C-contiguous writeable arrays, which the compiled call's tuples of one array
-    type cannot hold): the caller then runs the layer-directions one by one.
+    such kernel, a ``transform_input``, a projection OpenBLAS would thread: :func:`lean_stack`,
+    whose answer a caller that has it passes as ``stack``; or parameters that are not plain
+    C-contiguous writeable arrays, which the compiled call's tuples of one array type cannot
+    hold): the caller then runs the layer-directions one by one.
 
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
     of 2-3 us (operands, a dispatch, outputs, ``np.concatenate``); onnxruntime's cost about 6.
     As one call: 27 us (A/B in one process, medians of 11; two bidirectional layers: RNN
     1.30x, GRU 1.17x, LSTM 1.14x as fast; one bidirectional layer 1.03-1.27x)."""
-    attributes = vars(kernels)
-    stack = attributes.get("forward_stack_lean")
     T, N, I = X.shape
-    H = h0.shape[2]
-    GH = eq.gates * H
-    if stack is None or attributes.get("transform_input") is not None \
-            or not threads.one_thread_product(T * N, GH, max(I, D * H)):
-        return None
+    if stack is None:
+        stack = lean_stack(kernels, T, N, eq.gates * h0.shape[2], I, D, h0.shape[2])
+        if stack is None:
+            return None
     for w in weights:
         for array in w.values():
             if not array.flags.carray:
