@@ -328,18 +328,26 @@ def test_lean_path_rule_per_direction_count(monkeypatch):
 
 
 def test_a_batch_1_bidirectional_lstm_runs_its_directions_at_once(monkeypatch):
-    """Through the layer: the batch-1 bidirectional LSTM above leaves the lean path and runs
-    its two directions at once where two threads are granted."""
+    """Through the layer: the batch-1 bidirectional LSTM above runs its two directions at
+    once where two threads are granted: on the pair's two threads where the pair runs
+    (timeloop.stack_forward_pair, a lean call), else on the general path's
+    threads.concurrently."""
     require("numba")
     monkeypatch.setattr(threads, "granted", lambda: 2)
     layer = elman.LSTM(32, 128, bidirectional=True, seed=0).eval()
-    seen = []
+    seen, paired = [], []
     original = timeloop.threads.concurrently
     monkeypatch.setattr(timeloop.threads, "concurrently",
                         lambda *calls: seen.append(len(calls)) or original(*calls))
+    pair = recurrent.stack_forward_pair
+    monkeypatch.setattr(recurrent, "stack_forward_pair",
+                        lambda *args: paired.append(1) or pair(*args))
     with elman.no_grad():
         layer(np.ones((50, 1, 32), np.float32))
-    assert seen == [2]                # (a lean call runs no thread of its own)
+    if elman.fast.pair_supported():
+        assert paired == [1] and seen == []
+    else:
+        assert seen == [2] and paired == []
 
 
 @pytest.mark.parametrize("layer_kwargs, training, reason", [

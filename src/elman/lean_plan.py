@@ -54,7 +54,7 @@ class LeanPlan:
 
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
-                 "whole", "stack", "directions", "params", "schedule")
+                 "whole", "stack", "pairs", "directions", "params", "schedule")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -77,6 +77,9 @@ class LeanPlan:
         self.params = [[(name, layer._params[attribute]) for name, attribute in names.items()]
                        for names in layer._names]
         self.whole = self.stack = None
+        # (a bidirectional stack's directions at once, where two threads are free at the call)
+        self.pairs = self.directions == 2 and timeloop.pairs_directions(
+            kernels, self.steps, self.rows, layer.eq.recurrent_gates * H, H)
         if LD == 1:
             self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
             self.schedule = timeloop.full_schedule(self.steps, self.rows, False)
@@ -141,10 +144,13 @@ class LeanPlan:
         else:
             X = x
         layer._release_cache()
-        result = None
+        result = None                        # (None where a parameter array is unusual)
         if self.whole is not None:
             result = self._one(X, *states)
-        elif self.stack is not None:         # (None where a parameter array is unusual)
+        elif self.pairs and threads.two_threads_free():
+            result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
+                                                 self._weights())
+        elif self.stack is not None:
             result = timeloop.stack_forward_lean(self.eq, self.kernels, X, *states,
                                                  self._weights(), self.directions, self.stack)
         if result is None:

@@ -43,10 +43,10 @@ from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, lean_outputs,
-                       output_view, pair_rule, release, run_directions, runs_lean,
-                       sequence_backward, sequence_forward, sequence_forward_lean,
+                       output_view, pair_rule, pairs_directions, release, run_directions,
+                       runs_lean, sequence_backward, sequence_forward, sequence_forward_lean,
                        sequence_forward_pair, sequence_forward_rows, split_rows,
-                       stack_forward_lean)
+                       stack_forward_lean, stack_forward_pair)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -420,7 +420,17 @@ class RecurrentLayer(StatefulMixin, Module):
             return None
         kernels = fast.kernels_for(self.eq, self.dtype)
         K = self.eq.recurrent_gates * self.hidden_size
-        return kernels if runs_lean(kernels, T, N, K, self.hidden_size, self._D) else None
+        if runs_lean(kernels, T, N, K, self.hidden_size, self._D) or self._pairs_directions(
+                kernels, T, N):
+            return kernels
+        return None
+
+    def _pairs_directions(self, kernels, T: int, N: int) -> bool:
+        """Whether this bidirectional lean call runs each layer's two directions at once
+        (:func:`elman.timeloop.pairs_directions`, two threads free now)."""
+        return self._D == 2 and pairs_directions(
+            kernels, T, N, self.eq.recurrent_gates * self.hidden_size,
+            self.hidden_size) and threads.two_threads_free()
 
     def _forward_lean(self, kernels, X, h0, c0):
         """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step
@@ -432,8 +442,12 @@ class RecurrentLayer(StatefulMixin, Module):
             return lean_outputs(*sequence_forward_lean(eq, kernels, X, h0[0],
                                                        None if c0 is None else c0[0],
                                                        self._weights(0)))
-        whole = stack_forward_lean(eq, kernels, X, h0, c0,
-                                   [self._weights(k) for k in range(len(h0))], D)
+        weights = [self._weights(k) for k in range(len(h0))]
+        whole = None
+        if self._pairs_directions(kernels, X.shape[0], X.shape[1]):
+            whole = stack_forward_pair(eq, kernels, X, h0, c0, weights)
+        if whole is None:
+            whole = stack_forward_lean(eq, kernels, X, h0, c0, weights, D)
         if whole is not None:                     # the whole stack as one compiled call
             return whole
         h_n = np.empty(h0.shape, self.dtype)

@@ -344,6 +344,16 @@ SPLIT_MIN_FLOPS = 2e7
 #: keeping nothing runs on the lean path (:func:`runs_lean`)
 LEAN_MAX_FLOPS = 1e7
 
+#: from this much recurrent work a direction (2 T N K P) up to :data:`LEAN_MAX_FLOPS`, a
+#: bidirectional call that keeps nothing runs its directions at once on the pair's two threads
+#: (:func:`stack_forward_pair`, :func:`pairs_directions`). Measured (no-grad, I = 32, in one
+#: process against the same call in turn, medians of 7): at once 1.50x (LSTM, (1, 10, 32,
+#: 128), 1.3 MFLOP), 1.84x (LSTM, (1, 50, 32, 128), 6.6 MFLOP), 1.49x (GRU, 4.9 MFLOP), 1.38x
+#: (RNN, 1.6 MFLOP), 1.48x (LSTM, (4, 20, 32, 128), 10.5 MFLOP); about even at 0.5-1 MFLOP (GRU
+#: 1.01-1.06x, LSTM at H = 64 1.13x), and below that the partner's start (its Python, a few
+#: microseconds) cost more than a direction (RNN, 0.33 MFLOP: 0.84x; tiny calls 0.62x).
+PAIR_DIRECTIONS_MIN_FLOPS = 1e6
+
 #: the range of sizes (bytes) of a layer's ``W_hh`` for which a batch of one sequence runs
 #: each step on two threads (:func:`pair_rule`). Measured (no-grad, 50 steps, I = 32, A/B in one
 #: process, alternating, medians of 11; AMD EPYC, 2 cores): LSTM H = 96 (144 KB) 0.70-1.04x,
@@ -697,6 +707,23 @@ def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> b
             and threads.one_thread_product(N, K, P))
 
 
+def pairs_directions(kernels, T: int, N: int, K: int, P: int) -> bool:
+    """Whether a bidirectional call that keeps and masks nothing (the caller checks that; and,
+    at the moment of the call, :func:`elman.threads.two_threads_free`) may run each layer's
+    two directions at once (:func:`stack_forward_pair`): recurrent work a direction (T steps
+    of ``(N x P) @ (P x K)``) from :data:`PAIR_DIRECTIONS_MIN_FLOPS` to :data:`LEAN_MAX_FLOPS`,
+    a per-step GEMM OpenBLAS keeps on one thread, a kernel module with a
+    ``forward_stack_pair`` and no ``transform_input``, and a machine where the pair runs
+    (:func:`elman.fast.pair_supported`)."""
+    flops = 2.0 * T * N * K * P
+    if kernels is None or not PAIR_DIRECTIONS_MIN_FLOPS <= flops < LEAN_MAX_FLOPS:
+        return False
+    attributes = vars(kernels)
+    return (attributes.get("forward_stack_pair") is not None
+            and attributes.get("transform_input") is None
+            and threads.one_thread_product(N, K, P) and fast.pair_supported())
+
+
 def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -> str | None:
     """Whether a call that keeps and masks nothing (the caller checks that) runs each step of
     its sequence on two threads (:func:`sequence_forward_pair`): ``"pair"`` (yes), ``"measure"``
@@ -829,13 +856,61 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         stack = lean_stack(kernels, T, N, eq.gates * h0.shape[2], I, D, h0.shape[2])
         if stack is None:
             return None
+    operands = _stack_operands(eq, kernels, weights, T, N)
+    if operands is None:
+        return None
+    return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
+
+
+def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                       weights: list) -> tuple | None:
+    """:func:`stack_forward_lean` of a bidirectional stack with the two directions of each
+    layer at once, one on the caller's thread and one on the pair's partner thread
+    (:func:`elman.fast._pair.pair_stack`, the kernel module's ``forward_stack_pair``): they
+    meet once a layer. The caller checks :func:`pairs_directions` (and that
+    :func:`lean_stack` applies); None where a parameter array is unusual (see there).
+
+    Why: a bidirectional layer's directions share nothing but their input. Run at once by
+    :func:`elman.threads.concurrently` (the general path) a call paid a Python thread's
+    hand-over, tens of microseconds on this virtual machine, more than a batch-1 direction's
+    whole time at the tiny sizes; in turn (the lean path) it paid both directions' time."""
+    T, N, _ = X.shape
+    operands = _stack_operands(eq, kernels, weights, T, N)
+    if operands is None:
+        return None
+    pair = fast.pair()
+    partner = pair.partner()
+    layers, H = len(weights) // 2, h0.shape[2]
+    outs = np.empty((layers, T, N, 2 * H), X.dtype)
+    h_n = np.empty_like(h0)
+    c_n = None if c0 is None else np.empty_like(c0)
+    sync = np.zeros(layers * pair.ROW, np.int64)          # (fresh: see pair_stack)
+    arguments = (eq, X, h0, c0, *operands, _schedules(T, N, 2), outs, h_n, c_n, sync,
+                 partner.bell)
+    forward, spins = kernels.forward_stack_pair, partner.spins
+
+    def steps(gen, me):
+        return forward(*arguments, gen, me, spins)
+
+    GH, I = eq.gates * H, X.shape[2]
+    if threads.one_thread_product(T * N, GH, max(I, 2 * H)):   # BLAS keeps the projections
+        partner.share(steps)                                    # to one thread by itself
+    else:
+        with threads.one_blas_thread():                         # (else it would use its pool's)
+            partner.share(steps)
+    return outs[-1], h_n, c_n
+
+
+def _stack_operands(eq, kernels, weights: list, T: int, N: int) -> tuple | None:
+    """The layer-directions' :func:`lean_operands`, as a tuple of tuples by operand, or None
+    where a parameter array is not a plain C-contiguous writeable one (see
+    :func:`stack_forward_lean`)."""
     for w in weights:
         for array in w.values():
             if not array.flags.carray:
                 return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    operands = [lean_operands(eq, kernels, w, T, N) for w in weights]
-    return stack(eq, X, h0, c0, *zip(*operands), _schedules(T, N, D))
+    return tuple(zip(*[lean_operands(eq, kernels, w, T, N) for w in weights]))
 
 
 @functools.lru_cache(maxsize=64)

@@ -47,9 +47,10 @@ from numba.extending import intrinsic
 
 from ._blas import gemm
 
-__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "project_units", "wait_for_bell",
-           "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array", "split_point",
-           "Partner", "partner", "rest_partner", "SPIN_SECONDS", "PATIENCE_SECONDS"]
+__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "project_units",
+           "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
+           "split_point", "Partner", "partner", "rest_partner", "SPIN_SECONDS",
+           "PATIENCE_SECONDS"]
 
 #: the CPU has ``pause`` (x86-64): the spin loops here are written for it
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
@@ -170,6 +171,54 @@ def pair_steps(units, operands, T, H, sync, bell, gen, me, split, patience, spin
     if me == 0:
         return gen
     return wait_for_bell(bell, gen, spins)
+
+
+@njit(inline="always")
+def pair_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules, outs, sync,
+               bell, gen, me, spins):
+    """A small bidirectional stack as thread ``me`` (0: the caller, which rings ``bell`` with
+    ``gen`` first; 1: the partner): of each layer, the caller runs the forward direction and
+    whoever claims it first the reverse one (``direction`` and ``forward_lean`` as in
+    :func:`elman.fast._loop.stack_lean`), and both wait until both are done before the next
+    layer, which reads them. ``outs`` (L, T, N, 2P): the layers' outputs, ``h_n``/``c_n`` the
+    final states, written by both threads (each its own columns and rows); ``sync`` (L * ROW
+    int64 zeros, a new one for each call): per layer, the reverse direction's claim and the
+    count of directions done. A partner that comes late finds the reverse directions claimed
+    and does nothing; so the caller never waits for a partner that has not come, only for one
+    that is computing its direction. The caller returns ``gen``; the partner then waits for
+    the next sequence (up to ``spins``) and returns the bell's value.
+
+    Why: the two directions of a layer share nothing but the input, so they meet once a layer
+    instead of once a step (:func:`pair_steps`), and each core reads only its own direction's
+    ``W_hh``."""
+    if me == 0:
+        _store(bell, 0, gen)
+    _pair_layer(direction, forward_lean, X, outs[0], 0, h0, c0, h_n, c_n, operands, schedules,
+                sync, me)
+    for layer in range(1, outs.shape[0]):
+        _pair_layer(direction, forward_lean, outs[layer - 1], outs[layer], layer, h0, c0, h_n,
+                    c_n, operands, schedules, sync, me)
+    if me == 0:
+        return gen
+    return wait_for_bell(bell, gen, spins)
+
+
+@njit(inline="always")
+def _pair_layer(direction, forward_lean, layer_in, out, layer, h0, c0, h_n, c_n, operands,
+                schedules, sync, me):
+    """Layer ``layer`` of :func:`pair_stack` as thread ``me`` (a function of its own: the
+    first layer reads the caller's ``X``, whose array type the later inputs need not share)."""
+    row = layer * ROW
+    if me == 0:
+        direction(forward_lean, layer_in, out, 2 * layer, 0, h0, c0, h_n, c_n, operands,
+                  schedules[0])
+        _add(sync, row + DONE, 1)
+    if _add(sync, row + CLAIM, 1) == 0:
+        direction(forward_lean, layer_in, out, 2 * layer + 1, 1, h0, c0, h_n, c_n, operands,
+                  schedules[1])
+        _add(sync, row + DONE, 1)
+    while _load(sync, row + DONE) < 2:
+        _pause()
 
 
 def sync_array(T: int) -> np.ndarray:

@@ -7,13 +7,14 @@ from numba import njit
 
 from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units
 from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "pairs", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+           "pairs", "backward"]
 
 
 @njit(**JIT)
@@ -184,6 +185,18 @@ def _stack_classic_lean(X, h0, h_n, operands, schedules):
 
 
 @njit(**JIT)
+def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spins):
+    return pair_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_classic_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spins):
+    return pair_stack(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
+                      operands, schedules, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
 def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
@@ -241,14 +254,26 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
                          schedule), None
 
 
+def _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts) -> tuple:
+    if eq.reset_after:
+        H, dtype = h0.shape[2], h0.dtype
+        return W_ih, bias, W_hh_T, tuple(_b_hn(c, H, dtype) for c in consts)
+    return W_ih, bias, W_hh_T, tuple(c[1] for c in consts)      # consts = (W_hn, W_hn^T)
+
+
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     h_n = np.empty_like(h0)
-    if eq.reset_after:
-        H, dtype = h0.shape[2], X.dtype
-        b_hn = tuple(_b_hn(c, H, dtype) for c in consts)
-        return _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, b_hn), schedules), h_n, None
-    W_hn_T = tuple(c[1] for c in consts)                # consts = (W_hn, W_hn^T)
-    return _stack_classic_lean(X, h0, h_n, (W_ih, bias, W_hh_T, W_hn_T), schedules), h_n, None
+    stack = _stack_lean if eq.reset_after else _stack_classic_lean
+    return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules), \
+        h_n, None
+
+
+def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
+    stack = _stack_pair if eq.reset_after else _stack_classic_pair
+    return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules,
+                 outs, sync, bell, gen, me, spins)
 
 
 def pairs(eq) -> bool:

@@ -13,13 +13,14 @@ from numba import njit
 
 from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units
 from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, keep_direction, lean_start,
                     mask_into, project_back, scratch_row, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+           "backward"]
 
 
 @njit(**JIT)
@@ -89,6 +90,12 @@ def _direction_lean(forward_lean, layer_in, out, k, d, h0, c0, h_n, c_n, operand
 def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
     return stack_lean(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands,
                       schedules)
+
+
+@njit(**JIT)
+def _stack_pair(X, h0, c0, h_n, c_n, operands, schedules, outs, sync, bell, gen, me, spins):
+    return pair_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedules,
+                      outs, sync, bell, gen, me, spins)
 
 
 @njit(inline="always")
@@ -180,11 +187,22 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
     return _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule)
 
 
-def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
+def _stack_operands(W_ih, bias, W_hh_T, consts) -> tuple:
     scale, shift = zip(*consts)
+    return W_ih, bias, scale, shift, W_hh_T
+
+
+def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    return _stack_lean(X, h0, c0, h_n, c_n, (W_ih, bias, scale, shift, W_hh_T), schedules), \
-        h_n, c_n
+    return _stack_lean(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
+                       schedules), h_n, c_n
+
+
+def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
+    return _stack_pair(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
+                       schedules, outs, sync, bell, gen, me, spins)
 
 
 def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,

@@ -9,9 +9,10 @@ from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_lean_direction
                     mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import tanh
-from ._pair import pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_pair", "backward"]
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+           "backward"]
 
 
 @njit(**JIT)
@@ -93,6 +94,12 @@ def _stack_lean(X, h0, h_n, operands, schedules):
 
 
 @njit(**JIT)
+def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spins):
+    return pair_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
 def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
     the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
@@ -127,11 +134,22 @@ def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
     return _forward_lean(X, W_ih, h0, bias, W_hh_T, eq.nonlinearity == "relu", schedule), None
 
 
+def _stack_operands(eq, W_ih, bias, W_hh_T) -> tuple:
+    relu = (eq.nonlinearity == "relu",) * len(W_ih)           # (one per layer-direction)
+    return W_ih, bias, W_hh_T, relu
+
+
 def forward_stack_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules):
     h_n = np.empty_like(h0)
-    relu = (eq.nonlinearity == "relu",) * len(W_ih)           # (one per layer-direction)
-    out = _stack_lean(X, h0, h_n, (W_ih, bias, W_hh_T, relu), schedules)
+    out = _stack_lean(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules)
     return out, h_n, None
+
+
+def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
+    return _stack_pair(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules, outs,
+                       sync, bell, gen, me, spins)
 
 
 def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
