@@ -271,7 +271,9 @@ def test_pair_rule(monkeypatch):
     assert rule(eq_lstm, lstm, 50, 1, 192, f32) == "pair"              # 576 KB
     assert rule(eq_lstm, lstm, 50, 2, 192, f32) is None                # two sequences
     assert rule(eq_lstm, lstm, 50, 1, 192, f32, 2) is None             # bidirectional:
-    assert rule(eq_lstm, lstm, 50, 1, 256, f32, 2) == "pair"           # from 1 MB
+    assert rule(eq_lstm, lstm, 500, 1, 256, f32, 2) == "pair"          # from 1 MB, where
+    assert rule(eq_lstm, lstm, 50, 1, 256, f32, 2) is None             # the directions do
+    assert timeloop.pairs_directions(lstm, 50, 1, 4 * 256, 256)        # not run at once
     assert rule(eq_lstm, lstm, timeloop.PAIR_MIN_STEPS - 1, 1, 192, f32) is None
     assert rule(eq_lstm, lstm, 50, 1, 200, f32) is None                # 200 % 16
     assert rule(eq_lstm, lstm, 50, 1, 128, f32) == "measure"           # 256 KB

@@ -155,8 +155,9 @@ def test_a_late_partner_finds_the_directions_done_and_computes_nothing():
 
 
 def test_the_rule(monkeypatch):
-    """From PAIR_DIRECTIONS_MIN_FLOPS to LEAN_MAX_FLOPS of recurrent work a direction, with a
-    kernel that has forward_stack_pair; through the layer only where two threads are free."""
+    """From PAIR_DIRECTIONS_MIN_FLOPS to PAIR_DIRECTIONS_MAX_FLOPS of recurrent work a
+    direction, with a kernel that has forward_stack_pair; through the layer only where two
+    threads are free."""
     lstm = fast.kernels_for(elman.LSTM(3, 4).eq, np.float32)
     K, P = 4 * 128, 128
     flops = lambda T, N: 2.0 * T * N * K * P                               # noqa: E731
@@ -164,7 +165,9 @@ def test_the_rule(monkeypatch):
     assert timeloop.pairs_directions(lstm, 10, 1, K, P)
     assert timeloop.pairs_directions(lstm, 50, 1, K, P)
     assert not timeloop.pairs_directions(lstm, 3, 1, K, P)                  # too small
-    assert not timeloop.pairs_directions(lstm, 200, 1, K, P)                # the general path's
+    assert timeloop.pairs_directions(lstm, 200, 1, K, P)                    # 26 MFLOP
+    assert flops(1000, 2) >= timeloop.PAIR_DIRECTIONS_MAX_FLOPS
+    assert not timeloop.pairs_directions(lstm, 1000, 2, K, P)               # the general path's
     assert not timeloop.pairs_directions(None, 50, 1, K, P)
     layer = elman.LSTM(32, 128, bidirectional=True, seed=0).eval()
     x = np.ones((50, 1, 32), np.float32)

@@ -54,7 +54,7 @@ class LeanPlan:
 
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
-                 "whole", "stack", "pairs", "directions", "params", "schedule")
+                 "whole", "stack", "pairs", "alone", "directions", "params", "schedule")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -77,9 +77,12 @@ class LeanPlan:
         self.params = [[(name, layer._params[attribute]) for name, attribute in names.items()]
                        for names in layer._names]
         self.whole = self.stack = None
-        # (a bidirectional stack's directions at once, where two threads are free at the call)
+        # a bidirectional stack's directions at once where two threads are free at the call;
+        # else in turn, where the lean path takes the call by itself (else: not the plan's)
+        K = layer.eq.recurrent_gates * H
         self.pairs = self.directions == 2 and timeloop.pairs_directions(
-            kernels, self.steps, self.rows, layer.eq.recurrent_gates * H, H)
+            kernels, self.steps, self.rows, K, H)
+        self.alone = timeloop.runs_lean(kernels, self.steps, self.rows, K, H, self.directions)
         if LD == 1:
             self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
             self.schedule = timeloop.full_schedule(self.steps, self.rows, False)
@@ -137,6 +140,9 @@ class LeanPlan:
         states = self._states(hx)
         if states is None:
             return None
+        pair = self.pairs and threads.two_threads_free()
+        if not (pair or self.alone):
+            return None
         if not self.batched:
             X = x[:, None, :]
         elif self.batch_first:
@@ -147,7 +153,7 @@ class LeanPlan:
         result = None                        # (None where a parameter array is unusual)
         if self.whole is not None:
             result = self._one(X, *states)
-        elif self.pairs and threads.two_threads_free():
+        elif pair:
             result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
                                                  self._weights())
         elif self.stack is not None:

@@ -229,12 +229,12 @@ class RecurrentLayer(StatefulMixin, Module):
                 else:
                     out, h_n, c_n = self._forward_pair(kernels, X, h0, c0)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
-            lean = self._lean_kernels(T, N)
+            lean, pair = self._lean_kernels(T, N)
             if lean is not None:
                 if x is given and LeanPlan.applies(T, N):    # (an array the checks kept)
                     self._plan = LeanPlan.make(self, x.shape, batched, hx, lean) or self._plan
                 self._release_cache()
-                out, h_n, c_n = self._forward_lean(lean, X, h0, c0)
+                out, h_n, c_n = self._forward_lean(lean, X, h0, c0, pair)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
         D = self._D
 
@@ -413,26 +413,20 @@ class RecurrentLayer(StatefulMixin, Module):
         return layer_in, h_n, c_n
 
     def _lean_kernels(self, T: int, N: int):
-        """The cell's compiled loops when this no-grad call may take :meth:`_forward_lean`:
-        nothing to mask, no projection (:meth:`_masks_nothing`), and small enough for
-        :func:`elman.timeloop.runs_lean`; else None."""
+        """``(kernels, pair)``: the cell's compiled loops when this no-grad call may take
+        :meth:`_forward_lean` (nothing to mask, no projection: :meth:`_masks_nothing`), and
+        whether it runs a bidirectional layer's directions at once there
+        (:func:`elman.timeloop.pairs_directions`, two threads free now); else small enough for
+        :func:`elman.timeloop.runs_lean`. ``(None, False)`` otherwise."""
         if not self._masks_nothing():
-            return None
+            return None, False
         kernels = fast.kernels_for(self.eq, self.dtype)
-        K = self.eq.recurrent_gates * self.hidden_size
-        if runs_lean(kernels, T, N, K, self.hidden_size, self._D) or self._pairs_directions(
-                kernels, T, N):
-            return kernels
-        return None
+        K, H = self.eq.recurrent_gates * self.hidden_size, self.hidden_size
+        if self._D == 2 and pairs_directions(kernels, T, N, K, H) and threads.two_threads_free():
+            return kernels, True
+        return (kernels if runs_lean(kernels, T, N, K, H, self._D) else None), False
 
-    def _pairs_directions(self, kernels, T: int, N: int) -> bool:
-        """Whether this bidirectional lean call runs each layer's two directions at once
-        (:func:`elman.timeloop.pairs_directions`, two threads free now)."""
-        return self._D == 2 and pairs_directions(
-            kernels, T, N, self.eq.recurrent_gates * self.hidden_size,
-            self.hidden_size) and threads.two_threads_free()
-
-    def _forward_lean(self, kernels, X, h0, c0):
+    def _forward_lean(self, kernels, X, h0, c0, pair: bool = False):
         """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step
         calls, a batch of one): each layer-direction through
         :func:`elman.timeloop.sequence_forward_lean`, without the general path's caches,
@@ -443,9 +437,7 @@ class RecurrentLayer(StatefulMixin, Module):
                                                        None if c0 is None else c0[0],
                                                        self._weights(0)))
         weights = [self._weights(k) for k in range(len(h0))]
-        whole = None
-        if self._pairs_directions(kernels, X.shape[0], X.shape[1]):
-            whole = stack_forward_pair(eq, kernels, X, h0, c0, weights)
+        whole = stack_forward_pair(eq, kernels, X, h0, c0, weights) if pair else None
         if whole is None:
             whole = stack_forward_lean(eq, kernels, X, h0, c0, weights, D)
         if whole is not None:                     # the whole stack as one compiled call

@@ -353,6 +353,14 @@ LEAN_MAX_FLOPS = 1e7
 #: 1.01-1.06x, LSTM at H = 64 1.13x), and below that the partner's start (its Python, a few
 #: microseconds) cost more than a direction (RNN, 0.33 MFLOP: 0.84x; tiny calls 0.62x).
 PAIR_DIRECTIONS_MIN_FLOPS = 1e6
+#: ... up to this much a direction (beyond :data:`LEAN_MAX_FLOPS`: from there the lean path's
+#: one-thread products still won, at once, against the general path, which runs the
+#: directions at once through :func:`elman.threads.concurrently`). Measured against the layer
+#: as it was (in one process, medians of 7): GRU and LSTM at (1, 50, 32, 256), one and two
+#: bidirectional layers, 1.07-1.25x (20-26 MFLOP); LSTM (8, 50, 32, 128) 1.15x (52 MFLOP), GRU
+#: (32, 50, 16, 64) 1.15x (39 MFLOP); RNN and GRU at (64, 100, 32, 128) 1.05x and 1.04x (210 and
+#: 629 MFLOP), the LSTM there 0.95x (839 MFLOP), at (64, 100, 128, 256) 0.94-0.97x.
+PAIR_DIRECTIONS_MAX_FLOPS = 2e8
 
 #: the range of sizes (bytes) of a layer's ``W_hh`` for which a batch of one sequence runs
 #: each step on two threads (:func:`pair_rule`). Measured (no-grad, 50 steps, I = 32, A/B in one
@@ -711,17 +719,15 @@ def pairs_directions(kernels, T: int, N: int, K: int, P: int) -> bool:
     """Whether a bidirectional call that keeps and masks nothing (the caller checks that; and,
     at the moment of the call, :func:`elman.threads.two_threads_free`) may run each layer's
     two directions at once (:func:`stack_forward_pair`): recurrent work a direction (T steps
-    of ``(N x P) @ (P x K)``) from :data:`PAIR_DIRECTIONS_MIN_FLOPS` to :data:`LEAN_MAX_FLOPS`,
-    a per-step GEMM OpenBLAS keeps on one thread, a kernel module with a
-    ``forward_stack_pair`` and no ``transform_input``, and a machine where the pair runs
-    (:func:`elman.fast.pair_supported`)."""
+    of ``(N x P) @ (P x K)``) from :data:`PAIR_DIRECTIONS_MIN_FLOPS` to
+    :data:`PAIR_DIRECTIONS_MAX_FLOPS`, a kernel module with a ``forward_stack_pair`` and no
+    ``transform_input``, and a machine where the pair runs (:func:`elman.fast.pair_supported`)."""
     flops = 2.0 * T * N * K * P
-    if kernels is None or not PAIR_DIRECTIONS_MIN_FLOPS <= flops < LEAN_MAX_FLOPS:
+    if kernels is None or not PAIR_DIRECTIONS_MIN_FLOPS <= flops < PAIR_DIRECTIONS_MAX_FLOPS:
         return False
     attributes = vars(kernels)
     return (attributes.get("forward_stack_pair") is not None
-            and attributes.get("transform_input") is None
-            and threads.one_thread_product(N, K, P) and fast.pair_supported())
+            and attributes.get("transform_input") is None and fast.pair_supported())
 
 
 def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -> str | None:
@@ -736,10 +742,14 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -
     as on the lean path there), or without two threads free
     (:func:`elman.threads.two_threads_free`). ``"pair"`` for a ``W_hh`` of
     :data:`PAIR_MIN_BYTES` to :data:`PAIR_MAX_BYTES` (two directions: from
-    :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`), ``"measure"`` from :data:`PAIR_MEASURED_MIN_BYTES`
-    to there (one direction)."""
+    :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`, and only where the directions do not run at once
+    instead, :func:`pairs_directions`: measured, the directions at once 1.07-1.5x as fast
+    as each on both threads in turn at H = 256, even at H = 384-512), ``"measure"`` from
+    :data:`PAIR_MEASURED_MIN_BYTES` to there (one direction)."""
     if kernels is None or N != 1 or T < PAIR_MIN_STEPS \
             or not fast.pair_supported() or H % fast.pair().ALIGN:
+        return None
+    if directions == 2 and pairs_directions(kernels, T, N, eq.recurrent_gates * H, H):
         return None
     attributes = vars(kernels)
     pairs = attributes.get("pairs")
@@ -892,11 +902,12 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     def steps(gen, me):
         return forward(*arguments, gen, me, spins)
 
-    GH, I = eq.gates * H, X.shape[2]
-    if threads.one_thread_product(T * N, GH, max(I, 2 * H)):   # BLAS keeps the projections
-        partner.share(steps)                                    # to one thread by itself
+    GH, I, K = eq.gates * H, X.shape[2], eq.recurrent_gates * H
+    if threads.one_thread_product(T * N, GH, max(I, 2 * H)) and \
+            threads.one_thread_product(N, K, H):       # BLAS keeps every product to one
+        partner.share(steps)                           # thread by itself
     else:
-        with threads.one_blas_thread():                         # (else it would use its pool's)
+        with threads.one_blas_thread():                # (else it would use its pool's)
             partner.share(steps)
     return outs[-1], h_n, c_n
 
