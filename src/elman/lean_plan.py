@@ -24,10 +24,14 @@ What may change between calls is checked at every call, never assumed:
   place (an optimizer step, ``load_state_dict``) are always seen.
 
 A plan is made only where the choice it keeps cannot depend on the moment: more than one
-sequence or fewer than :data:`elman.timeloop.PAIR_MIN_STEPS` steps (the pair path, whose rule
-asks whether two threads are free now, never applies), and outside
+sequence or fewer than :data:`elman.timeloop.PAIR_MIN_STEPS` steps (the steps on two threads,
+whose rule asks whether two threads are free now, never apply), and outside
 :func:`elman.threads.concurrently` (whose pinned BLAS answers
-:func:`elman.threads.one_thread_product` differently).
+:func:`elman.threads.one_thread_product` differently). The one choice that does depend on the
+moment, whether a bidirectional stack runs its directions at once
+(:func:`elman.timeloop.stack_forward_pair`), the plan makes at each call: two threads free, or
+else the directions in turn where the lean path takes the call by itself (else the plan steps
+aside).
 """
 from __future__ import annotations
 

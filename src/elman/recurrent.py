@@ -430,7 +430,9 @@ class RecurrentLayer(StatefulMixin, Module):
         """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step
         calls, a batch of one): each layer-direction through
         :func:`elman.timeloop.sequence_forward_lean`, without the general path's caches,
-        workspaces and row blocks. Same arithmetic, same results."""
+        workspaces and row blocks (several as one compiled call where that applies; ``pair``:
+        a bidirectional stack's directions at once, :func:`elman.timeloop.stack_forward_pair`).
+        Same arithmetic, same results."""
         D, eq = (2 if self.bidirectional else 1), self.eq
         if len(h0) == 1:          # one layer, one direction (a streaming caller's usual layer)
             return lean_outputs(*sequence_forward_lean(eq, kernels, X, h0[0],

@@ -344,8 +344,9 @@ SPLIT_MIN_FLOPS = 2e7
 #: keeping nothing runs on the lean path (:func:`runs_lean`)
 LEAN_MAX_FLOPS = 1e7
 
-#: from this much recurrent work a direction (2 T N K P) up to :data:`LEAN_MAX_FLOPS`, a
-#: bidirectional call that keeps nothing runs its directions at once on the pair's two threads
+#: from this much recurrent work a direction (2 T N K P) up to
+#: :data:`PAIR_DIRECTIONS_MAX_FLOPS`, a bidirectional call that keeps nothing runs its
+#: directions at once on the pair's two threads
 #: (:func:`stack_forward_pair`, :func:`pairs_directions`). Measured (no-grad, I = 32, in one
 #: process against the same call in turn, medians of 7): at once 1.50x (LSTM, (1, 10, 32,
 #: 128), 1.3 MFLOP), 1.84x (LSTM, (1, 50, 32, 128), 6.6 MFLOP), 1.49x (GRU, 4.9 MFLOP), 1.38x
@@ -877,8 +878,9 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     """:func:`stack_forward_lean` of a bidirectional stack with the two directions of each
     layer at once, one on the caller's thread and one on the pair's partner thread
     (:func:`elman.fast._pair.pair_stack`, the kernel module's ``forward_stack_pair``): they
-    meet once a layer. The caller checks :func:`pairs_directions` (and that
-    :func:`lean_stack` applies); None where a parameter array is unusual (see there).
+    meet once a layer, and BLAS stays at one thread inside. The caller checks
+    :func:`pairs_directions` and that two threads are free; None where a parameter array is
+    unusual (see :func:`stack_forward_lean`).
 
     Why: a bidirectional layer's directions share nothing but their input. Run at once by
     :func:`elman.threads.concurrently` (the general path) a call paid a Python thread's
