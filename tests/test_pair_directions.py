@@ -184,3 +184,34 @@ def test_the_rule(monkeypatch):
         assert seen == [1]
     for a, b in zip(alone, both):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_two_callers_share_one_partner(paired):
+    """Bidirectional layers called from two threads at once: each call claims its own
+    directions, whichever call the partner joins; nobody hangs."""
+    import threading
+    layers = [_layer("lstm-2bi-batch-first", np.float32), _layer("gru-1bi", np.float32)]
+    rng = np.random.default_rng(6)
+    inputs = [rng.standard_normal((1, 9, 5)).astype(np.float32),
+              rng.standard_normal((9, 2, 5)).astype(np.float32)]
+    with elman.no_grad(), fast.use(False):
+        want = [layer(x)[0] for layer, x in zip(layers, inputs)]
+    errors = []
+
+    def caller(k):
+        try:
+            for _ in range(60):
+                with elman.no_grad():
+                    np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
+                                               atol=1e-6)
+        except BaseException as error:      # (raised below, in the test's own thread)
+            errors.append(error)
+
+    workers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a caller hung"
+    assert not errors, errors[0]
+    assert len(paired) == 120
