@@ -9,6 +9,9 @@ back to back for ``--min-time`` seconds after ``--warm`` seconds untimed, the pa
 (its size rule lifted), refused (the rule raised out of reach) and as shipped (the rule as it
 is: ``pair`` always, ``measure`` where the layer times both ways as its calls run and takes
 the faster, ``no``) in turn, ``--repeats`` times, in one process; medians and their ratios.
+The first two ways never run a bidirectional layer's directions at once on the two threads
+(``timeloop.PAIR_DIRECTIONS_MAX_FLOPS`` set to 0); as shipped does, where that applies (the
+rule column then says ``directions``).
 Rows the rule itself refuses show what it refuses. (No PyTorch column: this is elman against elman; ``bench_infer.py`` has onnxruntime
 and torch.)
 
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     repeats, min_time, warm = (2, 0.01, 0.01) if args.quick else \
         (args.repeats, args.min_time, args.warm)
     names = ("PAIR_MIN_BYTES", "PAIR_BIDIRECTIONAL_MIN_BYTES", "PAIR_MAX_BYTES",
-             "PAIR_MEASURED_MIN_BYTES")
+             "PAIR_MEASURED_MIN_BYTES", "PAIR_DIRECTIONS_MAX_FLOPS")
     rule = {name: getattr(timeloop, name) for name in names}
     print(f"# {note}" if note else "# environment as given")
     print(f"# pair supported here: {fast.pair_supported()}; rule: W_hh of "
@@ -87,9 +90,11 @@ def main(argv=None) -> int:
             with elman.no_grad():
                 model(x)
         size = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * H * H * 4
-        taken = timeloop.pair_rule(model.eq, fast.kernels_for(model.eq, model.dtype), T, 1, H,
-                                   model.dtype, 2 if bi else 1) if \
+        kernels = fast.kernels_for(model.eq, model.dtype)
+        taken = timeloop.pair_rule(model.eq, kernels, T, 1, H, model.dtype, 2 if bi else 1) if \
             fast.pair_supported() else None
+        if bi and timeloop.pairs_directions(kernels, T, 1, model.eq.recurrent_gates * H, H):
+            taken = "directions"
         ways = {"pair": [], "without": [], "as shipped": []}
 
         def allow(way):
@@ -101,6 +106,7 @@ def main(argv=None) -> int:
                 timeloop.PAIR_BIDIRECTIONAL_MIN_BYTES = 0 if lifted else 1 << 62
                 timeloop.PAIR_MAX_BYTES = 1 << 62
                 timeloop.PAIR_MEASURED_MIN_BYTES = 1 << 62
+                timeloop.PAIR_DIRECTIONS_MAX_FLOPS = 0
         try:
             for way in ways:                            # compile every way, untimed
                 allow(way)

@@ -89,3 +89,18 @@ def test_window_keeps_the_last_times():
     for t in (9.0, 4.0, 2.0):
         choice.record(1, t)
     assert choice.medians() == (8.0, pytest.approx(3.0))
+
+
+def test_trials_are_the_first_turns_and_the_explorations():
+    """``trial``: true for the first turns and each exploration of the way not chosen, false
+    for every call of the chosen way (what a caller keeps ready for it depends on that)."""
+    choice = MeasuredChoice()
+    trials = []
+    for _ in range(4 * FIRST_SAMPLES + 3 * EXPLORE_EVERY):
+        way = choice.pick()
+        trials.append((way, choice.trial))
+        choice.record(way, (1.0, 2.0)[way])
+    assert all(trial for _, trial in trials[:4 * FIRST_SAMPLES])
+    later = trials[4 * FIRST_SAMPLES:]
+    assert [way for way, trial in later if trial] == [1] * 2 * 3    # explorations of way 1
+    assert all(way == 0 for way, trial in later if not trial)

@@ -347,6 +347,31 @@ def test_layers_time_both_ways_where_either_may_win(pair_everywhere, monkeypatch
     assert other._pair_choice.medians() == (None, None)
 
 
+def test_the_partner_rests_only_when_one_thread_is_chosen(pair_everywhere, monkeypatch):
+    """Through the first turns and the explorations of one thread (trials) the partner spins
+    on, ready for the two threads chosen; a call of one thread chosen sends it to sleep."""
+    from elman import measured_choice
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 1 << 40)        # all sizes "measure"
+    monkeypatch.setattr(timeloop, "PAIR_MEASURED_MIN_BYTES", 0)
+    rests = []
+    monkeypatch.setattr(fast.pair(), "rest_partner", lambda: rests.append(1))
+    model = _model("GRU", np.float64, 1, 32)
+    x = np.random.default_rng(4).standard_normal((20, 1, 5))
+    times = model._pair_choice._times
+    with elman.no_grad():
+        for _ in range(4 * measured_choice.FIRST_SAMPLES):
+            model(x)
+        assert rests == []                                           # the first turns
+        for _ in range(3 * measured_choice.EXPLORE_EVERY):
+            times[0][:], times[1][:] = [2.0] * len(times[0]), [1.0] * len(times[1])
+            model(x)                                                 # two threads faster
+        assert rests == [] and len(pair_everywhere) > 3 * measured_choice.EXPLORE_EVERY - 7
+        for _ in range(10):
+            times[0][:], times[1][:] = [1.0] * len(times[0]), [2.0] * len(times[1])
+            model(x)                                                 # one thread faster
+    assert len(rests) >= 8
+
+
 def test_a_resting_partner_sleeps_and_joins_the_next_sequence(pair_everywhere):
     """rest_partner(): an awake partner stops spinning at once (not after SPIN_SECONDS), and
     a later pair call wakes it again; every call exact."""

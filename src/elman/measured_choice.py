@@ -41,22 +41,28 @@ class MeasuredChoice:
     the last call's is not recorded (see the module's docstring). Not thread-safe, nor needs
     to be: two threads calling the same layer at once lose at most a sample."""
 
-    __slots__ = ("_times", "_calls", "_last")
+    __slots__ = ("_times", "_calls", "_last", "trial")
 
     def __init__(self):
         self._times = ([], [])      # the last WINDOW times of way 0 and of way 1
         self._calls = 0
         self._last = None           # the way of the last recorded call
+        #: whether the last pick was a trial (the first turns, or an exploration of the way
+        #: not chosen) rather than the faster way: a caller keeps what the chosen way needs
+        #: ready through a trial (the pair's partner spinning, see elman.recurrent)
+        self.trial = True
 
     def pick(self) -> int:
         """The way (0 or 1) the next call should take."""
         self._calls += 1
         first, second = self._times
         if len(first) < FIRST_SAMPLES or len(second) < FIRST_SAMPLES:
+            self.trial = True
             return (self._calls - 1) // 2 % 2 if len(first) == len(second) \
                 else int(len(second) < len(first))
         faster = 1 if _median(second) < _median(first) else 0
-        return 1 - faster if self._calls % EXPLORE_EVERY in (0, 1) else faster
+        self.trial = self._calls % EXPLORE_EVERY in (0, 1)
+        return 1 - faster if self.trial else faster
 
     def record(self, way: int, time: float) -> None:
         """A time of way ``way`` (0 or 1), per unit of work; not kept when the call before
