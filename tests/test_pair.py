@@ -2,13 +2,13 @@
 timeloop.sequence_forward_pair): the same results as the other paths, whoever computes which
 half of a step, and the rule that decides when it runs."""
 import os
-import threading
 
 import numpy as np
 import pytest
 
 import elman
 from elman import fast, recurrent, threads, timeloop
+from _callers import from_threads
 
 pytestmark = pytest.mark.skipif(not (fast.enabled() and fast.pair_supported()),
                                 reason="two threads a step: x86-64 AMD CPUs with the fast path")
@@ -136,23 +136,14 @@ def test_two_callers_share_one_partner(pair_everywhere):
     inputs = [rng.standard_normal((30, 1, 5)) for _ in models]
     with elman.no_grad(), fast.use(False):
         want = [m(x)[0] for m, x in zip(models, inputs)]
-    errors = []
 
     def caller(k):
-        try:
-            for _ in range(60):
-                with elman.no_grad():
-                    np.testing.assert_allclose(models[k](inputs[k])[0], want[k], atol=1e-12)
-        except BaseException as error:      # (raised below, in the test's own thread)
-            errors.append(error)
+        def call():
+            with elman.no_grad():
+                np.testing.assert_allclose(models[k](inputs[k])[0], want[k], atol=1e-12)
+        return call
 
-    workers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a caller hung"
-    assert not errors, errors[0]
+    from_threads([caller(0), caller(1)])
 
 
 def _lstm_step_arrays(T, H, I, seed=0):

@@ -8,6 +8,7 @@ import pytest
 import elman
 from elman import fast, recurrent, threads, timeloop
 from elman.fast import _pair
+from _callers import from_threads
 
 pytestmark = pytest.mark.skipif(not (fast.enabled() and fast.pair_supported()),
                                 reason="two threads: x86-64 AMD CPUs with the fast path")
@@ -189,29 +190,19 @@ def test_the_rule(monkeypatch):
 def test_two_callers_share_one_partner(paired):
     """Bidirectional layers called from two threads at once: each call claims its own
     directions, whichever call the partner joins; nobody hangs."""
-    import threading
     layers = [_layer("lstm-2bi-batch-first", np.float32), _layer("gru-1bi", np.float32)]
     rng = np.random.default_rng(6)
     inputs = [rng.standard_normal((1, 9, 5)).astype(np.float32),
               rng.standard_normal((9, 2, 5)).astype(np.float32)]
     with elman.no_grad(), fast.use(False):
         want = [layer(x)[0] for layer, x in zip(layers, inputs)]
-    errors = []
 
     def caller(k):
-        try:
-            for _ in range(60):
-                with elman.no_grad():
-                    np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
-                                               atol=1e-6)
-        except BaseException as error:      # (raised below, in the test's own thread)
-            errors.append(error)
+        def call():
+            with elman.no_grad():
+                np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
+                                           atol=1e-6)
+        return call
 
-    workers = [threading.Thread(target=caller, args=(k,)) for k in range(2)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a caller hung"
-    assert not errors, errors[0]
+    from_threads([caller(0), caller(1)])
     assert len(paired) == 120
