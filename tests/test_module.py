@@ -21,6 +21,50 @@ def test_param_has_matching_zero_grad():
     assert not p.grad.any()
 
 
+def test_param_arrays_may_be_replaced_by_arrays_of_their_shape_and_dtype():
+    p = Param(np.ones((2, 3), np.float32))
+    strided = np.arange(12, dtype=np.float32).reshape(2, 6)[:, ::2]
+    p.data = strided
+    assert p.data.flags.c_contiguous and np.array_equal(p.data, strided)
+    g = np.full((2, 3), 2, np.float32)
+    p.grad = g
+    assert p.grad is g
+
+
+@pytest.mark.parametrize("which", ["data", "grad"])
+@pytest.mark.parametrize("value, got", [
+    (np.zeros((3, 2), np.float32), "shape (3, 2) and dtype float32"),
+    (np.zeros((2, 3), np.float64), "shape (2, 3) and dtype float64"),
+    ([[0.0] * 3] * 2, "a list"),
+])
+def test_param_refuses_arrays_of_another_shape_or_dtype(which, value, got):
+    p = Param(np.ones((2, 3), np.float32))
+    before = getattr(p, which).copy()
+    with pytest.raises(ValueError) as error:
+        setattr(p, which, value)
+    message = str(error.value)
+    assert f"Param.{which}" in message and "shape (2, 3) and dtype float32" in message
+    assert got in message
+    assert np.array_equal(getattr(p, which), before)       # nothing lost
+
+
+def test_a_layer_refuses_a_weight_of_another_size_and_runs_on():
+    """The compiled kernels take the weights as they are: a smaller ``W_hh`` would be read out
+    of its bounds, a float64 one in a float32 layer fail in numba's typing."""
+    layer = elman.LSTM(3, 4, seed=0)
+    layer.eval()
+    x = np.random.default_rng(0).standard_normal((5, 1, 3)).astype(np.float32)
+    with elman.no_grad():
+        expected, _ = layer(x)
+    for bad in (np.zeros((4, 4), np.float32), layer.weight_hh_l0.data.astype(np.float64)):
+        with pytest.raises(ValueError, match="Param.data: expected a NumPy array of shape "
+                                             r"\(16, 4\) and dtype float32"):
+            layer.weight_hh_l0.data = bad
+    with elman.no_grad():
+        out, _ = layer(x)
+    assert np.array_equal(out, expected)
+
+
 def test_named_parameters_follow_attribute_paths_in_order():
     names = [n for n, _ in Tiny().named_parameters()]
     assert names == ["weight", "inner.weight_ih", "inner.weight_hh", "inner.bias_ih",

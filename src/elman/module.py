@@ -32,8 +32,28 @@ class Param:
     __slots__ = ("data", "grad")
 
     def __init__(self, data):
-        self.data = np.ascontiguousarray(data)
-        self.grad = np.zeros_like(self.data)
+        object.__setattr__(self, "data", np.ascontiguousarray(data))
+        object.__setattr__(self, "grad", np.zeros_like(self.data))
+
+    def __setattr__(self, name, value):
+        """``p.data = a`` / ``p.grad = a`` replace the array by another of the same shape and
+        dtype (C-contiguous: a strided one is copied, as at creation). Anything else is refused
+        with the expected and the received shape and dtype: the compiled kernels take the
+        arrays as they are, and a layer's sizes come from its constructor, so an array of
+        another shape would be read out of its bounds, and one of another dtype fail inside
+        numba's typing. (To change a layer's sizes or dtype, build a new layer and
+        ``load_state_dict`` into it.) Reading stays a plain slot access."""
+        current = getattr(self, name, None) if name in Param.__slots__ else None
+        if current is not None:              # (None: being made, e.g. by copy.deepcopy)
+            if not isinstance(value, np.ndarray) or value.shape != current.shape \
+                    or value.dtype != current.dtype:
+                got = (f"shape {value.shape} and dtype {value.dtype}"
+                       if isinstance(value, np.ndarray) else f"a {type(value).__name__}")
+                raise ValueError(
+                    f"Param.{name}: expected a NumPy array of shape {current.shape} and dtype "
+                    f"{current.dtype} (the parameter's own), got {got}")
+            value = np.ascontiguousarray(value)
+        object.__setattr__(self, name, value)
 
     @property
     def shape(self):
