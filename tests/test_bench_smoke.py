@@ -38,6 +38,31 @@ def test_gemm_flops_by_hand():
                                                             + 2 * T * N * H * 3 * H)
 
 
+def test_calibration_times_a_compiled_first_call_again():
+    """A warm-up that compiled (seconds) must not make a millisecond case run one iteration a
+    repeat: the compiled path's iteration is timed once more; the others are left alone, and
+    so is a case whose iterations are long anyway."""
+    bench = load_bench()
+
+    class Runner:
+        def __init__(self):
+            self.calls = 0
+
+        def iterate(self):
+            self.calls += 1
+
+    runners = {"fast": Runner(), "numpy": Runner(), "torch": Runner()}
+    seen = bench.calibration_times(runners, {"fast": 5.0, "numpy": 0.001, "torch": 0.9},
+                                   min_time=0.2)
+    assert runners["fast"].calls == 1 and seen["fast"] < 0.1
+    assert runners["numpy"].calls == runners["torch"].calls == 0
+    assert seen["numpy"] == 0.001 and seen["torch"] == 0.9
+    assert bench.calibrate(runners["fast"].iterate, 0.2, seen["fast"]) > 1
+    runners = {"fast": Runner(), "torch": Runner()}
+    seen = bench.calibration_times(runners, {"fast": 0.01, "torch": 0.9}, min_time=0.2)
+    assert runners["fast"].calls == 0 and seen["fast"] == 0.01
+
+
 def test_quick_run_writes_all_frameworks(tmp_path):
     require_torch()
     require("threadpoolctl")
