@@ -145,7 +145,8 @@ class ForwardLoop:
     consts: object             # the cell's step constants (prepare_forward)
     schedule: np.ndarray       # (steps, 4) rows (t, prev, new, n), see _schedule
     R: np.ndarray | None       # (T, N, H) outputs before the projection (proj_size)
-    W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed
+    W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed (compiled loops:
+    #                            as fast.matrix_operand's pair)
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM reads h_prev * mask
     zone: Zoneout | None = None        # zoneout: mix each step's new states with the previous
 
@@ -291,8 +292,9 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     thread (``one_thread``) and the pass is long enough to pay for the packing: by MKL where it
     is on (:mod:`elman.fast._mkl`, a 1-D array the compiled GEMM takes in its place), else into
     the kernels' own panels (:mod:`elman.fast._packed`, a 3-D array) where their micro-kernel
-    runs; otherwise the matrix itself (forward: :func:`_step_matrix`). Packed once per pass,
-    never kept: weights changed in place between calls are always seen.
+    runs; otherwise the matrix itself (forward: :func:`_step_matrix`), for the compiled loops
+    as the pair :func:`elman.fast.matrix_operand` makes of it. Packed once per pass, never
+    kept: weights changed in place between calls are always seen.
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
@@ -303,7 +305,8 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
             return fast_mkl.pack(W, transpose, N)
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
             return fast_packed.pack(W, transpose)
-    return _step_matrix(W.T, T, N) if transpose else W
+    B = _step_matrix(W.T, T, N) if transpose else W
+    return B if kernels is None else fast.matrix_operand(B)
 
 
 def project_input(X: np.ndarray, W_ih: np.ndarray, GX: np.ndarray, kernels) -> None:
@@ -653,6 +656,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     step_threads = threads.for_gemm(N, K, P)
     W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
+    if kernels is not None and W_hr_T is not None:
+        W_hr_T = fast.matrix_operand(W_hr_T)     # (the form the compiled loops take)
     GX = ws.take("GX", (T, N, GH), dtype)
     input_state = _project(eq, kernels, X, w, GX)
     if kernels is None and gx_bias is not None:
@@ -828,7 +833,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:
     K = eq.recurrent_gates * H
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
-    W_hh_T = W_step.T if N == 1 else _step_operand(W_step, True, T, N, kernels, True)
+    W_hh_T = fast.matrix_operand(W_step.T) if N == 1 else \
+        _step_operand(W_step, True, T, N, kernels, True)
     return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
 
 

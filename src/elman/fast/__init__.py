@@ -36,7 +36,7 @@ from .._switch import Switch
 from . import _cpu
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
-           "project_input", "FastPathWarning"]
+           "project_input", "matrix_operand", "FastPathWarning"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -87,6 +87,27 @@ def project_input(X2, W, out):
     global project_input
     project_input = kernels_named(f"{__name__}._loop").project_input
     project_input(X2, W, out)
+
+
+def matrix_operand(B: np.ndarray) -> tuple:
+    """``B`` (2-D, C-contiguous or the transpose of such an array) as the pair ``(M,
+    transposed)``, which the kernels' GEMM (:func:`elman.fast._blas.gemm`) takes for ``B``:
+    ``M`` C-contiguous, ``B = M.T`` where ``transposed``. Why: numba compiles a kernel once per
+    layout of each array argument, and a per-step matrix comes as either (the transposed view
+    ``W_hh.T`` for one row or a short pass, a contiguous copy otherwise:
+    ``timeloop._step_matrix``); as a pair it is one type, and the GEMM's transpose flag is
+    chosen at run time.
+
+    >>> W = np.ones((4, 3), np.float32)
+    >>> [(M.shape, transposed) for M, transposed in (matrix_operand(W), matrix_operand(W.T))]
+    [((4, 3), False), ((4, 3), True)]
+    """
+    if B.flags.c_contiguous:
+        return B, False
+    if not B.T.flags.c_contiguous:
+        raise ValueError(f"matrix_operand: B must be C-contiguous or the transpose of a "
+                         f"C-contiguous array, got strides {B.strides} for shape {B.shape}")
+    return B.T, True
 
 
 def pair():

@@ -66,8 +66,10 @@ def gemm(A, B, C):
     stride of their own is fine: column blocks of a wider array), in compiled code only.
     ``B`` may also be the transpose of such an array (numba's 'F' layout, e.g. ``W[:K].T``):
     BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
-    for a short sequence, costs more than all its steps). A 1-D ``B`` is MKL's packed form of
-    the matrix (:func:`elman.fast._mkl.pack`), multiplied by ``cblas_?gemm_compute``; a 3-D
+    for a short sequence, costs more than all its steps); or either as the pair
+    :func:`elman.fast.matrix_operand` makes of it (the transpose flag chosen at run time).
+    A 1-D ``B`` is MKL's packed form of the matrix (:func:`elman.fast._mkl.pack`), multiplied
+    by ``cblas_?gemm_compute``; a 3-D
     ``B`` (float32) the kernels' own panels of it (:func:`elman.fast._packed.pack`), multiplied
     by their micro-kernel (:func:`elman.fast._microkernel.packed_product`)."""
     np.matmul(A, B, out=C)
@@ -76,6 +78,19 @@ def gemm(A, B, C):
 def gemm_acc(A, B, C):
     """``C += A @ B`` (BLAS with beta = 1: no temporary, C is read once, in the GEMM)."""
     C += A @ B
+
+
+def _pair_dispatch(target):
+    """The implementation of ``target(A, (M, transposed), C)``
+    (:func:`elman.fast.matrix_operand`):
+    ``target(A, M.T, C)`` or ``target(A, M, C)``, chosen at run time."""
+    def impl(A, B, C):
+        M, transposed = B
+        if transposed:
+            target(A, M.T, C)
+        else:
+            target(A, M, C)
+    return impl
 
 
 if _found is not None:
@@ -203,6 +218,8 @@ if _found is not None:
         # operands even then, and ran (1 x 512) @ (512 x 2048) 3.5x slower than its GEMV
         # (measured, one thread: 636 vs 179 us; 1.2x at H=128)
         def typer(A, B, C):
+            if isinstance(B, types.BaseTuple):      # (M, transposed): matrix_operand
+                return _pair_dispatch(gemm_acc if beta else gemm)
             f32 = A.dtype == types.float32
             call, vcall = (_sgemm, _sgemv) if f32 else (_dgemm, _dgemv)
             one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
@@ -267,6 +284,8 @@ if _found is not None:
 else:
     @overload(gemm)
     def _gemm_impl(A, B, C):
+        if isinstance(B, types.BaseTuple):
+            return _pair_dispatch(gemm)
         if B.ndim == 3:
             return lambda A, B, C: packed_product(A, B, C, False)
 
@@ -277,6 +296,8 @@ else:
 
     @overload(gemm_acc)
     def _gemm_acc_impl(A, B, C):
+        if isinstance(B, types.BaseTuple):
+            return _pair_dispatch(gemm_acc)
         if B.ndim == 3:
             return lambda A, B, C: packed_product(A, B, C, True)
 

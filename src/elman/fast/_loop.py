@@ -100,6 +100,40 @@ def keep_lean_direction(forward_lean, layer_in, out, k, d, h0, c0, h_n, c_n, ope
 
 
 @njit(inline="always")
+def absent(a):
+    """Whether an optional array argument of a kernel was left out: the wrappers pass an empty
+    array (:func:`or_empty`) where a layer has no such option (recurrent dropout's mask,
+    zoneout's weights, a projection, an output gradient), and the kernels test for it at run
+    time, once a step. Why not None, which numba compiles away: every combination of options
+    was then a compiled specialization of its own (35 of the LSTM's forward loop alone in one
+    run of the tests, each 1-2 s to compile); with arrays it is one per dtype and operand form."""
+    return a.size == 0
+
+
+_EMPTY: dict = {}           # (dtype, ndim) -> the empty array or_empty hands out
+
+
+def or_empty(a, dtype, ndim: int):
+    """``a``, or where it is None an empty ``ndim``-dimensional array of ``dtype``: what a
+    kernel takes for an option a layer does not use (:func:`absent`). The empty arrays are
+    shared (nothing can be written into them) and writeable (numba types a read-only array
+    apart, a specialization more)."""
+    if a is not None:
+        return a
+    key = (np.dtype(dtype), ndim)
+    empty = _EMPTY.get(key)
+    if empty is None:
+        empty = _EMPTY[key] = np.empty((0,) * ndim, dtype)
+    return empty
+
+
+def or_no_matrix(operand, dtype):
+    """``operand``, a matrix in :func:`elman.fast.matrix_operand`'s form, or where it is None
+    an empty one in that form (:func:`absent`, as :func:`or_empty` for arrays)."""
+    return (or_empty(None, dtype, 2), False) if operand is None else operand
+
+
+@njit(inline="always")
 def step_at(schedule, s):
     """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
     slots read and written, and the number of sequences still running (only steps with rows)."""
@@ -120,9 +154,9 @@ def add_bias(G, bias):
 
 @njit(inline="always")
 def add_output_grad(dh, dY, t, n):
-    """dh[:n] += dY[t, :n]: what reaches h_t from the output sequence (nothing when dY is None,
-    a branch numba removes when it compiles for a None argument)."""
-    if dY is not None:
+    """dh[:n] += dY[t, :n]: what reaches h_t from the output sequence (nothing when dY is
+    :func:`absent`: only the final state had a gradient)."""
+    if not absent(dY):
         for b in range(n):
             for j in range(dh.shape[1]):
                 dh[b, j] += dY[t, b, j]
@@ -174,9 +208,9 @@ def copy_row(row, out):
 @njit(inline="always")
 def project_back(dh, dHs, W_hr, dR, t, n):
     """What reaches ``o * tanh(c)`` at step ``t`` of an LSTM's backward loop: ``dh`` itself, or
-    with a projection (``W_hr`` (P, H); None otherwise, a branch numba removes) ``dr = dh W_hr``
+    with a projection (``W_hr`` (P, H); :func:`absent` otherwise) ``dr = dh W_hr``
     written into the scratch ``dR`` (N, H), after keeping ``dh`` in ``dHs[t]`` (for dW_hr)."""
-    if W_hr is None:
+    if absent(W_hr):
         return dh
     for b in range(n):
         dHs_b, dh_b = dHs[t, b], dh[b]
@@ -221,20 +255,23 @@ def add_rows(d, keep, n):
             d[b, j] += keep[b, j]
 
 
-def zone_arrays(zone):
-    """(a for h, b for c, c_new) of a :class:`~elman.timeloop.Zoneout`, or Nones: what the
-    kernels take (numba compiles the zoneout branches away for None)."""
+def zone_arrays(zone, dtype):
+    """(a for h, b for c, c_new) of a :class:`~elman.timeloop.Zoneout`, or empty arrays
+    (:func:`absent`): what the kernels take. The weights are read only, and made contiguous
+    (a row block's are a view of the batch's: one more specialization otherwise)."""
     if zone is None:
-        return None, None, None
-    return zone.h, zone.c, zone.c_new
+        empty = or_empty(None, dtype, 3)
+        return empty, empty, empty
+    zc = None if zone.c is None else np.ascontiguousarray(zone.c)
+    return np.ascontiguousarray(zone.h), or_empty(zc, dtype, 3), or_empty(zone.c_new, dtype, 3)
 
 
 @njit(inline="always")
 def zone_states(S, C, Cn, zh, zc, t, p, q, n):
     """Zoneout at the end of forward step ``t``: h (and c, keeping the un-mixed c in Cn) mixed
-    with the previous states. Nothing without zoneout (``zh`` None) or without a cell state
-    (``C`` None): branches numba removes."""
-    if zh is not None:
+    with the previous states. Nothing without zoneout (``zh`` :func:`absent`); for a cell
+    without a cell state (``C`` None, a branch numba removes), h only."""
+    if not absent(zh):
         if C is not None:
             keep_rows(C[q], Cn[t], n)
             zone_rows(C[p], C[q], zc[t], n)
@@ -245,7 +282,7 @@ def zone_states(S, C, Cn, zh, zc, t, p, q, n):
 def unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n):
     """Zoneout at the start of backward step ``t``: dh (and dc) split into the new states' share
     (left in place) and the previous states' (into keep_h, keep_c)."""
-    if zh is not None:
+    if not absent(zh):
         zone_split(dh, zh[t], keep_h, n)
         if dc is not None:
             zone_split(dc, zc[t], keep_c, n)
@@ -256,9 +293,9 @@ def into_previous(dG, W_hh, dh, dc, mask, zh, keep_h, keep_c, n):
     """The end of a backward step: dh_prev = dG W_hh (times the recurrent dropout mask), plus
     zoneout's direct shares of dh and dc (:func:`unzone_grads`)."""
     gemm(dG, W_hh, dh[:n])
-    if mask is not None:
+    if not absent(mask):
         scale_rows(dh, mask, n)
-    if zh is not None:
+    if not absent(zh):
         add_rows(dh, keep_h, n)
         if dc is not None:
             add_rows(dc, keep_c, n)

@@ -8,9 +8,9 @@ from numba import njit
 from . import _blas
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, project_units
-from ._loop import (JIT, ONE, add_rows, backward_step, copy_row, keep_lean_direction,
-                    lean_start, mask_into, scratch_row, stack_lean, step_at, zone_arrays,
-                    zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_lean_direction,
+                    lean_start, mask_into, or_empty, scratch_row, stack_lean, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
@@ -21,13 +21,13 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
     biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn. ``zh``
-    (T, N, H) or None: zoneout, S receives zh h_prev + (1 - zh) h_t (backward needs only the
-    gates and h_prev, which S keeps)."""
+    (T, N, H) or empty (``_loop.absent``): zoneout, S receives zh h_prev + (1 - zh) h_t
+    (backward needs only the gates and h_prev, which S keeps)."""
     H = S.shape[2]
     hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
-        if mask is None:
+        if absent(mask):
             gemm(S[p, :n], W_hh_T, gh[:n])
         else:                                  # z * h_prev below keeps the unmasked state
             mask_into(S[p, :n], mask, hm)
@@ -54,7 +54,8 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
     GX, S = lean_start(X, W_ih, h0, schedule)
     T, N, GH = GX.shape
     _forward(GX, bias, W_hh_T, S, np.empty((T, N, GH // 3), X.dtype),
-             np.empty((N, GH), X.dtype), b_hn, schedule, None, None)
+             np.empty((N, GH), X.dtype), b_hn, schedule, np.empty((0, 0), X.dtype),
+             np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
     return S
 
 
@@ -168,7 +169,7 @@ def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
     T, N, GH = GX.shape
     H = GH // 3
     _forward_classic(GX, bias, W_rz_T, W_hn_T, S, np.empty((T, N, H), X.dtype),
-                     np.empty((N, 2 * H), X.dtype), schedule, None)
+                     np.empty((N, 2 * H), X.dtype), schedule, np.empty((0, 0, 0), X.dtype))
     return S
 
 
@@ -206,6 +207,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
     d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
     direct = np.empty((N, H), gates.dtype)     # h_prev's own paths, dh * z + d(r h) * r
     keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
+    no_mask = np.empty((0, 0), gates.dtype)    # (no recurrent dropout here: absent)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
@@ -229,7 +231,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
                 direct_b[j] += dj * rj                 # h_prev's path through r h_prev
             for j in range(H):
                 d[j] = dr[j]
-        into_previous(dG[t, :n, :2 * H], W_rz, dh, None, None, zh, keep, None, n)
+        into_previous(dG[t, :n, :2 * H], W_rz, dh, None, no_mask, zh, keep, None, n)
         add_rows(dh, direct, n)
 
 
@@ -238,13 +240,15 @@ dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _b
 
 
 def forward(eq, loop):
-    zh, _, _ = zone_arrays(loop.zone)
+    dt = loop.GX.dtype
+    zh, _, _ = zone_arrays(loop.zone, dt)
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
         _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], loop.S, loop.saved,
                          loop.gh, loop.schedule, zh)
         return
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh,
-             _b_hn(loop.consts, loop.S.shape[2], loop.GX.dtype), loop.schedule, loop.h_mask, zh)
+             _b_hn(loop.consts, loop.S.shape[2], dt), loop.schedule, or_empty(loop.h_mask, dt, 2),
+             zh)
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -296,10 +300,12 @@ def _b_hn(consts, H: int, dtype) -> np.ndarray:
 
 def backward(eq, loop):
     cache, W_hh = loop.cache, loop.W_step          # W_hh[:K], K = 3H (classic: 2H)
-    zh, _, _ = zone_arrays(loop.zone)
+    dt = loop.dh.dtype
+    zh, _, _ = zone_arrays(loop.zone, dt)
+    dY = or_empty(loop.dY, dt, 3)
     if not eq.reset_after:
-        _backward_classic(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX,
-                          W_hh, cache.consts[0], loop.schedule, zh)
+        _backward_classic(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, W_hh,
+                          cache.consts[0], loop.schedule, zh)
         return
-    _backward(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
-              loop.schedule, loop.h_mask, zh)
+    _backward(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH, W_hh,
+              loop.schedule, or_empty(loop.h_mask, dt, 2), zh)

@@ -16,8 +16,9 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm
-from ._loop import (JIT, ONE, ZERO, add_rows, backward_step, mask_into, project_back, step_at,
-                    zone_arrays, zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, ZERO, absent, add_rows, backward_step, mask_into, or_empty,
+                    or_no_matrix, project_back, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import sigmoid, tanh
 from ..cells.layer_norm import EPS
 
@@ -95,7 +96,7 @@ def _normalise_backward(d, n, gain, rstd, inv_m, acc_w, acc_b, dn, out):
 @njit(inline="always")
 def _recurrent_gemm(S, p, n, W_hh_T, gh, mask, hm):
     """gh[:n] = h_prev W_hh^T (h_prev * mask with recurrent dropout)."""
-    if mask is None:
+    if absent(mask):
         gemm(S[p, :n], W_hh_T, gh[:n])
     else:
         mask_into(S[p, :n], mask, hm)
@@ -204,7 +205,7 @@ def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_hh, s_hh, b_hn, acc
                 direct[b, j] = dhj * zj                # h_prev's path through z h_prev
             for k in range(2 * H):
                 rec[k] = row[k]
-            if acc_bhh is not None:
+            if not absent(acc_bhh):
                 for k in range(3 * H):
                     acc_bhh[k] += rec[k]
             _normalise_backward(rec, sv[:3 * H], w_hh, sv[3 * H], inv_g, acc_w, acc_b, dn,
@@ -231,7 +232,7 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
         _recurrent_gemm(S, p, n, W_hh_T, gh, mask, hm)
         for b in range(n):
             g, sv, c_prev, c = GX[t, b], saved[t, b], C[p, b], C[q, b]
-            h = S[q, b] if R is None else R[t, b]
+            h = S[q, b] if absent(R) else R[t, b]
             sv[4 * H] = _normalise(gh[b], sv[:4 * H], inv_g, eps)
             for k in range(4 * H):
                 a = (g[k] + bias[k]) + (sv[k] * w_hh[k] + s_hh[k])
@@ -244,7 +245,7 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
                 yj = tanh(nc[j] * w_c[j] + s_c[j])
                 y[j] = yj
                 h[j] = g[3 * H + j] * yj                            # h = o tanh(LN(c))
-        if R is not None:
+        if not absent(R):
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
         zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
@@ -350,18 +351,21 @@ def forward(eq, loop):
     GH = loop.GX.shape[2]
     H = GH // eq.gates
     inv_g, inv_h, eps = _scalars(loop.GX.dtype, GH, H)
-    zh, zc, Cn = zone_arrays(loop.zone)
+    dt = loop.GX.dtype
+    zh, zc, Cn = zone_arrays(loop.zone, dt)
+    mask = or_empty(loop.h_mask, dt, 2)
     w_hh, s_hh = c["ln_hh_weight"], c["ln_hh_bias"]
     if k == "rnn":
         _forward_rnn(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_hh, s_hh,
-                     inv_g, eps, eq.nonlinearity == "relu", loop.schedule, loop.h_mask, zh)
+                     inv_g, eps, eq.nonlinearity == "relu", loop.schedule, mask, zh)
     elif k == "gru":
         _forward_gru(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_hh, s_hh,
-                     _b_hn(c, H, loop.GX.dtype), inv_g, eps, loop.schedule, loop.h_mask, zh)
+                     _b_hn(c, H, dt), inv_g, eps, loop.schedule, mask, zh)
     else:
         _forward_lstm(loop.GX, loop.bias, c["s"], c["shift"], loop.W_hh_T, loop.S, loop.C,
-                      loop.R, loop.W_hr_T, loop.gh, loop.saved, w_hh, s_hh, c["ln_c_weight"],
-                      c["ln_c_bias"], inv_g, inv_h, eps, loop.schedule, loop.h_mask, zh, zc, Cn)
+                      or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.gh,
+                      loop.saved, w_hh, s_hh, c["ln_c_weight"], c["ln_c_bias"], inv_g, inv_h,
+                      eps, loop.schedule, mask, zh, zc, Cn)
 
 
 def backward(eq, loop):
@@ -374,23 +378,27 @@ def backward(eq, loop):
     GH = cache.gates.shape[2]
     H = GH // eq.gates
     inv_g, inv_h, _ = _scalars(cache.gates.dtype, GH, H)
-    zh, zc, _ = zone_arrays(cache.zone)
+    dt = loop.dh.dtype
+    zh, zc, _ = zone_arrays(cache.zone, dt)
+    dY, mask = or_empty(loop.dY, dt, 3), or_empty(loop.h_mask, dt, 2)
     W_hh, w_hh = loop.W_step, c["ln_hh_weight"]
     acc_w, acc_b = acc["ln_hh_weight"], acc["ln_hh_bias"]
     if k == "rnn":
-        _backward_rnn(cache.gates, cache.saved, loop.dY, loop.dh, loop.dGX, loop.dGH, W_hh,
+        _backward_rnn(cache.gates, cache.saved, dY, loop.dh, loop.dGX, loop.dGH, W_hh,
                       w_hh, acc_w, acc_b, inv_g, eq.nonlinearity == "relu", loop.schedule,
-                      loop.h_mask, zh)
+                      mask, zh)
     elif k == "gru":
-        _backward_gru(cache.gates, cache.saved, cache.S, loop.dY, loop.dh, loop.dGX, loop.dGH,
+        _backward_gru(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH,
                       W_hh, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype), acc_w,
-                      acc_b, acc.get("bias_hh"), inv_g, loop.schedule, loop.h_mask, zh)
+                      acc_b, or_empty(acc.get("bias_hh"), np.float64, 1), inv_g,
+                      loop.schedule, mask, zh)
     else:
         W_hr = loop.w.get("weight_hr")
-        dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
-        _backward_lstm(cache.gates, cache.C, cache.saved, loop.dY, loop.dh, loop.dc, loop.dGX,
-                       loop.dGH, W_hh, W_hr, loop.dHs, dR, w_hh, c["ln_c_weight"], acc_w, acc_b,
+        dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+        _backward_lstm(cache.gates, cache.C, cache.saved, dY, loop.dh, loop.dc, loop.dGX,
+                       loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
+                       or_empty(dR, dt, 2), w_hh, c["ln_c_weight"], acc_w, acc_b,
                        acc["ln_c_weight"], acc["ln_c_bias"], inv_g, inv_h, loop.schedule,
-                       loop.h_mask, zh, zc)
+                       mask, zh, zc)
     for name, a in acc.items():
         c["grad_sums"][name] += a

@@ -14,9 +14,9 @@ from numba import njit
 from . import _blas
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, project_units
-from ._loop import (JIT, ONE, add_bias, backward_step, copy_row, keep_direction, lean_start,
-                    mask_into, project_back, scratch_row, stack_lean, step_at, zone_arrays,
-                    zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, absent, add_bias, backward_step, copy_row, keep_direction,
+                    lean_start, mask_into, or_empty, or_no_matrix, project_back, scratch_row,
+                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
@@ -28,10 +28,11 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
     ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
-    projection (proj_size, R and W_hr_T (H, P) given; None otherwise, and numba compiles the
-    branches away): R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T.
-    Zoneout (zh (T, N, P), zc (T, N, H), Cn (T, N, H); None without): after the step the
-    states are mixed with the previous ones, Cn keeping the new c before mixing."""
+    projection (proj_size, R and W_hr_T (H, P) given; empty otherwise, see ``_loop.absent``):
+    R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T. ``mask`` (N, P):
+    recurrent dropout. Zoneout (zh (T, N, P), zc (T, N, H), Cn (T, N, H); empty without):
+    after the step the states are mixed with the previous ones, Cn keeping the new c before
+    mixing."""
     H = C.shape[2]
     hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
@@ -39,7 +40,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
         add_bias(GX[t, :n], bias)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
-        if mask is None:
+        if absent(mask):
             gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
         else:
             mask_into(S[p, :n], mask, hm)
@@ -51,7 +52,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
             for k in range(4 * H):
                 g[k] = scale[k] * tanh(scale[k] * g[k]) + shift[k]
             c_prev, c = C[p, b], C[q, b]
-            if R is None:
+            if absent(R):
                 h = S[q, b]
             else:
                 h = R[t, b]
@@ -59,7 +60,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
                 cj = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]   # c = f c_prev + i g
                 c[j] = cj
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
-        if R is not None:
+        if not absent(R):
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
         zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
@@ -71,7 +72,9 @@ def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
     GX, S = lean_start(X, W_ih, h0, schedule)
     C = np.empty((S.shape[0], S.shape[1], c0.shape[1]), S.dtype)
     C[schedule[0, 1]] = c0
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, None, None, schedule, None, None, None, None)
+    none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, none3, (none2, False), schedule, none2, none3,
+             none3, none3)
     return S, C
 
 
@@ -144,7 +147,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
     their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
     (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
-    states. With a projection (W_hr (P, H); None otherwise): dHs (T, N, P) receives dh at
+    states. With a projection (W_hr (P, H); empty otherwise): dHs (T, N, P) receives dh at
     every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr. Zoneout (zh, zc, Cn):
     dh and dc split between the new states and the previous ones; c is read from Cn."""
     N, H = dc.shape
@@ -156,7 +159,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
         unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
-            c = C[q, b] if zh is None else Cn[t, b]
+            c = C[q, b] if absent(zh) else Cn[t, b]
             g, c_prev, dh_b, dc_b = gates[t, b], C[p, b], d_out[b], dc[b]
             i, f, gg, o = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:]
             di, df, dg, do = row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:]
@@ -178,8 +181,10 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 
 def forward(eq, loop):
     scale, shift = loop.consts
-    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C, loop.R, loop.W_hr_T,
-             loop.schedule, loop.h_mask, *zone_arrays(loop.zone))
+    dt = loop.GX.dtype
+    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C,
+             or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.schedule,
+             or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -214,8 +219,10 @@ def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, 
 
 
 def backward(eq, loop):
+    dt = loop.dh.dtype
     W_hr = loop.w.get("weight_hr")
-    dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
-    _backward(loop.cache.gates, loop.cache.C, loop.dY, loop.dh, loop.dc, loop.dGX,
-              loop.W_step, W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
-              *zone_arrays(loop.zone))
+    dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+    _backward(loop.cache.gates, loop.cache.C, or_empty(loop.dY, dt, 3), loop.dh, loop.dc,
+              loop.dGX, loop.W_step, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
+              or_empty(dR, dt, 2), loop.schedule, or_empty(loop.h_mask, dt, 2),
+              *zone_arrays(loop.zone, dt))

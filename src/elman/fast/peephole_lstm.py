@@ -8,8 +8,9 @@ import numpy as np
 from numba import njit
 
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, HALF, add_bias, backward_step, copy_row, mask_into, project_back,
-                    scratch_row, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, HALF, absent, add_bias, backward_step, copy_row, mask_into, or_empty,
+                    or_no_matrix, project_back, scratch_row, step_at, zone_arrays, zone_states,
+                    unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -28,14 +29,14 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         add_bias(GX[t, :n], bias)
-        if mask is None:
+        if absent(mask):
             gemm_acc(S[p, :n], W_hh_T, GX[t, :n])      # GX[t] += h_prev W_hh^T
         else:
             mask_into(S[p, :n], mask, hm)
             gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
             g, c_prev, c = GX[t, b], C[p, b], C[q, b]
-            h = S[q, b] if R is None else R[t, b]      # R: o tanh(c) before the projection
+            h = S[q, b] if absent(R) else R[t, b]      # R: o tanh(c) before the projection
             for j in range(H):                         # i peeps at c_prev
                 g[j] = HALF * tanh(HALF * (g[j] + w_ci[j] * c_prev[j])) + HALF
             for j in range(H):                         # f peeps at c_prev
@@ -48,7 +49,7 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
                 g[3 * H + j] = HALF * tanh(HALF * (g[3 * H + j] + w_co[j] * c[j])) + HALF
             for j in range(H):                         # h = o tanh(c)
                 h[j] = g[3 * H + j] * tanh(c[j])
-        if R is not None:
+        if not absent(R):
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
         zone_states(S, C, Cn, zh, zc, t, p, q, n)
 
@@ -67,7 +68,7 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
         unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
-            c = C[q, b] if zh is None else Cn[t, b]
+            c = C[q, b] if absent(zh) else Cn[t, b]
             g, c_prev, d_b, dc_b = gates[t, b], C[p, b], d_out[b], dc[b]
             for j in range(H):
                 ij, fj, gj, oj = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
@@ -88,14 +89,18 @@ saved_width = 0        # the reference keeps tanh(c); backward here recomputes i
 
 def forward(eq, loop):
     w_ci, w_cf, w_co = loop.consts[2:]         # (the one-tanh constants are not needed here)
-    _forward(loop.GX, loop.bias, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C, loop.R,
-             loop.W_hr_T, loop.schedule, loop.h_mask, *zone_arrays(loop.zone))
+    dt = loop.GX.dtype
+    _forward(loop.GX, loop.bias, w_ci, w_cf, w_co, loop.W_hh_T, loop.S, loop.C,
+             or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.schedule,
+             or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))
 
 
 def backward(eq, loop):
     w_ci, w_cf, w_co = loop.cache.consts[2:]
+    dt = loop.dh.dtype
     W_hr = loop.w.get("weight_hr")
-    dR = None if W_hr is None else np.empty(loop.dc.shape, loop.dc.dtype)
-    _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, loop.dY, loop.dh, loop.dc,
-              loop.dGX, loop.W_step, W_hr, loop.dHs, dR, loop.schedule, loop.h_mask,
-              *zone_arrays(loop.zone))
+    dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+    _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, or_empty(loop.dY, dt, 3),
+              loop.dh, loop.dc, loop.dGX, loop.W_step, or_empty(W_hr, dt, 2),
+              or_empty(loop.dHs, dt, 3), or_empty(dR, dt, 2), loop.schedule,
+              or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))

@@ -5,9 +5,9 @@ from numba import njit
 
 from . import _blas
 from ._blas import gemm_acc
-from ._loop import (JIT, ONE, ZERO, add_bias, backward_step, keep_lean_direction, lean_start,
-                    mask_into, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
-                    into_previous)
+from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_direction,
+                    lean_start, mask_into, or_empty, stack_lean, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import tanh
 from ._pair import pair_stack, pair_steps, project_units
 
@@ -19,15 +19,16 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
     """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
     projection without its bias, receives both terms, then h_t itself. ``mask`` (N, H) or
-    None: recurrent dropout, the GEMM reads h_prev * mask. ``zh`` (T, N, H) or None: zoneout,
-    S receives zh h_prev + (1 - zh) h_t (GX keeps h_t, for backward)."""
+    empty (``_loop.absent``): recurrent dropout, the GEMM reads h_prev * mask. ``zh``
+    (T, N, H) or empty: zoneout, S receives zh h_prev + (1 - zh) h_t (GX keeps h_t, for
+    backward)."""
     H = S.shape[2]
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         h = S[q, :n]
         add_bias(GX[t, :n], bias)
-        if mask is None:
+        if absent(mask):
             gemm_acc(S[p, :n], W_hh_T, GX[t, :n])      # GX[t] += h_prev W_hh^T (beta = 1)
         else:
             mask_into(S[p, :n], mask, hm)
@@ -53,7 +54,8 @@ def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
     """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
     compiled call (``forward_lean``). Returns S."""
     GX, S = lean_start(X, W_ih, h0, schedule)
-    _forward(GX, bias, W_hh_T, S, relu, schedule, None, None)
+    _forward(GX, bias, W_hh_T, S, relu, schedule, np.empty((0, 0), X.dtype),
+             np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
     return S
 
 
@@ -110,7 +112,7 @@ def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh):
         t, p, q, n = backward_step(schedule, s, dh, dY)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            h = S[q, b] if zh is None else gates[t, b]
+            h = S[q, b] if absent(zh) else gates[t, b]
             d, dh_b = dG[t, b], dh[b]
             if relu:
                 for j in range(H):
@@ -125,9 +127,10 @@ saved_width = 0        # backward needs only h
 
 
 def forward(eq, loop):
-    zh, _, _ = zone_arrays(loop.zone)
+    dt = loop.GX.dtype
+    zh, _, _ = zone_arrays(loop.zone, dt)
     _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule,
-             loop.h_mask, zh)
+             or_empty(loop.h_mask, dt, 2), zh)
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -160,6 +163,8 @@ def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, 
 
 
 def backward(eq, loop):
-    zh, _, _ = zone_arrays(loop.zone)
-    _backward(loop.cache.gates, loop.cache.S, loop.dY, loop.dh, loop.dGX, loop.W_step,
-              eq.nonlinearity == "relu", loop.schedule, loop.h_mask, zh)
+    dt = loop.dh.dtype
+    zh, _, _ = zone_arrays(loop.zone, dt)
+    _backward(loop.cache.gates, loop.cache.S, or_empty(loop.dY, dt, 3), loop.dh, loop.dGX,
+              loop.W_step, eq.nonlinearity == "relu", loop.schedule,
+              or_empty(loop.h_mask, dt, 2), zh)
