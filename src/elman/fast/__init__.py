@@ -120,18 +120,28 @@ def pair():
     return kernels_named(f"{__name__}._pair")
 
 
-def pair_supported() -> bool:
-    """Whether a sequence's steps may run on two threads here (:mod:`elman.fast._pair`): the
-    fast path on, an x86-64 CPU, NumPy's BLAS found (the kernels' own matrix-vector products
-    live beside its binding) and not an Intel CPU (measured on an AMD EPYC only)."""
+def pair_possible() -> bool:
+    """Whether a sequence's steps can run on two threads here (:mod:`elman.fast._pair`): the
+    fast path on, an x86-64 CPU (the spin loops' ``pause``) and NumPy's BLAS found (the
+    kernels' own matrix-vector products live beside its binding). The tests run the pair path
+    wherever this holds, whichever CPU the layers would choose it on."""
     global _pair_machine
+    if not enabled():                  # (first: without numba, _pair cannot be imported)
+        return False
     if _pair_machine is None:
-        _pair_machine = not _cpu.INTEL and pair().SUPPORTED \
+        _pair_machine = pair().SUPPORTED \
             and hasattr(kernels_named(f"{__name__}._blas"), "_gemv_rows")
-    return _pair_machine and enabled()
+    return _pair_machine
 
 
-_pair_machine = None           # pair_supported's answer for this machine, found once
+def pair_supported() -> bool:
+    """Whether the layers choose the pair path here (the rules in :mod:`elman.timeloop` then
+    decide which calls): :func:`pair_possible`, and not an Intel CPU (its speed was measured
+    on an AMD EPYC only)."""
+    return not _cpu.INTEL and pair_possible()
+
+
+_pair_machine = None           # pair_possible's answer for this machine, found once
 
 
 def kernels_named(name: str):
