@@ -10,15 +10,8 @@ import elman
 from elman import fast, recurrent, threads, timeloop
 from _callers import from_threads
 
-pytestmark = pytest.mark.skipif(not fast.pair_possible(),
+pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads a step: x86-64 CPUs with the fast path")
-
-
-@pytest.fixture(autouse=True)
-def pair_chosen_here(monkeypatch):
-    """The layers choose the pair path on any CPU where it can run (by default not on an
-    Intel one, a choice of speed): its results are tested wherever it can run."""
-    monkeypatch.setattr(fast, "pair_supported", fast.pair_possible)
 
 
 @pytest.fixture

@@ -10,15 +10,8 @@ from elman import fast, recurrent, threads, timeloop
 from elman.fast import _pair
 from _callers import from_threads
 
-pytestmark = pytest.mark.skipif(not fast.pair_possible(),
+pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads: x86-64 CPUs with the fast path")
-
-
-@pytest.fixture(autouse=True)
-def pair_chosen_here(monkeypatch):
-    """The layers choose the pair path on any CPU where it can run (by default not on an
-    Intel one, a choice of speed): its results are tested wherever it can run."""
-    monkeypatch.setattr(fast, "pair_supported", fast.pair_possible)
 
 LAYERS = {
     "rnn-relu-2bi": lambda dt: elman.RNN(5, 16, num_layers=2, nonlinearity="relu",
