@@ -69,9 +69,9 @@ def gemm(A, B, C):
     for a short sequence, costs more than all its steps); or either as the pair
     :func:`elman.fast.matrix_operand` makes of it (the transpose flag chosen at run time).
     A 1-D ``B`` is MKL's packed form of the matrix (:func:`elman.fast._mkl.pack`), multiplied
-    by ``cblas_?gemm_compute``; a 3-D
-    ``B`` (float32) the kernels' own panels of it (:func:`elman.fast._packed.pack`), multiplied
-    by their micro-kernel (:func:`elman.fast._microkernel.packed_product`)."""
+    by ``cblas_?gemm_compute``; a 3-D ``B`` (float32) the kernels' own panels of it
+    (:func:`elman.fast._packed.pack`), multiplied by their micro-kernel
+    (:func:`elman.fast._microkernel.packed_product`)."""
     np.matmul(A, B, out=C)
 
 
@@ -81,9 +81,9 @@ def gemm_acc(A, B, C):
 
 
 def _pair_dispatch(target):
-    """The implementation of ``target(A, (M, transposed), C)``
-    (:func:`elman.fast.matrix_operand`):
-    ``target(A, M.T, C)`` or ``target(A, M, C)``, chosen at run time."""
+    """The implementation of ``target(A, (M, transposed), C)`` (the pair
+    :func:`elman.fast.matrix_operand` makes): ``target(A, M.T, C)`` or ``target(A, M, C)``,
+    chosen at run time."""
     def impl(A, B, C):
         M, transposed = B
         if transposed:

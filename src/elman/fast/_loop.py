@@ -106,7 +106,7 @@ def absent(a):
     zoneout's weights, a projection, an output gradient), and the kernels test for it at run
     time, once a step. Why not None, which numba compiles away: every combination of options
     was then a compiled specialization of its own (35 of the LSTM's forward loop alone in one
-    run of the tests, each 1-2 s to compile); with arrays it is one per dtype and operand form."""
+    run of the tests, each 1-4 s to compile); with arrays it is one per dtype and operand form."""
     return a.size == 0
 
 
