@@ -14,7 +14,7 @@ or without ``proj_size`` or peepholes, ``layer_norm=True`` on all three), with
 names its kernel module itself (``CellEquations.kernel``); a cell without one runs its NumPy
 steps even with the fast path on, and a :class:`FastPathWarning` says so (once per cell class).
 Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the
-first run on a machine pays for compilation: 2-4 s per kernel (a cell's forward or backward
+first run on a machine pays for compilation: 1-4 s per kernel (a cell's forward or backward
 loop), once per dtype and form of the per-step matrix (as it is, or packed: MKL's or the
 kernels' own panels); the options (recurrent dropout, zoneout, a projection) are arguments
 tested at run time and compile nothing more (``_loop.absent``). numba checks the timestamp of
