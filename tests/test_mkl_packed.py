@@ -47,45 +47,69 @@ def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
         np.testing.assert_allclose(wide_c, expected, rtol=tol, atol=tol)
 
 
+def _operand(rng, shape, dtype, form):
+    """A 2-D operand of ``shape`` in one of the layouts :func:`_mkl.product` reads: ``plain``
+    (C-contiguous), ``transposed`` (a C-contiguous array's ``.T``, a weight's ``W.T`` or the
+    weight gradients' ``dG^T``), ``columns`` (a block of a wider array's columns) and
+    ``transposed columns`` (``dG[:, :k].T``, the GRU's split weight gradient)."""
+    rows, cols = shape
+    if form == "plain":
+        return rng.standard_normal(shape).astype(dtype)
+    if form == "transposed":
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    if form == "columns":
+        return rng.standard_normal((rows, cols + 7)).astype(dtype)[:, 3:3 + cols]
+    return rng.standard_normal((cols, rows + 5)).astype(dtype)[:, 2:2 + rows].T
+
+
+FORMS = ("plain", "transposed", "columns", "transposed columns")
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
-@pytest.mark.parametrize("b_transposed", [False, True])
-def test_mkls_one_thread_product_equals_numpys(dtype, tol, b_transposed, mkl_on):
-    """_mkl.product (and threads.one_thread_matmul, which uses it) against a float64 product:
-    ``a`` plain, ``b`` plain or a weight's transpose; into a given array or a new one."""
+@pytest.mark.parametrize("a_form", FORMS)
+@pytest.mark.parametrize("b_form", ("plain", "transposed", "transposed columns"))
+def test_mkls_one_thread_product_equals_numpys(dtype, tol, a_form, b_form, mkl_on):
+    """_mkl.product (and threads.one_thread_matmul, which uses it) against a float64 product,
+    every layout it reads for ``a`` and ``b``; into a given array, a block of a wider array's
+    columns, or a new one."""
     rng = np.random.default_rng(1)
     m, k, n = 700, 48, 40                  # m * n * k = 1,344,000 >= MIN_PRODUCT_MNK
     assert m * n * k >= _mkl.MIN_PRODUCT_MNK
-    a = rng.standard_normal((m, k)).astype(dtype)
-    b = rng.standard_normal((n, k)).astype(dtype).T if b_transposed else \
-        rng.standard_normal((k, n)).astype(dtype)
+    a = _operand(rng, (m, k), dtype, a_form)
+    b = _operand(rng, (k, n), dtype, b_form)
     expected = a.astype(np.float64) @ b.astype(np.float64)
-    out = np.full((m, n), np.nan, dtype)
-    assert _mkl.product(a, b, out)
-    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * 10)
+    for out in (np.full((m, n), np.nan, dtype), np.full((m, n + 9), np.nan, dtype)[:, 4:4 + n]):
+        assert _mkl.product(a, b, out)
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * 10)
     for got in (threads.one_thread_matmul(a, b), threads.one_thread_matmul(a, b, out)):
         assert got.dtype == dtype and got.shape == (m, n)
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * 10)
 
 
 def test_mkls_product_declines_what_it_does_not_take(mkl_on):
-    """False and nothing written: a transposed ``a`` (the weight gradients' dG^T, which
-    OpenBLAS runs faster), a small product, mixed dtypes, a strided ``b`` or ``out``, MKL
-    switched off; one_thread_matmul then gives NumPy's product."""
+    """False and nothing written: a small product, mixed dtypes, an operand strided both ways
+    (every second column), an ``out`` that is a transpose or strided, MKL switched off;
+    one_thread_matmul then gives NumPy's product."""
     rng = np.random.default_rng(2)
     a = rng.standard_normal((700, 48)).astype(np.float32)
     b = rng.standard_normal((48, 40)).astype(np.float32)
     out = np.zeros((700, 40), np.float32)
-    declined = [(np.asfortranarray(a), b, out), (a[:10], b, out[:10]),
-                (a, b.astype(np.float64), out), (a, np.zeros((48, 80), np.float32)[:, ::2], out),
-                (a, b, np.zeros((700, 80), np.float32)[:, ::2])]
+    declined = [(a[:10], b, out[:10]), (a, b.astype(np.float64), out),
+                (a, np.zeros((48, 80), np.float32)[:, ::2], out),
+                (np.zeros((700, 96), np.float32)[:, ::2], b, out),
+                (a, b, np.zeros((700, 80), np.float32)[:, ::2]),
+                (a, b, np.zeros((40, 700), np.float32).T)]
     for args in declined:
         assert not _mkl.product(*args)
-    assert not out.any()
+        assert not args[2].any()
     with _mkl.use(False):
         assert not _mkl.product(a, b, out)
         np.testing.assert_allclose(threads.one_thread_matmul(a, b), a @ b, rtol=1e-6)
-    at = np.asfortranarray(a)
-    np.testing.assert_allclose(threads.one_thread_matmul(at, b), a @ b, rtol=1e-5, atol=1e-5)
+    assert not out.any()
+    strided = np.zeros((700, 96), np.float32)[:, ::2]
+    strided[...] = a
+    np.testing.assert_allclose(threads.one_thread_matmul(strided, b), a @ b, rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_pack_refuses_what_it_cannot_read():

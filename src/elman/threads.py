@@ -483,12 +483,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
 def one_thread_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None
                       ) -> np.ndarray:
     """``a @ b`` for a product that runs on the calling thread alone: on MKL's sequential GEMM
-    where it takes it (``elman[mkl]`` installed, a large enough product, ``a`` not a transpose:
-    :func:`elman.fast._mkl.product`, which says why), else on the compiled kernels' packed
+    where it takes it (``elman[mkl]`` installed, a large enough product, plain or transposed
+    operands: :func:`elman.fast._mkl.product`, which says why), else on the compiled kernels' packed
     GEMM where it takes it (:func:`elman.fast._packed.product`), else NumPy's."""
     if a.shape[0] * b.shape[1] * a.shape[1] >= _mkl.MIN_PRODUCT_MNK and a.dtype == b.dtype:
         target = np.empty((a.shape[0], b.shape[1]), a.dtype) if out is None else out
-        if _mkl.enabled() and a.flags.c_contiguous and _mkl.product(a, b, target):
+        if _mkl.enabled() and _mkl.product(a, b, target):
             return target
         if _packed.product(a, b, target):
             return target

@@ -154,36 +154,50 @@ def pack(W: np.ndarray, transpose: bool, rows: int) -> np.ndarray:
 MIN_PRODUCT_MNK = 1 << 20
 
 
+def _layout(x: np.ndarray) -> tuple | None:
+    """``(transpose flag, leading dimension)`` of a 2-D operand as CBLAS reads it in row-major
+    order: rows of contiguous elements (a C-contiguous array or a block of its columns), or the
+    transpose of such an array (``W.T``, ``dG[:, :k].T``); None for any other layout."""
+    item = x.itemsize
+    (rows, cols), (s0, s1) = x.shape, x.strides
+    if s1 == item and s0 % item == 0 and s0 >= cols * item:
+        return _NO_TRANS, max(1, s0 // item)
+    if s0 == item and s1 % item == 0 and s1 >= rows * item:
+        return _TRANS, max(1, s1 // item)
+    return None
+
+
 def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     """``out[...] = a @ b`` on MKL's (sequential) GEMM, for a caller whose product runs on one
     thread; True if done, False (nothing written) where it does not apply: MKL off or
     missing, a product below :data:`MIN_PRODUCT_MNK`, dtypes other than one float32/float64,
-    or layouts other than ``a`` and ``out`` C-contiguous and ``b`` C-contiguous or the
-    transpose of a C-contiguous array (a weight matrix's ``W.T``).
+    ``out`` not in rows of contiguous elements, or ``a`` or ``b`` neither that nor the
+    transpose of such an array (:func:`_layout`).
 
     Why: on one thread MKL ran the products with a plain ``a`` 1.0-1.6x as fast as OpenBLAS
     (the input projection ``X @ W_ih^T`` at (3200 x 32) @ (32 x 512): 91 against 58 GFLOP/s;
-    ``dX = dG @ W_ih`` at (3200 x 512) @ (512 x 32): 85 against 59), but those whose ``a`` is
-    a transpose (the weight gradients ``dG^T @ X``) at 0.87-1.12x, a median of 0.93x: they
-    stay with OpenBLAS. Through a layer's row blocks, RNN, GRU and LSTM at (64, 100, 32, 128)
-    and (64, 100, 128, 256): inference 1.01-1.11x, training 0.96-1.06x (A/B in one process,
-    medians of 7)."""
+    ``dX = dG @ W_ih`` at (3200 x 512) @ (512 x 32): 85 against 59). Those whose ``a`` is a
+    transpose (the weight gradients ``dG^T @ X``) ran at 0.87-1.12x on the Intel Xeon of
+    earlier rounds (a median of 0.93x), and were left to OpenBLAS there; on the Intel Xeon
+    (Sapphire Rapids) of 2026-12-06 they ran at 1.00-1.23x (two threads at once, one product
+    each, as two row blocks run them: ``(dG^T @ X, dG^T @ H)`` of a block at H = 64-512, RNN,
+    GRU and LSTM shapes, medians of 11 alternating repeats; 1.11x at the LSTM's (3200 x 1024)^T
+    @ (3200 x 128 and 256)), so MKL takes them too. Through a layer's row blocks, RNN, GRU
+    and LSTM at (64, 100, 32, 128) and (64, 100, 128, 256), plain ``a`` only: inference
+    1.01-1.11x, training 0.96-1.06x (A/B in one process, medians of 7)."""
     if not _switch.enabled():
         return False
     (m, k), n = a.shape, b.shape[1]
     dtype = a.dtype
     if m * n * k < MIN_PRODUCT_MNK or dtype not in (np.float32, np.float64) or \
-            b.dtype != dtype or out.dtype != dtype or out.shape != (m, n) or \
-            not (a.flags.c_contiguous and out.flags.c_contiguous):
+            b.dtype != dtype or out.dtype != dtype or out.shape != (m, n):
         return False
-    if b.flags.c_contiguous:
-        transpose_b, ld_b = _NO_TRANS, n
-    elif b.flags.f_contiguous:
-        transpose_b, ld_b = _TRANS, k
-    else:
+    layouts = _layout(a), _layout(b), _layout(out)
+    if None in layouts or layouts[2][0] != _NO_TRANS:
         return False
+    (transpose_a, ld_a), (transpose_b, ld_b), (_, ld_out) = layouts
     lib = _load()
     getattr(lib, "cblas_sgemm" if dtype == np.float32 else "cblas_dgemm")(
-        _ROW_MAJOR, _NO_TRANS, transpose_b, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data,
-        ld_b, 0.0, out.ctypes.data, n)
+        _ROW_MAJOR, transpose_a, transpose_b, m, n, k, 1.0, a.ctypes.data, ld_a,
+        b.ctypes.data, ld_b, 0.0, out.ctypes.data, ld_out)
     return True
