@@ -743,9 +743,9 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -
     :data:`PAIR_MEASURED_MIN_BYTES`) or None (no). Never for less than one sequence (N = 1),
     a cell whose kernel module has no ``forward_pair`` (or whose ``pairs(eq)`` says no to this
     cell's options), fewer than :data:`PAIR_MIN_STEPS` steps, H not a multiple of
-    :data:`elman.fast._pair.ALIGN` (the split on a cache line), a CPU other than an x86-64
-    AMD one (the only one measured; the threads' matrix-vector products are the kernels' own,
-    as on the lean path there), or without two threads free
+    :data:`elman.fast._pair.ALIGN` (the split on a cache line), where
+    :func:`elman.fast.pair_supported` says no (not x86-64, or NumPy's BLAS not found;
+    measured on an AMD EPYC and an Intel Xeon), or without two threads free
     (:func:`elman.threads.two_threads_free`). ``"pair"`` for a ``W_hh`` of
     :data:`PAIR_MIN_BYTES` to :data:`PAIR_MAX_BYTES` (two directions: from
     :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`, and only where the directions do not run at once
