@@ -223,8 +223,8 @@ def test_compiled_gemm_reads_a_transposed_view(dtype, accumulate):
 def test_compiled_gemm_of_one_row_goes_to_gemv(dtype, accumulate, transposed, rows, cols):
     """A batch of one (m = 1) goes to a matrix-vector product, in both layouts of B: the
     kernels' own four-rows-at-a-time one (``_gemv_rows``) for a transposed view of a matrix
-    that stays in cache (any row count: the four-row blocks and the rest; not on an Intel
-    CPU), BLAS's GEMV otherwise (1030 x 140 in float64: above ``GEMV_ROWS_MAX_BYTES``);
+    that stays in cache (any row count: the four-row blocks and the rest), BLAS's GEMV
+    otherwise (1030 x 140 in float64: above ``GEMV_ROWS_MAX_BYTES``);
     without accumulation whatever the output held before (NaN from an uninitialised scratch)
     is not read."""
     from elman.fast import _blas
@@ -244,7 +244,7 @@ def test_compiled_gemm_of_one_row_goes_to_gemv(dtype, accumulate, transposed, ro
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_kernels_own_gemv(dtype, accumulate):
     """``_gemv_rows`` (the kernels' matrix-vector product for a batch of one, used where
-    ``GEMV_ROWS_MAX_BYTES`` allows: not on Intel CPUs) on its own, whatever this CPU: every
+    ``GEMV_ROWS_MAX_BYTES`` allows) on its own: every
     row count modulo 4, rows of a wider array, a NaN output not read without accumulation."""
     from elman.fast import _blas
     rng = np.random.default_rng(3)

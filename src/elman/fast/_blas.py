@@ -20,7 +20,6 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from . import _cpu
 from ._microkernel import packed_product
 
 __all__ = ["gemm", "gemm_acc", "source"]
@@ -132,11 +131,17 @@ if _found is not None:
 
     #: the largest matrix (bytes) whose matrix-vector products :func:`_gemv_rows` runs instead
     #: of BLAS: one that stays in a core's L2 cache from one step to the next (OpenBLAS's GEMV
-    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). 0 (never) on an
-    #: Intel CPU, where an earlier round's hand-written GEMVs (one row at a time, and AXPYs over
-    #: eight rows) ran 0.4-0.95x as fast as OpenBLAS's; this one was measured on an AMD EPYC
-    #: only, where the one-row version, too, merely matched OpenBLAS.
-    GEMV_ROWS_MAX_BYTES = 0 if _cpu.INTEL else 1 << 19
+    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). Measured on
+    #: an AMD EPYC, and on the Intel Xeon (Sapphire Rapids) of 2026-12-06: there, one thread,
+    #: the LSTM's (512 x 128) product 3.3 us against OpenBLAS's 4.4 (a loop of its steps, gate
+    #: math included: 5.9 us against 7.1), and through the layers, batch 1 (1, 50, 32, 128),
+    #: no-grad, three alternating runs each way against onnxruntime in the same runs: the RNN
+    #: 1.59-1.72x -> 1.78-1.89x onnxruntime with one layer, 1.20-1.41x -> 1.69-1.86x with two;
+    #: the GRU and the LSTM (whose layers there mostly run the two-threads-a-step path, which
+    #: uses it anyway) within the runs' noise. (An earlier round's hand-written GEMVs, one
+    #: row at a time and AXPYs over eight rows, ran 0.4-0.95x OpenBLAS's on an older Xeon:
+    #: this one was kept off Intel CPUs until measured there.)
+    GEMV_ROWS_MAX_BYTES = 1 << 19
 
     @njit(cache=True, nogil=True, error_model="numpy",
           fastmath={"contract", "reassoc", "nsz"})
