@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from . import _validate, registry
+from . import _validate, fast, registry
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adagrad", "Adam", "AdamW", "OPTIMIZERS", "get_optimizer",
@@ -501,22 +501,27 @@ class Adam(Optimizer):
         lr, wd = self.lr, self.weight_decay
         if wd != 0 and self.decoupled_weight_decay:
             p.data *= 1 - lr * wd
-            g = self._grad(p, 0, self.maximize)
-        else:
-            g = self._grad(p, wd, self.maximize)
+            wd = 0.0
         m, v = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
+        t = float(self.step_count)
+        bias_correction1 = 1 - beta1 ** t
+        bias_correction2 = 1 - beta2 ** t
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        # the whole update in one compiled pass where it applies (elman.fast.adam: the same
+        # operations as below, element by element, bit for bit); else NumPy's passes
+        if not self.amsgrad and fast.enabled() and fast.kernels_named(_ADAM_KERNEL).step(
+                p.data, p.grad, m, v, beta1=beta1, beta2=beta2, eps=self.eps,
+                weight_decay=wd, maximize=self.maximize, step_size=step_size,
+                bias_correction2_sqrt=bias_correction2_sqrt):
+            return
+        g = self._grad(p, wd, self.maximize)
         tmp = np.empty_like(m)
         _lerp_(m, g, 1 - beta1, tmp)                          # m = beta1 m + (1 - beta1) g
         v *= beta2
         np.multiply(g, g, out=tmp)
         tmp *= 1 - beta2
         v += tmp                                              # v = beta2 v + (1 - beta2) g^2
-
-        t = float(self.step_count)
-        bias_correction1 = 1 - beta1 ** t
-        bias_correction2 = 1 - beta2 ** t
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
         if self.amsgrad:
             v_max = self.state["max_exp_avg_sq"][i]
             np.maximum(v_max, v, out=v_max)
@@ -527,6 +532,10 @@ class Adam(Optimizer):
         q = np.divide(m, denom, out=denom)
         q *= step_size
         p.data -= q
+
+
+#: the compiled Adam update (:mod:`elman.fast.adam`, found by :func:`elman.fast.kernels_named`)
+_ADAM_KERNEL = "elman.fast.adam"
 
 
 @registry.register("optimizer")
