@@ -12,7 +12,9 @@ operations, in the same order and the same dtype, once::
 
 with every scalar rounded to the arrays' dtype as NumPy rounds a Python float it combines
 with an array (NEP 50), and no fused multiply-adds: the result equals the reference bit for
-bit (the tests compare them). AMSGrad and decoupled weight decay keep the reference path.
+bit (the tests compare them). AMSGrad keeps the reference path (``np.maximum``'s NaN rule is
+not reproduced here); decoupled weight decay (AdamW) shrinks ``param`` in NumPy first, then
+runs this with ``weight_decay = 0``, as the reference does.
 Shapes: 1-D views of C-contiguous arrays, all of one length and dtype.
 """
 import numpy as np
@@ -46,7 +48,8 @@ def step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, b
          bias_correction2_sqrt: float) -> bool:
     """One Adam update of ``param`` (and of its state ``m``, ``v``) in place from ``grad``;
     True if done, False (nothing touched) where it does not apply: no gradient, or arrays not
-    all C-contiguous float32/float64 of one dtype and shape. The scalars are the reference's, as Python floats."""
+    all C-contiguous float32/float64 of one dtype and shape. The scalars are the reference's,
+    as Python floats."""
     dtype = param.dtype
     if grad is None or dtype not in (np.float32, np.float64) or any(
             a.dtype != dtype or a.shape != param.shape or not a.flags.c_contiguous
@@ -56,7 +59,8 @@ def step(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, *, b
     low = abs(weight) < 0.5               # _lerp_'s two sides: a + w (b - a), b - (1 - w) (b - a)
     scalar = dtype.type
     _step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-          weight_decay != 0, scalar(weight_decay), maximize, scalar(weight if low else 1 - weight), low,
+          weight_decay != 0, scalar(weight_decay), maximize,
+          scalar(weight if low else 1 - weight), low,
           scalar(beta2), scalar(1 - beta2), scalar(bias_correction2_sqrt), scalar(eps),
           scalar(step_size))
     return True
