@@ -359,3 +359,40 @@ def test_layer_norm_kernels_carry_nan_and_inf_as_the_reference_does(kind):
     for key, ref in reference.items():
         np.testing.assert_array_equal(np.isnan(fast[key]), np.isnan(ref), err_msg=key)
         np.testing.assert_allclose(fast[key], ref, rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def test_each_kernel_compiles_once_per_dtype_whatever_the_matrix_form():
+    """The per-step matrix as it is, MKL-packed or in the kernels' own panels runs one
+    compiled specialization of each kernel per dtype (the forms are one type, read at run
+    time), and stacks of 2-4 layer-directions two of the stack's (its operand tuples hold 2 or
+    4 entries, ``timeloop.STACK_MAX``): in a fresh process, so that only these calls count."""
+    code = """
+import numpy as np
+import elman
+from elman.fast import _mkl, _packed, lstm
+elman.set_num_threads(1)                       # (the packed forms are for one-thread loops)
+_mkl.MIN_ELEMENTS = _packed.MIN_ELEMENTS = 0
+packs = []
+for module in (_mkl, _packed):
+    def counting(*args, pack=module.pack, name=module.__name__):
+        packs.append(name)
+        return pack(*args)
+    module.pack = counting
+x = np.random.default_rng(0).standard_normal((6, 4, 5)).astype(np.float32)
+for mkl, panels in [(False, False), (True, False), (False, _packed.available)]:
+    with _mkl.use(mkl), _packed.use(panels):
+        layer = elman.LSTM(5, 16, seed=1)
+        out, _ = layer(x)
+        layer.backward(np.ones_like(out))
+with elman.no_grad():
+    for layers, bidirectional in [(1, True), (2, False), (3, False), (2, True)]:
+        elman.LSTM(5, 16, num_layers=layers, bidirectional=bidirectional, seed=1).eval()(x[:, :1])
+counts = [sum(str(s[0].dtype) == "float32" for s in f.signatures)
+          for f in (lstm._forward, lstm._backward, lstm._stack_lean)]
+print(*counts, packs.count(_mkl.__name__) > 0, packs.count(_packed.__name__) > 0)
+"""
+    from _packing import printed_in_fresh_process
+    from elman.fast import _mkl, _packed
+    printed = printed_in_fresh_process(code, ELMAN_FAST="1").split()
+    assert printed[:3] == ["1", "1", "2"], printed
+    assert printed[3] == str(_mkl.available) and printed[4] == str(_packed.available), printed

@@ -136,8 +136,8 @@ class ForwardLoop:
     fills ``S`` (and ``C``, ``saved``, ``R``) step by step, in ``schedule``'s order."""
     GX: np.ndarray             # (T, N, G*H) input projections, the bias not yet added
     bias: np.ndarray           # (G*H,) to add to each step's projection
-    W_hh_T: np.ndarray         # (P, K) the recurrent GEMM's matrix, K = recurrent_gates * H,
-    #                            or MKL's packed form of it (1-D, see _step_operand)
+    W_hh_T: tuple              # (P, K) the recurrent GEMM's matrix, K = recurrent_gates * H,
+    #                            as fast.matrix_operand makes it (or packed: _step_operand)
     S: np.ndarray              # (T+1, N, P) states, the initial one in place
     C: np.ndarray | None       # (T+1, N, H) cell states (LSTM)
     saved: np.ndarray | None   # (T, N, saved_width*H) the kernel's own saved values
@@ -145,8 +145,8 @@ class ForwardLoop:
     consts: object             # the cell's step constants (prepare_forward)
     schedule: np.ndarray       # (steps, 4) rows (t, prev, new, n), see _schedule
     R: np.ndarray | None       # (T, N, H) outputs before the projection (proj_size)
-    W_hr_T: np.ndarray | None  # (H, P) the projection's matrix, transposed (compiled loops:
-    #                            as fast.matrix_operand's pair)
+    W_hr_T: tuple | None       # (H, P) the projection's matrix, transposed, as
+    #                            fast.matrix_operand makes it
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM reads h_prev * mask
     zone: Zoneout | None = None        # zoneout: mix each step's new states with the previous
 
@@ -163,8 +163,8 @@ class BackwardLoop:
     dGX: np.ndarray            # (T, N, G*H); may be cache.gates itself (consumed)
     dGH: np.ndarray            # dGX, or (T, N, dgh_blocks*H) for the recurrent side
     w: Weights
-    W_step: np.ndarray         # (K, P) the per-step GEMM's matrix W_hh[:K] (dh_prev = dG W),
-    #                            or MKL's packed form of it (1-D, see _step_operand)
+    W_step: tuple              # (K, P) the per-step GEMM's matrix W_hh[:K] (dh_prev = dG W),
+    #                            as fast.matrix_operand makes it (or packed: _step_operand)
     schedule: np.ndarray
     dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM's dh times mask
@@ -286,15 +286,16 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
 
 
 def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
-                  one_thread: bool) -> np.ndarray:
+                  one_thread: bool) -> np.ndarray | tuple:
     """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
     (backward: ``dh = dG W_hh[:K]``), packed when the compiled loops run their GEMMs on one
     thread (``one_thread``) and the pass is long enough to pay for the packing: by MKL where it
-    is on (:mod:`elman.fast._mkl`, a 1-D array the compiled GEMM takes in its place), else into
-    the kernels' own panels (:mod:`elman.fast._packed`, a 3-D array) where their micro-kernel
-    runs; otherwise the matrix itself (forward: :func:`_step_matrix`), for the compiled loops
-    as the pair :func:`elman.fast.matrix_operand` makes of it. Packed once per pass, never
-    kept: weights changed in place between calls are always seen.
+    is on (:mod:`elman.fast._mkl`), else into the kernels' own panels (:mod:`elman.fast._packed`)
+    where their micro-kernel runs; otherwise the matrix itself (forward: :func:`_step_matrix`).
+    For the compiled loops (``kernels``) always in the one form
+    :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make; for the
+    NumPy steps the matrix. Packed once per pass, never kept: weights changed in place between
+    calls are always seen.
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
@@ -302,9 +303,10 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
-            return fast_mkl.pack(W, transpose, N)
+            return fast.packed_operand(fast_mkl.pack(W, transpose, N), fast.MKL_PACKED,
+                                       fast_mkl.compute_address(W.dtype))
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
-            return fast_packed.pack(W, transpose)
+            return fast.packed_operand(fast_packed.pack(W, transpose), fast.PANELS)
     B = _step_matrix(W.T, T, N) if transpose else W
     return B if kernels is None else fast.matrix_operand(B)
 
@@ -861,7 +863,8 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     such kernel, a ``transform_input``, a projection OpenBLAS would thread: :func:`lean_stack`,
     whose answer a caller that has it passes as ``stack``; or parameters that are not plain
     C-contiguous writeable arrays, which the compiled call's tuples of one array type cannot
-    hold): the caller then runs the layer-directions one by one.
+    hold; more than :data:`STACK_MAX` layer-directions): the caller then runs the
+    layer-directions one by one.
 
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
@@ -920,16 +923,31 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     return outs[-1], h_n, c_n
 
 
+#: the most layer-directions a stack runs as one compiled call (:func:`stack_forward_lean`).
+#: Its operands are tuples of a power of two entries (2, 4 or 8; the unused ones repeat the
+#: last, never read): numba compiles a function once per tuple length, and it was once per
+#: depth (5-6 specializations of the LSTM's stack in one run of the tests, 5-6 s each). Not
+#: one length for all: numba types a tuple's every item at every call, and 8 entries for a
+#: stack of 4 cost 11 us a call more than 4 (LSTM, two bidirectional layers, batch 1:
+#: 64 -> 75 us, medians of 7).
+STACK_MAX = 8
+
+
 def _stack_operands(eq, kernels, weights: list, T: int, N: int) -> tuple | None:
-    """The layer-directions' :func:`lean_operands`, as a tuple of tuples by operand, or None
+    """The layer-directions' :func:`lean_operands`, as a tuple of tuples by operand, each of
+    2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
     where a parameter array is not a plain C-contiguous writeable one (see
     :func:`stack_forward_lean`)."""
+    if len(weights) > STACK_MAX:
+        return None
     for w in weights:
         for array in w.values():
             if not array.flags.carray:
                 return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    return tuple(zip(*[lean_operands(eq, kernels, w, T, N) for w in weights]))
+    operands = [lean_operands(eq, kernels, w, T, N) for w in weights]
+    operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
+    return tuple(zip(*operands))
 
 
 @functools.lru_cache(maxsize=64)

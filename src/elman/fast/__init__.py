@@ -14,10 +14,12 @@ or without ``proj_size`` or peepholes, ``layer_norm=True`` on all three), with
 names its kernel module itself (``CellEquations.kernel``); a cell without one runs its NumPy
 steps even with the fast path on, and a :class:`FastPathWarning` says so (once per cell class).
 Compiled code is cached on disk (numba's cache, ``__pycache__`` next to the sources), so only the
-first run on a machine pays for compilation: 1-4 s per kernel (a cell's forward or backward
-loop), once per dtype and form of the per-step matrix (as it is, or packed: MKL's or the
-kernels' own panels); the options (recurrent dropout, zoneout, a projection) are arguments
-tested at run time and compile nothing more (``_loop.absent``). numba checks the timestamp of
+first run on a machine pays for compilation: 1-6 s per kernel (a cell's forward or backward
+loop, a stack's lean call), once per dtype. Everything else is an argument tested at run
+time and compiles nothing more: the options (recurrent dropout, zoneout, a projection:
+``_loop.absent``), the form of the per-step matrix (as it is or transposed, MKL's packed
+form, the kernels' own panels: :func:`matrix_operand`), a stack's depth
+(``timeloop.STACK_MAX``). numba checks the timestamp of
 a kernel's own file only: after editing ``_math.py``, ``_loop.py`` or ``_blas.py``, delete
 that cache.
 
@@ -39,7 +41,8 @@ import numpy as np
 from .._switch import Switch
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
-           "project_input", "matrix_operand", "FastPathWarning"]
+           "project_input", "matrix_operand", "packed_operand", "empty", "MATRIX", "MKL_PACKED",
+           "PANELS", "FastPathWarning"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -92,25 +95,66 @@ def project_input(X2, W, out):
     project_input(X2, W, out)
 
 
+#: the kinds of per-step matrix a kernel's GEMM takes (the fourth item of a
+#: :func:`matrix_operand`): the matrix itself, MKL's packed form of it
+#: (:func:`elman.fast._mkl.pack`), the kernels' own panels of it (:func:`elman.fast._packed.pack`)
+MATRIX, MKL_PACKED, PANELS = 0, 1, 2
+
+
+def empty(dtype, ndim: int) -> np.ndarray:
+    """A shared empty ``ndim``-dimensional array of ``dtype``: what a kernel takes for an
+    operand it does not use (tested at run time, :func:`elman.fast._loop.absent`). Writeable
+    (numba types a read-only array apart: one compiled specialization more), and nothing can
+    be written into it."""
+    key = (np.dtype(dtype), ndim)
+    array = _EMPTY.get(key)
+    if array is None:
+        array = _EMPTY[key] = np.empty((0,) * ndim, dtype)
+    return array
+
+
+_EMPTY: dict = {}           # (dtype, ndim) -> the array empty() hands out
+
+
 def matrix_operand(B: np.ndarray) -> tuple:
-    """``B`` (2-D, C-contiguous or the transpose of such an array) as the pair ``(M,
-    transposed)``, which the kernels' GEMM (:func:`elman.fast._blas.gemm`) takes for ``B``:
-    ``M`` C-contiguous, ``B = M.T`` where ``transposed``. Why: numba compiles a kernel once per
-    layout of each array argument, and a per-step matrix comes as either (the transposed view
-    ``W_hh.T`` for one row or a short pass, a contiguous copy otherwise:
-    ``timeloop._step_matrix``); as a pair it is one type, and the GEMM's transpose flag is
-    chosen at run time.
+    """``B`` (2-D, C-contiguous or the transpose of such an array) in the one form the
+    kernels' GEMM (:func:`elman.fast._blas.gemm`) takes for a per-step matrix, whatever it
+    is: the tuple ``(M, transposed, packed, kind, compute)``, here ``kind`` :data:`MATRIX`,
+    ``M`` C-contiguous, ``B = M.T`` where ``transposed`` (the GEMM's transpose flag, chosen at
+    run time), ``packed`` empty; :func:`packed_operand` makes the packed kinds.
+
+    Why one form: numba compiles a kernel once per type of each argument, and a per-step
+    matrix comes as ``W_hh.T`` (a transposed view: one row, a short pass), a contiguous copy,
+    MKL's packed buffer or the kernels' own panels (:func:`elman.timeloop._step_operand`);
+    each was a compiled specialization of every kernel of its own (five of each loop in one run
+    of the tests, 2-6 s each). As one type, each kernel compiles once per dtype, and which
+    product runs is decided at run time (a test a step).
 
     >>> W = np.ones((4, 3), np.float32)
-    >>> [(M.shape, transposed) for M, transposed in (matrix_operand(W), matrix_operand(W.T))]
+    >>> [(M.shape, transposed) for M, transposed, *_ in (matrix_operand(W), matrix_operand(W.T))]
     [((4, 3), False), ((4, 3), True)]
     """
     if B.flags.c_contiguous:
-        return B, False
-    if not B.T.flags.c_contiguous:
+        M, transposed = B, False
+    elif B.T.flags.c_contiguous:
+        M, transposed = B.T, True
+    else:
         raise ValueError(f"matrix_operand: B must be C-contiguous or the transpose of a "
                          f"C-contiguous array, got strides {B.strides} for shape {B.shape}")
-    return B.T, True
+    return M, transposed, empty(B.dtype, 1), MATRIX, 0
+
+
+def packed_operand(packed: np.ndarray, kind: int, compute: int = 0) -> tuple:
+    """A packed per-step matrix in :func:`matrix_operand`'s form: MKL's 1-D buffer (``kind``
+    :data:`MKL_PACKED`, ``compute`` the address of MKL's ``cblas_?gemm_compute`` for its
+    dtype, :func:`elman.fast._mkl.compute_address`: a run-time value, so the compiled kernels
+    stay cacheable and compile without MKL) or the kernels' own (panels, k, NR) float32
+    panels (:data:`PANELS`, flattened)."""
+    if kind not in (MKL_PACKED, PANELS) or (kind == MKL_PACKED) != (compute != 0):
+        raise ValueError(f"packed_operand: kind must be MKL_PACKED ({MKL_PACKED}) with the "
+                         f"address of MKL's compute function or PANELS ({PANELS}) without "
+                         f"one, got kind {kind!r}, compute {compute!r}")
+    return empty(packed.dtype, 2), False, packed.reshape(-1), kind, compute
 
 
 def pair():

@@ -17,9 +17,12 @@ import glob
 import os
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
+from . import MATRIX, MKL_PACKED
 from ._microkernel import packed_product
 
 __all__ = ["gemm", "gemm_acc", "source"]
@@ -28,7 +31,7 @@ __all__ = ["gemm", "gemm_acc", "source"]
 # scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
 _NAMINGS = (("scipy_cblas_", "64_", 64), ("cblas_", "64_", 64), ("scipy_cblas_", "", 32),
             ("cblas_", "", 32))
-_ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED = 101, 111, 112, 151
+_ROW_MAJOR, _NO_TRANS, _TRANS, _PACKED = 101, 111, 112, 151    # CBLAS's enum values
 
 
 def _numpy_blas_libraries():
@@ -65,12 +68,12 @@ def gemm(A, B, C):
     stride of their own is fine: column blocks of a wider array), in compiled code only.
     ``B`` may also be the transpose of such an array (numba's 'F' layout, e.g. ``W[:K].T``):
     BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
-    for a short sequence, costs more than all its steps); or either as the pair
-    :func:`elman.fast.matrix_operand` makes of it (the transpose flag chosen at run time).
-    A 1-D ``B`` is MKL's packed form of the matrix (:func:`elman.fast._mkl.pack`), multiplied
-    by ``cblas_?gemm_compute``; a 3-D ``B`` (float32) the kernels' own panels of it
-    (:func:`elman.fast._packed.pack`), multiplied by their micro-kernel
-    (:func:`elman.fast._microkernel.packed_product`)."""
+    for a short sequence, costs more than all its steps); or a per-step matrix in the one
+    form :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make, whose
+    kind is read at run time: the matrix (BLAS's transpose flag chosen then), MKL's packed
+    form of it (multiplied by ``cblas_?gemm_compute``, through its address) or, float32,
+    the kernels' own panels of it (multiplied by their micro-kernel,
+    :func:`elman.fast._microkernel.packed_product`)."""
     np.matmul(A, B, out=C)
 
 
@@ -79,16 +82,74 @@ def gemm_acc(A, B, C):
     C += A @ B
 
 
-def _pair_dispatch(target):
-    """The implementation of ``target(A, (M, transposed), C)`` (the pair
-    :func:`elman.fast.matrix_operand` makes): ``target(A, M.T, C)`` or ``target(A, M, C)``,
-    chosen at run time."""
+@intrinsic
+def _mkl_compute(typingctx, address, m, n, k, a, lda, b, beta, c, ldc):
+    """``C = A @ B + beta C`` by MKL's ``cblas_?gemm_compute`` at ``address`` (an integer:
+    :func:`elman.fast._mkl.compute_address`), ``B`` MKL's packed (k x n) matrix at ``b``,
+    row-major ``A`` at ``a`` and ``C`` at ``c`` (addresses, leading dimensions ``lda``,
+    ``ldc``). A call through a run-time address, not a symbol the linker resolves: a kernel
+    compiles, and loads from numba's cache, without MKL, and holds no address of its own."""
+    sig = types.void(address, m, n, k, a, lda, b, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        address, m, n, k, a, lda, b, beta, c, ldc = args
+        i32 = ir.IntType(32)
+        real = context.get_value_type(signature.args[7])
+        ptr = real.as_pointer()
+        ftype = ir.FunctionType(ir.VoidType(), [i32] * 6 + [ptr, i32, ptr, i32, real, ptr, i32])
+
+        def mkl_int(v):                   # MKL_INT: 32-bit (the LP64 interface, libmkl_rt's)
+            return builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32)
+
+        def pointer(v):
+            return builder.inttoptr(v, ptr)
+
+        const = [ir.Constant(i32, v) for v in (_ROW_MAJOR, _NO_TRANS, _PACKED)]
+        builder.call(builder.inttoptr(address, ftype.as_pointer()),
+                     const + [mkl_int(m), mkl_int(n), mkl_int(k), pointer(a), mkl_int(lda),
+                              pointer(b), mkl_int(n), beta, pointer(c), mkl_int(ldc)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(inline="always")
+def _ld(X):
+    """Row stride in elements (BLAS's leading dimension). Rows may be strided (a block of
+    columns: GX[t, :n, 2H:]); elements within a row may not. A length-1 axis may carry any
+    stride in NumPy (it is never stepped over), so it decides nothing."""
+    rows, cols = X.shape
+    if rows == 1:
+        return max(1, cols)
+    assert cols == 1 or X.strides[1] == X.itemsize, "gemm: rows must be contiguous"
+    return X.strides[0] // X.itemsize
+
+
+def _operand_dispatch(target, accumulate, A):
+    """The implementation of ``target(A, B, C)`` (``gemm`` or ``gemm_acc``) for ``B`` a
+    per-step matrix in :func:`elman.fast.matrix_operand`'s form: ``target(A, M.T, C)`` or
+    ``target(A, M, C)``, MKL's packed product, or (float32) the micro-kernel's, chosen at run
+    time by the operand's kind."""
+    dtype = as_dtype(A.dtype).type
+    beta = dtype(1 if accumulate else 0)
+    panels = dtype == np.float32              # (the micro-kernel is float32 only)
+
     def impl(A, B, C):
-        M, transposed = B
-        if transposed:
-            target(A, M.T, C)
+        M, transposed, packed, kind, compute = B
+        if kind == MATRIX:
+            if transposed:
+                target(A, M.T, C)
+            else:
+                target(A, M, C)
+        elif kind == MKL_PACKED:
+            m, k = A.shape
+            n = C.shape[1]
+            if m > 0 and n > 0:
+                _mkl_compute(compute, m, n, k, A.ctypes.data, _ld(A), packed.ctypes.data, beta,
+                             C.ctypes.data, _ld(C))
+        elif panels:
+            packed_product(A, packed, C, accumulate)
         else:
-            target(A, M, C)
+            raise ValueError("gemm: the kernels' own panels are float32 only")
     return impl
 
 
@@ -116,18 +177,6 @@ if _found is not None:
 
     _sgemv = _external_gemv("s", types.float32)
     _dgemv = _external_gemv("d", types.float64)
-
-    def _external_compute(t, ftype):
-        # MKL's product with a packed operand (.\_mkl): MKL_INT is 32-bit (the LP64 interface,
-        # libmkl_rt's default); the name resolves only once _mkl has loaded the library, and a
-        # kernel is compiled for a packed operand only after that
-        ptr = types.CPointer(ftype)
-        i32 = types.int32
-        sig = types.void(i32, i32, i32, i32, i32, i32, ptr, i32, ptr, i32, ftype, ptr, i32)
-        return types.ExternalFunction(f"cblas_{t}gemm_compute", sig)
-
-    _scompute = _external_compute("s", types.float32)
-    _dcompute = _external_compute("d", types.float64)
 
     #: the largest matrix (bytes) whose matrix-vector products :func:`_gemv_rows` runs instead
     #: of BLAS: one that stays in a core's L2 cache from one step to the next (OpenBLAS's GEMV
@@ -207,44 +256,16 @@ if _found is not None:
         assert rows == 1 or X.strides[0] == X.itemsize, "gemm: columns must be contiguous"
         return X.strides[1] // X.itemsize
 
-    @njit(inline="always")
-    def _ld(X):
-        """Row stride in elements (BLAS's leading dimension). Rows may be strided (a block of
-        columns: GX[t, :n, 2H:]); elements within a row may not. A length-1 axis may carry any
-        stride in NumPy (it is never stepped over), so it decides nothing."""
-        rows, cols = X.shape
-        if rows == 1:
-            return max(1, cols)
-        assert cols == 1 or X.strides[1] == X.itemsize, "gemm: rows must be contiguous"
-        return X.strides[0] // X.itemsize
-
     def _bind(beta):
         # One row (m = 1: a batch of one sequence) goes to GEMV: OpenBLAS's GEMM packs both
         # operands even then, and ran (1 x 512) @ (512 x 2048) 3.5x slower than its GEMV
         # (measured, one thread: 636 vs 179 us; 1.2x at H=128)
         def typer(A, B, C):
-            if isinstance(B, types.BaseTuple):      # (M, transposed): matrix_operand
-                return _pair_dispatch(gemm_acc if beta else gemm)
+            if isinstance(B, types.BaseTuple):    # (M, transposed, packed, kind, compute)
+                return _operand_dispatch(gemm_acc if beta else gemm, beta != 0, A)
             f32 = A.dtype == types.float32
             call, vcall = (_sgemm, _sgemv) if f32 else (_dgemm, _dgemv)
             one, b = (np.float32(1), np.float32(beta)) if f32 else (1.0, float(beta))
-            if B.ndim == 3:           # the kernels' own panels of the (k x n) matrix (_packed)
-                accumulate = beta != 0
-
-                def impl(A, B, C):
-                    packed_product(A, B, C, accumulate)
-                return impl
-            if B.ndim == 1:           # MKL's packed form of the (k x n) matrix (_mkl.pack)
-                compute = _scompute if f32 else _dcompute
-
-                def impl(A, B, C):
-                    m, k = A.shape
-                    n = C.shape[1]
-                    if m == 0 or n == 0:
-                        return
-                    compute(_ROW_MAJOR, _NO_TRANS, _PACKED, m, n, k, A.ctypes, _ld(A),
-                            B.ctypes, n, b, C.ctypes, _ld(C))
-                return impl
             if B.layout == "F":                   # a transposed view: BLAS's transpose flag
                 # the kernels' own GEMV only for operands numba knows are contiguous: with a
                 # row of unknown stride (layout "A", e.g. a column block GX[t, :n, 2H:]) its
@@ -287,29 +308,23 @@ if _found is not None:
     overload(gemm)(_bind(0))
     overload(gemm_acc)(_bind(1))
 else:
-    @overload(gemm)
-    def _gemm_impl(A, B, C):
-        if isinstance(B, types.BaseTuple):
-            return _pair_dispatch(gemm)
-        if B.ndim == 3:
-            return lambda A, B, C: packed_product(A, B, C, False)
+    def _fallback(accumulate):
+        def typer(A, B, C):
+            if isinstance(B, types.BaseTuple):
+                return _operand_dispatch(gemm_acc if accumulate else gemm, accumulate, A)
 
-        def impl(A, B, C):
-            if A.shape[0] > 0:
-                C[:, :] = np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
-        return impl
+            def impl(A, B, C):
+                if A.shape[0] > 0:
+                    product = np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
+                    if accumulate:
+                        C[:, :] += product
+                    else:
+                        C[:, :] = product
+            return impl
+        return typer
 
-    @overload(gemm_acc)
-    def _gemm_acc_impl(A, B, C):
-        if isinstance(B, types.BaseTuple):
-            return _pair_dispatch(gemm_acc)
-        if B.ndim == 3:
-            return lambda A, B, C: packed_product(A, B, C, True)
-
-        def impl(A, B, C):
-            if A.shape[0] > 0:
-                C[:, :] += np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
-        return impl
+    overload(gemm)(_fallback(False))
+    overload(gemm_acc)(_fallback(True))
 
 
 @njit

@@ -2,6 +2,7 @@
 import numpy as np
 from numba import njit
 
+from . import MATRIX, empty, matrix_operand
 from ._blas import gemm
 
 # cache: compiled once per dtype/signature, then loaded from disk (numba's cache directory).
@@ -110,27 +111,26 @@ def absent(a):
     return a.size == 0
 
 
-_EMPTY: dict = {}           # (dtype, ndim) -> the empty array or_empty hands out
-
-
 def or_empty(a, dtype, ndim: int):
-    """``a``, or where it is None an empty ``ndim``-dimensional array of ``dtype``: what a
-    kernel takes for an option a layer does not use (:func:`absent`). The empty arrays are
-    shared (nothing can be written into them) and writeable (numba types a read-only array
-    apart, a specialization more)."""
-    if a is not None:
-        return a
-    key = (np.dtype(dtype), ndim)
-    empty = _EMPTY.get(key)
-    if empty is None:
-        empty = _EMPTY[key] = np.empty((0,) * ndim, dtype)
-    return empty
+    """``a``, or where it is None an empty ``ndim``-dimensional array of ``dtype``
+    (:func:`elman.fast.empty`): what a kernel takes for an option a layer does not use
+    (:func:`absent`)."""
+    return empty(dtype, ndim) if a is None else a
 
 
 def or_no_matrix(operand, dtype):
-    """``operand``, a matrix in :func:`elman.fast.matrix_operand`'s form, or where it is None
-    an empty one in that form (:func:`absent`, as :func:`or_empty` for arrays)."""
-    return (or_empty(None, dtype, 2), False) if operand is None else operand
+    """``operand``, a per-step matrix in :func:`elman.fast.matrix_operand`'s form, or where it
+    is None an empty matrix in that form (:func:`absent`, as :func:`or_empty` for arrays)."""
+    return matrix_operand(empty(dtype, 2)) if operand is None else operand
+
+
+@njit(inline="always")
+def no_matrix(like):
+    """:func:`or_no_matrix`'s empty matrix for compiled code (of ``like``'s dtype; typed as
+    the tuples made in Python are: ``np.bool_(False)``, not a literal ``False``, which numba
+    types apart, one specialization more)."""
+    return (np.empty((0, 0), like.dtype), np.bool_(False), np.empty(0, like.dtype),
+            np.int64(MATRIX), np.int64(0))
 
 
 @njit(inline="always")

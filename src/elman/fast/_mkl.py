@@ -15,8 +15,9 @@ threading layer, so it brings no thread pool of its own (two pools on two cores 
 other down up to 5x here, see :mod:`._blas`).
 
 :func:`pack` returns the packed matrix as a 1-D array of the weights' dtype; the kernels'
-``gemm``/``gemm_acc`` (:mod:`._blas`) take such an array in place of the 2-D matrix and call
-``cblas_?gemm_compute``. The packed form is a copy: it is made afresh for every pass (a forward
+``gemm``/``gemm_acc`` (:mod:`._blas`) take it, with :func:`compute_address`, in the form
+:func:`elman.fast.packed_operand` makes, and call ``cblas_?gemm_compute`` through that
+address. The packed form is a copy: it is made afresh for every pass (a forward
 or a backward), never kept, so weights changed in place between calls are always seen.
 
 On by default on Intel CPUs only (:data:`DEFAULT_ON`: on an AMD EPYC OpenBLAS's own GEMM
@@ -36,7 +37,7 @@ from .._switch import Switch
 from . import _cpu
 
 __all__ = ["library", "available", "DEFAULT_ON", "enabled", "use", "set_enabled",
-           "large_enough", "pack", "worth", "product"]
+           "large_enough", "pack", "compute_address", "worth", "product"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX = 101, 111, 112, 162
 _SEQUENTIAL = 1                # MKL_THREADING_SEQUENTIAL for MKL_Set_Threading_Layer
@@ -99,12 +100,10 @@ def worth(steps: int, rows: int, elements: int) -> bool:
 
 
 def _load():
-    """libmkl_rt, sequential, with the pack functions typed; the compute functions made known
-    to the compiled kernels (llvmlite resolves their names at link time)."""
+    """libmkl_rt, sequential, with the pack and GEMM functions typed (the compiled kernels
+    call its compute functions through their addresses, :func:`compute_address`)."""
     global _lib
     if _lib is None:
-        import llvmlite.binding as llvm
-
         lib = ctypes.CDLL(_path)
         lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
         lib.MKL_Set_Threading_Layer(_SEQUENTIAL)      # before any computation: no thread pool
@@ -121,7 +120,6 @@ def _load():
             gemm_fn.argtypes = [ctypes.c_int] * 6 + [c_float, ctypes.c_void_p, ctypes.c_int,
                                                      ctypes.c_void_p, ctypes.c_int, c_float,
                                                      ctypes.c_void_p, ctypes.c_int]
-        llvm.load_library_permanently(_path)
         _lib = lib
     return _lib
 
@@ -147,6 +145,17 @@ def pack(W: np.ndarray, transpose: bool, rows: int) -> np.ndarray:
     getattr(lib, f"cblas_{t}gemm_pack")(_ROW_MAJOR, _B_MATRIX, _TRANS if transpose else _NO_TRANS,
                                         rows, n, k, 1.0, W.ctypes.data, ld, packed.ctypes.data)
     return packed
+
+
+def compute_address(dtype) -> int:
+    """The address of MKL's ``cblas_sgemm_compute`` (float32) or ``cblas_dgemm_compute``
+    (float64): the compiled GEMM (:mod:`._blas`) calls it through this address, which it takes
+    at run time with the packed matrix (:func:`elman.fast.packed_operand`)."""
+    name = {np.dtype(np.float32): "cblas_sgemm_compute",
+            np.dtype(np.float64): "cblas_dgemm_compute"}.get(np.dtype(dtype))
+    if name is None:
+        raise ValueError(f"compute_address: dtype must be float32 or float64, got {dtype}")
+    return ctypes.cast(getattr(_load(), name), ctypes.c_void_p).value
 
 
 #: the smallest one-thread product (m * n * k) :func:`product` takes: below it the ctypes call

@@ -15,8 +15,9 @@ from . import _blas
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, project_units
 from ._loop import (JIT, ONE, absent, add_bias, backward_step, copy_row, keep_direction,
-                    lean_start, mask_into, or_empty, or_no_matrix, project_back, scratch_row,
-                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+                    lean_start, mask_into, no_matrix, or_empty, or_no_matrix, project_back,
+                    scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
@@ -73,7 +74,7 @@ def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
     C = np.empty((S.shape[0], S.shape[1], c0.shape[1]), S.dtype)
     C[schedule[0, 1]] = c0
     none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, none3, (none2, False), schedule, none2, none3,
+    _forward(GX, bias, scale, shift, W_hh_T, S, C, none3, no_matrix(X), schedule, none2, none3,
              none3, none3)
     return S, C
 
