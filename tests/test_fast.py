@@ -396,3 +396,47 @@ print(*counts, packs.count(_mkl.__name__) > 0, packs.count(_packed.__name__) > 0
     printed = printed_in_fresh_process(code, ELMAN_FAST="1").split()
     assert printed[:3] == ["1", "1", "2"], printed
     assert printed[3] == str(_mkl.available) and printed[4] == str(_packed.available), printed
+
+
+def test_no_two_compiled_bodies_share_a_name_but_for_the_process_counter(tmp_path):
+    """numba names a compiled function by its qualified name, its argument types and a
+    counter of the process that compiled it (the ``v<N>`` ABI tag). Two functions whose names
+    differ only in that counter can get the same name in two other processes while their
+    bodies differ (closures of one ``def`` capturing different values: gemm's beta 0 and
+    gemm_acc's 1); kernels cached by those processes and loaded into a third then call the
+    wrong body (numba issue #10486: a float64 LSTM gave outputs off by 0.36 here). So no
+    compiled kernel may hold two such functions: checked on the GEMM binding, every form of
+    its matrix operand, and an RNN's loops, compiled afresh in a new process (a cache of its
+    own: code loaded from a cache cannot be inspected)."""
+    code = """
+import re
+import numpy as np
+import elman
+from elman.fast import _blas, rnn
+for dtype in (np.float32, np.float64):
+    A, C = np.ones((3, 4), dtype), np.zeros((3, 5), dtype)
+    for B in (np.ones((4, 5), dtype), np.ones((5, 4), dtype).T,
+              elman.fast.matrix_operand(np.ones((4, 5), dtype))):
+        for accumulate in (False, True):
+            _blas._check(A, B, C, accumulate)
+layer = elman.RNN(3, 4, dtype=np.float64, seed=0)
+out, _ = layer(np.ones((5, 2, 3)))
+layer.backward(np.ones_like(out))
+clashes, functions = [], 0
+for kernel in (_blas._check, rnn._forward, rnn._backward):
+    for ir in kernel.inspect_llvm().values():
+        names = set(re.findall(r'^define .*?@"?([^"( ]+)', ir, re.M))
+        functions += len(names)
+        seen = {}
+        for name in names:
+            other = seen.setdefault(re.sub(r"B\\d+v\\d+", "", name), name)
+            if other != name:
+                clashes.append((other, name))
+print(functions, len(clashes))
+for pair in clashes[:3]:
+    print(*pair)
+"""
+    from _packing import printed_in_fresh_process
+    printed = printed_in_fresh_process(code, NUMBA_CACHE_DIR=str(tmp_path)).split("\n")
+    functions, clashes = map(int, printed[0].split())
+    assert functions > 20 and clashes == 0, printed

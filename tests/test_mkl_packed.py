@@ -43,8 +43,8 @@ def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
         A, C = wide_a[:, 2:2 + k], wide_c[:, 1:1 + n]
         expected = wide_c.copy()
         expected[:, 1:1 + n] = (C if accumulate else 0) + A.astype(np.float64) @ B
-        _blas._check(A, elman.fast.packed_operand(packed, elman.fast.MKL_PACKED,
-                                                  _mkl.compute_address(dtype)), C, accumulate)
+        _blas._check(A, elman.fast.packed_operand(packed, _mkl.compute_address(dtype)), C,
+                     accumulate)
         np.testing.assert_allclose(wide_c, expected, rtol=tol, atol=tol)
 
 

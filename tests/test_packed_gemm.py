@@ -62,7 +62,7 @@ def test_packed_product_equals_a_float64_one(k, n, transpose, accumulate):
         A, C = wide_a[:, 2:2 + k], wide_c[:, 3:3 + n]
         expected = wide_c.astype(np.float64)
         expected[:, 3:3 + n] = (C if accumulate else 0) + A @ B
-        _blas._check(A, elman.fast.packed_operand(Bp, elman.fast.PANELS), C, accumulate)
+        _blas._check(A, elman.fast.packed_operand(Bp, _packed.compute_address()), C, accumulate)
         assert_close(wide_c, expected, 1e-6)
 
 

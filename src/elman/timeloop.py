@@ -303,10 +303,11 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
-            return fast.packed_operand(fast_mkl.pack(W, transpose, N), fast.MKL_PACKED,
+            return fast.packed_operand(fast_mkl.pack(W, transpose, N),
                                        fast_mkl.compute_address(W.dtype))
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
-            return fast.packed_operand(fast_packed.pack(W, transpose), fast.PANELS)
+            return fast.packed_operand(fast_packed.pack(W, transpose),
+                                       fast_packed.compute_address())
     B = _step_matrix(W.T, T, N) if transpose else W
     return B if kernels is None else fast.matrix_operand(B)
 

@@ -41,8 +41,8 @@ import numpy as np
 from .._switch import Switch
 
 __all__ = ["available", "enabled", "set_enabled", "use", "kernels_for", "kernels_named",
-           "project_input", "matrix_operand", "packed_operand", "empty", "MATRIX", "MKL_PACKED",
-           "PANELS", "FastPathWarning"]
+           "project_input", "matrix_operand", "packed_operand", "empty", "MATRIX", "PACKED",
+           "FastPathWarning"]
 
 #: True when numba can be imported (checked without importing it). The per-step GEMMs call the
 #: BLAS NumPy is linked with (``_blas.source`` says which); where that cannot be found they go
@@ -96,9 +96,9 @@ def project_input(X2, W, out):
 
 
 #: the kinds of per-step matrix a kernel's GEMM takes (the fourth item of a
-#: :func:`matrix_operand`): the matrix itself, MKL's packed form of it
-#: (:func:`elman.fast._mkl.pack`), the kernels' own panels of it (:func:`elman.fast._packed.pack`)
-MATRIX, MKL_PACKED, PANELS = 0, 1, 2
+#: :func:`matrix_operand`): the matrix itself, or a packed form of it with the function that
+#: multiplies by it (:func:`packed_operand`)
+MATRIX, PACKED = 0, 1
 
 
 def empty(dtype, ndim: int) -> np.ndarray:
@@ -121,7 +121,8 @@ def matrix_operand(B: np.ndarray) -> tuple:
     kernels' GEMM (:func:`elman.fast._blas.gemm`) takes for a per-step matrix, whatever it
     is: the tuple ``(M, transposed, packed, kind, compute)``, here ``kind`` :data:`MATRIX`,
     ``M`` C-contiguous, ``B = M.T`` where ``transposed`` (the GEMM's transpose flag, chosen at
-    run time), ``packed`` empty; :func:`packed_operand` makes the packed kinds.
+    run time), ``packed`` empty and ``compute`` 0; :func:`packed_operand` makes the packed
+    kind.
 
     Why one form: numba compiles a kernel once per type of each argument, and a per-step
     matrix comes as ``W_hh.T`` (a transposed view: one row, a short pass), a contiguous copy,
@@ -144,17 +145,18 @@ def matrix_operand(B: np.ndarray) -> tuple:
     return M, transposed, empty(B.dtype, 1), MATRIX, 0
 
 
-def packed_operand(packed: np.ndarray, kind: int, compute: int = 0) -> tuple:
-    """A packed per-step matrix in :func:`matrix_operand`'s form: MKL's 1-D buffer (``kind``
-    :data:`MKL_PACKED`, ``compute`` the address of MKL's ``cblas_?gemm_compute`` for its
-    dtype, :func:`elman.fast._mkl.compute_address`: a run-time value, so the compiled kernels
-    stay cacheable and compile without MKL) or the kernels' own (panels, k, NR) float32
-    panels (:data:`PANELS`, flattened)."""
-    if kind not in (MKL_PACKED, PANELS) or (kind == MKL_PACKED) != (compute != 0):
-        raise ValueError(f"packed_operand: kind must be MKL_PACKED ({MKL_PACKED}) with the "
-                         f"address of MKL's compute function or PANELS ({PANELS}) without "
-                         f"one, got kind {kind!r}, compute {compute!r}")
-    return empty(packed.dtype, 2), False, packed.reshape(-1), kind, compute
+def packed_operand(packed: np.ndarray, compute: int) -> tuple:
+    """A packed per-step matrix in :func:`matrix_operand`'s form (``kind`` :data:`PACKED`):
+    ``packed`` MKL's buffer (:func:`elman.fast._mkl.pack`) or the kernels' own panels
+    (:func:`elman.fast._packed.pack`, flattened), ``compute`` the address of the C function,
+    with the signature of MKL's ``cblas_?gemm_compute``, that multiplies by it (MKL's own,
+    :func:`elman.fast._mkl.compute_address`; the micro-kernel's,
+    :func:`elman.fast._packed.compute_address`). An address is a run-time value: the kernels
+    stay cacheable, and compile without MKL."""
+    if not isinstance(compute, int) or compute == 0:
+        raise ValueError(f"packed_operand: compute must be the address of the function that "
+                         f"multiplies by the packed matrix, got {compute!r}")
+    return empty(packed.dtype, 2), False, packed.reshape(-1), PACKED, compute
 
 
 def pair():

@@ -22,8 +22,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from . import MATRIX, MKL_PACKED
-from ._microkernel import packed_product
+from . import MATRIX
 
 __all__ = ["gemm", "gemm_acc", "source"]
 
@@ -70,10 +69,10 @@ def gemm(A, B, C):
     BLAS then reads it through its transpose flag, and nobody makes a transposed copy (which,
     for a short sequence, costs more than all its steps); or a per-step matrix in the one
     form :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make, whose
-    kind is read at run time: the matrix (BLAS's transpose flag chosen then), MKL's packed
-    form of it (multiplied by ``cblas_?gemm_compute``, through its address) or, float32,
-    the kernels' own panels of it (multiplied by their micro-kernel,
-    :func:`elman.fast._microkernel.packed_product`)."""
+    kind is read at run time: the matrix (BLAS's transpose flag chosen then) or a packed form
+    of it, multiplied by the function whose address it carries (MKL's
+    ``cblas_?gemm_compute``, or, float32, the kernels' own micro-kernel,
+    :func:`elman.fast._microkernel.compute`)."""
     np.matmul(A, B, out=C)
 
 
@@ -83,12 +82,14 @@ def gemm_acc(A, B, C):
 
 
 @intrinsic
-def _mkl_compute(typingctx, address, m, n, k, a, lda, b, beta, c, ldc):
-    """``C = A @ B + beta C`` by MKL's ``cblas_?gemm_compute`` at ``address`` (an integer:
-    :func:`elman.fast._mkl.compute_address`), ``B`` MKL's packed (k x n) matrix at ``b``,
-    row-major ``A`` at ``a`` and ``C`` at ``c`` (addresses, leading dimensions ``lda``,
-    ``ldc``). A call through a run-time address, not a symbol the linker resolves: a kernel
-    compiles, and loads from numba's cache, without MKL, and holds no address of its own."""
+def _compute_at(typingctx, address, m, n, k, a, lda, b, beta, c, ldc):
+    """``C = A @ B + beta C`` by the function at ``address`` (an integer), which has the
+    signature of MKL's ``cblas_?gemm_compute`` (MKL's own, or the micro-kernel's:
+    :func:`elman.fast.packed_operand`): ``B`` the packed (k x n) matrix at ``b``, row-major
+    ``A`` at ``a`` and ``C`` at ``c`` (addresses, leading dimensions ``lda``, ``ldc``). A call
+    through a run-time address, not a symbol the linker resolves: a kernel compiles, and
+    loads from numba's cache, without MKL, holds no address of its own, and does not carry
+    the micro-kernel's code."""
     sig = types.void(address, m, n, k, a, lda, b, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
@@ -124,14 +125,25 @@ def _ld(X):
     return X.strides[0] // X.itemsize
 
 
+def _named(impl, name: str):
+    """``impl`` under a name of its own. numba names a compiled function by its qualified
+    name, its argument types and a counter of the process that compiled it. Two closures of
+    one ``def`` that differ only in what they capture (gemm's beta 0 and gemm_acc's 1) share
+    the first two, and another process's counter may give the other body the same name:
+    kernels cached by two processes and loaded into a third then both call whichever body the
+    linker met first (numba issue #10486; seen here as a float64 LSTM whose steps lost their
+    input projections, after an RNN's kernel had been loaded). With a name for each variant,
+    one name is one body. (``tests/test_fast.py`` checks the compiled code for such pairs.)"""
+    impl.__name__ = impl.__qualname__ = name
+    return impl
+
+
 def _operand_dispatch(target, accumulate, A):
     """The implementation of ``target(A, B, C)`` (``gemm`` or ``gemm_acc``) for ``B`` a
     per-step matrix in :func:`elman.fast.matrix_operand`'s form: ``target(A, M.T, C)`` or
-    ``target(A, M, C)``, MKL's packed product, or (float32) the micro-kernel's, chosen at run
+    ``target(A, M, C)``, or the packed product through its function's address, chosen at run
     time by the operand's kind."""
-    dtype = as_dtype(A.dtype).type
-    beta = dtype(1 if accumulate else 0)
-    panels = dtype == np.float32              # (the micro-kernel is float32 only)
+    beta = as_dtype(A.dtype).type(1 if accumulate else 0)
 
     def impl(A, B, C):
         M, transposed, packed, kind, compute = B
@@ -140,17 +152,13 @@ def _operand_dispatch(target, accumulate, A):
                 target(A, M.T, C)
             else:
                 target(A, M, C)
-        elif kind == MKL_PACKED:
+        else:
             m, k = A.shape
             n = C.shape[1]
             if m > 0 and n > 0:
-                _mkl_compute(compute, m, n, k, A.ctypes.data, _ld(A), packed.ctypes.data, beta,
-                             C.ctypes.data, _ld(C))
-        elif panels:
-            packed_product(A, packed, C, accumulate)
-        else:
-            raise ValueError("gemm: the kernels' own panels are float32 only")
-    return impl
+                _compute_at(compute, m, n, k, A.ctypes.data, _ld(A), packed.ctypes.data, beta,
+                            C.ctypes.data, _ld(C))
+    return _named(impl, f"{target.__name__}_operand")
 
 
 if _found is not None:
@@ -260,6 +268,8 @@ if _found is not None:
         # One row (m = 1: a batch of one sequence) goes to GEMV: OpenBLAS's GEMM packs both
         # operands even then, and ran (1 x 512) @ (512 x 2048) 3.5x slower than its GEMV
         # (measured, one thread: 636 vs 179 us; 1.2x at H=128)
+        name = "gemm_acc" if beta else "gemm"
+
         def typer(A, B, C):
             if isinstance(B, types.BaseTuple):    # (M, transposed, packed, kind, compute)
                 return _operand_dispatch(gemm_acc if beta else gemm, beta != 0, A)
@@ -287,7 +297,7 @@ if _found is not None:
                         return
                     call(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, one, A.ctypes, _ld(A),
                          B.ctypes, _ld_t(B), b, C.ctypes, _ld(C))
-                return impl
+                return _named(impl, f"{name}_transposed_b")
 
             def impl(A, B, C):
                 m, k = A.shape
@@ -302,7 +312,7 @@ if _found is not None:
                     return
                 call(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, one, A.ctypes, _ld(A),
                      B.ctypes, _ld(B), b, C.ctypes, _ld(C))
-            return impl
+            return _named(impl, name)
         return typer
 
     overload(gemm)(_bind(0))
@@ -320,7 +330,7 @@ else:
                         C[:, :] += product
                     else:
                         C[:, :] = product
-            return impl
+            return _named(impl, "gemm_acc_fallback" if accumulate else "gemm_fallback")
         return typer
 
     overload(gemm)(_fallback(False))

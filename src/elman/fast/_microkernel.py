@@ -24,13 +24,13 @@ packed this way) and float32 only (the float64 path stays on BLAS).
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import njit, types
+from numba import cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._packed import MR, NR, VW
 
-__all__ = ["packed_product"]
+__all__ = ["packed_product", "product", "compute", "compute_address"]
 
 _NV = NR // VW                 # vectors per panel row
 
@@ -120,18 +120,11 @@ def _ld(X):
 
 
 @njit(inline="always")
-def packed_product(A, Bp, C, accumulate):
-    """``C (+)= A @ B`` (``accumulate``: a compile-time constant) for float32 ``A`` (m, k) and
-    ``C`` (m, n) with contiguous rows (any row stride) and ``Bp`` (ceil(n / NR), k, NR), ``B``
-    packed by :func:`elman.fast._packed.pack` (n a multiple of VW: the last panel may be half
-    used). Row tiles of MR outermost: a tile of A (MR x k) stays in L1 while the panels of B
-    stream past it from L2."""
-    m, k = A.shape
-    n = C.shape[1]
-    lda, ldc = _ld(A), _ld(C)
+def _tiles(a0, lda, b0, c0, ldc, m, n, k, accumulate):
+    """``C (+)= A @ B``, ``A`` (m, k) at address ``a0`` (row stride ``lda`` floats), ``C`` (m,
+    n) at ``c0`` (``ldc``), ``B`` packed at ``b0`` (see :func:`packed_product`)."""
     full, half = n // NR, n % NR != 0
     panel_bytes = k * NR * 4
-    a0, b0, c0 = A.ctypes.data, Bp.ctypes.data, C.ctypes.data
     for i in range(0, m, MR):
         rows = min(MR, m - i)
         a, c = a0 + i * lda * 4, c0 + i * ldc * 4
@@ -147,7 +140,48 @@ def packed_product(A, Bp, C, accumulate):
                 _tile_set_half(a, lda, b0 + full * panel_bytes, k, c + full * NR * 4, ldc, rows)
 
 
+@njit(inline="always")
+def packed_product(A, Bp, C, accumulate):
+    """``C (+)= A @ B`` (``accumulate``: a compile-time constant) for float32 ``A`` (m, k) and
+    ``C`` (m, n) with contiguous rows (any row stride) and ``Bp`` (ceil(n / NR), k, NR), ``B``
+    packed by :func:`elman.fast._packed.pack` (n a multiple of VW: the last panel may be half
+    used). Row tiles of MR outermost: a tile of A (MR x k) stays in L1 while the panels of B
+    stream past it from L2."""
+    m, k = A.shape
+    _tiles(A.ctypes.data, _ld(A), Bp.ctypes.data, C.ctypes.data, _ld(C), m, C.shape[1], k,
+           accumulate)
+
+
 @njit(cache=True, nogil=True)
 def product(A, Bp, C):
     """``C[...] = A @ B`` for Python callers (:func:`elman.fast._packed.product`)."""
     packed_product(A, Bp, C, False)
+
+
+@intrinsic
+def _address(typingctx, pointer):
+    """The integer address a C pointer holds."""
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(args[0], context.get_value_type(types.intp))
+    return types.intp(pointer), codegen
+
+
+_f32p = types.CPointer(types.float32)
+
+
+@cfunc(types.void(*[types.int32] * 6, _f32p, types.int32, _f32p, types.int32, types.float32,
+                  _f32p, types.int32), cache=True)
+def compute(layout, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """``C = A @ B + beta C`` (``beta`` 0 or 1) with ``B`` packed into panels, as a C function
+    with the signature of MKL's ``cblas_sgemm_compute`` (row-major, ``A`` as it is, ``B``
+    packed; ``layout``, ``transa``, ``transb`` and ``ldb`` are those constants and are not
+    read): the kernels' GEMM calls either through an address it is given at run time
+    (:func:`elman.fast.packed_operand`). Why not inlined there, as it once was: its eight tile
+    heights were 60 % of the code of a kernel such as the LSTM's forward loop (0.9 MB of LLVM
+    IR), compiled again for every kernel; through its address it is compiled once."""
+    _tiles(_address(a), lda, _address(b), _address(c), ldc, m, n, k, beta != 0)
+
+
+def compute_address() -> int:
+    """The address of :func:`compute` in this process."""
+    return compute.address

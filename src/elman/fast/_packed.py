@@ -23,7 +23,8 @@ from .._switch import Switch
 from . import _cpu
 from . import enabled as _fast_enabled
 
-__all__ = ["available", "enabled", "set_enabled", "use", "worth", "pack", "MR", "NR", "VW"]
+__all__ = ["available", "enabled", "set_enabled", "use", "worth", "pack", "compute_address", "MR",
+           "NR", "VW"]
 
 VW = 16                  # floats per vector register (AVX-512)
 NR = 2 * VW              # columns per panel: two vector registers
@@ -114,6 +115,14 @@ def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
         return False
     _compiled_product(a, pack(b.T, True) if b.flags.f_contiguous else pack(b, False), out)
     return True
+
+
+def compute_address() -> int:
+    """The address of the micro-kernel's product with packed panels as a C function
+    (:func:`elman.fast._microkernel.compute`), which the compiled loops call with the panels
+    (:func:`elman.fast.packed_operand`); numba is imported and the function compiled (or
+    loaded from its cache) at the first call."""
+    return importlib.import_module(f"{__package__}._microkernel").compute_address()
 
 
 def _compiled_product(a, Bp, out):
