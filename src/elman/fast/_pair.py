@@ -133,10 +133,8 @@ def _run_half(units, operands, sync, t, half, me, split, H):
     Returns whether it did."""
     if _add(sync, t * ROW + CLAIM + half, 1) != 0:
         return False
-    if half == 0:
-        units(operands, t, 0, split)
-    else:
-        units(operands, t, split, H)
+    lo, hi = (0, split) if half == 0 else (split, H)
+    units(operands, t, lo, hi)          # (one call: the cell's units compiled once, not twice)
     _add(sync, t * ROW + DONE, 1)
     return True
 
@@ -158,14 +156,21 @@ def pair_steps(units, operands, T, H, sync, bell, gen, me, split, patience, spin
         if t > 0:
             while _load(sync, (t - 1) * ROW + DONE) < 2:
                 _pause()
-        _run_half(units, operands, sync, t, me, me, split, H)
-        wait = 0
-        if present and _load(sync, T * ROW + other) != 0:
-            wait = patience
-        while wait > 0 and _load(sync, t * ROW + CLAIM + other) == 0:
-            _pause()
-            wait -= 1
-        present = not _run_half(units, operands, sync, t, other, me, split, H)
+        # this thread's half, then the other's unless the partner claims it in time (one
+        # call site of _run_half: each is a copy of the cell's units in the compiled code)
+        for turn in range(2):
+            half = me
+            if turn == 1:
+                half = other
+                wait = 0
+                if present and _load(sync, T * ROW + other) != 0:
+                    wait = patience
+                while wait > 0 and _load(sync, t * ROW + CLAIM + other) == 0:
+                    _pause()
+                    wait -= 1
+            ran = _run_half(units, operands, sync, t, half, me, split, H)
+            if turn == 1:
+                present = not ran
     while _load(sync, (T - 1) * ROW + DONE) < 2:
         _pause()
     if me == 0:
