@@ -18,8 +18,9 @@ first run on a machine pays for compilation: 1-6 s per kernel (a cell's forward 
 loop, a stack's lean call), once per dtype. Everything else is an argument tested at run
 time and compiles nothing more: the options (recurrent dropout, zoneout, a projection:
 ``_loop.absent``), the form of the per-step matrix (as it is or transposed, MKL's packed
-form, the kernels' own panels: :func:`matrix_operand`), a stack's depth
-(``timeloop.STACK_MAX``). numba checks the timestamp of
+form, the kernels' own panels: :func:`matrix_operand`); a stack run as one call compiles once
+for each of 2, 3-4 and 5-8 layer-directions (``timeloop.STACK_MAX``). numba checks the
+timestamp of
 a kernel's own file only: after editing ``_math.py``, ``_loop.py`` or ``_blas.py``, delete
 that cache.
 
