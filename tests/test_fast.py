@@ -4,6 +4,7 @@ Both paths run the same layers on the same inputs; outputs, final states, dx, d(
 and every parameter gradient must agree to 1e-5 (float32) and 1e-12 (float64), relative to the
 largest magnitude of each array. PyTorch parity of both paths is in test_recurrent_parity.py.
 """
+import os
 import subprocess
 import sys
 import warnings
@@ -439,3 +440,61 @@ for pair in clashes[:3]:
     printed = printed_in_fresh_process(code, NUMBA_CACHE_DIR=str(tmp_path)).split("\n")
     functions, clashes = map(int, printed[0].split())
     assert functions > 20 and clashes == 0, printed
+
+
+def test_every_cached_kernel_is_keyed_by_the_whole_package():
+    """numba stamps a cached function with its own file only; every kernel of elman.fast
+    (each ``cache=True`` function and cfunc, of every module) has the package's locator,
+    whose stamp adds a hash of all the package's modules and of what they import from
+    elsewhere in elman (the LayerNorm kernels compile ``cells.layer_norm.EPS`` in)."""
+    import importlib
+    from elman.fast import _cache
+    names = [n[:-3] for n in os.listdir(os.path.dirname(_cache.__file__))
+             if n.endswith(".py") and n != "__init__.py"]
+    cached = {}
+    for name in names:
+        module = importlib.import_module(f"elman.fast.{name}")
+        for attr, value in vars(module).items():
+            cache = getattr(value, "_cache", None)          # a dispatcher's or a cfunc's
+            py_func = getattr(value, "py_func", None) or getattr(value, "_pyfunc", None)
+            if getattr(py_func, "__module__", None) == module.__name__ \
+                    and hasattr(cache, "_impl"):
+                cached[f"{name}.{attr}"] = type(cache._impl.locator)
+    assert {"lstm._forward", "_microkernel.compute", "adam._step", "_blas._gemv_rows",
+            "_loop.project_input", "layer_norm._forward_lstm"} <= set(cached), sorted(cached)
+    assert {k: v for k, v in cached.items() if v is not _cache.PackageLocator} == {}
+    stamp = elman.fast.lstm._forward._cache._impl.locator.get_source_stamp()
+    assert stamp[1] == _cache.package_stamp()
+    relative = {os.path.relpath(p, os.path.dirname(elman.__file__)) for p in _cache.stamped_files()}
+    assert {"fast/_blas.py", "fast/_loop.py", "cells/layer_norm.py"} <= relative, relative
+
+
+def test_a_changed_helper_file_compiles_the_kernels_afresh(tmp_path):
+    """With a copy of elman, each run in a fresh process: the first compiles a kernel, the
+    second loads it from the cache, and after a comment is added to another file of the
+    package (numba's own stamp of the kernel's file is unchanged) the third compiles it again
+    instead of loading code compiled from the old sources."""
+    import shutil
+    shutil.copytree(os.path.dirname(elman.__file__), tmp_path / "elman",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = """
+import numpy as np
+from elman.fast import adam
+x = np.ones(3)
+adam._step(x, x.copy(), x.copy(), x.copy(), False, 0.0, False, 0.1, True, 0.999, 0.001, 1.0,
+           1e-8, 0.001)
+stats = adam._step.stats
+print(stats.cache_hits.get(adam._step.signatures[0], 0),
+      stats.cache_misses.get(adam._step.signatures[0], 0))
+"""
+    from _packing import printed_in_fresh_process
+    env = dict(PYTHONPATH=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def hits_misses():
+        return printed_in_fresh_process(code, **env).split()
+
+    assert hits_misses() == ["0", "1"]               # compiled (and cached)
+    assert hits_misses() == ["1", "0"]               # loaded
+    with open(tmp_path / "elman" / "fast" / "_math.py", "a") as f:
+        f.write("# a change elsewhere in the package\n")
+    assert hits_misses() == ["0", "1"]               # compiled again

@@ -19,10 +19,9 @@ loop, a stack's lean call), once per dtype. Everything else is an argument teste
 time and compiles nothing more: the options (recurrent dropout, zoneout, a projection:
 ``_loop.absent``), the form of the per-step matrix (as it is or transposed, MKL's packed
 form, the kernels' own panels: :func:`matrix_operand`); a stack run as one call compiles once
-for each of 2, 3-4 and 5-8 layer-directions (``timeloop.STACK_MAX``). numba checks the
-timestamp of
-a kernel's own file only: after editing ``_math.py``, ``_loop.py`` or ``_blas.py``, delete
-that cache.
+for each of 2, 3-4 and 5-8 layer-directions (``timeloop.STACK_MAX``). A cached kernel is
+keyed by the sources of this whole package (:mod:`._cache`), not only its own file: a change
+to a helper (``_blas.py``, ``_loop.py``, ``_math.py``, ...) compiles every kernel afresh.
 
 >>> import elman
 >>> with elman.fast.use(False):           # the NumPy reference path, for this block only

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import cfunc, njit, types
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from numba.core import cgutils
 from numba.extending import intrinsic
 

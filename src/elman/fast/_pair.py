@@ -42,6 +42,7 @@ import time
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from numba.core import cgutils
 from numba.extending import intrinsic
 

@@ -2,6 +2,7 @@
 ``RNNEquations.forward``/``backward``."""
 import numpy as np
 from numba import njit
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
 from . import _blas
 from ._blas import gemm_acc
