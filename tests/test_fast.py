@@ -498,3 +498,21 @@ print(stats.cache_hits.get(adam._step.signatures[0], 0),
     with open(tmp_path / "elman" / "fast" / "_math.py", "a") as f:
         f.write("# a change elsewhere in the package\n")
     assert hits_misses() == ["0", "1"]               # compiled again
+
+
+def test_unreadable_package_sources_leave_numba_its_own_stamp(monkeypatch):
+    """Where the package's files cannot be read as files (elman imported from a zip), the
+    locator declines and numba's own locators take the kernel, instead of an error at the
+    kernel's definition."""
+    from elman.fast import _cache, adam
+
+    def unreadable():
+        raise FileNotFoundError("no such directory")
+    monkeypatch.setattr(_cache, "stamped_files", unreadable)
+    _cache.package_stamp.cache_clear()
+    try:
+        assert _cache.PackageLocator.from_function(adam._step.py_func, adam.__file__) is None
+    finally:
+        monkeypatch.undo()
+        _cache.package_stamp.cache_clear()
+    assert _cache.PackageLocator.from_function(adam._step.py_func, adam.__file__) is not None

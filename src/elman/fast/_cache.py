@@ -69,6 +69,10 @@ class PackageLocator:
         next locator of its list)."""
         if os.path.dirname(os.path.abspath(py_file)) != _HERE:
             return None
+        try:
+            package_stamp()
+        except OSError:       # sources not readable as files (a zip): numba's stamp alone
+            return None
         for other in _locator_classes():
             if other is not cls:
                 inner = other.from_function(py_func, py_file)
