@@ -19,10 +19,10 @@ import os
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import MATRIX
 
 __all__ = ["gemm", "gemm_acc", "source"]

@@ -1,8 +1,8 @@
 """What the compiled time loops share: the compile options, the step schedule, small helpers."""
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import MATRIX, empty, matrix_operand
 from ._blas import gemm
 

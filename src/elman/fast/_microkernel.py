@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import cfunc, njit, types
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._packed import MR, NR, VW
 
 __all__ = ["packed_product", "product", "compute", "compute_address"]

@@ -42,10 +42,10 @@ import time
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "project_units",

@@ -19,6 +19,7 @@ Shapes: 1-D views of C-contiguous arrays, all of one length and dtype.
 """
 import numpy as np
 from numba import njit
+
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
 __all__ = ["step"]

@@ -4,8 +4,8 @@ and the classic candidate ``tanh(W_in x + W_hn (r * h_prev) + b)`` (``reset_afte
 whose step needs a second GEMM once r is known."""
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, project_units

@@ -14,8 +14,8 @@ directions or two row blocks of a layer may run at once (``reentrant``).
 """
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm
 from ._loop import (JIT, ONE, ZERO, absent, add_rows, backward_step, mask_into, or_empty,
                     or_no_matrix, project_back, step_at, zone_arrays, zone_states, unzone_grads,

@@ -10,8 +10,8 @@ Shapes as in :class:`elman.timeloop.SequenceCache`.
 """
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, project_units

@@ -6,8 +6,8 @@ the cell's ``parameter_grads`` after the loop. Shapes as in :class:`elman.timelo
 """
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, HALF, absent, add_bias, backward_step, copy_row, mask_into, or_empty,
                     or_no_matrix, project_back, scratch_row, step_at, zone_arrays, zone_states,

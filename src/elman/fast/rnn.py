@@ -2,8 +2,8 @@
 ``RNNEquations.forward``/``backward``."""
 import numpy as np
 from numba import njit
-from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 
+from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_direction,
