@@ -516,3 +516,39 @@ def test_unreadable_package_sources_leave_numba_its_own_stamp(monkeypatch):
         monkeypatch.undo()
         _cache.package_stamp.cache_clear()
     assert _cache.PackageLocator.from_function(adam._step.py_func, adam.__file__) is not None
+
+
+def _cache_entry(root, name, level, kind, size):
+    entry = root / name
+    entry.mkdir()
+    for field, value in (("level", level), ("type", kind), ("size", size)):
+        (entry / field).write_text(f"{value}\n")
+
+
+def test_l2_size_read_from_linux_cache_description(tmp_path):
+    """``_cpu.l2_bytes`` finds the level-2 data or unified cache among CPU 0's caches as Linux
+    lists them, and answers 0 where it cannot tell."""
+    from elman.fast import _cpu
+    _cache_entry(tmp_path, "index0", 1, "Data", "48K")
+    _cache_entry(tmp_path, "index1", 1, "Instruction", "32K")
+    _cache_entry(tmp_path, "index2", 2, "Unified", "2048K")
+    _cache_entry(tmp_path, "index3", 3, "Unified", "307200K")
+    assert _cpu.l2_bytes(str(tmp_path)) == 2 * 1024 * 1024
+    other = tmp_path / "other"
+    other.mkdir()
+    _cache_entry(other, "index0", 2, "Unified", "1M")
+    assert _cpu.l2_bytes(str(other)) == 1024 * 1024
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _cache_entry(odd, "index0", 2, "Unified", "lots")
+    assert _cpu.l2_bytes(str(odd)) == 0
+    assert _cpu.l2_bytes(str(tmp_path / "missing")) == 0
+
+
+def test_own_matrix_vector_product_up_to_half_the_l2():
+    """The kernels' own GEMV takes matrices up to half a core's L2 cache, never less than the
+    512 KB measured on 1 MB of L2 (an unknown L2 keeps that)."""
+    from elman.fast import _blas
+    mb = 1024 * 1024
+    assert [_blas.gemv_rows_max_bytes(l2) for l2 in (0, mb // 4, mb, 2 * mb, 3 * mb)] == \
+        [mb // 2, mb // 2, mb // 2, mb, 3 * mb // 2]

@@ -23,7 +23,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
-from . import MATRIX
+from . import MATRIX, _cpu
 
 __all__ = ["gemm", "gemm_acc", "source"]
 
@@ -162,6 +162,12 @@ def _operand_dispatch(target, accumulate, A):
     return _named(impl, f"{target.__name__}_operand")
 
 
+def gemv_rows_max_bytes(l2_bytes: int) -> int:
+    """:data:`GEMV_ROWS_MAX_BYTES` for a core with ``l2_bytes`` of L2 cache (0: unknown): half
+    of it, and at least 512 KB (measured on 1 MB of L2)."""
+    return max(1 << 19, l2_bytes // 2)
+
+
 if _found is not None:
     import llvmlite.binding as llvm
 
@@ -189,7 +195,15 @@ if _found is not None:
 
     #: the largest matrix (bytes) whose matrix-vector products :func:`_gemv_rows` runs instead
     #: of BLAS: one that stays in a core's L2 cache from one step to the next (OpenBLAS's GEMV
-    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads). Measured on
+    #: wins beyond: at (1536 x 512), 3 MB, it ran twice as fast, on two threads), so half the
+    #: L2 where that is more than 512 KB (:data:`._cpu.L2_BYTES`). On the Intel Xeon (Emerald
+    #: Rapids, 2 MB of L2 a core) of 2026-12-06, in one process, alternating, medians of 9:
+    #: the GRU's and the LSTM's W_hh at H = 256, (768 x 256) and (1024 x 256), 12.8-15.8 and
+    #: 12.8-17.2 us here against OpenBLAS's 13.6-17.6 and 15.2-20.8 on one thread (two runs:
+    #: 1.06-1.11x and 1.18-1.21x), 12.2 and 16.9 against 12.9 and 17.5 us with two (OpenBLAS
+    #: keeps them on one); (1536 x 512), 3 MB, equal on one thread, 3.3x slower than
+    #: OpenBLAS's on two. Used there by each thread of a bidirectional layer at batch 1 (its
+    #: directions run at once), and by the one-step calls of a layer at H = 256. Measured on
     #: an AMD EPYC, and on the Intel Xeon (Sapphire Rapids) of 2026-12-06: there, one thread,
     #: the LSTM's (512 x 128) product 3.3 us against OpenBLAS's 4.4 (a loop of its steps, gate
     #: math included: 5.9 us against 7.1), and through the layers, batch 1 (1, 50, 32, 128),
@@ -199,7 +213,7 @@ if _found is not None:
     #: uses it anyway) within the runs' noise. (An earlier round's hand-written GEMVs, one
     #: row at a time and AXPYs over eight rows, ran 0.4-0.95x OpenBLAS's on an older Xeon:
     #: this one was kept off Intel CPUs until measured there.)
-    GEMV_ROWS_MAX_BYTES = 1 << 19
+    GEMV_ROWS_MAX_BYTES = gemv_rows_max_bytes(_cpu.L2_BYTES)
 
     @njit(cache=True, nogil=True, error_model="numpy",
           fastmath={"contract", "reassoc", "nsz"})

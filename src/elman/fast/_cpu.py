@@ -1,9 +1,11 @@
-"""The CPU's vendor and features, for the choices whose measured winner differs between CPUs:
-MKL on by default (:mod:`._mkl`), the kernels' own matrix-vector product for a batch of one
-(:mod:`._blas`) and their own packed GEMM (:mod:`._packed`)."""
+"""The CPU's vendor, features and L2 cache, for the choices whose measured winner differs
+between CPUs: MKL on by default (:mod:`._mkl`), the kernels' own matrix-vector product for a
+batch of one and up to which size (:mod:`._blas`) and their own packed GEMM (:mod:`._packed`)."""
 from __future__ import annotations
 
-__all__ = ["vendor", "flags", "INTEL", "AVX512"]
+import os
+
+__all__ = ["vendor", "flags", "l2_bytes", "INTEL", "AVX512", "L2_BYTES"]
 
 
 def _cpuinfo(key: str) -> str:
@@ -31,8 +33,36 @@ def flags() -> frozenset:
     return frozenset(_cpuinfo("flags").split())
 
 
+def l2_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The size of one core's L2 cache in bytes, as Linux describes CPU 0's caches
+    (``index*/level`` 2, ``type`` Data or Unified, ``size`` such as ``2048K``); 0 where it
+    cannot be read (not Linux, no such entry, an unexpected form)."""
+    try:
+        entries = sorted(os.listdir(cache_dir))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            with open(os.path.join(cache_dir, entry, "level"), encoding="ascii") as f:
+                level = f.read().strip()
+            with open(os.path.join(cache_dir, entry, "type"), encoding="ascii") as f:
+                kind = f.read().strip()
+            with open(os.path.join(cache_dir, entry, "size"), encoding="ascii") as f:
+                size = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if level != "2" or kind not in ("Data", "Unified"):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:].upper(), 1)
+        digits = size[:-1] if scale != 1 else size
+        return int(digits) * scale if digits.isdigit() else 0
+    return 0
+
+
 #: an Intel CPU, or one whose vendor cannot be read (the choices made on the Intel Xeon of
 #: the earlier rounds stay where nothing else was measured)
 INTEL = vendor() in ("GenuineIntel", "")
 #: AVX-512 (with FMA): sixteen-float vector registers, what :mod:`._microkernel` is written for
 AVX512 = {"avx512f", "fma"} <= flags()
+#: one core's L2 cache (bytes; 0: unknown): how large a matrix stays in it from step to step
+L2_BYTES = l2_bytes()
