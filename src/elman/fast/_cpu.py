@@ -33,6 +33,11 @@ def flags() -> frozenset:
     return frozenset(_cpuinfo("flags").split())
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read().strip()
+
+
 def l2_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
     """The size of one core's L2 cache in bytes, as Linux describes CPU 0's caches
     (``index*/level`` 2, ``type`` Data or Unified, ``size`` such as ``2048K``); 0 where it
@@ -43,12 +48,8 @@ def l2_bytes(cache_dir: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
         return 0
     for entry in entries:
         try:
-            with open(os.path.join(cache_dir, entry, "level"), encoding="ascii") as f:
-                level = f.read().strip()
-            with open(os.path.join(cache_dir, entry, "type"), encoding="ascii") as f:
-                kind = f.read().strip()
-            with open(os.path.join(cache_dir, entry, "size"), encoding="ascii") as f:
-                size = f.read().strip()
+            level, kind, size = (_read(os.path.join(cache_dir, entry, name))
+                                 for name in ("level", "type", "size"))
         except (OSError, UnicodeDecodeError):
             continue
         if level != "2" or kind not in ("Data", "Unified"):
