@@ -129,18 +129,21 @@ FAST_CASES = [
 ]
 
 
-def _both_paths(case, dtype):
-    """The NumPy steps and the compiled loops on the same layer, input and masks."""
-    kind, kwargs, lengths = FAST_CASES[case]
+def _both_paths(case, dtype, spec=None, hidden=5):
+    """The NumPy steps and the compiled loops on the same layer, input and masks: FAST_CASES'
+    ``case``, or ``spec`` (seeded with ``case``) with ``hidden`` units."""
+    kind, kwargs, lengths = FAST_CASES[case] if spec is None else spec
     T, N = (40, 8) if lengths and len(lengths) == 8 else (6, 4)
-    layer = getattr(elman, kind)(3, 5, layer_norm=True, dtype=np.float64, seed=case, **kwargs)
+    layer = getattr(elman, kind)(3, hidden, layer_norm=True, dtype=np.float64, seed=case,
+                                 **kwargs)
     rng = np.random.default_rng(case)
     for name, p in layer.named_parameters():       # gains and shifts away from 1 and 0
         if name.startswith("ln_"):
             p.data += rng.uniform(-0.5, 0.5, p.data.shape)
     x = rng.standard_normal((N, T, 3) if kwargs.get("batch_first") else (T, N, 3))
     if dtype != np.float64:                         # the same values, rounded
-        twin = getattr(elman, kind)(3, 5, layer_norm=True, dtype=dtype, seed=case, **kwargs)
+        twin = getattr(elman, kind)(3, hidden, layer_norm=True, dtype=dtype, seed=case,
+                                    **kwargs)
         for a, b in zip(twin.parameters(), layer.parameters()):
             a.data[...] = b.data
         layer = twin
@@ -159,6 +162,18 @@ def test_compiled_kernels_agree_with_the_numpy_steps_in_float64(case):
     require("numba")
     reference, compiled = _both_paths(case, np.float64)
     assert_agree(reference, compiled, np.float64, context=str(FAST_CASES[case]))
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("hidden", [1, 2, 3])
+def test_compiled_kernels_agree_at_the_smallest_hidden_sizes(kind, hidden):
+    """The compiled loops keep each row's three 1/std values (recurrent, input, the LSTM's c)
+    in columns of their own after the normalised rows: one block of H from H = 3 on, three
+    below (a bug there would overwrite a neighbour's value and show here)."""
+    require("numba")
+    spec = (kind, {"num_layers": 2, "bidirectional": True}, [6, 2, 5, 3])
+    reference, compiled = _both_paths(0, np.float64, spec, hidden)
+    assert_agree(reference, compiled, np.float64, context=f"{kind}, H = {hidden}")
 
 
 @pytest.mark.parametrize("case", range(len(FAST_CASES)))

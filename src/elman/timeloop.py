@@ -672,7 +672,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
-    saved_width = _saved_width(eq, kernels)
+    saved_width = _saved_width(eq, kernels, H)
     saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
     _plant_initial(S, C, h0, c0, reverse)
     if reverse and lengths is not None:
@@ -1006,7 +1006,7 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
     C = np.empty((T + 1, N, H), dtype) if eq.has_cell else None
-    saved_width = _saved_width(eq, kernels)
+    saved_width = _saved_width(eq, kernels, H)
     saved = np.empty((T, N, saved_width * H), dtype) if saved_width else None
     _plant_initial(S, C, h0, c0, reverse)
     kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, np.empty((N, K), dtype),
@@ -1025,11 +1025,11 @@ def _project(eq, kernels, X: np.ndarray, w: Weights, GX: np.ndarray):
     return eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
 
 
-def _saved_width(eq, kernels) -> int:
-    """Blocks of H a step keeps for backward: the kernel's own layout, or (None there, or the
-    NumPy steps) the cell's."""
+def _saved_width(eq, kernels, H: int) -> int:
+    """Blocks of H a step keeps for backward: the kernel's own layout (a number, or a function
+    of the cell and H), or (None there, or the NumPy steps) the cell's."""
     width = _kernel_attribute(kernels, "saved_width")
-    return eq.saved_width if width is None else width
+    return eq.saved_width if width is None else width(eq, H) if callable(width) else width
 
 
 def _plant_initial(S: np.ndarray, C: np.ndarray | None, h0, c0, reverse: bool) -> None:
@@ -1170,10 +1170,15 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dGH[padded] = 0
     # 5. weight gradients and the input gradient as whole-sequence GEMMs; first the biases,
     # from the gradients wrt what the cell added them to, then (a layer-normalised cell) the
-    # input side back through its normalisation to the raw projection X W_ih^T
+    # input side back through its normalisation to the raw projection X W_ih^T (a kernel
+    # module's twins of these two may find both done: its loop did them as it went)
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
     if "bias_ih" in g:
-        eq.bias_grads(dGX, dGH, g, split)
+        twin = _kernel_attribute(cache.kernels, "bias_grads")
+        if twin is None:
+            eq.bias_grads(dGX, dGH, g, split)
+        else:
+            twin(eq, dGX, dGH, g, split)
     back = _kernel_attribute(cache.kernels, "transform_input_backward")
     dGX = (eq.transform_input_backward(dGX, cache, g) if back is None
            else back(eq, dGX, cache, g))

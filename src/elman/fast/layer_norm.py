@@ -2,15 +2,25 @@
 the fast twins of ``LayerNormRNNEquations``, ``LayerNormGRUEquations`` and
 ``LayerNormLSTMEquations``.
 
-The input side's normalisation is a whole-sequence NumPy pass (the cell's ``transform_input``,
-shared by both paths); what runs here is the recurrence: per step the GEMM ``h_prev W_hh^T``
-into a scratch row, its normalisation, and the gate math, all in one pass over each row. The
-saved values are the reference's own layout (``saved_width`` None: the cell's), so the backward
-loops read what either path wrote. The per-step gradients of the recurrent normalisation's gain
-and shift (and of the GRU's ``b_hh``, and the LSTM's ``LN(c)``) go into the sums the cell's
-``prepare_backward`` creates in the pass's own constants (``cache.consts["grad_sums"]``); its
-``parameter_grads`` hands them to the layer. Nothing is kept on the shared cell object, so two
-directions or two row blocks of a layer may run at once (``reentrant``).
+Both normalisations run inside the loops, row by row: per step the GEMM ``h_prev W_hh^T`` into
+a scratch row, then for each row the input projection's normalisation and the recurrent one,
+and the gate math. The reference normalises the input side as a whole-sequence pass first
+(``transform_input``) and back again after its loop (``transform_input_backward``), one more
+trip each through the (T, N, G*H) projections in memory: 14 % of an LN-LSTM's training step at
+(64, 100, 32, 128) on one thread when this module did the same. In the loops they cost about as
+much on one thread, and less on two, which share the memory's bandwidth: training steps ran
+1.10-1.13x as fast with two threads (LN-RNN, LN-GRU and LN-LSTM, old and new code in one
+process, medians of 20 alternating repeats). So this module's twins of those two do nothing,
+and its twin of ``bias_grads`` neither: the backward loops sum every gradient of the
+normalisations' gains and shifts, and of the biases, as they go.
+
+``saved`` is this module's own layout (:func:`saved_width`): per row the normalised recurrent
+and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised and ``tanh(LN(c))``
+(H each), then the rows' 1/std (recurrent, input, ``c``), one column each. The per-step sums go
+into the pass's own constants (``cache.consts["grad_sums"]``, made by the cell's
+``prepare_backward``), keyed by the parameter they belong to; the cell's ``parameter_grads``
+hands them to the layer. Nothing is kept on the shared cell object, so two directions or two
+row blocks of a layer may run at once (``reentrant``).
 """
 import numpy as np
 from numba import njit
@@ -23,10 +33,21 @@ from ._loop import (JIT, ONE, ZERO, absent, add_rows, backward_step, mask_into, 
 from ._math import sigmoid, tanh
 from ..cells.layer_norm import EPS
 
-__all__ = ["forward", "backward"]
+__all__ = ["forward", "backward", "saved_width"]
 
-saved_width = None     # the reference's layout (the cell's saved_width)
 dgh_blocks = None      # dGH has every gate block (the recurrent side has its own norm)
+
+
+def _scalars_at(G: int, has_cell: bool) -> int:
+    """The first column (in blocks of H) of a row's three 1/std values in ``saved``."""
+    return 2 * G + (2 if has_cell else 0)
+
+
+def saved_width(eq, H: int) -> int:
+    """Blocks of H that a step keeps per row: normalised recurrent and input pre-activations
+    (G blocks each), the LSTM's ``LN(c)`` and ``tanh(LN(c))``, and the three 1/std values
+    (one block, or three where H < 3)."""
+    return _scalars_at(eq.gates, eq.has_cell) + (1 if H >= 3 else 3)
 
 
 # The row sums below are the only reductions in these loops. LLVM keeps a float sum in its
@@ -60,38 +81,114 @@ def _row_sum_sq(v, mu):
 
 
 @njit(**SUMS)
-def _row_dot(a, b):
-    """sum(a * b), in float64."""
-    s = 0.0
-    for k in range(a.shape[0]):
-        s += a[k] * b[k]
-    return s
+def _backward_sums(d, gain, n):
+    """(sum(d * gain), sum(d * gain * n)) in one pass, in the rows' own precision: unlike the
+    forward's mean and variance (:func:`_normalise`), these enter the gradient as they are, not
+    divided by a small std, and with the licence to reassociate each is many short partial
+    sums (float32, rows of 512: 1.5e-8 of sum(|d|) from the float64 sums, measured, where
+    float32 itself is 6e-8); in float64 they took 1.6-2.6x as long."""
+    s1 = d.dtype.type(0)
+    s2 = d.dtype.type(0)
+    for k in range(d.shape[0]):
+        e = d[k] * gain[k]
+        s1 += e
+        s2 += e * n[k]
+    return s1, s2
+
+
+@njit(inline="always")
+def _moments(v, inv_m, eps):
+    """(mean(v), 1/sqrt(var(v) + eps)) of a row, the sums in float64 (:func:`_row_sum`)."""
+    mu = _row_sum(v) * inv_m
+    return mu, 1.0 / np.sqrt(_row_sum_sq(v, mu) * inv_m + eps)
+
+
+@njit(inline="always")
+def _split_mean(v, mu, rstd):
+    """The mean split in two, ``hi`` in the row's precision and ``lo = (mu - hi) rstd``, and
+    ``rstd`` in it: ``(v - hi) r - lo`` then loses nothing of a mean much larger than the std,
+    in arithmetic of the row's precision (float32: 1.5x as fast as the same in float64; in
+    float64 ``lo`` is 0)."""
+    hi = v.dtype.type(mu)
+    return hi, v.dtype.type((mu - hi) * rstd), v.dtype.type(rstd)
 
 
 @njit(inline="always")
 def _normalise(v, out, inv_m, eps):
-    """out = (v - mean(v)) / sqrt(var(v) + eps) over the row; returns 1/sqrt(var + eps). The
-    sums are taken in float64 (:func:`_row_sum`)."""
-    mu = _row_sum(v) * inv_m
-    rstd = 1.0 / np.sqrt(_row_sum_sq(v, mu) * inv_m + eps)
+    """out = (v - mean(v)) / sqrt(var(v) + eps) over the row; returns 1/sqrt(var + eps)."""
+    mu, rstd = _moments(v, inv_m, eps)
+    hi, lo, r = _split_mean(v, mu, rstd)
     for k in range(v.shape[0]):
-        out[k] = (v[k] - mu) * rstd
+        out[k] = (v[k] - hi) * r - lo
     return rstd
 
 
 @njit(inline="always")
-def _normalise_backward(d, n, gain, rstd, inv_m, acc_w, acc_b, dn, out):
+def _normalise_affine(v, out, gain, shift, bias, inv_m, eps):
+    """:func:`_normalise` of ``v`` into ``out``, and in the same pass ``v = (out * gain +
+    shift) + bias`` in place; returns 1/std."""
+    mu, rstd = _moments(v, inv_m, eps)
+    hi, lo, r = _split_mean(v, mu, rstd)
+    for k in range(v.shape[0]):
+        nk = (v[k] - hi) * r - lo
+        out[k] = nk
+        v[k] = (nk * gain[k] + shift[k]) + bias[k]
+    return rstd
+
+
+@njit(inline="always")
+def _normalise_backward(d, n, gain, rstd, inv_m, out):
     """out = rstd (dn - mean(dn) - n mean(dn n)) with dn = d * gain: the gradient wrt the
-    un-normalised row from ``d`` (wrt gain * n + shift); acc_w += d n, acc_b += d. Sums in
-    float64, as in :func:`_normalise`. ``out`` may be ``d`` itself."""
+    un-normalised row from ``d`` (wrt gain * n + shift), in the row's precision (as the
+    reference's). The gain's and the shift's gradients are :func:`_column_sums`'."""
+    s1, s2 = _backward_sums(d, gain, n)
+    a = d.dtype.type(rstd)
+    b = d.dtype.type(s1 * inv_m * rstd)
+    c = d.dtype.type(s2 * inv_m * rstd)
     for k in range(d.shape[0]):
-        acc_w[k] += d[k] * n[k]
-        acc_b[k] += d[k]
-        dn[k] = d[k] * gain[k]
-    s1 = _row_sum(dn) * inv_m
-    s2 = _row_dot(dn, n) * inv_m
-    for k in range(d.shape[0]):
-        out[k] = rstd * ((dn[k] - s1) - n[k] * s2)
+        out[k] = (a * (d[k] * gain[k]) - b) - n[k] * c
+
+
+@njit(inline="always")
+def _column_sums(D, n, acc):
+    """acc += sum(D[:n], axis=0), in float64, four rows at a time: each column sum is read and
+    written once per four rows (row by row, the same sums with a gain's took 1.7-1.9x as long,
+    measured on a step's 32 rows of 512). ``acc`` is an array of the loop's own (no row of the
+    caller's can overlap it)."""
+    b = 0
+    while b + 4 <= n:
+        d0, d1, d2, d3 = D[b], D[b + 1], D[b + 2], D[b + 3]
+        for k in range(acc.shape[0]):
+            acc[k] += (np.float64(d0[k]) + np.float64(d1[k])) + \
+                (np.float64(d2[k]) + np.float64(d3[k]))
+        b += 4
+    while b < n:
+        d = D[b]
+        for k in range(acc.shape[0]):
+            acc[k] += d[k]
+        b += 1
+
+
+@njit(inline="always")
+def _column_dots(D, sav, off, n, acc):
+    """acc += sum(D[:n] * sav[:n, off:off + M], axis=0) (M = acc's length), in float64, four
+    rows at a time as :func:`_column_sums`: a gain's gradient, from the rows' gradients and
+    their normalised values in ``sav`` (a step's saved rows)."""
+    M = acc.shape[0]
+    b = 0
+    while b + 4 <= n:
+        d0, d1, d2, d3 = D[b], D[b + 1], D[b + 2], D[b + 3]
+        n0, n1 = sav[b][off:off + M], sav[b + 1][off:off + M]
+        n2, n3 = sav[b + 2][off:off + M], sav[b + 3][off:off + M]
+        for k in range(M):
+            acc[k] += (np.float64(d0[k] * n0[k]) + np.float64(d1[k] * n1[k])) + \
+                (np.float64(d2[k] * n2[k]) + np.float64(d3[k] * n3[k]))
+        b += 4
+    while b < n:
+        d, v = D[b], sav[b][off:off + M]
+        for k in range(M):
+            acc[k] += d[k] * v[k]
+        b += 1
 
 
 @njit(inline="always")
@@ -104,23 +201,57 @@ def _recurrent_gemm(S, p, n, W_hh_T, gh, mask, hm):
         gemm(hm[:n], W_hh_T, gh[:n])
 
 
+@njit(inline="always")
+def _both_norms(sv, gh_b, gx_b, w_ih, s_ih, bias, GH, at, inv_g, eps):
+    """A step's row: the recurrent pre-activations ``gh_b`` normalised into ``sv[:GH]``, the
+    input projection ``gx_b`` into ``sv[GH:2 GH]``, their 1/std into ``sv[at]``,
+    ``sv[at + 1]``; and ``gx_b`` becomes ``LN(gx_b; ih) + bias`` in place, in the pass that
+    writes its normalised values (a pass of its own over a row cost as much again). Returns
+    ``sv[:GH]``."""
+    nh = sv[:GH]
+    sv[at] = _normalise(gh_b, nh, inv_g, eps)
+    sv[at + 1] = _normalise_affine(gx_b, sv[GH:2 * GH], w_ih, s_ih, bias, inv_g, eps)
+    return nh
+
+
+@njit(inline="always")
+def _both_norms_backward(rows, recs, split, sav, dGX, dGH, w_ih, w_hh, GH, at, inv_g, acc,
+                         n):
+    """The end of a backward step's element-wise part: from each row's gradient wrt the
+    pre-activations of the input side (``rows``) and of the recurrent side (``recs``; the same
+    array, but for the GRU: ``split``), through the two normalisations into ``dGX`` and
+    ``dGH``; and the sums for the gains, shifts and biases into ``acc`` (4, GH): sum(rows),
+    sum(rows * LN(x)), sum(recs) (only where ``split``: else it is the first), and
+    sum(recs * LN(gh))."""
+    _column_sums(rows, n, acc[0])
+    _column_dots(rows, sav, GH, n, acc[1])
+    if split:
+        _column_sums(recs, n, acc[2])
+    _column_dots(recs, sav, 0, n, acc[3])
+    for b in range(n):
+        sv = sav[b]
+        _normalise_backward(recs[b], sv[:GH], w_hh, sv[at], inv_g, dGH[b])
+        _normalise_backward(rows[b], sv[GH:2 * GH], w_ih, sv[at + 1], inv_g, dGX[b])
+
+
 # -- RNN ----------------------------------------------------------------------------------------
 
 @njit(**JIT)
-def _forward_rnn(GX, bias, W_hh_T, S, gh, saved, w_hh, s_hh, inv_g, eps, relu, schedule, mask,
-                 zh):
-    """h = act((GX[t] + bias) + LN(h_prev W_hh^T)); GX (T, N, H) receives h (the gates),
-    saved (T, N, 2H) the normalised recurrent row and its rstd (column H)."""
+def _forward_rnn(GX, bias, W_hh_T, S, gh, saved, w_ih, s_ih, w_hh, s_hh, inv_g, eps, relu,
+                 schedule, mask, zh):
+    """h = act((LN(GX[t]; ih) + bias) + LN(h_prev W_hh^T; hh)); GX (T, N, H), the raw input
+    projections, receives h (the gates)."""
     H = S.shape[2]
+    at = 2 * H
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         _recurrent_gemm(S, p, n, W_hh_T, gh, mask, hm)
         for b in range(n):
-            g, sv, h = GX[t, b], saved[t, b], S[q, b]
-            sv[H] = _normalise(gh[b], sv[:H], inv_g, eps)
+            g, h = GX[t, b], S[q, b]
+            nh = _both_norms(saved[t, b], gh[b], g, w_ih, s_ih, bias, H, at, inv_g, eps)
             for j in range(H):
-                a = (g[j] + bias[j]) + (sv[j] * w_hh[j] + s_hh[j])
+                a = g[j] + (nh[j] * w_hh[j] + s_hh[j])
                 if relu:
                     a = a if a > ZERO else ZERO
                 else:
@@ -131,73 +262,79 @@ def _forward_rnn(GX, bias, W_hh_T, S, gh, saved, w_hh, s_hh, inv_g, eps, relu, s
 
 
 @njit(**JIT)
-def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_hh, acc_w, acc_b, inv_g, relu,
+def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, sums, inv_g, relu,
                   schedule, mask, zh):
+    """``sums`` (4, H) float64 receives the sums of :func:`_both_norms_backward`."""
     N, H = dh.shape
-    row = np.empty(H, dh.dtype)
-    dn = np.empty(H, dh.dtype)
+    rows = np.empty((N, H), dh.dtype)
+    acc = np.zeros((4, H))
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            h, sv, dh_b = gates[t, b], saved[t, b], dh[b]
+            h, dh_b, row = gates[t, b], dh[b], rows[b]
             for j in range(H):
                 if relu:
                     row[j] = dh_b[j] if h[j] > ZERO else ZERO
                 else:
                     row[j] = dh_b[j] * (ONE - h[j] * h[j])
-            _normalise_backward(row, sv[:H], w_hh, sv[H], inv_g, acc_w, acc_b, dn, dGH[t, b])
-            d = dGX[t, b]
-            for j in range(H):
-                d[j] = row[j]
+        _both_norms_backward(rows, rows, False, saved[t], dGX[t], dGH[t], w_ih, w_hh, H, 2 * H,
+                             inv_g, acc, n)
         into_previous(dGH[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
+    sums += acc
 
 
 # -- GRU ----------------------------------------------------------------------------------------
 
 @njit(**JIT)
-def _forward_gru(GX, bias, W_hh_T, S, gh, saved, w_hh, s_hh, b_hn, inv_g, eps, schedule, mask,
-                 zh):
-    """[r, z] = sigmoid((GX + bias) + LN(gh)); n = tanh((GX_n + bias_n) + r (LN(gh)_n +
-    b_hn)); h = n + z (h_prev - n). saved (T, N, 4H): LN(gh) normalised (3H), rstd."""
+def _forward_gru(GX, bias, W_hh_T, S, gh, saved, w_ih, s_ih, w_hh, s_hh, b_hn, inv_g, eps,
+                 schedule, mask, zh):
+    """With gx = LN(GX[t]; ih) + bias and gh = LN(h_prev W_hh^T; hh): [r, z] = sigmoid(gx +
+    gh); n = tanh(gx_n + r (gh_n + b_hn)); h = n + z (h_prev - n). GX (T, N, 3H), the raw
+    input projections, receives [r, z, n]."""
     H = S.shape[2]
+    G = 3 * H
+    at = 2 * G
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         _recurrent_gemm(S, p, n, W_hh_T, gh, mask, hm)
         for b in range(n):
-            g, sv, h_prev, h = GX[t, b], saved[t, b], S[p, b], S[q, b]
-            sv[3 * H] = _normalise(gh[b], sv[:3 * H], inv_g, eps)
+            g, h_prev, h = GX[t, b], S[p, b], S[q, b]
+            nh = _both_norms(saved[t, b], gh[b], g, w_ih, s_ih, bias, G, at, inv_g, eps)
             for k in range(2 * H):                                    # r, z
-                g[k] = sigmoid((g[k] + bias[k]) + (sv[k] * w_hh[k] + s_hh[k]))
+                g[k] = sigmoid(g[k] + (nh[k] * w_hh[k] + s_hh[k]))
             for j in range(H):
                 k = 2 * H + j
-                hn = (sv[k] * w_hh[k] + s_hh[k]) + b_hn[j]
-                nj = tanh((g[k] + bias[k]) + g[j] * hn)
+                hn = (nh[k] * w_hh[k] + s_hh[k]) + b_hn[j]
+                nj = tanh(g[k] + g[j] * hn)
                 g[k] = nj
                 h[j] = (h_prev[j] - nj) * g[H + j] + nj
         zone_states(S, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
-def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_hh, s_hh, b_hn, acc_w, acc_b,
-                  acc_bhh, inv_g, schedule, mask, zh):
+def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, s_hh, b_hn, sums,
+                  inv_g, schedule, mask, zh):
+    """``sums`` (4, 3H) float64 receives the sums of :func:`_both_norms_backward`."""
     N, H = dh.shape
-    row = np.empty(3 * H, dh.dtype)            # [dr, dz, dn]: the input side
-    rec = np.empty(3 * H, dh.dtype)            # [dr, dz, dn r]: wrt LN(gh) (+ b_hh)
-    dn = np.empty(3 * H, dh.dtype)
+    G = 3 * H
+    rows = np.empty((N, G), dh.dtype)          # [dr, dz, dn]: the input side
+    recs = np.empty((N, G), dh.dtype)          # [dr, dz, dn r]: wrt LN(gh) (+ b_hh)
+    acc = np.zeros((4, G))
     direct = np.empty((N, H), dh.dtype)
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
         t, p, q, n = backward_step(schedule, s, dh, dY)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            g, sv, h_prev, dh_b = gates[t, b], saved[t, b], S[p, b], dh[b]
+            g, nh, h_prev, dh_b = gates[t, b], saved[t, b, :G], S[p, b], dh[b]
+            row, rec = rows[b], recs[b]
             for j in range(H):
                 rj, zj, nj, dhj = g[j], g[H + j], g[2 * H + j], dh_b[j]
                 k = 2 * H + j
-                hn = (sv[k] * w_hh[k] + s_hh[k]) + b_hn[j]
+                hn = (nh[k] * w_hh[k] + s_hh[k]) + b_hn[j]
                 dnj = dhj * (ONE - zj) * (ONE - nj * nj)
                 row[j] = dnj * hn * rj * (ONE - rj)
                 row[H + j] = dhj * (h_prev[j] - nj) * zj * (ONE - zj)
@@ -206,27 +343,23 @@ def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_hh, s_hh, b_hn, acc
                 direct[b, j] = dhj * zj                # h_prev's path through z h_prev
             for k in range(2 * H):
                 rec[k] = row[k]
-            if not absent(acc_bhh):
-                for k in range(3 * H):
-                    acc_bhh[k] += rec[k]
-            _normalise_backward(rec, sv[:3 * H], w_hh, sv[3 * H], inv_g, acc_w, acc_b, dn,
-                                dGH[t, b])
-            d = dGX[t, b]                              # last: dGX may be the gates just read
-            for k in range(3 * H):
-                d[k] = row[k]
+        _both_norms_backward(rows, recs, True, saved[t], dGX[t], dGH[t], w_ih, w_hh, G, 2 * G,
+                             inv_g, acc, n)
         into_previous(dGH[t, :n], W_hh, dh, None, mask, zh, keep, None, n)
         add_rows(dh, direct, n)
+    sums += acc
 
 
 # -- LSTM ---------------------------------------------------------------------------------------
 
 @njit(**JIT)
-def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_hh, s_hh, w_c,
-                  s_c, inv_g, inv_h, eps, schedule, mask, zh, zc, Cn):
-    """[i, f, g, o] = act((GX + bias) + LN(gh)); c = f c_prev + i g; h = o tanh(LN(c)).
-    saved (T, N, 8H): LN(gh) normalised (4H), rstd, LN(c) normalised (H), rstd,
-    tanh(LN(c)) (H), as the reference keeps them."""
+def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_ih, s_ih,
+                  w_hh, s_hh, w_c, s_c, inv_g, inv_h, eps, schedule, mask, zh, zc, Cn):
+    """[i, f, g, o] = act((LN(GX[t]; ih) + bias) + LN(h_prev W_hh^T; hh)); c = f c_prev + i g;
+    h = o tanh(LN(c)). GX (T, N, 4H), the raw input projections, receives the gates."""
     H = C.shape[2]
+    G = 4 * H
+    at = 2 * G + 2 * H
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
@@ -234,14 +367,14 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
         for b in range(n):
             g, sv, c_prev, c = GX[t, b], saved[t, b], C[p, b], C[q, b]
             h = S[q, b] if absent(R) else R[t, b]
-            sv[4 * H] = _normalise(gh[b], sv[:4 * H], inv_g, eps)
-            for k in range(4 * H):
-                a = (g[k] + bias[k]) + (sv[k] * w_hh[k] + s_hh[k])
+            nh = _both_norms(sv, gh[b], g, w_ih, s_ih, bias, G, at, inv_g, eps)
+            for k in range(G):
+                a = g[k] + (nh[k] * w_hh[k] + s_hh[k])
                 g[k] = scale[k] * tanh(scale[k] * a) + shift[k]
             for j in range(H):
                 c[j] = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]  # c = f c_prev + i g
-            nc, y = sv[5 * H:6 * H], sv[7 * H:8 * H]
-            sv[6 * H] = _normalise(c, nc, inv_h, eps)
+            nc, y = sv[2 * G:2 * G + H], sv[2 * G + H:2 * G + 2 * H]
+            sv[at + 2] = _normalise(c, nc, inv_h, eps)
             for j in range(H):
                 yj = tanh(nc[j] * w_c[j] + s_c[j])
                 y[j] = yj
@@ -252,12 +385,18 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
 
 
 @njit(**JIT)
-def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w_hh, w_c,
-                   acc_w, acc_b, acc_cw, acc_cb, inv_g, inv_h, schedule, mask, zh, zc):
+def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w_ih, w_hh, w_c,
+                   sums, c_sums, inv_g, inv_h, schedule, mask, zh, zc):
+    """``sums`` (4, 4H) float64 receives the sums of :func:`_both_norms_backward`, ``c_sums``
+    (2, H) those of ``LN(c)``'s gain and shift."""
     N, H = dc.shape
-    row = np.empty(4 * H, dh.dtype)
-    dy = np.empty(H, dh.dtype)
-    dn = np.empty(4 * H, dh.dtype)
+    G = 4 * H
+    at = 2 * G + 2 * H
+    rows = np.empty((N, G), dh.dtype)
+    dys = np.empty((N, H), dh.dtype)           # wrt LN(c)
+    dcn = np.empty(H, dh.dtype)                # wrt c, through LN(c)
+    acc = np.zeros((4, G))
+    acc_c = np.zeros((2, H))
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)
     keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
@@ -266,80 +405,48 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(LN(c))
         for b in range(n):
             g, sv, c_prev, d_b, dc_b = gates[t, b], saved[t, b], C[p, b], d_out[b], dc[b]
-            nc, y = sv[5 * H:6 * H], sv[7 * H:8 * H]
+            nc, y = sv[2 * G:2 * G + H], sv[2 * G + H:2 * G + 2 * H]
+            dy, row = dys[b], rows[b]
             for j in range(H):
-                dy[j] = d_b[j] * g[3 * H + j] * (ONE - y[j] * y[j])    # wrt LN(c)
-            _normalise_backward(dy, nc, w_c, sv[6 * H], inv_h, acc_cw, acc_cb, dn[:H],
-                                row[:H])
+                dy[j] = d_b[j] * g[3 * H + j] * (ONE - y[j] * y[j])
+            _normalise_backward(dy, nc, w_c, sv[at + 2], inv_h, dcn)
             for j in range(H):
                 ij, fj, gj, oj = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
-                dcj = dc_b[j] + row[j]
+                dcj = dc_b[j] + dcn[j]
                 row[j] = dcj * gj * ij * (ONE - ij)
                 row[H + j] = dcj * c_prev[j] * fj * (ONE - fj)
                 row[2 * H + j] = dcj * ij * (ONE - gj * gj)
                 row[3 * H + j] = d_b[j] * y[j] * oj * (ONE - oj)
                 dc_b[j] = dcj * fj                              # dc_prev
-            _normalise_backward(row, sv[:4 * H], w_hh, sv[4 * H], inv_g, acc_w, acc_b, dn,
-                                dGH[t, b])
-            d = dGX[t, b]                              # last: dGX may be the gates just read
-            for k in range(4 * H):
-                d[k] = row[k]
+        _column_sums(dys, n, acc_c[1])
+        _column_dots(dys, saved[t], 2 * G, n, acc_c[0])
+        _both_norms_backward(rows, rows, False, saved[t], dGX[t], dGH[t], w_ih, w_hh, G, at,
+                             inv_g, acc, n)
         into_previous(dGH[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)
-
-
-# -- the input side, whole sequence -------------------------------------------------------------
-
-@njit(**JIT)
-def _normalise_rows(V, gain, shift, Nrm, rstd, inv_m, eps):
-    """Each row of V (R, M) normalised into Nrm (R, M) with its rstd (R, 1), and V = gain Nrm +
-    shift in place: the cell's ``transform_input``, compiled."""
-    for r in range(V.shape[0]):
-        v, n = V[r], Nrm[r]
-        rstd[r, 0] = _normalise(v, n, inv_m, eps)
-        for k in range(v.shape[0]):
-            v[k] = n[k] * gain[k] + shift[k]
-
-
-@njit(**JIT)
-def _normalise_rows_backward(D, Nrm, rstd, gain, inv_m, acc_w, acc_b):
-    """D (R, M), the gradient wrt gain Nrm + shift, becomes in place the gradient wrt the raw
-    rows; acc_w, acc_b (float64) receive the gain's and the shift's."""
-    dn = np.empty(D.shape[1], D.dtype)
-    for r in range(D.shape[0]):
-        _normalise_backward(D[r], Nrm[r], gain, rstd[r, 0], inv_m, acc_w, acc_b, dn, D[r])
-
-
-def transform_input(eq, GX, w):
-    """The compiled twin of ``_LayerNorm.transform_input``: the same ``(n, rstd, gain)``."""
-    T, N, GH = GX.shape
-    n = np.empty_like(GX)
-    rstd = np.empty((T, N, 1), GX.dtype)
-    _normalise_rows(GX.reshape(T * N, GH), w["ln_ih_weight"], w["ln_ih_bias"],
-                    n.reshape(T * N, GH), rstd.reshape(T * N, 1), 1.0 / GH, EPS)
-    return n, rstd, w["ln_ih_weight"]
-
-
-def transform_input_backward(eq, dGX, cache, g):
-    """The compiled twin of ``_LayerNorm.transform_input_backward`` (in place on ``dGX``)."""
-    n, rstd, gain = cache.input_state
-    T, N, GH = dGX.shape
-    acc_w, acc_b = np.zeros(GH), np.zeros(GH)
-    _normalise_rows_backward(dGX.reshape(T * N, GH), n.reshape(T * N, GH),
-                             rstd.reshape(T * N, 1), gain, 1.0 / GH, acc_w, acc_b)
-    g["ln_ih_weight"] += acc_w
-    g["ln_ih_bias"] += acc_b
-    return dGX
+    sums += acc
+    c_sums += acc_c
 
 
 # -- the entry points ---------------------------------------------------------------------------
 
+def transform_input(eq, GX, w):
+    """Nothing: the loops normalise each step's input projection (the module docstring)."""
+    return None
+
+
+def transform_input_backward(eq, dGX, cache, g):
+    """``dGX`` as it is: the loops wrote the gradients wrt the raw projections, and summed the
+    input side's gain and shift gradients (the module docstring)."""
+    return dGX
+
+
+def bias_grads(eq, dGX, dGH, g, split):
+    """Nothing: the loops summed the biases' gradients (the module docstring)."""
+    return None
+
+
 def _kind(eq) -> str:
     return "lstm" if eq.has_cell else "gru" if eq.gates == 3 else "rnn"
-
-
-def _scalars(dtype, GH: int, H: int):
-    """1/(G*H), 1/H and eps for the normalisations (float64: their sums are)."""
-    return 1.0 / GH, 1.0 / H, EPS
 
 
 def _b_hn(consts, H: int, dtype):
@@ -351,55 +458,68 @@ def forward(eq, loop):
     k, c = _kind(eq), loop.consts
     GH = loop.GX.shape[2]
     H = GH // eq.gates
-    inv_g, inv_h, eps = _scalars(loop.GX.dtype, GH, H)
+    inv_g, inv_h = 1.0 / GH, 1.0 / H              # (float64: the sums they scale are)
     dt = loop.GX.dtype
     zh, zc, Cn = zone_arrays(loop.zone, dt)
     mask = or_empty(loop.h_mask, dt, 2)
+    w_ih, s_ih = c["ln_ih_weight"], c["ln_ih_bias"]
     w_hh, s_hh = c["ln_hh_weight"], c["ln_hh_bias"]
     if k == "rnn":
-        _forward_rnn(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_hh, s_hh,
-                     inv_g, eps, eq.nonlinearity == "relu", loop.schedule, mask, zh)
+        _forward_rnn(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_ih, s_ih,
+                     w_hh, s_hh, inv_g, EPS, eq.nonlinearity == "relu", loop.schedule, mask,
+                     zh)
     elif k == "gru":
-        _forward_gru(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_hh, s_hh,
-                     _b_hn(c, H, dt), inv_g, eps, loop.schedule, mask, zh)
+        _forward_gru(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_ih, s_ih,
+                     w_hh, s_hh, _b_hn(c, H, dt), inv_g, EPS, loop.schedule, mask, zh)
     else:
         _forward_lstm(loop.GX, loop.bias, c["s"], c["shift"], loop.W_hh_T, loop.S, loop.C,
                       or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.gh,
-                      loop.saved, w_hh, s_hh, c["ln_c_weight"], c["ln_c_bias"], inv_g, inv_h,
-                      eps, loop.schedule, mask, zh, zc, Cn)
+                      loop.saved, w_ih, s_ih, w_hh, s_hh, c["ln_c_weight"], c["ln_c_bias"],
+                      inv_g, inv_h, EPS, loop.schedule, mask, zh, zc, Cn)
 
 
 def backward(eq, loop):
     cache, c = loop.cache, loop.cache.consts
     eq.prepare_backward(cache, loop.dGX, loop.dGH)       # the sums (c["grad_sums"])
-    # summed here in float64 (T*N rows one by one: in float32 their rounding would add up),
-    # then handed to the cell's
-    acc = {name: np.zeros(a.shape) for name, a in c["grad_sums"].items()}
     k = _kind(eq)
     GH = cache.gates.shape[2]
     H = GH // eq.gates
-    inv_g, inv_h, _ = _scalars(cache.gates.dtype, GH, H)
+    inv_g, inv_h = 1.0 / GH, 1.0 / H
     dt = loop.dh.dtype
     zh, zc, _ = zone_arrays(cache.zone, dt)
     dY, mask = or_empty(loop.dY, dt, 3), or_empty(loop.h_mask, dt, 2)
-    W_hh, w_hh = loop.W_step, c["ln_hh_weight"]
-    acc_w, acc_b = acc["ln_hh_weight"], acc["ln_hh_bias"]
+    W_hh, w_ih, w_hh = loop.W_step, c["ln_ih_weight"], c["ln_hh_weight"]
+    # summed in float64 (T*N rows: in float32 their rounding would add up), then handed to
+    # the cell's sums under the parameters' names
+    sums = np.zeros((4, GH))
     if k == "rnn":
-        _backward_rnn(cache.gates, cache.saved, dY, loop.dh, loop.dGX, loop.dGH, W_hh,
-                      w_hh, acc_w, acc_b, inv_g, eq.nonlinearity == "relu", loop.schedule,
-                      mask, zh)
+        _backward_rnn(cache.gates, cache.saved, dY, loop.dh, loop.dGX, loop.dGH, W_hh, w_ih,
+                      w_hh, sums, inv_g, eq.nonlinearity == "relu", loop.schedule, mask, zh)
     elif k == "gru":
         _backward_gru(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH,
-                      W_hh, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype), acc_w,
-                      acc_b, or_empty(acc.get("bias_hh"), np.float64, 1), inv_g,
-                      loop.schedule, mask, zh)
+                      W_hh, w_ih, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype), sums,
+                      inv_g, loop.schedule, mask, zh)
     else:
         W_hr = loop.w.get("weight_hr")
         dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+        c_sums = np.zeros((2, H))
         _backward_lstm(cache.gates, cache.C, cache.saved, dY, loop.dh, loop.dc, loop.dGX,
                        loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
-                       or_empty(dR, dt, 2), w_hh, c["ln_c_weight"], acc_w, acc_b,
-                       acc["ln_c_weight"], acc["ln_c_bias"], inv_g, inv_h, loop.schedule,
-                       mask, zh, zc)
-    for name, a in acc.items():
-        c["grad_sums"][name] += a
+                       or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], sums, c_sums,
+                       inv_g, inv_h, loop.schedule, mask, zh, zc)
+        _add_sums(c["grad_sums"], ln_c_weight=c_sums[0], ln_c_bias=c_sums[1])
+    if k != "gru":                  # one gradient wrt both sides' pre-activations
+        sums[2] = sums[0]
+    _add_sums(c["grad_sums"], ln_ih_bias=sums[0], ln_ih_weight=sums[1], ln_hh_bias=sums[2],
+              ln_hh_weight=sums[3])
+    if "bias_ih" in loop.w:         # both biases add where the normalisations' shifts do
+        _add_sums(c["grad_sums"], bias_ih=sums[0], bias_hh=sums[2])
+
+
+def _add_sums(grad_sums: dict, **sums) -> None:
+    """Each of ``sums`` added into ``grad_sums`` under its name (a copy where it is new)."""
+    for name, a in sums.items():
+        if name in grad_sums:
+            grad_sums[name] += a
+        else:
+            grad_sums[name] = a.copy()
