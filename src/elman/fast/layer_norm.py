@@ -430,7 +430,10 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
 # -- the entry points ---------------------------------------------------------------------------
 
 def transform_input(eq, GX, w):
-    """Nothing: the loops normalise each step's input projection (the module docstring)."""
+    """Nothing: the loops normalise each step's input projection (the module docstring). Its
+    presence also keeps these cells off the lean and pair paths (:mod:`elman.timeloop`: a
+    kernel module with a ``transform_input`` never takes them), whose loops do not
+    normalise."""
     return None
 
 
