@@ -279,6 +279,13 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
     assert not timeloop.split_rows(lstm, np.float32, 50, 16, K, P)          # few rows
     assert not timeloop.split_rows(lstm, np.float32, 4, 32, 256, 128)       # little work
     assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)           # a short call
+    # a gated cell's small matrix whose whole batch's step GEMM gets one thread anyway: the
+    # blocks bring in the second core (LSTM (32, 50, 16, 64)); not where it would get two
+    # (N = 128 there), nor for the RNN
+    assert timeloop.split_rows(lstm, np.float32, 50, 32, 256, 64)
+    assert not timeloop.split_rows(lstm, np.float32, 50, 128, 256, 64)
+    rnn_eq = elman.RNN(8, 64).eq
+    assert not timeloop.split_rows(rnn_eq, np.float32, 500, 32, 64, 64)
     ln = elman.LSTM(8, 512, layer_norm=True).eq
     assert timeloop.split_rows(ln, np.float32, 50, 64, K, P)    # its sums: each pass's own
     monkeypatch.setattr(elman.fast.kernels_for(ln, np.float32), "reentrant", False,
