@@ -248,17 +248,20 @@ def sequence_arrays(T: int, GH: int, H: int, cell: bool, dtype, reuse=None) -> t
     call, whose steps its caller finished, finds every half claimed in that call's own
     ``sync`` and touches nothing else; so ``sync`` is always fresh, and S is the caller's
     output."""
-    key = (T, GH, H, cell, np.dtype(dtype))
+    key = (T, GH, H, cell, dtype)
     if reuse is not None and reuse[0] == key:
         kept = reuse
     else:
-        inner = [((T, GH), dtype), ((GH,), dtype)] + ([((T + 1, H), dtype)] if cell else [])
-        need = _span(_sized(inner))
-        block = reuse[1] if reuse is not None and reuse[1].nbytes >= need else \
-            np.empty(need, np.uint8)
-        kept = (key, block, aligned_arrays(*inner, block=block))
+        inner = _layout([((T, GH), dtype), ((GH,), dtype)]
+                        + ([((T + 1, H), dtype)] if cell else []))
+        block = reuse[1] if reuse is not None and reuse[1].nbytes >= inner[0] else \
+            np.empty(inner[0], np.uint8)
+        # (and the layout of the two fresh arrays, S and sync: worked out once, not at every
+        # call, where it took 2 of the 9 us that carving them cost)
+        kept = (key, block, _carve(inner, block),
+                _layout([((T + 1, H), dtype), ((T + 1) * ROW, np.int64)]))
     GX, g, *C = kept[2]
-    S, sync = aligned_arrays(((T + 1, H), dtype), ((T + 1) * ROW, np.int64))
+    S, sync = _carve(kept[3])
     sync[:] = 0
     return GX, g, S, C[0] if cell else None, sync, kept
 
@@ -280,14 +283,28 @@ def aligned_arrays(*specs, block=None) -> list:
     aligned allocation cost 5-6 us of Python, ``np.prod`` and the buffer's address included,
     and a pair call needs five; measured: 55 us of a 190 us call outside its compiled
     loop.)"""
+    return _carve(_layout(specs), block)
+
+
+def _layout(specs) -> tuple:
+    """``(bytes, [(shape, dtype, nbytes, offset)])`` of :func:`aligned_arrays`: each array's
+    offset from the first line boundary of the block, and the block's size (:func:`_span`)."""
     sized = _sized(specs)
-    raw = np.empty(_span(sized), np.uint8) if block is None else block
-    at = -raw.ctypes.data % 64
-    arrays = []
+    parts, at = [], 0
     for shape, dtype, nbytes in sized:
-        arrays.append(raw[at:at + nbytes].view(dtype).reshape(shape))
+        parts.append((shape, dtype, nbytes, at))
         at += _lines(nbytes)
-    return arrays
+    return _span(sized), parts
+
+
+def _carve(layout, block=None) -> list:
+    """The arrays of a :func:`_layout` from ``block`` (or a new one), from its first 64-byte
+    boundary on."""
+    span, parts = layout
+    raw = np.empty(span, np.uint8) if block is None else block
+    at = -raw.ctypes.data % 64
+    return [raw[at + offset:at + offset + nbytes].view(dtype).reshape(shape)
+            for shape, dtype, nbytes, offset in parts]
 
 
 def _sized(specs) -> list:
