@@ -31,7 +31,8 @@ loop; the input side's come whole-sequence in :meth:`transform_input_backward`. 
 in the pass's own step constants (``cache.consts["grad_sums"]``, a fresh mapping per forward
 pass), never on the cell object, which every layer-direction and row block of a layer shares:
 so two directions, or two row blocks, may run their backward passes at once. The compiled twins of the step
-loops are in :mod:`elman.fast.layer_norm`.
+loops are in :mod:`elman.fast.layer_norm`; they normalise the input side row by row inside the
+loops instead, and sum its gains', shifts' and the biases' gradients there too.
 """
 from __future__ import annotations
 
