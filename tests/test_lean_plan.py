@@ -192,14 +192,60 @@ def test_a_stateful_layer_carries_its_state_through_planned_calls():
     np.testing.assert_allclose(stateful.states[0], h, rtol=1e-6, atol=1e-7)
 
 
-def test_no_plan_where_its_answer_could_change_from_call_to_call(monkeypatch):
-    """A batch of one long enough for two threads (the pair rule asks whether two are free
-    at each call), and calls inside threads.concurrently (BLAS pinned), are never planned."""
-    assert LeanPlan.applies(1, 1) and LeanPlan.applies(20, 2)
-    assert not LeanPlan.applies(recurrent.timeloop.PAIR_MIN_STEPS, 1)
+def test_no_plan_inside_concurrently(monkeypatch):
+    """Calls inside threads.concurrently (BLAS pinned: the products' thread counts answer
+    otherwise there) are never planned."""
+    assert LeanPlan.applies()
     monkeypatch.setattr(threads, "pinned", lambda: True)
-    assert not LeanPlan.applies(1, 1)
+    assert not LeanPlan.applies()
     layer = elman.GRU(3, 4, seed=0).eval()
     with elman.no_grad():
         layer(np.ones((1, 1, 3), np.float32))
     assert layer._plan is None
+
+
+@pytest.mark.skipif(not elman.fast.pair_supported(), reason="two threads a step: x86-64")
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_a_batch_of_one_asks_the_moment_at_every_planned_call(name, monkeypatch):
+    """A batch of one long enough for two threads is planned too, and each planned call asks
+    what depends on the moment: whether two threads are free (else one thread), and where
+    either way may win, the layer's measured choice (which goes on learning from the planned
+    calls' times). Every call equals the unplanned twin's (the pair's projection in column
+    blocks: float32 rounding apart)."""
+    require("numba")
+    monkeypatch.setattr(recurrent.timeloop, "PAIR_MIN_BYTES", 1 << 40)    # all "measure"
+    monkeypatch.setattr(recurrent.timeloop, "PAIR_MEASURED_MIN_BYTES", 0)
+    free = [True]
+    monkeypatch.setattr(threads, "two_threads_free", lambda: free[0])
+    layer, twin = (getattr(elman, name)(3, 32, seed=0).eval() for _ in range(2))
+    rng = np.random.default_rng(6)
+    for p, q in zip(layer.parameters(), twin.parameters()):
+        p.data[...] = q.data[...] = rng.uniform(-0.6, 0.6, p.data.shape)
+    T = recurrent.timeloop.PAIR_MIN_STEPS
+    used, pairs = _spy(monkeypatch), []
+    original = recurrent.RecurrentLayer._forward_pair
+
+    def counted(self, *args):
+        pairs.append(self is layer)
+        return original(self, *args)
+    monkeypatch.setattr(recurrent.RecurrentLayer, "_forward_pair", counted)
+    with elman.no_grad():
+        for call in range(24):
+            free[0] = call < 16
+            x = rng.standard_normal((T, 1, 3)).astype(np.float32)
+            got = layer(x)
+            expected = _unplanned(twin, x)
+            for a, b in zip(_flat(got), _flat(expected)):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert layer._plan is not None and used == [True] * 23
+    # the planned calls took both ways while two threads were free, one after; the choice
+    # has times of both ways (the only unplanned call, the first, records none: no way before)
+    mine = [p for p in pairs if p]
+    assert 0 < len(mine) < 16
+    times = layer._pair_choice._times
+    assert len(times[0]) > 0 and len(times[1]) > 0
+    free[0] = False
+    pairs.clear()
+    with elman.no_grad():
+        layer(x)
+    assert pairs == []

@@ -6,8 +6,9 @@ of one sequence, ``eval()``, under :func:`elman.no_grad`, the state carried. Suc
 steps (the input's and the states' checks, the choice between the pair, lean and general
 paths, the kernels' lookup, the sizes' arithmetic), each 0.05-0.8 us, and each answering the
 same way as at the call before. A :class:`LeanPlan` is those answers, made by the first call
-that takes the lean path (:meth:`elman.recurrent.RecurrentLayer._forward_lean`) and kept by
-the layer; a later call whose input and states match it exactly goes straight to that path.
+that takes the lean path (:meth:`elman.recurrent.RecurrentLayer._forward_lean`) or the pair
+path (:meth:`elman.recurrent.RecurrentLayer._forward_pair`) and kept by the layer; a later
+call whose input and states match it exactly goes straight to that path.
 
 What may change between calls is checked at every call, never assumed:
 
@@ -23,17 +24,31 @@ What may change between calls is checked at every call, never assumed:
 - the weights themselves are read from the parameters at every call, so values changed in
   place (an optimizer step, ``load_state_dict``) are always seen.
 
-A plan is made only where the choice it keeps cannot depend on the moment: more than one
-sequence or fewer than :data:`elman.timeloop.PAIR_MIN_STEPS` steps (the steps on two threads,
-whose rule asks whether two threads are free now, never apply), and outside
-:func:`elman.threads.concurrently` (whose pinned BLAS answers
-:func:`elman.threads.one_thread_product` differently). The one choice that does depend on the
-moment, whether a bidirectional stack runs its directions at once
-(:func:`elman.timeloop.stack_forward_pair`), the plan makes at each call: two threads free, or
-else the directions in turn where the lean path takes the call by itself (else the plan steps
-aside).
+A plan is made outside :func:`elman.threads.concurrently` only (whose pinned BLAS answers
+:func:`elman.threads.one_thread_product` differently). The choices that depend on the moment
+the plan makes at each call, from what it found out once:
+
+- a batch of one of :data:`elman.timeloop.PAIR_MIN_STEPS` steps or more, at the sizes where
+  its steps run on two threads (:func:`elman.timeloop.pair_size_rule`, kept): whether two
+  threads are free now, and where either way may be faster, which one the layer's measured
+  choice picks (:meth:`elman.recurrent.RecurrentLayer._pair_way`, timed as the layer's own
+  calls are); else, as below;
+- whether a bidirectional stack runs its directions at once
+  (:func:`elman.timeloop.stack_forward_pair`): two threads free, or else the directions in
+  turn where the lean path takes the call by itself;
+
+and where none of its ways applies now, the plan steps aside (the whole forward decides).
+
+Why the batch of one too: a streaming user's whole sequence at H = 128 (50 steps) is 150-300
+us of compiled work, and the layer's checks and choices around it were a fixed 25-35 us more
+than the compiled calls' own (slopes over T = 20 and 150: a GRU's call 50-56 us at T = 0,
+its compiled calls alone 17-32; onnxruntime's session 17-23). Planned, in one process,
+alternating, medians of 40 (T = 50, batch 1, H = 128, on the Intel Xeon of 2026-12-06): GRU
+272 -> 242 us, two layers 437 -> 406, LSTM 326 -> 305, two layers 687 -> 656.
 """
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -58,7 +73,8 @@ class LeanPlan:
 
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
-                 "whole", "stack", "pairs", "alone", "directions", "params", "schedule")
+                 "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
+                 "pair_rule", "pinned_whole")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -87,8 +103,14 @@ class LeanPlan:
         self.pairs = self.directions == 2 and timeloop.pairs_directions(
             kernels, self.steps, self.rows, K, H)
         self.alone = timeloop.runs_lean(kernels, self.steps, self.rows, K, H, self.directions)
+        # a batch of one whose steps may run on two threads: the rule but for the moment's
+        # question; and the one-thread way's compiled call (BLAS held to one thread for it)
+        self.pair_rule = None if not layer._masks_nothing() else timeloop.pair_size_rule(
+            layer.eq, kernels, self.steps, self.rows, H, self.dtype, self.directions)
+        self.pinned_whole = None
         if LD == 1:
             self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
+            self.pinned_whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I, True)
             self.schedule = timeloop.full_schedule(self.steps, self.rows, False)
         else:
             self.stack = timeloop.lean_stack(kernels, self.steps, self.rows, GH, I,
@@ -106,12 +128,14 @@ class LeanPlan:
                         and state.flags.c_contiguous):
                     return None
         plan = cls(layer, shape, batched, hx is not None, kernels)
+        if not (plan.pair_rule or plan.pairs or plan.alone):
+            return None                             # (no way of its own: it would only step aside)
         return plan if plan._states(hx) is not None else None
 
     @classmethod
-    def applies(cls, steps: int, rows: int) -> bool:
-        """Whether calls of ``steps`` x ``rows`` may be planned (see the module docstring)."""
-        return (rows != 1 or steps < timeloop.PAIR_MIN_STEPS) and not threads.pinned()
+    def applies(cls) -> bool:
+        """Whether calls may be planned now (see the module docstring)."""
+        return not threads.pinned()
 
     def _states(self, hx):
         """``(h0, c0)`` as (L*D, N, width) arrays for a call of this plan, or None."""
@@ -144,15 +168,15 @@ class LeanPlan:
         states = self._states(hx)
         if states is None:
             return None
-        pair = self.pairs and threads.two_threads_free()
+        free = (self.pair_rule or self.pairs) and threads.two_threads_free()
+        if self.pair_rule and free:
+            kernels, way = layer._pair_way(self.kernels, self.pair_rule)
+            if kernels is not None:
+                return self._pair_way(layer, x, states, way)
+        pair = self.pairs and free
         if not (pair or self.alone):
             return None
-        if not self.batched:
-            X = x[:, None, :]
-        elif self.batch_first:
-            X = np.ascontiguousarray(x.transpose(1, 0, 2))
-        else:
-            X = x
+        X = self._inputs(x)
         layer._release_cache()
         result = None                        # (None where a parameter array is unusual)
         if self.whole is not None:
@@ -167,18 +191,45 @@ class LeanPlan:
             result = layer._forward_lean(self.kernels, X, *states)
         return layer._finish(*result, None, self.rows, self.batched)
 
+    def _inputs(self, x):
+        """The input as the layer's loops take it, (T, N, I)."""
+        if not self.batched:
+            return x[:, None, :]
+        if self.batch_first:
+            return np.ascontiguousarray(x.transpose(1, 0, 2))
+        return x
+
+    def _pair_way(self, layer, x, states, way):
+        """A batch of one's call as the layer's forward runs it where the pair rule applies
+        (:meth:`elman.recurrent.RecurrentLayer.forward`): ``way`` None or 1, every step on two
+        threads; 0, the lean path on one thread (BLAS held to it), timed either way where the
+        layer measures (``way`` not None)."""
+        timed = None if way is None else (way, time.perf_counter(), self.steps)
+        X = self._inputs(x)
+        layer._release_cache()
+        if way == 0:
+            with threads.one_blas_thread():
+                if self.pinned_whole is not None:
+                    result = self._one(X, *states, self.pinned_whole)
+                else:
+                    result = layer._forward_lean(self.kernels, X, *states)
+        else:
+            result = layer._forward_pair(self.kernels, X, *states)
+        return layer._finish(*result, None, self.rows, self.batched, timed)
+
     def _weights(self) -> list:
         """Every layer-direction's arrays by the cell's names, read now."""
         return [{name: param.data for name, param in params} for params in self.params]
 
-    def _one(self, X, h0, c0):
+    def _one(self, X, h0, c0, whole=None):
         """``(out, h_n, c_n)`` of a layer of one direction: :func:`elman.timeloop.
-        sequence_forward_lean`'s one compiled call, with what it would find out first (the
-        weights by name, the schedule, whether that call applies) found by the plan."""
+        sequence_forward_lean`'s one compiled call (``whole``, else the plan's), with what it
+        would find out first (the weights by name, the schedule, whether that call applies)
+        found by the plan."""
         threads.small_work_starts()
         w = {name: param.data for name, param in self.params[0]}
-        S, C = self.whole(self.eq, X, h0[0], None if c0 is None else c0[0],
-                          *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
-                                                  self.rows),
-                          self.schedule)
+        S, C = (whole or self.whole)(self.eq, X, h0[0], None if c0 is None else c0[0],
+                                     *timeloop.lean_operands(self.eq, self.kernels, w,
+                                                             self.steps, self.rows),
+                                     self.schedule)
         return timeloop.lean_outputs(S, C)

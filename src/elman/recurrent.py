@@ -215,6 +215,7 @@ class RecurrentLayer(StatefulMixin, Module):
             if way is not None:           # (way, start, steps) for self._pair_choice
                 timed = (way, time.perf_counter(), T)
             if kernels is not None:
+                self._keep_plan(x is given, x.shape, batched, hx, kernels)
                 self._release_cache()     # (as below: a forward replaces what the last kept)
                 if way == 0:
                     # the one-thread way of a call timed against two: the lean path at any
@@ -231,8 +232,7 @@ class RecurrentLayer(StatefulMixin, Module):
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
             lean, pair = self._lean_kernels(T, N)
             if lean is not None:
-                if x is given and LeanPlan.applies(T, N):    # (an array the checks kept)
-                    self._plan = LeanPlan.make(self, x.shape, batched, hx, lean) or self._plan
+                self._keep_plan(x is given, x.shape, batched, hx, lean)
                 self._release_cache()
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0, pair)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
@@ -347,6 +347,13 @@ class RecurrentLayer(StatefulMixin, Module):
             _give_back(caches, inner)
         return self._finish(out, h_n, c_n, inverse, N, batched, timed)
 
+    def _keep_plan(self, kept: bool, shape: tuple, batched: bool, hx, kernels) -> None:
+        """Keep the plan of a no-grad call of this signature that took the lean or the pair
+        path (:class:`elman.lean_plan.LeanPlan`) where the checks ``kept`` the caller's array
+        as it was (else every such call would miss the plan)."""
+        if kept and LeanPlan.applies():
+            self._plan = LeanPlan.make(self, shape, batched, hx, kernels) or self._plan
+
     def _finish(self, out, h_n, c_n, inverse, N: int, batched: bool, timed=None):
         """``(out, state)`` in the caller's order and layout; a stateful layer keeps the state.
         A call timed for the layer's choice between one thread and two (``timed``: its way,
@@ -375,7 +382,12 @@ class RecurrentLayer(StatefulMixin, Module):
         if N != 1 or T < timeloop.PAIR_MIN_STEPS or not self._masks_nothing():
             return None, None
         kernels = fast.kernels_for(self.eq, self.dtype)
-        rule = pair_rule(self.eq, kernels, T, N, self.hidden_size, self.dtype, self._D)
+        return self._pair_way(kernels, pair_rule(self.eq, kernels, T, N, self.hidden_size,
+                                                 self.dtype, self._D))
+
+    def _pair_way(self, kernels, rule):
+        """:meth:`_pair_kernels`'s answer for :func:`elman.timeloop.pair_rule`'s ``rule`` (what
+        a plan of such calls, :class:`elman.lean_plan.LeanPlan`, asks too)."""
         if rule == "measure":
             choice = self._pair_choice
             way = choice.pick()

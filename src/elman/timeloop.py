@@ -768,6 +768,15 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -
     instead, :func:`pairs_directions`: measured, the directions at once 1.07-1.5x as fast
     as each on both threads in turn at H = 256, even at H = 384-512), ``"measure"`` from
     :data:`PAIR_MEASURED_MIN_BYTES` to there (one direction)."""
+    rule = pair_size_rule(eq, kernels, T, N, H, dtype, directions)
+    return rule if rule is not None and threads.two_threads_free() else None
+
+
+def pair_size_rule(eq, kernels, T: int, N: int, H: int, dtype,
+                   directions: int = 1) -> str | None:
+    """:func:`pair_rule` but for its one question about the moment (whether two threads are
+    free): what a call of these sizes would take if they were. A plan of such calls
+    (:class:`elman.lean_plan.LeanPlan`) keeps it and asks the moment at each call."""
     if kernels is None or N != 1 or T < PAIR_MIN_STEPS \
             or not fast.pair_supported() or H % fast.pair().ALIGN:
         return None
@@ -786,7 +795,7 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -
         rule = "measure"
     else:
         return None
-    return rule if threads.two_threads_free() else None
+    return rule
 
 
 def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
@@ -977,14 +986,16 @@ def lean_outputs(S: np.ndarray, C: np.ndarray | None) -> tuple:
     return S[1:], S[-1:].copy(), None if C is None else C[-1:].copy()
 
 
-def lean_whole(kernels, T: int, N: int, GH: int, I: int):
+def lean_whole(kernels, T: int, N: int, GH: int, I: int, pinned: bool = False):
     """The kernel module's ``forward_lean`` where it runs a lean call of ``T`` x ``N`` (input
     width ``I``, ``GH`` gate rows) as one compiled call, projection included: it has one, no
     ``transform_input`` (its projection is not the plain one) and the projection stays on one
-    BLAS thread by itself. Else None (:func:`sequence_forward_lean` then runs the pieces)."""
+    BLAS thread by itself (``pinned``: the caller holds BLAS to one thread, as
+    :class:`elman.threads.one_blas_thread` does, for the call). Else None
+    (:func:`sequence_forward_lean` then runs the pieces)."""
     attributes = vars(kernels)
     whole = attributes.get("forward_lean")
-    if whole is not None and threads.one_thread_product(T * N, GH, I) \
+    if whole is not None and (pinned or threads.one_thread_product(T * N, GH, I)) \
             and attributes.get("transform_input") is None:
         return whole
     return None
