@@ -179,14 +179,16 @@ class LeanPlan:
         X = self._inputs(x)
         layer._release_cache()
         result = None                        # (None where a parameter array is unusual)
+        spaces = layer._workspaces           # (where a batch of one keeps its packed W_hh)
         if self.whole is not None:
-            result = self._one(X, *states)
+            result = self._one(X, *states, spaces[0])
         elif pair:
             result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
-                                                 self._weights())
+                                                 self._weights(), spaces)
         elif self.stack is not None:
             result = timeloop.stack_forward_lean(self.eq, self.kernels, X, *states,
-                                                 self._weights(), self.directions, self.stack)
+                                                 self._weights(), self.directions, self.stack,
+                                                 spaces)
         if result is None:
             result = layer._forward_lean(self.kernels, X, *states)
         return layer._finish(*result, None, self.rows, self.batched)
@@ -210,7 +212,7 @@ class LeanPlan:
         if way == 0:
             with threads.one_blas_thread():
                 if self.pinned_whole is not None:
-                    result = self._one(X, *states, self.pinned_whole)
+                    result = self._one(X, *states, layer._workspaces[0], self.pinned_whole)
                 else:
                     result = layer._forward_lean(self.kernels, X, *states)
         else:
@@ -221,15 +223,22 @@ class LeanPlan:
         """Every layer-direction's arrays by the cell's names, read now."""
         return [{name: param.data for name, param in params} for params in self.params]
 
-    def _one(self, X, h0, c0, whole=None):
+    def _one(self, X, h0, c0, workspace, whole=None):
         """``(out, h_n, c_n)`` of a layer of one direction: :func:`elman.timeloop.
         sequence_forward_lean`'s one compiled call (``whole``, else the plan's), with what it
         would find out first (the weights by name, the schedule, whether that call applies)
-        found by the plan."""
+        found by the plan; a batch of one's packed ``W_hh`` kept in ``workspace``
+        (:func:`elman.timeloop.kept_packs`)."""
         threads.small_work_starts()
         w = {name: param.data for name, param in self.params[0]}
-        S, C = (whole or self.whole)(self.eq, X, h0[0], None if c0 is None else c0[0],
-                                     *timeloop.lean_operands(self.eq, self.kernels, w,
-                                                             self.steps, self.rows),
-                                     self.schedule)
+        spaces = [workspace]
+        packs = timeloop.kept_packs(spaces, self.rows)
+        try:
+            S, C = (whole or self.whole)(
+                self.eq, X, h0[0], None if c0 is None else c0[0],
+                *timeloop.lean_operands(self.eq, self.kernels, w, self.steps, self.rows,
+                                        packs and packs[0]),
+                self.schedule)
+        finally:
+            timeloop.give_packs(spaces, packs)
         return timeloop.lean_outputs(S, C)

@@ -454,14 +454,15 @@ class RecurrentLayer(StatefulMixin, Module):
         a bidirectional stack's directions at once, :func:`elman.timeloop.stack_forward_pair`).
         Same arithmetic, same results."""
         D, eq = (2 if self.bidirectional else 1), self.eq
+        spaces = self._workspaces        # (where a batch of one keeps its packed W_hh)
         if len(h0) == 1:          # one layer, one direction (a streaming caller's usual layer)
             return lean_outputs(*sequence_forward_lean(eq, kernels, X, h0[0],
                                                        None if c0 is None else c0[0],
-                                                       self._weights(0)))
+                                                       self._weights(0), workspace=spaces[0]))
         weights = [self._weights(k) for k in range(len(h0))]
-        whole = stack_forward_pair(eq, kernels, X, h0, c0, weights) if pair else None
+        whole = stack_forward_pair(eq, kernels, X, h0, c0, weights, spaces) if pair else None
         if whole is None:
-            whole = stack_forward_lean(eq, kernels, X, h0, c0, weights, D)
+            whole = stack_forward_lean(eq, kernels, X, h0, c0, weights, D, workspaces=spaces)
         if whole is not None:                     # the whole stack as one compiled call
             return whole
         h_n = np.empty(h0.shape, self.dtype)
@@ -473,7 +474,7 @@ class RecurrentLayer(StatefulMixin, Module):
                 k = layer * D + direction
                 S, C = sequence_forward_lean(eq, kernels, layer_in, h0[k],
                                              None if c0 is None else c0[k], self._weights(k),
-                                             bool(direction))
+                                             bool(direction), spaces[k])
                 h_n[k] = S[0] if direction else S[-1]        # (no lengths: the last step)
                 if C is not None:
                     c_n[k] = C[0] if direction else C[-1]

@@ -831,36 +831,85 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     split = pair.split_point(H)
     partner = pair.partner()
     pair_forward = kernels.forward_pair
+    packs = kept_packs([ws], 1) if _pair_panels(T, W_hh, split) else None
+    panels, compute = fast.empty(dtype, 1), 0
+    if packs is not None:
+        panels = packs[0].panels(W_hh, True).reshape(-1)
+        compute = fast_packed.compute_address()
 
     def steps(gen, me):
-        return pair_forward(eq, X2, W_ih, bias, W_hh, consts, GX, g, S, C, sync, partner.bell,
-                            gen, me, split, partner.patience, partner.spins)
+        return pair_forward(eq, X2, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C,
+                            sync, partner.bell, gen, me, split, partner.patience, partner.spins)
 
-    if threads.one_thread_product(T, H - split, I):    # BLAS keeps the projections to one
-        partner.share(steps)                           # thread by itself
-    else:
-        with threads.one_blas_thread():                # (else it would use its pool's)
-            partner.share(steps)
+    try:
+        if threads.one_thread_product(T, H - split, I):    # BLAS keeps the projections to one
+            partner.share(steps)                           # thread by itself
+        else:
+            with threads.one_blas_thread():                # (else it would use its pool's)
+                partner.share(steps)
+    finally:               # (a partner that comes late reads nothing of them: fast._pair)
+        give_packs([ws], packs)
     c_n = None if C is None else C[T].reshape(1, 1, H).copy()
     ws.give(pair=kept)
     return S.reshape(T + 1, 1, H), c_n
 
 
-def lean_operands(eq, kernels, w: Weights, T: int, N: int) -> tuple:
+def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
+    """Whether a pair call's threads multiply by ``W_hh``'s kept panels
+    (:func:`elman.fast._pair.unit_rows`): where a batch of one's would pay
+    (:func:`elman.fast._packed.one_row_worth`), and each thread's rows of each gate block are
+    whole panels (H and the split point multiples of :data:`elman.fast._packed.NR`)."""
+    GH, P = W_hh.shape
+    H = P                                # (no projection on this path: the state is h)
+    NR = fast_packed.NR
+    return H % NR == 0 and split % NR == 0 and fast_packed.one_row_worth(T, P, GH, W_hh.dtype)
+
+
+def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
     loop: the cell's step constants (``eq.prepare_forward``), the (G*H,) bias each step adds,
-    and the per-step GEMM's matrix (one row: a GEMV on ``W_hh`` itself, never packed or
-    copied; else :func:`_step_operand` on one thread). Made afresh at every call, like the
-    general path's: weights changed in place between calls are always seen."""
+    and the per-step GEMM's matrix (one row: :func:`_one_row_operand`, with ``kept``, the
+    layer-direction's :class:`elman.fast._packed.KeptPack` or None; else :func:`_step_operand`
+    on one thread). Made afresh at every call, like the general path's (a kept packing only
+    where its matrix is bit for bit the one packed): weights changed in place between calls are
+    always seen."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
     K = eq.recurrent_gates * H
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
-    W_hh_T = fast.matrix_operand(W_step.T) if N == 1 else \
+    W_hh_T = _one_row_operand(W_step, T, kept) if N == 1 else \
         _step_operand(W_step, True, T, N, kernels, True)
     return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
+
+
+def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
+    """A batch of one's per-step matrix (``h W^T``, a matrix-vector product a step): ``W``'s
+    panels where they pay (:func:`elman.fast._packed.one_row_worth`), kept from call to call in
+    ``kept`` (:class:`elman.fast._packed.KeptPack`, repacked only when ``W`` changed); else
+    ``W.T`` itself, never copied (:func:`elman.fast._blas.gemm`'s GEMV on ``W``)."""
+    K, P = W.shape
+    if kept is not None and W.flags.c_contiguous and fast_packed.one_row_worth(T, P, K, W.dtype):
+        return fast.packed_operand(kept.panels(W, True), fast_packed.compute_address())
+    return fast.matrix_operand(W.T)
+
+
+def kept_packs(workspaces: list, N: int) -> list | None:
+    """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`) for a call of
+    ``N`` rows, taken from their workspaces for the call (a new one where none was kept, or
+    another thread holds it); None for a batch (its passes pack afresh: :func:`_step_operand`).
+    Hand them back with :func:`give_packs` once the compiled call is done."""
+    if N != 1:
+        return None
+    return [ws.take_any("kept_pack") or fast_packed.KeptPack() for ws in workspaces]
+
+
+def give_packs(workspaces: list, packs: list | None) -> None:
+    """:func:`kept_packs`' packings back into their workspaces, for the next call."""
+    if packs is not None:
+        for ws, kept in zip(workspaces, packs):
+            ws.give(kept_pack=kept)
 
 
 def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
@@ -877,7 +926,8 @@ def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
 
 
 def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list, D: int, stack=None) -> tuple | None:
+                       weights: list, D: int, stack=None,
+                       workspaces: list | None = None) -> tuple | None:
     """``(out, h_n, c_n)`` of a whole stack (``weights[k]`` of layer-direction ``k = layer *
     D + direction``, ``h0``/``c0`` (L*D, N, H)) for a small call that keeps nothing, as one
     compiled call: the kernel module's ``forward_stack_lean``, which runs each
@@ -887,7 +937,8 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     whose answer a caller that has it passes as ``stack``; or parameters that are not plain
     C-contiguous writeable arrays, which the compiled call's tuples of one array type cannot
     hold; more than :data:`STACK_MAX` layer-directions): the caller then runs the
-    layer-directions one by one.
+    layer-directions one by one. ``workspaces``: the layer-directions', where a batch of one
+    keeps its packed matrices (:func:`kept_packs`).
 
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
@@ -899,27 +950,43 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         stack = lean_stack(kernels, T, N, eq.gates * h0.shape[2], I, D, h0.shape[2])
         if stack is None:
             return None
-    operands = _stack_operands(eq, kernels, weights, T, N)
-    if operands is None:
-        return None
-    return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
+    spaces = workspaces or []
+    packs = kept_packs(spaces, N) if spaces else None
+    try:
+        operands = _stack_operands(eq, kernels, weights, T, N, packs)
+        if operands is None:
+            return None
+        return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
+    finally:
+        give_packs(spaces, packs)
 
 
 def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list) -> tuple | None:
+                       weights: list, workspaces: list | None = None) -> tuple | None:
     """:func:`stack_forward_lean` of a bidirectional stack with the two directions of each
     layer at once, one on the caller's thread and one on the pair's partner thread
     (:func:`elman.fast._pair.pair_stack`, the kernel module's ``forward_stack_pair``): they
     meet once a layer, and BLAS stays at one thread inside. The caller checks
     :func:`pairs_directions` and that two threads are free; None where a parameter array is
-    unusual (see :func:`stack_forward_lean`).
+    unusual (see :func:`stack_forward_lean`; ``workspaces`` as there).
 
     Why: a bidirectional layer's directions share nothing but their input. Run at once by
     :func:`elman.threads.concurrently` (the general path) a call paid a Python thread's
     hand-over, tens of microseconds on this virtual machine, more than a batch-1 direction's
     whole time at the tiny sizes; in turn (the lean path) it paid both directions' time."""
+    spaces = workspaces or []
+    packs = kept_packs(spaces, X.shape[1]) if spaces else None
+    try:
+        return _stack_pair(eq, kernels, X, h0, c0, weights, packs)
+    finally:
+        give_packs(spaces, packs)   # (a partner that comes late reads nothing: pair_stack)
+
+
+def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
+    """:func:`stack_forward_pair` with the layer-directions' kept packings ``packs`` (or
+    None)."""
     T, N, _ = X.shape
-    operands = _stack_operands(eq, kernels, weights, T, N)
+    operands = _stack_operands(eq, kernels, weights, T, N, packs)
     if operands is None:
         return None
     pair = fast.pair()
@@ -956,11 +1023,12 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
 STACK_MAX = 8
 
 
-def _stack_operands(eq, kernels, weights: list, T: int, N: int) -> tuple | None:
-    """The layer-directions' :func:`lean_operands`, as a tuple of tuples by operand, each of
-    2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
-    where a parameter array is not a plain C-contiguous writeable one (see
-    :func:`stack_forward_lean`)."""
+def _stack_operands(eq, kernels, weights: list, T: int, N: int,
+                    packs: list | None = None) -> tuple | None:
+    """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``, or
+    none), as a tuple of tuples by operand, each of 2, 4 or 8 entries (see
+    :data:`STACK_MAX`); None for more layer-directions than that or where a parameter array
+    is not a plain C-contiguous writeable one (see :func:`stack_forward_lean`)."""
     if len(weights) > STACK_MAX:
         return None
     for w in weights:
@@ -968,7 +1036,8 @@ def _stack_operands(eq, kernels, weights: list, T: int, N: int) -> tuple | None:
             if not array.flags.carray:
                 return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    operands = [lean_operands(eq, kernels, w, T, N) for w in weights]
+    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k])
+                for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))
 
@@ -1002,7 +1071,8 @@ def lean_whole(kernels, T: int, N: int, GH: int, I: int, pinned: bool = False):
 
 
 def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                          w: Weights, reverse: bool = False) -> tuple:
+                          w: Weights, reverse: bool = False,
+                          workspace: Workspace | None = None) -> tuple:
     """``(S, C)`` of :func:`sequence_forward` (same arguments, ``kernels`` the cell's compiled
     loops) for a small call that keeps nothing for a backward: no lengths, masks, zoneout or
     projection, arrays of its own instead of a workspace, no :class:`SequenceCache`. A kernel
@@ -1015,9 +1085,22 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     :func:`sequence_forward`, 20 us for the projection and the loop with their arrays alone).
     Through the layer, one-step calls ran 1.3-1.4x as fast on this path (A/B in one process);
     one compiled call instead of the projection's and the loop's, with the arrays made inside
-    it, took 2.5x less time than the pieces below (LSTM, H = 128, one step, batch 1)."""
+    it, took 2.5x less time than the pieces below (LSTM, H = 128, one step, batch 1).
+    ``workspace``: the layer-direction's, where a batch of one keeps its packed ``W_hh``
+    (:func:`kept_packs`)."""
     T, N, I = X.shape
-    W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N)
+    spaces = [] if workspace is None else [workspace]
+    packs = kept_packs(spaces, N)
+    try:
+        return _forward_lean(eq, kernels, X, h0, c0, w, reverse, packs[0] if packs else None)
+    finally:
+        give_packs(spaces, packs)
+
+
+def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tuple:
+    """:func:`sequence_forward_lean` with the batch of one's kept packing ``kept`` (or None)."""
+    T, N, I = X.shape
+    W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N, kept)
     GH = W_ih.shape[0]
     schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)

@@ -14,6 +14,7 @@ imported). ``ELMAN_PACKED=0`` switches the packed GEMM off for the process.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 
@@ -23,8 +24,9 @@ from .._switch import Switch
 from . import _cpu
 from . import enabled as _fast_enabled
 
-__all__ = ["available", "enabled", "set_enabled", "use", "worth", "pack", "compute_address", "MR",
-           "NR", "VW"]
+__all__ = ["available", "enabled", "set_enabled", "use", "worth", "one_row_worth", "pack",
+           "KeptPack", "compute_address", "MR", "NR", "VW", "ONE_ROW_MIN_STEPS",
+           "ONE_ROW_MIN_ELEMENTS"]
 
 VW = 16                  # floats per vector register (AVX-512)
 NR = 2 * VW              # columns per panel: two vector registers
@@ -65,18 +67,22 @@ def worth(steps: int, rows: int, k: int, n: int, dtype) -> bool:
             and np.dtype(dtype) == np.float32 and _switch.enabled())
 
 
-def pack(W: np.ndarray, transpose: bool) -> np.ndarray:
+def pack(W: np.ndarray, transpose: bool, into: np.ndarray | None = None) -> np.ndarray:
     """``B = W.T`` (``transpose``) or ``W``, (k x n), as panels ``(ceil(n / NR), k, NR)``,
     64-byte aligned, zeros beyond column n: the form :func:`elman.fast._blas.gemm` multiplies
-    with the micro-kernel. A copy: ``W`` changed later is not seen."""
+    with the micro-kernel; written into ``into`` (what an earlier call returned for a matrix
+    of W's shape) or a new array. A copy: ``W`` changed later is not seen."""
     if W.dtype != np.float32 or W.ndim != 2:
         raise ValueError(f"pack: W must be a 2-D float32 array, got {W.dtype} {W.shape}")
     B = W.T if transpose else W
     k, n = B.shape
     panels = -(-n // NR)
-    raw = np.empty(panels * k * NR * 4 + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    Bp = raw[start:start + panels * k * NR * 4].view(np.float32).reshape(panels, k, NR)
+    if into is not None and into.shape == (panels, k, NR):
+        Bp = into
+    else:
+        raw = np.empty(panels * k * NR * 4 + _ALIGN, np.uint8)
+        start = -raw.ctypes.data % _ALIGN
+        Bp = raw[start:start + panels * k * NR * 4].view(np.float32).reshape(panels, k, NR)
     full = n // NR
     # (the transposed view of W read as (panels, NR, k): each panel's rows of W, transposed)
     if transpose:
@@ -87,6 +93,74 @@ def pack(W: np.ndarray, transpose: bool) -> np.ndarray:
         Bp[full, :, :n - full * NR] = B[:, full * NR:]
         Bp[full, :, n - full * NR:] = 0
     return Bp
+
+
+#: the fewest steps for which a batch of one (a matrix-vector product a step) packs its matrix:
+#: the micro-kernel on one row of panels ran 1.5-1.65x as fast as the kernels' own GEMV on the
+#: matrix itself (:func:`elman.fast._blas._gemv_rows`: at (384 x 128) 2.6 against 4.1 us, at
+#: (1024 x 256) 12.9 against 20.3; one thread, an Intel Xeon (Emerald Rapids), medians of 30),
+#: and packing (256 KB: 28-34 us) or checking a kept packing (:class:`KeptPack`: 10-11 us)
+#: costs a few steps' gain
+ONE_ROW_MIN_STEPS = 16
+#: the smallest matrix (k x n elements) a batch of one packs: at (64 x 64) the two products
+#: ran alike (0.22 and 0.24 us), from (192 x 64) the packed one 1.4x as fast
+ONE_ROW_MIN_ELEMENTS = 8192
+
+
+def one_row_worth(steps: int, k: int, n: int, dtype) -> bool:
+    """Whether a pass of ``steps`` steps of one row through a (k x n) matrix of ``dtype`` should
+    multiply by its panels (kept between calls, :class:`KeptPack`) rather than by the matrix
+    itself: on, float32, :data:`ONE_ROW_MIN_STEPS` and :data:`ONE_ROW_MIN_ELEMENTS`, ``n`` a
+    multiple of :data:`VW`."""
+    return (steps >= ONE_ROW_MIN_STEPS and k * n >= ONE_ROW_MIN_ELEMENTS and n % VW == 0
+            and np.dtype(dtype) == np.float32 and _switch.enabled())
+
+
+_WORDS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
+
+
+class KeptPack:
+    """A matrix's panels (:func:`pack`) kept from one call to the next, with a copy of the
+    matrix they were packed from: :meth:`panels` packs anew only when the matrix is no longer
+    bit for bit that copy (an optimizer step, ``load_state_dict``, any write into the
+    parameter's array is seen at the next call). A batch of one keeps them in the
+    layer-direction's workspace (:func:`elman.timeloop.lean_operands`).
+
+    Why: a streaming caller's batch of one reads all of ``W_hh`` at every step, and the
+    micro-kernel reads panels 1.5-1.65x as fast as the GEMV reads the matrix
+    (:data:`ONE_ROW_MIN_STEPS`); packing at every call cost as much as 10-40 steps' gain
+    (the transposing copy runs at 7-9 GB/s here: 256 KB in 28-34 us, 1 MB in 125-150), the
+    check of the copy as much as a plain copy (256 KB: 10-11 us, 1 MB: 69). Not thread-safe:
+    a caller takes it from its workspace for the call and gives it back after."""
+
+    __slots__ = ("source", "packed", "transpose")
+
+    def __init__(self):
+        self.source = self.packed = None
+        self.transpose = None
+
+    def panels(self, W: np.ndarray, transpose: bool) -> np.ndarray:
+        """The panels of ``W.T`` (``transpose``) or ``W``, as :func:`pack` makes them; W
+        C-contiguous float32."""
+        source = self.source
+        if source is not None and source.shape == W.shape and self.transpose == transpose \
+                and _same_words(W.reshape(-1).view(_WORDS[W.dtype]),
+                                source.reshape(-1).view(_WORDS[W.dtype])):
+            return self.packed
+        if source is None or source.shape != W.shape:
+            self.source = source = np.empty_like(W, order="C")
+        np.copyto(source, W)
+        self.packed = pack(source, transpose, self.packed)
+        self.transpose = transpose
+        return self.packed
+
+
+def _same_words(x, y):
+    """:func:`elman.fast._loop.same_words` (numba is imported at the first call, not with
+    elman; from then on this name is the compiled function itself)."""
+    global _same_words
+    _same_words = importlib.import_module(f"{__package__}._loop").same_words
+    return _same_words(x, y)
 
 
 #: the smallest one-thread product (m * n * k) :func:`product` takes, and the fewest rows: below

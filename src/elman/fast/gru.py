@@ -6,9 +6,8 @@ import numpy as np
 from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
-from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units, unit_rows
 from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, or_empty, scratch_row, stack_lean, step_at,
                     zone_arrays, zone_states, unzone_grads, into_previous)
@@ -67,14 +66,15 @@ def _units(operands, t, lo, hi):
     projection for the whole sequence at step 0 (as in :func:`elman.fast.lstm._units`, which
     says why). X (T, I), GX (T, 3H), S (T + 1, H); ``gh`` (3H,) the step's recurrent
     pre-activations."""
-    X, W_ih, bias, W_hh, b_hn, GX, gh, S = operands
+    X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S = operands
     H = S.shape[1]
     n = hi - lo
     if t == 0:
         project_units(X, W_ih, GX, H, lo, hi)
     g, h_prev = GX[t], S[t]
     for k in range(3):
-        _blas._gemv_rows(W_hh[k * H + lo:k * H + hi], h_prev, gh[k * H + lo:k * H + hi], False)
+        unit_rows(W_hh, panels, compute, h_prev, gh[k * H + lo:k * H + hi], k * H + lo,
+                  k * H + hi, False)
     for k in range(2):                                            # r, z
         a, b = k * H + lo, k * H + hi
         gk, bk, hk = g[a:b], bias[a:b], gh[a:b]
@@ -89,10 +89,10 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, W_hh, b_hn, GX, gh, S, sync, bell, gen, me, split, patience,
-                  spins):
-    return pair_steps(_units, (X, W_ih, bias, W_hh, b_hn, GX, gh, S), X.shape[0], S.shape[1],
-                      sync, bell, gen, me, split, patience, spins)
+def _forward_pair(X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S, sync, bell, gen, me,
+                  split, patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S),
+                      X.shape[0], S.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -287,11 +287,12 @@ def pairs(eq) -> bool:
     return eq.reset_after
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
-                 patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
+                 me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
-    return _forward_pair(X, W_ih, bias, W_hh, _b_hn(consts, S.shape[1], X.dtype), GX, g, S,
-                         sync, bell, gen, me, split, patience, spins)
+    return _forward_pair(X, W_ih, bias, W_hh, panels, compute,
+                         _b_hn(consts, S.shape[1], X.dtype), GX, g, S, sync, bell, gen, me,
+                         split, patience, spins)
 
 
 def _b_hn(consts, H: int, dtype) -> np.ndarray:

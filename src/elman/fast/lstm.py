@@ -12,9 +12,8 @@ import numpy as np
 from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
-from . import _blas
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
                     lean_start, mask_into, no_matrix, or_empty, or_no_matrix, project_back,
                     scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
@@ -117,7 +116,7 @@ def _units(operands, t, lo, hi):
     (T, 4H), S and C (T + 1, H): one sequence, no batch axis. Every loop runs over views that
     start at 0 (numba then knows no index is negative, and the loops compile to SIMD code:
     over ``range(lo, hi)`` they took 7x as long)."""
-    X, W_ih, bias, scale, shift, W_hh, GX, S, C = operands
+    X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C = operands
     H = C.shape[1]
     n = hi - lo
     if t == 0:
@@ -128,7 +127,7 @@ def _units(operands, t, lo, hi):
         gk, bk = g[a:b], bias[a:b]
         for j in range(n):
             gk[j] += bk[j]
-        _blas._gemv_rows(W_hh[a:b], h_prev, gk, True)
+        unit_rows(W_hh, panels, compute, h_prev, gk, a, b, True)
         sk, fk = scale[a:b], shift[a:b]
         for j in range(n):
             gk[j] = sk[j] * tanh(sk[j] * gk[j]) + fk[j]
@@ -141,10 +140,10 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, scale, shift, W_hh, GX, S, C, sync, bell, gen, me, split,
-                  patience, spins):
-    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, GX, S, C), X.shape[0],
-                      C.shape[1], sync, bell, gen, me, split, patience, spins)
+def _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C, sync, bell, gen,
+                  me, split, patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C),
+                      X.shape[0], C.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -216,12 +215,12 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
                        schedules, outs, sync, bell, gen, me, spins)
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
-                 patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
+                 me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
     scale, shift = consts
-    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, GX, S, C, sync, bell, gen, me,
-                         split, patience, spins)
+    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C, sync,
+                         bell, gen, me, split, patience, spins)
 
 
 def backward(eq, loop):

@@ -4,13 +4,12 @@ import numpy as np
 from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
-from . import _blas
 from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_direction,
                     lean_start, mask_into, or_empty, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
-from ._pair import pair_stack, pair_steps, project_units
+from ._pair import pair_stack, pair_steps, project_units, unit_rows
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
            "backward"]
@@ -66,14 +65,14 @@ def _units(operands, t, lo, hi):
     :func:`_forward`'s arithmetic for them, after their input projection for the whole
     sequence at step 0 (as in :func:`elman.fast.lstm._units`, which says why). X (T, I),
     GX (T, H), S (T + 1, H)."""
-    X, W_ih, bias, W_hh, relu, GX, S = operands
+    X, W_ih, bias, W_hh, panels, compute, relu, GX, S = operands
     if t == 0:
         project_units(X, W_ih, GX, S.shape[1], lo, hi)
     n = hi - lo
     g, bk, h = GX[t, lo:hi], bias[lo:hi], S[t + 1, lo:hi]
     for j in range(n):
         g[j] += bk[j]
-    _blas._gemv_rows(W_hh[lo:hi], S[t], g, True)
+    unit_rows(W_hh, panels, compute, S[t], g, lo, hi, True)
     if relu:
         for j in range(n):
             a = g[j]
@@ -84,10 +83,10 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, W_hh, relu, GX, S, sync, bell, gen, me, split, patience,
-                  spins):
-    return pair_steps(_units, (X, W_ih, bias, W_hh, relu, GX, S), X.shape[0], S.shape[1],
-                      sync, bell, gen, me, split, patience, spins)
+def _forward_pair(X, W_ih, bias, W_hh, panels, compute, relu, GX, S, sync, bell, gen, me, split,
+                  patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, compute, relu, GX, S), X.shape[0],
+                      S.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -156,11 +155,11 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
                        sync, bell, gen, me, spins)
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, consts, GX, g, S, C, sync, bell, gen, me, split,
-                 patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
+                 me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
-    return _forward_pair(X, W_ih, bias, W_hh, eq.nonlinearity == "relu", GX, S, sync, bell,
-                         gen, me, split, patience, spins)
+    return _forward_pair(X, W_ih, bias, W_hh, panels, compute, eq.nonlinearity == "relu", GX,
+                         S, sync, bell, gen, me, split, patience, spins)
 
 
 def backward(eq, loop):
