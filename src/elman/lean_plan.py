@@ -74,7 +74,7 @@ class LeanPlan:
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
                  "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
-                 "pair_rule", "pinned_whole")
+                 "pair_rule", "pinned_whole", "keeps")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -108,6 +108,8 @@ class LeanPlan:
         self.pair_rule = None if not layer._masks_nothing() else timeloop.pair_size_rule(
             layer.eq, kernels, self.steps, self.rows, H, self.dtype, self.directions)
         self.pinned_whole = None
+        # whether a call keeps W_hh's panels (timeloop.kept_packs: a batch of one, long enough)
+        self.keeps = timeloop.kept_packs([], self.steps, self.rows) is not None
         if LD == 1:
             self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
             self.pinned_whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I, True)
@@ -231,14 +233,19 @@ class LeanPlan:
         (:func:`elman.timeloop.kept_packs`)."""
         threads.small_work_starts()
         w = {name: param.data for name, param in self.params[0]}
-        spaces = [workspace]
-        packs = timeloop.kept_packs(spaces, self.rows)
+        run = whole or self.whole
+        packs = timeloop.kept_packs([workspace], self.steps, self.rows) if self.keeps else None
+        if packs is None:                # (a streaming caller's short calls: the plain way)
+            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
+                       *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
+                                               self.rows),
+                       self.schedule)
+            return timeloop.lean_outputs(S, C)
         try:
-            S, C = (whole or self.whole)(
-                self.eq, X, h0[0], None if c0 is None else c0[0],
-                *timeloop.lean_operands(self.eq, self.kernels, w, self.steps, self.rows,
-                                        packs and packs[0]),
-                self.schedule)
+            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
+                       *timeloop.lean_operands(self.eq, self.kernels, w, self.steps, self.rows,
+                                               packs[0]),
+                       self.schedule)
         finally:
-            timeloop.give_packs(spaces, packs)
+            timeloop.give_packs([workspace], packs)
         return timeloop.lean_outputs(S, C)

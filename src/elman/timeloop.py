@@ -831,7 +831,7 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     split = pair.split_point(H)
     partner = pair.partner()
     pair_forward = kernels.forward_pair
-    packs = kept_packs([ws], 1) if _pair_panels(T, W_hh, split) else None
+    packs = kept_packs([ws], T, 1) if _pair_panels(T, W_hh, split) else None
     panels, compute = fast.empty(dtype, 1), 0
     if packs is not None:
         panels = packs[0].panels(W_hh, True).reshape(-1)
@@ -879,8 +879,12 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     K = eq.recurrent_gates * H
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
-    W_hh_T = _one_row_operand(W_step, T, kept) if N == 1 else \
-        _step_operand(W_step, True, T, N, kernels, True)
+    if N != 1:
+        W_hh_T = _step_operand(W_step, True, T, N, kernels, True)
+    elif kept is None:                    # (a streaming caller's one-step calls: no more)
+        W_hh_T = fast.matrix_operand(W_step.T)
+    else:
+        W_hh_T = _one_row_operand(W_step, T, kept)
     return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
 
 
@@ -889,18 +893,20 @@ def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
     panels where they pay (:func:`elman.fast._packed.one_row_worth`), kept from call to call in
     ``kept`` (:class:`elman.fast._packed.KeptPack`, repacked only when ``W`` changed); else
     ``W.T`` itself, never copied (:func:`elman.fast._blas.gemm`'s GEMV on ``W``)."""
-    K, P = W.shape
-    if kept is not None and W.flags.c_contiguous and fast_packed.one_row_worth(T, P, K, W.dtype):
+    if kept is not None and W.flags.c_contiguous \
+            and fast_packed.one_row_worth(T, W.shape[1], W.shape[0], W.dtype):
         return fast.packed_operand(kept.panels(W, True), fast_packed.compute_address())
     return fast.matrix_operand(W.T)
 
 
-def kept_packs(workspaces: list, N: int) -> list | None:
+def kept_packs(workspaces: list, T: int, N: int) -> list | None:
     """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`) for a call of
-    ``N`` rows, taken from their workspaces for the call (a new one where none was kept, or
-    another thread holds it); None for a batch (its passes pack afresh: :func:`_step_operand`).
-    Hand them back with :func:`give_packs` once the compiled call is done."""
-    if N != 1:
+    ``T`` steps of ``N`` rows, taken from their workspaces for the call (a new one where none
+    was kept, or another thread holds it); None for a batch (its passes pack afresh:
+    :func:`_step_operand`) and for fewer steps than the panels pay for
+    (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a streaming caller's one-step calls skip
+    even the taking). Hand them back with :func:`give_packs` once the compiled call is done."""
+    if N != 1 or T < fast_packed.ONE_ROW_MIN_STEPS:
         return None
     return [ws.take_any("kept_pack") or fast_packed.KeptPack() for ws in workspaces]
 
@@ -951,7 +957,7 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         if stack is None:
             return None
     spaces = workspaces or []
-    packs = kept_packs(spaces, N) if spaces else None
+    packs = kept_packs(spaces, T, N) if spaces else None
     try:
         operands = _stack_operands(eq, kernels, weights, T, N, packs)
         if operands is None:
@@ -975,7 +981,7 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     hand-over, tens of microseconds on this virtual machine, more than a batch-1 direction's
     whole time at the tiny sizes; in turn (the lean path) it paid both directions' time."""
     spaces = workspaces or []
-    packs = kept_packs(spaces, X.shape[1]) if spaces else None
+    packs = kept_packs(spaces, *X.shape[:2]) if spaces else None
     try:
         return _stack_pair(eq, kernels, X, h0, c0, weights, packs)
     finally:
@@ -1090,7 +1096,7 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     (:func:`kept_packs`)."""
     T, N, I = X.shape
     spaces = [] if workspace is None else [workspace]
-    packs = kept_packs(spaces, N)
+    packs = kept_packs(spaces, T, N)
     try:
         return _forward_lean(eq, kernels, X, h0, c0, w, reverse, packs[0] if packs else None)
     finally:
