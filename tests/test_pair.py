@@ -23,6 +23,7 @@ def pair_everywhere(monkeypatch):
     monkeypatch.setattr(timeloop, "PAIR_BIDIRECTIONAL_MIN_BYTES", 0)
     monkeypatch.setattr(timeloop, "PAIR_MAX_BYTES", 1 << 40)
     monkeypatch.setattr(timeloop, "PAIR_MIN_STEPS", 1)
+    monkeypatch.setattr(timeloop, "PIPE_CHUNK", 1 << 30)     # (stacks: not in a pipeline)
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
     calls = []
     original = recurrent.sequence_forward_pair

@@ -74,7 +74,7 @@ class LeanPlan:
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
                  "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
-                 "pair_rule", "pinned_whole", "keeps")
+                 "pair_rule", "pinned_whole", "keeps", "pipes")
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training
@@ -110,6 +110,11 @@ class LeanPlan:
         self.pinned_whole = None
         # whether a call keeps W_hh's panels (timeloop.kept_packs: a batch of one, long enough)
         self.keeps = timeloop.kept_packs([], self.steps, self.rows) is not None
+        # a unidirectional stack of one sequence: its layers in a pipeline, where two threads
+        # are free at the call
+        self.pipes = layer._masks_nothing() and timeloop.pipes_layers(
+            layer.eq, kernels, self.steps, self.rows, layer.num_layers, self.directions, H,
+            self.dtype)
         if LD == 1:
             self.whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I)
             self.pinned_whole = timeloop.lean_whole(kernels, self.steps, self.rows, GH, I, True)
@@ -130,7 +135,7 @@ class LeanPlan:
                         and state.flags.c_contiguous):
                     return None
         plan = cls(layer, shape, batched, hx is not None, kernels)
-        if not (plan.pair_rule or plan.pairs or plan.alone):
+        if not (plan.pipes or plan.pair_rule or plan.pairs or plan.alone):
             return None                             # (no way of its own: it would only step aside)
         return plan if plan._states(hx) is not None else None
 
@@ -170,7 +175,13 @@ class LeanPlan:
         states = self._states(hx)
         if states is None:
             return None
-        free = (self.pair_rule or self.pairs) and threads.two_threads_free()
+        free = (self.pipes or self.pair_rule or self.pairs) and threads.two_threads_free()
+        if self.pipes and free:
+            layer._release_cache()
+            result = timeloop.stack_forward_pipe(self.eq, self.kernels, self._inputs(x),
+                                                 *states, self._weights(), layer._workspaces)
+            if result is not None:
+                return layer._finish(*result, None, self.rows, self.batched)
         if self.pair_rule and free:
             kernels, way = layer._pair_way(self.kernels, self.pair_rule)
             if kernels is not None:

@@ -43,10 +43,10 @@ from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, lean_outputs,
-                       output_view, pair_rule, pairs_directions, release, run_directions,
-                       runs_lean, sequence_backward, sequence_forward, sequence_forward_lean,
-                       sequence_forward_pair, sequence_forward_rows, split_rows,
-                       stack_forward_lean, stack_forward_pair)
+                       output_view, pair_rule, pairs_directions, pipes_layers, release,
+                       run_directions, runs_lean, sequence_backward, sequence_forward,
+                       sequence_forward_lean, sequence_forward_pair, sequence_forward_rows,
+                       split_rows, stack_forward_lean, stack_forward_pair, stack_forward_pipe)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -211,6 +211,12 @@ class RecurrentLayer(StatefulMixin, Module):
         h0, c0 = self._split_hx(hx, N, batched)
         timed = None
         if lengths is None and not is_grad_enabled():
+            kernels = self._pipe_kernels(T, N)
+            if kernels is not None:
+                result = self._forward_pipe(kernels, X, h0, c0)
+                if result is not None:
+                    self._keep_plan(x is given, x.shape, batched, hx, kernels)
+                    return self._finish(*result, None, N, batched)
             kernels, way = self._pair_kernels(T, N)
             if way is not None:           # (way, start, steps) for self._pair_choice
                 timed = (way, time.perf_counter(), T)
@@ -371,6 +377,27 @@ class RecurrentLayer(StatefulMixin, Module):
         zoneout, no projection): what the lean and the pair paths need."""
         return not (self.zoneout or self.proj_size or (self.training and (
             self.dropout or self.input_dropout or self.recurrent_dropout)))
+
+    def _pipe_kernels(self, T: int, N: int):
+        """The cell's compiled loops where this no-grad call runs its stack's layers in a
+        pipeline on two threads now (:func:`elman.timeloop.pipes_layers`, two threads free;
+        nothing to mask, no projection), else None. (Its cheapest refusals first.)"""
+        if N != 1 or self.num_layers < 2 or self.bidirectional or not self._masks_nothing():
+            return None
+        kernels = fast.kernels_for(self.eq, self.dtype)
+        if pipes_layers(self.eq, kernels, T, N, self.num_layers, 1, self.hidden_size,
+                        self.dtype) \
+                and threads.two_threads_free():
+            return kernels
+        return None
+
+    def _forward_pipe(self, kernels, X, h0, c0):
+        """``(out, h_n, c_n)`` of :func:`elman.timeloop.stack_forward_pipe` (None where it
+        does not apply: see there)."""
+        self._release_cache()
+        return stack_forward_pipe(self.eq, kernels, X, h0, c0,
+                                  [self._weights(k) for k in range(self.num_layers)],
+                                  self._workspaces)
 
     def _pair_kernels(self, T: int, N: int):
         """``(kernels, way)`` for a no-grad call: the cell's compiled loops when the call runs

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import fast, threads
 from .masks import bernoulli
+from .fast import _cpu as fast_cpu
 from .fast import _mkl as fast_mkl
 from .fast import _packed as fast_packed
 
@@ -865,14 +866,16 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
     return H % NR == 0 and split % NR == 0 and fast_packed.one_row_worth(T, P, GH, W_hh.dtype)
 
 
-def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
+def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, kept_ih=None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
-    loop: the cell's step constants (``eq.prepare_forward``), the (G*H,) bias each step adds,
-    and the per-step GEMM's matrix (one row: :func:`_one_row_operand`, with ``kept``, the
-    layer-direction's :class:`elman.fast._packed.KeptPack` or None; else :func:`_step_operand`
-    on one thread). Made afresh at every call, like the general path's (a kept packing only
-    where its matrix is bit for bit the one packed): weights changed in place between calls are
-    always seen."""
+    loop: the input projection's matrix (``W_ih^T`` in :func:`elman.fast.matrix_operand`'s
+    form; its panels, kept in ``kept_ih``, for a caller that projects a few steps at a time,
+    :func:`stack_forward_pipe`), the cell's step constants (``eq.prepare_forward``), the
+    (G*H,) bias each step adds, and the per-step GEMM's matrix (one row:
+    :func:`_one_row_operand`, with ``kept``, the layer-direction's
+    :class:`elman.fast._packed.KeptPack` or None; else :func:`_step_operand` on one thread).
+    Made afresh at every call, like the general path's (a kept packing only where its matrix is
+    bit for bit the one packed): weights changed in place between calls are always seen."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -885,7 +888,18 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
         W_hh_T = fast.matrix_operand(W_step.T)
     else:
         W_hh_T = _one_row_operand(W_step, T, kept)
-    return W_ih, _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts
+    return (_input_operand(W_ih, kept_ih), _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T,
+            consts)
+
+
+def _input_operand(W_ih: np.ndarray, kept) -> tuple:
+    """The lean loops' input projection matrix, ``W_ih^T``: its panels kept in ``kept`` (a
+    :class:`elman.fast._packed.KeptPack`) where given and the micro-kernel takes them
+    (float32, G*H a multiple of its vectors), else ``W_ih^T`` itself (BLAS's GEMM)."""
+    if kept is not None and W_ih.flags.c_contiguous and W_ih.dtype == np.float32 \
+            and W_ih.shape[0] % fast_packed.VW == 0 and fast_packed.enabled():
+        return fast.packed_operand(kept.panels(W_ih, True), fast_packed.compute_address())
+    return fast.matrix_operand(W_ih.T)
 
 
 def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
@@ -899,23 +913,24 @@ def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
     return fast.matrix_operand(W.T)
 
 
-def kept_packs(workspaces: list, T: int, N: int) -> list | None:
-    """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`) for a call of
-    ``T`` steps of ``N`` rows, taken from their workspaces for the call (a new one where none
-    was kept, or another thread holds it); None for a batch (its passes pack afresh:
-    :func:`_step_operand`) and for fewer steps than the panels pay for
-    (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a streaming caller's one-step calls skip
-    even the taking). Hand them back with :func:`give_packs` once the compiled call is done."""
+def kept_packs(workspaces: list, T: int, N: int, name: str = "kept_pack") -> list | None:
+    """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`) of ``W_hh``
+    (``name`` "kept_pack"; of ``W_ih``: "kept_pack_ih") for a call of ``T`` steps of ``N``
+    rows, taken from their workspaces for the call (a new one where none was kept, or another
+    thread holds it); None for a batch (its passes pack afresh: :func:`_step_operand`) and for
+    fewer steps than the panels pay for (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a
+    streaming caller's one-step calls skip even the taking). Hand them back with
+    :func:`give_packs` once the compiled call is done."""
     if N != 1 or T < fast_packed.ONE_ROW_MIN_STEPS:
         return None
-    return [ws.take_any("kept_pack") or fast_packed.KeptPack() for ws in workspaces]
+    return [ws.take_any(name) or fast_packed.KeptPack() for ws in workspaces]
 
 
-def give_packs(workspaces: list, packs: list | None) -> None:
+def give_packs(workspaces: list, packs: list | None, name: str = "kept_pack") -> None:
     """:func:`kept_packs`' packings back into their workspaces, for the next call."""
     if packs is not None:
         for ws, kept in zip(workspaces, packs):
-            ws.give(kept_pack=kept)
+            ws.give(**{name: kept})
 
 
 def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
@@ -1019,6 +1034,92 @@ def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
     return outs[-1], h_n, c_n
 
 
+#: the steps of a chunk in :func:`stack_forward_pipe`: a layer runs a chunk once the layer below
+#: has finished it, so the stack takes its bottom layer's time plus a chunk per layer above
+PIPE_CHUNK = 8
+
+
+def pipes_layers(eq, kernels, T: int, N: int, L: int, D: int, H: int, dtype) -> bool:
+    """Whether a call that keeps and masks nothing (the caller checks that; and, at the moment
+    of the call, :func:`elman.threads.two_threads_free`) runs its stack's layers in a pipeline
+    on two threads (:func:`stack_forward_pipe`): one sequence (N = 1), one direction, two
+    layers or more (at most :data:`STACK_MAX`), at least two chunks of :data:`PIPE_CHUNK`
+    steps, an upper layer's two matrices (``W_ih`` and ``W_hh``, G*H x H each) within
+    :func:`pipe_max_bytes` (each thread keeps its layers' in its core's cache), a kernel module
+    with a ``forward_stack_pipe`` and no ``transform_input``, and a machine where the pair
+    runs (:func:`elman.fast.pair_supported`)."""
+    if kernels is None or N != 1 or D != 1 or not 2 <= L <= STACK_MAX or T < 2 * PIPE_CHUNK \
+            or 2 * eq.gates * H * H * np.dtype(dtype).itemsize > pipe_max_bytes():
+        return False
+    attributes = vars(kernels)
+    return (attributes.get("forward_stack_pipe") is not None
+            and attributes.get("transform_input") is None and fast.pair_supported())
+
+
+def pipe_max_bytes() -> int:
+    """The most bytes of an upper layer's matrices that :func:`stack_forward_pipe` takes: half
+    a core's L2 cache, at least 512 KB (as :data:`elman.fast._blas.GEMV_ROWS_MAX_BYTES`).
+    Measured (``bench_infer.py``, two layers, batch 1, T = 50, on an Intel Xeon with 2 MB of
+    L2 a core): at H = 128 (GRU 384 KB, LSTM 512 KB) the pipeline took onnxruntime/elman from
+    0.81-0.83x to 0.93-1.26x (GRU) and from 0.84-0.89x to 1.18-1.20x (LSTM); at H = 256 (GRU
+    1.5 MB, LSTM 2 MB, which leave the thread running the upper layer reading from L3) from
+    1.10-1.15x to 1.04x and from 0.77x to 0.74x."""
+    return max(1 << 19, fast_cpu.L2_BYTES // 2)
+
+
+def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                       weights: list, workspaces: list | None = None) -> tuple | None:
+    """``(out, h_n, c_n)`` of a unidirectional stack (``weights[k]`` of layer ``k``, ``h0``/``c0``
+    (L, N, H)) for a call that keeps nothing, its layers in a pipeline on the caller's thread
+    and the pair's partner thread (:func:`elman.fast._pair.pipe_stack`, the kernel module's
+    ``forward_stack_pipe``): each layer runs :data:`PIPE_CHUNK` steps at a time through its
+    lean loop, as soon as the layer below has finished them. The caller checks
+    :func:`pipes_layers` and that two threads are free; None where a parameter array is unusual
+    (see :func:`stack_forward_lean`; ``workspaces`` as there).
+
+    Why: a batch of one's step is a matrix-vector product and some gate math, a few
+    microseconds; two threads sharing each step (:func:`sequence_forward_pair`) meet at every
+    one of them, and a stack's layers ran one after the other. In a pipeline each core keeps
+    one layer's weights in its cache, and the threads meet once a chunk."""
+    T, N, _ = X.shape
+    spaces = workspaces or []
+    packs = kept_packs(spaces, T, N) if spaces else None
+    # (each chunk's projection multiplies by W_ih's panels: a BLAS GEMM would pack W_ih again
+    # at every chunk, measured at 16-360 us a call at H = 128-256)
+    packs_ih = kept_packs(spaces, T, N, "kept_pack_ih") if spaces else None
+    try:
+        operands = _stack_operands(eq, kernels, weights, T, N, packs, packs_ih)
+        if operands is None:
+            return None
+        pair = fast.pair()
+        partner = pair.partner()
+        layers, H = len(weights), h0.shape[2]
+        size = min(PIPE_CHUNK, T)
+        outs = np.empty((layers, T, N, H), X.dtype)
+        h_n = np.empty_like(h0)
+        c_n = None if c0 is None else np.empty_like(c0)
+        sync = np.zeros((layers + 1) * pair.ROW, np.int64)     # (fresh: see pipe_stack)
+        arguments = (eq, X, h0, c0, *operands, full_schedule(size, N, False),
+                     full_schedule(T - (-(-T // size) - 1) * size, N, False), outs, h_n, c_n,
+                     sync, partner.bell)
+        forward, spins = kernels.forward_stack_pipe, partner.spins
+
+        def steps(gen, me):
+            return forward(*arguments, gen, me, spins)
+
+        GH, I, K = eq.gates * H, X.shape[2], eq.recurrent_gates * H
+        if threads.one_thread_product(size * N, GH, max(I, H)) and \
+                threads.one_thread_product(N, K, H):   # BLAS keeps every product to one
+            partner.share(steps)                       # thread by itself
+        else:
+            with threads.one_blas_thread():            # (else it would use its pool's)
+                partner.share(steps)
+        return outs[-1], h_n, c_n
+    finally:                # (a partner that comes late finds every layer claimed)
+        give_packs(spaces, packs)
+        give_packs(spaces, packs_ih, "kept_pack_ih")
+
+
 #: the most layer-directions a stack runs as one compiled call (:func:`stack_forward_lean`).
 #: Its operands are tuples of a power of two entries (2, 4 or 8; the unused ones repeat the
 #: last, never read): numba compiles a function once per tuple length, and it was once per
@@ -1029,12 +1130,13 @@ def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
 STACK_MAX = 8
 
 
-def _stack_operands(eq, kernels, weights: list, T: int, N: int,
-                    packs: list | None = None) -> tuple | None:
-    """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``, or
-    none), as a tuple of tuples by operand, each of 2, 4 or 8 entries (see
-    :data:`STACK_MAX`); None for more layer-directions than that or where a parameter array
-    is not a plain C-contiguous writeable one (see :func:`stack_forward_lean`)."""
+def _stack_operands(eq, kernels, weights: list, T: int, N: int, packs: list | None = None,
+                    packs_ih: list | None = None) -> tuple | None:
+    """The layer-directions' :func:`lean_operands` (with their kept packings ``packs`` of
+    ``W_hh`` and ``packs_ih`` of ``W_ih``, or none), as a tuple of tuples by operand, each of
+    2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
+    where a parameter array is not a plain C-contiguous writeable one (see
+    :func:`stack_forward_lean`)."""
     if len(weights) > STACK_MAX:
         return None
     for w in weights:
@@ -1042,7 +1144,8 @@ def _stack_operands(eq, kernels, weights: list, T: int, N: int,
             if not array.flags.carray:
                 return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k])
+    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k],
+                              None if packs_ih is None else packs_ih[k])
                 for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))
@@ -1107,7 +1210,7 @@ def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tu
     """:func:`sequence_forward_lean` with the batch of one's kept packing ``kept`` (or None)."""
     T, N, I = X.shape
     W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N, kept)
-    GH = W_ih.shape[0]
+    GH = bias.shape[0]
     schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     whole = lean_whole(kernels, T, N, GH, I)

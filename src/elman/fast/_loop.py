@@ -50,15 +50,16 @@ def same_words(x, y):
 
 
 @njit(inline="always")
-def lean_start(X, W_ih, h0, schedule):
+def lean_start(X, W_ih, GH, h0, schedule):
     """The start of a kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``), inside
-    its one compiled call: ``GX = X W_ih^T`` (T, N, G*H) through :func:`project_input` (the
-    lean path's projection otherwise), and the states ``S`` (T+1, N, P) with ``h0`` in the
-    slot the schedule's first step reads. Returns ``(GX, S)``."""
+    its one compiled call: ``GX = X W_ih^T`` (T, N, GH), ``W_ih`` in :func:`elman.fast.
+    matrix_operand`'s form (``W_ih^T`` itself: the same BLAS call as the lean path's
+    projection otherwise, :func:`project_input`; or its panels, :func:`elman.fast.
+    packed_operand`), and the states ``S`` (T+1, N, P) with ``h0`` in the slot the schedule's
+    first step reads. Returns ``(GX, S)``."""
     T, N, I = X.shape
-    GH = W_ih.shape[0]
     GX = np.empty((T, N, GH), X.dtype)
-    project_input(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
+    gemm(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
     S = np.empty((T + 1, N, h0.shape[1]), X.dtype)
     S[schedule[0, 1]] = h0
     return GX, S

@@ -49,7 +49,8 @@ from . import _cache  # noqa: F401  (before the decorators: the cache keyed by t
 from . import _blas
 from ._blas import gemm
 
-__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "project_units", "unit_rows",
+__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "project_units",
+           "unit_rows",
            "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
            "split_point", "Partner", "partner", "rest_partner", "SPIN_SECONDS",
            "PATIENCE_SECONDS"]
@@ -244,6 +245,71 @@ def _pair_layer(direction, forward_lean, layer_in, out, layer, h0, c0, h_n, c_n,
         _add(sync, row + DONE, 1)
     while _load(sync, row + DONE) < 2:
         _pause()
+
+
+@njit(inline="always")
+def pipe_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedule, last, outs,
+               sync, bell, gen, me, spins):
+    """A unidirectional stack of layers as thread ``me`` of two (0: the caller, which rings
+    ``bell`` with ``gen`` first; 1: the partner), the layers in a pipeline: each thread claims
+    the next layer not yet claimed and runs it chunk by chunk (``schedule``: a chunk's steps,
+    ``last``: the last chunk's), each chunk as soon as the layer below has finished it, so
+    that layer ``l`` runs chunk ``k`` while layer ``l - 1`` runs chunk ``k + 1``.
+    ``direction`` and ``forward_lean`` as in :func:`elman.fast._loop.stack_lean` (a chunk is
+    one call of the module's lean loop, from the states the chunk before left in
+    ``h_n``/``c_n``); ``outs`` (L, T, N, P): the layers' outputs; ``sync`` ((L + 1) * ROW
+    int64 zeros, a new one for each call): the next layer to claim, then each layer's chunks
+    done, a cache line each. A partner that comes late claims what is left (nothing, or a
+    layer above the caller's); one that never comes leaves every layer to the caller, which
+    returns once the top layer is done (so all are). The caller returns ``gen``; the partner
+    then waits for the next sequence (up to ``spins``) and returns the bell's value.
+
+    Why: the layers of one sequence depend on each other only through the layer below's
+    output, step by step; on two threads, each with its own layer's weights in its own core's
+    cache, they meet once a chunk (tens of microseconds of work), not once a step (a few
+    microseconds, :func:`pair_steps`), and the stack takes about one layer's time instead of
+    the sum of its layers'."""
+    if me == 0:
+        _store(bell, 0, gen)
+    layers = outs.shape[0]
+    chunks = -(-outs.shape[1] // schedule.shape[0])
+    for layer in range(me, layers, 1 + me):      # (the partner: the odd layers only)
+        if _add(sync, layer, 1) != 0:
+            continue                              # (the other thread has it)
+        if layer == 0:
+            _pipe_layer(direction, forward_lean, X, outs, 0, h0, c0, h_n, c_n, operands,
+                        schedule, last, sync, chunks)
+        else:
+            _pipe_layer(direction, forward_lean, outs[layer - 1], outs, layer, h0, c0, h_n,
+                        c_n, operands, schedule, last, sync, chunks)
+    if me == 0:
+        while _load(sync, layers * ROW) < chunks:
+            _pause()
+        return gen
+    return wait_for_bell(bell, gen, spins)
+
+
+@njit(inline="always")
+def _pipe_layer(direction, forward_lean, layer_in, outs, layer, h0, c0, h_n, c_n, operands,
+                schedule, last, sync, chunks):
+    """Layer ``layer`` of :func:`pipe_stack`, chunk by chunk, each after the layer below has
+    counted it done (a function of its own: the first layer reads the caller's ``X``, whose
+    array type the next layers' inputs need not share)."""
+    T, size = outs.shape[1], schedule.shape[0]
+    for k in range(chunks):
+        if layer > 0:
+            while _load(sync, layer * ROW) <= k:
+                _pause()
+        start = k * size
+        stop = min(T, start + size)
+        steps = schedule if stop - start == size else last
+        if k == 0:
+            direction(forward_lean, layer_in[start:stop], outs[layer, start:stop], layer, 0,
+                      h0, c0, h_n, c_n, operands, steps)
+        else:                     # (from the states the chunk before kept in h_n and c_n)
+            direction(forward_lean, layer_in[start:stop], outs[layer, start:stop], layer, 0,
+                      h_n, c_n, h_n, c_n, operands, steps)
+        _store(sync, (layer + 1) * ROW, k + 1)
 
 
 def sync_array(T: int) -> np.ndarray:

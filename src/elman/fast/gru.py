@@ -7,13 +7,14 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
 from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, or_empty, scratch_row, stack_lean, step_at,
                     zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
+           "forward_stack_pipe", "forward_pair",
            "pairs", "backward"]
 
 
@@ -51,7 +52,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
 def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
     """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
     compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, h0, schedule)
+    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
     T, N, GH = GX.shape
     _forward(GX, bias, W_hh_T, S, np.empty((T, N, GH // 3), X.dtype),
              np.empty((N, GH), X.dtype), b_hn, schedule, np.empty((0, 0), X.dtype),
@@ -166,7 +167,7 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
 def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
     """:func:`_forward_classic` of a call that keeps nothing, with its projection and arrays,
     as one compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, h0, schedule)
+    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
     T, N, GH = GX.shape
     H = GH // 3
     _forward_classic(GX, bias, W_rz_T, W_hn_T, S, np.empty((T, N, H), X.dtype),
@@ -196,6 +197,18 @@ def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spin
 def _stack_classic_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spins):
     return pair_stack(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
                       operands, schedules, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me, spins):
+    return pipe_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedule, last, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_classic_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me, spins):
+    return pipe_stack(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
+                      operands, schedule, last, outs, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -278,6 +291,14 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
     """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
     stack = _stack_pair if eq.reset_after else _stack_classic_pair
     return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules,
+                 outs, sync, bell, gen, me, spins)
+
+
+def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pipe`."""
+    stack = _stack_pipe if eq.reset_after else _stack_classic_pipe
+    return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedule, last,
                  outs, sync, bell, gen, me, spins)
 
 

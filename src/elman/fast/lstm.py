@@ -13,14 +13,15 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
                     lean_start, mask_into, no_matrix, or_empty, or_no_matrix, project_back,
                     scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import tanh
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
+           "forward_stack_pipe", "forward_pair",
            "backward"]
 
 
@@ -74,7 +75,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
 def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
     """:func:`_forward` of a call that keeps nothing and has no projection, with its input
     projection and arrays, as one compiled call (``forward_lean``). Returns (S, C)."""
-    GX, S = lean_start(X, W_ih, h0, schedule)
+    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
     C = np.empty((S.shape[0], S.shape[1], c0.shape[1]), S.dtype)
     C[schedule[0, 1]] = c0
     none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
@@ -104,6 +105,13 @@ def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
 def _stack_pair(X, h0, c0, h_n, c_n, operands, schedules, outs, sync, bell, gen, me, spins):
     return pair_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedules,
                       outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_pipe(X, h0, c0, h_n, c_n, operands, schedule, last, outs, sync, bell, gen, me,
+                spins):
+    return pipe_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedule,
+                      last, outs, sync, bell, gen, me, spins)
 
 
 @njit(inline="always")
@@ -213,6 +221,13 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
     """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
     return _stack_pair(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
                        schedules, outs, sync, bell, gen, me, spins)
+
+
+def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pipe`."""
+    return _stack_pipe(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
+                       schedule, last, outs, sync, bell, gen, me, spins)
 
 
 def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,

@@ -9,9 +9,10 @@ from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_d
                     lean_start, mask_into, or_empty, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
-from ._pair import pair_stack, pair_steps, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
 
-__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair", "forward_pair",
+__all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
+           "forward_stack_pipe", "forward_pair",
            "backward"]
 
 
@@ -53,7 +54,7 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
 def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
     """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
     compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, h0, schedule)
+    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
     _forward(GX, bias, W_hh_T, S, relu, schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
     return S
@@ -99,6 +100,12 @@ def _stack_lean(X, h0, h_n, operands, schedules):
 def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spins):
     return pair_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
                       schedules, outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me, spins):
+    return pipe_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedule, last, outs, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -152,6 +159,13 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
                        sync, bell, gen, me, spins):
     """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
     return _stack_pair(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules, outs,
+                       sync, bell, gen, me, spins)
+
+
+def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,
+                       sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_pipe`."""
+    return _stack_pipe(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedule, last, outs,
                        sync, bell, gen, me, spins)
 
 
