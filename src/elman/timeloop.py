@@ -1010,28 +1010,35 @@ def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
     operands = _stack_operands(eq, kernels, weights, T, N, packs)
     if operands is None:
         return None
-    pair = fast.pair()
-    partner = pair.partner()
     layers, H = len(weights) // 2, h0.shape[2]
     outs = np.empty((layers, T, N, 2 * H), X.dtype)
     h_n = np.empty_like(h0)
     c_n = None if c0 is None else np.empty_like(c0)
-    sync = np.zeros(layers * pair.ROW, np.int64)          # (fresh: see pair_stack)
-    arguments = (eq, X, h0, c0, *operands, _schedules(T, N, 2), outs, h_n, c_n, sync,
-                 partner.bell)
-    forward, spins = kernels.forward_stack_pair, partner.spins
+    sync = np.zeros(layers * fast.pair().ROW, np.int64)   # (fresh: see pair_stack)
+    _share_stack(kernels.forward_stack_pair,
+                 (eq, X, h0, c0, *operands, _schedules(T, N, 2), outs, h_n, c_n, sync),
+                 T * N, max(X.shape[2], 2 * H), eq, N, H)
+    return outs[-1], h_n, c_n
+
+
+def _share_stack(kernel, arguments: tuple, rows: int, width: int, eq, N: int, H: int) -> None:
+    """``kernel(*arguments, bell, gen, me, spins)`` on this thread and the pair's partner
+    (:meth:`elman.fast._pair.Partner.share`) with BLAS at one thread: by itself where every
+    product is small enough for OpenBLAS to keep it there (a projection of ``rows`` rows of
+    ``width`` into the G*H columns, the per-step (N x H) @ (H x K)), else held there for the
+    call (else it would use its pool's threads)."""
+    partner = fast.pair().partner()
+    bell, spins = partner.bell, partner.spins
 
     def steps(gen, me):
-        return forward(*arguments, gen, me, spins)
+        return kernel(*arguments, bell, gen, me, spins)
 
-    GH, I, K = eq.gates * H, X.shape[2], eq.recurrent_gates * H
-    if threads.one_thread_product(T * N, GH, max(I, 2 * H)) and \
-            threads.one_thread_product(N, K, H):       # BLAS keeps every product to one
-        partner.share(steps)                           # thread by itself
+    if threads.one_thread_product(rows, eq.gates * H, width) and \
+            threads.one_thread_product(N, eq.recurrent_gates * H, H):
+        partner.share(steps)
     else:
-        with threads.one_blas_thread():                # (else it would use its pool's)
+        with threads.one_blas_thread():
             partner.share(steps)
-    return outs[-1], h_n, c_n
 
 
 #: the steps of a chunk in :func:`stack_forward_pipe`: a layer runs a chunk once the layer below
@@ -1091,29 +1098,16 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         operands = _stack_operands(eq, kernels, weights, T, N, packs, packs_ih)
         if operands is None:
             return None
-        pair = fast.pair()
-        partner = pair.partner()
         layers, H = len(weights), h0.shape[2]
         size = min(PIPE_CHUNK, T)
         outs = np.empty((layers, T, N, H), X.dtype)
         h_n = np.empty_like(h0)
         c_n = None if c0 is None else np.empty_like(c0)
-        sync = np.zeros((layers + 1) * pair.ROW, np.int64)     # (fresh: see pipe_stack)
-        arguments = (eq, X, h0, c0, *operands, full_schedule(size, N, False),
-                     full_schedule(T - (-(-T // size) - 1) * size, N, False), outs, h_n, c_n,
-                     sync, partner.bell)
-        forward, spins = kernels.forward_stack_pipe, partner.spins
-
-        def steps(gen, me):
-            return forward(*arguments, gen, me, spins)
-
-        GH, I, K = eq.gates * H, X.shape[2], eq.recurrent_gates * H
-        if threads.one_thread_product(size * N, GH, max(I, H)) and \
-                threads.one_thread_product(N, K, H):   # BLAS keeps every product to one
-            partner.share(steps)                       # thread by itself
-        else:
-            with threads.one_blas_thread():            # (else it would use its pool's)
-                partner.share(steps)
+        sync = np.zeros((layers + 1) * fast.pair().ROW, np.int64)   # (fresh: pipe_stack)
+        _share_stack(kernels.forward_stack_pipe,
+                     (eq, X, h0, c0, *operands, full_schedule(size, N, False),
+                      full_schedule(T - (-(-T // size) - 1) * size, N, False), outs, h_n, c_n,
+                      sync), size * N, max(X.shape[2], H), eq, N, H)
         return outs[-1], h_n, c_n
     finally:                # (a partner that comes late finds every layer claimed)
         give_packs(spaces, packs)
