@@ -28,6 +28,8 @@ A plan is made outside :func:`elman.threads.concurrently` only (whose pinned BLA
 :func:`elman.threads.one_thread_product` differently). The choices that depend on the moment
 the plan makes at each call, from what it found out once:
 
+- a unidirectional stack of one sequence that may run its layers in a pipeline on two threads
+  (:func:`elman.timeloop.pipes_layers`, kept): whether two threads are free now;
 - a batch of one of :data:`elman.timeloop.PAIR_MIN_STEPS` steps or more, at the sizes where
   its steps run on two threads (:func:`elman.timeloop.pair_size_rule`, kept): whether two
   threads are free now, and where either way may be faster, which one the layer's measured
