@@ -1,8 +1,9 @@
-"""A batch of one multiplies by W_hh's panels, kept from call to call (elman.fast._packed.KeptPack,
-timeloop.kept_packs): they are packed again whenever the matrix is no longer bit for bit the one
-packed (any write into the parameter's array between calls is seen), the one-thread, stack and
-two-threads-a-step paths give the reference's results with them, and the rule says where they
-are used. (No timing asserts: benchmarks/bench_infer.py measures.)"""
+"""A batch of one multiplies by W_hh's panels (and projects its input by W_ih's), kept from call
+to call (elman.fast._packed.KeptPack, timeloop.kept_packs): they are packed again whenever the
+matrix is no longer bit for bit the one packed (any write into the parameter's array between
+calls is seen), the one-thread, stack and two-threads-a-step paths give the reference's results
+with them, and the rule says where they are used. (No timing asserts: benchmarks/bench_infer.py
+measures.)"""
 import numpy as np
 import pytest
 
@@ -124,8 +125,9 @@ def test_one_thread_paths_multiply_by_kept_panels_and_see_every_change(
         name, layers, bidirectional, counted, monkeypatch):
     """Calls of one sequence on one thread (the lean path and its plan, a stack as one
     compiled call, a bidirectional one's directions at once or in turn) pack each
-    layer-direction's W_hh once, give the reference's results, and see a weight changed in
-    place, an optimizer's step and load_state_dict at the next call."""
+    layer-direction's W_hh and W_ih once (two packings each), give the reference's results,
+    and see a weight changed in place (W_ih alone: only it packed again), an optimizer's step
+    and load_state_dict at the next call."""
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)   # (no pair steps here)
     H = 128 if name == "RNN" else 64                 # (the RNN's W_hh: 128 x 128)
     layer, twin = _twins(name, layers, bidirectional, H)
@@ -134,17 +136,21 @@ def test_one_thread_paths_multiply_by_kept_panels_and_see_every_change(
     with elman.no_grad():
         for _ in range(3):
             _assert_close(layer(x), _reference(twin, x))
-        assert counted["panels"] == 3 * directions and counted["packs"] == directions
+        assert counted["panels"] == 3 * 2 * directions and counted["packs"] == 2 * directions
+        layer.weight_ih_l0.data[1] *= -1
+        twin.weight_ih_l0.data[1] *= -1
+        _assert_close(layer(x), _reference(twin, x))
+        assert counted["packs"] == 2 * directions + 1
         for p, q in zip(layer.parameters(), twin.parameters()):
             p.data *= 0.75                           # written in place
             q.data *= 0.75
         _assert_close(layer(x), _reference(twin, x))
-        assert counted["packs"] == 2 * directions
+        assert counted["packs"] == 4 * directions + 1
         state = {k: v + 0.01 for k, v in layer.state_dict().items()}
         layer.load_state_dict(state)
         twin.load_state_dict(state)
         _assert_close(layer(x), _reference(twin, x))
-        assert counted["packs"] == 3 * directions
+        assert counted["packs"] == 6 * directions + 1
     # an optimizer's step (outside no_grad: a training call, which packs afresh, never keeps)
     layer.train()
     opt = elman.SGD(layer.parameters(), lr=1e-3)
@@ -168,7 +174,7 @@ def test_short_calls_and_batches_keep_nothing(counted):
             layer(np.ones((_packed.ONE_ROW_MIN_STEPS - 1, 1, 5), np.float32))
             layer(np.ones((30, 2, 5), np.float32))
     assert counted["panels"] == 0
-    assert "kept_pack" not in layer._workspaces[0]._free
+    assert "kept_packs" not in layer._workspaces[0]._free
 
 
 @pytest.mark.skipif(not fast.pair_supported(), reason="two threads a step: x86-64")

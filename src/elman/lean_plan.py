@@ -247,18 +247,15 @@ class LeanPlan:
         threads.small_work_starts()
         w = {name: param.data for name, param in self.params[0]}
         run = whole or self.whole
-        packs = timeloop.kept_packs([workspace], self.steps, self.rows) if self.keeps else None
-        if packs is None:                # (a streaming caller's short calls: the plain way)
+        if not self.keeps:               # (a streaming caller's short calls: the plain way)
             S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
                        *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
                                                self.rows),
                        self.schedule)
             return timeloop.lean_outputs(S, C)
-        try:
+        with timeloop.holding_packs([workspace], self.steps, self.rows) as packs:
             S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
                        *timeloop.lean_operands(self.eq, self.kernels, w, self.steps, self.rows,
                                                packs[0]),
                        self.schedule)
-        finally:
-            timeloop.give_packs([workspace], packs)
         return timeloop.lean_outputs(S, C)

@@ -27,6 +27,7 @@ output sequence and the ``H_prev`` of the weight-gradient GEMM are two views of 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -835,7 +836,7 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     packs = kept_packs([ws], T, 1) if _pair_panels(T, W_hh, split) else None
     panels, compute = fast.empty(dtype, 1), 0
     if packs is not None:
-        panels = packs[0].panels(W_hh, True).reshape(-1)
+        panels = packs[0][0].panels(W_hh, True).reshape(-1)
         compute = fast_packed.compute_address()
 
     def steps(gen, me):
@@ -866,16 +867,16 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
     return H % NR == 0 and split % NR == 0 and fast_packed.one_row_worth(T, P, GH, W_hh.dtype)
 
 
-def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, kept_ih=None) -> tuple:
+def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
     loop: the input projection's matrix (``W_ih^T`` in :func:`elman.fast.matrix_operand`'s
-    form; its panels, kept in ``kept_ih``, for a caller that projects a few steps at a time,
-    :func:`stack_forward_pipe`), the cell's step constants (``eq.prepare_forward``), the
-    (G*H,) bias each step adds, and the per-step GEMM's matrix (one row:
-    :func:`_one_row_operand`, with ``kept``, the layer-direction's
-    :class:`elman.fast._packed.KeptPack` or None; else :func:`_step_operand` on one thread).
-    Made afresh at every call, like the general path's (a kept packing only where its matrix is
-    bit for bit the one packed): weights changed in place between calls are always seen."""
+    form, or its panels: :func:`_input_operand`), the cell's step constants
+    (``eq.prepare_forward``), the (G*H,) bias each step adds, and the per-step GEMM's matrix
+    (one row: :func:`_one_row_operand`; else :func:`_step_operand` on one thread); ``kept``:
+    the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), or
+    None. Made afresh at every call, like the general path's (a kept packing only where its
+    matrix is bit for bit the one packed): weights changed in place between calls are always
+    seen."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -885,19 +886,26 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, kept_ih=No
     if N != 1:
         W_hh_T = _step_operand(W_step, True, T, N, kernels, True)
     elif kept is None:                    # (a streaming caller's one-step calls: no more)
-        W_hh_T = fast.matrix_operand(W_step.T)
+        return fast.matrix_operand(W_ih.T), _loop_bias(gx_bias, GH, W_ih.dtype), \
+            fast.matrix_operand(W_step.T), consts
     else:
-        W_hh_T = _one_row_operand(W_step, T, kept)
-    return (_input_operand(W_ih, kept_ih), _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T,
-            consts)
+        W_hh_T = _one_row_operand(W_step, T, kept[0])
+    return (_input_operand(W_ih, None if kept is None else kept[1]),
+            _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts)
 
 
 def _input_operand(W_ih: np.ndarray, kept) -> tuple:
     """The lean loops' input projection matrix, ``W_ih^T``: its panels kept in ``kept`` (a
-    :class:`elman.fast._packed.KeptPack`) where given and the micro-kernel takes them
-    (float32, G*H a multiple of its vectors), else ``W_ih^T`` itself (BLAS's GEMM)."""
+    :class:`elman.fast._packed.KeptPack`, for a batch of one: :func:`kept_packs`) where the
+    micro-kernel takes them (float32, G*H a multiple of its vectors) and they fit half a
+    core's L2 (:func:`pipe_max_bytes`), else ``W_ih^T`` itself (BLAS's GEMM). Why: OpenBLAS
+    packs ``W_ih`` at every call, and a batch of one's projection of T rows (K = I, often
+    small) ran faster by the panels: GRU, H = 128, I = 32, a compiled lean call of 50 steps,
+    201 against 186 us, of 8 steps 47 against 36 (the projection of a pipeline's chunk of
+    8 steps: :func:`stack_forward_pipe`)."""
     if kept is not None and W_ih.flags.c_contiguous and W_ih.dtype == np.float32 \
-            and W_ih.shape[0] % fast_packed.VW == 0 and fast_packed.enabled():
+            and W_ih.shape[0] % fast_packed.VW == 0 and W_ih.nbytes <= pipe_max_bytes() \
+            and fast_packed.enabled():
         return fast.packed_operand(kept.panels(W_ih, True), fast_packed.compute_address())
     return fast.matrix_operand(W_ih.T)
 
@@ -913,24 +921,39 @@ def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
     return fast.matrix_operand(W.T)
 
 
-def kept_packs(workspaces: list, T: int, N: int, name: str = "kept_pack") -> list | None:
-    """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`) of ``W_hh``
-    (``name`` "kept_pack"; of ``W_ih``: "kept_pack_ih") for a call of ``T`` steps of ``N``
-    rows, taken from their workspaces for the call (a new one where none was kept, or another
-    thread holds it); None for a batch (its passes pack afresh: :func:`_step_operand`) and for
-    fewer steps than the panels pay for (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a
-    streaming caller's one-step calls skip even the taking). Hand them back with
-    :func:`give_packs` once the compiled call is done."""
+def kept_packs(workspaces: list, T: int, N: int) -> list | None:
+    """The layer-directions' kept packings (:class:`elman.fast._packed.KeptPack`), a pair each:
+    ``W_hh``'s and ``W_ih``'s, for a call of ``T`` steps of ``N`` rows, taken from their
+    workspaces for the call (new ones where none were kept, or another thread holds them); None
+    for a batch (its passes pack afresh: :func:`_step_operand`) and for fewer steps than the
+    panels pay for (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a streaming caller's one-step
+    calls skip even the taking). Hand them back with :func:`give_packs` once the compiled call
+    is done."""
     if N != 1 or T < fast_packed.ONE_ROW_MIN_STEPS:
         return None
-    return [ws.take_any(name) or fast_packed.KeptPack() for ws in workspaces]
+    return [ws.take_any("kept_packs") or (fast_packed.KeptPack(), fast_packed.KeptPack())
+            for ws in workspaces]
 
 
-def give_packs(workspaces: list, packs: list | None, name: str = "kept_pack") -> None:
+def give_packs(workspaces: list, packs: list | None) -> None:
     """:func:`kept_packs`' packings back into their workspaces, for the next call."""
     if packs is not None:
         for ws, kept in zip(workspaces, packs):
-            ws.give(**{name: kept})
+            ws.give(kept_packs=kept)
+
+
+@contextlib.contextmanager
+def holding_packs(workspaces: list | None, T: int, N: int):
+    """``with holding_packs(workspaces, T, N) as packs:`` :func:`kept_packs` for the block
+    (None without workspaces), given back (:func:`give_packs`) when it ends, however it ends.
+    The block's compiled call must be done with them by then (a partner that comes late to a
+    pair call reads nothing: :mod:`elman.fast._pair`)."""
+    spaces = workspaces or []
+    packs = kept_packs(spaces, T, N) if spaces else None
+    try:
+        yield packs
+    finally:
+        give_packs(spaces, packs)
 
 
 def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
@@ -971,15 +994,11 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         stack = lean_stack(kernels, T, N, eq.gates * h0.shape[2], I, D, h0.shape[2])
         if stack is None:
             return None
-    spaces = workspaces or []
-    packs = kept_packs(spaces, T, N) if spaces else None
-    try:
+    with holding_packs(workspaces, T, N) as packs:
         operands = _stack_operands(eq, kernels, weights, T, N, packs)
         if operands is None:
             return None
         return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
-    finally:
-        give_packs(spaces, packs)
 
 
 def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
@@ -995,12 +1014,8 @@ def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     :func:`elman.threads.concurrently` (the general path) a call paid a Python thread's
     hand-over, tens of microseconds on this virtual machine, more than a batch-1 direction's
     whole time at the tiny sizes; in turn (the lean path) it paid both directions' time."""
-    spaces = workspaces or []
-    packs = kept_packs(spaces, *X.shape[:2]) if spaces else None
-    try:
+    with holding_packs(workspaces, *X.shape[:2]) as packs:
         return _stack_pair(eq, kernels, X, h0, c0, weights, packs)
-    finally:
-        give_packs(spaces, packs)   # (a partner that comes late reads nothing: pair_stack)
 
 
 def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
@@ -1089,13 +1104,10 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     one of them, and a stack's layers ran one after the other. In a pipeline each core keeps
     one layer's weights in its cache, and the threads meet once a chunk."""
     T, N, _ = X.shape
-    spaces = workspaces or []
-    packs = kept_packs(spaces, T, N) if spaces else None
-    # (each chunk's projection multiplies by W_ih's panels: a BLAS GEMM would pack W_ih again
-    # at every chunk, measured at 16-360 us a call at H = 128-256)
-    packs_ih = kept_packs(spaces, T, N, "kept_pack_ih") if spaces else None
-    try:
-        operands = _stack_operands(eq, kernels, weights, T, N, packs, packs_ih)
+    # (each chunk's projection multiplies by W_ih's kept panels: a BLAS GEMM would pack W_ih
+    # again at every chunk, measured at 16-360 us a call at H = 128-256)
+    with holding_packs(workspaces, T, N) as packs:
+        operands = _stack_operands(eq, kernels, weights, T, N, packs)
         if operands is None:
             return None
         layers, H = len(weights), h0.shape[2]
@@ -1109,9 +1121,6 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
                       full_schedule(T - (-(-T // size) - 1) * size, N, False), outs, h_n, c_n,
                       sync), size * N, max(X.shape[2], H), eq, N, H)
         return outs[-1], h_n, c_n
-    finally:                # (a partner that comes late finds every layer claimed)
-        give_packs(spaces, packs)
-        give_packs(spaces, packs_ih, "kept_pack_ih")
 
 
 #: the most layer-directions a stack runs as one compiled call (:func:`stack_forward_lean`).
@@ -1124,13 +1133,12 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
 STACK_MAX = 8
 
 
-def _stack_operands(eq, kernels, weights: list, T: int, N: int, packs: list | None = None,
-                    packs_ih: list | None = None) -> tuple | None:
-    """The layer-directions' :func:`lean_operands` (with their kept packings ``packs`` of
-    ``W_hh`` and ``packs_ih`` of ``W_ih``, or none), as a tuple of tuples by operand, each of
-    2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
-    where a parameter array is not a plain C-contiguous writeable one (see
-    :func:`stack_forward_lean`)."""
+def _stack_operands(eq, kernels, weights: list, T: int, N: int,
+                    packs: list | None = None) -> tuple | None:
+    """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``,
+    :func:`kept_packs`, or none), as a tuple of tuples by operand, each of 2, 4 or 8 entries
+    (see :data:`STACK_MAX`); None for more layer-directions than that or where a parameter
+    array is not a plain C-contiguous writeable one (see :func:`stack_forward_lean`)."""
     if len(weights) > STACK_MAX:
         return None
     for w in weights:
@@ -1138,8 +1146,7 @@ def _stack_operands(eq, kernels, weights: list, T: int, N: int, packs: list | No
             if not array.flags.carray:
                 return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k],
-                              None if packs_ih is None else packs_ih[k])
+    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k])
                 for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))
@@ -1191,13 +1198,8 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     it, took 2.5x less time than the pieces below (LSTM, H = 128, one step, batch 1).
     ``workspace``: the layer-direction's, where a batch of one keeps its packed ``W_hh``
     (:func:`kept_packs`)."""
-    T, N, I = X.shape
-    spaces = [] if workspace is None else [workspace]
-    packs = kept_packs(spaces, T, N)
-    try:
-        return _forward_lean(eq, kernels, X, h0, c0, w, reverse, packs[0] if packs else None)
-    finally:
-        give_packs(spaces, packs)
+    with holding_packs(None if workspace is None else [workspace], *X.shape[:2]) as packs:
+        return _forward_lean(eq, kernels, X, h0, c0, w, reverse, packs and packs[0])
 
 
 def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tuple:
@@ -1207,7 +1209,8 @@ def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tu
     GH = bias.shape[0]
     schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    whole = lean_whole(kernels, T, N, GH, I)
+    # (a projection by W_ih's panels is the micro-kernel's, on this thread: never BLAS's pool)
+    whole = lean_whole(kernels, T, N, GH, I, W_ih[3] == fast.PACKED)
     if whole is not None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     P, H, dtype = w["weight_hh"].shape[1], GH // eq.gates, X.dtype
