@@ -205,3 +205,18 @@ def test_two_threads_a_step_multiply_by_kept_panels(name, counted, monkeypatch):
         narrow, narrow_twin = _twins(name, H=48)
         _assert_close(narrow(x), _reference(narrow_twin, x))
         assert len(pairs) == 5 and counted["panels"] == 4
+
+
+def test_short_calls_hand_the_loops_w_ih_itself():
+    """Without kept packings (short calls, batches) the lean loops get W_ih itself, an array
+    numba types faster than an operand tuple at every call; with them, W_ih^T's panels."""
+    layer, _ = _twins("GRU")
+    eq, w = layer.eq, layer._weights(0)
+    kernels = fast.kernels_for(eq, layer.dtype)
+    W_ih = timeloop.lean_operands(eq, kernels, w, 1, 1)[0]
+    assert W_ih is w["weight_ih"]
+    assert timeloop.lean_operands(eq, kernels, w, 50, 4)[0] is w["weight_ih"]
+    kept = (_packed.KeptPack(), _packed.KeptPack())
+    operand = timeloop.lean_operands(eq, kernels, w, 50, 1, kept)[0]
+    assert isinstance(operand, tuple) and operand[3] == fast.PACKED
+    np.testing.assert_array_equal(operand[2], _packed.pack(w["weight_ih"], True).reshape(-1))

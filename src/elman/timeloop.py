@@ -869,8 +869,9 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
 
 def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
-    loop: the input projection's matrix (``W_ih^T`` in :func:`elman.fast.matrix_operand`'s
-    form, or its panels: :func:`_input_operand`), the cell's step constants
+    loop: the input projection's matrix (``W_ih`` itself; with ``kept``, ``W_ih^T`` in
+    :func:`elman.fast.matrix_operand`'s form or its panels, :func:`_input_operand`: the loops
+    take either, :func:`elman.fast._loop.project_by`), the cell's step constants
     (``eq.prepare_forward``), the (G*H,) bias each step adds, and the per-step GEMM's matrix
     (one row: :func:`_one_row_operand`; else :func:`_step_operand` on one thread); ``kept``:
     the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), or
@@ -883,15 +884,13 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     K = eq.recurrent_gates * H
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
+    bias = _loop_bias(gx_bias, GH, W_ih.dtype)
     if N != 1:
-        W_hh_T = _step_operand(W_step, True, T, N, kernels, True)
-    elif kept is None:                    # (a streaming caller's one-step calls: no more)
-        return fast.matrix_operand(W_ih.T), _loop_bias(gx_bias, GH, W_ih.dtype), \
-            fast.matrix_operand(W_step.T), consts
-    else:
-        W_hh_T = _one_row_operand(W_step, T, kept[0])
-    return (_input_operand(W_ih, None if kept is None else kept[1]),
-            _loop_bias(gx_bias, GH, W_ih.dtype), W_hh_T, consts)
+        return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True), consts
+    if kept is None:      # (a streaming caller's one-step calls: W_ih itself, no more to type:
+        return W_ih, bias, fast.matrix_operand(W_step.T), consts   # fast._loop.project_by)
+    return (_input_operand(W_ih, kept[1]), bias, _one_row_operand(W_step, T, kept[0]),
+            consts)
 
 
 def _input_operand(W_ih: np.ndarray, kept) -> tuple:
@@ -1210,7 +1209,8 @@ def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tu
     schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     # (a projection by W_ih's panels is the micro-kernel's, on this thread: never BLAS's pool)
-    whole = lean_whole(kernels, T, N, GH, I, W_ih[3] == fast.PACKED)
+    whole = lean_whole(kernels, T, N, GH, I,
+                       isinstance(W_ih, tuple) and W_ih[3] == fast.PACKED)
     if whole is not None:
         return whole(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule)
     P, H, dtype = w["weight_hh"].shape[1], GH // eq.gates, X.dtype

@@ -1,6 +1,7 @@
 """What the compiled time loops share: the compile options, the step schedule, small helpers."""
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import MATRIX, empty, matrix_operand
@@ -49,17 +50,33 @@ def same_words(x, y):
     return True
 
 
+def project_by(X2, W_ih, out):
+    """``out = X2 W_ih^T`` in compiled code, ``W_ih`` either the (G*H, I) matrix itself (the
+    same BLAS call as :func:`project_input`) or ``W_ih^T`` in :func:`elman.fast.
+    matrix_operand`'s form (its panels, :func:`elman.fast.packed_operand`: a batch of one's,
+    kept between calls). Two types, so two compiled forms of each caller: an operand tuple
+    costs numba's dispatch ~1-2 us more a call to type than an array (measured: a streaming
+    caller's one-step calls 0.85-0.93x as fast with the tuple), so the short calls keep the
+    array."""
+    raise NotImplementedError("project_by runs in compiled code only")
+
+
+@overload(project_by, inline="always")
+def _project_by(X2, W_ih, out):
+    if isinstance(W_ih, types.BaseTuple):
+        return lambda X2, W_ih, out: gemm(X2, W_ih, out)
+    return lambda X2, W_ih, out: gemm(X2, W_ih.T, out)
+
+
 @njit(inline="always")
 def lean_start(X, W_ih, GH, h0, schedule):
     """The start of a kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``), inside
-    its one compiled call: ``GX = X W_ih^T`` (T, N, GH), ``W_ih`` in :func:`elman.fast.
-    matrix_operand`'s form (``W_ih^T`` itself: the same BLAS call as the lean path's
-    projection otherwise, :func:`project_input`; or its panels, :func:`elman.fast.
-    packed_operand`), and the states ``S`` (T+1, N, P) with ``h0`` in the slot the schedule's
-    first step reads. Returns ``(GX, S)``."""
+    its one compiled call: ``GX = X W_ih^T`` (T, N, GH) (:func:`project_by`), and the states
+    ``S`` (T+1, N, P) with ``h0`` in the slot the schedule's first step reads. Returns
+    ``(GX, S)``."""
     T, N, I = X.shape
     GX = np.empty((T, N, GH), X.dtype)
-    gemm(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
+    project_by(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
     S = np.empty((T + 1, N, h0.shape[1]), X.dtype)
     S[schedule[0, 1]] = h0
     return GX, S
