@@ -251,17 +251,19 @@ def _pair_layer(direction, forward_lean, layer_in, out, layer, h0, c0, h_n, c_n,
 def pipe_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedule, last, outs,
                sync, bell, gen, me, spins):
     """A unidirectional stack of layers as thread ``me`` of two (0: the caller, which rings
-    ``bell`` with ``gen`` first; 1: the partner), the layers in a pipeline: each thread claims
-    the next layer not yet claimed and runs it chunk by chunk (``schedule``: a chunk's steps,
+    ``bell`` with ``gen`` first; 1: the partner), the layers in a pipeline: the caller claims
+    every layer in order, the partner the odd ones (so each keeps the same layers' weights in
+    its core's cache from call to call), and each runs what it claimed chunk by chunk
+    (``schedule``: a chunk's steps,
     ``last``: the last chunk's), each chunk as soon as the layer below has finished it, so
     that layer ``l`` runs chunk ``k`` while layer ``l - 1`` runs chunk ``k + 1``.
     ``direction`` and ``forward_lean`` as in :func:`elman.fast._loop.stack_lean` (a chunk is
     one call of the module's lean loop, from the states the chunk before left in
     ``h_n``/``c_n``); ``outs`` (L, T, N, P): the layers' outputs; ``sync`` ((L + 1) * ROW
-    int64 zeros, a new one for each call): the next layer to claim, then each layer's chunks
-    done, a cache line each. A partner that comes late claims what is left (nothing, or a
-    layer above the caller's); one that never comes leaves every layer to the caller, which
-    returns once the top layer is done (so all are). The caller returns ``gen``; the partner
+    int64 zeros, a new one for each call): in its first row each layer's claims, then each
+    layer's chunks done, a row each. A partner that comes late claims what is left of its
+    layers (nothing, or a layer above the caller's); one that never comes leaves every layer
+    to the caller, which returns once the top layer is done (so all are). The caller returns ``gen``; the partner
     then waits for the next sequence (up to ``spins``) and returns the bell's value.
 
     Why: the layers of one sequence depend on each other only through the layer below's
