@@ -331,13 +331,15 @@ class CSVLogger(Callback):
     code indexes: the hooks' ``epoch`` argument and ``History.epoch``.)
 
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "log.csv")
     >>> logger = CSVLogger(path)
     >>> logger.on_train_begin()
     >>> logger.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75})
     >>> print(open(path).read().strip())
     epoch,accuracy,loss
     1,0.75,0.5
+    >>> folder.cleanup()
     """
 
     root_only = True

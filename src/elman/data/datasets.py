@@ -97,7 +97,8 @@ def read_csv(path, columns=None, date_column=None, text_columns=(), missing: str
     content) or ``TypeError`` (bad arguments); a missing file is ``FileNotFoundError``.
 
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "t.csv")
     >>> with open(path, "w") as f:
     ...     _ = f.write("day,temp,wind,sky\\n2020-01-01,3.5,2,sun\\n2020-01-02,NA,4,rain\\n")
     >>> read_csv(path, columns=["temp"])  # doctest: +ELLIPSIS
@@ -107,6 +108,7 @@ def read_csv(path, columns=None, date_column=None, text_columns=(), missing: str
     >>> t = read_csv(path, date_column="day", text_columns=["sky"], missing="ffill")
     >>> t.columns, t.values.tolist(), t.text["sky"]
     (['temp', 'wind'], [[3.5, 2.0], [3.5, 4.0]], ['sun', 'rain'])
+    >>> folder.cleanup()
     """
     source = os.fspath(path)
     raw = _read_bytes(source)
