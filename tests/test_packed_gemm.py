@@ -66,6 +66,29 @@ def test_packed_product_equals_a_float64_one(k, n, transpose, accumulate):
         assert_close(wide_c, expected, 1e-6)
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_one_row_is_bit_for_bit_a_row_of_the_tiles(accumulate):
+    """A vector times the panels runs its own loop (several panels' sums side by side, in
+    groups of ROW_PANELS, then 2, then one, then a half panel): each column's sum runs over k
+    in the tiles' order, so the vector's product is bit for bit the first row of a two-row
+    tile's, for every count of whole panels and with a half one."""
+    from elman.fast import _blas, _microkernel
+    assert _microkernel.ROW_PANELS == 4
+    rng = np.random.default_rng(7)
+    k = 37
+    for n in [16 + 32 * p for p in range(12)] + [32 * p for p in range(1, 12)]:
+        Bp = _packed.pack(rng.standard_normal((n, k)).astype(np.float32), True)
+        operand = elman.fast.packed_operand(Bp, _packed.compute_address())
+        A = rng.standard_normal((2, k)).astype(np.float32)
+        start = rng.standard_normal((2, n + 16)).astype(np.float32)
+        two, one = start.copy(), start[:1].copy()
+        _blas._check(A, operand, two[:, :n], accumulate)
+        _blas._check(A[:1], operand, one[:, :n], accumulate)
+        np.testing.assert_array_equal(one.view(np.uint32), two[:1].view(np.uint32),
+                                      err_msg=f"n = {n}")
+        np.testing.assert_array_equal(one[:, n:], start[:1, n:])   # (past n: untouched)
+
+
 def test_the_rule():
     big, nr = _packed.MIN_ELEMENTS, _packed.VW
     k = big // nr
