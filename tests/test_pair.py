@@ -253,7 +253,8 @@ def test_sequence_arrays_share_no_cache_line(cell):
 
 def test_pair_rule(monkeypatch):
     """When a call takes the pair path, from the thresholds and the cell: "pair" always,
-    "measure" where the layer times both ways, None never."""
+    "measure" where the layer times both ways (one direction: every size up to
+    PAIR_MAX_BYTES), None never."""
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
     lstm = fast.kernels_named("elman.fast.lstm")
     gru = fast.kernels_named("elman.fast.gru")
@@ -261,7 +262,7 @@ def test_pair_rule(monkeypatch):
     eq_lstm = elman.LSTM(32, 192).eq
     f32 = np.float32
     rule = timeloop.pair_rule
-    assert rule(eq_lstm, lstm, 50, 1, 192, f32) == "pair"              # 576 KB
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32) == "measure"           # 576 KB
     assert rule(eq_lstm, lstm, 50, 2, 192, f32) is None                # two sequences
     assert rule(eq_lstm, lstm, 50, 1, 192, f32, 2) is None             # bidirectional:
     assert rule(eq_lstm, lstm, 500, 1, 256, f32, 2) == "pair"          # from 1 MB, where
@@ -274,10 +275,15 @@ def test_pair_rule(monkeypatch):
     assert rule(eq_lstm, lstm, 50, 1, 96, f32) is None                 # too small
     assert rule(eq_lstm, lstm, 50, 1, 512, f32) is None                # too large
     assert rule(eq_lstm, None, 50, 1, 192, f32) is None                # NumPy path
-    assert rule(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32) == "pair"
+    assert rule(elman.GRU(32, 192).eq, gru, 50, 1, 192, f32) == "measure"
     assert rule(elman.GRU(32, 128).eq, gru, 50, 1, 128, f32) == "measure"  # 192 KB
     assert rule(elman.GRU(32, 192, reset_after=False).eq, gru, 50, 1, 192, f32) is None
-    assert rule(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32) == "pair"     # 1 MB
+    assert rule(elman.RNN(32, 512).eq, rnn, 50, 1, 512, f32) == "measure"  # 1 MB
+    assert rule(eq_lstm, lstm, 50, 1, 256, f32) == "measure"           # 1 MB
+    assert rule(eq_lstm, lstm, 50, 1, 368, f32) is None                # 2.07 MB: too large
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 384 * 1024)       # (a bound of its own:
+    assert rule(eq_lstm, lstm, 50, 1, 192, f32) == "pair"              # "pair" from there)
+    assert rule(eq_lstm, lstm, 50, 1, 128, f32) == "measure"
     monkeypatch.setattr(threads, "two_threads_free", lambda: False)
     assert rule(eq_lstm, lstm, 50, 1, 192, f32) is None
     assert rule(eq_lstm, lstm, 50, 1, 128, f32) is None

@@ -253,9 +253,9 @@ class LeanPlan:
                                                self.rows),
                        self.schedule)
             return timeloop.lean_outputs(S, C)
+        h, c = h0[0], None if c0 is None else c0[0]
         with timeloop.holding_packs([workspace], self.steps, self.rows) as packs:
-            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
-                       *timeloop.lean_operands(self.eq, self.kernels, w, self.steps, self.rows,
-                                               packs[0]),
-                       self.schedule)
+            S, C = timeloop.lean_call(
+                lambda *operands: run(self.eq, X, h, c, *operands, self.schedule),
+                self.eq, self.kernels, w, self.steps, self.rows, packs[0])
         return timeloop.lean_outputs(S, C)

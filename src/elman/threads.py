@@ -51,7 +51,7 @@ from .fast import _mkl, _packed
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
            "for_gemm", "gemm_threads", "matmul", "one_thread_product", "two_threads_free",
-           "one_blas_thread",
+           "partner_core_free", "one_blas_thread",
            "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
            "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS",
@@ -400,17 +400,23 @@ def concurrently(first, second, *, layer: bool = True) -> tuple:
     forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other).
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
     of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False)."""
-    global _layers_concurrent_until
+    global _layers_concurrent_until, _concurrent
     if layer:
         _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
     with one_blas_thread():
-        future = _worker().submit(first)
+        with _pin_lock:
+            _concurrent += 1
         try:
-            result = second()
-        except BaseException:
-            wait([future])
-            raise
-        return future.result(), result
+            future = _worker().submit(first)
+            try:
+                result = second()
+            except BaseException:
+                wait([future])
+                raise
+            return future.result(), result
+        finally:
+            with _pin_lock:
+                _concurrent -= 1
 
 
 class one_blas_thread:
@@ -517,6 +523,16 @@ def two_threads_free() -> bool:
     return not _pinned and granted() >= 2
 
 
+def partner_core_free() -> bool:
+    """Whether the pair's partner thread may use the second core now for work beside a
+    caller's one-thread call (:class:`elman.fast._pair.CheckAside`): not inside
+    :func:`concurrently` (both its threads are busy) and the policy grants two or more. Unlike
+    :func:`two_threads_free`, a caller that holds BLAS to its own thread
+    (:class:`one_blas_thread`, as the one-thread way of a batch of one does) leaves it free."""
+    _work_starts()
+    return not _concurrent and granted() >= 2
+
+
 def pinned() -> bool:
     """Whether this moment is inside :func:`concurrently` (BLAS held to one thread)."""
     return bool(_pinned)
@@ -530,6 +546,7 @@ def one_thread_product(m: int, n: int, k: int) -> bool:
 
 
 _pinned = 0                    # > 0 inside concurrently(): BLAS stays at one thread
+_concurrent = 0                # > 0 inside concurrently() itself (not one_blas_thread alone)
 _pin_lock = threading.Lock()
 
 

@@ -383,12 +383,22 @@ PAIR_DIRECTIONS_MAX_FLOPS = 2e8
 #: threads often run slower together than apart, for seconds or minutes at a time (the host's
 #: doing: two independent loops, one per core, each took 1.6 us instead of 1.35 then), and
 #: the LSTM at H = 128 then ran at 0.74-0.86x (in four of the day's ten measurements), H = 256
-#: with two layers still at 1.28x: so the pair starts above the small sizes' break-even.
-PAIR_MIN_BYTES = 384 * 1024
+#: with two layers still at 1.28x: so the pair started above the small sizes' break-even.
+#: Since then a one-thread call's kept packings are checked on the partner's core beside it
+#: (:class:`elman.fast._pair.CheckAside`), and on the Intel Xeon of 2026-12-06 (2 MB of L2 a
+#: core: one thread keeps a 1 MB ``W_hh`` in its own) one thread so ran as fast as the pair or
+#: faster (batch 1, 50 steps, one process, alternating, medians of 60, in two phases of the
+#: machine: LSTM H = 256 818 and 1318 us against the pair's 1514 and 1242, GRU H = 256 653 and
+#: 1001 against 677 and 1010, RNN H = 512 1125 against 1180, LSTM H = 192 495 against 609;
+#: two layers: the pair's 2887 against 3476): so one direction measures up to
+#: :data:`PAIR_MAX_BYTES` (the EPYC's 1.4-1.9x for the pair are found that way there), and
+#: this bound, from which the pair ran without measuring, is now beyond it.
+PAIR_MIN_BYTES = 1 << 62
 PAIR_MAX_BYTES = 2 * 1024 * 1024
-#: from this size up to :data:`PAIR_MIN_BYTES` (one direction: :func:`pair_rule`), where the
-#: pair's gain depends on the moment, the layer times both ways as its calls run and takes the
-#: faster (:class:`elman.measured_choice.MeasuredChoice`, one per layer). Measured (no-grad,
+#: from this size up to :data:`PAIR_MAX_BYTES` (one direction: :func:`pair_rule`), where the
+#: pair's gain depends on the machine and the moment, the layer times both ways as its calls
+#: run and takes the faster (:class:`elman.measured_choice.MeasuredChoice`, one per layer).
+#: Measured (no-grad,
 #: batch 1, 50 steps, I = 32, alternating with onnxruntime in one process, three runs): GRU
 #: H = 128 (192 KB) 126-130 us on two threads against 142-148 on one, LSTM H = 128 (256 KB)
 #: 161-168 against 189-190; in a slow-together phase the LSTM's two threads took 276 us.
@@ -769,7 +779,8 @@ def pair_rule(eq, kernels, T: int, N: int, H: int, dtype, directions: int = 1) -
     :data:`PAIR_BIDIRECTIONAL_MIN_BYTES`, and only where the directions do not run at once
     instead, :func:`pairs_directions`: measured, the directions at once 1.07-1.5x as fast
     as each on both threads in turn at H = 256, even at H = 384-512), ``"measure"`` from
-    :data:`PAIR_MEASURED_MIN_BYTES` to there (one direction)."""
+    :data:`PAIR_MEASURED_MIN_BYTES` to there (one direction; :data:`PAIR_MIN_BYTES` is beyond
+    :data:`PAIR_MAX_BYTES`: every size measures)."""
     rule = pair_size_rule(eq, kernels, T, N, H, dtype, directions)
     return rule if rule is not None and threads.two_threads_free() else None
 
@@ -867,7 +878,7 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
     return H % NR == 0 and split % NR == 0 and fast_packed.one_row_worth(T, P, GH, W_hh.dtype)
 
 
-def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
+def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
     loop: the input projection's matrix (``W_ih`` itself; with ``kept``, ``W_ih^T`` in
     :func:`elman.fast.matrix_operand`'s form or its panels, :func:`_input_operand`: the loops
@@ -877,7 +888,7 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
     the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), or
     None. Made afresh at every call, like the general path's (a kept packing only where its
     matrix is bit for bit the one packed): weights changed in place between calls are always
-    seen."""
+    seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -889,11 +900,40 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None) -> tuple:
         return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True), consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih itself, no more to type:
         return W_ih, bias, fast.matrix_operand(W_step.T), consts   # fast._loop.project_by)
-    return (_input_operand(W_ih, kept[1]), bias, _one_row_operand(W_step, T, kept[0]),
-            consts)
+    return (_input_operand(W_ih, kept[1], aside), bias,
+            _one_row_operand(W_step, T, kept[0], aside), consts)
 
 
-def _input_operand(W_ih: np.ndarray, kept) -> tuple:
+def check_aside(T: int, N: int):
+    """A :class:`elman.fast._pair.CheckAside` for a lean call of ``T`` steps of ``N`` rows
+    whose kept packings (:func:`kept_packs`) the partner thread may check while the call runs
+    (:func:`lean_call`): a batch of one long enough to keep them, the pair's machine and a
+    core free for it now (:func:`elman.threads.partner_core_free`). Else None (the checks in
+    line)."""
+    if N != 1 or T < fast_packed.ONE_ROW_MIN_STEPS or not fast.pair_supported() \
+            or not threads.partner_core_free():
+        return None
+    return fast.pair().CheckAside()
+
+
+def lean_call(run, eq, kernels, w: Weights, T: int, N: int, kept):
+    """``run(W_ih, bias, W_hh_T, consts)``, a lean compiled call on :func:`lean_operands` of
+    one layer-direction with the kept packings ``kept`` (or None): where the partner may
+    (:func:`check_aside`), with the packings trusted while the partner compares their matrices
+    with the copies they were packed from (:class:`elman.fast._pair.CheckAside`: why), and
+    made again with the checks in line (which pack anew) if a matrix had changed."""
+    aside = None if kept is None else check_aside(T, N)
+    operands = lean_operands(eq, kernels, w, T, N, kept, aside)
+    if aside is None:
+        return run(*operands)
+    aside.start()
+    result = run(*operands)
+    if aside.holds():
+        return result
+    return run(*lean_operands(eq, kernels, w, T, N, kept))
+
+
+def _input_operand(W_ih: np.ndarray, kept, aside=None) -> tuple:
     """The lean loops' input projection matrix, ``W_ih^T``: its panels kept in ``kept`` (a
     :class:`elman.fast._packed.KeptPack`, for a batch of one: :func:`kept_packs`) where the
     micro-kernel takes them (float32, G*H a multiple of its vectors) and they fit half a
@@ -905,18 +945,19 @@ def _input_operand(W_ih: np.ndarray, kept) -> tuple:
     if kept is not None and W_ih.flags.c_contiguous and W_ih.dtype == np.float32 \
             and W_ih.shape[0] % fast_packed.VW == 0 and W_ih.nbytes <= pipe_max_bytes() \
             and fast_packed.enabled():
-        return fast.packed_operand(kept.panels(W_ih, True), fast_packed.compute_address())
+        return fast.packed_operand(kept.panels(W_ih, True, aside),
+                                   fast_packed.compute_address())
     return fast.matrix_operand(W_ih.T)
 
 
-def _one_row_operand(W: np.ndarray, T: int, kept) -> tuple:
+def _one_row_operand(W: np.ndarray, T: int, kept, aside=None) -> tuple:
     """A batch of one's per-step matrix (``h W^T``, a matrix-vector product a step): ``W``'s
     panels where they pay (:func:`elman.fast._packed.one_row_worth`), kept from call to call in
     ``kept`` (:class:`elman.fast._packed.KeptPack`, repacked only when ``W`` changed); else
     ``W.T`` itself, never copied (:func:`elman.fast._blas.gemm`'s GEMV on ``W``)."""
     if kept is not None and W.flags.c_contiguous \
             and fast_packed.one_row_worth(T, W.shape[1], W.shape[0], W.dtype):
-        return fast.packed_operand(kept.panels(W, True), fast_packed.compute_address())
+        return fast.packed_operand(kept.panels(W, True, aside), fast_packed.compute_address())
     return fast.matrix_operand(W.T)
 
 
@@ -1203,8 +1244,15 @@ def sequence_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
 
 def _forward_lean(eq, kernels, X, h0, c0, w: Weights, reverse: bool, kept) -> tuple:
     """:func:`sequence_forward_lean` with the batch of one's kept packing ``kept`` (or None)."""
+    return lean_call(lambda *operands: _forward_lean_with(eq, kernels, X, h0, c0, w, reverse,
+                                                          *operands),
+                     eq, kernels, w, *X.shape[:2], kept)
+
+
+def _forward_lean_with(eq, kernels, X, h0, c0, w: Weights, reverse: bool, W_ih, bias, W_hh_T,
+                       consts) -> tuple:
+    """:func:`_forward_lean` on its operands (:func:`lean_operands`)."""
     T, N, I = X.shape
-    W_ih, bias, W_hh_T, consts = lean_operands(eq, kernels, w, T, N, kept)
     GH = bias.shape[0]
     schedule = full_schedule(T, N, reverse)
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)

@@ -133,25 +133,38 @@ class KeptPack:
     check of the copy as much as a plain copy (256 KB: 10-11 us, 1 MB: 69). Not thread-safe:
     a caller takes it from its workspace for the call and gives it back after."""
 
-    __slots__ = ("source", "packed", "transpose")
+    __slots__ = ("source", "packed", "transpose", "steady")
 
     def __init__(self):
         self.source = self.packed = None
         self.transpose = None
+        #: whether the last check found the matrix unchanged (a check set aside is tried only
+        #: then: a matrix that changed at the last call, e.g. between optimizer steps, is
+        #: likely to change again, and a failed check aside costs the call twice)
+        self.steady = False
 
-    def panels(self, W: np.ndarray, transpose: bool) -> np.ndarray:
+    def panels(self, W: np.ndarray, transpose: bool, aside=None) -> np.ndarray:
         """The panels of ``W.T`` (``transpose``) or ``W``, as :func:`pack` makes them; W
-        C-contiguous float32."""
+        C-contiguous float32. ``aside`` (an :class:`elman.fast._pair.CheckAside`, or None):
+        where the panels were steady, returned unchecked and the check added to ``aside``,
+        whose caller must run it and, should it fail, make the call again without ``aside``
+        (the panels are then packed anew here)."""
         source = self.source
-        if source is not None and source.shape == W.shape and self.transpose == transpose \
-                and _same_words(W.reshape(-1).view(_WORDS[W.dtype]),
+        fits = source is not None and source.shape == W.shape and self.transpose == transpose
+        if fits and aside is not None and self.steady:
+            aside.add(W.reshape(-1).view(_WORDS[W.dtype]),
+                      source.reshape(-1).view(_WORDS[W.dtype]))
+            return self.packed
+        if fits and _same_words(W.reshape(-1).view(_WORDS[W.dtype]),
                                 source.reshape(-1).view(_WORDS[W.dtype])):
+            self.steady = True
             return self.packed
         if source is None or source.shape != W.shape:
             self.source = source = np.empty_like(W, order="C")
         np.copyto(source, W)
         self.packed = pack(source, transpose, self.packed)
         self.transpose = transpose
+        self.steady = False
         return self.packed
 
 

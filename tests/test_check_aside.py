@@ -1,0 +1,196 @@
+"""A one-thread call of one sequence trusts its kept panels while the partner thread checks them
+(elman.fast._pair.CheckAside, timeloop.lean_call): the check runs once, on whichever thread
+claims it (a partner that never comes, or claims it and stalls, leaves it to the caller); a
+matrix changed in place since its panels were packed makes the call run again with the checks
+in line, so no result ever rests on stale panels; a pack that changed at its last check is
+checked in line next time. (No timing asserts: benchmarks/bench_infer.py measures.)"""
+import numpy as np
+import pytest
+
+import elman
+from elman import fast, threads, timeloop
+from elman.fast import _packed
+
+pytestmark = [pytest.mark.skipif(not _packed.available,
+                                 reason="needs numba and a CPU with AVX-512"),
+              pytest.mark.skipif(not fast.pair_supported(), reason="the partner: x86-64")]
+
+
+def _words(n=300, seed=0):
+    return np.random.default_rng(seed).integers(0, 2 ** 32, n, dtype=np.uint32)
+
+
+def _state():
+    pair = fast.pair()
+    (state,) = pair.aligned_arrays((pair.ROW, np.int64))
+    state[:] = 0
+    return state
+
+
+@pytest.mark.parametrize("differs", [None, "a", "b"])
+def test_the_check_runs_once_wherever_it_is_claimed(differs):
+    pair = fast.pair()
+    a, b = _words(), _words(70, 1)
+    a_source, b_source = a.copy(), b.copy()
+    if differs == "a":
+        a_source[299] ^= 1
+    elif differs == "b":
+        b_source[0] ^= 1 << 31
+    same = differs is None
+    # the partner first: it runs the check, the caller takes its verdict
+    state = _state()
+    assert pair.claim_check(state, a, a_source, b, b_source)
+    assert not pair.claim_check(state, a, a_source, b, b_source)     # (claimed: not again)
+    assert pair.check_verdict(state, a, a_source, b, b_source, 10) == same
+    # the caller first (a partner late or absent): it claims and runs the check itself
+    state = _state()
+    assert pair.check_verdict(state, a, a_source, b, b_source, 10) == same
+    assert not pair.claim_check(state, a, a_source, b, b_source)
+    # claimed by a partner that never finishes: after its spins the caller checks itself
+    state = _state()
+    state[pair.CHECK_CLAIM] = 1
+    assert pair.check_verdict(state, a, a_source, b, b_source, 100) == same
+
+
+def test_panels_are_trusted_only_while_steady():
+    """KeptPack.panels(W, transpose, aside): panels packed at the last call are not trusted
+    (checked in line); once a check in line found them unchanged, they are returned unchecked
+    and the check added to ``aside``; a check that fails makes the caller run again without
+    ``aside``, which packs anew and is not trusted at the next call."""
+    W = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
+    kept = _packed.KeptPack()
+    aside = fast.pair().CheckAside()
+    first = kept.panels(W, True, aside)
+    assert aside.pairs == [] and not kept.steady                   # (just packed)
+    assert kept.panels(W, True, aside) is first and aside.pairs == [] and kept.steady
+    assert kept.panels(W, True, aside) is first and len(aside.pairs) == 1
+    words, source = aside.pairs[0]
+    assert np.shares_memory(words, W) and np.shares_memory(source, kept.source)
+    W[3, 5] += 1                                  # changed: this call's check fails ...
+    aside.start()
+    assert not aside.holds()
+    again = kept.panels(W, True)                  # ... and the call is made in line: repacked
+    np.testing.assert_array_equal(again, _packed.pack(W, True))
+    assert not kept.steady
+    second = fast.pair().CheckAside()
+    kept.panels(W, True, second)                  # (checked in line, found unchanged)
+    assert second.pairs == [] and kept.steady
+    with pytest.raises(ValueError, match="at most two"):
+        for _ in range(3):
+            second.add(words, source)
+    assert fast.pair().CheckAside().holds()       # (nothing added: nothing to check)
+
+
+def _twins(name, H=64):
+    make = getattr(elman, name)
+    layer, twin = make(5, H, seed=0).eval(), make(5, H, seed=0).eval()
+    rng = np.random.default_rng(1)
+    for p, q in zip(layer.parameters(), twin.parameters()):
+        p.data[...] = q.data[...] = rng.uniform(-0.2, 0.2, p.data.shape)
+    return layer, twin
+
+
+def _assert_close(got, want):
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
+
+
+def _flat(result):
+    out, state = result
+    return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+
+@pytest.fixture
+def asides(monkeypatch):
+    """The partner's core free at every call; the calls' CheckAsides, with the matrices each
+    one checked and its verdict."""
+    monkeypatch.setattr(threads, "partner_core_free", lambda: True)
+    made = []
+    CheckAside = fast.pair().CheckAside
+    start, holds = CheckAside.start, CheckAside.holds
+
+    def counted_start(self):
+        made.append({"matrices": len(self.pairs), "holds": None})
+        start(self)
+
+    def counted_holds(self):
+        verdict = holds(self)
+        if made:
+            made[-1]["holds"] = verdict
+        return verdict
+    monkeypatch.setattr(CheckAside, "start", counted_start)
+    monkeypatch.setattr(CheckAside, "holds", counted_holds)
+    return made
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("planned", [True, False])
+def test_changed_weights_are_never_used_stale(name, planned, asides, monkeypatch):
+    """Through the layer (its plan, or the lean path itself), calls with both matrices checked
+    aside give the reference's results; a weight written in place (W_hh, then W_ih) between
+    calls fails the check aside, and the call's result is still the reference's; the next
+    call checks that matrix in line (the other aside), the one after both aside again."""
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)   # (one thread a step)
+    if not planned:
+        monkeypatch.setattr(elman.lean_plan.LeanPlan, "applies", classmethod(lambda c: False))
+    layer, twin = _twins(name, 128 if name == "RNN" else 64)
+    x = np.random.default_rng(2).standard_normal((24, 1, 5)).astype(np.float32)
+
+    def reference():
+        with fast.use(False):
+            return _flat(twin(x))
+    with elman.no_grad():
+        for _ in range(4):
+            _assert_close(_flat(layer(x)), reference())
+        assert [a["matrices"] for a in asides] == [0, 0, 2, 2]      # (packed, checked in line,
+        assert [a["holds"] for a in asides[2:]] == [True, True]     # then aside)
+        for matrix in ("weight_hh_l0", "weight_ih_l0"):
+            for model in (layer, twin):
+                getattr(model, matrix).data[0, :3] *= -1.5
+            _assert_close(_flat(layer(x)), reference())
+            assert asides[-1] == {"matrices": 2, "holds": False}
+            _assert_close(_flat(layer(x)), reference())     # (the changed one in line, the
+            assert asides[-1] == {"matrices": 1, "holds": True}      # other aside)
+            _assert_close(_flat(layer(x)), reference())
+            assert asides[-1] == {"matrices": 2, "holds": True}
+
+
+def test_a_partner_that_never_comes_leaves_the_check_to_the_caller(asides, monkeypatch):
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
+    monkeypatch.setattr(fast.pair().Partner, "offer", lambda self, task: None)
+    layer, twin = _twins("LSTM")
+    x = np.random.default_rng(2).standard_normal((24, 1, 5)).astype(np.float32)
+    with elman.no_grad():
+        for _ in range(3):
+            layer(x)
+        layer.weight_hh_l0.data[5, 5] += 0.25
+        twin.weight_hh_l0.data[5, 5] += 0.25
+        with fast.use(False):
+            want = _flat(twin(x))
+        _assert_close(_flat(layer(x)), want)
+    assert asides[-1] == {"matrices": 2, "holds": False}
+
+
+def test_no_check_aside_where_the_partner_has_no_core(monkeypatch):
+    """Inside concurrently (both threads busy), with the policy granting one thread, for
+    batches and short calls: the checks stay in line."""
+    monkeypatch.setattr(fast, "pair_supported", lambda: True)
+    T = _packed.ONE_ROW_MIN_STEPS
+    monkeypatch.setattr(threads, "partner_core_free", lambda: True)
+    assert timeloop.check_aside(T, 1) is not None
+    assert timeloop.check_aside(T - 1, 1) is None and timeloop.check_aside(T, 2) is None
+    monkeypatch.setattr(threads, "partner_core_free", lambda: False)
+    assert timeloop.check_aside(T, 1) is None
+
+
+def test_partner_core_free(monkeypatch):
+    """One thread held for BLAS leaves the partner's core free; concurrently's two threads do
+    not; nor a policy that grants one thread."""
+    monkeypatch.setattr(threads, "granted", lambda: 2)
+    with threads.one_blas_thread():
+        assert threads.partner_core_free() and not threads.two_threads_free()
+    inside = threads.concurrently(threads.partner_core_free, threads.partner_core_free)
+    assert inside == (False, False)
+    assert threads.partner_core_free()
+    monkeypatch.setattr(threads, "granted", lambda: 1)
+    assert not threads.partner_core_free()
