@@ -102,9 +102,10 @@ def _flat(result):
 
 @pytest.fixture
 def asides(monkeypatch):
-    """The partner's core free at every call; the calls' CheckAsides, with the matrices each
-    one checked and its verdict."""
+    """The partner's core free at every call, every size checked aside; the calls'
+    CheckAsides, with the matrices each one checked and its verdict."""
     monkeypatch.setattr(threads, "partner_core_free", lambda: True)
+    monkeypatch.setattr(timeloop, "ASIDE_MIN_BYTES", 0)
     made = []
     CheckAside = fast.pair().CheckAside
     start, holds = CheckAside.start, CheckAside.holds
@@ -172,15 +173,18 @@ def test_a_partner_that_never_comes_leaves_the_check_to_the_caller(asides, monke
 
 
 def test_no_check_aside_where_the_partner_has_no_core(monkeypatch):
-    """Inside concurrently (both threads busy), with the policy granting one thread, for
-    batches and short calls: the checks stay in line."""
+    """For batches, short calls and small matrices, and where the partner has no core (inside
+    concurrently, or the policy granting one thread): the checks stay in line."""
     monkeypatch.setattr(fast, "pair_supported", lambda: True)
     T = _packed.ONE_ROW_MIN_STEPS
+    size = timeloop.ASIDE_MIN_BYTES
     monkeypatch.setattr(threads, "partner_core_free", lambda: True)
-    assert timeloop.check_aside(T, 1) is not None
-    assert timeloop.check_aside(T - 1, 1) is None and timeloop.check_aside(T, 2) is None
+    assert timeloop.check_aside(T, 1, size) is not None
+    assert timeloop.check_aside(T - 1, 1, size) is None
+    assert timeloop.check_aside(T, 2, size) is None
+    assert timeloop.check_aside(T, 1, size - 1) is None           # (small: the check in line)
     monkeypatch.setattr(threads, "partner_core_free", lambda: False)
-    assert timeloop.check_aside(T, 1) is None
+    assert timeloop.check_aside(T, 1, size) is None
 
 
 def test_partner_core_free(monkeypatch):
