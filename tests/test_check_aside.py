@@ -108,18 +108,18 @@ def asides(monkeypatch):
     monkeypatch.setattr(timeloop, "ASIDE_MIN_BYTES", 0)
     made = []
     CheckAside = fast.pair().CheckAside
-    start, holds = CheckAside.start, CheckAside.holds
+    prepare, holds = CheckAside.prepare, CheckAside.holds
 
-    def counted_start(self):
+    def counted_prepare(self):
         made.append({"matrices": len(self.pairs), "holds": None})
-        start(self)
+        return prepare(self)
 
     def counted_holds(self):
         verdict = holds(self)
         if made:
             made[-1]["holds"] = verdict
         return verdict
-    monkeypatch.setattr(CheckAside, "start", counted_start)
+    monkeypatch.setattr(CheckAside, "prepare", counted_prepare)
     monkeypatch.setattr(CheckAside, "holds", counted_holds)
     return made
 
@@ -154,6 +154,38 @@ def test_changed_weights_are_never_used_stale(name, planned, asides, monkeypatch
             assert asides[-1] == {"matrices": 1, "holds": True}      # other aside)
             _assert_close(_flat(layer(x)), reference())
             assert asides[-1] == {"matrices": 2, "holds": True}
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_a_pair_call_has_its_partner_check_first(name, asides, monkeypatch):
+    """Every step on two threads (timeloop.sequence_forward_pair): W_hh's steady panels are
+    checked by the partner before it joins the steps; a W_hh changed in place makes the call
+    run again with the check in line; results always the reference's."""
+    monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+    monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)               # ("pair" at any size)
+    layer, twin = _twins(name, 128 if name == "RNN" else 64)
+    x = np.random.default_rng(2).standard_normal((24, 1, 5)).astype(np.float32)
+    again = []                      # (the layer calls it by its own name: only the call made
+    pair_call = timeloop.sequence_forward_pair      # again from within is seen here)
+    monkeypatch.setattr(timeloop, "sequence_forward_pair",
+                        lambda *a, **k: again.append(a[-1] if len(a) > 7 else k.get("aside"))
+                        or pair_call(*a, **k))
+
+    def reference():
+        with fast.use(False):
+            return _flat(twin(x))
+    with elman.no_grad():
+        for _ in range(3):
+            _assert_close(_flat(layer(x)), reference())
+        assert asides == [{"matrices": 0, "holds": None}, {"matrices": 0, "holds": None},
+                          {"matrices": 1, "holds": True}]
+        for model in (layer, twin):
+            model.weight_hh_l0.data[2] *= 0.5
+        _assert_close(_flat(layer(x)), reference())
+        assert asides[-1] == {"matrices": 1, "holds": False}
+        _assert_close(_flat(layer(x)), reference())
+        assert asides[-1] == {"matrices": 0, "holds": None}         # (in line: it changed)
+    assert again == [False]                   # (once, when W_hh had changed: in line)
 
 
 def test_a_partner_that_never_comes_leaves_the_check_to_the_caller(asides, monkeypatch):

@@ -812,7 +812,8 @@ def pair_size_rule(eq, kernels, T: int, N: int, H: int, dtype,
 
 
 def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                          w: Weights, workspace: Workspace | None = None) -> tuple:
+                          w: Weights, workspace: Workspace | None = None,
+                          aside: bool = True) -> tuple:
     """``(S, c_n)`` for one sequence (``X`` (T, 1, I)): the states ``S`` (T + 1, 1, P) of
     :func:`sequence_forward_lean` and the final cell state (1, 1, H) (None without one), each
     step's hidden units split between this thread and elman's partner thread
@@ -826,7 +827,13 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     sequence, as the first thing its first step does (GEMMs of T rows, BLAS at one thread: its
     own pool's worker would spin beside the two threads). Measured: see
     :data:`PAIR_MIN_BYTES`. The arrays that never leave the call (the gates, the cell
-    states) come from ``workspace`` (:func:`elman.fast._pair.sequence_arrays`)."""
+    states) come from ``workspace`` (:func:`elman.fast._pair.sequence_arrays`).
+
+    ``aside``: where :func:`check_aside` allows, ``W_hh``'s kept panels, if steady, are
+    trusted while the partner checks them before it joins the steps (it arrives tens of
+    microseconds after the caller, which starts alone either way; the check in line cost the
+    caller ~100 us at H = 256 and evicted the first steps' panels), and the call runs again
+    with the check in line if ``W_hh`` had changed."""
     pair = fast.pair()
     T, N, I = X.shape
     W_ih, W_hh = np.ascontiguousarray(w["weight_ih"]), np.ascontiguousarray(w["weight_hh"])
@@ -845,12 +852,17 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     partner = pair.partner()
     pair_forward = kernels.forward_pair
     packs = kept_packs([ws], T, 1) if _pair_panels(T, W_hh, split) else None
-    panels, compute = fast.empty(dtype, 1), 0
+    panels, compute, check = fast.empty(dtype, 1), 0, None
     if packs is not None:
-        panels = packs[0][0].panels(W_hh, True).reshape(-1)
+        check = check_aside(T, 1, W_hh.nbytes) if aside else None
+        panels = packs[0][0].panels(W_hh, True, check).reshape(-1)
         compute = fast_packed.compute_address()
+        if check is not None and not check.prepare():
+            check = None
 
     def steps(gen, me):
+        if me == 1 and check is not None:
+            check.run_here()
         return pair_forward(eq, X2, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C,
                             sync, partner.bell, gen, me, split, partner.patience, partner.spins)
 
@@ -860,10 +872,14 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
         else:
             with threads.one_blas_thread():                # (else it would use its pool's)
                 partner.share(steps)
+        # (before the panels go back: their source must stay as checked)
+        stale = check is not None and not check.holds()
     finally:               # (a partner that comes late reads nothing of them: fast._pair)
         give_packs([ws], packs)
-    c_n = None if C is None else C[T].reshape(1, 1, H).copy()
     ws.give(pair=kept)
+    if stale:
+        return sequence_forward_pair(eq, kernels, X, h0, c0, w, workspace, False)
+    c_n = None if C is None else C[T].reshape(1, 1, H).copy()
     return S.reshape(T + 1, 1, H), c_n
 
 

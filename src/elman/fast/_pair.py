@@ -541,7 +541,9 @@ class CheckAside:
     """The checks of a call's kept packings (:class:`elman.fast._packed.KeptPack`), run on the
     partner thread while the call computes with them: the panels are trusted for the call
     (``KeptPack.panels(..., aside)`` adds each check here), :meth:`start` offers the checks
-    to the partner just before the compiled call, and :meth:`holds` (after it) says whether
+    to the partner just before the compiled call (a pair call, whose partner computes too,
+    has it run them first: :meth:`prepare`, :meth:`run_here`), and :meth:`holds` (after it)
+    says whether
     every matrix was still its packed source: if not, the caller makes the call again with the
     checks in line, which pack the panels anew. The partner and the caller claim the check (a
     partner that comes late finds it done, or claimed: the caller runs it then), so it runs
@@ -566,20 +568,31 @@ class CheckAside:
             raise ValueError("CheckAside: at most two matrices (W_hh and W_ih) a call")
         self.pairs.append((words, source))
 
-    def start(self) -> None:
-        """Offer the checks to the partner (nothing to offer: nothing to do)."""
+    def prepare(self) -> bool:
+        """Make the checks ready to be claimed; whether there are any."""
         if not self.pairs:
-            return
+            return False
         (state,) = aligned_arrays((ROW, np.int64))
         state[:] = 0
         empty = np.empty(0, self.pairs[0][0].dtype)
         a, a_source = self.pairs[0]
         b, b_source = self.pairs[1] if len(self.pairs) == 2 else (empty, empty)
         self.state, self.arrays = state, (a, a_source, b, b_source)
-        partner().offer(self._partner_side)
+        return True
+
+    def start(self) -> None:
+        """Offer the checks to the partner (nothing to offer: nothing to do)."""
+        if self.prepare():
+            partner().offer(self._partner_side)
+
+    def run_here(self) -> None:
+        """Claim the checks and, if no thread has, run them on this one (a pair call's partner,
+        before its steps: :func:`elman.timeloop.sequence_forward_pair`)."""
+        if self.state is not None:
+            claim_check(self.state, *self.arrays)
 
     def _partner_side(self, gen, me):
-        claim_check(self.state, *self.arrays)
+        self.run_here()
         return gen                       # (no new bell: the partner sleeps until the next call)
 
     def holds(self) -> bool:
