@@ -311,9 +311,10 @@ def test_lean_calls_keep_what_the_general_path_keeps():
 
 
 def test_lean_path_rule_per_direction_count(monkeypatch):
-    """A unidirectional call is lean below LEAN_MAX_FLOPS of recurrent work; a bidirectional
-    one only below OVERLAP_MIN_FLOPS a direction too, since from there its directions run at
-    once on the general path (a batch-1 LSTM at (T, I, H) = (50, 32, 128): 6.6 MFLOP)."""
+    """A unidirectional call is lean below LEAN_MAX_FLOPS of recurrent work (one sequence at
+    any amount: it has no row blocks to split); a bidirectional one only below
+    OVERLAP_MIN_FLOPS a direction too, since from there its directions run at once on the
+    general path (a batch-1 LSTM at (T, I, H) = (50, 32, 128): 6.6 MFLOP)."""
     require("numba")
     monkeypatch.setattr(threads, "one_thread_product", lambda *args: True)
     kernels = elman.fast.kernels_for(elman.LSTM(3, 4).eq, np.float32)
@@ -323,10 +324,33 @@ def test_lean_path_rule_per_direction_count(monkeypatch):
     assert timeloop.runs_lean(kernels, T, N, 4 * H, H, 1)
     assert not timeloop.runs_lean(kernels, T, N, 4 * H, H, 2)
     assert timeloop.runs_lean(kernels, 20, N, 4 * H, H, 2)            # 2.6 MFLOP a direction
-    assert not timeloop.runs_lean(kernels, 200, N, 4 * H, H, 1)       # 26 MFLOP
+    assert not timeloop.runs_lean(kernels, 100, 2, 4 * H, H, 1)       # 26 MFLOP
+    assert timeloop.runs_lean(kernels, 200, N, 4 * H, H, 1)           # 26 MFLOP, batch 1
+    assert not timeloop.runs_lean(kernels, 200, N, 4 * H, H, 2)       # (two directions)
     assert not timeloop.runs_lean(None, 1, 1, 4 * H, H, 1)            # no compiled loops
     monkeypatch.setattr(threads, "one_thread_product", lambda *args: False)
     assert not timeloop.runs_lean(kernels, 1, 1, 4 * H, H, 1)         # BLAS would thread it
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_one_long_sequence_on_one_thread_takes_the_lean_path(name, monkeypatch):
+    """A batch of one whose steps do not run on two threads (none free: a neighbour busy)
+    takes the lean path however long, never the general one, with the reference's
+    results."""
+    require("numba")
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
+    layer = getattr(elman, name)(5, 128, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((200, 1, 5)).astype(np.float32)
+    with elman.no_grad(), elman.fast.use(False):
+        want = layer(x)
+
+    def general(*args, **kwargs):
+        raise AssertionError("the general path")
+    monkeypatch.setattr(recurrent, "sequence_forward", general)
+    with elman.no_grad():
+        for _ in range(2):                        # (the second through the layer's plan)
+            got = layer(x)
+            np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
 
 
 def test_a_batch_1_bidirectional_lstm_runs_its_directions_at_once(monkeypatch):
