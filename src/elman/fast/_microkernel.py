@@ -36,6 +36,36 @@ __all__ = ["packed_product", "product", "compute", "compute_address"]
 _NV = NR // VW                 # vectors per panel row
 
 
+def _sum_over_k(builder, k, first, step, name: str) -> list:
+    """``for kk in range(k): sums = step(kk, sums)`` in LLVM IR, the sums (lists of vectors,
+    from ``first``) kept in registers (phi nodes) from the first ``kk`` to the last; returns
+    the final sums, the builder placed after the loop (the loop of both micro-kernels)."""
+    i64 = ir.IntType(64)
+    fn = builder.function
+    start = builder.block
+    head = fn.append_basic_block(f"{name}.head")
+    body = fn.append_basic_block(f"{name}.body")
+    done = fn.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    kk = builder.phi(i64)
+    kk.add_incoming(ir.Constant(i64, 0), start)
+    sums = [[builder.phi(value.type) for value in values] for values in first]
+    for phis, values in zip(sums, first):
+        for phi, value in zip(phis, values):
+            phi.add_incoming(value, start)
+    builder.cbranch(builder.icmp_signed("<", kk, k), body, done)
+    builder.position_at_end(body)
+    new = step(kk, sums)
+    for phis, values in zip(sums, new):
+        for phi, value in zip(phis, values):
+            phi.add_incoming(value, builder.block)
+    kk.add_incoming(builder.add(kk, ir.Constant(i64, 1)), builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return sums
+
+
 def _tile_codegen(nv: int, accumulate: bool):
     """LLVM IR of one tile call: ``rows`` (1..MR, a runtime value) rows of A at ``a`` (row
     stride ``lda`` floats) times a panel at ``b`` (``k`` rows of NR floats, of which the first
@@ -67,33 +97,22 @@ def _tile_codegen(nv: int, accumulate: bool):
             builder.position_at_end(start)
             first = [[builder.load(c_vector(i, v), align=4) if accumulate
                       else ir.Constant(vec, [0.0] * VW) for v in range(nv)] for i in range(mr)]
-            head = fn.append_basic_block(f"tile.{mr}.head")
-            body = fn.append_basic_block(f"tile.{mr}.body")
-            done = fn.append_basic_block(f"tile.{mr}.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            kk = builder.phi(i64)
-            kk.add_incoming(ir.Constant(i64, 0), start)
-            sums = [[builder.phi(vec) for _ in range(nv)] for _ in range(mr)]
-            for i in range(mr):
-                for v in range(nv):
-                    sums[i][v].add_incoming(first[i][v], start)
-            builder.cbranch(builder.icmp_signed("<", kk, k), body, done)
-            builder.position_at_end(body)
-            row = builder.mul(kk, ir.Constant(i64, NR))
-            panel = [builder.load(builder.bitcast(
-                builder.gep(b, [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
-                align=4) for v in range(nv)]
-            for i in range(mr):
-                x = builder.load(builder.gep(a, [builder.add(
-                    builder.mul(ir.Constant(i64, i), lda), kk)]), align=4)
-                x = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
-                                           undef, splat_mask)
-                for v in range(nv):
-                    sums[i][v].add_incoming(builder.call(fma, [x, panel[v], sums[i][v]]), body)
-            kk.add_incoming(builder.add(kk, ir.Constant(i64, 1)), body)
-            builder.branch(head)
-            builder.position_at_end(done)
+
+            def step(kk, sums, mr=mr):
+                row = builder.mul(kk, ir.Constant(i64, NR))
+                panel = [builder.load(builder.bitcast(builder.gep(
+                    b, [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
+                    align=4) for v in range(nv)]
+                new = []
+                for i in range(mr):
+                    x = builder.load(builder.gep(a, [builder.add(
+                        builder.mul(ir.Constant(i64, i), lda), kk)]), align=4)
+                    x = builder.shuffle_vector(builder.insert_element(
+                        undef, x, ir.Constant(i32, 0)), undef, splat_mask)
+                    new.append([builder.call(fma, [x, panel[v], sums[i][v]])
+                                for v in range(nv)])
+                return new
+            sums = _sum_over_k(builder, k, first, step, f"tile.{mr}")
             for i in range(mr):
                 for v in range(nv):
                     builder.store(sums[i][v], c_vector(i, v), align=4)
@@ -132,38 +151,20 @@ def _row_codegen(panels: int, accumulate: bool):
             at = ir.Constant(i64, p * NR + v * VW)
             return builder.bitcast(builder.gep(c, [at]), vec.as_pointer())
 
-        fn = builder.function
-        start = builder.block
         first = [[builder.load(c_vector(p, v), align=4) if accumulate
                   else ir.Constant(vec, [0.0] * VW) for v in range(_NV)] for p in range(panels)]
         bases = [builder.gep(b, [builder.mul(panel_floats, ir.Constant(i64, p))])
                  for p in range(panels)]
-        head = fn.append_basic_block("row.head")
-        body = fn.append_basic_block("row.body")
-        done = fn.append_basic_block("row.done")
-        builder.branch(head)
-        builder.position_at_end(head)
-        kk = builder.phi(i64)
-        kk.add_incoming(ir.Constant(i64, 0), start)
-        sums = [[builder.phi(vec) for _ in range(_NV)] for _ in range(panels)]
-        for p in range(panels):
-            for v in range(_NV):
-                sums[p][v].add_incoming(first[p][v], start)
-        builder.cbranch(builder.icmp_signed("<", kk, k), body, done)
-        builder.position_at_end(body)
-        row = builder.mul(kk, ir.Constant(i64, NR))
-        x = builder.load(builder.gep(a, [kk]), align=4)
-        x = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
-                                   undef, splat_mask)
-        for p in range(panels):
-            for v in range(_NV):
-                w = builder.load(builder.bitcast(builder.gep(
-                    bases[p], [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
-                    align=4)
-                sums[p][v].add_incoming(builder.call(fma, [x, w, sums[p][v]]), body)
-        kk.add_incoming(builder.add(kk, ir.Constant(i64, 1)), body)
-        builder.branch(head)
-        builder.position_at_end(done)
+
+        def step(kk, sums):
+            row = builder.mul(kk, ir.Constant(i64, NR))
+            x = builder.load(builder.gep(a, [kk]), align=4)
+            x = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
+                                       undef, splat_mask)
+            return [[builder.call(fma, [x, builder.load(builder.bitcast(builder.gep(
+                bases[p], [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
+                align=4), sums[p][v]]) for v in range(_NV)] for p in range(panels)]
+        sums = _sum_over_k(builder, k, first, step, "row")
         for p in range(panels):
             for v in range(_NV):
                 builder.store(sums[p][v], c_vector(p, v), align=4)
