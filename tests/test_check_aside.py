@@ -95,6 +95,13 @@ def _assert_close(got, want):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-6)
 
 
+def _as_the_reference(layer, twin, x):
+    """``layer(x)`` (under no_grad) equals its twin's on the NumPy steps."""
+    got = _flat(layer(x))
+    with fast.use(False):
+        _assert_close(got, _flat(twin(x)))
+
+
 def _flat(result):
     out, state = result
     return [out] + (list(state) if isinstance(state, tuple) else [state])
@@ -136,23 +143,19 @@ def test_changed_weights_are_never_used_stale(name, planned, asides, monkeypatch
         monkeypatch.setattr(elman.lean_plan.LeanPlan, "applies", classmethod(lambda c: False))
     layer, twin = _twins(name, 128 if name == "RNN" else 64)
     x = np.random.default_rng(2).standard_normal((24, 1, 5)).astype(np.float32)
-
-    def reference():
-        with fast.use(False):
-            return _flat(twin(x))
     with elman.no_grad():
         for _ in range(4):
-            _assert_close(_flat(layer(x)), reference())
+            _as_the_reference(layer, twin, x)
         assert [a["matrices"] for a in asides] == [0, 0, 2, 2]      # (packed, checked in line,
         assert [a["holds"] for a in asides[2:]] == [True, True]     # then aside)
         for matrix in ("weight_hh_l0", "weight_ih_l0"):
             for model in (layer, twin):
                 getattr(model, matrix).data[0, :3] *= -1.5
-            _assert_close(_flat(layer(x)), reference())
+            _as_the_reference(layer, twin, x)
             assert asides[-1] == {"matrices": 2, "holds": False}
-            _assert_close(_flat(layer(x)), reference())     # (the changed one in line, the
+            _as_the_reference(layer, twin, x)     # (the changed one in line, the
             assert asides[-1] == {"matrices": 1, "holds": True}      # other aside)
-            _assert_close(_flat(layer(x)), reference())
+            _as_the_reference(layer, twin, x)
             assert asides[-1] == {"matrices": 2, "holds": True}
 
 
@@ -170,20 +173,16 @@ def test_a_pair_call_has_its_partner_check_first(name, asides, monkeypatch):
     monkeypatch.setattr(timeloop, "sequence_forward_pair",
                         lambda *a, **k: again.append(a[-1] if len(a) > 7 else k.get("aside"))
                         or pair_call(*a, **k))
-
-    def reference():
-        with fast.use(False):
-            return _flat(twin(x))
     with elman.no_grad():
         for _ in range(3):
-            _assert_close(_flat(layer(x)), reference())
+            _as_the_reference(layer, twin, x)
         assert asides == [{"matrices": 0, "holds": None}, {"matrices": 0, "holds": None},
                           {"matrices": 1, "holds": True}]
         for model in (layer, twin):
             model.weight_hh_l0.data[2] *= 0.5
-        _assert_close(_flat(layer(x)), reference())
+        _as_the_reference(layer, twin, x)
         assert asides[-1] == {"matrices": 1, "holds": False}
-        _assert_close(_flat(layer(x)), reference())
+        _as_the_reference(layer, twin, x)
         assert asides[-1] == {"matrices": 0, "holds": None}         # (in line: it changed)
     assert again == [False]                   # (once, when W_hh had changed: in line)
 

@@ -36,6 +36,22 @@ __all__ = ["packed_product", "product", "compute", "compute_address"]
 _NV = NR // VW                 # vectors per panel row
 
 
+def _vectors(builder) -> tuple:
+    """``(i64, vec, fma, broadcast)`` for both micro-kernels: the index type, ``<VW x float>``,
+    ``llvm.fma`` on it and ``broadcast(x)``, a float splat into a vector."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    vec = ir.VectorType(ir.FloatType(), VW)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                         f"llvm.fma.v{VW}f32")
+    splat_mask = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
+    undef = ir.Constant(vec, ir.Undefined)
+
+    def broadcast(x):
+        return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
+                                      undef, splat_mask)
+    return i64, vec, fma, broadcast
+
+
 def _sum_over_k(builder, k, first, step, name: str) -> list:
     """``for kk in range(k): sums = step(kk, sums)`` in LLVM IR, the sums (lists of vectors,
     from ``first``) kept in registers (phi nodes) from the first ``kk`` to the last; returns
@@ -73,16 +89,10 @@ def _tile_codegen(nv: int, accumulate: bool):
 
     def codegen(context, builder, signature, args):
         a, lda, b, k, c, ldc, rows = args
-        f32 = ir.FloatType()
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        vec = ir.VectorType(f32, VW)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                             f"llvm.fma.v{VW}f32")
-        a, b, c = (builder.inttoptr(p, f32.as_pointer()) for p in (a, b, c))
+        i64, vec, fma, broadcast = _vectors(builder)
+        a, b, c = (builder.inttoptr(p, vec.element.as_pointer()) for p in (a, b, c))
         lda, ldc, k, rows = (builder.sext(v, i64) if v.type.width < 64 else v
                              for v in (lda, ldc, k, rows))
-        splat_mask = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
-        undef = ir.Constant(vec, ir.Undefined)
 
         def c_vector(i, v):
             at = builder.add(builder.mul(ir.Constant(i64, i), ldc), ir.Constant(i64, v * VW))
@@ -107,8 +117,7 @@ def _tile_codegen(nv: int, accumulate: bool):
                 for i in range(mr):
                     x = builder.load(builder.gep(a, [builder.add(
                         builder.mul(ir.Constant(i64, i), lda), kk)]), align=4)
-                    x = builder.shuffle_vector(builder.insert_element(
-                        undef, x, ir.Constant(i32, 0)), undef, splat_mask)
+                    x = broadcast(x)
                     new.append([builder.call(fma, [x, panel[v], sums[i][v]])
                                 for v in range(nv)])
                 return new
@@ -136,15 +145,9 @@ def _row_codegen(panels: int, accumulate: bool):
 
     def codegen(context, builder, signature, args):
         a, b, k, c = args
-        f32 = ir.FloatType()
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        vec = ir.VectorType(f32, VW)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                             f"llvm.fma.v{VW}f32")
-        a, b, c = (builder.inttoptr(p, f32.as_pointer()) for p in (a, b, c))
+        i64, vec, fma, broadcast = _vectors(builder)
+        a, b, c = (builder.inttoptr(p, vec.element.as_pointer()) for p in (a, b, c))
         k = builder.sext(k, i64) if k.type.width < 64 else k
-        splat_mask = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
-        undef = ir.Constant(vec, ir.Undefined)
         panel_floats = builder.mul(k, ir.Constant(i64, NR))
 
         def c_vector(p, v):
@@ -159,8 +162,7 @@ def _row_codegen(panels: int, accumulate: bool):
         def step(kk, sums):
             row = builder.mul(kk, ir.Constant(i64, NR))
             x = builder.load(builder.gep(a, [kk]), align=4)
-            x = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(i32, 0)),
-                                       undef, splat_mask)
+            x = broadcast(x)
             return [[builder.call(fma, [x, builder.load(builder.bitcast(builder.gep(
                 bases[p], [builder.add(row, ir.Constant(i64, v * VW))]), vec.as_pointer()),
                 align=4), sums[p][v]]) for v in range(_NV)] for p in range(panels)]
