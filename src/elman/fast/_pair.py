@@ -448,23 +448,23 @@ class Partner:
     def share(self, steps):
         """``steps(gen, me)`` on this thread as ``me = 0`` (it rings the bell with ``gen``),
         offered to the partner as ``me = 1``. Returns what this thread's call returns."""
+        return steps(self._post(steps), 0)
+
+    def _post(self, task) -> int:
+        """Make ``task`` the partner's next, under a new generation (returned), waking a
+        sleeping partner; the bell is rung by the caller."""
         self.gen += 1
-        gen = self.gen
-        self.task = steps
+        self.task = task
         if self.sleeping:
             self.wake.set()
-        return steps(gen, 0)
+        return self.gen
 
     def offer(self, task):
         """``task(gen, 1)`` offered to the partner while this thread goes on with other work
         (:class:`CheckAside`; :meth:`share` instead runs a task's other side here, which rings
         the bell from compiled code): a partner that takes it returns ``gen`` from it and then
         sleeps until the next call wakes it. The caller must not depend on it coming."""
-        self.gen += 1
-        self.task = task
-        if self.sleeping:
-            self.wake.set()
-        _ring(self.bell, self.gen)
+        _ring(self.bell, self._post(task))
 
     def rest(self):
         """Stop spinning for the next sequence now (the next :meth:`share` wakes the
