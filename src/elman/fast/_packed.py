@@ -208,8 +208,16 @@ def compute_address() -> int:
     """The address of the micro-kernel's product with packed panels as a C function
     (:func:`elman.fast._microkernel.compute`), which the compiled loops call with the panels
     (:func:`elman.fast.packed_operand`); numba is imported and the function compiled (or
-    loaded from its cache) at the first call."""
-    return importlib.import_module(f"{__package__}._microkernel").compute_address()
+    loaded from its cache) at the first call, and the address kept from then on (a batch of
+    one asks at every call: the import's lookup cost 6-7 us of it there, measured inside an LSTM
+    call at H = 256)."""
+    global _compute
+    if _compute is None:
+        _compute = importlib.import_module(f"{__package__}._microkernel").compute_address()
+    return _compute
+
+
+_compute = None            # (the address, once known: :func:`compute_address`)
 
 
 def _compiled_product(a, Bp, out):

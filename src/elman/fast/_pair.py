@@ -53,6 +53,7 @@ from ._loop import same_words
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "project_units",
            "unit_rows",
            "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
+           "fresh_counters", "fresh_states",
            "split_point", "Partner", "partner", "rest_partner", "SPIN_SECONDS",
            "PATIENCE_SECONDS", "CheckAside", "claim_check", "check_verdict"]
 
@@ -318,9 +319,39 @@ def _pipe_layer(direction, forward_lean, layer_in, outs, layer, h0, c0, h_n, c_n
 def sync_array(T: int) -> np.ndarray:
     """The zeroed counters of one sequence's steps (see :func:`pair_steps`), a step's row on
     its own two cache lines."""
-    (sync,) = aligned_arrays(((T + 1) * ROW, np.int64))
+    return fresh_counters((T + 1) * ROW)
+
+
+@njit(nogil=True, cache=True)
+def _fresh_lines(nbytes):
+    """A new uint8 array of ``nbytes`` starting on a 64-byte boundary, and room after it to the
+    next boundary (in numba: the buffer's address costs ~2 us in Python, ``ndarray.ctypes``)."""
+    raw = np.empty(nbytes + 128, np.uint8)
+    at = -raw.ctypes.data & 63
+    return raw[at:at + nbytes]
+
+
+@njit(nogil=True, cache=True)
+def fresh_counters(words):
+    """``words`` int64 zeros, a new array on cache lines of its own (a call's ``sync``, a
+    check's state: fresh at every call, see :func:`sequence_arrays`)."""
+    counters = _fresh_lines(words * 8).view(np.int64)
+    counters[:] = 0
+    return counters
+
+
+@njit(nogil=True, cache=True)
+def fresh_states(like, rows, width, words):
+    """``(S (rows, width) of like's dtype, uninitialised; sync (words,) int64 zeros)``, new and
+    each on cache lines of its own, from one block: :func:`sequence_arrays`'s two fresh
+    arrays in one compiled call (carving them in Python cost ~25 us of an LSTM's pair call at
+    H = 256, measured inside the call, where its code and data are out of the caches)."""
+    size = rows * width * like.itemsize
+    lines = (size + 63) // 64 * 64
+    block = _fresh_lines(lines + words * 8)
+    sync = block[lines:].view(np.int64)
     sync[:] = 0
-    return sync
+    return block[:size].view(like.dtype).reshape((rows, width)), sync
 
 
 def sequence_arrays(T: int, GH: int, H: int, cell: bool, dtype, reuse=None) -> tuple:
@@ -344,13 +375,9 @@ def sequence_arrays(T: int, GH: int, H: int, cell: bool, dtype, reuse=None) -> t
                         + ([((T + 1, H), dtype)] if cell else []))
         block = reuse[1] if reuse is not None and reuse[1].nbytes >= inner[0] else \
             np.empty(inner[0], np.uint8)
-        # (and the layout of the two fresh arrays, S and sync: worked out once, not at every
-        # call, where it took 2 of the 9 us that carving them cost)
-        kept = (key, block, _carve(inner, block),
-                _layout([((T + 1, H), dtype), ((T + 1) * ROW, np.int64)]))
+        kept = (key, block, _carve(inner, block))
     GX, g, *C = kept[2]
-    S, sync = _carve(kept[3])
-    sync[:] = 0
+    S, sync = fresh_states(g, T + 1, H, (T + 1) * ROW)
     return GX, g, S, C[0] if cell else None, sync, kept
 
 
@@ -572,8 +599,7 @@ class CheckAside:
         """Make the checks ready to be claimed; whether there are any."""
         if not self.pairs:
             return False
-        (state,) = aligned_arrays((ROW, np.int64))
-        state[:] = 0
+        state = fresh_counters(ROW)
         empty = np.empty(0, self.pairs[0][0].dtype)
         a, a_source = self.pairs[0]
         b, b_source = self.pairs[1] if len(self.pairs) == 2 else (empty, empty)
