@@ -931,12 +931,13 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
 
 
 #: the fewest bytes of matrices (``W_hh`` and ``W_ih`` together) a call's kept packings check
-#: for the check to run beside it (:func:`check_aside`): handing it over costs ~20 us of
-#: Python, and below this the check in line cost no more. Measured through the layer (batch 1,
-#: 50 steps, one process, alternating, medians of 60): GRU H = 128 (240 KB) 0.89x with the
-#: check aside, LSTM H = 128 (320 KB) 1.01x, LSTM H = 192 (576 KB + 96 KB) 1.22x, LSTM
-#: H = 256 (1.1 MB) 1.03-1.27x
-ASIDE_MIN_BYTES = 512 * 1024
+#: for the check to run beside it (:func:`check_aside`): handing it over costs some Python, and
+#: below this the check in line cost no more. Measured through the layer (batch 1, 50 steps,
+#: one process, alternating, medians of 40), once the hand-over's arrays came from one compiled
+#: call: LSTM H = 128 (320 KB) 1.04-1.06x with the check aside, GRU H = 128 (240 KB)
+#: 0.99-1.01x, GRU H = 96 (138 KB) 0.89x (before that change, from 512 KB: GRU H = 128 0.89x,
+#: LSTM H = 128 1.01x, LSTM H = 192 (576 KB + 96 KB) 1.22x, LSTM H = 256 (1.1 MB) 1.03-1.27x)
+ASIDE_MIN_BYTES = 256 * 1024
 
 
 def check_aside(T: int, N: int, nbytes: int):
