@@ -161,11 +161,13 @@ def test_changed_weights_are_never_used_stale(name, planned, asides, monkeypatch
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_a_pair_call_has_its_partner_check_first(name, asides, monkeypatch):
-    """Every step on two threads (timeloop.sequence_forward_pair): W_hh's steady panels are
-    checked by the partner before it joins the steps; a W_hh changed in place makes the call
-    run again with the check in line; results always the reference's."""
+    """Every step on two threads (timeloop.sequence_forward_pair): the steady panels of W_hh
+    and of W_ih (the projection's) are checked by the partner before it joins the steps; either
+    matrix changed in place makes the call run again with the checks in line; results always
+    the reference's."""
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
     monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)               # ("pair" at any size)
+    monkeypatch.setattr(timeloop, "ASIDE_MIN_BYTES", 0)              # (aside at any size)
     layer, twin = _twins(name, 128 if name == "RNN" else 64)
     x = np.random.default_rng(2).standard_normal((24, 1, 5)).astype(np.float32)
     again = []                      # (the layer calls it by its own name: only the call made
@@ -177,14 +179,17 @@ def test_a_pair_call_has_its_partner_check_first(name, asides, monkeypatch):
         for _ in range(3):
             _as_the_reference(layer, twin, x)
         assert asides == [{"matrices": 0, "holds": None}, {"matrices": 0, "holds": None},
-                          {"matrices": 1, "holds": True}]
-        for model in (layer, twin):
-            model.weight_hh_l0.data[2] *= 0.5
-        _as_the_reference(layer, twin, x)
-        assert asides[-1] == {"matrices": 1, "holds": False}
-        _as_the_reference(layer, twin, x)
-        assert asides[-1] == {"matrices": 0, "holds": None}         # (in line: it changed)
-    assert again == [False]                   # (once, when W_hh had changed: in line)
+                          {"matrices": 2, "holds": True}]
+        for matrix in ("weight_hh_l0", "weight_ih_l0"):
+            for model in (layer, twin):
+                getattr(model, matrix).data[2] *= 0.5
+            _as_the_reference(layer, twin, x)
+            assert asides[-1] == {"matrices": 2, "holds": False}
+            _as_the_reference(layer, twin, x)     # (the changed one in line, the
+            assert asides[-1] == {"matrices": 1, "holds": True}      # other aside)
+            _as_the_reference(layer, twin, x)
+            assert asides[-1] == {"matrices": 2, "holds": True}
+    assert again == [False, False]            # (once for each change: in line)
 
 
 def test_a_partner_that_never_comes_leaves_the_check_to_the_caller(asides, monkeypatch):

@@ -169,8 +169,9 @@ def test_a_caller_without_partner_computes_every_half():
     pair = fast.pair()
     sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
     with threads.one_blas_thread():
-        kernels.forward_pair(model.eq, X, W_ih, bias, W_hh, fast.empty(X.dtype, 1), 0, consts,
-                             GX, g, S, C, sync, bell, 1, 0, pair.split_point(H), 1000, 1)
+        none = fast.empty(X.dtype, 1)                  # (no panels: BLAS's products)
+        kernels.forward_pair(model.eq, X, W_ih, bias, W_hh, none, none, 0, consts, GX, g, S, C,
+                             sync, bell, 1, 0, pair.split_point(H), 1000, 1)
     rows = sync.reshape(T + 1, pair.ROW)
     assert (rows[:T, pair.CLAIM] == 1).all() and (rows[:T, pair.CLAIM + 1] == 1).all()
     assert (rows[:T, pair.DONE] == 2).all()
@@ -189,8 +190,8 @@ def test_a_late_partner_finds_the_steps_done_and_computes_nothing():
     kernels, model, (X, W_ih, bias, W_hh, consts, GX, g, S, C) = _lstm_step_arrays(T, H, 4)
     pair = fast.pair()
     sync, bell = pair.sync_array(T), np.zeros(pair.ROW, np.int64)
-    args = (model.eq, X, W_ih, bias, W_hh, fast.empty(X.dtype, 1), 0, consts, GX, g, S, C,
-            sync, bell, 1)
+    none = fast.empty(X.dtype, 1)
+    args = (model.eq, X, W_ih, bias, W_hh, none, none, 0, consts, GX, g, S, C, sync, bell, 1)
     kernels.forward_pair(*args, 0, pair.split_point(H), 10, 1)
     before = S.copy(), C.copy(), sync.copy(), GX.copy()
     rung = kernels.forward_pair(*args, 1, pair.split_point(H), 10, 5)

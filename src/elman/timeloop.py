@@ -862,10 +862,13 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     partner = pair.partner()
     pair_forward = kernels.forward_pair
     packs = kept_packs([ws], T, 1) if _pair_panels(T, W_hh, split) else None
-    panels, compute, check = fast.empty(dtype, 1), 0, None
+    panels = ih_panels = fast.empty(dtype, 1)
+    compute, check = 0, None
     if packs is not None:
-        check = check_aside(T, 1, W_hh.nbytes) if aside else None
+        check = check_aside(T, 1, W_hh.nbytes + W_ih.nbytes) if aside else None
         panels = packs[0][0].panels(W_hh, True, check).reshape(-1)
+        if W_ih.dtype == np.float32:       # (the projection's panels too: fast._pair.project_units)
+            ih_panels = packs[0][1].panels(W_ih, True, check).reshape(-1)
         compute = fast_packed.compute_address()
         if check is not None and not check.prepare():
             check = None
@@ -873,13 +876,14 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     def steps(gen, me):
         if me == 1 and check is not None:
             check.run_here()
-        return pair_forward(eq, X2, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C,
-                            sync, partner.bell, gen, me, split, partner.patience, partner.spins)
+        return pair_forward(eq, X2, W_ih, bias, W_hh, panels, ih_panels, compute, consts, GX, g,
+                            S, C, sync, partner.bell, gen, me, split, partner.patience,
+                            partner.spins)
 
     try:
-        if threads.one_thread_product(T, H - split, I):    # BLAS keeps the projections to one
-            partner.share(steps)                           # thread by itself
-        else:
+        if ih_panels.shape[0] or threads.one_thread_product(T, H - split, I):
+            partner.share(steps)       # (no BLAS in the projections, or BLAS keeps them to one
+        else:                          # thread by itself)
             with threads.one_blas_thread():                # (else it would use its pool's)
                 partner.share(steps)
         # (before the panels go back: their source must stay as checked)

@@ -67,11 +67,11 @@ def _units(operands, t, lo, hi):
     projection for the whole sequence at step 0 (as in :func:`elman.fast.lstm._units`, which
     says why). X (T, I), GX (T, 3H), S (T + 1, H); ``gh`` (3H,) the step's recurrent
     pre-activations."""
-    X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S = operands
+    X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh, S = operands
     H = S.shape[1]
     n = hi - lo
     if t == 0:
-        project_units(X, W_ih, GX, H, lo, hi)
+        project_units(X, W_ih, ih_panels, compute, GX, H, lo, hi)
     g, h_prev = GX[t], S[t]
     for k in range(3):
         unit_rows(W_hh, panels, compute, h_prev, gh[k * H + lo:k * H + hi], k * H + lo,
@@ -90,9 +90,9 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S, sync, bell, gen, me,
-                  split, patience, spins):
-    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, compute, b_hn, GX, gh, S),
+def _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh, S, sync, bell,
+                  gen, me, split, patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh, S),
                       X.shape[0], S.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
@@ -308,10 +308,10 @@ def pairs(eq) -> bool:
     return eq.reset_after
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
-                 me, split, patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, ih_panels, compute, consts, GX, g, S, C, sync,
+                 bell, gen, me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
-    return _forward_pair(X, W_ih, bias, W_hh, panels, compute,
+    return _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute,
                          _b_hn(consts, S.shape[1], X.dtype), GX, g, S, sync, bell, gen, me,
                          split, patience, spins)
 

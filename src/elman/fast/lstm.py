@@ -124,11 +124,11 @@ def _units(operands, t, lo, hi):
     (T, 4H), S and C (T + 1, H): one sequence, no batch axis. Every loop runs over views that
     start at 0 (numba then knows no index is negative, and the loops compile to SIMD code:
     over ``range(lo, hi)`` they took 7x as long)."""
-    X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C = operands
+    X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute, GX, S, C = operands
     H = C.shape[1]
     n = hi - lo
     if t == 0:
-        project_units(X, W_ih, GX, H, lo, hi)
+        project_units(X, W_ih, ih_panels, compute, GX, H, lo, hi)
     g, h_prev = GX[t], S[t]
     for k in range(4):
         a, b = k * H + lo, k * H + hi
@@ -148,10 +148,11 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C, sync, bell, gen,
-                  me, split, patience, spins):
-    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C),
-                      X.shape[0], C.shape[1], sync, bell, gen, me, split, patience, spins)
+def _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute, GX, S, C, sync,
+                  bell, gen, me, split, patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute, GX,
+                               S, C), X.shape[0], C.shape[1], sync, bell, gen, me, split,
+                      patience, spins)
 
 
 @njit(**JIT)
@@ -230,12 +231,12 @@ def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last
                        schedule, last, outs, sync, bell, gen, me, spins)
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
-                 me, split, patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, ih_panels, compute, consts, GX, g, S, C, sync,
+                 bell, gen, me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
     scale, shift = consts
-    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, compute, GX, S, C, sync,
-                         bell, gen, me, split, patience, spins)
+    return _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute, GX, S, C,
+                         sync, bell, gen, me, split, patience, spins)
 
 
 def backward(eq, loop):

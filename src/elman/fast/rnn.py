@@ -66,9 +66,9 @@ def _units(operands, t, lo, hi):
     :func:`_forward`'s arithmetic for them, after their input projection for the whole
     sequence at step 0 (as in :func:`elman.fast.lstm._units`, which says why). X (T, I),
     GX (T, H), S (T + 1, H)."""
-    X, W_ih, bias, W_hh, panels, compute, relu, GX, S = operands
+    X, W_ih, bias, W_hh, panels, ih_panels, compute, relu, GX, S = operands
     if t == 0:
-        project_units(X, W_ih, GX, S.shape[1], lo, hi)
+        project_units(X, W_ih, ih_panels, compute, GX, S.shape[1], lo, hi)
     n = hi - lo
     g, bk, h = GX[t, lo:hi], bias[lo:hi], S[t + 1, lo:hi]
     for j in range(n):
@@ -84,10 +84,10 @@ def _units(operands, t, lo, hi):
 
 
 @njit(**JIT)
-def _forward_pair(X, W_ih, bias, W_hh, panels, compute, relu, GX, S, sync, bell, gen, me, split,
-                  patience, spins):
-    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, compute, relu, GX, S), X.shape[0],
-                      S.shape[1], sync, bell, gen, me, split, patience, spins)
+def _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute, relu, GX, S, sync, bell, gen,
+                  me, split, patience, spins):
+    return pair_steps(_units, (X, W_ih, bias, W_hh, panels, ih_panels, compute, relu, GX, S),
+                      X.shape[0], S.shape[1], sync, bell, gen, me, split, patience, spins)
 
 
 @njit(**JIT)
@@ -169,11 +169,12 @@ def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last
                        sync, bell, gen, me, spins)
 
 
-def forward_pair(eq, X, W_ih, bias, W_hh, panels, compute, consts, GX, g, S, C, sync, bell, gen,
-                 me, split, patience, spins):
+def forward_pair(eq, X, W_ih, bias, W_hh, panels, ih_panels, compute, consts, GX, g, S, C, sync,
+                 bell, gen, me, split, patience, spins):
     """One thread's share of :func:`elman.timeloop.sequence_forward_pair`."""
-    return _forward_pair(X, W_ih, bias, W_hh, panels, compute, eq.nonlinearity == "relu", GX,
-                         S, sync, bell, gen, me, split, patience, spins)
+    return _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute,
+                         eq.nonlinearity == "relu", GX, S, sync, bell, gen, me, split, patience,
+                         spins)
 
 
 def backward(eq, loop):
