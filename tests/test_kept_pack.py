@@ -181,9 +181,10 @@ def test_short_calls_and_batches_keep_nothing(counted):
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
 def test_two_threads_a_step_multiply_by_kept_panels(name, counted, monkeypatch):
     """The pair path (every step's hidden units split between two threads) multiplies by its
-    threads' whole panels where the split falls on a panel's edge: the reference's results,
-    packed once, a change in place seen; where it does not (H = 48: a split at 16), the GEMV
-    on W_hh's rows."""
+    threads' whole panels where the split falls on a panel's edge, W_hh's in the steps and
+    W_ih's in the projection: the reference's results, each packed once, a change in place
+    seen; where it does not (H = 48: a split at 16), the GEMV on W_hh's rows and BLAS's
+    projection."""
     monkeypatch.setattr(timeloop, "PAIR_MIN_BYTES", 0)
     monkeypatch.setattr(timeloop, "PAIR_MAX_BYTES", 1 << 40)
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
@@ -197,14 +198,15 @@ def test_two_threads_a_step_multiply_by_kept_panels(name, counted, monkeypatch):
     with elman.no_grad():
         for _ in range(3):
             _assert_close(layer(x), _reference(twin, x))
-        assert len(pairs) == 3 and counted["panels"] == 3 and counted["packs"] == 1
-        layer.weight_hh_l0.data[0, 0] += 0.5
-        twin.weight_hh_l0.data[0, 0] += 0.5
-        _assert_close(layer(x), _reference(twin, x))
-        assert counted["packs"] == 2
+        assert len(pairs) == 3 and counted["panels"] == 6 and counted["packs"] == 2
+        for packs, matrix in ((3, "weight_hh_l0"), (4, "weight_ih_l0")):
+            for model in (layer, twin):
+                getattr(model, matrix).data[0, 0] += 0.5
+            _assert_close(layer(x), _reference(twin, x))
+            assert counted["packs"] == packs                # (only the changed one again)
         narrow, narrow_twin = _twins(name, H=48)
         _assert_close(narrow(x), _reference(narrow_twin, x))
-        assert len(pairs) == 5 and counted["panels"] == 4
+        assert len(pairs) == 6 and counted["panels"] == 10
 
 
 def test_short_calls_hand_the_loops_w_ih_itself():
