@@ -834,8 +834,9 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     Why: a batch of one reads all of ``W_hh`` at every step, and one core's cache bandwidth
     bounds it (an LSTM at H = 256: 1 MB a step, 17 us); two cores each keep half of it in
     their own cache. Each thread also projects the input for its units, over the whole
-    sequence, as the first thing its first step does (GEMMs of T rows, BLAS at one thread: its
-    own pool's worker would spin beside the two threads). Measured: see
+    sequence, as the first thing its first step does (products of T rows: by ``W_ih``'s kept
+    panels where ``W_hh``'s are kept, :func:`elman.fast._pair.project_units`; else BLAS, held
+    to one thread: its own pool's worker would spin beside the two threads). Measured: see
     :data:`PAIR_MIN_BYTES`. The arrays that never leave the call (the gates, the cell
     states) come from ``workspace`` (:func:`elman.fast._pair.sequence_arrays`).
 
