@@ -16,8 +16,10 @@ pytestmark = [pytest.mark.skipif(not _packed.available,
               pytest.mark.skipif(not fast.pair_supported(), reason="the partner: x86-64")]
 
 
-def _words(n=300, seed=0):
-    return np.random.default_rng(seed).integers(0, 2 ** 32, n, dtype=np.uint32)
+def _matrix_and_panels(rows, cols, seed):
+    """A float32 matrix's words and those of its panels (KeptPack's check compares the two)."""
+    W = np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
+    return W.view(np.uint32), _packed.pack(W, True).view(np.uint32)
 
 
 def _state():
@@ -30,54 +32,53 @@ def _state():
 @pytest.mark.parametrize("differs", [None, "a", "b"])
 def test_the_check_runs_once_wherever_it_is_claimed(differs):
     pair = fast.pair()
-    a, b = _words(), _words(70, 1)
-    a_source, b_source = a.copy(), b.copy()
+    (a, a_panels), (b, b_panels) = _matrix_and_panels(96, 40, 0), _matrix_and_panels(64, 16, 1)
     if differs == "a":
-        a_source[299] ^= 1
+        a[95, 39] ^= 1
     elif differs == "b":
-        b_source[0] ^= 1 << 31
+        b[0, 0] ^= 1 << 31
     same = differs is None
     # the partner first: it runs the check, the caller takes its verdict
     state = _state()
-    assert pair.claim_check(state, a, a_source, b, b_source)
-    assert not pair.claim_check(state, a, a_source, b, b_source)     # (claimed: not again)
-    assert pair.check_verdict(state, a, a_source, b, b_source, 10) == same
+    assert pair.claim_check(state, a, a_panels, b, b_panels)
+    assert not pair.claim_check(state, a, a_panels, b, b_panels)     # (claimed: not again)
+    assert pair.check_verdict(state, a, a_panels, b, b_panels, 10) == same
     # the caller first (a partner late or absent): it claims and runs the check itself
     state = _state()
-    assert pair.check_verdict(state, a, a_source, b, b_source, 10) == same
-    assert not pair.claim_check(state, a, a_source, b, b_source)
+    assert pair.check_verdict(state, a, a_panels, b, b_panels, 10) == same
+    assert not pair.claim_check(state, a, a_panels, b, b_panels)
     # claimed by a partner that never finishes: after its spins the caller checks itself
     state = _state()
     state[pair.CHECK_CLAIM] = 1
-    assert pair.check_verdict(state, a, a_source, b, b_source, 100) == same
+    assert pair.check_verdict(state, a, a_panels, b, b_panels, 100) == same
 
 
 def test_panels_are_trusted_only_while_steady():
-    """KeptPack.panels(W, transpose, aside): panels packed at the last call are not trusted
+    """KeptPack.panels(W, aside): panels packed at the last call are not trusted
     (checked in line); once a check in line found them unchanged, they are returned unchecked
     and the check added to ``aside``; a check that fails makes the caller run again without
     ``aside``, which packs anew and is not trusted at the next call."""
     W = np.random.default_rng(0).standard_normal((96, 64)).astype(np.float32)
     kept = _packed.KeptPack()
     aside = fast.pair().CheckAside()
-    first = kept.panels(W, True, aside)
+    first = kept.panels(W, aside)
     assert aside.pairs == [] and not kept.steady                   # (just packed)
-    assert kept.panels(W, True, aside) is first and aside.pairs == [] and kept.steady
-    assert kept.panels(W, True, aside) is first and len(aside.pairs) == 1
-    words, source = aside.pairs[0]
-    assert np.shares_memory(words, W) and np.shares_memory(source, kept.source)
+    assert kept.panels(W, aside) is first and aside.pairs == [] and kept.steady
+    assert kept.panels(W, aside) is first and len(aside.pairs) == 1
+    words, panels = aside.pairs[0]
+    assert np.shares_memory(words, W) and np.shares_memory(panels, first)
     W[3, 5] += 1                                  # changed: this call's check fails ...
     aside.start()
     assert not aside.holds()
-    again = kept.panels(W, True)                  # ... and the call is made in line: repacked
+    again = kept.panels(W)                  # ... and the call is made in line: repacked
     np.testing.assert_array_equal(again, _packed.pack(W, True))
     assert not kept.steady
     second = fast.pair().CheckAside()
-    kept.panels(W, True, second)                  # (checked in line, found unchanged)
+    kept.panels(W, second)                  # (checked in line, found unchanged)
     assert second.pairs == [] and kept.steady
     with pytest.raises(ValueError, match="at most two"):
         for _ in range(3):
-            second.add(words, source)
+            second.add(words, panels)
     assert fast.pair().CheckAside().holds()       # (nothing added: nothing to check)
 
 

@@ -25,38 +25,68 @@ def test_the_panels_are_the_matrix_packed_and_kept_while_it_is_unchanged(monkeyp
     packs = []
     original = _packed.pack
     monkeypatch.setattr(_packed, "pack", lambda *args: packs.append(1) or original(*args))
-    first = kept.panels(W, True)
+    first = kept.panels(W)
     np.testing.assert_array_equal(first, original(W, True))
-    assert kept.panels(W, True) is first and kept.panels(W.copy(), True) is first
+    assert kept.panels(W) is first and kept.panels(W.copy()) is first
     assert len(packs) == 1
     # any change of a bit packs anew, into the same panels: a value, a zero's sign, a NaN
     W[0, 0] = 0.0
-    kept.panels(W, True)
+    kept.panels(W)
     for count, (at, value) in enumerate([((95, 63), W[95, 63] + 1), ((0, 0), -0.0),
                                          ((40, 7), np.nan)], start=3):
         W[at] = value
-        again = kept.panels(W, True)
+        again = kept.panels(W)
         assert again is first and len(packs) == count         # (into the same panels)
         np.testing.assert_array_equal(again, original(W, True))
     count = len(packs)
-    assert kept.panels(W, True) is first                      # (a NaN equals its own copy's
+    assert kept.panels(W) is first                      # (a NaN equals its own copy's
     assert len(packs) == count                                # bits)
-    # another shape, or the other orientation: packed anew
-    other = _matrix(64, 64)
-    np.testing.assert_array_equal(kept.panels(other, True), original(other, True))
-    np.testing.assert_array_equal(kept.panels(other, False), original(other, False))
-    assert len(packs) == count + 2
+    # another shape: packed anew (rows a panel's edge apart, and columns short of a block)
+    for other in (_matrix(64, 64), _matrix(80, 64), _matrix(80, 60)):
+        np.testing.assert_array_equal(kept.panels(other), original(other, True))
+    assert len(packs) == count + 3
 
 
-@pytest.mark.parametrize("n", [1, 63, 64, 65, 200])
-def test_same_words_finds_a_difference_anywhere(n):
-    from elman.fast._loop import same_words
-    a = np.arange(n, dtype=np.uint32)
-    assert same_words(a, a.copy())
-    for at in sorted({0, n // 2, n - 1}):
-        b = a.copy()
-        b[at] ^= 1 << 31
-        assert not same_words(a, b)
+@pytest.mark.parametrize("rows, cols", [(16, 16), (64, 32), (96, 40), (48, 20), (40, 7),
+                                        (8, 33), (1024, 256)])
+def test_the_check_against_the_panels_finds_a_change_of_any_bit_anywhere(rows, cols):
+    """same_as_panels(W, pack(W, True)) in words: every element of W (all of them, or a sample
+    of a large W), one bit flipped (a sign: -0.0 against 0.0 too), is seen, in the blocks of
+    16 x 16, the columns beyond them and the rows short of one; the panels' padding is not
+    read."""
+    from elman.fast._panel_check import same_as_panels
+    rng = np.random.default_rng(rows + cols)
+    W = _matrix(rows, cols, seed=rows)
+    W[0, 0] = 0.0
+    panels = _packed.pack(W, True).view(np.uint32)
+    words = W.view(np.uint32)
+    assert same_as_panels(words, panels)
+    everything = [(i, j) for i in range(rows) for j in range(cols)]
+    if len(everything) > 4096:
+        everything = [everything[k] for k in rng.choice(len(everything), 4096, replace=False)]
+    for i, j in everything + [(rows - 1, cols - 1)]:
+        bit = np.uint32(1 << int(rng.integers(32)))
+        words[i, j] ^= bit
+        assert not same_as_panels(words, panels), (i, j)
+        words[i, j] ^= bit
+    words[0, 0] ^= np.uint32(1 << 31)                     # 0.0 -> -0.0
+    assert not same_as_panels(words, panels)
+    words[0, 0] ^= np.uint32(1 << 31)
+    used = rows % _packed.NR
+    if used:                                  # the last panel's padding: garbage is not read
+        panels[-1, :, used:] = 7
+        assert same_as_panels(words, panels)
+        panels[-1, -1, used - 1] ^= 1         # (but its last used column is)
+        assert not same_as_panels(words, panels)
+
+
+def test_the_check_against_the_panels_takes_rows_that_are_not_contiguous():
+    from elman.fast._panel_check import same_as_panels
+    W = _matrix(64, 96)[:, ::2]                           # (a column stride of two words)
+    panels = _packed.pack(np.ascontiguousarray(W), True).view(np.uint32)
+    assert same_as_panels(W.view(np.uint32), panels)
+    W[40, 17] = -W[40, 17]
+    assert not same_as_panels(W.view(np.uint32), panels)
 
 
 def test_the_rule():

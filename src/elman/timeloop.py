@@ -867,9 +867,9 @@ def sequence_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.nda
     compute, check = 0, None
     if packs is not None:
         check = check_aside(T, 1, W_hh.nbytes + W_ih.nbytes) if aside else None
-        panels = packs[0][0].panels(W_hh, True, check).reshape(-1)
+        panels = packs[0][0].panels(W_hh, check).reshape(-1)
         if W_ih.dtype == np.float32:       # (the projection's panels too: fast._pair.project_units)
-            ih_panels = packs[0][1].panels(W_ih, True, check).reshape(-1)
+            ih_panels = packs[0][1].panels(W_ih, check).reshape(-1)
         compute = fast_packed.compute_address()
         if check is not None and not check.prepare():
             check = None
@@ -998,7 +998,7 @@ def _input_operand(W_ih: np.ndarray, kept, aside=None) -> tuple:
     if kept is not None and W_ih.flags.c_contiguous and W_ih.dtype == np.float32 \
             and W_ih.shape[0] % fast_packed.VW == 0 and W_ih.nbytes <= pipe_max_bytes() \
             and fast_packed.enabled():
-        return fast.packed_operand(kept.panels(W_ih, True, aside),
+        return fast.packed_operand(kept.panels(W_ih, aside),
                                    fast_packed.compute_address())
     return fast.matrix_operand(W_ih.T)
 
@@ -1010,7 +1010,7 @@ def _one_row_operand(W: np.ndarray, T: int, kept, aside=None) -> tuple:
     ``W.T`` itself, never copied (:func:`elman.fast._blas.gemm`'s GEMV on ``W``)."""
     if kept is not None and W.flags.c_contiguous \
             and fast_packed.one_row_worth(T, W.shape[1], W.shape[0], W.dtype):
-        return fast.packed_operand(kept.panels(W, True, aside), fast_packed.compute_address())
+        return fast.packed_operand(kept.panels(W, aside), fast_packed.compute_address())
     return fast.matrix_operand(W.T)
 
 

@@ -28,28 +28,6 @@ def project_input(X2, W, out):
     gemm(X2, W.T, out)
 
 
-@njit(**JIT)
-def same_words(x, y):
-    """Whether two 1-D unsigned-integer arrays of one length are equal, word for word: two
-    float arrays' bits compared through their views (:func:`elman.fast._packed.KeptPack`; not
-    ``==``: -0.0 and 0.0 differ there, and a NaN equals its own copy). Sixty-four words at a
-    time, ORed, so the loop runs in vector registers and stops at the first block that
-    differs."""
-    n = x.shape[0]
-    i = 0
-    while i + 64 <= n:
-        d = x[i] ^ y[i]
-        for k in range(1, 64):
-            d |= x[i + k] ^ y[i + k]
-        if d:
-            return False
-        i += 64
-    for k in range(i, n):
-        if x[k] != y[k]:
-            return False
-    return True
-
-
 def project_by(X2, W_ih, out):
     """``out = X2 W_ih^T`` in compiled code, ``W_ih`` either the (G*H, I) matrix itself (the
     same BLAS call as :func:`project_input`) or ``W_ih^T`` in :func:`elman.fast.

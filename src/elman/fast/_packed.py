@@ -116,64 +116,56 @@ def one_row_worth(steps: int, k: int, n: int, dtype) -> bool:
             and np.dtype(dtype) == np.float32 and _switch.enabled())
 
 
-_WORDS = {np.dtype(np.float32): np.uint32, np.dtype(np.float64): np.uint64}
-
-
 class KeptPack:
-    """A matrix's panels (:func:`pack`) kept from one call to the next, with a copy of the
-    matrix they were packed from: :meth:`panels` packs anew only when the matrix is no longer
-    bit for bit that copy (an optimizer step, ``load_state_dict``, any write into the
-    parameter's array is seen at the next call). A batch of one keeps them in the
+    """A matrix's panels (:func:`pack` of ``W.T``) kept from one call to the next:
+    :meth:`panels` packs anew only when the matrix is no longer bit for bit the one the panels
+    hold (an optimizer step, ``load_state_dict``, any write into the parameter's array is seen
+    at the next call), compared with the panels themselves
+    (:func:`elman.fast._panel_check.same_as_panels`). A batch of one keeps them in the
     layer-direction's workspace (:func:`elman.timeloop.lean_operands`).
 
     Why: a streaming caller's batch of one reads all of ``W_hh`` at every step, and the
     micro-kernel reads panels 1.5-1.65x as fast as the GEMV reads the matrix
     (:data:`ONE_ROW_MIN_STEPS`); packing at every call cost as much as 10-40 steps' gain
-    (the transposing copy runs at 7-9 GB/s here: 256 KB in 28-34 us, 1 MB in 125-150), the
-    check of the copy as much as a plain copy (256 KB: 10-11 us, 1 MB: 69). Not thread-safe:
-    a caller takes it from its workspace for the call and gives it back after."""
+    (the transposing copy runs at 7-9 GB/s here: 256 KB in 28-34 us, 1 MB in 125-150). The
+    check reads ``W`` and the panels the steps read next (against a kept copy of ``W``, it
+    read the copy too, from L3, and evicted the panels: 1 MB, 80-82 against 63 us). Not
+    thread-safe: a caller takes it from its workspace for the call and gives it back after."""
 
-    __slots__ = ("source", "packed", "transpose", "steady")
+    __slots__ = ("packed", "shape", "steady")
 
     def __init__(self):
-        self.source = self.packed = None
-        self.transpose = None
+        self.packed = self.shape = None
         #: whether the last check found the matrix unchanged (a check set aside is tried only
         #: then: a matrix that changed at the last call, e.g. between optimizer steps, is
         #: likely to change again, and a failed check aside costs the call twice)
         self.steady = False
 
-    def panels(self, W: np.ndarray, transpose: bool, aside=None) -> np.ndarray:
-        """The panels of ``W.T`` (``transpose``) or ``W``, as :func:`pack` makes them; W
-        C-contiguous float32. ``aside`` (an :class:`elman.fast._pair.CheckAside`, or None):
-        where the panels were steady, returned unchecked and the check added to ``aside``,
-        whose caller must run it and, should it fail, make the call again without ``aside``
-        (the panels are then packed anew here)."""
-        source = self.source
-        fits = source is not None and source.shape == W.shape and self.transpose == transpose
+    def panels(self, W: np.ndarray, aside=None) -> np.ndarray:
+        """The panels of ``W.T`` (the loops multiply by ``W_hh^T`` and ``W_ih^T``), as
+        ``pack(W, True)`` makes them; ``W`` float32 with contiguous rows. ``aside`` (an
+        :class:`elman.fast._pair.CheckAside`, or None): where the panels were steady, returned
+        unchecked and the check added to ``aside``, whose caller must run it and, should it
+        fail, make the call again without ``aside`` (the panels are then packed anew here)."""
+        packed = self.packed
+        fits = packed is not None and self.shape == W.shape
         if fits and aside is not None and self.steady:
-            aside.add(W.reshape(-1).view(_WORDS[W.dtype]),
-                      source.reshape(-1).view(_WORDS[W.dtype]))
-            return self.packed
-        if fits and _same_words(W.reshape(-1).view(_WORDS[W.dtype]),
-                                source.reshape(-1).view(_WORDS[W.dtype])):
+            aside.add(W.view(np.uint32), packed.view(np.uint32))
+            return packed
+        if fits and _same_as_panels(W.view(np.uint32), packed.view(np.uint32)):
             self.steady = True
-            return self.packed
-        if source is None or source.shape != W.shape:
-            self.source = source = np.empty_like(W, order="C")
-        np.copyto(source, W)
-        self.packed = pack(source, transpose, self.packed)
-        self.transpose = transpose
+            return packed
+        self.packed, self.shape = pack(W, True, packed), W.shape
         self.steady = False
         return self.packed
 
 
-def _same_words(x, y):
-    """:func:`elman.fast._loop.same_words` (numba is imported at the first call, not with
-    elman; from then on this name is the compiled function itself)."""
-    global _same_words
-    _same_words = importlib.import_module(f"{__package__}._loop").same_words
-    return _same_words(x, y)
+def _same_as_panels(W, Bp):
+    """:func:`elman.fast._panel_check.same_as_panels` (numba is imported at the first call, not
+    with elman; from then on this name is the compiled function itself)."""
+    global _same_as_panels
+    _same_as_panels = importlib.import_module(f"{__package__}._panel_check").same_as_panels
+    return _same_as_panels(W, Bp)
 
 
 #: the smallest one-thread product (m * n * k) :func:`product` takes, and the fewest rows: below

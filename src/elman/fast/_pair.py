@@ -48,7 +48,7 @@ from numba.extending import intrinsic
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm
-from ._loop import same_words
+from ._panel_check import same_as_panels
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "project_units",
            "unit_rows",
@@ -551,31 +551,32 @@ CHECK_CLAIM, CHECK_VERDICT = 0, 8      # a CheckAside's state: the claims; 1 sam
 
 
 @njit(nogil=True, cache=True)
-def claim_check(state, a, a_source, b, b_source):
+def claim_check(state, a, a_panels, b, b_panels):
     """Claim the check of :class:`CheckAside` (an atomic add on ``state[CHECK_CLAIM]``: the
-    first thread to add gets it); if this thread got it, compare ``a`` with ``a_source`` and
-    ``b`` with ``b_source`` (words, :func:`elman.fast._loop.same_words`) and store the
-    verdict. Returns whether this thread ran it."""
+    first thread to add gets it); if this thread got it, compare ``a`` with the panels
+    ``a_panels`` packed from it and ``b`` with ``b_panels`` (words,
+    :func:`elman.fast._panel_check.same_as_panels`) and store the verdict. Returns whether
+    this thread ran it."""
     if _add(state, CHECK_CLAIM, 1) != 0:
         return False
-    same = same_words(a, a_source) and same_words(b, b_source)
+    same = same_as_panels(a, a_panels) and same_as_panels(b, b_panels)
     _store(state, CHECK_VERDICT, 1 if same else 2)
     return True
 
 
 @njit(nogil=True, cache=True)
-def check_verdict(state, a, a_source, b, b_source, spins):
+def check_verdict(state, a, a_panels, b, b_panels, spins):
     """The caller's side of :class:`CheckAside` once its call is done: the check claimed and
     run here if the partner has not claimed it, else the partner's verdict, waited for up to
     ``spins`` rounds (then the check runs here too: a partner descheduled mid-check must not
-    hold the caller up longer). Returns whether every matrix was its source."""
-    if not claim_check(state, a, a_source, b, b_source):
+    hold the caller up longer). Returns whether every matrix was its panels' source."""
+    if not claim_check(state, a, a_panels, b, b_panels):
         waited = 0
         while _load(state, CHECK_VERDICT) == 0 and waited < spins:
             _pause()
             waited += 1
         if _load(state, CHECK_VERDICT) == 0:
-            return same_words(a, a_source) and same_words(b, b_source)
+            return same_as_panels(a, a_panels) and same_as_panels(b, b_panels)
     return _load(state, CHECK_VERDICT) == 1
 
 
@@ -592,8 +593,8 @@ class CheckAside:
     once, wherever, and the call's result never rests on panels it has not compared.
 
     Why: a batch of one's call of 50 steps at H = 256 (an LSTM) does ~620 us of compiled work,
-    and the check in line (1.1 MB of ``W_hh`` and ``W_ih`` compared with their copies) cost
-    ~250 us more: its own reads from L3 and, after them, the first steps' panels no longer in
+    and the check in line (1.1 MB of ``W_hh`` and ``W_ih`` compared, then, with copies of
+    them) cost ~250 us more: its own reads from L3 and, after them, the first steps' panels no longer in
     L2. On the idle partner's core it cost the call ~15 us (one process, alternating, medians
     of 60: 873 -> 636 us; LSTM H = 128 260 -> 212, GRU H = 256 659 -> 500). At most two
     matrices (``W_hh`` and ``W_ih`` of one layer-direction)."""
@@ -604,21 +605,22 @@ class CheckAside:
         self.pairs = []
         self.state = self.arrays = None
 
-    def add(self, words: np.ndarray, source: np.ndarray) -> None:
-        """A matrix's words and its kept source's (1-D unsigned views), to compare."""
+    def add(self, words: np.ndarray, panels: np.ndarray) -> None:
+        """A matrix's words (2-D) and those of the panels packed from it (3-D; ``uint32``
+        views, :class:`elman.fast._packed.KeptPack`), to compare."""
         if len(self.pairs) == 2:
             raise ValueError("CheckAside: at most two matrices (W_hh and W_ih) a call")
-        self.pairs.append((words, source))
+        self.pairs.append((words, panels))
 
     def prepare(self) -> bool:
         """Make the checks ready to be claimed; whether there are any."""
         if not self.pairs:
             return False
         state = fresh_counters(ROW)
-        empty = np.empty(0, self.pairs[0][0].dtype)
-        a, a_source = self.pairs[0]
-        b, b_source = self.pairs[1] if len(self.pairs) == 2 else (empty, empty)
-        self.state, self.arrays = state, (a, a_source, b, b_source)
+        a, a_panels = self.pairs[0]
+        b, b_panels = self.pairs[1] if len(self.pairs) == 2 else \
+            (a[:0, :0], a_panels[:0, :0])          # (nothing to compare: the same types)
+        self.state, self.arrays = state, (a, a_panels, b, b_panels)
         return True
 
     def start(self) -> None:
