@@ -24,8 +24,8 @@ two runs): (1024 x 256) 63 us against 80-82 for the copy's compare, (1024 x 128)
 against 39-46, (512 x 128) 15 against 20-21, (1024 x 32) 8.5 against 11. Through the layers
 (batch 1, T = 50, the old and the new code in one process, alternating, medians of 30-40,
 two rounds): 1.00-1.07x as fast with the check aside (GRU and LSTM, H = 128 and 256, one and
-two layers; the two-layer LSTM at H = 256 0.96-1.02x in five runs), 1.01-1.05x with it in
-line.
+two layers; the two-layer LSTM at H = 256 0.99-1.06x in five runs), 1.01-1.05x with it in
+line (that LSTM 0.96-1.00x in three runs).
 """
 from __future__ import annotations
 
