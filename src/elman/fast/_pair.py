@@ -594,10 +594,10 @@ class CheckAside:
 
     Why: a batch of one's call of 50 steps at H = 256 (an LSTM) does ~620 us of compiled work,
     and the check in line (1.1 MB of ``W_hh`` and ``W_ih`` compared, then, with copies of
-    them) cost ~250 us more: its own reads from L3 and, after them, the first steps' panels no longer in
-    L2. On the idle partner's core it cost the call ~15 us (one process, alternating, medians
-    of 60: 873 -> 636 us; LSTM H = 128 260 -> 212, GRU H = 256 659 -> 500). At most two
-    matrices (``W_hh`` and ``W_ih`` of one layer-direction)."""
+    them) cost ~250 us more: its own reads from L3 and, after them, the first steps' panels
+    no longer in L2. On the idle partner's core it cost the call ~15 us (one process,
+    alternating, medians of 60: 873 -> 636 us; LSTM H = 128 260 -> 212, GRU H = 256 659 ->
+    500). At most two matrices (``W_hh`` and ``W_ih`` of one layer-direction)."""
 
     __slots__ = ("pairs", "state", "arrays")
 
