@@ -325,8 +325,15 @@ def environment(np, torch, threadpoolctl, env_note, threads):
         info["elman"] = getattr(elman, "__version__", "?")
         info["elman_fast_available"] = bool(elman.fast.available)
         if elman.fast.available:
-            from elman.fast import _blas
+            from elman.fast import _blas, _mkl, _packed
             info["elman_fast_blas"] = _blas.source
+            # (a loop whose per-step GEMM runs on one thread, a row block's or a direction's,
+            # packs its matrix: for MKL's packed GEMM where MKL is on, else for the kernels'
+            # own micro-kernel where it runs; the threaded per-step GEMMs stay on the BLAS above)
+            info["elman_one_thread_gemm"] = (
+                f"MKL's packed GEMM ({os.path.basename(_mkl.library())})" if _mkl.enabled()
+                else "the kernels' own packed GEMM (AVX-512)" if _packed.enabled()
+                else "the BLAS above")
     except Exception:  # pragma: no cover
         info["elman"] = "?"
     for mod in ("scipy", "numba"):
@@ -393,7 +400,8 @@ def print_header(info, args, ceilings):
     if "fast" in args.frameworks and not info.get("elman_fast_available"):
         print("- NOTE: elman.fast is not available (numba missing): 'fast' runs the NumPy path")
     elif info.get("elman_fast_blas"):
-        print(f"- elman.fast per-step GEMMs: {info['elman_fast_blas']}")
+        print(f"- elman.fast per-step GEMMs: {info['elman_fast_blas']}; on one thread (a row "
+              f"block's, a direction's): {info['elman_one_thread_gemm']}")
     if args.repeats < MIN_REPEATS:
         print(f"- NOTE: {args.repeats} repeat(s) < {MIN_REPEATS}: the medians are not reliable "
               "(smoke run)")

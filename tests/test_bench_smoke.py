@@ -83,7 +83,12 @@ def test_quick_run_writes_all_frameworks(tmp_path):
     # the fast path calls NumPy's own BLAS: one BLAS pool, limited like every other
     assert sum(d["user_api"] == "blas" for d in pools) >= 1
     if elman.fast.available:
+        from elman.fast import _mkl, _packed
         assert data["environment"]["elman_fast_blas"].startswith("numpy-blas")
+        # (and what a loop's per-step GEMM on one thread runs on: the header says which)
+        assert data["environment"]["elman_one_thread_gemm"].startswith(
+            "MKL's packed GEMM (libmkl_rt" if _mkl.enabled()
+            else "the kernels' own" if _packed.enabled() else "the BLAS above")
     assert all(d["num_threads"] == 1 for d in pools if d["user_api"] == "blas")
     results = data["results"]
     assert [(r["stack"], r["mode"]) for r in results] == [
