@@ -68,6 +68,10 @@ def parse_args(argv=None):
     ap.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     ap.add_argument("--json", metavar="FILE", help="also write every case (medians, all "
                     "repeats, agreement) and the environment to FILE")
+    ap.add_argument("--frozen", action="store_true",
+                    help="elman's side runs elman.freeze(layer), a copy whose weights can never "
+                         "change (as an onnxruntime session's cannot): a batch of one then "
+                         "trusts its kept panels without comparing them at each call")
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
     args = ap.parse_args(argv)
@@ -90,8 +94,9 @@ def _subset(ap, flag, text, allowed):
 
 # -- the three frameworks -------------------------------------------------------------------
 
-def _models(np, torch, elman, cell, I, H, layers, bi):
-    """(elman layer, torch module, onnxruntime session, onnx input names), one set of weights."""
+def _models(np, torch, elman, cell, I, H, layers, bi, frozen=False):
+    """(elman layer, torch module, onnxruntime session), one set of weights; the elman layer
+    frozen (``elman.freeze``) where asked."""
     import onnxruntime as ort
     e_cls = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[cell]
     t_cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
@@ -104,7 +109,7 @@ def _models(np, torch, elman, cell, I, H, layers, bi):
     proto = elman.to_onnx(layer, initial_states=True)
     session = ort.InferenceSession(proto.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    return layer, module, session
+    return (elman.freeze(layer) if frozen else layer), module, session
 
 
 def _sequence_runners(np, torch, elman, cell, layer, module, session, x, state):
@@ -246,7 +251,8 @@ def main(argv=None) -> int:
         if kind == "step":
             N = 1
         D = 2 if bi else 1
-        layer, module, session = _models(np, torch, elman, cell, I, H, layers, bi)
+        layer, module, session = _models(np, torch, elman, cell, I, H, layers, bi,
+                                         args.frozen)
         x = rng.standard_normal((T, N, I), dtype=np.float32)
         state = [0.5 * rng.standard_normal((layers * D, N, H), dtype=np.float32)
                  for _ in range(2 if cell == "lstm" else 1)]
@@ -265,6 +271,7 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     if args.json:
         environment = dict(cpu=cpu_model(), threads=args.threads, blas=blas,
+                           elman_frozen=args.frozen,
                            elman=elman.__version__, onnxruntime=ort.__version__,
                            torch=torch.__version__, numpy=np.__version__,
                            loadavg_before=load_before, loadavg_after=os.getloadavg())
@@ -278,7 +285,8 @@ def main(argv=None) -> int:
 
 
 def _tables(rows, repeats, args, blas, ort, torch, elman, seconds, load_before, load_after):
-    lines = [f"elman {elman.__version__} (compiled path, eval, no_grad) vs onnxruntime "
+    mode = "frozen: elman.freeze, no_grad" if args.frozen else "eval, no_grad"
+    lines = [f"elman {elman.__version__} (compiled path, {mode}) vs onnxruntime "
              f"{ort.__version__} (CPUExecutionProvider) vs torch {torch.__version__} "
              f"(inference_mode); float32, {args.threads} threads each; {cpu_model()}, NumPy's "
              f"BLAS: {blas}; 1-minute load average {load_before[0]:.2f} before, "

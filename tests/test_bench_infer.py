@@ -30,3 +30,22 @@ def test_quick_run_times_and_checks_every_framework(tmp_path):
         assert all(t > 0 for t in r["median_s"].values())
     text = md.read_text()
     assert "One step per call, batch 1" in text and "onnxruntime/elman" in text
+
+
+def test_a_frozen_run_says_so_and_agrees(tmp_path):
+    """--frozen: elman's side is elman.freeze(layer); its results still agree with torch's."""
+    require_torch()
+    require("onnxruntime")
+    require("onnx")
+    spec = importlib.util.spec_from_file_location("bench_infer", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out, md = tmp_path / "infer.json", tmp_path / "infer.md"
+    rc = bench.main(["--quick", "--repeats", "1", "--keep-env", "--threads", "1", "--frozen",
+                     "--cells", "lstm", "--stacks", "1", "--kinds", "sequence",
+                     "--json", str(out), "--markdown", str(md)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["environment"]["elman_frozen"] is True
+    assert [r["max_rel_err"] < 1e-4 for r in data["results"]] == [True]
+    assert "compiled path, frozen: elman.freeze" in md.read_text()

@@ -2,6 +2,7 @@
 from ._version import __version__  # noqa: F401
 from .module import Module, Param
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
+from .frozen import freeze
 from .gradcheck import gradcheck
 from .cells import GRUCell, LSTMCell, RNNCell
 from .recurrent import GRU, LSTM, RNN
@@ -26,7 +27,8 @@ from .interop import ConversionError, export_onnx, from_keras, from_torch, to_on
 from . import data, distributed, fast, registry, threads
 from .threads import get_num_threads, set_num_threads
 
-__all__ = ["Module", "Param", "no_grad", "enable_grad", "set_grad_enabled", "inference_mode",
+__all__ = ["Module", "Param", "freeze", "no_grad", "enable_grad", "set_grad_enabled",
+           "inference_mode",
            "is_grad_enabled", "gradcheck", "RNNCell", "GRUCell", "LSTMCell", "RNN", "GRU",
            "LSTM", "MinGRU", "MinLSTM", "Linear", "Dense", "Embedding", "Dropout", "LayerNorm", "Tanh", "Sigmoid",
            "ReLU", "Softmax", "LogSoftmax", "Last", "LastBidirectional", "MeanPool",

@@ -66,6 +66,11 @@ def _ready(value, shape: tuple, dtype) -> bool:
         and value.flags.c_contiguous
 
 
+def _no_plan():
+    """What a copied :class:`LeanPlan` becomes: none."""
+    return None
+
+
 class LeanPlan:
     """The lean path's answers for calls of one signature: input ``shape`` (as the caller
     passes it), the layer's dtype and mode, and initial states given or not (``with_states``).
@@ -77,6 +82,12 @@ class LeanPlan:
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
                  "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
                  "pair_rule", "pinned_whole", "keeps", "pipes")
+
+    def __reduce__(self):
+        """A copy of the layer (``copy.deepcopy``, and so :func:`elman.freeze`; any
+        serialisation through ``__reduce__``) holds no plan: a plan holds the kernel module and
+        its compiled functions, which do not copy. The copy's next call makes its own."""
+        return _no_plan, ()
 
     def __init__(self, layer, shape: tuple, batched: bool, with_states: bool, kernels):
         self.shape, self.dtype, self.training = shape, layer.dtype, layer.training

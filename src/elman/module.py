@@ -183,6 +183,9 @@ class Module:
                                 f"build the module with dtype=np.{value.dtype})")
             elif not np.all(np.isfinite(value)):
                 problems.append(f"{name!r} contains NaN or infinite values")
+            elif not param.data.flags.writeable:
+                problems.append(f"{name!r} is read-only (a module made by elman.freeze: load "
+                                f"into the module it was frozen from, and freeze that again)")
             else:
                 staged.append((param, value))
         if problems:

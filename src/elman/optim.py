@@ -81,6 +81,9 @@ def _params_list(owner: str, params) -> list:
                             f"arrays), got {type(p).__name__}")
         if data.dtype.kind != "f":
             raise TypeError(f"{owner}: params[{i}] must be floating point, got {data.dtype}")
+        if not data.flags.writeable:
+            raise ValueError(f"{owner}: params[{i}] is read-only (a module made by elman.freeze "
+                             f"is for inference: optimise the module it was frozen from)")
         if id(p) in seen:
             raise ValueError(f"{owner}: params[{i}] appears more than once in the parameter "
                              f"list (it would be updated twice per step)")

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from .._switch import Switch
+from ..frozen import immutable_key
 from . import _cpu
 from . import enabled as _fast_enabled
 
@@ -129,13 +130,18 @@ class KeptPack:
     (:data:`ONE_ROW_MIN_STEPS`); packing at every call cost as much as 10-40 steps' gain
     (the transposing copy runs at 7-9 GB/s here: 256 KB in 28-34 us, 1 MB in 125-150). The
     check reads ``W`` and the panels the steps read next (against a kept copy of ``W``, it
-    read the copy too, from L3, and evicted the panels: 1 MB, 80-82 against 63 us). Not
+    read the copy too, from L3, and evicted the panels: 1 MB, 80-82 against 63 us). A matrix
+    of a frozen module (:func:`elman.freeze`: read-only, on immutable memory) is not compared
+    at all. Not
     thread-safe: a caller takes it from its workspace for the call and gives it back after."""
 
-    __slots__ = ("packed", "shape", "steady")
+    __slots__ = ("packed", "shape", "steady", "frozen")
 
     def __init__(self):
         self.packed = self.shape = None
+        #: :func:`elman.frozen.immutable_key` of the matrix packed, where it is frozen (no
+        #: write can reach it: its panels are trusted with no compare while the key matches)
+        self.frozen = None
         #: whether the last check found the matrix unchanged (a check set aside is tried only
         #: then: a matrix that changed at the last call, e.g. between optimizer steps, is
         #: likely to change again, and a failed check aside costs the call twice)
@@ -149,13 +155,17 @@ class KeptPack:
         fail, make the call again without ``aside`` (the panels are then packed anew here)."""
         packed = self.packed
         fits = packed is not None and self.shape == W.shape
+        frozen = immutable_key(W)
+        if fits and frozen is not None and self.frozen is not None \
+                and frozen[0] is self.frozen[0] and frozen[1:] == self.frozen[1:]:
+            return packed                     # (elman.freeze: nothing can have changed)
         if fits and aside is not None and self.steady:
             aside.add(W.view(np.uint32), packed.view(np.uint32))
             return packed
         if fits and _same_as_panels(W.view(np.uint32), packed.view(np.uint32)):
             self.steady = True
             return packed
-        self.packed, self.shape = pack(W, True, packed), W.shape
+        self.packed, self.shape, self.frozen = pack(W, True, packed), W.shape, frozen
         self.steady = False
         return self.packed
 
