@@ -8,13 +8,19 @@ from _torch import require, require_torch
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_infer.py"
 
 
-def test_quick_run_times_and_checks_every_framework(tmp_path):
+def _bench():
+    """benchmarks/bench_infer.py as a module (its frameworks required first)."""
     require_torch()
     require("onnxruntime")
     require("onnx")
     spec = importlib.util.spec_from_file_location("bench_infer", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_quick_run_times_and_checks_every_framework(tmp_path):
+    bench = _bench()
     out, md = tmp_path / "infer.json", tmp_path / "infer.md"
     rc = bench.main(["--quick", "--repeats", "1", "--keep-env", "--threads", "1",
                      "--cells", "gru,lstm", "--stacks", "1,2bi", "--json", str(out),
@@ -34,12 +40,7 @@ def test_quick_run_times_and_checks_every_framework(tmp_path):
 
 def test_a_frozen_run_says_so_and_agrees(tmp_path):
     """--frozen: elman's side is elman.freeze(layer); its results still agree with torch's."""
-    require_torch()
-    require("onnxruntime")
-    require("onnx")
-    spec = importlib.util.spec_from_file_location("bench_infer", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     out, md = tmp_path / "infer.json", tmp_path / "infer.md"
     rc = bench.main(["--quick", "--repeats", "1", "--keep-env", "--threads", "1", "--frozen",
                      "--cells", "lstm", "--stacks", "1", "--kinds", "sequence",
