@@ -86,8 +86,8 @@ def test_a_batch_of_one_trusts_a_frozen_matrix_without_comparing_it(name, monkey
     """The kept panels of a frozen W_hh and W_ih are never compared (elman.frozen: nothing can
     have changed them); the module's own are compared at every call (in line here); a frozen
     parameter given a new array is packed anew, and the call sees the new weights."""
-    compares = []
-    compare = _packed._same_as_panels
+    from elman.fast._panel_check import same_as_panels as compare    # (the compiled one:
+    compares = []                       # _packed's own name rebinds itself at its first call)
     monkeypatch.setattr(_packed, "_same_as_panels",
                         lambda *args: compares.append(1) or compare(*args))
     monkeypatch.setattr(timeloop, "check_aside", lambda *args: None)   # (every check in line)

@@ -32,12 +32,10 @@ def freeze(module):
     bit for bit. The module itself is not changed."""
     if not (hasattr(module, "named_parameters") and hasattr(module, "eval")):
         raise TypeError(f"freeze: expected an elman Module, got {type(module).__name__}")
-    frozen = copy.deepcopy(module)
-    for _, param in frozen.named_parameters():
-        # (object.__setattr__: Param's own check would make the array C-contiguous again,
-        # which it is, and writable, which it must not be)
-        object.__setattr__(param, "data", immutable(param.data))
-    return frozen.eval()
+    # (each parameter's array copied once, straight into its immutable form: the deep copy
+    # takes it from the memo instead of copying the array first)
+    memo = {id(param.data): immutable(param.data) for param in module.parameters()}
+    return copy.deepcopy(module, memo).eval()
 
 
 def immutable(array: np.ndarray) -> np.ndarray:

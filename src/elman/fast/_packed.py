@@ -132,8 +132,8 @@ class KeptPack:
     check reads ``W`` and the panels the steps read next (against a kept copy of ``W``, it
     read the copy too, from L3, and evicted the panels: 1 MB, 80-82 against 63 us). A matrix
     of a frozen module (:func:`elman.freeze`: read-only, on immutable memory) is not compared
-    at all. Not
-    thread-safe: a caller takes it from its workspace for the call and gives it back after."""
+    at all. Not thread-safe: a caller takes it from its workspace for the call and gives it
+    back after."""
 
     __slots__ = ("packed", "shape", "steady", "frozen")
 
