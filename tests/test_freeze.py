@@ -138,3 +138,63 @@ def test_a_layer_that_ran_planned_calls_copies_and_pickles(name, steps):
             for _ in range(2):
                 for got, w in zip(_flat(twin(x)), want):
                     np.testing.assert_array_equal(got, w)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, False), (1, True),
+                                                   (2, True)])
+def test_a_frozen_stack_runs_as_one_compiled_call_on_operands_made_once(
+        name, layers, bidirectional, monkeypatch):
+    """A frozen module's short calls (elman.lean_plan: no packings kept) take the same
+    compiled stack call as the module's (its read-only arrays, all of one kind, fit the
+    call's tuples) and make its operands once: later calls reuse them, bit for bit the
+    module's results; a parameter given a new array is seen at the next call."""
+    layer = getattr(elman, name)(8, 64, num_layers=layers, bidirectional=bidirectional,
+                                 seed=0).eval()
+    frozen = elman.freeze(layer)
+    made, stacks = [], []
+    for function in ("lean_operands", "stack_operands"):
+        real = getattr(timeloop, function)
+        monkeypatch.setattr(timeloop, function,
+                            lambda *args, real=real, **kw: made.append(1) or real(*args, **kw))
+    for function in ("stack_forward_lean", "stack_forward_pair"):   # (directions in turn,
+        real = getattr(timeloop, function)                            # or at once)
+        monkeypatch.setattr(timeloop, function, lambda *args, real=real, **kw:
+                            stacks.append(1) or real(*args, **kw))
+    x = np.random.default_rng(4).standard_normal((3, 1, 8)).astype(np.float32)
+    with elman.no_grad():
+        want = [_flat(layer(x)) for _ in range(2)][-1]
+        calls = []
+        for _ in range(4):
+            made.clear()
+            for got, w in zip(_flat(frozen(x)), want):
+                np.testing.assert_array_equal(got, w)
+            calls.append(len(made))
+        assert calls[1] > 0 and calls[2:] == [0, 0]   # (the plan's first call makes them)
+        if layers * (2 if bidirectional else 1) > 1:
+            assert len(stacks) >= 4                # (not refused: layer by layer otherwise)
+        # a new (immutable) array for a parameter: the next call makes the operands anew
+        W = immutable(np.asarray(frozen.bias_hh_l0.data) + np.float32(0.25))
+        frozen.bias_hh_l0.data = W
+        layer.bias_hh_l0.data[...] = W
+        for _ in range(2):
+            for got, w in zip(_flat(frozen(x)), _flat(layer(x))):
+                np.testing.assert_array_equal(got, w)
+
+
+def test_a_module_with_writeable_and_read_only_parameters_runs_layer_by_layer():
+    """The compiled stack's tuples hold one array type: a module whose parameters mix
+    writeable and read-only arrays is refused there (timeloop._one_array_type) and runs its
+    layers one by one, with the same results."""
+    layer = _layer("LSTM").eval()
+    mixed = copy.deepcopy(layer)
+    mixed.weight_hh_l1.data = immutable(mixed.weight_hh_l1.data)
+    weights = [mixed._weights(k) for k in range(2)]
+    assert not timeloop._one_array_type(weights)
+    assert timeloop._one_array_type([layer._weights(k) for k in range(2)])
+    assert timeloop._one_array_type([elman.freeze(layer)._weights(k) for k in range(2)])
+    x = np.random.default_rng(5).standard_normal((3, 1, 8)).astype(np.float32)
+    with elman.no_grad():
+        for _ in range(2):
+            for got, want in zip(_flat(mixed(x)), _flat(layer(x))):
+                np.testing.assert_array_equal(got, want)

@@ -117,7 +117,7 @@ def _stack_call(layer, x):
     h0 = np.zeros((2 * L, N, H), layer.dtype)
     c0 = h0.copy() if layer.eq.has_cell else None
     weights = [layer._weights(k) for k in range(2 * L)]
-    operands = timeloop._stack_operands(layer.eq, kernels, weights, T, N)
+    operands = timeloop.stack_operands(layer.eq, kernels, weights, T, N)
     outs = np.empty((L, T, N, 2 * H), layer.dtype)
     h_n = np.empty_like(h0)
     c_n = None if c0 is None else np.empty_like(c0)

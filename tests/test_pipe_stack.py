@@ -119,7 +119,7 @@ def _pipe_arguments(layers=3, T=21, H=32, seed=0):
     kernels = fast.kernels_for(model.eq, model.dtype)
     x = np.random.default_rng(seed).standard_normal((T, 1, 5))
     h0 = np.zeros((layers, 1, H))
-    operands = timeloop._stack_operands(model.eq, kernels,
+    operands = timeloop.stack_operands(model.eq, kernels,
                                         [model._weights(k) for k in range(layers)], T, 1)
     size = timeloop.PIPE_CHUNK
     pair = fast.pair()

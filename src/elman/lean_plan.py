@@ -50,11 +50,13 @@ alternating, medians of 40 (T = 50, batch 1, H = 128, on the Intel Xeon of 2026-
 """
 from __future__ import annotations
 
+import operator
 import time
 
 import numpy as np
 
 from . import fast, threads, timeloop
+from .frozen import immutable_key
 
 __all__ = ["LeanPlan"]
 
@@ -64,6 +66,9 @@ def _ready(value, shape: tuple, dtype) -> bool:
     ``dtype`` and exactly ``shape`` (the checks' own first test, plus the shape)."""
     return value.__class__ is np.ndarray and value.shape == shape and value.dtype == dtype \
         and value.flags.c_contiguous
+
+
+_data = operator.attrgetter("data")     # (a parameter's array)
 
 
 def _no_plan():
@@ -81,7 +86,7 @@ class LeanPlan:
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
                  "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
-                 "pair_rule", "pinned_whole", "keeps", "pipes")
+                 "pair_rule", "pinned_whole", "keeps", "pipes", "flat", "frozen")
 
     def __reduce__(self):
         """A copy of the layer (``copy.deepcopy``, and so :func:`elman.freeze`; any
@@ -109,6 +114,10 @@ class LeanPlan:
         GH, H, I = layer.eq.gates * layer.hidden_size, layer.hidden_size, shape[-1]
         self.params = [[(name, layer._params[attribute]) for name, attribute in names.items()]
                        for names in layer._names]
+        self.flat = [param for params in self.params for _, param in params]
+        # a frozen module's short calls: (its arrays, the compiled call's operands made from
+        # them), kept while the parameters hold those arrays (_frozen_operands)
+        self.frozen = None
         self.whole = self.stack = None
         # a bidirectional stack's directions at once where two threads are free at the call;
         # else in turn, where the lean path takes the call by itself (else: not the plan's)
@@ -208,13 +217,16 @@ class LeanPlan:
         spaces = layer._workspaces           # (where a batch of one keeps its packed W_hh)
         if self.whole is not None:
             result = self._one(X, *states, spaces[0])
-        elif pair:
-            result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
-                                                 self._weights(), spaces)
-        elif self.stack is not None:
-            result = timeloop.stack_forward_lean(self.eq, self.kernels, X, *states,
-                                                 self._weights(), self.directions, self.stack,
-                                                 spaces)
+        elif pair or self.stack is not None:
+            operands = self._frozen_operands()
+            weights = None if operands is not None else self._weights()
+            if pair:
+                result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
+                                                     weights, spaces, operands)
+            else:
+                result = timeloop.stack_forward_lean(self.eq, self.kernels, X, *states,
+                                                     weights, self.directions, self.stack,
+                                                     spaces, operands)
         if result is None:
             result = layer._forward_lean(self.kernels, X, *states)
         return layer._finish(*result, None, self.rows, self.batched)
@@ -249,6 +261,39 @@ class LeanPlan:
         """Every layer-direction's arrays by the cell's names, read now."""
         return [{name: param.data for name, param in params} for params in self.params]
 
+    def _frozen_operands(self):
+        """The compiled call's operands (:func:`elman.timeloop.lean_operands` of the one
+        layer-direction, or :func:`elman.timeloop.stack_operands` of them all) for a short
+        call (no packings kept) of a frozen module (:func:`elman.freeze`: every parameter a
+        read-only view of immutable memory), made at its first call and kept while every
+        parameter holds the same array: nothing they are made of can change, the sums of its
+        biases included. None for any other module or call (the operands are then made at
+        every call, from the weights as they are then).
+
+        Why: a streaming caller's short call of a stack spent more in Python making them than
+        in its compiled loops (LSTM, two layers, (1, 3, 3, 64): ~7 us of ~33, where
+        onnxruntime's whole session took ~25-31)."""
+        if self.keeps:
+            return None
+        kept = self.frozen
+        if kept is not None:
+            arrays, operands = kept
+            if all(map(operator.is_, map(_data, self.flat), arrays)):
+                return operands
+            self.frozen = None
+        if self.flat[0].data.flags.writeable:        # (the usual module: not frozen)
+            return None
+        arrays = [param.data for param in self.flat]
+        if any(immutable_key(array) is None for array in arrays):
+            return None
+        weights = self._weights()
+        operands = timeloop.lean_operands(self.eq, self.kernels, weights[0], self.steps,
+                                          self.rows) if self.whole is not None else \
+            timeloop.stack_operands(self.eq, self.kernels, weights, self.steps, self.rows)
+        if operands is not None:
+            self.frozen = arrays, operands
+        return operands
+
     def _one(self, X, h0, c0, workspace, whole=None):
         """``(out, h_n, c_n)`` of a layer of one direction: :func:`elman.timeloop.
         sequence_forward_lean`'s one compiled call (``whole``, else the plan's), with what it
@@ -256,14 +301,15 @@ class LeanPlan:
         found by the plan; a batch of one's packed ``W_hh`` kept in ``workspace``
         (:func:`elman.timeloop.kept_packs`)."""
         threads.small_work_starts()
-        w = {name: param.data for name, param in self.params[0]}
         run = whole or self.whole
         if not self.keeps:               # (a streaming caller's short calls: the plain way)
-            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0],
-                       *timeloop.lean_operands(self.eq, self.kernels, w, self.steps,
-                                               self.rows),
+            operands = self._frozen_operands() or timeloop.lean_operands(
+                self.eq, self.kernels, {name: param.data for name, param in self.params[0]},
+                self.steps, self.rows)
+            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
                        self.schedule)
             return timeloop.lean_outputs(S, C)
+        w = {name: param.data for name, param in self.params[0]}
         h, c = h0[0], None if c0 is None else c0[0]
         with timeloop.holding_packs([workspace], self.steps, self.rows) as packs:
             S, C = timeloop.lean_call(

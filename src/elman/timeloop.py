@@ -1022,10 +1022,15 @@ def kept_packs(workspaces: list, T: int, N: int) -> list | None:
     panels pay for (:data:`elman.fast._packed.ONE_ROW_MIN_STEPS`: a streaming caller's one-step
     calls skip even the taking). Hand them back with :func:`give_packs` once the compiled call
     is done."""
-    if N != 1 or T < fast_packed.ONE_ROW_MIN_STEPS:
+    if not _keeps_packs(T, N):
         return None
     return [ws.take_any("kept_packs") or (fast_packed.KeptPack(), fast_packed.KeptPack())
             for ws in workspaces]
+
+
+def _keeps_packs(T: int, N: int) -> bool:
+    """Whether a call of ``T`` steps of ``N`` rows keeps packings (:func:`kept_packs`)."""
+    return N == 1 and T >= fast_packed.ONE_ROW_MIN_STEPS
 
 
 def give_packs(workspaces: list, packs: list | None) -> None:
@@ -1035,18 +1040,28 @@ def give_packs(workspaces: list, packs: list | None) -> None:
             ws.give(kept_packs=kept)
 
 
-@contextlib.contextmanager
 def holding_packs(workspaces: list | None, T: int, N: int):
     """``with holding_packs(workspaces, T, N) as packs:`` :func:`kept_packs` for the block
     (None without workspaces), given back (:func:`give_packs`) when it ends, however it ends.
     The block's compiled call must be done with them by then (a partner that comes late to a
-    pair call reads nothing: :mod:`elman.fast._pair`)."""
-    spaces = workspaces or []
-    packs = kept_packs(spaces, T, N) if spaces else None
+    pair call reads nothing: :mod:`elman.fast._pair`). Where no packing is kept (a batch, a
+    short call: :func:`kept_packs`) a context that holds nothing (a streaming caller's short
+    calls paid ~1 us for a generator's context they did not use)."""
+    if not workspaces or not _keeps_packs(T, N):
+        return _HOLDING_NOTHING
+    return _holding(workspaces, T, N)
+
+
+_HOLDING_NOTHING = contextlib.nullcontext(None)
+
+
+@contextlib.contextmanager
+def _holding(workspaces: list, T: int, N: int):
+    packs = kept_packs(workspaces, T, N)
     try:
         yield packs
     finally:
-        give_packs(spaces, packs)
+        give_packs(workspaces, packs)
 
 
 def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
@@ -1064,18 +1079,21 @@ def lean_stack(kernels, T: int, N: int, GH: int, I: int, D: int, H: int):
 
 def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
                        weights: list, D: int, stack=None,
-                       workspaces: list | None = None) -> tuple | None:
+                       workspaces: list | None = None, operands=None) -> tuple | None:
     """``(out, h_n, c_n)`` of a whole stack (``weights[k]`` of layer-direction ``k = layer *
     D + direction``, ``h0``/``c0`` (L*D, N, H)) for a small call that keeps nothing, as one
     compiled call: the kernel module's ``forward_stack_lean``, which runs each
     layer-direction's :func:`sequence_forward_lean` loop and writes the outputs of a layer's
     directions side by side into the next layer's input. None where that does not apply (no
     such kernel, a ``transform_input``, a projection OpenBLAS would thread: :func:`lean_stack`,
-    whose answer a caller that has it passes as ``stack``; or parameters that are not plain
-    C-contiguous writeable arrays, which the compiled call's tuples of one array type cannot
-    hold; more than :data:`STACK_MAX` layer-directions): the caller then runs the
+    whose answer a caller that has it passes as ``stack``; or parameters that are not
+    C-contiguous, or writeable and read-only ones mixed, which the compiled call's tuples of
+    one array type cannot hold (:func:`_one_array_type`); more than :data:`STACK_MAX`
+    layer-directions): the caller then runs the
     layer-directions one by one. ``workspaces``: the layer-directions', where a batch of one
-    keeps its packed matrices (:func:`kept_packs`).
+    keeps its packed matrices (:func:`kept_packs`). ``operands``: what :func:`stack_operands`
+    returned for these weights, where the caller kept it (a frozen module's short calls:
+    :class:`elman.lean_plan.LeanPlan`); ``weights`` and ``workspaces`` are then not read.
 
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
@@ -1087,38 +1105,44 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
         stack = lean_stack(kernels, T, N, eq.gates * h0.shape[2], I, D, h0.shape[2])
         if stack is None:
             return None
+    if operands is not None:
+        threads.small_work_starts()
+        return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
     with holding_packs(workspaces, T, N) as packs:
-        operands = _stack_operands(eq, kernels, weights, T, N, packs)
+        operands = stack_operands(eq, kernels, weights, T, N, packs)
         if operands is None:
             return None
         return stack(eq, X, h0, c0, *operands, _schedules(T, N, D))
 
 
 def stack_forward_pair(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list, workspaces: list | None = None) -> tuple | None:
+                       weights: list, workspaces: list | None = None,
+                       operands=None) -> tuple | None:
     """:func:`stack_forward_lean` of a bidirectional stack with the two directions of each
     layer at once, one on the caller's thread and one on the pair's partner thread
     (:func:`elman.fast._pair.pair_stack`, the kernel module's ``forward_stack_pair``): they
     meet once a layer, and BLAS stays at one thread inside. The caller checks
     :func:`pairs_directions` and that two threads are free; None where a parameter array is
-    unusual (see :func:`stack_forward_lean`; ``workspaces`` as there).
+    unusual (see :func:`stack_forward_lean`; ``workspaces`` and ``operands`` as there).
 
     Why: a bidirectional layer's directions share nothing but their input. Run at once by
     :func:`elman.threads.concurrently` (the general path) a call paid a Python thread's
     hand-over, tens of microseconds on this virtual machine, more than a batch-1 direction's
     whole time at the tiny sizes; in turn (the lean path) it paid both directions' time."""
+    if operands is not None:
+        threads.small_work_starts()
+        return _stack_pair(eq, kernels, X, h0, c0, operands)
     with holding_packs(workspaces, *X.shape[:2]) as packs:
-        return _stack_pair(eq, kernels, X, h0, c0, weights, packs)
+        operands = stack_operands(eq, kernels, weights, *X.shape[:2], packs)
+        if operands is None:
+            return None
+        return _stack_pair(eq, kernels, X, h0, c0, operands)
 
 
-def _stack_pair(eq, kernels, X, h0, c0, weights: list, packs) -> tuple | None:
-    """:func:`stack_forward_pair` with the layer-directions' kept packings ``packs`` (or
-    None)."""
+def _stack_pair(eq, kernels, X, h0, c0, operands: tuple) -> tuple:
+    """:func:`stack_forward_pair` on the layer-directions' operands (:func:`stack_operands`)."""
     T, N, _ = X.shape
-    operands = _stack_operands(eq, kernels, weights, T, N, packs)
-    if operands is None:
-        return None
-    layers, H = len(weights) // 2, h0.shape[2]
+    layers, H = h0.shape[0] // 2, h0.shape[2]
     outs = np.empty((layers, T, N, 2 * H), X.dtype)
     h_n = np.empty_like(h0)
     c_n = None if c0 is None else np.empty_like(c0)
@@ -1200,7 +1224,7 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     # (each chunk's projection multiplies by W_ih's kept panels: a BLAS GEMM would pack W_ih
     # again at every chunk, measured at 16-360 us a call at H = 128-256)
     with holding_packs(workspaces, T, N) as packs:
-        operands = _stack_operands(eq, kernels, weights, T, N, packs)
+        operands = stack_operands(eq, kernels, weights, T, N, packs)
         if operands is None:
             return None
         layers, H = len(weights), h0.shape[2]
@@ -1226,23 +1250,31 @@ def stack_forward_pipe(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
 STACK_MAX = 8
 
 
-def _stack_operands(eq, kernels, weights: list, T: int, N: int,
+def stack_operands(eq, kernels, weights: list, T: int, N: int,
                     packs: list | None = None) -> tuple | None:
     """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``,
     :func:`kept_packs`, or none), as a tuple of tuples by operand, each of 2, 4 or 8 entries
     (see :data:`STACK_MAX`); None for more layer-directions than that or where a parameter
-    array is not a plain C-contiguous writeable one (see :func:`stack_forward_lean`)."""
-    if len(weights) > STACK_MAX:
+    array is unusual (:func:`_one_array_type`; see :func:`stack_forward_lean`)."""
+    if len(weights) > STACK_MAX or not _one_array_type(weights):
         return None
-    for w in weights:
-        for array in w.values():
-            if not array.flags.carray:
-                return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k])
                 for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))
+
+
+def _one_array_type(weights: list) -> bool:
+    """Whether every parameter array of ``weights`` is C-contiguous and aligned, and either all
+    are writeable or none is (a module of :func:`elman.freeze`, whose arrays are read-only):
+    numba types a read-only array apart from a writeable one, and the compiled stack's tuples
+    hold one array type each."""
+    arrays = [array for w in weights for array in w.values()]
+    if all(array.flags.carray for array in arrays):
+        return True
+    return all(array.flags.c_contiguous and array.flags.aligned and not array.flags.writeable
+               for array in arrays)
 
 
 @functools.lru_cache(maxsize=64)
