@@ -198,3 +198,23 @@ def test_a_module_with_writeable_and_read_only_parameters_runs_layer_by_layer():
         for _ in range(2):
             for got, want in zip(_flat(mixed(x)), _flat(layer(x))):
                 np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["GRU", "LSTM"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_frozen_stack_whose_layers_keep_panels_for_some_matrices_only(
+        name, bidirectional, monkeypatch):
+    """A batch of one keeps W_ih's panels where they fit (timeloop.pipe_max_bytes): here the
+    first layer's (8 inputs) and not the second's (64 or 128). Frozen, the second layer's
+    W_ih^T is a read-only matrix and the first's a packed form: both forms' matrix slot
+    read-only (fast.packed_operand's ``of``), so the stack's operand tuples stay of one numba
+    type (a mixed tuple failed to compile: "No implementation of function getitem")."""
+    monkeypatch.setattr(timeloop, "pipe_max_bytes", lambda: 16 * 1024)
+    layer = getattr(elman, name)(8, 64, num_layers=2, bidirectional=bidirectional,
+                                 seed=0).eval()
+    frozen = elman.freeze(layer)
+    x = np.random.default_rng(6).standard_normal((20, 1, 8)).astype(np.float32)
+    with elman.no_grad():
+        for _ in range(3):
+            for got, want in zip(_flat(frozen(x)), _flat(layer(x))):
+                np.testing.assert_array_equal(got, want)

@@ -306,10 +306,10 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
             return fast.packed_operand(fast_mkl.pack(W, transpose, N),
-                                       fast_mkl.compute_address(W.dtype))
+                                       fast_mkl.compute_address(W.dtype), W)
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
             return fast.packed_operand(fast_packed.pack(W, transpose),
-                                       fast_packed.compute_address())
+                                       fast_packed.compute_address(), W)
     B = _step_matrix(W.T, T, N) if transpose else W
     return B if kernels is None else fast.matrix_operand(B)
 
@@ -999,7 +999,7 @@ def _input_operand(W_ih: np.ndarray, kept, aside=None) -> tuple:
             and W_ih.shape[0] % fast_packed.VW == 0 and W_ih.nbytes <= pipe_max_bytes() \
             and fast_packed.enabled():
         return fast.packed_operand(kept.panels(W_ih, aside),
-                                   fast_packed.compute_address())
+                                   fast_packed.compute_address(), W_ih)
     return fast.matrix_operand(W_ih.T)
 
 
@@ -1010,7 +1010,7 @@ def _one_row_operand(W: np.ndarray, T: int, kept, aside=None) -> tuple:
     ``W.T`` itself, never copied (:func:`elman.fast._blas.gemm`'s GEMV on ``W``)."""
     if kept is not None and W.flags.c_contiguous \
             and fast_packed.one_row_worth(T, W.shape[1], W.shape[0], W.dtype):
-        return fast.packed_operand(kept.panels(W, aside), fast_packed.compute_address())
+        return fast.packed_operand(kept.panels(W, aside), fast_packed.compute_address(), W)
     return fast.matrix_operand(W.T)
 
 

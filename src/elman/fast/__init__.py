@@ -101,19 +101,22 @@ def project_input(X2, W, out):
 MATRIX, PACKED = 0, 1
 
 
-def empty(dtype, ndim: int) -> np.ndarray:
+def empty(dtype, ndim: int, writeable: bool = True) -> np.ndarray:
     """A shared empty ``ndim``-dimensional array of ``dtype``: what a kernel takes for an
     operand it does not use (tested at run time, :func:`elman.fast._loop.absent`). Writeable
     (numba types a read-only array apart: one compiled specialization more), and nothing can
-    be written into it."""
-    key = (np.dtype(dtype), ndim)
+    be written into it; read-only where it stands in for a read-only array (see
+    :func:`packed_operand`)."""
+    key = (np.dtype(dtype), ndim, writeable)
     array = _EMPTY.get(key)
     if array is None:
-        array = _EMPTY[key] = np.empty((0,) * ndim, dtype)
+        array = np.empty((0,) * ndim, dtype)
+        array.flags.writeable = writeable
+        _EMPTY[key] = array
     return array
 
 
-_EMPTY: dict = {}           # (dtype, ndim) -> the array empty() hands out
+_EMPTY: dict = {}           # (dtype, ndim, writeable) -> the array empty() hands out
 
 
 def matrix_operand(B: np.ndarray) -> tuple:
@@ -145,18 +148,22 @@ def matrix_operand(B: np.ndarray) -> tuple:
     return M, transposed, empty(B.dtype, 1), MATRIX, 0
 
 
-def packed_operand(packed: np.ndarray, compute: int) -> tuple:
+def packed_operand(packed: np.ndarray, compute: int, of: np.ndarray | None = None) -> tuple:
     """A packed per-step matrix in :func:`matrix_operand`'s form (``kind`` :data:`PACKED`):
     ``packed`` MKL's buffer (:func:`elman.fast._mkl.pack`) or the kernels' own panels
     (:func:`elman.fast._packed.pack`, flattened), ``compute`` the address of the C function,
     with the signature of MKL's ``cblas_?gemm_compute``, that multiplies by it (MKL's own,
     :func:`elman.fast._mkl.compute_address`; the micro-kernel's,
     :func:`elman.fast._packed.compute_address`). An address is a run-time value: the kernels
-    stay cacheable, and compile without MKL."""
+    stay cacheable, and compile without MKL. ``of``: the matrix packed; where it is read-only
+    (:func:`elman.freeze`), so is the form's unused matrix slot, as a :func:`matrix_operand`
+    of it would hold it: a stack's operands of one kind (packed for one layer, the matrix
+    itself for another) then stay of one numba type."""
     if not isinstance(compute, int) or compute == 0:
         raise ValueError(f"packed_operand: compute must be the address of the function that "
                          f"multiplies by the packed matrix, got {compute!r}")
-    return empty(packed.dtype, 2), False, packed.reshape(-1), PACKED, compute
+    writeable = of is None or of.flags.writeable
+    return empty(packed.dtype, 2, writeable), False, packed.reshape(-1), PACKED, compute
 
 
 def pair():
