@@ -11,6 +11,9 @@ beside it. Per case the same weights run in
                  CPU provider, ``intra_op_num_threads`` = ``--threads``;
 ``torch``        ``torch.nn.RNN/GRU/LSTM`` under ``torch.inference_mode()``,
                  ``torch.set_num_threads(--threads)``;
+``frozen``       with ``--frozen``, also ``elman.freeze`` of the elman layer (a copy whose
+                 weights can never change, as an onnxruntime session's cannot), timed in the
+                 same alternation, in columns of its own;
 
 all in one process, float32, alternating repeat by repeat; medians. Two kinds of case:
 
@@ -26,6 +29,7 @@ Before timing, each case checks that the three agree (outputs and final states).
     python benchmarks/bench_infer.py                      # everything, 5 repeats
     python benchmarks/bench_infer.py --cells lstm --stacks 1 --configs 1,6
     python benchmarks/bench_infer.py --quick              # a tiny smoke run
+    python benchmarks/bench_infer.py --frozen --configs 4,6,7   # elman.freeze too
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ STEP_CONFIG = (1, 50, 32, 128)   # (N, T calls, I, H) of the step-by-step cases
 QUICK = [(2, 5, 3, 8)]
 CELLS = ("rnn", "gru", "lstm")
 FRAMEWORKS = ("elman", "onnxruntime", "torch")
+FROZEN = "frozen"                # elman.freeze of elman's layer, with --frozen
 
 
 def parse_args(argv=None):
@@ -69,9 +74,10 @@ def parse_args(argv=None):
     ap.add_argument("--json", metavar="FILE", help="also write every case (medians, all "
                     "repeats, agreement) and the environment to FILE")
     ap.add_argument("--frozen", action="store_true",
-                    help="elman's side runs elman.freeze(layer), a copy whose weights can never "
-                         "change (as an onnxruntime session's cannot): a batch of one then "
-                         "trusts its kept panels without comparing them at each call")
+                    help="also time elman.freeze(layer), a copy whose weights can never change "
+                         "(as an onnxruntime session's cannot), in columns of its own: a batch "
+                         "of one then trusts its kept panels without comparing them, and a "
+                         "short call keeps its compiled call's operands")
     ap.add_argument("--keep-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (else: re-run without them)")
     args = ap.parse_args(argv)
@@ -94,9 +100,8 @@ def _subset(ap, flag, text, allowed):
 
 # -- the three frameworks -------------------------------------------------------------------
 
-def _models(np, torch, elman, cell, I, H, layers, bi, frozen=False):
-    """(elman layer, torch module, onnxruntime session), one set of weights; the elman layer
-    frozen (``elman.freeze``) where asked."""
+def _models(np, torch, elman, cell, I, H, layers, bi):
+    """(elman layer, torch module, onnxruntime session), one set of weights."""
     import onnxruntime as ort
     e_cls = {"rnn": elman.RNN, "gru": elman.GRU, "lstm": elman.LSTM}[cell]
     t_cls = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell]
@@ -109,7 +114,7 @@ def _models(np, torch, elman, cell, I, H, layers, bi, frozen=False):
     proto = elman.to_onnx(layer, initial_states=True)
     session = ort.InferenceSession(proto.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    return (elman.freeze(layer) if frozen else layer), module, session
+    return layer, module, session
 
 
 def _sequence_runners(np, torch, elman, cell, layer, module, session, x, state):
@@ -173,10 +178,11 @@ def _step_runners(np, torch, elman, cell, layer, module, session, x, state):
 
 
 def _agree(np, results):
-    """Largest relative difference of elman's and onnxruntime's outputs from torch's."""
+    """Largest relative difference of elman's (frozen too) and onnxruntime's outputs from
+    torch's."""
     worst = 0.0
     ref = results["torch"]
-    for fw in ("elman", "onnxruntime"):
+    for fw in [fw for fw in results if fw != "torch"]:
         for a, b in zip(results[fw], ref):
             scale = max(float(np.max(np.abs(b))), 1e-6)
             worst = max(worst, float(np.max(np.abs(np.asarray(a) - b))) / scale)
@@ -251,20 +257,22 @@ def main(argv=None) -> int:
         if kind == "step":
             N = 1
         D = 2 if bi else 1
-        layer, module, session = _models(np, torch, elman, cell, I, H, layers, bi,
-                                         args.frozen)
+        layer, module, session = _models(np, torch, elman, cell, I, H, layers, bi)
         x = rng.standard_normal((T, N, I), dtype=np.float32)
         state = [0.5 * rng.standard_normal((layers * D, N, H), dtype=np.float32)
                  for _ in range(2 if cell == "lstm" else 1)]
         make = _sequence_runners if kind == "sequence" else _step_runners
         runners = make(np, torch, elman, cell, layer, module, session, x, state)
+        if args.frozen:          # (the same runner on the frozen copy: its elman entry)
+            runners[FROZEN] = make(np, torch, elman, cell, elman.freeze(layer), module,
+                                   session, x, state)["elman"]
         worst = _agree(np, {fw: fn() for fw, fn in runners.items()})
         med, every = _time(runners, repeats, min_time, 0.0 if args.quick else args.settle)
         rows[kind].append((cell, stack, (N, T, I, H), med, worst))
         records.append(dict(kind=kind, cell=cell, stack=stack, N=N, T=T, I=I, H=H,
                             median_s=med, repeats_s=every, max_rel_err=worst))
         print(f"{kind:8s} {cell:4s} {stack:3s} {(N, T, I, H)}: "
-              + ", ".join(f"{fw} {med[fw] * 1e3:.3f} ms" for fw in FRAMEWORKS)
+              + ", ".join(f"{fw} {med[fw] * 1e3:.3f} ms" for fw in runners)
               + f"  (agree to {worst:.1e})", flush=True)
     lines = _tables(rows, repeats, args, blas, ort, torch, elman,
                     time.perf_counter() - started, load_before, os.getloadavg())
@@ -285,7 +293,7 @@ def main(argv=None) -> int:
 
 
 def _tables(rows, repeats, args, blas, ort, torch, elman, seconds, load_before, load_after):
-    mode = "frozen: elman.freeze, no_grad" if args.frozen else "eval, no_grad"
+    mode = "eval, no_grad; frozen: elman.freeze of it" if args.frozen else "eval, no_grad"
     lines = [f"elman {elman.__version__} (compiled path, {mode}) vs onnxruntime "
              f"{ort.__version__} (CPUExecutionProvider) vs torch {torch.__version__} "
              f"(inference_mode); float32, {args.threads} threads each; {cpu_model()}, NumPy's "
@@ -295,17 +303,24 @@ def _tables(rows, repeats, args, blas, ort, torch, elman, seconds, load_before, 
              f"time {seconds:.0f} s", ""]
     head = ("| cell | stack | N, T, I, H | elman ms | onnxruntime ms | torch ms | "
             "onnxruntime/elman | torch/elman |")
+    rule = "|---|---|---|--:|--:|--:|--:|--:|"
+    if args.frozen:
+        head = head.replace(" onnxruntime ms |", " frozen ms | onnxruntime ms |") \
+            + " onnxruntime/frozen |"
+        rule += "--:|--:|"
     for kind, title in (("sequence", "One forward of a batch of sequences (ms per forward)"),
                         ("step", "One step per call, batch 1, the state carried (ms per T "
                                  "calls)")):
         if not rows[kind]:
             continue
-        lines += [f"{title}; ratios > 1: elman faster.", "", head,
-                  "|---|---|---|--:|--:|--:|--:|--:|"]
+        lines += [f"{title}; ratios > 1: elman faster.", "", head, rule]
         for cell, stack, cfg, med, _ in rows[kind]:
             e, o, t = med["elman"], med["onnxruntime"], med["torch"]
+            f = med.get(FROZEN)
+            frozen = "" if f is None else f"{f * 1e3:.3f} | "
             lines.append(f"| {cell} | {stack} | {', '.join(map(str, cfg))} | {e * 1e3:.3f} | "
-                         f"{o * 1e3:.3f} | {t * 1e3:.3f} | {_mark(o / e)} | {_mark(t / e)} |")
+                         f"{frozen}{o * 1e3:.3f} | {t * 1e3:.3f} | {_mark(o / e)} | "
+                         f"{_mark(t / e)} |" + ("" if f is None else f" {_mark(o / f)} |"))
         lines.append("")
     worst = max((r[4] for k in rows for r in rows[k]), default=0.0)
     lines.append(f"Largest relative difference from torch's outputs and final states over all "

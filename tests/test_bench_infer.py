@@ -38,15 +38,23 @@ def test_quick_run_times_and_checks_every_framework(tmp_path):
     assert "One step per call, batch 1" in text and "onnxruntime/elman" in text
 
 
-def test_a_frozen_run_says_so_and_agrees(tmp_path):
-    """--frozen: elman's side is elman.freeze(layer); its results still agree with torch's."""
+def test_a_frozen_run_times_the_frozen_copy_beside_the_layer(tmp_path):
+    """--frozen: elman.freeze(layer) timed as a fourth framework in the same alternation, in
+    columns of its own; its results agree with torch's too."""
     bench = _bench()
     out, md = tmp_path / "infer.json", tmp_path / "infer.md"
     rc = bench.main(["--quick", "--repeats", "1", "--keep-env", "--threads", "1", "--frozen",
-                     "--cells", "lstm", "--stacks", "1", "--kinds", "sequence",
+                     "--cells", "lstm", "--stacks", "1,2", "--kinds", "sequence,step",
                      "--json", str(out), "--markdown", str(md)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["environment"]["elman_frozen"] is True
-    assert [r["max_rel_err"] < 1e-4 for r in data["results"]] == [True]
-    assert "compiled path, frozen: elman.freeze" in md.read_text()
+    assert [r["max_rel_err"] < 1e-4 for r in data["results"]] == [True] * 3
+    for r in data["results"]:
+        assert set(r["median_s"]) == {"elman", "onnxruntime", "torch", "frozen"}
+        assert all(t > 0 for t in r["median_s"].values())
+    text = md.read_text()
+    assert "frozen: elman.freeze of it" in text
+    assert "| frozen ms |" in text and "onnxruntime/frozen |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| lstm |")]
+    assert len(rows) == 3 and all(line.count("|") == 11 for line in rows)
