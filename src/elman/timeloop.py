@@ -1270,11 +1270,12 @@ def _one_array_type(weights: list) -> bool:
     are writeable or none is (a module of :func:`elman.freeze`, whose arrays are read-only):
     numba types a read-only array apart from a writeable one, and the compiled stack's tuples
     hold one array type each."""
-    arrays = [array for w in weights for array in w.values()]
-    if all(array.flags.carray for array in arrays):
-        return True
-    return all(array.flags.c_contiguous and array.flags.aligned and not array.flags.writeable
-               for array in arrays)
+    for w in weights:                     # (a plain loop: every small call of a stack asks)
+        for array in w.values():
+            if not array.flags.carray:
+                return all(a.flags.c_contiguous and a.flags.aligned and not a.flags.writeable
+                           for w in weights for a in w.values())
+    return True
 
 
 @functools.lru_cache(maxsize=64)
