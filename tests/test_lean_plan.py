@@ -103,6 +103,64 @@ def test_weights_changed_in_place_are_seen():
         _assert_same(layer(x), _unplanned(twin, x))
 
 
+KEPT = {
+    "rnn-2layers": lambda: elman.RNN(3, 16, num_layers=2, seed=0),
+    "gru-bi": lambda: elman.GRU(3, 16, bidirectional=True, seed=0),
+    "lstm-2layers-bi": lambda: elman.LSTM(3, 16, num_layers=2, bidirectional=True, seed=0),
+    "lstm": lambda: elman.LSTM(3, 16, seed=0),
+    "gru-classic": lambda: elman.GRU(3, 16, num_layers=2, reset_after=False, seed=0),
+    "lstm-peephole": lambda: elman.LSTM(3, 16, peephole=True, seed=0),
+    "rnn-no-bias": lambda: elman.RNN(3, 16, num_layers=2, bias=False, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEPT))
+def test_kept_operands_see_every_change_to_the_parameters(name, monkeypatch):
+    """A batch of one's short calls keep their compiled call's operands (LeanPlan.
+    _kept_operands: views of the parameters, the biases' sum remade into its kept array at
+    every call) where the cell says they keep (RNN, LSTM, GRU with reset_after), and make
+    them afresh otherwise (the classic GRU's hold a copy of W_hn^T; a peephole LSTM's class
+    does not say). Either way every change is seen: weights and biases written in place, a
+    parameter given a new array, an array made read-only (a mixed stack then runs its layers
+    one by one)."""
+    require("numba")
+    from elman import timeloop
+    layer, twin = KEPT[name]().eval(), KEPT[name]().eval()
+    made = []
+    for function in ("lean_operands", "stack_operands"):
+        real = getattr(timeloop, function)
+        monkeypatch.setattr(timeloop, function,
+                            lambda *args, real=real, **kw: made.append(1) or real(*args, **kw))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 1, 3)).astype(np.float32)
+
+    def check():
+        with elman.no_grad():
+            expected = _unplanned(twin, x)
+            made.clear()
+            _assert_same(layer(x), expected)
+
+    for _ in range(4):
+        check()
+    keeps = name in ("rnn-2layers", "gru-bi", "lstm-2layers-bi", "lstm", "rnn-no-bias")
+    assert layer._plan is not None and (made == []) == keeps, made
+    named = dict(layer.named_parameters())
+    twins = dict(twin.named_parameters())
+    for key in named:                                   # every parameter, written in place
+        change = rng.uniform(-0.3, 0.3, named[key].data.shape).astype(np.float32)
+        named[key].data += change
+        twins[key].data += change
+        check()
+    key = sorted(named)[-1]                             # a new array
+    named[key].data = named[key].data * np.float32(0.5)
+    twins[key].data = twins[key].data * np.float32(0.5)
+    check()
+    check()
+    named["weight_ih_l0"].data.flags.writeable = False   # read-only, the others not
+    check()
+    check()
+
+
 def test_a_public_attribute_assigned_drops_the_plan():
     """A replaced parameter, batch_first, a dropout rate: any public assignment drops the plan
     (the next call plans afresh); the layer's private bookkeeping does not."""

@@ -86,7 +86,8 @@ class LeanPlan:
     __slots__ = ("shape", "dtype", "training", "kernels", "batched", "batch_first", "steps",
                  "rows", "with_states", "h_shape", "c_shape", "h_caller", "c_caller", "eq",
                  "whole", "stack", "pairs", "alone", "directions", "params", "schedule",
-                 "pair_rule", "pinned_whole", "keeps", "pipes", "flat", "frozen")
+                 "pair_rule", "pinned_whole", "keeps", "pipes", "flat", "kept", "keepable",
+                 "hidden")
 
     def __reduce__(self):
         """A copy of the layer (``copy.deepcopy``, and so :func:`elman.freeze`; any
@@ -115,9 +116,14 @@ class LeanPlan:
         self.params = [[(name, layer._params[attribute]) for name, attribute in names.items()]
                        for names in layer._names]
         self.flat = [param for params in self.params for _, param in params]
-        # a frozen module's short calls: (its arrays, the compiled call's operands made from
-        # them), kept while the parameters hold those arrays (_frozen_operands)
-        self.frozen = None
+        # a short call's compiled operands, kept while the parameters hold the same arrays:
+        # (those arrays, whether frozen, the biases remade at each call, the operands); see
+        # _kept_operands
+        self.kept = None
+        eq_class = vars(type(layer.eq))
+        self.keepable = self.rows == 1 and "keeps_operands" in eq_class \
+            and "projection_bias" in eq_class and layer.eq.keeps_operands()
+        self.hidden = layer.hidden_size
         self.whole = self.stack = None
         # a bidirectional stack's directions at once where two threads are free at the call;
         # else in turn, where the lean path takes the call by itself (else: not the plan's)
@@ -218,7 +224,7 @@ class LeanPlan:
         if self.whole is not None:
             result = self._one(X, *states, spaces[0])
         elif pair or self.stack is not None:
-            operands = self._frozen_operands()
+            operands = self._kept_operands()
             weights = None if operands is not None else self._weights()
             if pair:
                 result = timeloop.stack_forward_pair(self.eq, self.kernels, X, *states,
@@ -261,37 +267,54 @@ class LeanPlan:
         """Every layer-direction's arrays by the cell's names, read now."""
         return [{name: param.data for name, param in params} for params in self.params]
 
-    def _frozen_operands(self):
+    def _kept_operands(self):
         """The compiled call's operands (:func:`elman.timeloop.lean_operands` of the one
         layer-direction, or :func:`elman.timeloop.stack_operands` of them all) for a short
-        call (no packings kept) of a frozen module (:func:`elman.freeze`: every parameter a
-        read-only view of immutable memory), made at its first call and kept while every
-        parameter holds the same array: nothing they are made of can change, the sums of its
-        biases included. None for any other module or call (the operands are then made at
-        every call, from the weights as they are then).
+        call (no packings kept), made at the plan's first such call and kept while every
+        parameter holds the same array (and, not frozen, every one stays writeable: numba
+        types a read-only array apart). Kept:
+
+        - for a frozen module (:func:`elman.freeze`: every parameter a read-only view of
+          immutable memory): nothing they are made of can change;
+        - for a batch of one of a cell that says its operands keep
+          (:meth:`elman.cells.base.CellEquations.keeps_operands`: RNN, LSTM, GRU with
+          ``reset_after``): they are views of the parameters (the weights, ``W_hh^T``,
+          ``b_hn``), which see any change made in place, or the size's constants; but the
+          input projection's bias, the sum of the two biases, is remade into the kept array
+          at every call (:meth:`elman.cells.base.CellEquations.projection_bias`).
+
+        None for any other module or call (the operands are then made at every call, from the
+        weights as they are then).
 
         Why: a streaming caller's short call of a stack spent more in Python making them than
-        in its compiled loops (LSTM, two layers, (1, 3, 3, 64): ~7 us of ~33, where
-        onnxruntime's whole session took ~25-31)."""
+        in its compiled loops (LSTM, two layers, (1, 3, 3, 64): 8-12 us of 33-41, where
+        onnxruntime's whole session took 25-37)."""
         if self.keeps:
             return None
-        kept = self.frozen
+        kept = self.kept
         if kept is not None:
-            arrays, operands = kept
-            if all(map(operator.is_, map(_data, self.flat), arrays)):
+            arrays, frozen, refresh, operands = kept
+            if all(map(operator.is_, map(_data, self.flat), arrays)) and (
+                    frozen or all(array.flags.writeable for array in arrays)):
+                for w, bias in refresh:
+                    self.eq.projection_bias(w, self.hidden, bias)
                 return operands
-            self.frozen = None
-        if self.flat[0].data.flags.writeable:        # (the usual module: not frozen)
-            return None
+            self.kept = None
         arrays = [param.data for param in self.flat]
-        if any(immutable_key(array) is None for array in arrays):
+        frozen = not arrays[0].flags.writeable \
+            and all(immutable_key(array) is not None for array in arrays)
+        if not (frozen or self.keepable):
             return None
         weights = self._weights()
         operands = timeloop.lean_operands(self.eq, self.kernels, weights[0], self.steps,
                                           self.rows) if self.whole is not None else \
             timeloop.stack_operands(self.eq, self.kernels, weights, self.steps, self.rows)
-        if operands is not None:
-            self.frozen = arrays, operands
+        if operands is None or not (frozen or all(a.flags.writeable for a in arrays)):
+            return operands
+        biases = [operands[1]] if self.whole is not None else operands[1][:len(weights)]
+        refresh = [] if frozen else [(w, bias) for w, bias in zip(weights, biases)
+                                     if "bias_ih" in w]
+        self.kept = arrays, frozen, refresh, operands
         return operands
 
     def _one(self, X, h0, c0, workspace, whole=None):
@@ -303,7 +326,7 @@ class LeanPlan:
         threads.small_work_starts()
         run = whole or self.whole
         if not self.keeps:               # (a streaming caller's short calls: the plain way)
-            operands = self._frozen_operands() or timeloop.lean_operands(
+            operands = self._kept_operands() or timeloop.lean_operands(
                 self.eq, self.kernels, {name: param.data for name, param in self.params[0]},
                 self.steps, self.rows)
             S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,

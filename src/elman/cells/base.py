@@ -79,6 +79,21 @@ class CellEquations:
         """``(bias added to the input projection or None, step constants)`` for a sequence."""
         raise NotImplementedError
 
+    def keeps_operands(self) -> bool:
+        """Whether a small no-grad call of a batch of one may keep what its compiled loop is
+        given from one call to the next (:class:`elman.lean_plan.LeanPlan`), remaking only the
+        input projection's bias at each call, by :meth:`projection_bias`: True where
+        :meth:`prepare_forward`'s step constants are views of the weights or constants of the
+        size alone, and its bias is :meth:`projection_bias`'s. A cell class says so itself
+        (the plan asks only a class that defines this method: a subclass that changes
+        :meth:`prepare_forward` is not taken at its parent's word)."""
+        return False
+
+    def projection_bias(self, w: Weights, H: int, out=None):
+        """The bias :meth:`prepare_forward` adds to the input projection, from the weights as
+        they are now, written into ``out`` (G*H,) where given; None without biases."""
+        raise NotImplementedError
+
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved) -> None:
         """One step for the running rows: ``gx`` (n, G*H) the input projection (overwritten
         with the activated gates), ``gh`` (n, K) the recurrent GEMM; writes ``h`` (and ``c``,
@@ -303,3 +318,10 @@ class CellBase(Module):
         if self.eq.has_cell:
             return dx, (dh0.reshape(shape), dc0.reshape(shape))
         return dx, dh0.reshape(shape)
+
+
+def summed_biases(w: Weights, H: int, out=None):
+    """``bias_ih + bias_hh`` (into ``out`` where given), or None without biases: the input
+    projection's bias of a cell whose two biases act on the same pre-activations (RNN,
+    LSTM)."""
+    return None if "bias_ih" not in w else np.add(w["bias_ih"], w["bias_hh"], out=out)

@@ -54,15 +54,25 @@ class GRUEquations(CellEquations):
         """(bias for the input projection, step constants): b_hn for reset_after (it is
         multiplied by r, so it stays on the recurrent side); for the classic variant every
         bias folds into the projection and the constants are W_hn and its transpose."""
-        gx_bias = None
-        if "bias_ih" in w:
-            gx_bias = w["bias_ih"] + w["bias_hh"]
-            if self.reset_after:
-                gx_bias[2 * H:] = w["bias_ih"][2 * H:]
+        gx_bias = self.projection_bias(w, H)
         if self.reset_after:
             return gx_bias, (w["bias_hh"][2 * H:] if "bias_hh" in w else None)
         W_hn = w["weight_hh"][2 * H:]
         return gx_bias, (W_hn, np.ascontiguousarray(W_hn.T))
+
+    def projection_bias(self, w, H, out=None):
+        """b_ih + b_hh, but for reset_after the candidate block's b_ih alone (b_hn stays on
+        the recurrent side); into ``out`` where given; None without biases."""
+        if "bias_ih" not in w:
+            return None
+        out = np.add(w["bias_ih"], w["bias_hh"], out=out)
+        if self.reset_after:
+            out[2 * H:] = w["bias_ih"][2 * H:]
+        return out
+
+    def keeps_operands(self) -> bool:
+        """reset_after only: the classic variant's constants hold a copy of W_hn^T."""
+        return self.reset_after
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = h.shape[1]

@@ -28,7 +28,7 @@ import functools
 import numpy as np
 
 from ..init import uniform_
-from .base import CellEquations, ParamSpec
+from .base import CellEquations, ParamSpec, summed_biases
 
 __all__ = ["LSTMEquations"]
 
@@ -63,8 +63,12 @@ class LSTMEquations(CellEquations):
         ``s`` (4H,) is 0.5 on the sigmoid gates i, f, o and 1 on the tanh gate g: with it
         ``s * tanh(s * x) + (1 - s)`` is sigmoid(x) on i, f, o and tanh(x) on g, so one tanh
         call activates all four gates (sigmoid(x) = (1 + tanh(x/2)) / 2)."""
-        return (w["bias_ih"] + w["bias_hh"] if "bias_ih" in w else None), \
-            _gate_scales(H, np.dtype(dtype))
+        return summed_biases(w, H), _gate_scales(H, np.dtype(dtype))
+
+    projection_bias = staticmethod(summed_biases)
+
+    def keeps_operands(self) -> bool:
+        return True
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         H = c.shape[1]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import registry
-from .base import CellBase, CellEquations
+from .base import CellBase, CellEquations, summed_biases
 
 __all__ = ["RNNEquations", "RNNCell"]
 
@@ -38,7 +38,12 @@ class RNNEquations(CellEquations):
     def prepare_forward(w, H, dtype):
         """(bias for the input projection, step constants). Both biases act on the same
         pre-activation: add them once, to the input projection."""
-        return (None, None) if "bias_ih" not in w else (w["bias_ih"] + w["bias_hh"], None)
+        return summed_biases(w, H), None
+
+    projection_bias = staticmethod(summed_biases)
+
+    def keeps_operands(self) -> bool:
+        return True
 
     def forward(self, gx, gh, consts, h_prev, c_prev, h, c, saved):
         gx += gh                                    # a = (W_ih x + b) + W_hh h_prev
