@@ -117,8 +117,7 @@ class LeanPlan:
                        for names in layer._names]
         self.flat = [param for params in self.params for _, param in params]
         # a short call's compiled operands, kept while the parameters hold the same arrays:
-        # (those arrays, whether frozen, the biases remade at each call, the operands); see
-        # _kept_operands
+        # (those arrays, the biases remade at each call, the operands); see _kept_operands
         self.kept = None
         eq_class = vars(type(layer.eq))
         self.keepable = self.rows == 1 and "keeps_operands" in eq_class \
@@ -271,8 +270,7 @@ class LeanPlan:
         """The compiled call's operands (:func:`elman.timeloop.lean_operands` of the one
         layer-direction, or :func:`elman.timeloop.stack_operands` of them all) for a short
         call (no packings kept), made at the plan's first such call and kept while every
-        parameter holds the same array (and, not frozen, every one stays writeable: numba
-        types a read-only array apart). Kept:
+        parameter holds the same array. Kept:
 
         - for a frozen module (:func:`elman.freeze`: every parameter a read-only view of
           immutable memory): nothing they are made of can change;
@@ -281,7 +279,11 @@ class LeanPlan:
           ``reset_after``): they are views of the parameters (the weights, ``W_hh^T``,
           ``b_hn``), which see any change made in place, or the size's constants; but the
           input projection's bias, the sum of the two biases, is remade into the kept array
-          at every call (:meth:`elman.cells.base.CellEquations.projection_bias`).
+          at every call (:meth:`elman.cells.base.CellEquations.projection_bias`). Views the
+          plan made, each of them (``W_ih`` too, which the operands hold as it is): a
+          parameter's array made read-only later leaves them writeable, so they keep the one
+          numba type the compiled call was made for (a read-only array in one entry of a
+          stack's tuples would not compile).
 
         None for any other module or call (the operands are then made at every call, from the
         weights as they are then).
@@ -293,9 +295,8 @@ class LeanPlan:
             return None
         kept = self.kept
         if kept is not None:
-            arrays, frozen, refresh, operands = kept
-            if all(map(operator.is_, map(_data, self.flat), arrays)) and (
-                    frozen or all(array.flags.writeable for array in arrays)):
+            arrays, refresh, operands = kept
+            if all(map(operator.is_, map(_data, self.flat), arrays)):
                 for w, bias in refresh:
                     self.eq.projection_bias(w, self.hidden, bias)
                 return operands
@@ -311,10 +312,15 @@ class LeanPlan:
             timeloop.stack_operands(self.eq, self.kernels, weights, self.steps, self.rows)
         if operands is None or not (frozen or all(a.flags.writeable for a in arrays)):
             return operands
-        biases = [operands[1]] if self.whole is not None else operands[1][:len(weights)]
+        if self.whole is not None:
+            biases = [operands[1]]
+            operands = (operands[0].view(),) + operands[1:]
+        else:
+            biases = operands[1][:len(weights)]
+            operands = (tuple(W.view() for W in operands[0]),) + operands[1:]
         refresh = [] if frozen else [(w, bias) for w, bias in zip(weights, biases)
                                      if "bias_ih" in w]
-        self.kept = arrays, frozen, refresh, operands
+        self.kept = arrays, refresh, operands
         return operands
 
     def _one(self, X, h0, c0, workspace, whole=None):
