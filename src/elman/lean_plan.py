@@ -301,9 +301,11 @@ class LeanPlan:
                     self.eq.projection_bias(w, self.hidden, bias)
                 return operands
             self.kept = None
+        writeable = self.flat[0].data.flags.writeable
+        if writeable and not self.keepable:   # (the usual module of a cell that does not keep:
+            return None                       # nothing to build, every call)
         arrays = [param.data for param in self.flat]
-        frozen = not arrays[0].flags.writeable \
-            and all(immutable_key(array) is not None for array in arrays)
+        frozen = not writeable and all(immutable_key(array) is not None for array in arrays)
         if not (frozen or self.keepable):
             return None
         weights = self._weights()

@@ -1092,8 +1092,9 @@ def stack_forward_lean(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     layer-directions): the caller then runs the
     layer-directions one by one. ``workspaces``: the layer-directions', where a batch of one
     keeps its packed matrices (:func:`kept_packs`). ``operands``: what :func:`stack_operands`
-    returned for these weights, where the caller kept it (a frozen module's short calls:
-    :class:`elman.lean_plan.LeanPlan`); ``weights`` and ``workspaces`` are then not read.
+    returned for these weights, where the caller kept it (short calls of a frozen module or a
+    batch of one: :meth:`elman.lean_plan.LeanPlan._kept_operands`); ``weights`` and
+    ``workspaces`` are then not read.
 
     Why: each extra layer-direction of a small call cost about 8 us (RNN, (1, 3, 3, 64): 11 us
     for one layer, 34 us for two bidirectional ones), most of it Python around a compiled loop
