@@ -44,9 +44,10 @@ from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, lean_outputs,
                        output_view, pair_rule, pairs_directions, pipes_layers, release,
-                       run_directions, runs_lean, sequence_backward, sequence_forward,
-                       sequence_forward_lean, sequence_forward_pair, sequence_forward_rows,
-                       split_rows, stack_forward_lean, stack_forward_pair, stack_forward_pipe)
+                       rows_rule, run_directions, runs_lean, sequence_backward,
+                       sequence_forward, sequence_forward_lean, sequence_forward_pair,
+                       sequence_forward_rows, split_rows, stack_forward_lean,
+                       stack_forward_pair, stack_forward_pipe, stack_forward_rows)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -242,6 +243,14 @@ class RecurrentLayer(StatefulMixin, Module):
                 self._release_cache()
                 out, h_n, c_n = self._forward_lean(lean, X, h0, c0, pair)
                 return self._finish(out, h_n, c_n, None, N, batched, timed)
+            kernels = self._rows_kernels(T, N)
+            if kernels is not None:
+                result = stack_forward_rows(self.eq, kernels, X, h0, c0,
+                                            [self._weights(k) for k in range(len(h0))],
+                                            self._D)
+                if result is not None:
+                    self._release_cache()
+                    return self._finish(*result, None, N, batched, timed)
         D = self._D
 
         order = inverse = active = None
@@ -472,6 +481,19 @@ class RecurrentLayer(StatefulMixin, Module):
         if self._D == 2 and pairs_directions(kernels, T, N, K, H) and threads.two_threads_free():
             return kernels, True
         return (kernels if runs_lean(kernels, T, N, K, H, self._D) else None), False
+
+    def _rows_kernels(self, T: int, N: int):
+        """The cell's compiled loops where this no-grad call runs its whole stack as two row
+        blocks at once (:func:`elman.timeloop.rows_rule`, two threads free now; nothing to
+        mask, no projection), else None."""
+        if N == 1 or self._D != 1 or not self._masks_nothing():
+            return None
+        kernels = fast.kernels_for(self.eq, self.dtype)
+        if rows_rule(self.eq, kernels, self.dtype, T, N,
+                     self.eq.recurrent_gates * self.hidden_size, self._P, self._D) \
+                and threads.two_threads_free():
+            return kernels
+        return None
 
     def _forward_lean(self, kernels, X, h0, c0, pair: bool = False):
         """``(out, h_n, c_n)`` of a small call that keeps nothing (a streaming caller's one-step

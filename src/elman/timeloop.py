@@ -1154,6 +1154,74 @@ def _stack_pair(eq, kernels, X, h0, c0, operands: tuple) -> tuple:
     return outs[-1], h_n, c_n
 
 
+#: the most recurrent GEMM work (flops of the T steps) for which a batch runs its stack as
+#: row blocks on the pair (:func:`rows_rule`); above it, the general path's blocks. Measured
+#: on the Intel Xeon of 2026-12-06 (one process, the two ways alternating, calls back to back
+#: for 0.3 s after a 0.15 s pause, medians of 5; the same results bit for bit): LSTM and GRU,
+#: one and two layers, at (32, 50, 16, 64) (39-52 MFLOP) 1.46-1.81x as fast, (64, 100, 32, 64)
+#: and (128, 50, 32, 64) (157-210) 1.03-1.14x, (32, 500, 32, 32) (98-131) 1.00-1.19x; at
+#: (64, 100, 32, 128) (629-839) 0.96-1.02x, and 0.68-0.86x in a run whose partner did not
+#: come while the general path had run just before
+ROWS_MAX_FLOPS = float(1 << 28)
+
+
+def rows_rule(eq, kernels, dtype, T: int, N: int, K: int, P: int, directions: int) -> bool:
+    """Whether a batched call that keeps and masks nothing (the caller checks that; and, at
+    the moment of the call, :func:`elman.threads.two_threads_free`) runs its whole stack as
+    two row blocks at once, one on the caller's thread and one on the pair's partner
+    (:func:`stack_forward_rows`): one direction (a bidirectional layer runs its directions
+    at once instead: the rows measured 0.94-1.01x as fast as that at (64, 100, 32, 64)), less
+    recurrent work than :data:`ROWS_MAX_FLOPS`, where a layer's pass would run as row blocks
+    on the general path (:func:`split_rows`: T steps of ``(N x P) @ (P x K)``), a kernel
+    module with a ``forward_stack_rows`` and no ``transform_input``, and a machine where the
+    pair runs (:func:`elman.fast.pair_supported`)."""
+    if kernels is None or directions != 1 or 2.0 * T * N * K * P >= ROWS_MAX_FLOPS \
+            or not split_rows(eq, dtype, T, N, K, P):
+        return False
+    attributes = vars(kernels)
+    return (attributes.get("forward_stack_rows") is not None
+            and attributes.get("transform_input") is None and fast.pair_supported())
+
+
+def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                       weights: list, D: int) -> tuple | None:
+    """``(out, h_n, c_n)`` of a whole stack (as :func:`stack_forward_lean`) for a batch that
+    keeps nothing, its rows in two blocks at once: the first ``ceil(N/2)`` through every
+    layer and direction on the caller's thread, the rest on the pair's partner
+    (:func:`elman.fast._pair.rows_stack`, the kernel module's ``forward_stack_rows``), BLAS at
+    one thread inside; the blocks meet only at the end. The caller checks :func:`rows_rule`
+    and that two threads are free; None where a parameter array is unusual or the stack has
+    more than :data:`STACK_MAX` layer-directions (:func:`stack_operands`).
+
+    Why: the general path runs a layer's row blocks through :func:`sequence_forward_rows`, a
+    Python thread's hand-over and each block's bookkeeping (workspaces, caches, the
+    projection's call) under one GIL, at every layer: a small batch's blocks started 100-300
+    us into a call whose loops took 270-330 (LSTM (32, 50, 16, 64), one layer). Same loops,
+    same operands (each block's per-step matrix packed as a block's would be), the same
+    results bit for bit."""
+    T, N, I = X.shape
+    first = (N + 1) // 2
+    operands = stack_operands(eq, kernels, weights, T, first)
+    if operands is None:
+        return None
+    H = h0.shape[2]
+    out = np.empty((T, N, D * H), X.dtype)
+    h_n = np.empty_like(h0)
+    c_n = None if c0 is None else np.empty_like(c0)
+    sync = np.zeros(fast.pair().ROW, np.int64)           # (fresh: see rows_stack)
+    _share_stack(kernels.forward_stack_rows,
+                 (eq, X, h0, c0, *operands, _row_schedules(T, N, D), first, out, h_n, c_n,
+                  sync), T * first, max(I, D * H), eq, first, H)
+    return out, h_n, c_n
+
+
+@functools.lru_cache(maxsize=64)
+def _row_schedules(T: int, N: int, D: int) -> np.ndarray:
+    """(2, D, T, 4): :func:`_schedules` of the two row blocks of :func:`stack_forward_rows`."""
+    first = (N + 1) // 2
+    return np.ascontiguousarray(np.stack([_schedules(T, first, D), _schedules(T, N - first, D)]))
+
+
 def _share_stack(kernel, arguments: tuple, rows: int, width: int, eq, N: int, H: int) -> None:
     """``kernel(*arguments, bell, gen, me, spins)`` on this thread and the pair's partner
     (:meth:`elman.fast._pair.Partner.share`) with BLAS at one thread: by itself where every

@@ -43,14 +43,16 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm
+from ._loop import stack_lean
 from ._panel_check import same_as_panels
 
-__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "project_units",
+__all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "rows_stack",
+           "project_units",
            "unit_rows",
            "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
            "fresh_counters", "fresh_states",
@@ -329,6 +331,99 @@ def _pipe_layer(direction, forward_lean, layer_in, outs, layer, h0, c0, h_n, c_n
             direction(forward_lean, layer_in[start:stop], outs[layer, start:stop], layer, 0,
                       h_n, c_n, h_n, c_n, operands, steps)
         _store(sync, (layer + 1) * ROW, k + 1)
+
+
+@njit(inline="always")
+def rows_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules, first, out,
+               sync, bell, gen, me, spins):
+    """A stack of layers on a batch whose rows run as two blocks at once, thread ``me`` of two
+    (0: the caller, which rings ``bell`` with ``gen`` first; 1: the partner): the caller runs
+    the whole stack (:func:`elman.fast._loop.stack_lean`, ``direction`` and ``forward_lean``
+    as there) on rows ``:first``, and whoever claims it first on rows ``first:``. Rows are
+    independent through every layer and direction, so the blocks never meet before the end:
+    the caller waits only for a partner that claimed the second block. ``schedules`` (2, D,
+    T, 4): each block's (its own row count); ``out`` (T, N, D*P), ``h_n`` and ``c_n``
+    (L*D, N, P or H): written by both threads, each its own rows; ``sync`` (:data:`ROW`
+    int64 zeros, a new one for each call): the second block's claim and the count of blocks
+    done. A partner that comes late finds the block claimed and does nothing. The caller
+    returns ``gen``; the partner then waits for the next sequence (up to ``spins``) and
+    returns the bell's value.
+
+    Why: the general path's row blocks (:func:`elman.timeloop.sequence_forward_rows`) hand
+    each layer's blocks to a Python thread and back: their bookkeeping ran under one GIL, and
+    the hand-over cost tens of microseconds on a virtual machine, so a small batch's blocks
+    started 100-300 us into a call of 600-900 (LSTM (32, 50, 16, 64))."""
+    if me == 0:
+        _store(bell, 0, gen)
+        _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules[0], 0,
+                    first, out)
+        _add(sync, DONE, 1)
+    if _add(sync, CLAIM, 1) == 0:
+        _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules[1],
+                    first, X.shape[1], out)
+        _add(sync, DONE, 1)
+    if me == 0:
+        while _load(sync, DONE) < 2:
+            _pause()
+        return gen
+    return wait_for_bell(bell, gen, spins)
+
+
+@njit(inline="always")
+def _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules, lo, hi,
+                out):
+    """Rows ``lo:hi`` of :func:`rows_stack`: their input and initial states as arrays of
+    their own (the lean loops take C-contiguous ones), the stack on them, their outputs and
+    final states into the caller's arrays (``c0``/``c_n`` None for a cell without a cell
+    state)."""
+    h_rows, c_rows = _rows_of(h0, lo, hi), _rows_of(c0, lo, hi)
+    h_last, c_last = np.empty_like(h_rows), _empty_like(c_rows)
+    last = stack_lean(direction, forward_lean, np.ascontiguousarray(X[:, lo:hi]), h_rows,
+                      c_rows, h_last, c_last, operands, schedules)
+    out[:, lo:hi] = last
+    h_n[:, lo:hi] = h_last
+    _put_rows(c_n, c_last, lo, hi)
+
+
+def _rows_of(a, lo, hi):
+    """``a[:, lo:hi]`` as a C-contiguous array; None for None (compiled code only)."""
+    raise NotImplementedError("_rows_of runs in compiled code only")
+
+
+def _empty_like(a):
+    """``np.empty_like(a)``; None for None (compiled code only)."""
+    raise NotImplementedError("_empty_like runs in compiled code only")
+
+
+def _put_rows(a, rows, lo, hi):
+    """``a[:, lo:hi] = rows``; nothing for None (compiled code only)."""
+    raise NotImplementedError("_put_rows runs in compiled code only")
+
+
+# (three overloads, not a branch on ``is None``: inside an inlined function numba types both
+# sides of such a branch, and an LSTM's arrays met the None side's calls)
+@overload(_rows_of, inline="always")
+def _rows_of_impl(a, lo, hi):
+    if isinstance(a, types.NoneType):
+        return lambda a, lo, hi: None
+    return lambda a, lo, hi: np.ascontiguousarray(a[:, lo:hi])
+
+
+@overload(_empty_like, inline="always")
+def _empty_like_impl(a):
+    if isinstance(a, types.NoneType):
+        return lambda a: None
+    return lambda a: np.empty_like(a)
+
+
+@overload(_put_rows, inline="always")
+def _put_rows_impl(a, rows, lo, hi):
+    if isinstance(a, types.NoneType):
+        return lambda a, rows, lo, hi: None
+
+    def put(a, rows, lo, hi):
+        a[:, lo:hi] = rows
+    return put
 
 
 def sync_array(T: int) -> np.ndarray:

@@ -7,14 +7,14 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_lean_direction,
                     lean_start, mask_into, or_empty, scratch_row, stack_lean, step_at,
                     zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
-           "forward_stack_pipe", "forward_pair",
+           "forward_stack_pipe", "forward_stack_rows", "forward_pair",
            "pairs", "backward"]
 
 
@@ -200,6 +200,19 @@ def _stack_classic_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, 
 
 
 @njit(**JIT)
+def _stack_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me, spins):
+    return rows_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules, first, out, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_classic_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me,
+                        spins):
+    return rows_stack(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
+                      operands, schedules, first, out, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
 def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me, spins):
     return pipe_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
                       schedule, last, outs, sync, bell, gen, me, spins)
@@ -292,6 +305,14 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
     stack = _stack_pair if eq.reset_after else _stack_classic_pair
     return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules,
                  outs, sync, bell, gen, me, spins)
+
+
+def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
+                       c_n, sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
+    stack = _stack_rows if eq.reset_after else _stack_classic_rows
+    return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules,
+                 first, out, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,

@@ -13,7 +13,7 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
-from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
                     lean_start, mask_into, no_matrix, or_empty, or_no_matrix, project_back,
                     scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
@@ -21,7 +21,7 @@ from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
-           "forward_stack_pipe", "forward_pair",
+           "forward_stack_pipe", "forward_stack_rows", "forward_pair",
            "backward"]
 
 
@@ -105,6 +105,13 @@ def _stack_lean(X, h0, c0, h_n, c_n, operands, schedules):
 def _stack_pair(X, h0, c0, h_n, c_n, operands, schedules, outs, sync, bell, gen, me, spins):
     return pair_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedules,
                       outs, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_rows(X, h0, c0, h_n, c_n, operands, schedules, first, out, sync, bell, gen, me,
+                spins):
+    return rows_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedules,
+                      first, out, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -222,6 +229,13 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
     """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
     return _stack_pair(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
                        schedules, outs, sync, bell, gen, me, spins)
+
+
+def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
+                       c_n, sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
+    return _stack_rows(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
+                       schedules, first, out, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,

@@ -9,10 +9,10 @@ from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_d
                     lean_start, mask_into, or_empty, stack_lean, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
-from ._pair import pair_stack, pair_steps, pipe_stack, project_units, unit_rows
+from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
-           "forward_stack_pipe", "forward_pair",
+           "forward_stack_pipe", "forward_stack_rows", "forward_pair",
            "backward"]
 
 
@@ -103,6 +103,12 @@ def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spin
 
 
 @njit(**JIT)
+def _stack_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me, spins):
+    return rows_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
+                      schedules, first, out, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
 def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me, spins):
     return pipe_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
                       schedule, last, outs, sync, bell, gen, me, spins)
@@ -160,6 +166,13 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
     """One thread's share of :func:`elman.timeloop.stack_forward_pair`."""
     return _stack_pair(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules, outs,
                        sync, bell, gen, me, spins)
+
+
+def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
+                       c_n, sync, bell, gen, me, spins):
+    """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
+    return _stack_rows(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules, first,
+                       out, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,

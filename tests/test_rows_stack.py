@@ -1,0 +1,231 @@
+"""A small batch's whole stack as two row blocks at once on the pair's two threads
+(timeloop.stack_forward_rows, elman.fast._pair.rows_stack): the same results as the general
+path's row blocks and as the whole batch in one lean call, whoever runs the second block,
+through the layer, and the rule that decides when it runs."""
+import numpy as np
+import pytest
+
+import elman
+from elman import fast, recurrent, threads, timeloop
+from elman.fast import _pair
+from _callers import from_threads
+
+pytestmark = pytest.mark.skipif(not fast.pair_supported(),
+                                reason="two threads: x86-64 CPUs with the fast path")
+
+LAYERS = {
+    "rnn-tanh": lambda dt: elman.RNN(5, 16, dtype=dt),
+    "rnn-relu-2": lambda dt: elman.RNN(5, 16, num_layers=2, nonlinearity="relu", dtype=dt),
+    "gru-2": lambda dt: elman.GRU(5, 16, num_layers=2, dtype=dt),
+    "gru-classic-no-bias": lambda dt: elman.GRU(5, 16, bias=False, reset_after=False,
+                                                dtype=dt),
+    "lstm-batch-first": lambda dt: elman.LSTM(5, 16, batch_first=True, dtype=dt),
+    "lstm-3": lambda dt: elman.LSTM(5, 16, num_layers=3, dtype=dt),
+}
+
+
+def _layer(name, dtype):
+    layer = LAYERS[name](dtype)
+    rng = np.random.default_rng(7)
+    for p in layer.parameters():
+        p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape)
+    return layer.eval()
+
+
+@pytest.fixture
+def rows(monkeypatch):
+    """Every batched no-grad call of a unidirectional stack runs as row blocks on the pair,
+    whatever its size and the CPUs free (not the whole batch's lean call, which takes the
+    smallest); the calls that do are counted."""
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
+    monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+    calls = []
+    original = timeloop.stack_forward_rows
+
+    def counted(*args):
+        calls.append(args[2].shape)
+        return original(*args)
+    monkeypatch.setattr(recurrent, "stack_forward_rows", counted)
+    return calls
+
+
+def _flat(result):
+    out, state = result
+    return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+
+def _cases(layer, dtype, rng):
+    """(x, hx): an even and an odd batch, with and without initial states."""
+    L = layer.num_layers
+    cases = []
+    for N in (4, 7):
+        shape = (N, 6, 5) if layer.batch_first else (6, N, 5)
+        h = rng.standard_normal((L, N, 16)).astype(dtype)
+        hx = (h, rng.standard_normal((L, N, 16)).astype(dtype)) if layer.eq.has_cell else h
+        cases += [(rng.standard_normal(shape).astype(dtype), None),
+                  (rng.standard_normal(shape).astype(dtype), hx)]
+    return cases
+
+
+@pytest.mark.parametrize("name, dtype", [(name, np.float32) for name in sorted(LAYERS)]
+                         + [("lstm-3", np.float64)])
+def test_row_blocks_on_the_pair_equal_the_general_paths(rows, name, dtype, monkeypatch):
+    """Bit for bit: the same kernels run each row, only in a block of its own (a GEMM's rows
+    do not change each other's sums). The reference is the general path's blocks (the
+    rows rule refused)."""
+    layer = _layer(name, dtype)
+    cases = _cases(layer, dtype, np.random.default_rng(1))
+    with elman.no_grad():
+        got = [_flat(layer(x, hx)) for x, hx in cases]
+        assert len(rows) == len(cases)
+        monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+        want = [_flat(layer(x, hx)) for x, hx in cases]
+        assert len(rows) == len(cases)
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            assert a.dtype == dtype
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_stateful_layer_carries_its_state_through_the_rows(rows):
+    """The final states the row blocks write (each its rows) are the next call's start."""
+    layer = elman.LSTM(5, 16, num_layers=2, stateful=True, seed=3).eval()
+    reference = elman.LSTM(5, 16, num_layers=2, stateful=True, seed=3).eval()
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((4, 5, 5)).astype(np.float32) for _ in range(3)]
+    with elman.no_grad():
+        got = [layer(x)[0] for x in xs]
+        with fast.use(False):
+            want = [reference(x)[0] for x in xs]
+    assert len(rows) == len(xs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def _rows_call(layer, x):
+    """The arguments of a kernel module's forward_stack_rows for ``layer`` on ``x``, its
+    outputs, and the whole batch's lean stack (the expected results)."""
+    kernels = fast.kernels_for(layer.eq, layer.dtype)
+    T, N, _ = x.shape
+    L, H = layer.num_layers, layer.hidden_size
+    rng = np.random.default_rng(9)
+    h0 = rng.standard_normal((L, N, H)).astype(layer.dtype)
+    c0 = rng.standard_normal((L, N, H)).astype(layer.dtype) if layer.eq.has_cell else None
+    weights = [layer._weights(k) for k in range(L)]
+    first = (N + 1) // 2
+    operands = timeloop.stack_operands(layer.eq, kernels, weights, T, first)
+    out = np.full((T, N, H), np.nan, layer.dtype)
+    h_n = np.full_like(h0, np.nan)
+    c_n = None if c0 is None else np.full_like(c0, np.nan)
+    sync = np.zeros(_pair.ROW, np.int64)
+    bell = np.zeros(_pair.ROW, np.int64)
+    args = (layer.eq, x, h0, c0, *operands, timeloop._row_schedules(T, N, 1), first, out, h_n,
+            c_n, sync, bell)
+    expected = timeloop.stack_forward_lean(layer.eq, kernels, x, h0, c0, weights, 1,
+                                           kernels.forward_stack_lean)
+    return kernels, args, (out, h_n, c_n, sync, bell), expected
+
+
+@pytest.mark.parametrize("name", ["lstm-3", "gru-classic-no-bias", "rnn-relu-2"])
+def test_a_caller_without_partner_runs_both_blocks(name):
+    layer = _layer(name, np.float32)
+    x = np.random.default_rng(3).standard_normal((6, 5, 5)).astype(np.float32)
+    kernels, args, (out, h_n, c_n, sync, bell), expected = _rows_call(layer, x)
+    assert kernels.forward_stack_rows(*args, 5, 0, 1) == 5
+    assert bell[0] == 5                                    # (it rang for the partner)
+    for got, want in zip((out, h_n, c_n), expected):
+        if want is not None:
+            np.testing.assert_array_equal(got, want)       # every row written, exactly
+    assert sync[_pair.CLAIM] == 1 and sync[_pair.DONE] == 2
+
+
+def test_a_late_partner_finds_the_block_done_and_computes_nothing():
+    layer = _layer("lstm-batch-first", np.float32)
+    x = np.random.default_rng(4).standard_normal((5, 3, 5)).astype(np.float32)
+    kernels, args, (out, h_n, c_n, sync, bell), expected = _rows_call(layer, x)
+    kernels.forward_stack_rows(*args, 1, 0, 1)
+    before = out.copy()
+    out[...] = np.nan                        # a partner that wrote anything would show here
+    h_n[...] = np.nan
+    assert kernels.forward_stack_rows(*args, 1, 1, 1) == 1  # (no next sequence: the bell)
+    assert np.isnan(out).all() and np.isnan(h_n).all()
+    np.testing.assert_array_equal(before, expected[0])
+
+
+def test_a_partner_that_claims_the_block_writes_only_its_rows():
+    """The partner's side alone: it claims the second block and writes rows first: only,
+    exactly as the whole batch's call does."""
+    layer = _layer("gru-2", np.float32)
+    x = np.random.default_rng(8).standard_normal((6, 5, 5)).astype(np.float32)
+    kernels, args, (out, h_n, c_n, sync, bell), expected = _rows_call(layer, x)
+    first = (x.shape[1] + 1) // 2
+    kernels.forward_stack_rows(*args, 1, 1, 1)
+    assert sync[_pair.CLAIM] == 1 and sync[_pair.DONE] == 1
+    assert np.isnan(out[:, :first]).all() and np.isnan(h_n[:, :first]).all()
+    np.testing.assert_array_equal(out[:, first:], expected[0][:, first:])
+    np.testing.assert_array_equal(h_n[:, first:], expected[1][:, first:])
+
+
+def test_the_rule(monkeypatch):
+    """Below ROWS_MAX_FLOPS of recurrent work, where the general path would split the rows,
+    one direction, a kernel that has forward_stack_rows and no transform_input; through the
+    layer only where two threads are free."""
+    lstm = elman.LSTM(16, 64, seed=0)
+    kernels = fast.kernels_for(lstm.eq, np.float32)
+    K, P = 4 * 64, 64
+    monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
+    assert timeloop.rows_rule(lstm.eq, kernels, np.float32, 50, 32, K, P, 1)
+    assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, 50, 32, K, P, 2)
+    assert 2.0 * 5000 * 32 * K * P >= timeloop.ROWS_MAX_FLOPS
+    assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, 5000, 32, K, P, 1)
+    assert not timeloop.rows_rule(lstm.eq, None, np.float32, 50, 32, K, P, 1)
+    ln = elman.LSTM(16, 64, layer_norm=True)
+    assert not timeloop.rows_rule(ln.eq, fast.kernels_for(ln.eq, np.float32), np.float32,
+                                  50, 32, K, P, 1)                 # (its own input transform)
+    monkeypatch.setattr(timeloop, "split_rows", lambda *args: False)
+    assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, 50, 32, K, P, 1)
+    monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
+    lstm.eval()
+    x = np.random.default_rng(2).standard_normal((50, 32, 16)).astype(np.float32)
+    seen = []
+    original = recurrent.stack_forward_rows
+    monkeypatch.setattr(recurrent, "stack_forward_rows",
+                        lambda *args: seen.append(1) or original(*args))
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
+    with elman.no_grad():
+        alone = _flat(lstm(x))
+        assert seen == []
+        monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+        both = _flat(lstm(x))
+        assert seen == [1]
+    for a, b in zip(alone, both):
+        np.testing.assert_array_equal(a, b)
+    stack = elman.LSTM(16, 64, num_layers=2, dropout=0.5, seed=0).train()
+    monkeypatch.setattr(recurrent, "stack_forward_rows",
+                        lambda *args: seen.append(2) or original(*args))
+    with elman.no_grad():
+        stack(x)                          # (training: dropout masks between the layers)
+        assert seen == [1]
+        stack.eval()
+        stack(x)
+        assert seen == [1, 2]
+
+
+def test_two_callers_share_one_partner(rows):
+    """Layers called from two threads at once: each call claims its own second block,
+    whichever call the partner joins; nobody hangs."""
+    layers = [_layer("lstm-3", np.float32), _layer("gru-2", np.float32)]
+    rng = np.random.default_rng(6)
+    inputs = [rng.standard_normal((9, 4, 5)).astype(np.float32),
+              rng.standard_normal((9, 5, 5)).astype(np.float32)]
+    with elman.no_grad(), fast.use(False):
+        want = [layer(x)[0] for layer, x in zip(layers, inputs)]
+
+    def caller(k):
+        def call():
+            with elman.no_grad():
+                np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
+                                           atol=1e-6)
+        return call
+    from_threads([caller(0), caller(1)], repeats=40)
