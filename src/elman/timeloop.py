@@ -909,7 +909,8 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
     return H % NR == 0 and split % NR == 0 and fast_packed.one_row_worth(T, P, GH, W_hh.dtype)
 
 
-def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None) -> tuple:
+def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None,
+                  blocks: bool = False) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
     loop: the input projection's matrix (``W_ih`` itself; with ``kept``, ``W_ih^T`` in
     :func:`elman.fast.matrix_operand`'s form or its panels, :func:`_input_operand`: the loops
@@ -920,7 +921,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), or
     None. Made afresh at every call, like the general path's (a kept packing only where its
     matrix is bit for bit the one packed): weights changed in place between calls are always
-    seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`)."""
+    seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`);
+    ``blocks``: for the row blocks of :func:`stack_forward_rows` (:func:`_rows_operand`)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -928,6 +930,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     gx_bias, consts = eq.prepare_forward(w, H, W_ih.dtype)
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
     bias = _loop_bias(gx_bias, GH, W_ih.dtype)
+    if blocks:
+        return W_ih, bias, _rows_operand(W_step, T, N), consts
     if N != 1:
         return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True), consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih and W_hh^T themselves,
@@ -1155,13 +1159,13 @@ def _stack_pair(eq, kernels, X, h0, c0, operands: tuple) -> tuple:
 
 
 #: the most recurrent GEMM work (flops of the T steps) for which a batch runs its stack as
-#: row blocks on the pair (:func:`rows_rule`); above it, the general path's blocks. Measured
-#: on the Intel Xeon of 2026-12-06 (one process, the two ways alternating, calls back to back
-#: for 0.3 s after a 0.15 s pause, medians of 5; the same results bit for bit): LSTM and GRU,
-#: one and two layers, at (32, 50, 16, 64) (39-52 MFLOP) 1.46-1.81x as fast, (64, 100, 32, 64)
-#: and (128, 50, 32, 64) (157-210) 1.03-1.14x, (32, 500, 32, 32) (98-131) 1.00-1.19x; at
-#: (64, 100, 32, 128) (629-839) 0.96-1.02x, and 0.68-0.86x in a run whose partner did not
-#: come while the general path had run just before
+#: row blocks on the pair (:func:`rows_rule`); above it, the general path's blocks (whose
+#: projections run on MKL, and whose per-step matrices MKL packs for each block). Measured on
+#: the Intel Xeon of 2026-12-06 (one process, the two ways alternating, calls back to back for
+#: 0.3 s after a 0.15 s pause, medians of 5): LSTM and GRU, one and two layers, at
+#: (32, 50, 16, 64) and (32, 60, 16, 64) (39-63 MFLOP) 1.54-1.74x as fast, (32, 100, 32, 64),
+#: (64, 100, 32, 64) and (32, 200, 16, 64) (78-210) 1.10-1.31x, (32, 500, 32, 32) (98-131)
+#: 0.98-1.14x; above it, at (64, 100, 32, 128) and (128, 100, 32, 64) (315-839), 0.90-1.02x
 ROWS_MAX_FLOPS = float(1 << 28)
 
 
@@ -1184,35 +1188,71 @@ def rows_rule(eq, kernels, dtype, T: int, N: int, K: int, P: int, directions: in
 
 
 def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list, D: int) -> tuple | None:
+                       weights: list, D: int, workspace: Workspace | None = None
+                       ) -> tuple | None:
     """``(out, h_n, c_n)`` of a whole stack (as :func:`stack_forward_lean`) for a batch that
     keeps nothing, its rows in two blocks at once: the first ``ceil(N/2)`` through every
     layer and direction on the caller's thread, the rest on the pair's partner
     (:func:`elman.fast._pair.rows_stack`, the kernel module's ``forward_stack_rows``), BLAS at
     one thread inside; the blocks meet only at the end. The caller checks :func:`rows_rule`
     and that two threads are free; None where a parameter array is unusual or the stack has
-    more than :data:`STACK_MAX` layer-directions (:func:`stack_operands`).
+    more than :data:`STACK_MAX` layer-directions (:func:`stack_operands`). ``workspace``: where
+    the blocks' arrays are kept from call to call (the layer's first; a new one each call
+    without it).
 
     Why: the general path runs a layer's row blocks through :func:`sequence_forward_rows`, a
     Python thread's hand-over and each block's bookkeeping (workspaces, caches, the
     projection's call) under one GIL, at every layer: a small batch's blocks started 100-300
-    us into a call whose loops took 270-330 (LSTM (32, 50, 16, 64), one layer). Same loops,
-    same operands (each block's per-step matrix packed as a block's would be), the same
-    results bit for bit."""
+    us into a call whose loops took 270-330 (LSTM (32, 50, 16, 64), one layer). The same
+    loops; the per-step matrix as :func:`_rows_operand` says (the kernels' panels from a
+    smaller size than the general path's, where the results differ from its by a sum's order).
+    The blocks' arrays are one array kept in ``workspace`` (see
+    :func:`elman.fast._pair.rows_stack`)."""
     T, N, I = X.shape
     first = (N + 1) // 2
-    operands = stack_operands(eq, kernels, weights, T, first)
+    operands = stack_operands(eq, kernels, weights, T, first, blocks=True)
     if operands is None:
         return None
     H = h0.shape[2]
     out = np.empty((T, N, D * H), X.dtype)
     h_n = np.empty_like(h0)
     c_n = None if c0 is None else np.empty_like(c0)
-    sync = np.zeros(fast.pair().ROW, np.int64)           # (fresh: see rows_stack)
-    _share_stack(kernels.forward_stack_rows,
-                 (eq, X, h0, c0, *operands, _row_schedules(T, N, D), first, out, h_n, c_n,
-                  sync), T * first, max(I, D * H), eq, first, H)
+    pair = fast.pair()
+    sync = np.zeros(pair.ROW, np.int64)                  # (fresh: see rows_stack)
+    size = pair.rows_work_size(T, first, I, operands[1][0].shape[0], H, H, D)
+    ws = Workspace() if workspace is None else workspace
+    work = ws.take_any("rows_work")          # (each block's row 64-byte aligned: size is
+    if work is None or work.shape[1] < size or work.dtype != X.dtype:   # whole lines)
+        work = pair.aligned_empty((2, size), X.dtype)
+    try:
+        _share_stack(kernels.forward_stack_rows,
+                     (eq, X, h0, c0, *operands, _row_schedules(T, N, D), first, out, h_n, c_n,
+                      work, sync), T * first, max(I, D * H), eq, first, H)
+    finally:
+        ws.give(rows_work=work)
     return out, h_n, c_n
+
+
+#: the smallest per-step matrix (elements) the row blocks of :func:`stack_forward_rows` pack
+#: into the kernels' panels (:func:`_rows_operand`)
+ROWS_PACK_MIN_ELEMENTS = 16384
+
+
+def _rows_operand(W: np.ndarray, T: int, N: int) -> tuple:
+    """The per-step matrix ``W^T`` of :func:`stack_forward_rows`'s blocks of up to ``N`` rows,
+    which both blocks share: the kernels' own panels (:func:`elman.fast._packed.pack`) where
+    they pay for such a block, from :data:`ROWS_PACK_MIN_ELEMENTS` (half the general path's
+    :data:`elman.fast._packed.MIN_ELEMENTS`), else the contiguous copy OpenBLAS multiplies by
+    (:func:`_step_matrix`); never MKL's packed form.
+
+    Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): with the
+    panels, the LSTM at (32, 50, 16, 64) (a 64 x 256 matrix) 1.11x as fast with one and two
+    layers, at (32, 500, 32, 32) (32 x 128) 0.98-0.99x, the GRU 0.99-1.03x at both; with MKL's
+    packed form shared by the two blocks, one layer 0.96-1.09x, two layers 0.75x at both
+    sizes (each block of the general path packs its own)."""
+    if fast_packed.worth(T, N, *W.T.shape, W.dtype, ROWS_PACK_MIN_ELEMENTS):
+        return fast.packed_operand(fast_packed.pack(W, True), fast_packed.compute_address(), W)
+    return fast.matrix_operand(_step_matrix(W.T, T, N))
 
 
 @functools.lru_cache(maxsize=64)
@@ -1320,15 +1360,17 @@ STACK_MAX = 8
 
 
 def stack_operands(eq, kernels, weights: list, T: int, N: int,
-                    packs: list | None = None) -> tuple | None:
+                    packs: list | None = None, blocks: bool = False) -> tuple | None:
     """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``,
-    :func:`kept_packs`, or none), as a tuple of tuples by operand, each of 2, 4 or 8 entries
-    (see :data:`STACK_MAX`); None for more layer-directions than that or where a parameter
-    array is unusual (:func:`_one_array_type`; see :func:`stack_forward_lean`)."""
+    :func:`kept_packs`, or none; ``blocks`` as there), as a tuple of tuples by operand, each
+    of 2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
+    where a parameter array is unusual (:func:`_one_array_type`; see
+    :func:`stack_forward_lean`)."""
     if len(weights) > STACK_MAX or not _one_array_type(weights):
         return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
-    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k])
+    operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k],
+                              blocks=blocks)
                 for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))

@@ -54,10 +54,18 @@ def lean_start(X, W_ih, GH, h0, schedule):
     ``(GX, S)``."""
     T, N, I = X.shape
     GX = np.empty((T, N, GH), X.dtype)
-    project_by(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GH))
     S = np.empty((T + 1, N, h0.shape[1]), X.dtype)
-    S[schedule[0, 1]] = h0
+    lean_start_into(X, W_ih, h0, schedule, GX, S)
     return GX, S
+
+
+@njit(inline="always")
+def lean_start_into(X, W_ih, h0, schedule, GX, S):
+    """:func:`lean_start` into arrays of the caller's (the row blocks' kept arrays,
+    :func:`elman.fast._pair.rows_stack`): ``GX = X W_ih^T``, ``h0`` into ``S``'s first slot."""
+    T, N, I = X.shape
+    project_by(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GX.shape[2]))
+    S[schedule[0, 1]] = h0
 
 
 @njit(inline="always")

@@ -57,14 +57,15 @@ _switch = Switch("ELMAN_PACKED", available)
 enabled, set_enabled, use = _switch.enabled, _switch.set_enabled, _switch.use
 
 
-def worth(steps: int, rows: int, k: int, n: int, dtype) -> bool:
+def worth(steps: int, rows: int, k: int, n: int, dtype, min_elements: int | None = None) -> bool:
     """Whether a pass of ``steps`` steps of ``rows`` rows through a (k x n) matrix ``B`` of
     ``dtype`` should pack it: on, float32, a batch (one row is a matrix-vector product, which
     the loops run on ``W`` itself), enough steps (:data:`MIN_STEPS`), a matrix large enough
-    (:data:`MIN_ELEMENTS`) and ``n`` a multiple of :data:`VW` (the micro-kernel's stores are
-    whole vectors)."""
+    (``min_elements``, by default :data:`MIN_ELEMENTS`) and ``n`` a multiple of :data:`VW`
+    (the micro-kernel's stores are whole vectors)."""
     # (the sizes first: a streaming call stops at them)
-    return (rows > 1 and steps >= MIN_STEPS and k * n >= MIN_ELEMENTS and n % VW == 0
+    least = MIN_ELEMENTS if min_elements is None else min_elements
+    return (rows > 1 and steps >= MIN_STEPS and k * n >= least and n % VW == 0
             and np.dtype(dtype) == np.float32 and _switch.enabled())
 
 

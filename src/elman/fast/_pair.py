@@ -48,10 +48,10 @@ from numba.extending import intrinsic, overload
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm
-from ._loop import stack_lean
 from ._panel_check import same_as_panels
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "rows_stack",
+           "rows_work_size", "rows_arrays",
            "project_units",
            "unit_rows",
            "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
@@ -334,33 +334,40 @@ def _pipe_layer(direction, forward_lean, layer_in, outs, layer, h0, c0, h_n, c_n
 
 
 @njit(inline="always")
-def rows_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules, first, out,
-               sync, bell, gen, me, spins):
+def rows_stack(direction, X, h0, c0, h_n, c_n, operands, schedules, first, out, work, sync,
+               bell, gen, me, spins):
     """A stack of layers on a batch whose rows run as two blocks at once, thread ``me`` of two
     (0: the caller, which rings ``bell`` with ``gen`` first; 1: the partner): the caller runs
-    the whole stack (:func:`elman.fast._loop.stack_lean`, ``direction`` and ``forward_lean``
-    as there) on rows ``:first``, and whoever claims it first on rows ``first:``. Rows are
-    independent through every layer and direction, so the blocks never meet before the end:
-    the caller waits only for a partner that claimed the second block. ``schedules`` (2, D,
-    T, 4): each block's (its own row count); ``out`` (T, N, D*P), ``h_n`` and ``c_n``
-    (L*D, N, P or H): written by both threads, each its own rows; ``sync`` (:data:`ROW`
-    int64 zeros, a new one for each call): the second block's claim and the count of blocks
-    done. A partner that comes late finds the block claimed and does nothing. The caller
-    returns ``gen``; the partner then waits for the next sequence (up to ``spins``) and
-    returns the bell's value.
+    the whole stack on rows ``:first``, and whoever claims it first on rows ``first:``, each
+    layer-direction by ``direction(layer_in, out, k, d, h0, c0, h_n, c_n, operands,
+    schedule, arrays)`` (the kernel module's: its lean loop, projection included, on the
+    block's arrays, :func:`rows_arrays`). Rows are independent through every layer and
+    direction, so the blocks never meet before the end: the caller waits only for a partner
+    that claimed the second block. ``schedules`` (2, D, T, 4): each block's (its own row
+    count); ``out`` (T, N, D*P), ``h_n`` and ``c_n`` (L*D, N, P or H): written by both
+    threads, each its own rows; ``work`` (2, :func:`rows_work_size`): each block's arrays,
+    carved from its row (kept by the caller from call to call); ``sync`` (:data:`ROW` int64
+    zeros, a new one for each call): the second block's claim and the count of blocks done.
+    A partner that comes late finds the block claimed and does nothing. The caller returns
+    ``gen``; the partner then waits for the next sequence (up to ``spins``) and returns the
+    bell's value.
 
     Why: the general path's row blocks (:func:`elman.timeloop.sequence_forward_rows`) hand
     each layer's blocks to a Python thread and back: their bookkeeping ran under one GIL, and
     the hand-over cost tens of microseconds on a virtual machine, so a small batch's blocks
-    started 100-300 us into a call of 600-900 (LSTM (32, 50, 16, 64))."""
+    started 100-300 us into a call of 600-900 (LSTM (32, 50, 16, 64)). Why arrays kept by
+    the caller: made at every call inside the compiled code (as the lean loops make theirs),
+    a few MB of them cost 400-3,400 page faults a call (1-5 ms of the kernel's time) where
+    the C library gave the memory back to the system between calls, which depends on the
+    process's history of allocations."""
     if me == 0:
         _store(bell, 0, gen)
-        _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules[0], 0,
-                    first, out)
+        _rows_block(direction, X, h0, c0, h_n, c_n, operands, schedules[0], 0, first, out,
+                    work[0])
         _add(sync, DONE, 1)
     if _add(sync, CLAIM, 1) == 0:
-        _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules[1],
-                    first, X.shape[1], out)
+        _rows_block(direction, X, h0, c0, h_n, c_n, operands, schedules[1], first, X.shape[1],
+                    out, work[1])
         _add(sync, DONE, 1)
     if me == 0:
         while _load(sync, DONE) < 2:
@@ -369,18 +376,69 @@ def rows_stack(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules
     return wait_for_bell(bell, gen, spins)
 
 
+@njit(cache=True)
+def rows_work_size(T, n, I, GH, P, H, D):
+    """Elements of one block's arrays for :func:`rows_arrays` (each on a cache line of its
+    own): its input, two layer outputs in turn, and one layer-direction's arrays at a time
+    (the projections, the states, the cell states or the GRU's per-step keep, a step's
+    scratch row block)."""
+    total = 0
+    for size in (T * n * I, T * n * D * P, T * n * D * P, T * n * GH, (T + 1) * n * P,
+                 (T + 1) * n * H, T * n * H, n * GH):
+        total += -(-size // ALIGN) * ALIGN
+    return total
+
+
 @njit(inline="always")
-def _rows_block(direction, forward_lean, X, h0, c0, h_n, c_n, operands, schedules, lo, hi,
-                out):
-    """Rows ``lo:hi`` of :func:`rows_stack`: their input and initial states as arrays of
-    their own (the lean loops take C-contiguous ones), the stack on them, their outputs and
-    final states into the caller's arrays (``c0``/``c_n`` None for a cell without a cell
-    state)."""
+def rows_arrays(buf, T, n, I, GH, P, H, D):
+    """The arrays of one block carved from ``buf`` (a row of ``work``, 64-byte aligned):
+    ``(X, ping, pong, GX, S, C, E, g)`` of shapes (T, n, I), (T, n, D*P) twice, (T, n, GH),
+    (T + 1, n, P), (T + 1, n, H), (T, n, H), (n, GH)."""
+    at = 0
+    X = buf[at:at + T * n * I].reshape((T, n, I))
+    at += -(-(T * n * I) // ALIGN) * ALIGN
+    ping = buf[at:at + T * n * D * P].reshape((T, n, D * P))
+    at += -(-(T * n * D * P) // ALIGN) * ALIGN
+    pong = buf[at:at + T * n * D * P].reshape((T, n, D * P))
+    at += -(-(T * n * D * P) // ALIGN) * ALIGN
+    GX = buf[at:at + T * n * GH].reshape((T, n, GH))
+    at += -(-(T * n * GH) // ALIGN) * ALIGN
+    S = buf[at:at + (T + 1) * n * P].reshape((T + 1, n, P))
+    at += -(-((T + 1) * n * P) // ALIGN) * ALIGN
+    C = buf[at:at + (T + 1) * n * H].reshape((T + 1, n, H))
+    at += -(-((T + 1) * n * H) // ALIGN) * ALIGN
+    E = buf[at:at + T * n * H].reshape((T, n, H))
+    at += -(-(T * n * H) // ALIGN) * ALIGN
+    g = buf[at:at + n * GH].reshape((n, GH))
+    return X, ping, pong, GX, S, C, E, g
+
+
+@njit(inline="always")
+def _rows_block(direction, X, h0, c0, h_n, c_n, operands, schedules, lo, hi, out, buf):
+    """Rows ``lo:hi`` of :func:`rows_stack`: their input copied into the block's arrays
+    (the lean loops take C-contiguous ones), each layer into one of two output arrays in
+    turn, the last one's rows and the final states into the caller's arrays (``c0``/``c_n``
+    None for a cell without a cell state)."""
+    T, n, I = X.shape[0], hi - lo, X.shape[2]
+    D = schedules.shape[0]
+    P, H = h_n.shape[2], out.shape[2] // D
+    GH = operands[1][0].shape[0]                       # (every kernel's bias: (G*H,))
+    arrays = rows_arrays(buf, T, n, I, GH, P, H, D)
+    arrays[0][...] = X[:, lo:hi]
     h_rows, c_rows = _rows_of(h0, lo, hi), _rows_of(c0, lo, hi)
     h_last, c_last = np.empty_like(h_rows), _empty_like(c_rows)
-    last = stack_lean(direction, forward_lean, np.ascontiguousarray(X[:, lo:hi]), h_rows,
-                      c_rows, h_last, c_last, operands, schedules)
-    out[:, lo:hi] = last
+    layers = h0.shape[0] // D
+    for layer in range(layers):
+        # layer l reads the block's input (l = 0) or layer l - 1's output, and writes into the
+        # other of the two output arrays
+        ping, pong = arrays[1], arrays[2]
+        layer_in = arrays[0] if layer == 0 else pong if layer % 2 == 0 else ping
+        layer_out = ping if layer % 2 == 0 else pong
+        for d in range(D):
+            direction(layer_in, layer_out, layer * D + d, d, h_rows, c_rows, h_last, c_last,
+                      operands, schedules[d], arrays)
+        if layer == layers - 1:
+            out[:, lo:hi] = layer_out
     h_n[:, lo:hi] = h_last
     _put_rows(c_n, c_last, lo, hi)
 

@@ -8,9 +8,10 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
-from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_lean_direction,
-                    lean_start, mask_into, or_empty, scratch_row, stack_lean, step_at,
-                    zone_arrays, zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_direction,
+                    keep_lean_direction, lean_start, lean_start_into, mask_into, or_empty,
+                    scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -199,17 +200,45 @@ def _stack_classic_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, 
                       operands, schedules, outs, sync, bell, gen, me, spins)
 
 
-@njit(**JIT)
-def _stack_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me, spins):
-    return rows_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
-                      schedules, first, out, sync, bell, gen, me, spins)
+@njit(inline="always")
+def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, arrays):
+    """Layer-direction ``k`` of :func:`_pair.rows_stack`: :func:`_forward_lean`'s work on the
+    block's arrays (``GX``, ``S``, ``E`` for ``HN``, ``g`` for the step's ``gh``:
+    :func:`_pair.rows_arrays`)."""
+    W_ih, bias, W_hh_T, b_hn = operands
+    GX, S = arrays[3], arrays[4]
+    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
+    _forward(GX, bias[k], W_hh_T[k], S, arrays[6], arrays[7], b_hn[k], schedule,
+             np.empty((0, 0), GX.dtype), np.empty((0, 0, 0), GX.dtype))    # (absent)
+    keep_direction(S, out, h_n, k, d)
+
+
+@njit(inline="always")
+def _direction_classic_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule,
+                            arrays):
+    """:func:`_direction_rows` of the classic GRU (:func:`_forward_classic_lean`'s work; its
+    (n, 2H) scratch carved from ``g``'s memory)."""
+    W_ih, bias, W_rz_T, W_hn_T = operands
+    GX, S, g = arrays[3], arrays[4], arrays[7]
+    n, H = g.shape[0], arrays[6].shape[2]
+    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
+    _forward_classic(GX, bias[k], W_rz_T[k], W_hn_T[k], S, arrays[6],
+                     g.reshape(g.size)[:n * 2 * H].reshape((n, 2 * H)), schedule,
+                     np.empty((0, 0, 0), GX.dtype))
+    keep_direction(S, out, h_n, k, d)
 
 
 @njit(**JIT)
-def _stack_classic_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me,
+def _stack_rows(X, h0, h_n, operands, schedules, first, out, work, sync, bell, gen, me, spins):
+    return rows_stack(_direction_rows, X, h0, None, h_n, None, operands, schedules, first, out,
+                      work, sync, bell, gen, me, spins)
+
+
+@njit(**JIT)
+def _stack_classic_rows(X, h0, h_n, operands, schedules, first, out, work, sync, bell, gen, me,
                         spins):
-    return rows_stack(keep_lean_direction, _forward_classic_lean, X, h0, None, h_n, None,
-                      operands, schedules, first, out, sync, bell, gen, me, spins)
+    return rows_stack(_direction_classic_rows, X, h0, None, h_n, None, operands, schedules,
+                      first, out, work, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -308,11 +337,11 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
 
 
 def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
-                       c_n, sync, bell, gen, me, spins):
+                       c_n, work, sync, bell, gen, me, spins):
     """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
     stack = _stack_rows if eq.reset_after else _stack_classic_rows
     return stack(X, h0, h_n, _stack_operands(eq, h0, W_ih, bias, W_hh_T, consts), schedules,
-                 first, out, sync, bell, gen, me, spins)
+                 first, out, work, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,

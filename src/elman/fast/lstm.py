@@ -15,9 +15,9 @@ from . import _cache  # noqa: F401  (before the decorators: the cache keyed by t
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
-                    lean_start, mask_into, no_matrix, or_empty, or_no_matrix, project_back,
-                    scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
-                    into_previous)
+                    lean_start, lean_start_into, mask_into, no_matrix, or_empty, or_no_matrix,
+                    project_back, scratch_row, stack_lean, step_at, zone_arrays, zone_states,
+                    unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -107,11 +107,27 @@ def _stack_pair(X, h0, c0, h_n, c_n, operands, schedules, outs, sync, bell, gen,
                       outs, sync, bell, gen, me, spins)
 
 
+@njit(inline="always")
+def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, arrays):
+    """Layer-direction ``k`` of :func:`_pair.rows_stack`: :func:`_forward_lean`'s work on the
+    block's arrays (``GX``, ``S``, ``C``: :func:`_pair.rows_arrays`), kept as
+    :func:`_direction_lean` keeps it."""
+    W_ih, bias, scale, shift, W_hh_T = operands
+    GX, S, C = arrays[3], arrays[4], arrays[5]
+    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
+    C[schedule[0, 1]] = c0[k]
+    none2, none3 = np.empty((0, 0), GX.dtype), np.empty((0, 0, 0), GX.dtype)    # (absent)
+    _forward(GX, bias[k], scale[k], shift[k], W_hh_T[k], S, C, none3, no_matrix(GX), schedule,
+             none2, none3, none3, none3)
+    keep_direction(S, out, h_n, k, d)
+    c_n[k] = C[0] if d else C[C.shape[0] - 1]
+
+
 @njit(**JIT)
-def _stack_rows(X, h0, c0, h_n, c_n, operands, schedules, first, out, sync, bell, gen, me,
+def _stack_rows(X, h0, c0, h_n, c_n, operands, schedules, first, out, work, sync, bell, gen, me,
                 spins):
-    return rows_stack(_direction_lean, _forward_lean, X, h0, c0, h_n, c_n, operands, schedules,
-                      first, out, sync, bell, gen, me, spins)
+    return rows_stack(_direction_rows, X, h0, c0, h_n, c_n, operands, schedules, first, out,
+                      work, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -232,10 +248,10 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
 
 
 def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
-                       c_n, sync, bell, gen, me, spins):
+                       c_n, work, sync, bell, gen, me, spins):
     """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
     return _stack_rows(X, h0, c0, h_n, c_n, _stack_operands(W_ih, bias, W_hh_T, consts),
-                       schedules, first, out, sync, bell, gen, me, spins)
+                       schedules, first, out, work, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,

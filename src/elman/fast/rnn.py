@@ -5,9 +5,9 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm_acc
-from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_lean_direction,
-                    lean_start, mask_into, or_empty, stack_lean, step_at, zone_arrays,
-                    zone_states, unzone_grads, into_previous)
+from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_direction,
+                    keep_lean_direction, lean_start, lean_start_into, mask_into, or_empty,
+                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 
@@ -102,10 +102,22 @@ def _stack_pair(X, h0, h_n, operands, schedules, outs, sync, bell, gen, me, spin
                       schedules, outs, sync, bell, gen, me, spins)
 
 
+@njit(inline="always")
+def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, arrays):
+    """Layer-direction ``k`` of :func:`_pair.rows_stack`: :func:`_forward_lean`'s work on the
+    block's arrays (``GX``, ``S``: :func:`_pair.rows_arrays`)."""
+    W_ih, bias, W_hh_T, relu = operands
+    GX, S = arrays[3], arrays[4]
+    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
+    _forward(GX, bias[k], W_hh_T[k], S, relu[k], schedule, np.empty((0, 0), GX.dtype),
+             np.empty((0, 0, 0), GX.dtype))                 # (no mask, no zoneout: absent)
+    keep_direction(S, out, h_n, k, d)
+
+
 @njit(**JIT)
-def _stack_rows(X, h0, h_n, operands, schedules, first, out, sync, bell, gen, me, spins):
-    return rows_stack(keep_lean_direction, _forward_lean, X, h0, None, h_n, None, operands,
-                      schedules, first, out, sync, bell, gen, me, spins)
+def _stack_rows(X, h0, h_n, operands, schedules, first, out, work, sync, bell, gen, me, spins):
+    return rows_stack(_direction_rows, X, h0, None, h_n, None, operands, schedules, first, out,
+                      work, sync, bell, gen, me, spins)
 
 
 @njit(**JIT)
@@ -169,10 +181,10 @@ def forward_stack_pair(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, out
 
 
 def forward_stack_rows(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedules, first, out, h_n,
-                       c_n, sync, bell, gen, me, spins):
+                       c_n, work, sync, bell, gen, me, spins):
     """One thread's share of :func:`elman.timeloop.stack_forward_rows`."""
     return _stack_rows(X, h0, h_n, _stack_operands(eq, W_ih, bias, W_hh_T), schedules, first,
-                       out, sync, bell, gen, me, spins)
+                       out, work, sync, bell, gen, me, spins)
 
 
 def forward_stack_pipe(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule, last, outs, h_n, c_n,
