@@ -317,9 +317,11 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
     assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
 
 
-def test_row_blocks_without_a_graph(always_split):
-    """Under no_grad the blocks' arrays go back to the layer's workspaces (the second block's
-    to the sibling workspace) and the next call reuses them."""
+def test_row_blocks_without_a_graph(always_split, monkeypatch):
+    """Under no_grad the general path's blocks' arrays go back to the layer's workspaces (the
+    second block's to the sibling workspace) and the next call reuses them. (The rows rule
+    refused: a small call's blocks would run on the pair, tests/test_rows_stack.py.)"""
+    monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
     layer = elman.GRU(5, 6, seed=1)
     x = np.random.default_rng(0).standard_normal((7, 6, 5)).astype(np.float32)
     with elman.no_grad():
