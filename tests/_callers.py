@@ -25,3 +25,27 @@ def from_threads(calls, repeats: int = 60, timeout: float = 120) -> None:
     assert not any(w.is_alive() for w in workers), "a caller hung"
     if errors:
         raise errors[0]
+
+
+def taken_with_two_threads(monkeypatch, name: str, layer, x) -> tuple:
+    """``(alone, both)``: ``layer(x)``'s outputs and states under no_grad with no two threads
+    free, then with two, after asserting that ``elman.recurrent.<name>`` (a two-thread path)
+    ran in the second call only."""
+    import elman
+    from elman import recurrent, threads
+    seen = []
+    original = getattr(recurrent, name)
+    monkeypatch.setattr(recurrent, name, lambda *args: seen.append(1) or original(*args))
+    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
+
+    def flat(result):
+        out, state = result
+        return [out] + (list(state) if isinstance(state, tuple) else [state])
+
+    with elman.no_grad():
+        alone = flat(layer(x))
+        assert seen == []
+        monkeypatch.setattr(threads, "two_threads_free", lambda: True)
+        both = flat(layer(x))
+        assert seen == [1]
+    return alone, both

@@ -8,7 +8,7 @@ import pytest
 import elman
 from elman import fast, recurrent, threads, timeloop
 from elman.fast import _pair
-from _callers import from_threads
+from _callers import from_threads, taken_with_two_threads
 
 pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads: x86-64 CPUs with the fast path")
@@ -172,17 +172,7 @@ def test_the_rule(monkeypatch):
     assert not timeloop.pairs_directions(None, 50, 1, K, P)
     layer = elman.LSTM(32, 128, bidirectional=True, seed=0).eval()
     x = np.ones((50, 1, 32), np.float32)
-    seen = []
-    original = recurrent.stack_forward_pair
-    monkeypatch.setattr(recurrent, "stack_forward_pair",
-                        lambda *args: seen.append(1) or original(*args))
-    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
-    with elman.no_grad():
-        alone = _flat(layer(x))
-        assert seen == []
-        monkeypatch.setattr(threads, "two_threads_free", lambda: True)
-        both = _flat(layer(x))
-        assert seen == [1]
+    alone, both = taken_with_two_threads(monkeypatch, "stack_forward_pair", layer, x)
     for a, b in zip(alone, both):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 

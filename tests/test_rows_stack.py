@@ -8,7 +8,7 @@ import pytest
 import elman
 from elman import fast, recurrent, threads, timeloop
 from elman.fast import _pair
-from _callers import from_threads
+from _callers import from_threads, taken_with_two_threads
 
 pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads: x86-64 CPUs with the fast path")
@@ -190,28 +190,20 @@ def test_the_rule(monkeypatch):
     monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
     lstm.eval()
     x = np.random.default_rng(2).standard_normal((50, 32, 16)).astype(np.float32)
-    seen = []
-    original = recurrent.stack_forward_rows
-    monkeypatch.setattr(recurrent, "stack_forward_rows",
-                        lambda *args: seen.append(1) or original(*args))
-    monkeypatch.setattr(threads, "two_threads_free", lambda: False)
-    with elman.no_grad():
-        alone = _flat(lstm(x))
-        assert seen == []
-        monkeypatch.setattr(threads, "two_threads_free", lambda: True)
-        both = _flat(lstm(x))
-        assert seen == [1]
+    alone, both = taken_with_two_threads(monkeypatch, "stack_forward_rows", lstm, x)
     for a, b in zip(alone, both):        # (the blocks multiply by W_hh's panels: a sum's
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)    # order apart)
-    stack = elman.LSTM(16, 64, num_layers=2, dropout=0.5, seed=0).train()
+    seen = []
+    original = timeloop.stack_forward_rows
     monkeypatch.setattr(recurrent, "stack_forward_rows",
-                        lambda *args: seen.append(2) or original(*args))
+                        lambda *args: seen.append(1) or original(*args))
+    stack = elman.LSTM(16, 64, num_layers=2, dropout=0.5, seed=0).train()
     with elman.no_grad():
         stack(x)                          # (training: dropout masks between the layers)
-        assert seen == [1]
+        assert seen == []
         stack.eval()
         stack(x)
-        assert seen == [1, 2]
+        assert seen == [1]
 
 
 def test_the_blocks_arrays_are_kept_from_call_to_call(rows):
