@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import elman
-from elman import fast, recurrent, threads, timeloop
+from elman import fast, threads, timeloop
 from elman.fast import _pair
-from _callers import from_threads, taken_with_two_threads
+from _callers import (agree_from_threads, counted, flat, spread_layer,
+                      taken_with_two_threads)
 
 pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads: x86-64 CPUs with the fast path")
@@ -27,11 +28,7 @@ LAYERS = {
 
 
 def _layer(name, dtype):
-    layer = LAYERS[name](dtype)
-    rng = np.random.default_rng(7)
-    for p in layer.parameters():
-        p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape)
-    return layer.eval()
+    return spread_layer(LAYERS[name], dtype)
 
 
 @pytest.fixture
@@ -40,20 +37,9 @@ def paired(monkeypatch):
     CPUs free; the calls that do are counted."""
     monkeypatch.setattr(timeloop, "PAIR_DIRECTIONS_MIN_FLOPS", 0.0)
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
-    calls = []
-    original = timeloop.stack_forward_pair
-
-    def counted(*args):
-        calls.append(args[2].shape)
-        return original(*args)
-    monkeypatch.setattr(recurrent, "stack_forward_pair", counted)
-    monkeypatch.setattr(timeloop, "stack_forward_pair", counted)      # (the plan's)
-    return calls
+    return counted(monkeypatch, "stack_forward_pair", timeloop)      # (the plan's too)
 
 
-def _flat(result):
-    out, state = result
-    return [out] + (list(state) if isinstance(state, tuple) else [state])
 
 
 def _inputs(layer, dtype, rng, every: bool):
@@ -81,11 +67,11 @@ def test_directions_at_once_equal_directions_in_turn(paired, name, dtype, monkey
     cases = _inputs(layer, dtype, np.random.default_rng(1),
                     every=name == "lstm-2bi-batch-first" and dtype == np.float32)
     with elman.no_grad():
-        got = [_flat(layer(x, hx)) for x, hx in cases for _ in range(2)]    # (planned too)
+        got = [flat(layer(x, hx)) for x, hx in cases for _ in range(2)]    # (planned too)
         assert len(paired) == 2 * len(cases)
         monkeypatch.setattr(timeloop, "PAIR_DIRECTIONS_MIN_FLOPS", float("inf"))
         layer._plan = None
-        want = [_flat(layer(x, hx)) for x, hx in cases for _ in range(2)]
+        want = [flat(layer(x, hx)) for x, hx in cases for _ in range(2)]
         assert len(paired) == 2 * len(cases)
     for g, w in zip(got, want):
         for a, b in zip(g, w):
@@ -100,9 +86,9 @@ def test_many_calls_back_to_back_stay_exact(paired):
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((1, T, 5)).astype(np.float32) for T in [4, 9, 4, 1, 12] * 8]
     with elman.no_grad():
-        got = [_flat(layer(x)) for x in xs]
+        got = [flat(layer(x)) for x in xs]
         with fast.use(False):
-            want = [_flat(layer(x)) for x in xs]
+            want = [flat(layer(x)) for x in xs]
     assert len(paired) == len(xs)
     for g, w in zip(got, want):
         for a, b in zip(g, w):
@@ -184,15 +170,5 @@ def test_two_callers_share_one_partner(paired):
     rng = np.random.default_rng(6)
     inputs = [rng.standard_normal((1, 9, 5)).astype(np.float32),
               rng.standard_normal((9, 2, 5)).astype(np.float32)]
-    with elman.no_grad(), fast.use(False):
-        want = [layer(x)[0] for layer, x in zip(layers, inputs)]
-
-    def caller(k):
-        def call():
-            with elman.no_grad():
-                np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
-                                           atol=1e-6)
-        return call
-
-    from_threads([caller(0), caller(1)])
+    agree_from_threads(layers, inputs)
     assert len(paired) == 120

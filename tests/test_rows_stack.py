@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import elman
-from elman import fast, recurrent, threads, timeloop
+from elman import fast, threads, timeloop
 from elman.fast import _pair
-from _callers import from_threads, taken_with_two_threads
+from _callers import (agree_from_threads, counted, flat, spread_layer,
+                      taken_with_two_threads)
 
 pytestmark = pytest.mark.skipif(not fast.pair_supported(),
                                 reason="two threads: x86-64 CPUs with the fast path")
@@ -25,11 +26,7 @@ LAYERS = {
 
 
 def _layer(name, dtype):
-    layer = LAYERS[name](dtype)
-    rng = np.random.default_rng(7)
-    for p in layer.parameters():
-        p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape)
-    return layer.eval()
+    return spread_layer(LAYERS[name], dtype)
 
 
 @pytest.fixture
@@ -40,19 +37,9 @@ def rows(monkeypatch):
     monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
     monkeypatch.setattr(threads, "two_threads_free", lambda: True)
-    calls = []
-    original = timeloop.stack_forward_rows
-
-    def counted(*args):
-        calls.append(args[2].shape)
-        return original(*args)
-    monkeypatch.setattr(recurrent, "stack_forward_rows", counted)
-    return calls
+    return counted(monkeypatch, "stack_forward_rows")
 
 
-def _flat(result):
-    out, state = result
-    return [out] + (list(state) if isinstance(state, tuple) else [state])
 
 
 def _cases(layer, dtype, rng):
@@ -77,10 +64,10 @@ def test_row_blocks_on_the_pair_equal_the_general_paths(rows, name, dtype, monke
     layer = _layer(name, dtype)
     cases = _cases(layer, dtype, np.random.default_rng(1))
     with elman.no_grad():
-        got = [_flat(layer(x, hx)) for x, hx in cases]
+        got = [flat(layer(x, hx)) for x, hx in cases]
         assert len(rows) == len(cases)
         monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
-        want = [_flat(layer(x, hx)) for x, hx in cases]
+        want = [flat(layer(x, hx)) for x, hx in cases]
         assert len(rows) == len(cases)
     for g, w in zip(got, want):
         for a, b in zip(g, w):
@@ -193,17 +180,14 @@ def test_the_rule(monkeypatch):
     alone, both = taken_with_two_threads(monkeypatch, "stack_forward_rows", lstm, x)
     for a, b in zip(alone, both):        # (the blocks multiply by W_hh's panels: a sum's
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)    # order apart)
-    seen = []
-    original = timeloop.stack_forward_rows
-    monkeypatch.setattr(recurrent, "stack_forward_rows",
-                        lambda *args: seen.append(1) or original(*args))
+    seen = counted(monkeypatch, "stack_forward_rows")
     stack = elman.LSTM(16, 64, num_layers=2, dropout=0.5, seed=0).train()
     with elman.no_grad():
         stack(x)                          # (training: dropout masks between the layers)
         assert seen == []
         stack.eval()
         stack(x)
-        assert seen == [1]
+        assert len(seen) == 1
 
 
 def test_the_blocks_arrays_are_kept_from_call_to_call(rows):
@@ -215,12 +199,12 @@ def test_the_blocks_arrays_are_kept_from_call_to_call(rows):
     rng = np.random.default_rng(10)
     x = rng.standard_normal((6, 7, 5)).astype(np.float32)
     with elman.no_grad():
-        first = _flat(layer(x))
+        first = flat(layer(x))
         kept = layer._workspaces[0].take_any("rows_work")
         assert kept is not None and kept.shape[0] == 2
         assert kept.ctypes.data % 64 == 0 and kept.strides[0] % 64 == 0
         layer._workspaces[0].give(rows_work=kept)
-        again = _flat(layer(x))
+        again = flat(layer(x))
         assert layer._workspaces[0].take_any("rows_work") is kept
         longer = rng.standard_normal((9, 7, 5)).astype(np.float32)
         layer(longer)
@@ -240,13 +224,4 @@ def test_two_callers_share_one_partner(rows):
     inputs = [rng.standard_normal((9, 4, 5)).astype(np.float32),
               rng.standard_normal((9, 5, 5)).astype(np.float32),
               rng.standard_normal((9, 6, 5)).astype(np.float32)]
-    with elman.no_grad(), fast.use(False):
-        want = [layer(x)[0] for layer, x in zip(layers, inputs)]
-
-    def caller(k):
-        def call():
-            with elman.no_grad():
-                np.testing.assert_allclose(layers[k](inputs[k])[0], want[k], rtol=1e-5,
-                                           atol=1e-6)
-        return call
-    from_threads([caller(0), caller(1), caller(2)], repeats=40)
+    agree_from_threads(layers, inputs, repeats=40)
