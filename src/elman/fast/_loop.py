@@ -47,22 +47,20 @@ def _project_by(X2, W_ih, out):
 
 
 @njit(inline="always")
-def lean_start(X, W_ih, GH, h0, schedule):
-    """The start of a kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``), inside
-    its one compiled call: ``GX = X W_ih^T`` (T, N, GH) (:func:`project_by`), and the states
-    ``S`` (T+1, N, P) with ``h0`` in the slot the schedule's first step reads. Returns
-    ``(GX, S)``."""
-    T, N, I = X.shape
-    GX = np.empty((T, N, GH), X.dtype)
-    S = np.empty((T + 1, N, h0.shape[1]), X.dtype)
-    lean_start_into(X, W_ih, h0, schedule, GX, S)
-    return GX, S
+def lean_arrays(X, GH, P):
+    """A kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``) makes its arrays inside
+    its one compiled call: the projections ``GX`` (T, N, GH) and the states ``S``
+    (T+1, N, P), new (a row block's are kept by its caller instead:
+    :func:`elman.fast._pair.rows_arrays`)."""
+    T, N, _ = X.shape
+    return np.empty((T, N, GH), X.dtype), np.empty((T + 1, N, P), X.dtype)
 
 
 @njit(inline="always")
 def lean_start_into(X, W_ih, h0, schedule, GX, S):
-    """:func:`lean_start` into arrays of the caller's (the row blocks' kept arrays,
-    :func:`elman.fast._pair.rows_stack`): ``GX = X W_ih^T``, ``h0`` into ``S``'s first slot."""
+    """The start of a kernel's ``forward_lean``, in the arrays it was given
+    (:func:`lean_arrays`, or a row block's): ``GX = X W_ih^T`` (:func:`project_by`), and ``h0``
+    into the slot of ``S`` the schedule's first step reads."""
     T, N, I = X.shape
     project_by(X.reshape(T * N, I), W_ih, GX.reshape(T * N, GX.shape[2]))
     S[schedule[0, 1]] = h0

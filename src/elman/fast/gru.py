@@ -9,7 +9,7 @@ from . import _cache  # noqa: F401  (before the decorators: the cache keyed by t
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_direction,
-                    keep_lean_direction, lean_start, lean_start_into, mask_into, or_empty,
+                    keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
                     scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
                     into_previous)
 from ._math import sigmoid, tanh
@@ -53,12 +53,20 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
 def _forward_lean(X, W_ih, h0, bias, W_hh_T, b_hn, schedule):
     """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
     compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
+    GX, S = lean_arrays(X, bias.shape[0], h0.shape[1])
     T, N, GH = GX.shape
-    _forward(GX, bias, W_hh_T, S, np.empty((T, N, GH // 3), X.dtype),
-             np.empty((N, GH), X.dtype), b_hn, schedule, np.empty((0, 0), X.dtype),
-             np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
+    _lean_into(X, W_ih, h0, bias, W_hh_T, b_hn, schedule, GX, S,
+               np.empty((T, N, GH // 3), X.dtype), np.empty((N, GH), X.dtype))
     return S
+
+
+@njit(inline="always")
+def _lean_into(X, W_ih, h0, bias, W_hh_T, b_hn, schedule, GX, S, HN, gh):
+    """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
+    ones: :func:`_direction_rows`)."""
+    lean_start_into(X, W_ih, h0, schedule, GX, S)
+    _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, np.empty((0, 0), X.dtype),
+             np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
 
 
 @njit(inline="always")
@@ -168,12 +176,21 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
 def _forward_classic_lean(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule):
     """:func:`_forward_classic` of a call that keeps nothing, with its projection and arrays,
     as one compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
+    GX, S = lean_arrays(X, bias.shape[0], h0.shape[1])
     T, N, GH = GX.shape
     H = GH // 3
-    _forward_classic(GX, bias, W_rz_T, W_hn_T, S, np.empty((T, N, H), X.dtype),
-                     np.empty((N, 2 * H), X.dtype), schedule, np.empty((0, 0, 0), X.dtype))
+    _classic_lean_into(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule, GX, S,
+                       np.empty((T, N, H), X.dtype), np.empty((N, 2 * H), X.dtype))
     return S
+
+
+@njit(inline="always")
+def _classic_lean_into(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule, GX, S, RH, grz):
+    """:func:`_forward_classic_lean`'s work in the caller's arrays (its own, or a row
+    block's kept ones: :func:`_direction_classic_rows`)."""
+    lean_start_into(X, W_ih, h0, schedule, GX, S)
+    _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule,
+                     np.empty((0, 0, 0), X.dtype))
 
 
 @njit(**JIT)
@@ -206,10 +223,9 @@ def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, a
     block's arrays (``GX``, ``S``, ``E`` for ``HN``, ``g`` for the step's ``gh``:
     :func:`_pair.rows_arrays`)."""
     W_ih, bias, W_hh_T, b_hn = operands
-    GX, S = arrays[3], arrays[4]
-    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
-    _forward(GX, bias[k], W_hh_T[k], S, arrays[6], arrays[7], b_hn[k], schedule,
-             np.empty((0, 0), GX.dtype), np.empty((0, 0, 0), GX.dtype))    # (absent)
+    S = arrays[4]
+    _lean_into(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], b_hn[k], schedule, arrays[3], S,
+               arrays[6], arrays[7])
     keep_direction(S, out, h_n, k, d)
 
 
@@ -219,12 +235,11 @@ def _direction_classic_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, sch
     """:func:`_direction_rows` of the classic GRU (:func:`_forward_classic_lean`'s work; its
     (n, 2H) scratch carved from ``g``'s memory)."""
     W_ih, bias, W_rz_T, W_hn_T = operands
-    GX, S, g = arrays[3], arrays[4], arrays[7]
+    S, g = arrays[4], arrays[7]
     n, H = g.shape[0], arrays[6].shape[2]
-    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
-    _forward_classic(GX, bias[k], W_rz_T[k], W_hn_T[k], S, arrays[6],
-                     g.reshape(g.size)[:n * 2 * H].reshape((n, 2 * H)), schedule,
-                     np.empty((0, 0, 0), GX.dtype))
+    _classic_lean_into(layer_in, W_ih[k], h0[k], bias[k], W_rz_T[k], W_hn_T[k], schedule,
+                       arrays[3], S, arrays[6],
+                       g.reshape(g.size)[:n * 2 * H].reshape((n, 2 * H)))
     keep_direction(S, out, h_n, k, d)
 
 

@@ -15,7 +15,7 @@ from . import _cache  # noqa: F401  (before the decorators: the cache keyed by t
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
-                    lean_start, lean_start_into, mask_into, no_matrix, or_empty, or_no_matrix,
+                    lean_arrays, lean_start_into, mask_into, no_matrix, or_empty, or_no_matrix,
                     project_back, scratch_row, stack_lean, step_at, zone_arrays, zone_states,
                     unzone_grads, into_previous)
 from ._math import tanh
@@ -75,13 +75,21 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
 def _forward_lean(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule):
     """:func:`_forward` of a call that keeps nothing and has no projection, with its input
     projection and arrays, as one compiled call (``forward_lean``). Returns (S, C)."""
-    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
+    GX, S = lean_arrays(X, bias.shape[0], h0.shape[1])
     C = np.empty((S.shape[0], S.shape[1], c0.shape[1]), S.dtype)
+    _lean_into(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule, GX, S, C)
+    return S, C
+
+
+@njit(inline="always")
+def _lean_into(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule, GX, S, C):
+    """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
+    ones: :func:`_direction_rows`)."""
+    lean_start_into(X, W_ih, h0, schedule, GX, S)
     C[schedule[0, 1]] = c0
     none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
     _forward(GX, bias, scale, shift, W_hh_T, S, C, none3, no_matrix(X), schedule, none2, none3,
              none3, none3)
-    return S, C
 
 
 @njit(inline="always")
@@ -113,12 +121,9 @@ def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, a
     block's arrays (``GX``, ``S``, ``C``: :func:`_pair.rows_arrays`), kept as
     :func:`_direction_lean` keeps it."""
     W_ih, bias, scale, shift, W_hh_T = operands
-    GX, S, C = arrays[3], arrays[4], arrays[5]
-    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
-    C[schedule[0, 1]] = c0[k]
-    none2, none3 = np.empty((0, 0), GX.dtype), np.empty((0, 0, 0), GX.dtype)    # (absent)
-    _forward(GX, bias[k], scale[k], shift[k], W_hh_T[k], S, C, none3, no_matrix(GX), schedule,
-             none2, none3, none3, none3)
+    S, C = arrays[4], arrays[5]
+    _lean_into(layer_in, W_ih[k], h0[k], c0[k], bias[k], scale[k], shift[k], W_hh_T[k],
+               schedule, arrays[3], S, C)
     keep_direction(S, out, h_n, k, d)
     c_n[k] = C[0] if d else C[C.shape[0] - 1]
 

@@ -6,7 +6,7 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, backward_step, keep_direction,
-                    keep_lean_direction, lean_start, lean_start_into, mask_into, or_empty,
+                    keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
                     stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
@@ -54,10 +54,18 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
 def _forward_lean(X, W_ih, h0, bias, W_hh_T, relu, schedule):
     """:func:`_forward` of a call that keeps nothing, with its projection and arrays, as one
     compiled call (``forward_lean``). Returns S."""
-    GX, S = lean_start(X, W_ih, bias.shape[0], h0, schedule)
+    GX, S = lean_arrays(X, bias.shape[0], h0.shape[1])
+    _lean_into(X, W_ih, h0, bias, W_hh_T, relu, schedule, GX, S)
+    return S
+
+
+@njit(inline="always")
+def _lean_into(X, W_ih, h0, bias, W_hh_T, relu, schedule, GX, S):
+    """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
+    ones: :func:`_direction_rows`)."""
+    lean_start_into(X, W_ih, h0, schedule, GX, S)
     _forward(GX, bias, W_hh_T, S, relu, schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
-    return S
 
 
 @njit(inline="always")
@@ -107,10 +115,8 @@ def _direction_rows(layer_in, out, k, d, h0, c0, h_n, c_n, operands, schedule, a
     """Layer-direction ``k`` of :func:`_pair.rows_stack`: :func:`_forward_lean`'s work on the
     block's arrays (``GX``, ``S``: :func:`_pair.rows_arrays`)."""
     W_ih, bias, W_hh_T, relu = operands
-    GX, S = arrays[3], arrays[4]
-    lean_start_into(layer_in, W_ih[k], h0[k], schedule, GX, S)
-    _forward(GX, bias[k], W_hh_T[k], S, relu[k], schedule, np.empty((0, 0), GX.dtype),
-             np.empty((0, 0, 0), GX.dtype))                 # (no mask, no zoneout: absent)
+    S = arrays[4]
+    _lean_into(layer_in, W_ih[k], h0[k], bias[k], W_hh_T[k], relu[k], schedule, arrays[3], S)
     keep_direction(S, out, h_n, k, d)
 
 
