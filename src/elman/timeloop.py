@@ -999,12 +999,19 @@ def _input_operand(W_ih: np.ndarray, kept, aside=None) -> tuple:
     small) ran faster by the panels: GRU, H = 128, I = 32, a compiled lean call of 50 steps,
     201 against 186 us, of 8 steps 47 against 36 (the projection of a pipeline's chunk of
     8 steps: :func:`stack_forward_pipe`)."""
-    if kept is not None and W_ih.flags.c_contiguous and W_ih.dtype == np.float32 \
-            and W_ih.shape[0] % fast_packed.VW == 0 and W_ih.nbytes <= pipe_max_bytes() \
-            and fast_packed.enabled():
+    if kept is not None and _projection_panels_apply(W_ih) \
+            and W_ih.nbytes <= pipe_max_bytes():
         return fast.packed_operand(kept.panels(W_ih, aside),
                                    fast_packed.compute_address(), W_ih)
     return fast.matrix_operand(W_ih.T)
+
+
+def _projection_panels_apply(W_ih: np.ndarray) -> bool:
+    """Whether the micro-kernel can project by ``W_ih^T``'s panels: float32, C-contiguous,
+    G*H a multiple of its vectors, the panels on (:func:`_input_operand`,
+    :func:`_rows_input_operand`)."""
+    return W_ih.dtype == np.float32 and W_ih.flags.c_contiguous \
+        and W_ih.shape[0] % fast_packed.VW == 0 and fast_packed.enabled()
 
 
 def _one_row_operand(W: np.ndarray, T: int, kept, aside=None) -> tuple:
@@ -1244,8 +1251,7 @@ def _rows_input_operand(W_ih: np.ndarray) -> tuple:
     at (64, 100, 32, 64) 1.06-1.09x, at (32, 500, 32, 32) 1.11-1.14x, the same results bit
     for bit there (MKL's packed form, shared by the two blocks, ran two layers 0.56-0.79x
     as fast: see :func:`_rows_operand`)."""
-    if W_ih.dtype == np.float32 and W_ih.shape[0] % fast_packed.VW == 0 \
-            and W_ih.flags.c_contiguous and fast_packed.enabled():
+    if _projection_panels_apply(W_ih):
         return fast.packed_operand(fast_packed.pack(W_ih, True), fast_packed.compute_address(),
                                    W_ih)
     return fast.matrix_operand(W_ih.T)
