@@ -171,6 +171,10 @@ class BackwardLoop:
     dHs: np.ndarray | None     # (T, N, P) receives dh at every step (for dW_hr), proj_size only
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM's dh times mask
     zone: Zoneout | None = None        # zoneout (cache.zone): split dh/dc between new and prev
+    # set by a loop that summed the biases' gradients as it wrote the rows (elman.fast's
+    # plain cells): (the sums of dGX's rows, those of dGH's rows or None where dGH is dGX),
+    # float64, for CellEquations.add_bias_sums; None: the engine sums them after the loop
+    bias_sums: tuple | None = None
 
 
 class Workspace:
@@ -1637,10 +1641,12 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
+    loop = None
     with step_threads:
         if kernels is not None:
-            kernels.backward(eq, BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule,
-                                              dHs, cache.h_mask, cache.zone))
+            loop = BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule, dHs,
+                                cache.h_mask, cache.zone)
+            kernels.backward(eq, loop)
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
     if active is not None:
@@ -1655,7 +1661,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     # input side back through its normalisation to the raw projection X W_ih^T (a kernel
     # module's twins of these two may find both done: its loop did them as it went)
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
-    if "bias_ih" in g:
+    if "bias_ih" in g and loop is not None and loop.bias_sums is not None:
+        eq.add_bias_sums(*loop.bias_sums, g, split)   # (padded slots: the loop skipped them)
+    elif "bias_ih" in g:
         twin = _kernel_attribute(cache.kernels, "bias_grads")
         if twin is None:
             eq.bias_grads(dGX, dGH, g, split)

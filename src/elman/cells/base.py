@@ -127,13 +127,21 @@ class CellEquations:
         the recurrent side, whose pre-activation gradient is ``dGX``'s for the first ``split``
         gate columns and ``dGH``'s for the rest (all of ``dGX``'s when ``dGH is dGX``)."""
         T, N, GH = dGX.shape
-        db_ih = dGX.reshape(T * N, GH).sum(axis=0)
-        g["bias_ih"] += db_ih
-        if dGH is dGX:
-            g["bias_hh"] += db_ih
+        db_h = None if dGH is dGX else dGH.reshape(T * N, dGH.shape[2]).sum(axis=0)
+        self.add_bias_sums(dGX.reshape(T * N, GH).sum(axis=0), db_h, g, split)
+
+    @staticmethod
+    def add_bias_sums(db_x: np.ndarray, db_h: np.ndarray | None, g: Weights,
+                      split: int) -> None:
+        """:meth:`bias_grads` from the sums of the rows: ``db_x`` of ``dGX``'s, ``db_h`` of
+        ``dGH``'s (None where ``dGH`` is ``dGX``); what a compiled backward loop that summed
+        them as it went hands over (``BackwardLoop.bias_sums``)."""
+        g["bias_ih"] += db_x
+        if db_h is None:
+            g["bias_hh"] += db_x
         else:
-            g["bias_hh"][:split] += db_ih[:split]
-            g["bias_hh"][split:] += dGH.reshape(T * N, dGH.shape[2]).sum(axis=0)
+            g["bias_hh"][:split] += db_x[:split]
+            g["bias_hh"][split:] += db_h
 
     def parameter_grads(self, cache, dGX, dGH, g: Weights) -> None:
         """Add the gradients of the cell's own parameters (those beyond the standard

@@ -8,10 +8,10 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
-from ._loop import (JIT, ONE, absent, add_rows, backward_step, copy_row, keep_direction,
-                    keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
-                    scratch_row, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
-                    into_previous)
+from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sums,
+                    copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
+                    lean_start_into, mask_into, or_empty, row_added, scratch_row, settle_sums,
+                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -106,12 +106,13 @@ def _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh,
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh):
+def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums, part, rows):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
     not stored twice); dh (N, H) enters as the gradient wrt the final state and leaves as that
-    wrt h0."""
+    wrt h0. ``sums`` (4H,) float64 receives the sums of every row of dGX (its first 3H) and of
+    dGHn (its last H): the biases' gradients (``part``, ``rows``: :func:`_loop.bias_sums`)."""
     N, H = dh.shape
     row = scratch_row(gates)
     dgh = np.empty((N, 3 * H), gates.dtype)    # this step's recurrent-side rows, for its GEMM
@@ -132,16 +133,19 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh):
                 dn[j] = dnj
                 direct_b[j] = dhj * zj                 # h_prev's path through z h_prev
             # the recurrent side: [dr, dz] as on the input side, the candidate's times r
-            dgh_b, dghn = dgh[b], dGHn[t, b]
+            dgh_b, dghn, part_n = dgh[b], dGHn[t, b], part[3 * H:]
             for k in range(2 * H):
                 dgh_b[k] = row[k]
             for j in range(H):
                 d = dn[j] * r[j]
                 dgh_b[2 * H + j] = d
                 dghn[j] = d
-            copy_row(row, dGX[t, b])           # last: dGX may be the gates just read
+                part_n[j] += d
+            copy_row_summed(row, dGX[t, b], part[:3 * H])  # last: dGX may be the gates just read
+            row_added(sums, part, rows)
         into_previous(dgh[:n], W_hh, dh, None, mask, zh, keep, None, n)  # (h_prev * mask)
         add_rows(dh, direct, n)
+    settle_sums(sums, part, rows)
 
 
 @njit(**JIT)
@@ -269,10 +273,12 @@ def _stack_classic_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, 
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
+def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh, sums, part, rows):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
-    gradient wrt the final state and leaves as that wrt h0."""
+    gradient wrt the final state and leaves as that wrt h0. ``sums`` (3H,) float64 receives
+    the sum of every row of dG (the biases' gradient; ``part``, ``rows``:
+    :func:`_loop.bias_sums`)."""
     N, H = dh.shape
     row = scratch_row(gates)
     d_rh = np.empty((N, H), gates.dtype)       # gradient wrt r * h_prev, the candidate's input
@@ -302,8 +308,11 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh):
                 direct_b[j] += dj * rj                 # h_prev's path through r h_prev
             for j in range(H):
                 d[j] = dr[j]
+            add_row(d, part)
+            row_added(sums, part, rows)
         into_previous(dG[t, :n, :2 * H], W_rz, dh, None, no_mask, zh, keep, None, n)
         add_rows(dh, direct, n)
+    settle_sums(sums, part, rows)
 
 
 saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
@@ -391,9 +400,14 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     dY = or_empty(loop.dY, dt, 3)
+    H = loop.dh.shape[1]
     if not eq.reset_after:
+        sums = bias_sums(3 * H, dt)
         _backward_classic(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, W_hh,
-                          cache.consts[0], loop.schedule, zh)
+                          cache.consts[0], loop.schedule, zh, *sums)
+        loop.bias_sums = (sums[0], None)
         return
+    sums = bias_sums(4 * H, dt)                    # dGX's 3H columns, then dGH's H
     _backward(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH, W_hh,
-              loop.schedule, or_empty(loop.h_mask, dt, 2), zh)
+              loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
+    loop.bias_sums = (sums[0][:3 * H], sums[0][3 * H:])

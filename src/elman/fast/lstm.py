@@ -14,10 +14,10 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
-from ._loop import (JIT, ONE, absent, backward_step, copy_row, keep_direction,
-                    lean_arrays, lean_start_into, mask_into, no_matrix, or_empty, or_no_matrix,
-                    project_back, scratch_row, stack_lean, step_at, zone_arrays, zone_states,
-                    unzone_grads, into_previous)
+from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
+                    keep_direction, lean_arrays, lean_start_into, mask_into, no_matrix, or_empty,
+                    or_no_matrix, project_back, row_added, scratch_row, settle_sums, stack_lean,
+                    step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -184,14 +184,17 @@ def _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute,
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn):
+def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn, sums,
+              part, rows):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
     their gradients replace them), receives the pre-activation gradients; dh (N, P) and dc
     (N, H) enter as the gradients wrt the final states and leave as those wrt the initial
     states. With a projection (W_hr (P, H); empty otherwise): dHs (T, N, P) receives dh at
     every step (for dW_hr) and dR (N, H) is scratch for dr = dh W_hr. Zoneout (zh, zc, Cn):
-    dh and dc split between the new states and the previous ones; c is read from Cn."""
+    dh and dc split between the new states and the previous ones; c is read from Cn.
+    ``sums`` (4H,) float64 receives the sum of every row of dG (the biases' gradient;
+    ``part``, ``rows``: :func:`_loop.bias_sums`)."""
     N, H = dc.shape
     row = scratch_row(gates)
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout: the shares that go straight
@@ -214,8 +217,10 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
                 dg[j] = (ONE - gj * gj) * (dcj * ij)
                 do[j] = ((ONE - oj) * oj) * (dhj * y)
                 dc_b[j] = dcj * fj
-            copy_row(row, dG[t, b])
+            copy_row_summed(row, dG[t, b], part)
+            row_added(sums, part, rows)
         into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
+    settle_sums(sums, part, rows)
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
@@ -278,7 +283,9 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+    sums = bias_sums(loop.dGX.shape[2], dt)
     _backward(loop.cache.gates, loop.cache.C, or_empty(loop.dY, dt, 3), loop.dh, loop.dc,
               loop.dGX, loop.W_step, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
               or_empty(dR, dt, 2), loop.schedule, or_empty(loop.h_mask, dt, 2),
-              *zone_arrays(loop.zone, dt))
+              *zone_arrays(loop.zone, dt), *sums)
+    loop.bias_sums = (sums[0], None)

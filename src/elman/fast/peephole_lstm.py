@@ -9,9 +9,9 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
-from ._loop import (JIT, ONE, HALF, absent, backward_step, copy_row, mask_into, or_empty,
-                    or_no_matrix, project_back, scratch_row, step_at, zone_arrays, zone_states,
-                    unzone_grads, into_previous)
+from ._loop import (JIT, ONE, HALF, absent, backward_step, bias_sums, copy_row_summed,
+                    mask_into, or_empty, or_no_matrix, project_back, row_added, scratch_row,
+                    settle_sums, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
 __all__ = ["forward", "backward"]
@@ -60,9 +60,9 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
 
 @njit(**JIT)
 def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule,
-              mask, zh, zc, Cn):
-    """As :func:`elman.fast.lstm._backward`, with the peepholes' paths into dc: o's from the
-    new c, i's and f's into dc_prev."""
+              mask, zh, zc, Cn, sums, part, rows):
+    """As :func:`elman.fast.lstm._backward` (the biases' gradient summed into ``sums`` too),
+    with the peepholes' paths into dc: o's from the new c, i's and f's into dc_prev."""
     N, H = dc.shape
     row = scratch_row(gates)
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout, as in elman.fast.lstm
@@ -84,8 +84,10 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
                 row[j], row[H + j], row[3 * H + j] = di, df, do
                 row[2 * H + j] = (ONE - gj * gj) * (dcj * ij)
                 dc_b[j] = dcj * fj + di * w_ci[j] + df * w_cf[j]     # dc_prev
-            copy_row(row, dG[t, b])
+            copy_row_summed(row, dG[t, b], part)
+            row_added(sums, part, rows)
         into_previous(dG[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)  # dG W_hh, ...
+    settle_sums(sums, part, rows)
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
@@ -104,7 +106,9 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
+    sums = bias_sums(loop.dGX.shape[2], dt)
     _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, or_empty(loop.dY, dt, 3),
               loop.dh, loop.dc, loop.dGX, loop.W_step, or_empty(W_hr, dt, 2),
               or_empty(loop.dHs, dt, 3), or_empty(dR, dt, 2), loop.schedule,
-              or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))
+              or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt), *sums)
+    loop.bias_sums = (sums[0], None)
