@@ -232,6 +232,15 @@ def always_split(monkeypatch, packs):
 SPLIT_CASES = {name: make for name, make in CASES.items() if "-bi" not in name}
 SPLIT_CASES["lstm-layer-norm-regularised"] = lambda dt: elman.LSTM(
     5, 6, layer_norm=True, recurrent_dropout=0.3, zoneout=0.2, proj_size=4, dtype=dt, seed=1)
+# stacks whose inner layers hand their row blocks on (sequence_forward_rows' keep_blocks), and
+# one whose dropout between the layers keeps them apart
+SPLIT_CASES["lstm-3layers"] = lambda dt: elman.LSTM(5, 6, num_layers=3, dtype=dt, seed=1)
+SPLIT_CASES["rnn-relu-2layers"] = lambda dt: elman.RNN(5, 6, num_layers=2, nonlinearity="relu",
+                                                          dtype=dt, seed=1)
+SPLIT_CASES["lstm-2layers-proj"] = lambda dt: elman.LSTM(5, 6, num_layers=2, proj_size=4,
+                                                         dtype=dt, seed=1)
+SPLIT_CASES["gru-2layers-dropout"] = lambda dt: elman.GRU(5, 6, num_layers=2, dropout=0.4,
+                                                          dtype=dt, seed=1)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
@@ -315,6 +324,36 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
         assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
     monkeypatch.setattr(threads, "granted", lambda: 1)
     assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
+
+
+@pytest.mark.parametrize("dropout, chained", [(0.0, True), (0.3, False)])
+def test_inner_layers_hand_their_row_blocks_on(always_split, monkeypatch, dropout, chained):
+    """A split stack's inner layer keeps its output in its blocks (no array of its own) and the
+    next layer's blocks read those outputs as they are, where nothing comes between them; with
+    dropout between the layers (training) the output is one array, as before. Either way the
+    results are the whole batch's (test above); here, which way ran, and that the blocks'
+    arrays go back to the workspaces after a no_grad call."""
+    monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+    layer = elman.LSTM(5, 6, num_layers=3, dropout=dropout, seed=1)
+    x = np.random.default_rng(0).standard_normal((7, 6, 5)).astype(np.float32)
+    out, _ = layer(x)
+    caches = layer._cache["caches"]
+    assert all(isinstance(c, timeloop.RowSplit) for c in caches)
+    assert [c.out is None for c in caches] == [chained, chained, False]
+    if chained:                          # each block read the block below as it was
+        for below, above in zip(caches, caches[1:]):
+            for low, high in zip(below.parts, above.parts):
+                assert np.shares_memory(high.X, low.S)
+        with pytest.raises(RuntimeError, match="keep_blocks"):
+            timeloop.output_view(caches[0])
+    layer.backward(np.ones_like(out))
+    layer.eval()
+    with elman.no_grad():
+        first, _ = layer(x)
+        second, _ = layer(x)
+    np.testing.assert_array_equal(first, second)
+    for ws in layer._workspaces:
+        assert ws._free and ws.second()._free
 
 
 def test_row_blocks_without_a_graph(always_split, monkeypatch):

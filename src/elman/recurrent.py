@@ -292,6 +292,10 @@ class RecurrentLayer(StatefulMixin, Module):
         # (one direction: its batch's rows in two blocks at once where that pays: timeloop)
         split = D == 1 and split_rows(self.eq, self.dtype, T, N, K, self._P)
         forward = sequence_forward_rows if split else sequence_forward
+        # A split stack's inner layer hands its row blocks' outputs to the next layer's blocks
+        # as they are (timeloop.sequence_forward_rows, keep_blocks), where no mask comes
+        # between them (dropout between layers, input_dropout on a layer's input)
+        chain = split and not (self.training and (self.dropout > 0 or self.input_dropout > 0))
         # An inner layer's output never reaches the caller: its array comes from the layer's
         # workspace and goes back with the caches (a fresh one of 52 MB at (128, 200, 256,
         # 512) cost its page faults at every call); the last layer's output is the caller's.
@@ -300,7 +304,7 @@ class RecurrentLayer(StatefulMixin, Module):
             calls = []
             last = layer == self.num_layers - 1
             target = None
-            if not last and (D == 2 or split):
+            if not last and (D == 2 or split) and not chain:
                 target = self._workspaces[layer * D].take("layer_out", (T, N, D * self._P),
                                                           self.dtype)
                 inner.append((self._workspaces[layer * D], target))
@@ -311,8 +315,9 @@ class RecurrentLayer(StatefulMixin, Module):
                 k = layer * D + direction
                 x_mask = h_mask = zone = None
                 if self.training:                # (tested first: a streaming caller's every
-                    x_mask = self._variational_mask(self.input_dropout,   # call goes past)
-                                                    (N, layer_in.shape[2]), order)
+                    # call goes past; the width from the sizes: layer_in may be a RowSplit)
+                    width = self.input_size if layer == 0 else D * self._P
+                    x_mask = self._variational_mask(self.input_dropout, (N, width), order)
                     h_mask = self._variational_mask(self.recurrent_dropout, (N, self._P), order)
                 if self.zoneout:
                     zone = Zoneout.draw(self.zoneout, self.training, self._rng, (T, N, self._P),
@@ -325,7 +330,7 @@ class RecurrentLayer(StatefulMixin, Module):
                     into = (forward_into, both[:, :, direction * self._P:
                                               (direction + 1) * self._P])
                 elif split:
-                    where = dict(out=target)
+                    where = dict(out=target) if last or not chain else dict(keep_blocks=True)
                 elif not last:                # the states themselves are the inner output
                     where = dict(states_internal=True)
                 calls.append(functools.partial(
@@ -339,6 +344,10 @@ class RecurrentLayer(StatefulMixin, Module):
                 k = layer * D + direction
                 caches.append(cache)
                 final_states(cache, lengths, h_n[k], None if c_n is None else c_n[k])
+            if chain and not last:              # (no dropout mask: see chain)
+                masks.append(None)
+                layer_in = caches[-1]           # (its blocks' outputs, for the next layer's)
+                continue
             if D == 1:
                 out = output_view(caches[-1])
             else:
