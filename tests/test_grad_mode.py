@@ -481,5 +481,6 @@ def test_inner_layer_arrays_are_reused_without_stale_values(make, monkeypatch):
         np.testing.assert_array_equal(a, b)
     kept = {name for ws in used._workspaces for w in (ws, ws.second()) for name in w._free}
     # a split stack's inner layers leave their outputs in their row blocks' states, which the
-    # next layer's blocks read (timeloop.sequence_forward_rows, keep_blocks)
-    assert {"S" if not used.bidirectional else "layer_out", "layer_dX"} <= kept
+    # next layer's blocks read (timeloop.sequence_forward_rows, keep_blocks), and their input
+    # gradients in the blocks' "dX" arrays (timeloop.RowBlocks)
+    assert ({"layer_out", "layer_dX"} if used.bidirectional else {"S", "dX"}) <= kept

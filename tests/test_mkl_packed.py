@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import elman
-from elman import threads, timeloop
+from elman import recurrent, threads, timeloop
 from elman.fast import _mkl, _packed
 
 from _packing import assert_close, layer_cases, printed_in_fresh_process, train_step
@@ -346,7 +346,16 @@ def test_inner_layers_hand_their_row_blocks_on(always_split, monkeypatch, dropou
                 assert np.shares_memory(high.X, low.S)
         with pytest.raises(RuntimeError, match="keep_blocks"):
             timeloop.output_view(caches[0])
+    handed = []                          # the input gradients handed down as blocks
+    backward = timeloop.sequence_backward
+
+    def recording(*args, **kwargs):
+        result = backward(*args, **kwargs)
+        handed.append(isinstance(result[0], timeloop.RowBlocks))
+        return result
+    monkeypatch.setattr(recurrent, "sequence_backward", recording)
     layer.backward(np.ones_like(out))
+    assert handed == [chained, chained, False]          # layers 2, 1, 0
     layer.eval()
     with elman.no_grad():
         first, _ = layer(x)

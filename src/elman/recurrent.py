@@ -42,8 +42,9 @@ from .lean_plan import LeanPlan
 from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
-from .timeloop import (Weights, Workspace, Zoneout, final_states, forward_into, lean_outputs,
-                       output_view, pair_rule, pairs_directions, pipes_layers, release,
+from .timeloop import (RowBlocks, RowSplit, Weights, Workspace, Zoneout, final_states,
+                       forward_into, lean_outputs, output_view, pair_rule, pairs_directions,
+                       pipes_layers, release,
                        rows_rule, run_directions, runs_lean, sequence_backward,
                        sequence_forward, sequence_forward_lean, sequence_forward_pair,
                        sequence_forward_rows, split_rows, stack_forward_lean,
@@ -636,29 +637,39 @@ class RecurrentLayer(StatefulMixin, Module):
         spent = []
         for layer in reversed(range(L)):
             calls, targets = [], []
+            # a split stack whose layer below kept its output in its row blocks (forward)
+            # hands the gradient down the same way, block to block (a RowBlocks)
+            below = st["caches"][(layer - 1) * D] if layer > 0 else None
+            chained = isinstance(below, RowSplit) and below.out is None
             for direction in range(D):
                 k = layer * D + direction
-                dY_d = None if dY is None else dY[:, :, direction * P:(direction + 1) * P]
-                target = None if layer == 0 else self._workspaces[k].take(
+                dY_d = None if dY is None else dY if isinstance(dY, RowBlocks) else \
+                    dY[:, :, direction * P:(direction + 1) * P]
+                target = None if layer == 0 or chained else self._workspaces[k].take(
                     "layer_dX", (T, N, D * P), self.dtype)
-                targets.append((self._workspaces[k], target))
+                if target is not None:
+                    targets.append(functools.partial(self._workspaces[k].give,
+                                                     layer_dX=target))
                 calls.append(functools.partial(
                     sequence_backward, self.eq, st["caches"][k], dY_d,
                     None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
                     self._weights(k), self._weights(k, True),
                     input_grad=layer > 0 or input_grad, consume=not retain_graph,
-                    dX_out=target))
+                    dX_out=target, keep_blocks=chained))
             results = run_directions(self.eq, self.dtype, flops, calls)
-            for workspace, array in spent:                # read by the passes just run
-                workspace.give(layer_dX=array)
-            spent = [pair for pair in targets if pair[1] is not None]
+            for give_back in spent:                       # read by the passes just run
+                give_back()
+            spent = targets
             dX = None
             for direction, (dX_d, dh, dc) in enumerate(results):
                 k = layer * D + direction
                 x_mask = st["in_masks"][k]
                 if dX_d is not None and x_mask is not None:      # the input was x * mask
                     dX_d *= x_mask
-                if dX_d is not None:      # (its own array: the second direction adds in place)
+                if isinstance(dX_d, RowBlocks):          # (chained: no mask between)
+                    dX = dX_d
+                    spent.append(dX_d.give_back)
+                elif dX_d is not None:    # (its own array: the second direction adds in place)
                     dX = dX_d if dX is None else np.add(dX, dX_d, out=dX)
                 dh0[k] = dh
                 if dc0 is not None:

@@ -467,6 +467,19 @@ class RowSplit:
         return slice(0, self.rows), slice(self.rows, None)
 
 
+@dataclass
+class RowBlocks:
+    """A row-split layer's input gradient left in its blocks' arrays, ``arrays`` ((T, rows, I)
+    each, from ``workspaces``), for the layer below's blocks, which hold the same rows
+    (:func:`sequence_backward`'s ``keep_blocks``); :meth:`give_back` once they have read it."""
+    arrays: tuple
+    workspaces: tuple
+
+    def give_back(self) -> None:
+        for workspace, array in zip(self.workspaces, self.arrays):
+            workspace.give(dX=array)
+
+
 def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bool:
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
@@ -630,23 +643,36 @@ def _block_forward(eq, X_rows: np.ndarray, *args, **kwargs) -> SequenceCache:
 
 
 def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
-                   input_grad: bool, consume: bool, dX_out: np.ndarray | None):
+                   input_grad: bool, consume: bool, dX_out: np.ndarray | None,
+                   keep_blocks: bool = False):
     """:func:`sequence_backward` of a :class:`RowSplit`: both blocks at once, the second
     block's parameter gradients into zeros of their own, added into ``g`` after; each block
     copies its rows of the input gradient into ``dX`` on its own thread (as
-    :func:`forward_into` does for the output)."""
+    :func:`forward_into` does for the output), or, ``keep_blocks``, leaves them in an array
+    of its workspace (the returned ``dX`` a :class:`RowBlocks`). ``dY`` may be the
+    :class:`RowBlocks` of the layer above: each block reads its own rows as they are."""
     g_second = {name: np.zeros_like(a) for name, a in g.items()}
     T, _, I = split.parts[0].X.shape
     N = sum(part.X.shape[1] for part in split.parts)
-    dX = None if not input_grad else \
-        np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
-    calls = [functools.partial(_block_backward, dX, rows, eq, part,
-                               None if dY is None else dY[:, rows],
-                               None if dh_n is None else dh_n[rows],
-                               None if dc_n is None else dc_n[rows], w, grads, input_grad,
-                               consume)
-             for part, rows, grads in zip(split.parts, split.blocks(), (g, g_second))]
-    (dh1, dc1), (dh2, dc2) = threads.concurrently(*calls)
+    blocks = split.blocks()
+    dYs = dY.arrays if isinstance(dY, RowBlocks) else (None, None) if dY is None else \
+        tuple(dY[:, rows] for rows in blocks)
+    args = [(eq, part, dY_b, None if dh_n is None else dh_n[rows],
+             None if dc_n is None else dc_n[rows], w, grads, input_grad, consume)
+            for part, rows, dY_b, grads in zip(split.parts, blocks, dYs, (g, g_second))]
+    if keep_blocks:
+        workspaces = tuple(Workspace() if part.workspace is None else part.workspace
+                           for part in split.parts)
+        outs = [ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
+                for ws, part in zip(workspaces, split.parts)]
+        (dX1, dh1, dc1), (dX2, dh2, dc2) = threads.concurrently(*(
+            functools.partial(sequence_backward, *a, dX_out=out) for a, out in zip(args, outs)))
+        dX = RowBlocks((dX1, dX2), workspaces) if input_grad else None
+    else:
+        dX = None if not input_grad else \
+            np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
+        (dh1, dc1), (dh2, dc2) = threads.concurrently(*(
+            functools.partial(_block_backward, dX, rows, *a) for rows, a in zip(blocks, args)))
     for name, a in g_second.items():
         g[name] += a
     return (dX, np.concatenate([dh1, dh2]),
@@ -1609,7 +1635,8 @@ def _final_state(B: np.ndarray, reverse: bool, lengths: np.ndarray | None, out: 
 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
                       dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True,
-                      consume: bool = False, dX_out: np.ndarray | None = None):
+                      consume: bool = False, dX_out: np.ndarray | None = None,
+                      keep_blocks: bool = False):
     """Backpropagate through one direction of one layer.
 
     ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
@@ -1618,10 +1645,14 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     when ``input_grad`` is False (the input is data: its GEMM would be wasted work).
     ``consume=True`` (no second backward will follow) lets the compiled loops write the gate
     gradients over the saved gates, which saves a (T, N, G*H) array; the cache is spent.
-    ``dX_out`` (T, N, I) C-contiguous: where ``dX`` goes (a new array when None).
+    ``dX_out`` (T, N, I) C-contiguous: where ``dX`` goes (a new array when None). For a
+    :class:`RowSplit` whose input was the blocks of the layer below
+    (:func:`sequence_forward_rows`' ``keep_blocks``), ``keep_blocks`` leaves ``dX`` in the
+    blocks (a :class:`RowBlocks`), and ``dY`` may be such blocks from the layer above.
     """
     if isinstance(cache, RowSplit):
-        return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out)
+        return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
+                              keep_blocks)
     X, GX, S, R, active = cache.X, cache.gates, cache.S, cache.R, cache.active
     T, N, _ = X.shape
     GH = GX.shape[2]
