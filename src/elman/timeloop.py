@@ -594,11 +594,12 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     below = X if isinstance(X, RowSplit) else None
     if below is None:
         T, N, _ = X.shape
-        inputs = (X[:, :(N + 1) // 2], X[:, (N + 1) // 2:])
+        first = (N + 1) // 2
+        inputs = (X[:, :first], X[:, first:])
     else:
         inputs = tuple(output_view(part) for part in below.parts)
         T, N = inputs[0].shape[0], inputs[0].shape[1] + inputs[1].shape[1]
-    first = (N + 1) // 2
+        first = inputs[0].shape[1]
     ws = Workspace() if workspace is None else workspace
     # (each block copies its rows of the output on its own thread: forward_into)
     if out is None and not keep_blocks:

@@ -230,8 +230,9 @@ def copy_row(row, out):
         out[k] = row[k]
 
 
-#: Rows a backward loop's bias sums take in the rows' own precision before they go into its
-#: float64 sums (:func:`bias_sums`).
+#: Rows a backward loop's sums (the biases', :func:`bias_sums`; the layer norm's gains and
+#: shifts, ``layer_norm._gain_sums``) take in the rows' own precision before they go into its
+#: float64 sums (:func:`add_partial`).
 SUM_ROWS = 32
 
 
@@ -277,10 +278,17 @@ def row_added(sums, part, rows):
 @njit(inline="always")
 def settle_sums(sums, part, rows):
     """sums += part (float64), part = 0, rows = 0."""
+    add_partial(part, sums)
+    rows[0] = 0
+
+
+@njit(inline="always")
+def add_partial(part, sums):
+    """sums += part, then part = 0: partial sums in the rows' own precision into the loop's
+    float64 ones (:func:`bias_sums`; the layer norm's gains, ``layer_norm._gain_sums``)."""
     for k in range(part.shape[0]):
         sums[k] += part[k]
         part[k] = 0
-    rows[0] = 0
 
 
 @njit(inline="always")

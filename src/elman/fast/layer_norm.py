@@ -27,9 +27,9 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm
-from ._loop import (JIT, ONE, ZERO, absent, add_rows, backward_step, mask_into, or_empty,
-                    or_no_matrix, project_back, step_at, zone_arrays, zone_states, unzone_grads,
-                    into_previous)
+from ._loop import (JIT, ONE, SUM_ROWS, ZERO, absent, add_partial, add_rows, backward_step,
+                    mask_into, or_empty, or_no_matrix, project_back, step_at, zone_arrays,
+                    zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 from ..cells.layer_norm import EPS
 
@@ -189,16 +189,11 @@ def _column_dots(D, sav, off, n, acc):
         b += 1
 
 
-#: Rows a step's column sums take in the rows' own precision before they go into the loop's
-#: float64 sums (:func:`_gain_sums`).
-CHUNK = 32
-
-
 @njit(inline="always")
 def _gain_sums(D, sav, off, n, part, acc, a, with_sum):
     """A gain's and a shift's gradients from a step's rows: ``acc[a] += sum(D[:n])`` (only
     ``with_sum``) and ``acc[a + 1] += sum(D[:n] * sav[:n, off:off + M])`` (M = ``acc``'s
-    width), ``acc`` the loop's float64 sums. By :data:`CHUNK` rows, each chunk summed in the
+    width), ``acc`` the loop's float64 sums. By :data:`_loop.SUM_ROWS` rows, each chunk summed in the
     rows' own precision into ``part`` (``acc``'s shape, zero; zero again after), then added
     into ``acc``: the sums of T*N rows stay float64's (in float32 their rounding would add up
     over the steps), the four-row sums inside a chunk run on twice as many values a vector as
@@ -206,16 +201,14 @@ def _gain_sums(D, sav, off, n, part, acc, a, with_sum):
     old and new code alternating in one process, medians of 15: the LN-LSTM's backward loop
     7.7 -> 7.0 ms a row block, its step 1.04x as fast, the LN-GRU's 1.04x; the gradients as
     far from a float64 run's as before: 1.9e-5 of the largest)."""
-    for b0 in range(0, n, CHUNK):
-        m = min(CHUNK, n - b0)
+    for b0 in range(0, n, SUM_ROWS):
+        m = min(SUM_ROWS, n - b0)
         rows, saved = D[b0:b0 + m], sav[b0:b0 + m]
         if with_sum:
             _column_sums(rows, m, part[a])
         _column_dots(rows, saved, off, m, part[a + 1])
-        for i in range(a, a + 2):
-            for k in range(part.shape[1]):
-                acc[i, k] += part[i, k]
-                part[i, k] = 0
+        add_partial(part[a], acc[a])
+        add_partial(part[a + 1], acc[a + 1])
 
 
 @njit(inline="always")
