@@ -85,6 +85,20 @@ def test_mkls_one_thread_product_equals_numpys(dtype, tol, a_form, b_form, mkl_o
     for got in (threads.one_thread_matmul(a, b), threads.one_thread_matmul(a, b, out)):
         assert got.dtype == dtype and got.shape == (m, n)
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * 10)
+    # accumulate (beta = 1): added into what ``out`` holds, a weight gradient's way; with MKL
+    # off too (through a temporary)
+    start = rng.standard_normal((m, n))
+    for use_mkl in (True, False):
+        for out in (np.empty((m, n), dtype), np.empty((m, n + 9), dtype)[:, 4:4 + n]):
+            out[...] = start
+            with _mkl.use(use_mkl):
+                assert _mkl.product(a, b, out, accumulate=True) == use_mkl
+            np.testing.assert_allclose(out, start + expected if use_mkl else start,
+                                       rtol=tol, atol=tol * 10)
+            out[...] = start
+            with _mkl.use(use_mkl):
+                assert threads.one_thread_matmul(a, b, out, accumulate=True) is out
+            np.testing.assert_allclose(out, start + expected, rtol=tol, atol=tol * 10)
 
 
 def test_mkls_product_declines_what_it_does_not_take(mkl_on):

@@ -184,6 +184,12 @@ def test_matmul_equals_numpys_split_or_not(monkeypatch, m, k, n, transposed, dty
     out = np.full((m, n), np.nan, dtype)                 # into a given array
     assert threads.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, a @ b, rtol=tol, atol=tol * k ** 0.5)
+    for granted in (1, 2):                               # added into it (a weight gradient)
+        elman.set_num_threads(granted, adaptive=granted == 2)
+        start = rng.standard_normal((m, n)).astype(dtype)
+        out = start.copy()
+        assert threads.matmul(a, b, out, accumulate=True) is out
+        np.testing.assert_allclose(out, start + a @ b, rtol=tol, atol=tol * k ** 0.5)
 
 
 def test_matmul_uses_blas_pool_while_it_spins(monkeypatch):
@@ -228,6 +234,10 @@ def test_matmul_keeps_to_blas_pool_unless_layers_run_concurrently(monkeypatch):
     b = np.ones((256, 64), np.float32)
     np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
     assert calls == []                                      # BLAS's pool
+    out = np.full((6400, 64), 2.0, np.float32)              # added into a given array there
+    assert threads.matmul(a, b, out, accumulate=True) is out
+    np.testing.assert_array_equal(out, 2.0 + a @ b)
+    assert calls == []
     clock[0] += 1.0                                         # its workers asleep again
     threads.concurrently(lambda: None, lambda: None)       # a layer's row blocks
     np.testing.assert_array_equal(threads.matmul(a, b), a @ b)

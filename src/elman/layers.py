@@ -362,7 +362,8 @@ class Linear(Module):
         x2, y, x_shape = _saved(self)
         dy = _grad_array(self, grad_out, x_shape[:-1] + (self.out_features,), self.dtype)
         dz = ACTIVATIONS[self.activation][1](y, dy.reshape(y.shape))    # through the activation
-        self.weight.grad += threads.matmul(dz.T, x2)         # one GEMM over all leading dims
+        # one GEMM over all leading dims, added into the gradient as it runs
+        threads.matmul(dz.T, x2, self.weight.grad, accumulate=True)
         if self.bias is not None:
             self.bias.grad += dz.sum(axis=0)
         return threads.matmul(dz, self.weight.data).reshape(x_shape)

@@ -1734,16 +1734,17 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         H_prev = H_prev * cache.h_mask
     H_prev2 = H_prev.reshape(T * N, P)
     # (threads.matmul: on elman's two threads, or BLAS's pool while it spins from this pass's
-    # per-step GEMMs, never both at once)
-    g["weight_ih"] += threads.matmul(dGX2.T, X2)
+    # per-step GEMMs, never both at once; accumulate: added into the gradient by the GEMM)
+    threads.matmul(dGX2.T, X2, g["weight_ih"], accumulate=True)
     if split:
-        g["weight_hh"][:split] += threads.matmul(dGX2[:, :split].T, H_prev2)
+        threads.matmul(dGX2[:, :split].T, H_prev2, g["weight_hh"][:split], accumulate=True)
     if split < K:
-        g["weight_hh"][split:K] += threads.matmul(dGH2[:, :K - split].T, H_prev2)
+        threads.matmul(dGH2[:, :K - split].T, H_prev2, g["weight_hh"][split:K], accumulate=True)
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
     if R is not None:
-        g["weight_hr"] += threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H))
+        threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H), g["weight_hr"],
+                       accumulate=True)
     eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
     dX = None
     if input_grad:

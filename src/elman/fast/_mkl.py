@@ -176,8 +176,9 @@ def _layout(x: np.ndarray) -> tuple | None:
     return None
 
 
-def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
-    """``out[...] = a @ b`` on MKL's (sequential) GEMM, for a caller whose product runs on one
+def product(a: np.ndarray, b: np.ndarray, out: np.ndarray, accumulate: bool = False) -> bool:
+    """``out[...] = a @ b`` (``accumulate``: ``out += a @ b``, BLAS's beta = 1) on MKL's
+    (sequential) GEMM, for a caller whose product runs on one
     thread; True if done, False (nothing written) where it does not apply: MKL off or
     missing, a product below :data:`MIN_PRODUCT_MNK`, dtypes other than one float32/float64,
     ``out`` not in rows of contiguous elements, or ``a`` or ``b`` neither that nor the
@@ -208,5 +209,5 @@ def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
     lib = _load()
     getattr(lib, "cblas_sgemm" if dtype == np.float32 else "cblas_dgemm")(
         _ROW_MAJOR, transpose_a, transpose_b, m, n, k, 1.0, a.ctypes.data, ld_a,
-        b.ctypes.data, ld_b, 0.0, out.ctypes.data, ld_out)
+        b.ctypes.data, ld_b, 1.0 if accumulate else 0.0, out.ctypes.data, ld_out)
     return True
