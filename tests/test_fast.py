@@ -329,6 +329,50 @@ def test_backward_follows_the_path_that_ran_forward(kind):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_output_window_finds_rows_and_columns_of_a_c_contiguous_array():
+    """timeloop._output_window: a row block, a direction's columns, or both, of a C-contiguous
+    (T, N, W) array are read in place (the array and the window's first row and column);
+    every other layout (a transpose, reversed rows or steps, every second column, a copy, a
+    view of another dtype's memory, no columns) is not."""
+    from elman.timeloop import _output_window
+    base = np.arange(5 * 6 * 8, dtype=np.float32).reshape(5, 6, 8)
+    bigger = np.arange(9 * 6 * 8, dtype=np.float32)       # (T, N, W) planes 2-6 of a buffer
+    for window, at in ((base[:, :, 4:], (0, 4)), (base[:, 2:5], (2, 0)),
+                       (base[:, 3:, 2:6], (3, 2)), (base[:, :, :4], (0, 0)),
+                       (bigger.reshape(9, 6, 8)[2:7, 1:, 3:], (1, 3))):
+        array, found = _output_window(window)
+        assert array.flags.c_contiguous and array.shape == (5, 6, 8) and found == at
+        assert np.shares_memory(array, window)
+        r, c = found
+        view = array[:, r:r + window.shape[1], c:c + window.shape[2]]
+        assert view.__array_interface__["data"][0] == window.__array_interface__["data"][0]
+        assert view.strides == window.strides
+        np.testing.assert_array_equal(view, window)
+    for other in (base.transpose(1, 0, 2)[:, :, :4], base[:, ::-1, :4],
+                  base[:, :, :4].copy(), np.zeros(960, np.uint8).view(np.float32).reshape(5, 6, 8)[:, :, :4],
+                  base[:, :, ::2], base[::-1, :, :4], np.zeros((5, 6, 0), np.float32)):
+        assert _output_window(other) is None
+
+
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_compiled_backward_reads_an_output_gradients_window_in_place(kind, monkeypatch):
+    """A bidirectional layer's compiled backward reads each direction's columns of ``dout`` where
+    they are, without a copy (timeloop._output_window), and gives the gradients of a copy."""
+    layer = getattr(elman, kind)(3, 8, num_layers=2, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 4, 3)).astype(np.float32)
+    dout = np.random.default_rng(1).standard_normal((6, 4, 16)).astype(np.float32)
+    results = []
+    for in_place in (True, False):
+        if not in_place:
+            monkeypatch.setattr(elman.timeloop, "_output_window", lambda dY: None)
+        layer.zero_grad()
+        layer(x)
+        dx, _ = layer.backward(dout)
+        results.append([dx] + [p.grad.copy() for p in layer.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_retain_graph_keeps_the_gates_that_a_normal_backward_overwrites(kind):
     """Without retain_graph the compiled backward writes gate gradients over the saved gates;

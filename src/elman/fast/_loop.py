@@ -178,22 +178,32 @@ def add_bias(G, bias):
 
 
 @njit(inline="always")
-def add_output_grad(dh, dY, t, n):
+def add_output_grad(dh, dY, at, t, n):
     """dh[:n] += dY[t, :n]: what reaches h_t from the output sequence (nothing when dY is
-    :func:`absent`: only the final state had a gradient)."""
+    :func:`absent`: only the final state had a gradient). ``dY`` a C-contiguous array whose
+    window from row ``at[0]`` and column ``at[1]`` is the layer's output gradient
+    (:func:`output_grad`)."""
     if not absent(dY):
+        r, c = at
         for b in range(n):
+            row = dY[t, r + b]
             for j in range(dh.shape[1]):
-                dh[b, j] += dY[t, b, j]
+                dh[b, j] += row[c + j]
 
 
 @njit(inline="always")
-def backward_step(schedule, s, dh, dY):
+def backward_step(schedule, s, dh, dY, at):
     """(t, prev, new, rows) of step ``s``, after adding dY[t] into dh (backward runs the
-    schedule from its last step to its first)."""
+    schedule from its last step to its first; ``at``: :func:`add_output_grad`)."""
     t, p, q, n = step_at(schedule, s)
-    add_output_grad(dh, dY, t, n)
+    add_output_grad(dh, dY, at, t, n)
     return t, p, q, n
+
+
+def output_grad(loop, dtype) -> tuple:
+    """``(dY, at)`` for a backward loop's :func:`backward_step`: ``loop.dY`` (an empty array
+    where None) and ``loop.dY_at``, the window's first row and column in it."""
+    return or_empty(loop.dY, dtype, 3), loop.dY_at
 
 
 @njit(inline="always")

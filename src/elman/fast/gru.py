@@ -10,7 +10,7 @@ from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sums,
                     copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
-                    lean_start_into, mask_into, or_empty, row_added, scratch_row, settle_sums,
+                    lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row, settle_sums,
                     stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 
@@ -106,7 +106,7 @@ def _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh,
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums, part, rows):
+def _backward(gates, HN, S, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums, part, rows):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
@@ -119,7 +119,7 @@ def _backward(gates, HN, S, dY, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums, p
     direct = np.empty((N, H), gates.dtype)     # h_prev's own path, dh * z
     keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
@@ -273,7 +273,7 @@ def _stack_classic_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, 
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh, sums, part, rows):
+def _backward_classic(gates, RH, S, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh, sums, part, rows):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
     gradient wrt the final state and leaves as that wrt h0. ``sums`` (3H,) float64 receives
@@ -286,7 +286,7 @@ def _backward_classic(gates, RH, S, dY, dh, dG, W_rz, W_hn, schedule, zh, sums, 
     keep = np.empty((N, H), gates.dtype)       # zoneout: dh's share that goes to h_prev
     no_mask = np.empty((0, 0), gates.dtype)    # (no recurrent dropout here: absent)
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
             g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
@@ -399,15 +399,15 @@ def backward(eq, loop):
     cache, W_hh = loop.cache, loop.W_step          # W_hh[:K], K = 3H (classic: 2H)
     dt = loop.dh.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
-    dY = or_empty(loop.dY, dt, 3)
+    dY, dY_at = output_grad(loop, dt)
     H = loop.dh.shape[1]
     if not eq.reset_after:
         sums = bias_sums(3 * H, dt)
-        _backward_classic(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, W_hh,
+        _backward_classic(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, W_hh,
                           cache.consts[0], loop.schedule, zh, *sums)
         loop.bias_sums = (sums[0], None)
         return
     sums = bias_sums(4 * H, dt)                    # dGX's 3H columns, then dGH's H
-    _backward(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH, W_hh,
+    _backward(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, loop.dGH, W_hh,
               loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0][:3 * H], sums[0][3 * H:])

@@ -28,8 +28,8 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm
 from ._loop import (JIT, ONE, SUM_ROWS, ZERO, absent, add_partial, add_rows, backward_step,
-                    mask_into, or_empty, or_no_matrix, project_back, step_at, zone_arrays,
-                    zone_states, unzone_grads, into_previous)
+                    mask_into, or_empty, or_no_matrix, output_grad, project_back, step_at,
+                    zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
 from ..cells.layer_norm import EPS
 
@@ -279,7 +279,7 @@ def _forward_rnn(GX, bias, W_hh_T, S, gh, saved, w_ih, s_ih, w_hh, s_hh, inv_g, 
 
 
 @njit(**JIT)
-def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, sums, inv_g, relu,
+def _backward_rnn(gates, saved, dY, dY_at, dh, dGX, dGH, W_hh, w_ih, w_hh, sums, inv_g, relu,
                   schedule, mask, zh):
     """``sums`` (4, H) float64 receives the sums of :func:`_both_norms_backward`."""
     N, H = dh.shape
@@ -288,7 +288,7 @@ def _backward_rnn(gates, saved, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, sums, inv_g,
     part = np.zeros((4, H), dh.dtype)
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             h, dh_b, row = gates[t, b], dh[b], rows[b]
@@ -333,7 +333,7 @@ def _forward_gru(GX, bias, W_hh_T, S, gh, saved, w_ih, s_ih, w_hh, s_hh, b_hn, i
 
 
 @njit(**JIT)
-def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, s_hh, b_hn, sums,
+def _backward_gru(gates, saved, S, dY, dY_at, dh, dGX, dGH, W_hh, w_ih, w_hh, s_hh, b_hn, sums,
                   inv_g, schedule, mask, zh):
     """``sums`` (4, 3H) float64 receives the sums of :func:`_both_norms_backward`."""
     N, H = dh.shape
@@ -345,7 +345,7 @@ def _backward_gru(gates, saved, S, dY, dh, dGX, dGH, W_hh, w_ih, w_hh, s_hh, b_h
     direct = np.empty((N, H), dh.dtype)
     keep = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             g, nh, h_prev, dh_b = gates[t, b], saved[t, b, :G], S[p, b], dh[b]
@@ -404,7 +404,7 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
 
 
 @njit(**JIT)
-def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w_ih, w_hh, w_c,
+def _backward_lstm(gates, C, saved, dY, dY_at, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w_ih, w_hh, w_c,
                    sums, c_sums, inv_g, inv_h, schedule, mask, zh, zc):
     """``sums`` (4, 4H) float64 receives the sums of :func:`_both_norms_backward`, ``c_sums``
     (2, H) those of ``LN(c)``'s shift and gain."""
@@ -421,7 +421,7 @@ def _backward_lstm(gates, C, saved, dY, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)
     keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(LN(c))
         for b in range(n):
@@ -510,23 +510,23 @@ def backward(eq, loop):
     inv_g, inv_h = 1.0 / GH, 1.0 / H
     dt = loop.dh.dtype
     zh, zc, _ = zone_arrays(cache.zone, dt)
-    dY, mask = or_empty(loop.dY, dt, 3), or_empty(loop.h_mask, dt, 2)
+    (dY, dY_at), mask = output_grad(loop, dt), or_empty(loop.h_mask, dt, 2)
     W_hh, w_ih, w_hh = loop.W_step, c["ln_ih_weight"], c["ln_hh_weight"]
     # summed in float64 (T*N rows: in float32 their rounding would add up), then handed to
     # the cell's sums under the parameters' names
     sums = np.zeros((4, GH))
     if k == "rnn":
-        _backward_rnn(cache.gates, cache.saved, dY, loop.dh, loop.dGX, loop.dGH, W_hh, w_ih,
+        _backward_rnn(cache.gates, cache.saved, dY, dY_at, loop.dh, loop.dGX, loop.dGH, W_hh, w_ih,
                       w_hh, sums, inv_g, eq.nonlinearity == "relu", loop.schedule, mask, zh)
     elif k == "gru":
-        _backward_gru(cache.gates, cache.saved, cache.S, dY, loop.dh, loop.dGX, loop.dGH,
+        _backward_gru(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, loop.dGH,
                       W_hh, w_ih, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype), sums,
                       inv_g, loop.schedule, mask, zh)
     else:
         W_hr = loop.w.get("weight_hr")
         dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
         c_sums = np.zeros((2, H))
-        _backward_lstm(cache.gates, cache.C, cache.saved, dY, loop.dh, loop.dc, loop.dGX,
+        _backward_lstm(cache.gates, cache.C, cache.saved, dY, dY_at, loop.dh, loop.dc, loop.dGX,
                        loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
                        or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], sums, c_sums,
                        inv_g, inv_h, loop.schedule, mask, zh, zc)

@@ -16,7 +16,7 @@ from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
                     keep_direction, lean_arrays, lean_start_into, mask_into, no_matrix, or_empty,
-                    or_no_matrix, project_back, row_added, scratch_row, settle_sums, stack_lean,
+                    or_no_matrix, output_grad, project_back, row_added, scratch_row, settle_sums, stack_lean,
                     step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
@@ -184,7 +184,7 @@ def _forward_pair(X, W_ih, bias, scale, shift, W_hh, panels, ih_panels, compute,
 
 
 @njit(**JIT)
-def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn, sums,
+def _backward(gates, C, dY, dY_at, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh, zc, Cn, sums,
               part, rows):
     """tanh(c) is recomputed from C rather than stored (a fast tanh costs less than the memory).
     dG (T, N, 4H), which may be ``gates`` itself (consumed: each step reads its gates before
@@ -200,7 +200,7 @@ def _backward(gates, C, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, mask, zh,
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout: the shares that go straight
     keep_c = np.empty((N, H), dh.dtype)              # to h_prev and c_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
@@ -284,7 +284,7 @@ def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, loop.cache.C, or_empty(loop.dY, dt, 3), loop.dh, loop.dc,
+    _backward(loop.cache.gates, loop.cache.C, *output_grad(loop, dt), loop.dh, loop.dc,
               loop.dGX, loop.W_step, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
               or_empty(dR, dt, 2), loop.schedule, or_empty(loop.h_mask, dt, 2),
               *zone_arrays(loop.zone, dt), *sums)

@@ -10,7 +10,7 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm, gemm_acc
 from ._loop import (JIT, ONE, HALF, absent, backward_step, bias_sums, copy_row_summed,
-                    mask_into, or_empty, or_no_matrix, project_back, row_added, scratch_row,
+                    mask_into, or_empty, or_no_matrix, output_grad, project_back, row_added, scratch_row,
                     settle_sums, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
 
@@ -59,7 +59,7 @@ def _forward(GX, bias, w_ci, w_cf, w_co, W_hh_T, S, C, R, W_hr_T, schedule, mask
 
 
 @njit(**JIT)
-def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule,
+def _backward(gates, C, w_ci, w_cf, w_co, dY, dY_at, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule,
               mask, zh, zc, Cn, sums, part, rows):
     """As :func:`elman.fast.lstm._backward` (the biases' gradient summed into ``sums`` too),
     with the peepholes' paths into dc: o's from the new c, i's and f's into dc_prev."""
@@ -68,7 +68,7 @@ def _backward(gates, C, w_ci, w_cf, w_co, dY, dh, dc, dG, W_hh, W_hr, dHs, dR, s
     keep_h = np.empty((N, dh.shape[1]), dh.dtype)    # zoneout, as in elman.fast.lstm
     keep_c = np.empty((N, H), dh.dtype)
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n)
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(c)
         for b in range(n):
@@ -107,7 +107,7 @@ def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, or_empty(loop.dY, dt, 3),
+    _backward(loop.cache.gates, loop.cache.C, w_ci, w_cf, w_co, *output_grad(loop, dt),
               loop.dh, loop.dc, loop.dGX, loop.W_step, or_empty(W_hr, dt, 2),
               or_empty(loop.dHs, dt, 3), or_empty(dR, dt, 2), loop.schedule,
               or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt), *sums)

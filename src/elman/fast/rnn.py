@@ -6,7 +6,7 @@ from numba import njit
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bias_sums,
-                    keep_direction, row_added, settle_sums,
+                    keep_direction, output_grad, row_added, settle_sums,
                     keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
                     stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import tanh
@@ -134,7 +134,7 @@ def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me,
 
 
 @njit(**JIT)
-def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh, sums, part, rows):
+def _backward(gates, S, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums, part, rows):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
     the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
     from the gates (S holds the mixed states). ``sums`` (H,) float64 receives the sum of every
@@ -142,7 +142,7 @@ def _backward(gates, S, dY, dh, dG, W_hh, relu, schedule, mask, zh, sums, part, 
     N, H = dh.shape
     keep = np.empty((N, H), dh.dtype)          # zoneout: dh's share that goes to h_prev
     for s in range(schedule.shape[0] - 1, -1, -1):
-        t, p, q, n = backward_step(schedule, s, dh, dY)
+        t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
             h = S[q, b] if absent(zh) else gates[t, b]
@@ -217,7 +217,7 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, loop.cache.S, or_empty(loop.dY, dt, 3), loop.dh, loop.dGX,
+    _backward(loop.cache.gates, loop.cache.S, *output_grad(loop, dt), loop.dh, loop.dGX,
               loop.W_step, eq.nonlinearity == "relu", loop.schedule,
               or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0], None)
