@@ -8,7 +8,8 @@ step, ``infer`` a forward only; the stack is 1 or 2 layers, uni- or bidirectiona
 are timed repeat by repeat in alternation (fast, numpy, torch, fast, numpy, torch, ...) after a
 warm-up that also checks that they compute the same thing; each repeat runs as many iterations as
 needed to last at least ``--min-time`` seconds and the table reports the median over repeats as
-sequences per second, plus the achieved GEMM GFLOP/s against a measured SGEMM ceiling. For the
+sequences per second, plus the achieved GEMM GFLOP/s against the SGEMM ceiling, timed in the
+GEMM-bound cases' own repeats (the machine's speed moves from minute to minute). For the
 largest config the peak memory of one training step is measured in fresh subprocesses.
 See benchmarks/README.md.
 
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
 
 # (N, T, I, H): batch size, sequence length, input size, hidden size
@@ -466,6 +468,22 @@ def measure_ceilings(np):
             "step_gemm": _gemm_rate(np, *STEP_GEMM, CEILING_RUNS)}
 
 
+_CEILING_OPERANDS = {}
+
+
+def ceiling_product(np):
+    """One (2048 x 2048) @ (2048 x 2048) float32 np.matmul (the SGEMM ceiling's product, its
+    operands made once): what :func:`bench_case` times between a GEMM-bound case's repeats."""
+    if not _CEILING_OPERANDS:
+        rng = np.random.default_rng(0)
+        n = CEILING_SIZE
+        _CEILING_OPERANDS.update(a=rng.standard_normal((n, n), dtype=np.float32),
+                                 b=rng.standard_normal((n, n), dtype=np.float32),
+                                 c=np.empty((n, n), np.float32))
+    a, b, c = (_CEILING_OPERANDS[k] for k in "abc")
+    return lambda: np.matmul(a, b, out=c)
+
+
 # --------------------------------------------------------------------------------------------
 # the cases
 
@@ -758,8 +776,21 @@ def bench_case(np, torch, elman, cell, mode, cfg, stack, args, ceilings):
     seen = calibration_times(runners, first, args.min_time)
     iters = {fw: calibrate(r.iterate, args.min_time, seen[fw]) for fw, r in runners.items()}
     times = {fw: [] for fw in runners}
+    # A GEMM-bound case times the SGEMM ceiling's product in its own repeats too: this
+    # machine's speed moves from minute to minute (its ceiling measured 158 to 351 GFLOP/s
+    # in one week, and 290 against 158-205 within one day), so a share of the ceiling
+    # measured at the run's start compared the case with another minute's machine
+    bound = "fast" in runners and H >= GEMM_BOUND_H and ceilings
+    steps = dict(runners)
+    if bound:
+        product = ceiling_product(np)
+        start = time.perf_counter()
+        product()
+        steps["sgemm"] = types.SimpleNamespace(iterate=product)
+        iters["sgemm"] = calibrate(product, args.min_time, time.perf_counter() - start)
+        times["sgemm"] = []
     for _ in range(args.repeats):          # alternate: fast, numpy, torch, fast, numpy, ...
-        for fw, r in runners.items():
+        for fw, r in steps.items():
             if args.settle:
                 # the last framework's spinning threads would take CPU from this one's start
                 time.sleep(args.settle)
@@ -775,13 +806,20 @@ def bench_case(np, torch, elman, cell, mode, cfg, stack, args, ceilings):
                    "max_rel_err": max(diffs[fw].values()) if fw in diffs else 0.0}
     t_rate = res["torch"]["seq_per_s"]
     ratios = {f"{fw}/torch": res[fw]["seq_per_s"] / t_rate for fw in res if fw != "torch"}
-    pct = None
-    if "fast" in res and H >= GEMM_BOUND_H and ceilings:
-        pct = 100.0 * res["fast"]["gflop_per_s"] / ceilings["sgemm"]["gflop_per_s"]
+    pct = pct_run = case_ceiling = None
+    if bound:
+        # the share of each repeat's ceiling, measured next to it; the median of those
+        sgemm = [2.0 * CEILING_SIZE ** 3 * iters["sgemm"] / t / 1e9 for t in times["sgemm"]]
+        fast = [flops * iters["fast"] / t / 1e9 for t in times["fast"]]
+        pct = 100.0 * statistics.median(f / c for f, c in zip(fast, sgemm))
+        pct_run = 100.0 * res["fast"]["gflop_per_s"] / ceilings["sgemm"]["gflop_per_s"]
+        case_ceiling = {"gflop_per_s": statistics.median(sgemm), "gflop_per_s_all": sgemm,
+                        "calls_per_repeat": iters["sgemm"]}
     return {
         "cell": cell, "mode": mode, "stack": stack, "num_layers": L, "bidirectional": bi,
         "N": N, "T": T, "I": I, "H": H, "flops_per_iter": flops,
         "frameworks": res, "ratios": ratios, "fast_pct_of_sgemm_ceiling": pct,
+        "fast_pct_of_run_start_ceiling": pct_run, "case_sgemm_ceiling": case_ceiling,
         "max_rel_err": worst, "rel_err": diffs,
     }
 
@@ -920,7 +958,8 @@ def measure_memory(args):
 # output
 
 HEAD = ("cell", "mode", "stack", "N", "T", "I", "H", "fast seq/s", "numpy seq/s", "torch seq/s",
-        "fast/torch", "numpy/torch", "fast GFLOP/s", "% of SGEMM ceiling")
+        "fast/torch", "numpy/torch", "fast GFLOP/s", "SGEMM ceiling GFLOP/s",
+        "% of SGEMM ceiling")
 
 
 def _fmt_rate(x):
@@ -947,10 +986,11 @@ def table_row(r):
         v = r["ratios"].get(f"{name}/torch")
         return "-" if v is None else f"{v:.2f}"
 
-    pct = r["fast_pct_of_sgemm_ceiling"]
+    pct, ceiling = r["fast_pct_of_sgemm_ceiling"], r.get("case_sgemm_ceiling")
     return (r["cell"], r["mode"], r["stack"], str(r["N"]), str(r["T"]), str(r["I"]), str(r["H"]),
             rate("fast"), rate("numpy"), rate("torch"), ratio("fast"), ratio("numpy"),
             _fmt_rate(fw["fast"]["gflop_per_s"]) if "fast" in fw else "-",
+            "" if ceiling is None else _fmt_rate(ceiling["gflop_per_s"]),
             "" if pct is None else f"{pct:.0f}%")
 
 
@@ -1070,9 +1110,11 @@ def main(argv=None):
         info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         table = markdown_table(rows)
         foot = (f"median of {args.repeats} repeats, each after a {args.settle:g} s pause; x/torch = x seq/s / torch seq/s (> 1: x "
-                f"faster); GFLOP/s from the analytic GEMM flops of one iteration; % of the SGEMM "
-                f"ceiling ({ceilings['sgemm']['gflop_per_s']:.1f} GFLOP/s, np.matmul float32 "
-                f"{CEILING_SIZE}^3) for H >= {GEMM_BOUND_H}; benchmark time {total:.1f} s")
+                f"faster); GFLOP/s from the analytic GEMM flops of one iteration; for H >= "
+                f"{GEMM_BOUND_H} the SGEMM ceiling (np.matmul float32 {CEILING_SIZE}^3) timed "
+                f"in the case's own repeats, between the frameworks', and the fast path's share of "
+                f"it (the median of the repeats' shares); at the run's start the ceiling measured "
+                f"{ceilings['sgemm']['gflop_per_s']:.1f} GFLOP/s; benchmark time {total:.1f} s")
         print()
         print(table)
         print("\n" + foot)

@@ -2,6 +2,9 @@
 import importlib.util
 import json
 import pathlib
+import statistics
+
+import pytest
 
 from _torch import require, require_torch
 
@@ -106,6 +109,35 @@ def test_quick_run_writes_all_frameworks(tmp_path):
             n_params = 4 * r["num_layers"] * (2 if r["bidirectional"] else 1)
             assert len(r["rel_err"]["fast"]) == 1 + n_params
     assert "fast GFLOP/s" in md.read_text()
+
+
+def test_gemm_bound_case_times_the_ceiling_in_its_own_repeats(tmp_path):
+    """At H >= 256 the SGEMM ceiling's product runs in the case's own alternation: every repeat
+    has its ceiling, and the share is the median of the repeats' shares (recomputed here from
+    the JSON's raw times); below H = 256 no ceiling is timed."""
+    require_torch()
+    require("threadpoolctl")
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    rc = bench.main(["--configs", "0,2", "--cells", "rnn", "--stacks", "1", "--modes", "infer",
+                     "--frameworks", "fast,torch", "--repeats", "3", "--min-time", "0.01",
+                     "--no-memory", "--keep-env", "--threads", "1", "--json", str(out),
+                     "--markdown", str(md)])
+    assert rc == 0
+    small, bound = json.loads(out.read_text())["results"]
+    assert small["H"] < 256 and small["case_sgemm_ceiling"] is None
+    assert small["fast_pct_of_sgemm_ceiling"] is None
+    ceiling = bound["case_sgemm_ceiling"]
+    assert len(ceiling["gflop_per_s_all"]) == 3 and min(ceiling["gflop_per_s_all"]) > 0
+    fast = bound["frameworks"]["fast"]
+    shares = [bound["flops_per_iter"] * fast["iters_per_repeat"] / t / 1e9 / c
+              for t, c in zip(fast["repeat_s"], ceiling["gflop_per_s_all"])]
+    assert bound["fast_pct_of_sgemm_ceiling"] == pytest.approx(100 * statistics.median(shares))
+    assert bound["fast_pct_of_run_start_ceiling"] > 0
+    row = [line for line in md.read_text().splitlines() if line.startswith("| rnn") and
+           "256 |" in line]
+    assert len(row) == 1 and row[0].rstrip(" |").endswith("%")
 
 
 def test_cell_options_benchmark_quick_run(tmp_path):
