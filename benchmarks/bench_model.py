@@ -56,10 +56,16 @@ def _steps(np, torch, elman, cell, N, T, I, H):
         rnn.backward(dense.backward(grad), None, input_grad=False)
         opt.step()
 
+    def numpy_matmul(a, b, out=None, accumulate=False):   # (threads.matmul's contract)
+        if accumulate:
+            out += np.matmul(a, b)
+            return out
+        return np.matmul(a, b, out=out)
+
     def elman_step_on_blas_pool():
         plain = elman.threads.matmul
         # NumPy's a @ b for the head and the layer's whole-sequence products: OpenBLAS's pool
-        elman.threads.matmul = lambda a, b, out=None: np.matmul(a, b, out=out)
+        elman.threads.matmul = numpy_matmul
         try:
             elman_step()
         finally:
