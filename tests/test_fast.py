@@ -373,6 +373,68 @@ def test_compiled_backward_reads_an_output_gradients_window_in_place(kind, monke
         np.testing.assert_array_equal(a, b)
 
 
+def test_planes_of_states_own_or_shared():
+    """fast._windows.planes: C-contiguous states are plane 0 of themselves; a direction's
+    states in the array a bidirectional layer shares (timeloop.shared_directions) are its
+    plane of that array; any other layout is refused."""
+    from elman.fast._windows import planes
+    from elman.timeloop import shared_directions
+    S = np.zeros((6, 3, 4), np.float32)
+    array, plane = planes(S)
+    assert array.shape == (6, 3, 1, 4) and plane == 0 and np.shares_memory(array, S)
+    states = np.arange(7 * 3 * 2 * 4, dtype=np.float64).reshape(7, 3, 2, 4)
+    forward, reverse, out = shared_directions(states)
+    assert out.shape == (5, 3, 8) and out.flags.c_contiguous and np.shares_memory(out, states)
+    for d, view in enumerate((forward, reverse)):
+        array, plane = planes(view)
+        assert plane == d and array.shape == (6, 3, 2, 4)
+        np.testing.assert_array_equal(array[:, :, plane], view)
+        assert array[:, :, plane].__array_interface__["data"][0] == \
+            view.__array_interface__["data"][0]
+    np.testing.assert_array_equal(out[:, :, :4], forward[1:])      # steps 1..T of each
+    np.testing.assert_array_equal(out[:, :, 4:], reverse[:-1])
+    with pytest.raises(ValueError, match="states of shape"):
+        planes(S[:, :, ::2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [{}, {"recurrent_dropout": 0.3, "zoneout": 0.2},
+                                     {"nonlinearity": "relu", "num_layers": 2}])
+def test_bidirectional_rnn_shares_its_directions_states_exactly(dtype, options, monkeypatch):
+    """A bidirectional RNN's directions write their states into one array, whose steps are
+    the layer's output (timeloop.shares_states): outputs, final states and every gradient
+    equal the path with an array a direction and the copy, bit for bit, in training (masks
+    and zoneout drawn alike) and under no_grad; with lengths the layer keeps the copy."""
+    x = np.random.default_rng(0).standard_normal((7, 5, 3)).astype(dtype)
+    h0 = np.random.default_rng(1).standard_normal((2 * options.get("num_layers", 1), 5, 6))
+    dout = np.random.default_rng(2).standard_normal((7, 5, 12)).astype(dtype)
+    calls = []
+    original, original_rule = elman.recurrent.shared_directions, elman.recurrent.shares_states
+    monkeypatch.setattr(elman.recurrent, "shared_directions",
+                        lambda states: calls.append(states) or original(states))
+    results = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(elman.recurrent, "shares_states", lambda eq, dt: False)
+        layer = elman.RNN(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
+        calls.clear()
+        out, h_n = layer(x, h0.astype(dtype))
+        assert len(calls) == (layer.num_layers if shared else 0)    # which way ran
+        if shared:                               # the output: the last layer's states array
+            assert np.shares_memory(out, calls[-1])
+        dx, dh0 = layer.backward(dout)
+        with elman.no_grad():
+            inferred, _ = layer.eval()(x, h0.astype(dtype))
+        results.append([out, h_n, dx, dh0, inferred] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(elman.recurrent, "shares_states", original_rule)
+    layer = elman.RNN(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
+    calls.clear()
+    out, _ = layer(x, lengths=[7, 5, 7, 2, 6])
+    assert calls == [] and np.all(out[5:, 1] == 0)          # zero past its end: a copy
+
+
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
 def test_retain_graph_keeps_the_gates_that_a_normal_backward_overwrites(kind):
     """Without retain_graph the compiled backward writes gate gradients over the saved gates;

@@ -44,8 +44,8 @@ from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (RowBlocks, RowSplit, Weights, Workspace, Zoneout, final_states,
                        forward_into, lean_outputs, output_view, pair_rule, pairs_directions,
-                       pipes_layers, release,
-                       rows_rule, run_directions, runs_lean, sequence_backward,
+                       pipes_layers, release, rows_rule, run_directions, runs_lean,
+                       sequence_backward, shared_directions, shares_states,
                        sequence_forward, sequence_forward_lean, sequence_forward_pair,
                        sequence_forward_rows, split_rows, stack_forward_lean,
                        stack_forward_pair, stack_forward_pipe, stack_forward_rows)
@@ -297,6 +297,10 @@ class RecurrentLayer(StatefulMixin, Module):
         # as they are (timeloop.sequence_forward_rows, keep_blocks), where no mask comes
         # between them (dropout between layers, input_dropout on a layer's input)
         chain = split and not (self.training and (self.dropout > 0 or self.input_dropout > 0))
+        # A bidirectional layer's directions write their states into one array whose steps
+        # are the layer's output, where the cell's loops take them so (timeloop.shares_states;
+        # not with lengths: the output's padding is zeroed in place, the states are kept)
+        shared = D == 2 and lengths is None and shares_states(self.eq, self.dtype)
         # An inner layer's output never reaches the caller: its array comes from the layer's
         # workspace and goes back with the caches (a fresh one of 52 MB at (128, 200, 256,
         # 512) cost its page faults at every call); the last layer's output is the caller's.
@@ -305,13 +309,18 @@ class RecurrentLayer(StatefulMixin, Module):
             calls = []
             last = layer == self.num_layers - 1
             target = None
+            shape = (T + 2, N, D, self._P) if shared else (T, N, D * self._P)
             if not last and (D == 2 or split) and not chain:
-                target = self._workspaces[layer * D].take("layer_out", (T, N, D * self._P),
-                                                          self.dtype)
+                target = self._workspaces[layer * D].take("layer_out", shape, self.dtype)
                 inner.append((self._workspaces[layer * D], target))
-            # two directions copy their outputs into the halves of one array (forward_into)
-            both = None if D == 1 else target if target is not None else \
-                np.empty((T, N, D * self._P), self.dtype)
+            if shared:                          # (the directions' states, then the output)
+                *planes, both = shared_directions(target if target is not None
+                                                  else np.empty(shape, self.dtype))
+            else:
+                # two directions copy their outputs into the halves of one array
+                # (forward_into)
+                both = None if D == 1 else target if target is not None else \
+                    np.empty(shape, self.dtype)
             for direction in range(D):
                 k = layer * D + direction
                 x_mask = h_mask = zone = None
@@ -327,7 +336,9 @@ class RecurrentLayer(StatefulMixin, Module):
                 in_masks.append(x_mask)
                 h_masks.append(h_mask)
                 into, where = (), {}
-                if D == 2:
+                if shared:
+                    where = dict(states=planes[direction])
+                elif D == 2:
                     into = (forward_into, both[:, :, direction * self._P:
                                               (direction + 1) * self._P])
                 elif split:

@@ -38,10 +38,12 @@ from .masks import bernoulli
 from .fast import _cpu as fast_cpu
 from .fast import _mkl as fast_mkl
 from .fast import _packed as fast_packed
+from .fast._windows import window as _output_window
 
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "ForwardLoop", "BackwardLoop",
            "Workspace", "release", "sequence_forward", "sequence_forward_rows", "split_rows",
-           "sequence_backward", "run_directions", "forward_into"]
+           "sequence_backward", "run_directions", "forward_into", "shares_states",
+           "shared_directions"]
 
 #: The parameters of one layer in one direction, by the names the cell declares
 #: (:meth:`elman.cells.base.CellEquations.parameters`), as arrays (``Param.data`` or
@@ -622,6 +624,30 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     return RowSplit(threads.concurrently(*calls), first, out)
 
 
+def shares_states(eq, dtype) -> bool:
+    """Whether a bidirectional layer of this cell may have its two directions write their
+    states into one array, (T+2, N, 2, P), whose steps 1..T are the layer's output
+    (:func:`sequence_forward`'s ``states``, :func:`shared_directions`): the compiled loops
+    run, and take their states as a plane of such an array (the kernel module's
+    ``shares_states``; the RNN's).
+
+    Why: each direction otherwise wrote its states into an array of its own and then copied
+    them into its columns of the output: at (128, 200, 256, 512) the RNN's directions spent
+    19-23 ms each on that copy into the fresh output (and 12.8 into an inner layer's), of a
+    training step of about 405 ms with one bidirectional layer."""
+    kernels = fast.kernels_for(eq, dtype)
+    return kernels is not None and _kernel_attribute(kernels, "shares_states") is True
+
+
+def shared_directions(states: np.ndarray) -> tuple:
+    """``(forward, reverse, out)`` of a bidirectional layer's shared states ``states``
+    (T+2, N, 2, P): the forward direction's states (T+1, N, P), its initial one first, the
+    reverse direction's, its initial one last (:func:`_schedule`'s slots), and the layer's
+    output (T, N, 2P), steps 1..T, which both write as they run."""
+    T2, N, _, P = states.shape
+    return states[:-1, :, 0], states[1:, :, 1], states[1:-1].reshape(T2 - 2, N, 2 * P)
+
+
 def forward_into(out: np.ndarray, forward, *args, **kwargs):
     """``forward(*args, **kwargs)`` (:func:`sequence_forward`, or a row block's
     :func:`_block_forward`), its output sequence copied into ``out`` (a row block's rows, a
@@ -704,7 +730,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
                      lengths: np.ndarray | None = None, active: np.ndarray | None = None,
                      reverse: bool = False, workspace: Workspace | None = None,
                      h_mask: np.ndarray | None = None, zone: Zoneout | None = None,
-                     states_internal: bool = False) -> SequenceCache:
+                     states_internal: bool = False,
+                     states: np.ndarray | None = None) -> SequenceCache:
     """Run one direction of one layer. ``X`` (T, N, I) C-contiguous; ``h0`` (N, P); ``c0``
     (N, H) for an LSTM. With variable lengths the batch must be sorted longest first and
     ``lengths`` (N,) / ``active`` (T,) given (``active[t] = #{b : lengths[b] > t}``).
@@ -717,6 +744,9 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     lengths, h_n, c_n)``. ``workspace`` lends the internal arrays (see :class:`Workspace`);
     ``states_internal``: the hidden states never reach the caller (it copies the output out,
     :func:`forward_into`, or the layer is an inner one), so they are internal arrays too.
+    ``states`` (T+1, N, P): where the states go, the caller's (a direction's columns of the
+    array a bidirectional layer's directions share, :func:`shares_states`; zeros where a
+    step skips rows), in place of an array of the pass's own.
     """
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
@@ -745,8 +775,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     zero = active is not None
     # (the hidden states are the output: fresh, unless they never reach the caller)
-    S = ws.take("S", (T + 1, N, P), dtype, zero) if states_internal else \
-        ws.new((T + 1, N, P), dtype, zero)
+    S = states if states is not None else ws.take("S", (T + 1, N, P), dtype, zero) \
+        if states_internal else ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
     saved_width = _saved_width(eq, kernels, H)
@@ -1694,7 +1724,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
         # one direction's columns of a bidirectional output gradient, or a row block's rows:
         # the compiled loops take C-contiguous arrays (one specialisation each), so they read
         # the window in the array it is part of where that is one, else a copy, into a reused
-        # buffer (a fresh 50 MB array costs more in page faults than the copy itself)
+        # buffer (a fresh 50 MB array costs more in page faults than the copy itself); the
+        # copy took 9.8 ms of a direction's backward at (128, 200, 256, 512)
         window = _output_window(dY)
         if window is not None:
             dY, dY_at = window
@@ -1759,38 +1790,6 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                             else dX_out.reshape(T * N, X.shape[2])).reshape(T, N, X.shape[2])
     ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
-
-
-def _output_window(dY: np.ndarray) -> tuple | None:
-    """``(array, (row, column))`` where ``dY`` (T, N, P) is the window from that row and column
-    of a C-contiguous (T, N', P') array in the same memory (a row block's rows, a direction's
-    columns of a bidirectional output gradient, or both), which the compiled loops read in
-    place (:func:`elman.fast._loop.add_output_grad`); None for any other layout.
-
-    Why: the copy they took instead read and wrote the whole window once more, on each
-    direction's or block's thread: 9.8 ms of a direction's backward at (128, 200, 256, 512).
-
-    The array is a view of ``dY``'s memory (``dY.base``, C-contiguous, of ``dY``'s dtype) in
-    planes of ``dY``'s own strides: its element ``[t, row + b, column + j]`` lies where
-    ``dY[t, b, j]`` does."""
-    owner, item = dY.base, dY.itemsize
-    T, N, P = dY.shape
-    s0, s1, s2 = dY.strides
-    if not isinstance(owner, np.ndarray) or not owner.flags.c_contiguous or dY.size == 0 \
-            or owner.dtype != dY.dtype or s2 != item or s1 <= 0 or s1 % item or s0 % s1:
-        return None
-    width, rows = s1 // item, s0 // s1
-    plane = rows * width
-    offset, rest = divmod(dY.ctypes.data - owner.ctypes.data, item)
-    if rest or offset < 0:
-        return None
-    first, within = divmod(offset, plane)
-    row, column = divmod(within, width)
-    flat = owner.reshape(-1)
-    if row + N > rows or column + P > width or (first + T) * plane > flat.size:
-        return None
-    return (flat[first * plane:(first + T) * plane].reshape(T, rows, width),
-            (int(row), int(column)))
 
 
 def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work):

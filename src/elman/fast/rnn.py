@@ -8,8 +8,9 @@ from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bias_sums,
                     keep_direction, output_grad, row_added, settle_sums,
                     keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
-                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+                    stack_lean, step_at, zone_arrays, unzone_grads, into_previous)
 from ._math import tanh
+from ._windows import planes
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -18,25 +19,26 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
-    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into S (T+1, N, H); GX, the input
-    projection without its bias, receives both terms, then h_t itself. ``mask`` (N, H) or
-    empty (``_loop.absent``): recurrent dropout, the GEMM reads h_prev * mask. ``zh``
-    (T, N, H) or empty: zoneout, S receives zh h_prev + (1 - zh) h_t (GX keeps h_t, for
-    backward)."""
-    H = S.shape[2]
-    hm = np.empty_like(S[0])
+def _forward(GX, bias, W_hh_T, S, plane, relu, schedule, mask, zh):
+    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into ``S[:, :, plane]``: ``S``
+    (T+1, N, D, H), one direction's states (D = 1), or the array a bidirectional layer's two
+    directions share, whose steps are then the layer's output (``shares_states``;
+    :func:`elman.fast._windows.planes`). GX, the input projection without its bias, receives
+    both terms, then h_t itself. ``mask`` (N, H) or empty (``_loop.absent``): recurrent
+    dropout, the GEMM reads h_prev * mask. ``zh`` (T, N, H) or empty: zoneout, S receives
+    zh h_prev + (1 - zh) h_t (GX keeps h_t, for backward)."""
+    H = S.shape[3]
+    hm = np.empty((S.shape[1], H), S.dtype)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
-        h = S[q, :n]
         add_bias(GX[t, :n], bias)
         if absent(mask):
-            gemm_acc(S[p, :n], W_hh_T, GX[t, :n])      # GX[t] += h_prev W_hh^T (beta = 1)
+            gemm_acc(S[p, :n, plane], W_hh_T, GX[t, :n])   # GX[t] += h_prev W_hh^T (beta 1)
         else:
-            mask_into(S[p, :n], mask, hm)
+            mask_into(S[p, :n, plane], mask, hm)
             gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
-            g, h_b = GX[t, b], h[b]
+            g, h_b = GX[t, b], S[q, b, plane]
             if relu:
                 for j in range(H):
                     a = g[j]
@@ -48,7 +50,11 @@ def _forward(GX, bias, W_hh_T, S, relu, schedule, mask, zh):
                     a = tanh(g[j])
                     g[j] = a
                     h_b[j] = a
-        zone_states(S, None, None, zh, None, t, p, q, n)
+        if not absent(zh):                     # (as _loop.zone_rows, row by row)
+            for b in range(n):
+                prev, new, a = S[p, b, plane], S[q, b, plane], zh[t, b]
+                for j in range(H):
+                    new[j] = a[j] * prev[j] + (ONE - a[j]) * new[j]
 
 
 @njit(**JIT)
@@ -65,7 +71,8 @@ def _lean_into(X, W_ih, h0, bias, W_hh_T, relu, schedule, GX, S):
     """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
     ones: :func:`_direction_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
-    _forward(GX, bias, W_hh_T, S, relu, schedule, np.empty((0, 0), X.dtype),
+    _forward(GX, bias, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, relu,
+             schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
 
 
@@ -134,10 +141,12 @@ def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me,
 
 
 @njit(**JIT)
-def _backward(gates, S, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums, part, rows):
+def _backward(gates, S, plane, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums, part,
+              rows):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
-    the final state and leaves as that wrt h0. h_t is read from S, or with zoneout (``zh``)
-    from the gates (S holds the mixed states). ``sums`` (H,) float64 receives the sum of every
+    the final state and leaves as that wrt h0. h_t is read from ``S[:, :, plane]`` (as
+    :func:`_forward` wrote it), or with zoneout (``zh``) from the gates (S holds the mixed
+    states). ``sums`` (H,) float64 receives the sum of every
     row of dG (the biases' gradient; ``part``, ``rows``: :func:`_loop.bias_sums`)."""
     N, H = dh.shape
     keep = np.empty((N, H), dh.dtype)          # zoneout: dh's share that goes to h_prev
@@ -145,7 +154,7 @@ def _backward(gates, S, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums,
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            h = S[q, b] if absent(zh) else gates[t, b]
+            h = S[q, b, plane] if absent(zh) else gates[t, b]
             d, dh_b = dG[t, b], dh[b]
             if relu:
                 for j in range(H):
@@ -160,13 +169,16 @@ def _backward(gates, S, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums,
 
 
 saved_width = 0        # backward needs only h
+#: the loops take their states as a plane of a shared array (:func:`_forward`), so a
+#: bidirectional layer's two directions may write theirs into one array, the layer's output
+shares_states = True
 
 
 def forward(eq, loop):
     dt = loop.GX.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
-    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, eq.nonlinearity == "relu", loop.schedule,
-             or_empty(loop.h_mask, dt, 2), zh)
+    _forward(loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S), eq.nonlinearity == "relu",
+             loop.schedule, or_empty(loop.h_mask, dt, 2), zh)
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -217,7 +229,7 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, loop.cache.S, *output_grad(loop, dt), loop.dh, loop.dGX,
-              loop.W_step, eq.nonlinearity == "relu", loop.schedule,
+    _backward(loop.cache.gates, *planes(loop.cache.S), *output_grad(loop, dt), loop.dh,
+              loop.dGX, loop.W_step, eq.nonlinearity == "relu", loop.schedule,
               or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0], None)
