@@ -398,16 +398,24 @@ def test_planes_of_states_own_or_shared():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("options", [{}, {"recurrent_dropout": 0.3, "zoneout": 0.2},
-                                     {"nonlinearity": "relu", "num_layers": 2}])
-def test_bidirectional_rnn_shares_its_directions_states_exactly(dtype, options, monkeypatch):
-    """A bidirectional RNN's directions write their states into one array, whose steps are
-    the layer's output (timeloop.shares_states): outputs, final states and every gradient
-    equal the path with an array a direction and the copy, bit for bit, in training (masks
-    and zoneout drawn alike) and under no_grad; with lengths the layer keeps the copy."""
-    x = np.random.default_rng(0).standard_normal((7, 5, 3)).astype(dtype)
-    h0 = np.random.default_rng(1).standard_normal((2 * options.get("num_layers", 1), 5, 6))
-    dout = np.random.default_rng(2).standard_normal((7, 5, 12)).astype(dtype)
+@pytest.mark.parametrize("kind, options", [
+    ("RNN", {}), ("RNN", {"recurrent_dropout": 0.3, "zoneout": 0.2}),
+    ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
+    ("LSTM", {}), ("LSTM", {"recurrent_dropout": 0.3, "zoneout": 0.2}),
+    ("LSTM", {"proj_size": 4, "num_layers": 2})])
+def test_bidirectional_layer_shares_its_directions_states_exactly(kind, options, dtype,
+                                                                  monkeypatch):
+    """A bidirectional RNN's or LSTM's directions write their states into one array, whose
+    steps are the layer's output (timeloop.shares_states): outputs, final states and every
+    gradient equal the path with an array a direction and the copy, bit for bit, in training
+    (masks and zoneout drawn alike) and under no_grad; with lengths the layer keeps the copy."""
+    L, P = options.get("num_layers", 1), options.get("proj_size") or 6
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 5, 3)).astype(dtype)
+    hx = rng.standard_normal((2 * L, 5, P)).astype(dtype)
+    if kind == "LSTM":
+        hx = (hx, rng.standard_normal((2 * L, 5, 6)).astype(dtype))
+    dout = rng.standard_normal((7, 5, 2 * P)).astype(dtype)
     calls = []
     original, original_rule = elman.recurrent.shared_directions, elman.recurrent.shares_states
     monkeypatch.setattr(elman.recurrent, "shared_directions",
@@ -416,20 +424,20 @@ def test_bidirectional_rnn_shares_its_directions_states_exactly(dtype, options, 
     for shared in (True, False):
         if not shared:
             monkeypatch.setattr(elman.recurrent, "shares_states", lambda eq, dt: False)
-        layer = elman.RNN(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
+        layer = getattr(elman, kind)(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
         calls.clear()
-        out, h_n = layer(x, h0.astype(dtype))
-        assert len(calls) == (layer.num_layers if shared else 0)    # which way ran
+        out, h_n = layer(x, hx)
+        assert len(calls) == (L if shared else 0)          # which way ran
         if shared:                               # the output: the last layer's states array
             assert np.shares_memory(out, calls[-1])
         dx, dh0 = layer.backward(dout)
         with elman.no_grad():
-            inferred, _ = layer.eval()(x, h0.astype(dtype))
+            inferred, _ = layer.eval()(x, hx)
         results.append([out, h_n, dx, dh0, inferred] + [p.grad for p in layer.parameters()])
     for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_equal(a, b)
     monkeypatch.setattr(elman.recurrent, "shares_states", original_rule)
-    layer = elman.RNN(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
+    layer = getattr(elman, kind)(3, 6, bidirectional=True, dtype=dtype, seed=0, **options)
     calls.clear()
     out, _ = layer(x, lengths=[7, 5, 7, 2, 6])
     assert calls == [] and np.all(out[5:, 1] == 0)          # zero past its end: a copy

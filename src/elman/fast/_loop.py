@@ -375,6 +375,20 @@ def zone_states(S, C, Cn, zh, zc, t, p, q, n):
 
 
 @njit(inline="always")
+def zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n):
+    """:func:`zone_states` for states taken as a plane of a (T+1, N, D, P) array
+    (:func:`elman.fast._windows.planes`: ``S[t, b, plane]``), row by row."""
+    if not absent(zh):
+        if C is not None:
+            keep_rows(C[q], Cn[t], n)
+            zone_rows(C[p], C[q], zc[t], n)
+        for b in range(n):
+            prev, new, a = S[p, b, plane], S[q, b, plane], zh[t, b]
+            for j in range(new.shape[0]):
+                new[j] = a[j] * prev[j] + (ONE - a[j]) * new[j]
+
+
+@njit(inline="always")
 def unzone_grads(dh, dc, zh, zc, keep_h, keep_c, t, n):
     """Zoneout at the start of backward step ``t``: dh (and dc) split into the new states' share
     (left in place) and the previous states' (into keep_h, keep_c)."""

@@ -10,8 +10,9 @@ from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sums,
                     copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
-                    lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row, settle_sums,
-                    stack_lean, step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+                    lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row,
+                    settle_sums, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
+                    into_previous)
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",

@@ -16,9 +16,11 @@ from ._blas import gemm, gemm_acc
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
                     keep_direction, lean_arrays, lean_start_into, mask_into, no_matrix, or_empty,
-                    or_no_matrix, output_grad, project_back, row_added, scratch_row, settle_sums, stack_lean,
-                    step_at, zone_arrays, zone_states, unzone_grads, into_previous)
+                    or_no_matrix, output_grad, project_back, row_added, scratch_row,
+                    settle_sums, stack_lean, step_at, zone_arrays, zone_planes, unzone_grads,
+                    into_previous)
 from ._math import tanh
+from ._windows import planes
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
            "forward_stack_pipe", "forward_stack_rows", "forward_pair",
@@ -26,25 +28,28 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 
 
 @njit(**JIT)
-def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh, zc, Cn):
+def _forward(GX, bias, scale, shift, W_hh_T, S, plane, C, R, W_hr_T, schedule, mask, zh, zc,
+             Cn):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
-    ``LSTMEquations.prepare_forward``; S (T+1, N, P) and C (T+1, N, H) states. With a
+    ``LSTMEquations.prepare_forward``; ``S[:, :, plane]`` (S (T+1, N, D, P): one direction's
+    states, D = 1, or the array a bidirectional layer's directions share, ``shares_states``,
+    :func:`elman.fast._windows.planes`) and C (T+1, N, H) the states. With a
     projection (proj_size, R and W_hr_T (H, P) given; empty otherwise, see ``_loop.absent``):
     R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T. ``mask`` (N, P):
     recurrent dropout. Zoneout (zh (T, N, P), zc (T, N, H), Cn (T, N, H); empty without):
     after the step the states are mixed with the previous ones, Cn keeping the new c before
     mixing."""
     H = C.shape[2]
-    hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
+    hm = np.empty((S.shape[1], S.shape[3]), S.dtype)       # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
         if absent(mask):
-            gemm_acc(S[p, :n], W_hh_T, GX[t, :n])
+            gemm_acc(S[p, :n, plane], W_hh_T, GX[t, :n])
         else:
-            mask_into(S[p, :n], mask, hm)
+            mask_into(S[p, :n, plane], mask, hm)
             gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
             # one loop over the row's 4H gates (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5 on i, f, o;
@@ -59,7 +64,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
                 g[k] = scale[k] * tanh(scale[k] * (g[k] + bias[k])) + shift[k]
             c_prev, c = C[p, b], C[q, b]
             if absent(R):
-                h = S[q, b]
+                h = S[q, b, plane]
             else:
                 h = R[t, b]
             for j in range(H):
@@ -67,8 +72,8 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, schedule, mask, zh
                 c[j] = cj
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
         if not absent(R):
-            gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
-        zone_states(S, C, Cn, zh, zc, t, p, q, n)
+            gemm(R[t, :n], W_hr_T, S[q, :n, plane])                # h = W_hr r
+        zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n)
 
 
 @njit(**JIT)
@@ -88,8 +93,8 @@ def _lean_into(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule, GX, S, C):
     lean_start_into(X, W_ih, h0, schedule, GX, S)
     C[schedule[0, 1]] = c0
     none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
-    _forward(GX, bias, scale, shift, W_hh_T, S, C, none3, no_matrix(X), schedule, none2, none3,
-             none3, none3)
+    _forward(GX, bias, scale, shift, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])),
+             0, C, none3, no_matrix(X), schedule, none2, none3, none3, none3)
 
 
 @njit(inline="always")
@@ -224,12 +229,15 @@ def _backward(gates, C, dY, dY_at, dh, dc, dG, W_hh, W_hr, dHs, dR, schedule, ma
 
 
 saved_width = 0        # the reference keeps tanh(c); backward here recomputes it from c
+#: forward takes its states as a plane of a shared array (:func:`_forward`; backward does not
+#: read them), so a bidirectional layer's directions may write theirs into the layer's output
+shares_states = True
 
 
 def forward(eq, loop):
     scale, shift = loop.consts
     dt = loop.GX.dtype
-    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, loop.S, loop.C,
+    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, *planes(loop.S), loop.C,
              or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.schedule,
              or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))
 

@@ -8,7 +8,7 @@ from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bias_sums,
                     keep_direction, output_grad, row_added, settle_sums,
                     keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
-                    stack_lean, step_at, zone_arrays, unzone_grads, into_previous)
+                    stack_lean, step_at, zone_arrays, zone_planes, unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
@@ -50,11 +50,7 @@ def _forward(GX, bias, W_hh_T, S, plane, relu, schedule, mask, zh):
                     a = tanh(g[j])
                     g[j] = a
                     h_b[j] = a
-        if not absent(zh):                     # (as _loop.zone_rows, row by row)
-            for b in range(n):
-                prev, new, a = S[p, b, plane], S[q, b, plane], zh[t, b]
-                for j in range(H):
-                    new[j] = a[j] * prev[j] + (ONE - a[j]) * new[j]
+        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
