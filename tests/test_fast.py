@@ -348,8 +348,9 @@ def test_output_window_finds_rows_and_columns_of_a_c_contiguous_array():
         assert view.__array_interface__["data"][0] == window.__array_interface__["data"][0]
         assert view.strides == window.strides
         np.testing.assert_array_equal(view, window)
+    other_memory = np.zeros(960, np.uint8).view(np.float32).reshape(5, 6, 8)
     for other in (base.transpose(1, 0, 2)[:, :, :4], base[:, ::-1, :4],
-                  base[:, :, :4].copy(), np.zeros(960, np.uint8).view(np.float32).reshape(5, 6, 8)[:, :, :4],
+                  base[:, :, :4].copy(), other_memory[:, :, :4],
                   base[:, :, ::2], base[::-1, :, :4], np.zeros((5, 6, 0), np.float32)):
         assert _output_window(other) is None
 
@@ -402,11 +403,14 @@ def test_planes_of_states_own_or_shared():
     ("RNN", {}), ("RNN", {"recurrent_dropout": 0.3, "zoneout": 0.2}),
     ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
     ("LSTM", {}), ("LSTM", {"recurrent_dropout": 0.3, "zoneout": 0.2}),
-    ("LSTM", {"proj_size": 4, "num_layers": 2})])
+    ("LSTM", {"proj_size": 4, "num_layers": 2}),
+    ("GRU", {}), ("GRU", {"recurrent_dropout": 0.3, "zoneout": 0.2, "num_layers": 2}),
+    ("GRU", {"reset_after": False}), ("GRU", {"reset_after": False, "zoneout": 0.2})])
 def test_bidirectional_layer_shares_its_directions_states_exactly(kind, options, dtype,
                                                                   monkeypatch):
-    """A bidirectional RNN's or LSTM's directions write their states into one array, whose
-    steps are the layer's output (timeloop.shares_states): outputs, final states and every
+    """A bidirectional RNN's, LSTM's or GRU's (both variants) directions write their states
+    into one array, whose steps are the layer's output (timeloop.shares_states): outputs,
+    final states and every
     gradient equal the path with an array a direction and the copy, bit for bit, in training
     (masks and zoneout drawn alike) and under no_grad; with lengths the layer keeps the copy."""
     L, P = options.get("num_layers", 1), options.get("proj_size") or 6

@@ -629,7 +629,7 @@ def shares_states(eq, dtype) -> bool:
     states into one array, (T+2, N, 2, P), whose steps 1..T are the layer's output
     (:func:`sequence_forward`'s ``states``, :func:`shared_directions`): the compiled loops
     run, and take their states as a plane of such an array (the kernel module's
-    ``shares_states``; the RNN's and the LSTM's).
+    ``shares_states``; the RNN's, the LSTM's and the GRU's).
 
     Why: each direction otherwise wrote its states into an array of its own and then copied
     them into its columns of the output: at (128, 200, 256, 512) the RNN's directions spent

@@ -11,8 +11,9 @@ from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack
 from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sums,
                     copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
                     lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row,
-                    settle_sums, stack_lean, step_at, zone_arrays, zone_states, unzone_grads,
+                    settle_sums, stack_lean, step_at, zone_arrays, zone_planes, unzone_grads,
                     into_previous)
+from ._windows import planes
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -21,22 +22,23 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 
 
 @njit(**JIT)
-def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
+def _forward(GX, bias, W_hh_T, S, plane, HN, gh, b_hn, schedule, mask, zh):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
-    biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn. ``zh``
-    (T, N, H) or empty (``_loop.absent``): zoneout, S receives zh h_prev + (1 - zh) h_t
-    (backward needs only the gates and h_prev, which S keeps)."""
-    H = S.shape[2]
-    hm = np.empty_like(S[0])                   # h_prev * mask (recurrent dropout)
+    biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn; the states
+    ``S[:, :, plane]`` (S (T+1, N, D, H): ``shares_states``, :func:`elman.fast._windows.
+    planes`). ``zh`` (T, N, H) or empty (``_loop.absent``): zoneout, S receives
+    zh h_prev + (1 - zh) h_t (backward needs only the gates and h_prev, which S keeps)."""
+    H = S.shape[3]
+    hm = np.empty((S.shape[1], H), S.dtype)    # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         if absent(mask):
-            gemm(S[p, :n], W_hh_T, gh[:n])
+            gemm(S[p, :n, plane], W_hh_T, gh[:n])
         else:                                  # z * h_prev below keeps the unmasked state
-            mask_into(S[p, :n], mask, hm)
+            mask_into(S[p, :n, plane], mask, hm)
             gemm(hm[:n], W_hh_T, gh[:n])
         for b in range(n):
-            g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b], S[q, b]
+            g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b, plane], S[q, b, plane]
             rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
             grz, ghn, bn = r[:2 * H], r[2 * H:], bias[2 * H:]         # see lstm._forward
             for k in range(2 * H):                                    # r, z
@@ -47,7 +49,7 @@ def _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, mask, zh):
                 nj = tanh(nn[j] + bn[j] + rt[j] * a)   # n = tanh(.. + r (W_hn h + b_hn))
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        zone_states(S, None, None, zh, None, t, p, q, n)
+        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -66,7 +68,8 @@ def _lean_into(X, W_ih, h0, bias, W_hh_T, b_hn, schedule, GX, S, HN, gh):
     """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
     ones: :func:`_direction_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
-    _forward(GX, bias, W_hh_T, S, HN, gh, b_hn, schedule, np.empty((0, 0), X.dtype),
+    _forward(GX, bias, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, HN, gh,
+             b_hn, schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
 
 
@@ -107,7 +110,8 @@ def _forward_pair(X, W_ih, bias, W_hh, panels, ih_panels, compute, b_hn, GX, gh,
 
 
 @njit(**JIT)
-def _backward(gates, HN, S, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums, part, rows):
+def _backward(gates, HN, S, plane, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mask, zh, sums,
+              part, rows):
     """dGX (T, N, 3H) receives the input-side pre-activation gradients (it may be ``gates``
     itself, consumed: each step reads its gates before their gradients replace them); dGHn
     (T, N, H) the recurrent side's candidate block, dn_pre * r (its r and z blocks are dGX's:
@@ -123,7 +127,8 @@ def _backward(gates, HN, S, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mask, zh, 
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            g, hn, h_prev, dh_b, direct_b = gates[t, b], HN[t, b], S[p, b], dh[b], direct[b]
+            g, hn, h_prev = gates[t, b], HN[t, b], S[p, b, plane]
+            dh_b, direct_b = dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
             dr, dz, dn = row[:H], row[H:2 * H], row[2 * H:]
             for j in range(H):
@@ -150,16 +155,17 @@ def _backward(gates, HN, S, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mask, zh, 
 
 
 @njit(**JIT)
-def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
+def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, plane, RH, grz, schedule, zh):
     """reset_after=False. GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias
     (3H,) every bias; W_rz_T (H, 2H) and W_hn_T (H, H) the recurrent weights of r, z and of
-    the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn)."""
-    H = S.shape[2]
+    the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn); the
+    states ``S[:, :, plane]`` as in :func:`_forward`."""
+    H = S.shape[3]
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
-        gemm(S[p, :n], W_rz_T, grz[:n])
+        gemm(S[p, :n, plane], W_rz_T, grz[:n])
         for b in range(n):
-            g, gh, h_prev, rh = GX[t, b], grz[b], S[p, b], RH[t, b]
+            g, gh, h_prev, rh = GX[t, b], grz[b], S[p, b, plane], RH[t, b]
             r, nn, bn = g[:H], g[2 * H:], bias[2 * H:]
             for k in range(2 * H):                                    # r, z
                 g[k] = sigmoid((g[k] + bias[k]) + gh[k])
@@ -168,13 +174,13 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule, zh):
                 nn[j] += bn[j]
         gemm_acc(RH[t, :n], W_hn_T, GX[t, :n, 2 * H:])  # n_pre += (r h_prev) W_hn^T
         for b in range(n):
-            g, h_prev, h = GX[t, b], S[p, b], S[q, b]
+            g, h_prev, h = GX[t, b], S[p, b, plane], S[q, b, plane]
             z, nn = g[H:2 * H], g[2 * H:]
             for j in range(H):
                 nj = tanh(nn[j])
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        zone_states(S, None, None, zh, None, t, p, q, n)
+        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
 
 
 @njit(**JIT)
@@ -194,7 +200,8 @@ def _classic_lean_into(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule, GX, S, RH, g
     """:func:`_forward_classic_lean`'s work in the caller's arrays (its own, or a row
     block's kept ones: :func:`_direction_classic_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
-    _forward_classic(GX, bias, W_rz_T, W_hn_T, S, RH, grz, schedule,
+    _forward_classic(GX, bias, W_rz_T, W_hn_T,
+                     S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, RH, grz, schedule,
                      np.empty((0, 0, 0), X.dtype))
 
 
@@ -274,7 +281,8 @@ def _stack_classic_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, 
 
 
 @njit(**JIT)
-def _backward_classic(gates, RH, S, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh, sums, part, rows):
+def _backward_classic(gates, RH, S, plane, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh, sums,
+                      part, rows):
     """reset_after=False. dG (T, N, 3H), which may be ``gates`` itself, receives the
     pre-activation gradients (input and recurrent side alike); dh (N, H) enters as the
     gradient wrt the final state and leaves as that wrt h0. ``sums`` (3H,) float64 receives
@@ -290,7 +298,8 @@ def _backward_classic(gates, RH, S, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh,
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
-            g, h_prev, dh_b, direct_b, d = gates[t, b], S[p, b], dh[b], direct[b], dG[t, b]
+            g, h_prev, dh_b = gates[t, b], S[p, b, plane], dh[b]
+            direct_b, d = direct[b], dG[t, b]
             z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
             for j in range(H):
                 zj, nj, dhj = z[j], nn[j], dh_b[j]
@@ -301,7 +310,8 @@ def _backward_classic(gates, RH, S, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh,
                 d[k] = row[k]
         gemm(dG[t, :n, 2 * H:], W_hn, d_rh[:n])        # d(r h_prev) = dn_pre W_hn
         for b in range(n):
-            g, h_prev, direct_b, d_rh_b, d = gates[t, b], S[p, b], direct[b], d_rh[b], dG[t, b]
+            g, h_prev, direct_b = gates[t, b], S[p, b, plane], direct[b]
+            d_rh_b, d = d_rh[b], dG[t, b]
             dr = row[:H]
             for j in range(H):
                 rj, dj = g[j], d_rh_b[j]
@@ -318,16 +328,19 @@ def _backward_classic(gates, RH, S, dY, dY_at, dh, dG, W_rz, W_hn, schedule, zh,
 
 saved_width = 1        # reset_after: W_hn h_prev + b_hn (for dr); classic: r * h_prev
 dgh_blocks = 1         # reset_after: dGH keeps only the candidate block (see _backward)
+#: the loops take their states as a plane of a shared array (:func:`_forward`), so a
+#: bidirectional layer's directions may write theirs into the layer's output
+shares_states = True
 
 
 def forward(eq, loop):
     dt = loop.GX.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
-        _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], loop.S, loop.saved,
-                         loop.gh, loop.schedule, zh)
+        _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], *planes(loop.S),
+                         loop.saved, loop.gh, loop.schedule, zh)
         return
-    _forward(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.saved, loop.gh,
+    _forward(loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S), loop.saved, loop.gh,
              _b_hn(loop.consts, loop.S.shape[2], dt), loop.schedule, or_empty(loop.h_mask, dt, 2),
              zh)
 
@@ -404,11 +417,11 @@ def backward(eq, loop):
     H = loop.dh.shape[1]
     if not eq.reset_after:
         sums = bias_sums(3 * H, dt)
-        _backward_classic(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, W_hh,
-                          cache.consts[0], loop.schedule, zh, *sums)
+        _backward_classic(cache.gates, cache.saved, *planes(cache.S), dY, dY_at, loop.dh,
+                          loop.dGX, W_hh, cache.consts[0], loop.schedule, zh, *sums)
         loop.bias_sums = (sums[0], None)
         return
     sums = bias_sums(4 * H, dt)                    # dGX's 3H columns, then dGH's H
-    _backward(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, loop.dGH, W_hh,
-              loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
+    _backward(cache.gates, cache.saved, *planes(cache.S), dY, dY_at, loop.dh, loop.dGX,
+              loop.dGH, W_hh, loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0][:3 * H], sums[0][3 * H:])
