@@ -115,12 +115,16 @@ def test_a_layer_gives_its_arrays_back_for_the_next_call():
 
 
 @pytest.mark.parametrize("grad", [False, True])
-def test_copied_out_hidden_states_are_reused_and_outputs_stay_intact(grad, monkeypatch):
-    """Where the output is a copy of the hidden states (a bidirectional layer's halves), the
-    states go back to the workspace like the gates; an output already returned is never
-    touched by the next call. (The general path's: not the directions at once on the pair's
-    threads, which keep nothing.)"""
+@pytest.mark.parametrize("shared", [False, True])
+def test_copied_out_hidden_states_are_reused_and_outputs_stay_intact(grad, shared, monkeypatch):
+    """Where the output is a copy of the hidden states (a bidirectional layer's halves, its
+    directions' states not shared), the states go back to the workspace like the gates; an
+    output already returned is never touched by the next call, shared states (the output's
+    own array, new at each call) included. (The general path's: not the directions at once
+    on the pair's threads, which keep nothing.)"""
     monkeypatch.setattr(recurrent, "pairs_directions", lambda *args: False)
+    if not shared:
+        monkeypatch.setattr(recurrent, "shares_states", lambda eq, dtype: False)
     gru = elman.GRU(3, 64, bidirectional=True, seed=0)
     rng = np.random.default_rng(0)
     x1, x2 = (rng.standard_normal((40, 16, 3)).astype(np.float32) for _ in range(2))
@@ -130,7 +134,10 @@ def test_copied_out_hidden_states_are_reused_and_outputs_stay_intact(grad, monke
             gru.backward(np.ones_like(first))
         copy = first.copy()
         kept = gru._workspaces[0]._free.get("S")
-        assert kept is not None and kept.shape == (41, 16, 64)
+        if shared:
+            assert kept is None                          # the output's array holds them
+        else:
+            assert kept is not None and kept.shape == (41, 16, 64)
         second, _ = gru(x2)
         if grad:
             gru.backward(np.ones_like(second))

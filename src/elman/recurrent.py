@@ -299,8 +299,10 @@ class RecurrentLayer(StatefulMixin, Module):
         chain = split and not (self.training and (self.dropout > 0 or self.input_dropout > 0))
         # A bidirectional layer's directions write their states into one array whose steps
         # are the layer's output, where the cell's loops take them so (timeloop.shares_states;
-        # not with lengths: the output's padding is zeroed in place, the states are kept)
-        shared = D == 2 and lengths is None and shares_states(self.eq, self.dtype)
+        # not with lengths: the output's padding is zeroed in place, the states are kept; not
+        # for a batch of one, whose copy is a few rows and whose step's product on a plane
+        # of the shared array would leave the kernels' own matrix-vector loop for BLAS's)
+        shared = D == 2 and N > 1 and lengths is None and shares_states(self.eq, self.dtype)
         # An inner layer's output never reaches the caller: its array comes from the layer's
         # workspace and goes back with the caches (a fresh one of 52 MB at (128, 200, 256,
         # 512) cost its page faults at every call); the last layer's output is the caller's.

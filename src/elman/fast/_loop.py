@@ -46,6 +46,34 @@ def _project_by(X2, W_ih, out):
     return lambda X2, W_ih, out: gemm(X2, W_ih.T, out)
 
 
+def state_rows(S, t, n, plane):
+    """Rows ``:n`` of step slot ``t`` of the states ``S``, in compiled code: ``S[t, :n]`` for
+    one direction's own (T+1, N, P) array, ``S[t, :n, plane]`` for a plane of a shared
+    (T+1, N, D, P) one (:func:`elman.fast._windows.planes`). Two types, so two compiled
+    forms of each loop: an own array keeps numba's C layout (a batch of one's product then
+    runs on the kernels' own matrix-vector loop, :mod:`._blas`), a plane cannot."""
+    raise NotImplementedError("state_rows runs in compiled code only")
+
+
+@overload(state_rows, inline="always")
+def _state_rows(S, t, n, plane):
+    if S.ndim == 3:
+        return lambda S, t, n, plane: S[t, :n]
+    return lambda S, t, n, plane: S[t, :n, plane]
+
+
+def state_row(S, t, b, plane):
+    """Row ``b`` of step slot ``t`` of the states (:func:`state_rows`), a contiguous row."""
+    raise NotImplementedError("state_row runs in compiled code only")
+
+
+@overload(state_row, inline="always")
+def _state_row(S, t, b, plane):
+    if S.ndim == 3:
+        return lambda S, t, b, plane: S[t, b]
+    return lambda S, t, b, plane: S[t, b, plane]
+
+
 @njit(inline="always")
 def lean_arrays(X, GH, P):
     """A kernel's ``forward_lean`` (``timeloop.sequence_forward_lean``) makes its arrays inside
@@ -376,14 +404,14 @@ def zone_states(S, C, Cn, zh, zc, t, p, q, n):
 
 @njit(inline="always")
 def zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n):
-    """:func:`zone_states` for states taken as a plane of a (T+1, N, D, P) array
-    (:func:`elman.fast._windows.planes`: ``S[t, b, plane]``), row by row."""
+    """:func:`zone_states` for states that may be a plane of a shared array
+    (:func:`state_row`), row by row."""
     if not absent(zh):
         if C is not None:
             keep_rows(C[q], Cn[t], n)
             zone_rows(C[p], C[q], zc[t], n)
         for b in range(n):
-            prev, new, a = S[p, b, plane], S[q, b, plane], zh[t, b]
+            prev, new, a = state_row(S, p, b, plane), state_row(S, q, b, plane), zh[t, b]
             for j in range(new.shape[0]):
                 new[j] = a[j] * prev[j] + (ONE - a[j]) * new[j]
 

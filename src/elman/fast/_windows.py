@@ -43,14 +43,15 @@ def window(view: np.ndarray) -> tuple | None:
 
 
 def planes(S: np.ndarray) -> tuple:
-    """``(array, d)``: states ``S`` (T+1, N, P) as plane ``d`` of a C-contiguous
-    (T+1, N, D, P) array, ``array[:, :, d]`` being ``S``: ``S`` itself with D = 1, or the
-    array a bidirectional layer's two directions share (their columns of it, D = 2). A
-    kernel that takes its states so (``shares_states``) indexes ``array[t, b, d]``, a
+    """``(array, d)``: states ``S`` (T+1, N, P) as a kernel that shares states
+    (``shares_states``) takes them: ``S`` itself (and 0) where it is C-contiguous, else as
+    plane ``d`` of the C-contiguous (T+1, N, D, P) array a bidirectional layer's two
+    directions share (their columns of it, D = 2), ``array[:, :, d]`` being ``S``. The
+    kernels index either through :func:`elman.fast._loop.state_rows`/``state_row``: a
     contiguous row either way."""
     T1, N, P = S.shape
     if S.flags.c_contiguous:
-        return S.reshape(T1, N, 1, P), 0
+        return S, 0
     found = window(S)
     if found is None or found[1][0] or found[1][1] % P or found[0].shape[2] % P:
         raise ValueError(f"states of shape {S.shape} and strides {S.strides}: neither "

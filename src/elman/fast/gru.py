@@ -11,8 +11,8 @@ from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack
 from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sums,
                     copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
                     lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row,
-                    settle_sums, stack_lean, step_at, zone_arrays, zone_planes, unzone_grads,
-                    into_previous)
+                    settle_sums, stack_lean, state_row, state_rows, step_at, zone_arrays,
+                    zone_planes, unzone_grads, into_previous)
 from ._windows import planes
 from ._math import sigmoid, tanh
 
@@ -25,20 +25,20 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 def _forward(GX, bias, W_hh_T, S, plane, HN, gh, b_hn, schedule, mask, zh):
     """GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias (3H,) the input-side
     biases (b_ih, plus b_hh for r and z); HN (T, N, H) keeps W_hn h_prev + b_hn; the states
-    ``S[:, :, plane]`` (S (T+1, N, D, H): ``shares_states``, :func:`elman.fast._windows.
-    planes`). ``zh`` (T, N, H) or empty (``_loop.absent``): zoneout, S receives
+    S (T+1, N, H), or plane ``plane`` of a shared (T+1, N, D, H) array (``shares_states``;
+    :func:`_loop.state_rows`). ``zh`` (T, N, H) or empty (``_loop.absent``): zoneout, S receives
     zh h_prev + (1 - zh) h_t (backward needs only the gates and h_prev, which S keeps)."""
-    H = S.shape[3]
+    H = S.shape[-1]
     hm = np.empty((S.shape[1], H), S.dtype)    # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         if absent(mask):
-            gemm(S[p, :n, plane], W_hh_T, gh[:n])
+            gemm(state_rows(S, p, n, plane), W_hh_T, gh[:n])
         else:                                  # z * h_prev below keeps the unmasked state
-            mask_into(S[p, :n, plane], mask, hm)
+            mask_into(state_rows(S, p, n, plane), mask, hm)
             gemm(hm[:n], W_hh_T, gh[:n])
         for b in range(n):
-            g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], S[p, b, plane], S[q, b, plane]
+            g, r, hn, h_prev, h = GX[t, b], gh[b], HN[t, b], state_row(S, p, b, plane), state_row(S, q, b, plane)
             rz, rt, z, nn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:]   # views indexed from 0:
             grz, ghn, bn = r[:2 * H], r[2 * H:], bias[2 * H:]         # see lstm._forward
             for k in range(2 * H):                                    # r, z
@@ -68,7 +68,7 @@ def _lean_into(X, W_ih, h0, bias, W_hh_T, b_hn, schedule, GX, S, HN, gh):
     """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
     ones: :func:`_direction_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
-    _forward(GX, bias, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, HN, gh,
+    _forward(GX, bias, W_hh_T, S, 0, HN, gh,
              b_hn, schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
 
@@ -127,7 +127,7 @@ def _backward(gates, HN, S, plane, dY, dY_at, dh, dGX, dGHn, W_hh, schedule, mas
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            g, hn, h_prev = gates[t, b], HN[t, b], S[p, b, plane]
+            g, hn, h_prev = gates[t, b], HN[t, b], state_row(S, p, b, plane)
             dh_b, direct_b = dh[b], direct[b]
             r, z, nn = g[:H], g[H:2 * H], g[2 * H:]
             dr, dz, dn = row[:H], row[H:2 * H], row[2 * H:]
@@ -159,13 +159,13 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, plane, RH, grz, schedule, zh):
     """reset_after=False. GX (T, N, 3H) input projections, overwritten with [r, z, n]; bias
     (3H,) every bias; W_rz_T (H, 2H) and W_hn_T (H, H) the recurrent weights of r, z and of
     the candidate; RH (T, N, H) keeps r * h_prev (the candidate's input, for dW_hn); the
-    states ``S[:, :, plane]`` as in :func:`_forward`."""
-    H = S.shape[3]
+    states S as in :func:`_forward`."""
+    H = S.shape[-1]
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
-        gemm(S[p, :n, plane], W_rz_T, grz[:n])
+        gemm(state_rows(S, p, n, plane), W_rz_T, grz[:n])
         for b in range(n):
-            g, gh, h_prev, rh = GX[t, b], grz[b], S[p, b, plane], RH[t, b]
+            g, gh, h_prev, rh = GX[t, b], grz[b], state_row(S, p, b, plane), RH[t, b]
             r, nn, bn = g[:H], g[2 * H:], bias[2 * H:]
             for k in range(2 * H):                                    # r, z
                 g[k] = sigmoid((g[k] + bias[k]) + gh[k])
@@ -174,7 +174,7 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, plane, RH, grz, schedule, zh):
                 nn[j] += bn[j]
         gemm_acc(RH[t, :n], W_hn_T, GX[t, :n, 2 * H:])  # n_pre += (r h_prev) W_hn^T
         for b in range(n):
-            g, h_prev, h = GX[t, b], S[p, b, plane], S[q, b, plane]
+            g, h_prev, h = GX[t, b], state_row(S, p, b, plane), state_row(S, q, b, plane)
             z, nn = g[H:2 * H], g[2 * H:]
             for j in range(H):
                 nj = tanh(nn[j])
@@ -201,7 +201,7 @@ def _classic_lean_into(X, W_ih, h0, bias, W_rz_T, W_hn_T, schedule, GX, S, RH, g
     block's kept ones: :func:`_direction_classic_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
     _forward_classic(GX, bias, W_rz_T, W_hn_T,
-                     S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, RH, grz, schedule,
+                     S, 0, RH, grz, schedule,
                      np.empty((0, 0, 0), X.dtype))
 
 
@@ -298,7 +298,7 @@ def _backward_classic(gates, RH, S, plane, dY, dY_at, dh, dG, W_rz, W_hn, schedu
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):                     # z and n first: dr needs d(r h_prev) below
-            g, h_prev, dh_b = gates[t, b], S[p, b, plane], dh[b]
+            g, h_prev, dh_b = gates[t, b], state_row(S, p, b, plane), dh[b]
             direct_b, d = direct[b], dG[t, b]
             z, nn, dz, dn = g[H:2 * H], g[2 * H:], row[H:2 * H], row[2 * H:]
             for j in range(H):
@@ -310,7 +310,7 @@ def _backward_classic(gates, RH, S, plane, dY, dY_at, dh, dG, W_rz, W_hn, schedu
                 d[k] = row[k]
         gemm(dG[t, :n, 2 * H:], W_hn, d_rh[:n])        # d(r h_prev) = dn_pre W_hn
         for b in range(n):
-            g, h_prev, direct_b = gates[t, b], S[p, b, plane], direct[b]
+            g, h_prev, direct_b = gates[t, b], state_row(S, p, b, plane), direct[b]
             d_rh_b, d = d_rh[b], dG[t, b]
             dr = row[:H]
             for j in range(H):

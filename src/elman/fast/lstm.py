@@ -17,8 +17,8 @@ from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack
 from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
                     keep_direction, lean_arrays, lean_start_into, mask_into, no_matrix, or_empty,
                     or_no_matrix, output_grad, project_back, row_added, scratch_row,
-                    settle_sums, stack_lean, step_at, zone_arrays, zone_planes, unzone_grads,
-                    into_previous)
+                    settle_sums, stack_lean, state_row, state_rows, step_at, zone_arrays,
+                    zone_planes, unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
 
@@ -32,24 +32,24 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, plane, C, R, W_hr_T, schedule, m
              Cn):
     """GX (T, N, 4H) input projections (bias (4H,) not included), overwritten with the gates
     [i, f, g, o]; scale/shift (4H,) the one-tanh-for-all-gates constants of
-    ``LSTMEquations.prepare_forward``; ``S[:, :, plane]`` (S (T+1, N, D, P): one direction's
-    states, D = 1, or the array a bidirectional layer's directions share, ``shares_states``,
-    :func:`elman.fast._windows.planes`) and C (T+1, N, H) the states. With a
+    ``LSTMEquations.prepare_forward``; S (T+1, N, P), or plane ``plane`` of the (T+1, N, D, P)
+    array a bidirectional layer's directions share (``shares_states``; :func:`_loop.
+    state_rows`), and C (T+1, N, H) the states. With a
     projection (proj_size, R and W_hr_T (H, P) given; empty otherwise, see ``_loop.absent``):
     R (T, N, H) receives o * tanh(c) and the state is h = R[t] W_hr^T. ``mask`` (N, P):
     recurrent dropout. Zoneout (zh (T, N, P), zc (T, N, H), Cn (T, N, H); empty without):
     after the step the states are mixed with the previous ones, Cn keeping the new c before
     mixing."""
     H = C.shape[2]
-    hm = np.empty((S.shape[1], S.shape[3]), S.dtype)       # h_prev * mask (recurrent dropout)
+    hm = np.empty((S.shape[1], S.shape[-1]), S.dtype)       # h_prev * mask (recurrent dropout)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         # GX[t] += h_prev W_hh^T inside the GEMM (beta = 1): the step's pre-activations are
         # read once, by the GEMM, instead of a GEMM output plus GX in the pass below
         if absent(mask):
-            gemm_acc(S[p, :n, plane], W_hh_T, GX[t, :n])
+            gemm_acc(state_rows(S, p, n, plane), W_hh_T, GX[t, :n])
         else:
-            mask_into(S[p, :n, plane], mask, hm)
+            mask_into(state_rows(S, p, n, plane), mask, hm)
             gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
             # one loop over the row's 4H gates (sigmoid(x) = 0.5 tanh(0.5 x) + 0.5 on i, f, o;
@@ -64,7 +64,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, plane, C, R, W_hr_T, schedule, m
                 g[k] = scale[k] * tanh(scale[k] * (g[k] + bias[k])) + shift[k]
             c_prev, c = C[p, b], C[q, b]
             if absent(R):
-                h = S[q, b, plane]
+                h = state_row(S, q, b, plane)
             else:
                 h = R[t, b]
             for j in range(H):
@@ -72,7 +72,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, plane, C, R, W_hr_T, schedule, m
                 c[j] = cj
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
         if not absent(R):
-            gemm(R[t, :n], W_hr_T, S[q, :n, plane])                # h = W_hr r
+            gemm(R[t, :n], W_hr_T, state_rows(S, q, n, plane))                # h = W_hr r
         zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n)
 
 
@@ -93,8 +93,7 @@ def _lean_into(X, W_ih, h0, c0, bias, scale, shift, W_hh_T, schedule, GX, S, C):
     lean_start_into(X, W_ih, h0, schedule, GX, S)
     C[schedule[0, 1]] = c0
     none2, none3 = np.empty((0, 0), X.dtype), np.empty((0, 0, 0), X.dtype)    # (absent)
-    _forward(GX, bias, scale, shift, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])),
-             0, C, none3, no_matrix(X), schedule, none2, none3, none3, none3)
+    _forward(GX, bias, scale, shift, W_hh_T, S, 0, C, none3, no_matrix(X), schedule, none2, none3, none3, none3)
 
 
 @njit(inline="always")

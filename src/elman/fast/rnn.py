@@ -8,7 +8,8 @@ from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bias_sums,
                     keep_direction, output_grad, row_added, settle_sums,
                     keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
-                    stack_lean, step_at, zone_arrays, zone_planes, unzone_grads, into_previous)
+                    stack_lean, state_row, state_rows, step_at, zone_arrays, zone_planes,
+                    unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
@@ -20,25 +21,25 @@ __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair"
 
 @njit(**JIT)
 def _forward(GX, bias, W_hh_T, S, plane, relu, schedule, mask, zh):
-    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into ``S[:, :, plane]``: ``S``
-    (T+1, N, D, H), one direction's states (D = 1), or the array a bidirectional layer's two
-    directions share, whose steps are then the layer's output (``shares_states``;
-    :func:`elman.fast._windows.planes`). GX, the input projection without its bias, receives
+    """h_t = tanh((GX[t] + bias) + h_prev W_hh^T) (or relu) into the states ``S``: (T+1, N, H),
+    or plane ``plane`` of the (T+1, N, D, H) array a bidirectional layer's two directions
+    share, whose steps are then the layer's output (``shares_states``; :func:`_loop.
+    state_rows`). GX, the input projection without its bias, receives
     both terms, then h_t itself. ``mask`` (N, H) or empty (``_loop.absent``): recurrent
     dropout, the GEMM reads h_prev * mask. ``zh`` (T, N, H) or empty: zoneout, S receives
     zh h_prev + (1 - zh) h_t (GX keeps h_t, for backward)."""
-    H = S.shape[3]
+    H = S.shape[-1]
     hm = np.empty((S.shape[1], H), S.dtype)
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
         add_bias(GX[t, :n], bias)
         if absent(mask):
-            gemm_acc(S[p, :n, plane], W_hh_T, GX[t, :n])   # GX[t] += h_prev W_hh^T (beta 1)
+            gemm_acc(state_rows(S, p, n, plane), W_hh_T, GX[t, :n])   # GX[t] += h_prev W_hh^T (beta 1)
         else:
-            mask_into(S[p, :n, plane], mask, hm)
+            mask_into(state_rows(S, p, n, plane), mask, hm)
             gemm_acc(hm[:n], W_hh_T, GX[t, :n])
         for b in range(n):
-            g, h_b = GX[t, b], S[q, b, plane]
+            g, h_b = GX[t, b], state_row(S, q, b, plane)
             if relu:
                 for j in range(H):
                     a = g[j]
@@ -67,7 +68,7 @@ def _lean_into(X, W_ih, h0, bias, W_hh_T, relu, schedule, GX, S):
     """:func:`_forward_lean`'s work in the caller's arrays (its own, or a row block's kept
     ones: :func:`_direction_rows`)."""
     lean_start_into(X, W_ih, h0, schedule, GX, S)
-    _forward(GX, bias, W_hh_T, S.reshape((S.shape[0], S.shape[1], 1, S.shape[2])), 0, relu,
+    _forward(GX, bias, W_hh_T, S, 0, relu,
              schedule, np.empty((0, 0), X.dtype),
              np.empty((0, 0, 0), X.dtype))                 # (no mask, no zoneout: absent)
 
@@ -140,8 +141,8 @@ def _stack_pipe(X, h0, h_n, operands, schedule, last, outs, sync, bell, gen, me,
 def _backward(gates, S, plane, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh, sums, part,
               rows):
     """dG (T, N, H) receives the pre-activation gradients; dh (N, H) enters as the gradient wrt
-    the final state and leaves as that wrt h0. h_t is read from ``S[:, :, plane]`` (as
-    :func:`_forward` wrote it), or with zoneout (``zh``) from the gates (S holds the mixed
+    the final state and leaves as that wrt h0. h_t is read from the states ``S`` (as
+    :func:`_forward` wrote them), or with zoneout (``zh``) from the gates (S holds the mixed
     states). ``sums`` (H,) float64 receives the sum of every
     row of dG (the biases' gradient; ``part``, ``rows``: :func:`_loop.bias_sums`)."""
     N, H = dh.shape
@@ -150,7 +151,7 @@ def _backward(gates, S, plane, dY, dY_at, dh, dG, W_hh, relu, schedule, mask, zh
         t, p, q, n = backward_step(schedule, s, dh, dY, dY_at)
         unzone_grads(dh, None, zh, None, keep, None, t, n)
         for b in range(n):
-            h = S[q, b, plane] if absent(zh) else gates[t, b]
+            h = state_row(S, q, b, plane) if absent(zh) else gates[t, b]
             d, dh_b = dG[t, b], dh[b]
             if relu:
                 for j in range(H):
