@@ -391,26 +391,16 @@ def zone_arrays(zone, dtype):
 
 
 @njit(inline="always")
-def zone_states(S, C, Cn, zh, zc, t, p, q, n):
+def zone_states(S, C, Cn, zh, zc, t, p, q, n, plane=0):
     """Zoneout at the end of forward step ``t``: h (and c, keeping the un-mixed c in Cn) mixed
     with the previous states. Nothing without zoneout (``zh`` :func:`absent`); for a cell
-    without a cell state (``C`` None, a branch numba removes), h only."""
+    without a cell state (``C`` None, a branch numba removes), h only. ``S`` a direction's
+    own states, or a plane of a shared array (:func:`state_row`)."""
     if not absent(zh):
         if C is not None:
             keep_rows(C[q], Cn[t], n)
             zone_rows(C[p], C[q], zc[t], n)
-        zone_rows(S[p], S[q], zh[t], n)
-
-
-@njit(inline="always")
-def zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n):
-    """:func:`zone_states` for states that may be a plane of a shared array
-    (:func:`state_row`), row by row."""
-    if not absent(zh):
-        if C is not None:
-            keep_rows(C[q], Cn[t], n)
-            zone_rows(C[p], C[q], zc[t], n)
-        for b in range(n):
+        for b in range(n):                     # (zone_rows' arithmetic, row by row)
             prev, new, a = state_row(S, p, b, plane), state_row(S, q, b, plane), zh[t, b]
             for j in range(new.shape[0]):
                 new[j] = a[j] * prev[j] + (ONE - a[j]) * new[j]

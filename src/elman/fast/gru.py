@@ -12,7 +12,7 @@ from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sum
                     copy_row_summed, keep_direction, keep_lean_direction, lean_arrays,
                     lean_start_into, mask_into, or_empty, output_grad, row_added, scratch_row,
                     settle_sums, stack_lean, state_row, state_rows, step_at, zone_arrays,
-                    zone_planes, unzone_grads, into_previous)
+                    zone_states, unzone_grads, into_previous)
 from ._windows import planes
 from ._math import sigmoid, tanh
 
@@ -49,7 +49,7 @@ def _forward(GX, bias, W_hh_T, S, plane, HN, gh, b_hn, schedule, mask, zh):
                 nj = tanh(nn[j] + bn[j] + rt[j] * a)   # n = tanh(.. + r (W_hn h + b_hn))
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
+        zone_states(S, None, None, zh, None, t, p, q, n, plane)
 
 
 @njit(**JIT)
@@ -180,7 +180,7 @@ def _forward_classic(GX, bias, W_rz_T, W_hn_T, S, plane, RH, grz, schedule, zh):
                 nj = tanh(nn[j])
                 nn[j] = nj
                 h[j] = (h_prev[j] - nj) * z[j] + nj    # h = n + z (h_prev - n)
-        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
+        zone_states(S, None, None, zh, None, t, p, q, n, plane)
 
 
 @njit(**JIT)

@@ -18,7 +18,7 @@ from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
                     keep_direction, lean_arrays, lean_start_into, mask_into, no_matrix, or_empty,
                     or_no_matrix, output_grad, project_back, row_added, scratch_row,
                     settle_sums, stack_lean, state_row, state_rows, step_at, zone_arrays,
-                    zone_planes, unzone_grads, into_previous)
+                    zone_states, unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
 
@@ -73,7 +73,7 @@ def _forward(GX, bias, scale, shift, W_hh_T, S, plane, C, R, W_hr_T, schedule, m
                 h[j] = g[3 * H + j] * tanh(cj)                     # h = o tanh(c)
         if not absent(R):
             gemm(R[t, :n], W_hr_T, state_rows(S, q, n, plane))                # h = W_hr r
-        zone_planes(S, plane, C, Cn, zh, zc, t, p, q, n)
+        zone_states(S, C, Cn, zh, zc, t, p, q, n, plane)
 
 
 @njit(**JIT)

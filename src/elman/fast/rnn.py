@@ -8,7 +8,7 @@ from ._blas import gemm_acc
 from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bias_sums,
                     keep_direction, output_grad, row_added, settle_sums,
                     keep_lean_direction, lean_arrays, lean_start_into, mask_into, or_empty,
-                    stack_lean, state_row, state_rows, step_at, zone_arrays, zone_planes,
+                    stack_lean, state_row, state_rows, step_at, zone_arrays, zone_states,
                     unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
@@ -51,7 +51,7 @@ def _forward(GX, bias, W_hh_T, S, plane, relu, schedule, mask, zh):
                     a = tanh(g[j])
                     g[j] = a
                     h_b[j] = a
-        zone_planes(S, plane, None, None, zh, None, t, p, q, n)
+        zone_states(S, None, None, zh, None, t, p, q, n, plane)
 
 
 @njit(**JIT)
