@@ -24,6 +24,7 @@ from numba.np.numpy_support import as_dtype
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import MATRIX, _cpu
+from ._vectors import wide_vectors
 
 __all__ = ["gemm", "gemm_acc", "source"]
 
@@ -230,6 +231,7 @@ if _found is not None:
         or 15, three runs: OpenBLAS's time moved by 30 % between them): batch 1 at
         (1, 50, 32, 128) LSTM 1.14-1.41x, GRU 1.04-1.44x, RNN 1.07x, two layers 1.05-1.06x,
         one step 1.08x as fast."""
+        wide_vectors()
         n, k = W.shape
         zero = W.dtype.type(0)
         r = 0

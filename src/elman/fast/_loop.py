@@ -6,6 +6,7 @@ from numba.extending import overload
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import MATRIX, empty, matrix_operand
 from ._blas import gemm
+from ._vectors import wide_vectors
 
 # cache: compiled once per dtype/signature, then loaded from disk (numba's cache directory).
 # error_model="numpy": a float division never raises, so no branch keeps a loop from SIMD.
@@ -189,7 +190,10 @@ def no_matrix(like):
 @njit(inline="always")
 def step_at(schedule, s):
     """(t, prev, new, rows) of step ``s`` of ``timeloop._schedule``: the time index, the state
-    slots read and written, and the number of sequences still running (only steps with rows)."""
+    slots read and written, and the number of sequences still running (only steps with rows).
+    Every time loop calls it, so the loop's compiled function takes sixteen-float vectors here
+    (:func:`._vectors.wide_vectors`)."""
+    wide_vectors()
     return schedule[s, 0], schedule[s, 1], schedule[s, 2], schedule[s, 3]
 
 

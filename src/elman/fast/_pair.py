@@ -48,6 +48,7 @@ from numba.extending import intrinsic, overload
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm
+from ._vectors import wide_vectors
 from ._panel_check import same_as_panels
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "rows_stack",
@@ -187,6 +188,7 @@ def pair_steps(units, operands, T, H, sync, bell, gen, me, split, patience, spin
     ``sync`` ((T + 1) * ROW int64 zeros, a new one for each sequence); its last row holds who
     has arrived. The caller returns when every step is done; the partner then waits for the
     next sequence (up to ``spins``) and returns the bell's value."""
+    wide_vectors()                       # (the cell's units: :mod:`._vectors`)
     if me == 0:
         _store(bell, 0, gen)
     _store(sync, T * ROW + me, 1)

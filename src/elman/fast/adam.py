@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
+from ._vectors import wide_vectors
 
 __all__ = ["step"]
 
@@ -28,6 +29,7 @@ __all__ = ["step"]
 @njit(cache=True, nogil=True, error_model="numpy")
 def _step(param, grad, m, v, coupled, weight_decay, maximize, lerp_weight, lerp_low, beta2,
           one_minus_beta2, bias_correction2_sqrt, eps, step_size):
+    wide_vectors()                                    # (element by element: same results)
     for j in range(param.shape[0]):
         if coupled:                                   # Optimizer._grad's order of operations
             g = param[j] * weight_decay

@@ -31,6 +31,7 @@ from ._loop import (JIT, ONE, SUM_ROWS, ZERO, absent, add_partial, add_rows, bac
                     mask_into, or_empty, or_no_matrix, output_grad, project_back, step_at,
                     zone_arrays, zone_states, unzone_grads, into_previous)
 from ._math import sigmoid, tanh
+from ._vectors import wide_vectors
 from ..cells.layer_norm import EPS
 
 __all__ = ["forward", "backward", "saved_width"]
@@ -64,6 +65,7 @@ SUMS = dict(JIT, fastmath={"reassoc", "contract"})
 def _row_sum(v):
     """sum(v), in float64 (float32 rounding, amplified by 1/std, would be most of the float32
     error)."""
+    wide_vectors()
     s = 0.0
     for k in range(v.shape[0]):
         s += v[k]
@@ -73,6 +75,7 @@ def _row_sum(v):
 @njit(**SUMS)
 def _row_sum_sq(v, mu):
     """sum((v - mu)^2), in float64."""
+    wide_vectors()
     s = 0.0
     for k in range(v.shape[0]):
         d = v[k] - mu
@@ -87,6 +90,7 @@ def _backward_sums(d, gain, n):
     divided by a small std, and with the licence to reassociate each is many short partial
     sums (float32, rows of 512: 1.5e-8 of sum(|d|) from the float64 sums, measured, where
     float32 itself is 6e-8); in float64 they took 1.6-2.6x as long."""
+    wide_vectors()
     s1 = d.dtype.type(0)
     s2 = d.dtype.type(0)
     for k in range(d.shape[0]):
