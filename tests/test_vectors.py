@@ -78,3 +78,27 @@ def test_sixteen_float_vectors_in_the_code():
     (wide,) = asks.inspect_asm().values()
     (narrow,) = does_not.inspect_asm().values()
     assert wide.count("zmm") > narrow.count("zmm")
+
+
+def test_no_attribute_where_the_cpu_has_no_avx512(monkeypatch):
+    """The codegen reads :data:`_vectors.AVX512` when it compiles a caller: on a CPU without
+    AVX-512 the function stays as LLVM would make it (checked here on any CPU)."""
+    monkeypatch.setattr(_vectors, "AVX512", False)
+
+    @njit
+    def asks(a, b):
+        wide_vectors()
+        _scale(a, b)
+
+    a = np.ones(16, np.float32)
+    asks(a, a.copy())
+    assert ATTRIBUTE not in _llvm(asks)
+    monkeypatch.setattr(_vectors, "AVX512", True)
+
+    @njit
+    def asks_again(a, b):
+        wide_vectors()
+        _scale(a, b)
+
+    asks_again(a, a.copy())
+    assert ATTRIBUTE in _llvm(asks_again)
