@@ -656,21 +656,21 @@ class RecurrentLayer(StatefulMixin, Module):
             chained = isinstance(below, RowSplit) and below.out is None
             for direction in range(D):
                 k = layer * D + direction
-                backward = sequence_backward
                 if isinstance(dY, _DirectionsSum):    # (summed on this direction's thread)
                     backward = functools.partial(_backward_summed, dY, direction,
-                                                 self._workspaces[k])
-                    dY_d = None
+                                                 self._workspaces[k], self.eq, st["caches"][k])
                 else:
                     dY_d = None if dY is None else dY if isinstance(dY, RowBlocks) else \
                         dY[:, :, direction * P:(direction + 1) * P]
+                    backward = functools.partial(sequence_backward, self.eq, st["caches"][k],
+                                                 dY_d)
                 target = None if layer == 0 or chained else self._workspaces[k].take(
                     "layer_dX", (T, N, D * P), self.dtype)
                 if target is not None:
                     targets.append(functools.partial(self._workspaces[k].give,
                                                      layer_dX=target))
                 calls.append(functools.partial(
-                    backward, self.eq, st["caches"][k], dY_d,
+                    backward,
                     None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
                     self._weights(k), self._weights(k, True),
                     input_grad=layer > 0 or input_grad, consume=not retain_graph,
@@ -809,11 +809,12 @@ class _DirectionsSum:
         return out
 
 
-def _backward_summed(dY: _DirectionsSum, direction: int, workspace, eq, cache, _, *args,
+def _backward_summed(dY: _DirectionsSum, direction: int, workspace, eq, cache, *args,
                      **kwargs):
     """:func:`elman.timeloop.sequence_backward` (``eq, cache, dY_d, *args``) of one direction
     of a bidirectional layer below another, its ``dY_d`` (its columns of ``dY``) summed here
-    first, on the direction's own thread, into an array of its workspace."""
+    first, on the direction's own thread, into an array of its workspace; ``args`` and
+    ``kwargs`` are what follows ``dY_d``."""
     P = dY.P
     T, N = dY.parts[0].shape[:2]
     dY_d = dY.columns_into(direction, workspace.take("dY_sum", (T, N, P), dY.parts[0].dtype))
