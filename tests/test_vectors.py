@@ -12,12 +12,6 @@ from elman.fast import _cpu, _loop, _vectors  # noqa: E402
 from elman.fast._vectors import ATTRIBUTE, wide_vectors  # noqa: E402
 
 
-def _llvm(function) -> str:
-    """The LLVM IR of ``function``'s one compiled signature."""
-    (ir,) = function.inspect_llvm().values()
-    return ir
-
-
 @njit(inline="always")
 def _scale(a, b):
     """a = a * b + 1, inlined into its callers (the loop is theirs)."""
@@ -25,22 +19,33 @@ def _scale(a, b):
         a[k] = a[k] * b[k] + 1.0
 
 
+def _compiled(asks: bool):
+    """A fresh compiled ``a = a * b + 1`` (compiled at its first call, so after any
+    monkeypatch), calling ``wide_vectors()`` first if ``asks``; called once on float32 ones
+    and twos, checked, and returned."""
+    if asks:
+        def scale(a, b):
+            wide_vectors()
+            _scale(a, b)
+    else:
+        def scale(a, b):
+            _scale(a, b)
+    function = njit(scale)
+    a = np.ones(64, np.float32)
+    function(a, np.full(64, 2.0, np.float32))
+    np.testing.assert_array_equal(a, np.full(64, 3.0, np.float32))
+    return function
+
+
+def _llvm(function) -> str:
+    """The LLVM IR of ``function``'s one compiled signature."""
+    (ir,) = function.inspect_llvm().values()
+    return ir
+
+
 def test_the_attribute_reaches_the_function_that_asks_for_it():
-    @njit
-    def asks(a, b):
-        wide_vectors()
-        _scale(a, b)
-
-    @njit
-    def does_not(a, b):
-        _scale(a, b)
-
-    a, b = np.ones(64, np.float32), np.full(64, 2.0, np.float32)
-    asks(a, b)
-    does_not(a, b)
-    np.testing.assert_array_equal(a, np.full(64, 7.0, np.float32))   # (1 * 2 + 1) * 2 + 1
-    assert (ATTRIBUTE in _llvm(asks)) == _cpu.AVX512
-    assert ATTRIBUTE not in _llvm(does_not)
+    assert (ATTRIBUTE in _llvm(_compiled(asks=True))) == _cpu.AVX512
+    assert ATTRIBUTE not in _llvm(_compiled(asks=False))
 
 
 def test_a_time_loop_gets_it_through_step_at():
@@ -63,20 +68,8 @@ def test_a_time_loop_gets_it_through_step_at():
 def test_sixteen_float_vectors_in_the_code():
     """Where the CPU has AVX-512, the element-wise loop that asks runs on zmm registers, more
     than the same loop that does not."""
-    @njit
-    def asks(a, b):
-        wide_vectors()
-        _scale(a, b)
-
-    @njit
-    def does_not(a, b):
-        _scale(a, b)
-
-    a = np.ones(64, np.float32)
-    asks(a, a.copy())
-    does_not(a, a.copy())
-    (wide,) = asks.inspect_asm().values()
-    (narrow,) = does_not.inspect_asm().values()
+    (wide,) = _compiled(asks=True).inspect_asm().values()
+    (narrow,) = _compiled(asks=False).inspect_asm().values()
     assert wide.count("zmm") > narrow.count("zmm")
 
 
@@ -84,21 +77,6 @@ def test_no_attribute_where_the_cpu_has_no_avx512(monkeypatch):
     """The codegen reads :data:`_vectors.AVX512` when it compiles a caller: on a CPU without
     AVX-512 the function stays as LLVM would make it (checked here on any CPU)."""
     monkeypatch.setattr(_vectors, "AVX512", False)
-
-    @njit
-    def asks(a, b):
-        wide_vectors()
-        _scale(a, b)
-
-    a = np.ones(16, np.float32)
-    asks(a, a.copy())
-    assert ATTRIBUTE not in _llvm(asks)
+    assert ATTRIBUTE not in _llvm(_compiled(asks=True))
     monkeypatch.setattr(_vectors, "AVX512", True)
-
-    @njit
-    def asks_again(a, b):
-        wide_vectors()
-        _scale(a, b)
-
-    asks_again(a, a.copy())
-    assert ATTRIBUTE in _llvm(asks_again)
+    assert ATTRIBUTE in _llvm(_compiled(asks=True))
