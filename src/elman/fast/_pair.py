@@ -48,8 +48,8 @@ from numba.extending import intrinsic, overload
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from . import _blas
 from ._blas import gemm
-from ._vectors import wide_vectors
 from ._panel_check import same_as_panels
+from ._vectors import wide_vectors
 
 __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack", "rows_stack",
            "rows_work_size", "rows_arrays",
