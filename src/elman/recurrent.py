@@ -42,10 +42,10 @@ from .lean_plan import LeanPlan
 from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
-from .timeloop import (RowBlocks, RowSplit, Weights, Workspace, Zoneout, final_states,
-                       forward_into, lean_outputs, output_view, pair_rule, pairs_directions,
-                       pipes_layers, release, rows_rule, run_directions, runs_lean,
-                       sequence_backward, shared_directions, shares_states,
+from .timeloop import (InputGradient, RowBlocks, RowSplit, Weights, Workspace, Zoneout,
+                       final_states, forward_into, lean_outputs, output_view, pair_rule,
+                       pairs_directions, pipes_layers, release, rows_rule, run_directions,
+                       runs_lean, sequence_backward, shared_directions, shares_states,
                        sequence_forward, sequence_forward_lean, sequence_forward_pair,
                        sequence_forward_rows, split_rows, stack_forward_lean,
                        stack_forward_pair, stack_forward_pipe, stack_forward_rows)
@@ -654,6 +654,11 @@ class RecurrentLayer(StatefulMixin, Module):
             # hands the gradient down the same way, block to block (a RowBlocks)
             below = st["caches"][(layer - 1) * D] if layer > 0 else None
             chained = isinstance(below, RowSplit) and below.out is None
+            # a bidirectional layer above another leaves its directions' input-gradient
+            # products to the directions below, each taking its own columns of their sum
+            # (InputGradient); not where input_dropout masks each direction's input
+            defer = D == 2 and layer > 0 and \
+                all(st["in_masks"][layer * D + d] is None for d in range(D))
             for direction in range(D):
                 k = layer * D + direction
                 if isinstance(dY, _DirectionsSum):    # (summed on this direction's thread)
@@ -664,8 +669,8 @@ class RecurrentLayer(StatefulMixin, Module):
                         dY[:, :, direction * P:(direction + 1) * P]
                     backward = functools.partial(sequence_backward, self.eq, st["caches"][k],
                                                  dY_d)
-                target = None if layer == 0 or chained else self._workspaces[k].take(
-                    "layer_dX", (T, N, D * P), self.dtype)
+                target = None if layer == 0 or chained or defer else \
+                    self._workspaces[k].take("layer_dX", (T, N, D * P), self.dtype)
                 if target is not None:
                     targets.append(functools.partial(self._workspaces[k].give,
                                                      layer_dX=target))
@@ -674,7 +679,7 @@ class RecurrentLayer(StatefulMixin, Module):
                     None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
                     self._weights(k), self._weights(k, True),
                     input_grad=layer > 0 or input_grad, consume=not retain_graph,
-                    dX_out=target, keep_blocks=chained))
+                    dX_out=target, keep_blocks=chained, defer_input_grad=defer))
             results = run_directions(self.eq, self.dtype, flops, calls)
             for give_back in spent:                       # read by the passes just run
                 give_back()
@@ -688,6 +693,9 @@ class RecurrentLayer(StatefulMixin, Module):
                     dX_d *= x_mask
                 if isinstance(dX_d, RowBlocks):          # (chained: no mask between)
                     dX = dX_d
+                    spent.append(dX_d.give_back)
+                elif isinstance(dX_d, InputGradient):
+                    parts.append(dX_d)                    # (multiplied out below, by columns)
                     spent.append(dX_d.give_back)
                 elif dX_d is not None and D == 2 and layer > 0:
                     parts.append(dX_d)                    # (summed below, column by column)
@@ -703,7 +711,7 @@ class RecurrentLayer(StatefulMixin, Module):
                 # on its own thread, into an array of its own (it would otherwise copy its
                 # strided columns there after this thread had summed the whole: at (128, 200,
                 # 256, 512) 11 ms on one thread, then 9.5 ms a direction)
-                dY = _DirectionsSum(tuple(parts), mask, P)
+                dY = _DirectionsSum(tuple(parts), mask, P, T, N, self.dtype)
             else:
                 dY = dX * mask if mask is not None else dX
 
@@ -793,17 +801,24 @@ def _state(name: str, value, shape: tuple, batched: bool, dtype) -> np.ndarray:
 class _DirectionsSum:
     """The gradient wrt a bidirectional layer's output, ``(forward + backward) * mask``
     (T, N, 2P), not yet summed: ``parts`` the input gradients of the two directions of the
-    layer above, ``mask`` the dropout mask between the layers (or None).
-    :func:`_backward_summed` sums one direction's columns of it."""
+    layer above (arrays, or :class:`elman.timeloop.InputGradient` products not yet taken),
+    ``mask`` the dropout mask between the layers (or None). :func:`_backward_summed` sums
+    one direction's columns of it."""
 
-    def __init__(self, parts: tuple, mask: np.ndarray | None, P: int):
+    def __init__(self, parts: tuple, mask: np.ndarray | None, P: int, T: int, N: int, dtype):
         self.parts, self.mask, self.P = parts, mask, P
+        self.T, self.N, self.dtype = T, N, dtype
 
     def columns_into(self, direction: int, out: np.ndarray) -> np.ndarray:
         """Direction ``direction``'s columns (T, N, P) of the sum, into ``out``."""
         cols = slice(direction * self.P, (direction + 1) * self.P)
         forward, backward = self.parts
-        np.add(forward[:, :, cols], backward[:, :, cols], out=out)
+        if isinstance(forward, InputGradient):
+            rows = out.reshape(-1, self.P)
+            forward.columns_into(cols, rows, accumulate=False)
+            backward.columns_into(cols, rows, accumulate=True)
+        else:
+            np.add(forward[:, :, cols], backward[:, :, cols], out=out)
         if self.mask is not None:
             out *= self.mask[:, :, cols]
         return out
@@ -815,9 +830,7 @@ def _backward_summed(dY: _DirectionsSum, direction: int, workspace, eq, cache, *
     of a bidirectional layer below another, its ``dY_d`` (its columns of ``dY``) summed here
     first, on the direction's own thread, into an array of its workspace; ``args`` and
     ``kwargs`` are what follows ``dY_d``."""
-    P = dY.P
-    T, N = dY.parts[0].shape[:2]
-    dY_d = dY.columns_into(direction, workspace.take("dY_sum", (T, N, P), dY.parts[0].dtype))
+    dY_d = dY.columns_into(direction, workspace.take("dY_sum", (dY.T, dY.N, dY.P), dY.dtype))
     try:
         return sequence_backward(eq, cache, dY_d, *args, **kwargs)
     finally:

@@ -40,7 +40,8 @@ from .fast import _mkl as fast_mkl
 from .fast import _packed as fast_packed
 from .fast._windows import window as _output_window
 
-__all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "ForwardLoop", "BackwardLoop",
+__all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "RowBlocks", "InputGradient",
+           "ForwardLoop", "BackwardLoop",
            "Workspace", "release", "sequence_forward", "sequence_forward_rows", "split_rows",
            "sequence_backward", "run_directions", "forward_into", "shares_states",
            "shared_directions"]
@@ -469,6 +470,30 @@ class RowSplit:
 
     def blocks(self) -> tuple:
         return slice(0, self.rows), slice(self.rows, None)
+
+
+@dataclass
+class InputGradient:
+    """One direction's input gradient ``dX = dG @ W`` (T, N, I) with the product not yet
+    taken (:func:`sequence_backward`'s ``defer_input_grad``): ``dG`` (T*N, G*H) the gradients
+    wrt its input projection, ``W`` its ``weight_ih`` (G*H, I); :meth:`give_back` once the
+    layer below has read it (``dG`` may be an array of the pass's workspace).
+
+    Why: a bidirectional layer's input gradient is the sum of its two directions', and a
+    direction of the bidirectional layer below reads only its own half of the columns. Taking
+    that half straight from both products (:meth:`columns_into`, the second added by the
+    GEMM itself) writes it once, where each direction writing its whole (T, N, I) product and
+    the direction below summing its halves of both made three more trips through arrays of
+    that size. Measured (training steps of two bidirectional layers, old and new code in
+    alternating processes, medians of 5-7 pairs): RNN, GRU and LSTM at (64, 100, 128, 256)
+    1.022x, 1.025x and 1.018x as fast, the RNN at (128, 200, 256, 512) 1.005x."""
+    dG: np.ndarray
+    W: np.ndarray
+    give_back: object            # a callable of no arguments
+
+    def columns_into(self, cols: slice, out: np.ndarray, accumulate: bool) -> None:
+        """``out`` (T*N, width of ``cols``) = ``dX[:, cols]`` (``accumulate``: ``+=``)."""
+        threads.matmul(self.dG, self.W[:, cols], out, accumulate=accumulate)
 
 
 @dataclass
@@ -1669,7 +1694,7 @@ def _final_state(B: np.ndarray, reverse: bool, lengths: np.ndarray | None, out: 
 def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.ndarray | None,
                       dc_n: np.ndarray | None, w: Weights, g: Weights, input_grad: bool = True,
                       consume: bool = False, dX_out: np.ndarray | None = None,
-                      keep_blocks: bool = False):
+                      keep_blocks: bool = False, defer_input_grad: bool = False):
     """Backpropagate through one direction of one layer.
 
     ``dY`` (T, N, P) gradient wrt the output sequence (may be a strided view, or None);
@@ -1682,6 +1707,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     :class:`RowSplit` whose input was the blocks of the layer below
     (:func:`sequence_forward_rows`' ``keep_blocks``), ``keep_blocks`` leaves ``dX`` in the
     blocks (a :class:`RowBlocks`), and ``dY`` may be such blocks from the layer above.
+    ``defer_input_grad`` (a :class:`SequenceCache` only): ``dX`` is an :class:`InputGradient`,
+    its product left to the layer below.
     """
     if isinstance(cache, RowSplit):
         return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
@@ -1785,10 +1812,14 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                        accumulate=True)
     eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
     dX = None
-    if input_grad:
+    own_dGX = None if in_place else dGX
+    if input_grad and defer_input_grad:
+        dX = InputGradient(dGX2, w["weight_ih"], functools.partial(ws.give, dGX=own_dGX))
+        own_dGX = None                                   # (given back by dX.give_back)
+    elif input_grad:
         dX = threads.matmul(dGX2, w["weight_ih"], None if dX_out is None
                             else dX_out.reshape(T * N, X.shape[2])).reshape(T, N, X.shape[2])
-    ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
+    ws.give(dGX=own_dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
     return dX, dh, dc
 
 
