@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fast, threads
+from . import fast, joined_grads, threads
 from .masks import bernoulli
 from .fast import _cpu as fast_cpu
 from .fast import _mkl as fast_mkl
@@ -1800,11 +1800,17 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     H_prev2 = H_prev.reshape(T * N, P)
     # (threads.matmul: on elman's two threads, or BLAS's pool while it spins from this pass's
     # per-step GEMMs, never both at once; accumulate: added into the gradient by the GEMM)
-    threads.matmul(dGX2.T, X2, g["weight_ih"], accumulate=True)
-    if split:
-        threads.matmul(dGX2[:, :split].T, H_prev2, g["weight_hh"][:split], accumulate=True)
-    if split < K:
-        threads.matmul(dGH2[:, :K - split].T, H_prev2, g["weight_hh"][split:K], accumulate=True)
+    if dGH is dGX and K == GH and joined_grads.joins(GH, P, dtype):
+        # (one dG for both: one product of [X | H_prev] a chunk of rows, joined_grads)
+        joined_grads.add_weight_grads(dGX2, X2, H_prev2, g["weight_ih"], g["weight_hh"])
+    else:
+        threads.matmul(dGX2.T, X2, g["weight_ih"], accumulate=True)
+        if split:
+            threads.matmul(dGX2[:, :split].T, H_prev2, g["weight_hh"][:split],
+                           accumulate=True)
+        if split < K:
+            threads.matmul(dGH2[:, :K - split].T, H_prev2, g["weight_hh"][split:K],
+                           accumulate=True)
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
     if R is not None:
