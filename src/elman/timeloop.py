@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import fast, joined_grads, threads
+from . import fast, threads, weight_grads
 from .masks import bernoulli
 from .fast import _cpu as fast_cpu
 from .fast import _mkl as fast_mkl
@@ -1798,19 +1798,17 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
         H_prev = H_prev * cache.h_mask
     H_prev2 = H_prev.reshape(T * N, P)
-    # (threads.matmul: on elman's two threads, or BLAS's pool while it spins from this pass's
-    # per-step GEMMs, never both at once; accumulate: added into the gradient by the GEMM)
-    if dGH is dGX and K == GH and joined_grads.joins(GH, P, dtype):
-        # (one dG for both: one product of [X | H_prev] a chunk of rows, joined_grads)
-        joined_grads.add_weight_grads(dGX2, X2, H_prev2, g["weight_ih"], g["weight_hh"])
+    # each in the form of product that runs fastest (weight_grads; threads.matmul: on elman's
+    # two threads, or BLAS's pool while it spins from this pass's per-step GEMMs, never both
+    # at once; accumulate: added into the gradient by the GEMM)
+    if dGH is dGX and K == GH and weight_grads.joins(GH, P, dtype):
+        weight_grads.add_joined(dGX2, X2, H_prev2, g["weight_ih"], g["weight_hh"])
     else:
-        threads.matmul(dGX2.T, X2, g["weight_ih"], accumulate=True)
+        weight_grads.add_product(dGX2, X2, g["weight_ih"])
         if split:
-            threads.matmul(dGX2[:, :split].T, H_prev2, g["weight_hh"][:split],
-                           accumulate=True)
+            weight_grads.add_product(dGX2[:, :split], H_prev2, g["weight_hh"][:split])
         if split < K:
-            threads.matmul(dGH2[:, :K - split].T, H_prev2, g["weight_hh"][split:K],
-                           accumulate=True)
+            weight_grads.add_product(dGH2[:, :K - split], H_prev2, g["weight_hh"][split:K])
     if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
         eq.other_recurrent_grads(cache, dGH, g)
     if R is not None:
