@@ -489,5 +489,7 @@ def test_inner_layer_arrays_are_reused_without_stale_values(make, monkeypatch):
     kept = {name for ws in used._workspaces for w in (ws, ws.second()) for name in w._free}
     # a split stack's inner layers leave their outputs in their row blocks' states, which the
     # next layer's blocks read (timeloop.sequence_forward_rows, keep_blocks), and their input
-    # gradients in the blocks' "dX" arrays (timeloop.RowBlocks)
-    assert ({"layer_out", "layer_dX"} if used.bidirectional else {"S", "dX"}) <= kept
+    # gradients in the blocks' "dX" arrays (timeloop.RowBlocks); a bidirectional layer's
+    # directions each take their columns of the input gradient of the layer above into a
+    # "dY_sum" array (recurrent._DirectionsSum)
+    assert ({"layer_out", "dY_sum"} if used.bidirectional else {"S", "dX"}) <= kept
