@@ -13,7 +13,8 @@ backward (time reversed)
        the pre-activations on the input and the recurrent side; equal except for GRU's
        candidate gate), and ``dh_prev = dGH[t] @ W_hh`` (+ the cell's direct term)
     5. ``dW_ih += dGX.T @ X``, ``dW_hh += dGH.T @ H_prev``, biases by sums, ``dX = dGX @ W_ih``:
-       whole-sequence GEMMs after the loop
+       whole-sequence GEMMs after the loop (the weight gradients' in the form of product that
+       runs fastest: :mod:`elman.weight_grads`)
 
 Variable lengths use the layout of ``torch.nn.utils.rnn.pack_padded_sequence``: the batch is
 sorted by length, longest first, so at time ``t`` the sequences still running are the first
