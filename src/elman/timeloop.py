@@ -13,8 +13,8 @@ backward (time reversed)
        the pre-activations on the input and the recurrent side; equal except for GRU's
        candidate gate), and ``dh_prev = dGH[t] @ W_hh`` (+ the cell's direct term)
     5. ``dW_ih += dGX.T @ X``, ``dW_hh += dGH.T @ H_prev``, biases by sums, ``dX = dGX @ W_ih``:
-       whole-sequence GEMMs after the loop (the weight gradients' in the form of product that
-       runs fastest: :mod:`elman.weight_grads`)
+       whole-sequence GEMMs after the loop (the weight gradients each in the form of product
+       that runs fastest: :mod:`elman.weight_grads`)
 
 Variable lengths use the layout of ``torch.nn.utils.rnn.pack_padded_sequence``: the batch is
 sorted by length, longest first, so at time ``t`` the sequences still running are the first
@@ -42,10 +42,9 @@ from .fast import _packed as fast_packed
 from .fast._windows import window as _output_window
 
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "RowBlocks", "InputGradient",
-           "ForwardLoop", "BackwardLoop",
-           "Workspace", "release", "sequence_forward", "sequence_forward_rows", "split_rows",
-           "sequence_backward", "run_directions", "forward_into", "shares_states",
-           "shared_directions"]
+           "ForwardLoop", "BackwardLoop", "Workspace", "release", "sequence_forward",
+           "sequence_forward_rows", "split_rows", "sequence_backward", "run_directions",
+           "forward_into", "shares_states", "shared_directions"]
 
 #: The parameters of one layer in one direction, by the names the cell declares
 #: (:meth:`elman.cells.base.CellEquations.parameters`), as arrays (``Param.data`` or
