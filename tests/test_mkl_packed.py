@@ -173,16 +173,27 @@ def test_on_by_default_on_intel_cpus_only():
 
 @pytest.fixture
 def packs(monkeypatch, mkl_on):
-    """MKL on; pack whatever the matrix's size; count the packings."""
+    """MKL on; pack whatever the matrix's size; count the packings (their ``transpose``; the
+    buffers given and made in ``packs.buffers``: (into, packed) a call)."""
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
-    calls = []
+    calls = Packings()
     original = _mkl.pack
 
-    def counting(W, transpose, rows):
+    def counting(W, transpose, rows, into=None):
         calls.append(transpose)
-        return original(W, transpose, rows)
+        packed = original(W, transpose, rows, into)
+        calls.buffers.append((into, packed))
+        return packed
     monkeypatch.setattr(_mkl, "pack", counting)
     return calls
+
+
+class Packings(list):
+    """The packings' ``transpose`` flags, and ``buffers``: (into, packed) for each."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffers = []
 
 
 CASES = layer_cases(6, 6, 3)
@@ -207,7 +218,8 @@ def test_packed_layers_give_the_same_results(case, with_lengths, dtype, tol, pac
 
 
 def test_a_pass_packs_the_weights_as_they_are_now(packs):
-    """Nothing packed is kept between calls: weights changed in place are seen at once."""
+    """Every pass packs anew, into the buffer of the pass before (its layer-direction's
+    workspace keeps it): weights changed in place are seen at once."""
     x = np.random.default_rng(0).standard_normal((6, 3, 5))
     layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)
     layer(x)
@@ -217,6 +229,71 @@ def test_a_pass_packs_the_weights_as_they_are_now(packs):
         expected, _ = layer(x)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     assert len(packs) == 2
+    (first_into, first), (second_into, second) = packs.buffers
+    assert first_into is None and second_into is first and second is first
+
+
+def test_training_steps_reuse_their_packing_buffers(packs):
+    """Forward and backward each pack into a buffer of their own, the one of the step before;
+    the steps' results are those of a run without MKL, step after step (an optimizer step
+    between them changes every weight)."""
+    x = np.random.default_rng(0).standard_normal((6, 3, 5))
+
+    def three_steps():
+        layer = elman.GRU(5, 6, dtype=np.float64, seed=2)
+        opt = elman.Adam(layer.parameters(), lr=0.1)
+        results = []
+        for _ in range(3):
+            opt.zero_grad()
+            out, h_n = layer(x)
+            layer.backward(np.cos(out), None)
+            opt.step()
+            results.append((out, h_n, *(p.grad.copy() for p in layer.parameters())))
+        return results
+    with _mkl.use(False):
+        expected = three_steps()
+    got = three_steps()
+    for a, b in zip(expected, got):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-12)
+    assert packs == [True, False] * 3              # a forward's W_hh^T, a backward's W_hh
+    forwards, backwards = packs.buffers[0::2], packs.buffers[1::2]
+    for buffers in (forwards, backwards):
+        assert buffers[0][0] is None
+        assert all(into is buffers[0][1] and packed is into for into, packed in buffers[1:])
+    assert not np.shares_memory(forwards[0][1], backwards[0][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_pack_into_an_earlier_packing(dtype, transpose):
+    """``into`` (what an earlier call returned for the same shapes) receives the packing: the
+    products through it are a new packing's, bit for bit (MKL's buffer is not compared byte
+    by byte: it leaves padding unwritten); one of another size than MKL asks for, or of another
+    dtype, is left alone."""
+    from elman.fast import _blas
+    rng = np.random.default_rng(0)
+    W1, W2 = (rng.standard_normal((24, 10)).astype(dtype) for _ in range(2))
+    A = rng.standard_normal((6, 10 if transpose else 24)).astype(dtype)
+
+    def product(packed):
+        C = np.zeros((6, 24 if transpose else 10), dtype)
+        _blas._check(A, elman.fast.packed_operand(packed, _mkl.compute_address(dtype)), C,
+                     False)
+        return C
+    first = _mkl.pack(W1, transpose, 6)
+    again = _mkl.pack(W2, transpose, 6, into=first)
+    assert again is first
+    expected = product(_mkl.pack(W2, transpose, 6))
+    np.testing.assert_allclose(expected, A @ (W2.T if transpose else W2), rtol=1e-5)
+    np.testing.assert_array_equal(product(again), expected)
+    other = _mkl.pack(W1, transpose, 6, into=first[:first.size // 2])
+    assert not np.shares_memory(other, first)
+    np.testing.assert_array_equal(product(first), expected)       # untouched
+    wrong_type = _mkl.pack(W1.astype(np.float32 if dtype == np.float64 else np.float64),
+                           transpose, 6, into=first)
+    assert not np.shares_memory(wrong_type, first)
+    np.testing.assert_array_equal(product(first), expected)
 
 
 def test_not_packed_where_the_gemm_gets_two_threads(packs, monkeypatch):

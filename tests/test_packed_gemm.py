@@ -129,15 +129,25 @@ def packs(monkeypatch):
     """MKL off (the kernels' own packing is what runs where MKL does not); pack whatever the
     matrix's size; record each packing's (transpose, k, n)."""
     monkeypatch.setattr(_packed, "MIN_ELEMENTS", 0)
-    calls = []
     original = _packed.pack
 
-    def counting(W, transpose):
+    def counting(W, transpose, into=None):
         calls.append((transpose, *(W.T if transpose else W).shape))
-        return original(W, transpose)
+        packed = original(W, transpose, into)
+        calls.buffers.append((into, packed))
+        return packed
+    calls = Packings()
     monkeypatch.setattr(_packed, "pack", counting)
     with _mkl.use(False):
         yield calls
+
+
+class Packings(list):
+    """The packings' (transpose, k, n), and ``buffers``: (into, packed) for each."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffers = []
 
 
 # H = 16 (32 with a projection to 16): B's columns (4H, 3H, 2H, H, P) are all whole vectors;
@@ -183,6 +193,9 @@ def test_a_pass_packs_the_weights_as_they_are_now(packs):
         expected, _ = layer(x)
     assert_close(out, expected, 1e-6)
     assert len(packs) == 2
+    # (packed anew, into the panels of the pass before: its workspace keeps them)
+    (first_into, first), (second_into, second) = packs.buffers
+    assert first_into is None and second_into is first and second is first
 
 
 def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):

@@ -18,7 +18,8 @@ other down up to 5x here, see :mod:`._blas`).
 ``gemm``/``gemm_acc`` (:mod:`._blas`) take it, with :func:`compute_address`, in the form
 :func:`elman.fast.packed_operand` makes, and call ``cblas_?gemm_compute`` through that
 address. The packed form is a copy: it is made afresh for every pass (a forward
-or a backward), never kept, so weights changed in place between calls are always seen.
+or a backward; into the buffer of the pass before where one is kept, see :func:`pack`), so
+weights changed in place between calls are always seen.
 
 On by default on Intel CPUs only (:data:`DEFAULT_ON`: on an AMD EPYC OpenBLAS's own GEMM
 was the faster one). ``ELMAN_MKL=0``/``1`` in the environment switches it off/on for the
@@ -124,11 +125,20 @@ def _load():
     return _lib
 
 
-def pack(W: np.ndarray, transpose: bool, rows: int) -> np.ndarray:
+def pack(W: np.ndarray, transpose: bool, rows: int, into: np.ndarray | None = None) -> np.ndarray:
     """MKL's packed form of the GEMM operand ``B = W.T`` (``transpose``) or ``B = W``, for
     products ``A @ B`` with up to ``rows`` rows of ``A``: a 1-D array of ``W``'s dtype that
     :func:`elman.fast._blas.gemm` accepts in place of ``B``. ``W`` is a 2-D float32/float64
-    array with contiguous rows (a row block of a weight matrix is fine)."""
+    array with contiguous rows (a row block of a weight matrix is fine). Written into ``into``
+    (what an earlier call returned, for the same shapes) where it is of the size this one
+    needs, else into a new array.
+
+    Why ``into``: MKL asks for far more room than the matrix (10.5 MB for a 1024 x 256
+    ``W_hh^T`` and 32 rows), and NumPy gives an array of 4 MB or more transparent huge pages
+    (``madvise``); a fresh one at every pass then faulted its huge pages in at first touch,
+    and where the kernel had to compact memory for them the pass stalled: 5.6-6.8 ms a pack,
+    in some processes at most steps, against 0.1-0.6 (two LSTM layers at (64, 100, 128,
+    256), training, measured per call)."""
     lib = _load()
     t = "s" if W.dtype == np.float32 else "d"
     if W.dtype not in (np.float32, np.float64) or W.ndim != 2 or \
@@ -138,9 +148,12 @@ def pack(W: np.ndarray, transpose: bool, rows: int) -> np.ndarray:
     k, n = (W.shape[1], W.shape[0]) if transpose else W.shape
     size = getattr(lib, f"cblas_{t}gemm_pack_get_size")(_B_MATRIX, rows, n, k)
     size = -(-size // W.itemsize) * W.itemsize           # whole elements
-    raw = np.empty(size + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    packed = raw[start:start + size].view(W.dtype)
+    if into is not None and into.dtype == W.dtype and into.nbytes == size:
+        packed = into
+    else:
+        raw = np.empty(size + _ALIGN, np.uint8)
+        start = -raw.ctypes.data % _ALIGN
+        packed = raw[start:start + size].view(W.dtype)
     ld = max(1, W.strides[0] // W.itemsize if W.shape[0] > 1 else W.shape[1])
     getattr(lib, f"cblas_{t}gemm_pack")(_ROW_MAJOR, _B_MATRIX, _TRANS if transpose else _NO_TRANS,
                                         rows, n, k, 1.0, W.ctypes.data, ld, packed.ctypes.data)
