@@ -264,6 +264,16 @@ def test_training_steps_reuse_their_packing_buffers(packs):
     assert not np.shares_memory(forwards[0][1], backwards[0][1])
 
 
+def test_clear_workspace_frees_the_packing_buffers(packs):
+    x = np.random.default_rng(0).standard_normal((6, 3, 5))
+    layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)
+    layer(x)
+    layer(x)
+    layer.clear_workspace()
+    layer(x)
+    assert [into is None for into, _ in packs.buffers] == [True, False, True]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("transpose", [False, True])
 def test_pack_into_an_earlier_packing(dtype, transpose):
