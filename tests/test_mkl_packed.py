@@ -264,6 +264,36 @@ def test_training_steps_reuse_their_packing_buffers(packs):
     assert not np.shares_memory(forwards[0][1], backwards[0][1])
 
 
+def test_a_pass_has_its_packing_buffer_to_itself(monkeypatch, mkl_on):
+    """The buffer is lent to a pass, not shared: a call of the same layer that starts while
+    another packs (as from another thread) packs into a buffer of its own, and both are right."""
+    monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (the general path, which packs)
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((6, 3, 5)), rng.standard_normal((6, 3, 5))
+    layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)
+    with _mkl.use(False), elman.no_grad():
+        expected1, expected2 = layer(x1)[0], layer(x2)[0]
+    with elman.no_grad():
+        layer(x1)                                   # (a buffer kept from this call)
+    original, calls, inner = _mkl.pack, [], []
+
+    def pack(W, transpose, rows, into=None):
+        calls.append(into)
+        packed = original(W, transpose, rows, into)
+        if len(calls) == 2:                         # the second call packs; a third starts now
+            inner.append(layer(x2)[0])
+        return packed
+    monkeypatch.setattr(_mkl, "pack", pack)
+    with elman.no_grad():
+        layer(x1)
+        out1 = layer(x1)[0]
+    assert calls[0] is not None and calls[1] is not None   # (the kept buffer, then again)
+    assert calls[2] is None                          # the buffer was out: a new one
+    np.testing.assert_allclose(out1, expected1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(inner[0], expected2, rtol=1e-12, atol=1e-12)
+
+
 def test_clear_workspace_frees_the_packing_buffers(packs):
     x = np.random.default_rng(0).standard_normal((6, 3, 5))
     layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)

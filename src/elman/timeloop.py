@@ -201,7 +201,6 @@ class Workspace:
 
     def __init__(self):
         self._free = {}
-        self._kept = {}
 
     @staticmethod
     def new(shape: tuple, dtype, zero: bool = False) -> np.ndarray:
@@ -227,18 +226,8 @@ class Workspace:
             if a is not None:
                 self._free[name] = a
 
-    def kept(self, name: str):
-        """The scratch array last kept under ``name`` (None if none). Unlike :meth:`take`, it
-        stays here while its pass uses it: a workspace serves one pass at a time, and the next
-        pass of its layer-direction overwrites it (a packed ``W_hh``, :func:`_step_operand`)."""
-        return self._kept.get(name)
-
-    def keep(self, name: str, array: np.ndarray) -> None:
-        self._kept[name] = array
-
     def clear(self) -> None:
         self._free.clear()
-        self._kept.clear()
         if self._second is not None:
             self._second.clear()
 
@@ -308,7 +297,7 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
 
 
 def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
-                  one_thread: bool, workspace: Workspace | None = None) -> np.ndarray | tuple:
+                  one_thread: bool, into: np.ndarray | None = None) -> tuple:
     """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
     (backward: ``dh = dG W_hh[:K]``), packed when the compiled loops run their GEMMs on one
     thread (``one_thread``) and the pass is long enough to pay for the packing: by MKL where it
@@ -317,27 +306,30 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     For the compiled loops (``kernels``) always in the one form
     :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make; for the
     NumPy steps the matrix. Packed once per pass, never kept: weights changed in place between
-    calls are always seen; into the buffer ``workspace`` kept from the pass before, where one
-    is given (a fresh multi-megabyte one at every pass stalled on its huge pages:
-    :func:`elman.fast._mkl.pack`).
+    calls are always seen. Returns ``(operand, packed)``: ``packed`` the buffer it packed into
+    (None where it did not pack), ``into`` where that is an earlier call's of the same size,
+    for the caller to keep for its next pass (:data:`PACKINGS`: a fresh multi-megabyte buffer
+    at every pass stalled on its huge pages, :func:`elman.fast._mkl.pack`).
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
     an Intel Xeon (``benchmarks/bench_step_gemm.py``), the kernels' own 1.35-2.05x on an AMD
     EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
     if kernels is not None and one_thread:
-        mkl = fast_mkl.worth(T, N, W.size)
-        if mkl or fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
-            name = ("mkl_" if mkl else "panels_") + ("transposed" if transpose else "plain")
-            into = None if workspace is None else workspace.kept(name)
-            packed = fast_mkl.pack(W, transpose, N, into) if mkl else \
-                fast_packed.pack(W, transpose, into)
-            if workspace is not None:
-                workspace.keep(name, packed)
-            return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype) if mkl
-                                       else fast_packed.compute_address(), W)
+        if fast_mkl.worth(T, N, W.size):
+            packed = fast_mkl.pack(W, transpose, N, into)
+            return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W), packed
+        if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
+            packed = fast_packed.pack(W, transpose, into)
+            return fast.packed_operand(packed, fast_packed.compute_address(), W), packed
     B = _step_matrix(W.T, T, N) if transpose else W
-    return B if kernels is None else fast.matrix_operand(B)
+    return (B if kernels is None else fast.matrix_operand(B)), None
+
+
+#: the workspace's names for the buffers a pass packs its per-step matrix into (forward:
+#: ``W_hh^T``; backward: ``W_hh``), taken for the pass and given back after it, as the other
+#: arrays a workspace lends (a call on another thread meanwhile packs into one of its own)
+PACKINGS = {True: "packed_W_hh_T", False: "packed_W_hh"}
 
 
 def project_input(X: np.ndarray, W_ih: np.ndarray, GX: np.ndarray, kernels) -> None:
@@ -806,7 +798,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     # (the per-step GEMMs get the threads their size earns: elman.threads)
     step_threads = threads.for_gemm(N, K, P)
-    W_hh_T = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread, ws)
+    kept = ws.take_any(PACKINGS[True])
+    W_hh_T, packed = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread, kept)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     if kernels is not None and W_hr_T is not None:
         W_hr_T = fast.matrix_operand(W_hr_T)     # (the form the compiled loops take)
@@ -841,6 +834,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if kernels is not None:
             kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts, schedule,
                                             R, W_hr_T, h_mask, zone))
+            ws.give(**{PACKINGS[True]: kept if packed is None else packed})
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                                  kernels.__name__, workspace, h_mask, input_state, zone,
                                  states_internal=states_internal)
@@ -857,6 +851,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             if zone is not None:
                 _zone_step(zone, t, n, S[p, :n], S[q, :n],
                            None if C is None else C[p, :n], None if C is None else C[q, :n])
+    ws.give(**{PACKINGS[True]: kept})
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
                          h_mask, input_state, zone, states_internal=states_internal)
 
@@ -1057,7 +1052,7 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     if blocks:
         return _rows_input_operand(W_ih), bias, _rows_operand(W_step, T, N), consts
     if N != 1:
-        return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True), consts
+        return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True)[0], consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih and W_hh^T themselves,
         return W_ih, bias, _plain_operand(W_step), consts  # no more to type: fast._loop.project_by)
     return (_input_operand(W_ih, kept[1], aside), bias,
@@ -1761,8 +1756,9 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                            "NumPy steps: run forward and backward under elman.fast.use(False)")
     schedule = _schedule(T, N, active, cache.reverse)
     step_threads = threads.for_gemm(N, P, K)
-    W_step = _step_operand(w["weight_hh"][:K], False, T, N, kernels, step_threads.one_thread,
-                           ws)
+    kept = ws.take_any(PACKINGS[False])
+    W_step, packed = _step_operand(w["weight_hh"][:K], False, T, N, kernels,
+                                   step_threads.one_thread, kept)
     dY_copy = None
     dY_at = (0, 0)
     if kernels is not None and dY is not None and not dY.flags.c_contiguous:
@@ -1786,6 +1782,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             kernels.backward(eq, loop)
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
+    ws.give(**{PACKINGS[False]: kept if packed is None else packed})
     if active is not None:
         # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
         # GEMMs below sum over every slot.
