@@ -305,7 +305,7 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     where their micro-kernel runs; otherwise the matrix itself (forward: :func:`_step_matrix`).
     For the compiled loops (``kernels``) always in the one form
     :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make; for the
-    NumPy steps the matrix. Packed once per pass, never kept: weights changed in place between
+    NumPy steps the matrix. Packed anew for every pass: weights changed in place between
     calls are always seen. Returns ``(operand, packed)``: ``packed`` the buffer it packed into
     (None where it did not pack), ``into`` where that is an earlier call's of the same size,
     for the caller to keep for its next pass (:data:`PACKINGS`: a fresh multi-megabyte buffer
