@@ -145,7 +145,7 @@ class ForwardLoop:
     #                            as fast.matrix_operand makes it (or packed: _step_operand)
     S: np.ndarray              # (T+1, N, P) states, the initial one in place
     C: np.ndarray | None       # (T+1, N, H) cell states (LSTM)
-    saved: np.ndarray | None   # (T, N, saved_width*H) the kernel's own saved values
+    saved: np.ndarray | None   # (T, N, width) the kernel's own saved values (_saved_elements)
     gh: np.ndarray             # (N, K) scratch for the recurrent GEMM
     consts: object             # the cell's step constants (prepare_forward)
     schedule: np.ndarray       # (steps, 4) rows (t, prev, new, n), see _schedule
@@ -814,8 +814,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if states_internal else ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
-    saved_width = _saved_width(eq, kernels, H)
-    saved = ws.take("saved", (T, N, saved_width * H), dtype, zero) if saved_width else None
+    saved_width = _saved_elements(eq, kernels, H)
+    saved = ws.take("saved", (T, N, saved_width), dtype, zero) if saved_width else None
     _plant_initial(S, C, h0, c0, reverse)
     if reverse and lengths is not None:
         # The reverse pass of sequence b starts at its own last step, t = lengths[b]-1, whose
@@ -1607,8 +1607,8 @@ def _forward_lean_with(eq, kernels, X, h0, c0, w: Weights, reverse: bool, W_ih, 
     _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
     C = np.empty((T + 1, N, H), dtype) if eq.has_cell else None
-    saved_width = _saved_width(eq, kernels, H)
-    saved = np.empty((T, N, saved_width * H), dtype) if saved_width else None
+    saved_width = _saved_elements(eq, kernels, H)
+    saved = np.empty((T, N, saved_width), dtype) if saved_width else None
     _plant_initial(S, C, h0, c0, reverse)
     kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, np.empty((N, K), dtype),
                                     consts, schedule, None, None))
@@ -1626,11 +1626,16 @@ def _project(eq, kernels, X: np.ndarray, w: Weights, GX: np.ndarray):
     return eq.transform_input(GX, w) if transform is None else transform(eq, GX, w)
 
 
-def _saved_width(eq, kernels, H: int) -> int:
-    """Blocks of H a step keeps for backward: the kernel's own layout (a number, or a function
-    of the cell and H), or (None there, or the NumPy steps) the cell's."""
+def _saved_elements(eq, kernels, H: int) -> int:
+    """Elements a step keeps per row for backward: the kernel's own layout, in elements
+    (``saved_elements(eq, H)``, where it is not whole blocks of H) or in blocks of H
+    (``saved_width``: a number, or a function of the cell and H), or (neither there, or the
+    NumPy steps) the cell's ``saved_width`` blocks."""
+    elements = _kernel_attribute(kernels, "saved_elements")
+    if elements is not None:
+        return elements(eq, H)
     width = _kernel_attribute(kernels, "saved_width")
-    return eq.saved_width if width is None else width(eq, H) if callable(width) else width
+    return H * (eq.saved_width if width is None else width(eq, H) if callable(width) else width)
 
 
 def _plant_initial(S: np.ndarray, C: np.ndarray | None, h0, c0, reverse: bool) -> None:

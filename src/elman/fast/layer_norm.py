@@ -14,9 +14,9 @@ process, medians of 20 alternating repeats). So this module's twins of those two
 and its twin of ``bias_grads`` neither: the backward loops sum every gradient of the
 normalisations' gains and shifts, and of the biases, as they go.
 
-``saved`` is this module's own layout (:func:`saved_width`): per row the normalised recurrent
-and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised and ``tanh(LN(c))``
-(H each), then the rows' 1/std (recurrent, input, ``c``), one column each. The per-step sums go
+``saved`` is this module's own layout (:func:`saved_elements`): per row the normalised
+recurrent and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised and
+``tanh(LN(c))`` (H each), then the rows' 1/std (recurrent, input, ``c``), one column each. The per-step sums go
 into the pass's own constants (``cache.consts["grad_sums"]``, made by the cell's
 ``prepare_backward``), keyed by the parameter they belong to; the cell's ``parameter_grads``
 hands them to the layer. Nothing is kept on the shared cell object, so two directions or two
@@ -34,7 +34,7 @@ from ._math import sigmoid, tanh
 from ._vectors import wide_vectors
 from ..cells.layer_norm import EPS
 
-__all__ = ["forward", "backward", "saved_width"]
+__all__ = ["forward", "backward", "saved_elements"]
 
 dgh_blocks = None      # dGH has every gate block (the recurrent side has its own norm)
 
@@ -44,11 +44,25 @@ def _scalars_at(G: int, has_cell: bool) -> int:
     return 2 * G + (2 if has_cell else 0)
 
 
-def saved_width(eq, H: int) -> int:
-    """Blocks of H that a step keeps per row: normalised recurrent and input pre-activations
-    (G blocks each), the LSTM's ``LN(c)`` and ``tanh(LN(c))``, and the three 1/std values
-    (one block, or three where H < 3)."""
-    return _scalars_at(eq.gates, eq.has_cell) + (1 if H >= 3 else 3)
+#: the elements a row keeps after its blocks for the three 1/std values: a cache line of
+#: float32, so that every row starts on one where H is a multiple of 16
+SCALARS = 16
+
+
+def saved_elements(eq, H: int) -> int:
+    """Elements that a step keeps per row: normalised recurrent and input pre-activations
+    (G blocks of H each), the LSTM's ``LN(c)`` and ``tanh(LN(c))`` (a block each), and the
+    three 1/std values (:data:`SCALARS` elements).
+
+    Why not a whole block of H for the three (as until the fifth session of 2026-12-07): the
+    LSTM's rows were 11 H long, a twelfth more memory to write and read than 10 H + 16. Its
+    training steps at (64, 100, 32, 128), measured in alternating processes (the medians of
+    each pair's ratio, 9-11 pairs a run): 1.024x and 1.031x (the same code, the width switched
+    by an environment variable), then 0.999x, 1.028x and 1.008x (the code before against this);
+    at (64, 100, 128, 256) 0.997x; the LN-GRU's 7 H -> 6 H + 16 1.004x and 1.012x, the LN-RNN's
+    3 H -> 2 H + 16 1.001x:
+    a gain of 1-2 % at most, within this machine's noise, and a twelfth less memory."""
+    return _scalars_at(eq.gates, eq.has_cell) * H + SCALARS
 
 
 # The row sums below are the only reductions in these loops. LLVM keeps a float sum in its
