@@ -56,12 +56,12 @@ def saved_elements(eq, H: int) -> int:
 
     Why not a whole block of H for the three (as until the fifth session of 2026-12-07): the
     LSTM's rows were 11 H long, a twelfth more memory to write and read than 10 H + 16. Its
-    training steps at (64, 100, 32, 128), measured in alternating processes (the medians of
-    each pair's ratio, 9-11 pairs a run): 1.024x and 1.031x (the same code, the width switched
-    by an environment variable), then 0.999x, 1.028x and 1.008x (the code before against this);
-    at (64, 100, 128, 256) 0.997x; the LN-GRU's 7 H -> 6 H + 16 1.004x and 1.012x, the LN-RNN's
-    3 H -> 2 H + 16 1.001x:
-    a gain of 1-2 % at most, within this machine's noise, and a twelfth less memory."""
+    training steps at (64, 100, 32, 128), measured in alternating processes, 9-11 pairs a run:
+    1.031x and 1.024x (the same code, the width switched by an environment variable), then
+    0.999x, 1.028x and 1.008x (the code before against this; medians of the pairs' ratios);
+    at (64, 100, 128, 256) 0.997x; the LN-GRU's 7 H -> 6 H + 16 1.004x and 1.012x, the
+    LN-RNN's 3 H -> 2 H + 16 1.001x: a gain of 1-2 % at most, within this machine's noise,
+    and a twelfth less memory."""
     return _scalars_at(eq.gates, eq.has_cell) * H + SCALARS
 
 
