@@ -60,3 +60,13 @@ def printed_in_fresh_process(code: str, **env: str | None) -> str:
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
                          timeout=120, check=True)
     return out.stdout.strip()
+
+
+class Packings(list):
+    """What a counting wrapper of a ``pack`` function records: one entry a call (the test's
+    own), and in ``buffers`` each call's ``(into, packed)``: the buffer it was given and the
+    one it packed into."""
+
+    def __init__(self):
+        super().__init__()
+        self.buffers = []

@@ -11,7 +11,8 @@ import elman
 from elman import recurrent, threads, timeloop
 from elman.fast import _mkl, _packed
 
-from _packing import assert_close, layer_cases, printed_in_fresh_process, train_step
+from _packing import (Packings, assert_close, layer_cases, printed_in_fresh_process,
+                      train_step)
 from _torch import _strict
 
 pytestmark = pytest.mark.skipif(not (elman.fast.available and (_mkl.available or _strict())),
@@ -186,14 +187,6 @@ def packs(monkeypatch, mkl_on):
         return packed
     monkeypatch.setattr(_mkl, "pack", counting)
     return calls
-
-
-class Packings(list):
-    """The packings' ``transpose`` flags, and ``buffers``: (into, packed) for each."""
-
-    def __init__(self):
-        super().__init__()
-        self.buffers = []
 
 
 CASES = layer_cases(6, 6, 3)

@@ -12,7 +12,8 @@ import elman
 from elman import threads, timeloop
 from elman.fast import _cpu, _mkl, _packed
 
-from _packing import assert_close, layer_cases, printed_in_fresh_process, train_step
+from _packing import (Packings, assert_close, layer_cases, printed_in_fresh_process,
+                      train_step)
 
 pytestmark = pytest.mark.skipif(not _packed.available,
                                 reason="needs numba and a CPU with AVX-512")
@@ -140,14 +141,6 @@ def packs(monkeypatch):
     monkeypatch.setattr(_packed, "pack", counting)
     with _mkl.use(False):
         yield calls
-
-
-class Packings(list):
-    """The packings' (transpose, k, n), and ``buffers``: (into, packed) for each."""
-
-    def __init__(self):
-        super().__init__()
-        self.buffers = []
 
 
 # H = 16 (32 with a projection to 16): B's columns (4H, 3H, 2H, H, P) are all whole vectors;

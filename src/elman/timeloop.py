@@ -814,8 +814,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if states_internal else ws.new((T + 1, N, P), dtype, zero)
     C = ws.take("C", (T + 1, N, H), dtype, zero) if eq.has_cell else None
     R = ws.new((T, N, H), dtype, zero) if W_hr is not None else None  # read by dW_hr GEMM
-    saved_width = _saved_elements(eq, kernels, H)
-    saved = ws.take("saved", (T, N, saved_width), dtype, zero) if saved_width else None
+    saved_row = _saved_elements(eq, kernels, H)
+    saved = ws.take("saved", (T, N, saved_row), dtype, zero) if saved_row else None
     _plant_initial(S, C, h0, c0, reverse)
     if reverse and lengths is not None:
         # The reverse pass of sequence b starts at its own last step, t = lengths[b]-1, whose
@@ -851,7 +851,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
             if zone is not None:
                 _zone_step(zone, t, n, S[p, :n], S[q, :n],
                            None if C is None else C[p, :n], None if C is None else C[q, :n])
-    ws.give(**{PACKINGS[True]: kept})
+    ws.give(**{PACKINGS[True]: kept})          # (the NumPy steps pack nothing)
     return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
                          h_mask, input_state, zone, states_internal=states_internal)
 
@@ -1607,8 +1607,8 @@ def _forward_lean_with(eq, kernels, X, h0, c0, w: Weights, reverse: bool, W_ih, 
     _project(eq, kernels, X, w, GX)
     S = np.empty((T + 1, N, P), dtype)
     C = np.empty((T + 1, N, H), dtype) if eq.has_cell else None
-    saved_width = _saved_elements(eq, kernels, H)
-    saved = np.empty((T, N, saved_width), dtype) if saved_width else None
+    saved_row = _saved_elements(eq, kernels, H)
+    saved = np.empty((T, N, saved_row), dtype) if saved_row else None
     _plant_initial(S, C, h0, c0, reverse)
     kernels.forward(eq, ForwardLoop(GX, bias, W_hh_T, S, C, saved, np.empty((N, K), dtype),
                                     consts, schedule, None, None))

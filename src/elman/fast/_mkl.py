@@ -125,7 +125,8 @@ def _load():
     return _lib
 
 
-def pack(W: np.ndarray, transpose: bool, rows: int, into: np.ndarray | None = None) -> np.ndarray:
+def pack(W: np.ndarray, transpose: bool, rows: int,
+         into: np.ndarray | None = None) -> np.ndarray:
     """MKL's packed form of the GEMM operand ``B = W.T`` (``transpose``) or ``B = W``, for
     products ``A @ B`` with up to ``rows`` rows of ``A``: a 1-D array of ``W``'s dtype that
     :func:`elman.fast._blas.gemm` accepts in place of ``B``. ``W`` is a 2-D float32/float64

@@ -16,11 +16,11 @@ normalisations' gains and shifts, and of the biases, as they go.
 
 ``saved`` is this module's own layout (:func:`saved_elements`): per row the normalised
 recurrent and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised and
-``tanh(LN(c))`` (H each), then the rows' 1/std (recurrent, input, ``c``), one column each. The per-step sums go
-into the pass's own constants (``cache.consts["grad_sums"]``, made by the cell's
-``prepare_backward``), keyed by the parameter they belong to; the cell's ``parameter_grads``
-hands them to the layer. Nothing is kept on the shared cell object, so two directions or two
-row blocks of a layer may run at once (``reentrant``).
+``tanh(LN(c))`` (H each), then the rows' 1/std (recurrent, input, ``c``), one column each.
+The per-step sums go into the pass's own constants (``cache.consts["grad_sums"]``, made by
+the cell's ``prepare_backward``), keyed by the parameter they belong to; the cell's
+``parameter_grads`` hands them to the layer. Nothing is kept on the shared cell object, so two
+directions or two row blocks of a layer may run at once (``reentrant``).
 """
 import numpy as np
 from numba import njit
