@@ -70,3 +70,36 @@ class Packings(list):
     def __init__(self):
         super().__init__()
         self.buffers = []
+
+
+def check_frozen_passes_pack_once(packs, dtype, unpacked, tol):
+    """A frozen layer's passes (:func:`elman.freeze`) pack ``W_hh^T`` (forward) and ``W_hh``
+    (backward) at the first call only, and later calls take those packings as they are: the
+    same results bit for bit, and as without packing (``unpacked()``: a context with the
+    packing off); a parameter's array replaced (writable again) is packed anew. ``packs``: the
+    packing function's recorder (:class:`Packings`)."""
+    x = np.random.default_rng(0).standard_normal((6, 3, 5)).astype(dtype)
+    frozen = elman.freeze(elman.LSTM(5, 16, dtype=dtype, seed=1))
+
+    def call():
+        out, (h_n, c_n) = frozen(x)
+        dx, (dh0, dc0) = frozen.backward(np.cos(out), None)
+        return out, h_n, c_n, dx, dh0, dc0
+    first = call()
+    assert len(packs) == 2
+    again = call()
+    assert len(packs) == 2                               # (nothing packed)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(b, a)
+    with unpacked():
+        expected = call()
+    for a, b in zip(expected, first):
+        assert_close(b, a, tol)
+    frozen.weight_hh_l0.data = frozen.weight_hh_l0.data * 0.5      # a writable array again
+    changed = call()
+    assert len(packs) == 4
+    with unpacked():
+        expected = call()
+    for a, b in zip(expected, changed):
+        assert_close(b, a, tol)
+    assert not np.allclose(changed[0], first[0])

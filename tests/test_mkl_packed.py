@@ -11,8 +11,8 @@ import elman
 from elman import recurrent, threads, timeloop
 from elman.fast import _mkl, _packed
 
-from _packing import (Packings, assert_close, layer_cases, printed_in_fresh_process,
-                      train_step)
+from _packing import (Packings, assert_close, check_frozen_passes_pack_once, layer_cases,
+                      printed_in_fresh_process, train_step)
 from _torch import _strict
 
 pytestmark = pytest.mark.skipif(not (elman.fast.available and (_mkl.available or _strict())),
@@ -285,6 +285,12 @@ def test_a_pass_has_its_packing_buffer_to_itself(monkeypatch, mkl_on):
     assert calls[2] is None                          # the buffer was out: a new one
     np.testing.assert_allclose(out1, expected1, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(inner[0], expected2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_a_frozen_layer_packs_once(packs, dtype, tol):
+    """A frozen matrix is packed at the first pass and its packing taken as it is after."""
+    check_frozen_passes_pack_once(packs, dtype, lambda: _mkl.use(False), tol)
 
 
 def test_clear_workspace_frees_the_packing_buffers(packs):

@@ -12,8 +12,8 @@ import elman
 from elman import threads, timeloop
 from elman.fast import _cpu, _mkl, _packed
 
-from _packing import (Packings, assert_close, layer_cases, printed_in_fresh_process,
-                      train_step)
+from _packing import (Packings, assert_close, check_frozen_passes_pack_once, layer_cases,
+                      printed_in_fresh_process, train_step)
 
 pytestmark = pytest.mark.skipif(not _packed.available,
                                 reason="needs numba and a CPU with AVX-512")
@@ -189,6 +189,11 @@ def test_a_pass_packs_the_weights_as_they_are_now(packs):
     # (packed anew, into the panels of the pass before: its workspace keeps them)
     (first_into, first), (second_into, second) = packs.buffers
     assert first_into is None and second_into is first and second is first
+
+
+def test_a_frozen_layer_packs_once(packs):
+    """A frozen matrix is packed into panels at the first pass and taken as it is after."""
+    check_frozen_passes_pack_once(packs, np.float32, lambda: _packed.use(False), 1e-5)
 
 
 def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):

@@ -10,7 +10,9 @@ Why: a layer in ``eval()`` must see any write into its parameters between two ca
 batch of one, which keeps ``W_hh``'s and ``W_ih``'s panels from call to call
 (:class:`elman.fast._packed.KeptPack`), compares each matrix with its panels at every call:
 ~50-100 us of an LSTM's call at H = 256. A frozen matrix cannot have changed, so its panels
-are trusted without that compare (:func:`immutable_key`).
+are trusted without that compare (:func:`immutable_key`); and a batch's passes, which pack
+their per-step matrix at every pass, take a frozen one's packing from the pass before
+(:mod:`elman.fast._pass_packing`: inference of an LSTM at (64, 100, 32, 128) 1.03x as fast).
 
 What the copy refuses, with an error that says so: an optimizer over its parameters,
 ``load_state_dict`` into it. Replacing an array (``p.data = a``) gives that parameter a

@@ -39,6 +39,7 @@ from .masks import bernoulli
 from .fast import _cpu as fast_cpu
 from .fast import _mkl as fast_mkl
 from .fast import _packed as fast_packed
+from .fast._pass_packing import PassPacking
 from .fast._windows import window as _output_window
 
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "RowBlocks", "InputGradient",
@@ -297,7 +298,7 @@ def _step_matrix(W_T: np.ndarray, T: int, N: int) -> np.ndarray:
 
 
 def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
-                  one_thread: bool, into: np.ndarray | None = None) -> tuple:
+                  one_thread: bool, kept: PassPacking | None = None) -> tuple:
     """The per-step GEMM's matrix, ``W.T`` (forward: ``gh = h W_hh[:K]^T``) or ``W``
     (backward: ``dh = dG W_hh[:K]``), packed when the compiled loops run their GEMMs on one
     thread (``one_thread``) and the pass is long enough to pay for the packing: by MKL where it
@@ -305,11 +306,13 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     where their micro-kernel runs; otherwise the matrix itself (forward: :func:`_step_matrix`).
     For the compiled loops (``kernels``) always in the one form
     :func:`elman.fast.matrix_operand` and :func:`elman.fast.packed_operand` make; for the
-    NumPy steps the matrix. Packed anew for every pass: weights changed in place between
-    calls are always seen. Returns ``(operand, packed)``: ``packed`` the buffer it packed into
-    (None where it did not pack), ``into`` where that is an earlier call's of the same size,
-    for the caller to keep for its next pass (:data:`PACKINGS`: a fresh multi-megabyte buffer
-    at every pass stalled on its huge pages, :func:`elman.fast._mkl.pack`).
+    NumPy steps the matrix. Packed anew for every pass (weights changed in place between
+    calls are always seen), but for a frozen matrix already packed so (:mod:`elman.fast.
+    _pass_packing`). Returns ``(operand, packing)``: ``packing`` the
+    :class:`~elman.fast._pass_packing.PassPacking` that holds the packed buffer (``kept``, an
+    earlier pass's, or a new one; None where it did not pack), for the caller to keep for its
+    next pass (:data:`PACKINGS`: a fresh multi-megabyte buffer at every pass stalled on its
+    huge pages, :func:`elman.fast._mkl.pack`).
 
     Why: OpenBLAS packs both operands at every call, so the same ``W_hh`` is repacked at each of
     the T steps; on one thread MKL's packed product ran the per-step GEMM 1.2-1.5x as fast on
@@ -317,18 +320,23 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     EPYC (:mod:`elman.fast._packed`). On two threads OpenBLAS splitting one GEMM still wins."""
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
-            packed = fast_mkl.pack(W, transpose, N, into)
-            return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W), packed
+            kept = kept or PassPacking()
+            packed = kept.packed(W, ("mkl", transpose, N),
+                                 lambda into: fast_mkl.pack(W, transpose, N, into))
+            return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W), kept
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
-            packed = fast_packed.pack(W, transpose, into)
-            return fast.packed_operand(packed, fast_packed.compute_address(), W), packed
+            kept = kept or PassPacking()
+            packed = kept.packed(W, ("panels", transpose),
+                                 lambda into: fast_packed.pack(W, transpose, into))
+            return fast.packed_operand(packed, fast_packed.compute_address(), W), kept
     B = _step_matrix(W.T, T, N) if transpose else W
     return (B if kernels is None else fast.matrix_operand(B)), None
 
 
-#: the workspace's names for the buffers a pass packs its per-step matrix into (forward:
-#: ``W_hh^T``; backward: ``W_hh``), taken for the pass and given back after it, as the other
-#: arrays a workspace lends (a call on another thread meanwhile packs into one of its own)
+#: the workspace's names for the packings (:class:`~elman.fast._pass_packing.PassPacking`) a
+#: pass packs its per-step matrix into (forward: ``W_hh^T``; backward: ``W_hh``), taken for the
+#: pass and given back after it, as the arrays a workspace lends (a call on another thread
+#: meanwhile packs into one of its own)
 PACKINGS = {True: "packed_W_hh_T", False: "packed_W_hh"}
 
 
@@ -799,7 +807,8 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     # (the per-step GEMMs get the threads their size earns: elman.threads)
     step_threads = threads.for_gemm(N, K, P)
     kept = ws.take_any(PACKINGS[True])
-    W_hh_T, packed = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread, kept)
+    W_hh_T, packing = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread,
+                                    kept)
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     if kernels is not None and W_hr_T is not None:
         W_hr_T = fast.matrix_operand(W_hr_T)     # (the form the compiled loops take)
@@ -834,7 +843,7 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
         if kernels is not None:
             kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts, schedule,
                                             R, W_hr_T, h_mask, zone))
-            ws.give(**{PACKINGS[True]: kept if packed is None else packed})
+            ws.give(**{PACKINGS[True]: kept if packing is None else packing})
             return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                                  kernels.__name__, workspace, h_mask, input_state, zone,
                                  states_internal=states_internal)
@@ -1762,8 +1771,8 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     schedule = _schedule(T, N, active, cache.reverse)
     step_threads = threads.for_gemm(N, P, K)
     kept = ws.take_any(PACKINGS[False])
-    W_step, packed = _step_operand(w["weight_hh"][:K], False, T, N, kernels,
-                                   step_threads.one_thread, kept)
+    W_step, packing = _step_operand(w["weight_hh"][:K], False, T, N, kernels,
+                                    step_threads.one_thread, kept)
     dY_copy = None
     dY_at = (0, 0)
     if kernels is not None and dY is not None and not dY.flags.c_contiguous:
@@ -1787,7 +1796,7 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             kernels.backward(eq, loop)
         else:
             _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
-    ws.give(**{PACKINGS[False]: kept if packed is None else packed})
+    ws.give(**{PACKINGS[False]: kept if packing is None else packing})
     if active is not None:
         # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
         # GEMMs below sum over every slot.
