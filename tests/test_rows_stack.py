@@ -2,6 +2,8 @@
 (timeloop.stack_forward_rows, elman.fast._pair.rows_stack): the same results as the general
 path's row blocks and as the whole batch in one lean call, whoever runs the second block,
 through the layer, and the rule that decides when it runs."""
+import types
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,69 @@ def test_row_blocks_on_the_pair_equal_the_general_paths(rows, name, dtype, monke
         for a, b in zip(g, w):
             assert a.dtype == dtype
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def panel_packs(monkeypatch):
+    """The row blocks pack every per-step matrix into panels (the kernels' own packing, MKL
+    or not); records each packing (its matrix's shape, in ``shapes``) and counts each
+    compare of a kept packing with its matrix (``compares``)."""
+    from elman.fast import _packed
+    if not _packed.available:
+        pytest.skip("the kernels' own panels need numba and a CPU with AVX-512")
+    from elman.fast._panel_check import same_as_panels
+    monkeypatch.setattr(timeloop, "ROWS_PACK_MIN_ELEMENTS", 0)
+    record = types.SimpleNamespace(shapes=[], compares=0)
+    original = _packed.pack
+
+    def pack(W, transpose, into=None):
+        record.shapes.append(W.shape)
+        return original(W, transpose, into)
+
+    def compare(W, Bp):
+        record.compares += 1
+        return same_as_panels(W, Bp)
+    monkeypatch.setattr(_packed, "pack", pack)
+    monkeypatch.setattr(_packed, "_same_as_panels", compare)
+    return record
+
+
+def test_the_blocks_keep_each_matrix_panels(rows, panel_packs):
+    """Each layer-direction's ``W_hh`` and ``W_ih`` panels are kept from call to call in its
+    workspace (compared with the matrix, packed anew only where it changed): the same
+    results as panels packed afresh, bit for bit, and a write into a weight is seen."""
+    layer = elman.LSTM(5, 16, num_layers=2, seed=4).eval()
+    x = np.random.default_rng(11).standard_normal((6, 4, 5)).astype(np.float32)
+    with elman.no_grad():
+        first = flat(layer(x))
+        assert len(panel_packs.shapes) == 4           # two layers' W_hh and W_ih
+        again = flat(layer(x))
+        assert len(panel_packs.shapes) == 4 and panel_packs.compares == 4
+        layer.weight_hh_l1.data[3, 2] += 0.25         # in place, one element
+        changed = flat(layer(x))
+        assert panel_packs.shapes[4:] == [(64, 16)]
+        layer.clear_workspace()                       # (every panel packed afresh)
+        fresh = flat(layer(x))
+    assert len(rows) == 4
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(b, a)
+    for a, b in zip(fresh, changed):
+        np.testing.assert_array_equal(b, a)
+    assert not np.array_equal(changed[0], first[0])
+
+
+def test_a_frozen_stacks_blocks_trust_their_kept_panels(rows, panel_packs):
+    """A frozen layer's panels are packed at its first call and neither packed nor compared
+    after (no write can reach its weights)."""
+    frozen = elman.freeze(elman.GRU(5, 16, num_layers=2, seed=5))
+    x = np.random.default_rng(12).standard_normal((6, 4, 5)).astype(np.float32)
+    with elman.no_grad():
+        first = flat(frozen(x))
+        packed = len(panel_packs.shapes)
+        again = flat(frozen(x))
+    assert packed == 4 and len(panel_packs.shapes) == 4 and panel_packs.compares == 0
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(b, a)
 
 
 def test_a_stateful_layer_carries_its_state_through_the_rows(rows):

@@ -248,7 +248,7 @@ class RecurrentLayer(StatefulMixin, Module):
             if kernels is not None:
                 result = stack_forward_rows(self.eq, kernels, X, h0, c0,
                                             [self._weights(k) for k in range(len(h0))],
-                                            self._D, self._workspaces[0])
+                                            self._D, self._workspaces)
                 if result is not None:
                     self._release_cache()
                     return self._finish(*result, None, N, batched, timed)

@@ -1050,7 +1050,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     None. Made afresh at every call, like the general path's (a kept packing only where its
     matrix is bit for bit the one packed): weights changed in place between calls are always
     seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`);
-    ``blocks``: for the row blocks of :func:`stack_forward_rows` (:func:`_rows_operand`)."""
+    ``blocks``: for the row blocks of :func:`stack_forward_rows` (:func:`_rows_operand`,
+    :func:`_rows_input_operand`; with ``kept``, the panels they pack kept there)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -1059,7 +1060,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
     bias = _loop_bias(gx_bias, GH, W_ih.dtype)
     if blocks:
-        return _rows_input_operand(W_ih), bias, _rows_operand(W_step, T, N), consts
+        return (_rows_input_operand(W_ih, kept and kept[1]), bias,
+                _rows_operand(W_step, T, N, kept and kept[0]), consts)
     if N != 1:
         return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True)[0], consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih and W_hh^T themselves,
@@ -1163,6 +1165,12 @@ def kept_packs(workspaces: list, T: int, N: int) -> list | None:
     is done."""
     if not _keeps_packs(T, N):
         return None
+    return _take_packs(workspaces)
+
+
+def _take_packs(workspaces: list) -> list:
+    """:func:`kept_packs` for any call: the layer-directions' pairs of kept packings, taken
+    from their workspaces (new ones where none were kept, or another thread holds them)."""
     return [ws.take_any("kept_packs") or (fast_packed.KeptPack(), fast_packed.KeptPack())
             for ws in workspaces]
 
@@ -1323,7 +1331,7 @@ def rows_rule(eq, kernels, dtype, T: int, N: int, K: int, P: int, directions: in
 
 
 def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                       weights: list, D: int, workspace: Workspace | None = None
+                       weights: list, D: int, workspaces: list | None = None
                        ) -> tuple | None:
     """``(out, h_n, c_n)`` of a whole stack (as :func:`stack_forward_lean`) for a batch that
     keeps nothing, its rows in two blocks at once: the first ``ceil(N/2)`` through every
@@ -1331,9 +1339,10 @@ def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     (:func:`elman.fast._pair.rows_stack`, the kernel module's ``forward_stack_rows``), BLAS at
     one thread inside; the blocks meet only at the end. The caller checks :func:`rows_rule`
     and that two threads are free; None where a parameter array is unusual or the stack has
-    more than :data:`STACK_MAX` layer-directions (:func:`stack_operands`). ``workspace``: where
-    the blocks' arrays are kept from call to call (the layer's first; a new one each call
-    without it).
+    more than :data:`STACK_MAX` layer-directions (:func:`stack_operands`). ``workspaces``: the
+    layer-directions' (``weights``' order), where the blocks' arrays (the first's) and each
+    matrix's panels (:func:`_rows_operand`, :func:`_rows_input_operand`) are kept from call to
+    call; without them, new ones at each call.
 
     Why: the general path runs a layer's row blocks through :func:`sequence_forward_rows`, a
     Python thread's hand-over and each block's bookkeeping (workspaces, caches, the
@@ -1345,9 +1354,22 @@ def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     :func:`elman.fast._pair.rows_stack`)."""
     T, N, I = X.shape
     first = (N + 1) // 2
-    operands = stack_operands(eq, kernels, weights, T, first, blocks=True)
-    if operands is None:
-        return None
+    packs = None if workspaces is None else _take_packs(workspaces)
+    try:
+        operands = stack_operands(eq, kernels, weights, T, first, packs, blocks=True)
+        if operands is None:
+            return None
+        return _rows_stack(eq, kernels, X, h0, c0, D, workspaces, operands)
+    finally:
+        if packs is not None:
+            give_packs(workspaces, packs)
+
+
+def _rows_stack(eq, kernels, X, h0, c0, D: int, workspaces: list | None,
+                operands: tuple) -> tuple:
+    """:func:`stack_forward_rows` on the layer-directions' operands (:func:`stack_operands`)."""
+    T, N, I = X.shape
+    first = (N + 1) // 2
     H = h0.shape[2]
     out = np.empty((T, N, D * H), X.dtype)
     h_n = np.empty_like(h0)
@@ -1355,7 +1377,7 @@ def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     pair = fast.pair()
     sync = np.zeros(pair.ROW, np.int64)                  # (fresh: see rows_stack)
     size = pair.rows_work_size(T, first, I, operands[1][0].shape[0], H, H, D)
-    ws = Workspace() if workspace is None else workspace
+    ws = Workspace() if workspaces is None else workspaces[0]
     work = ws.take_any("rows_work")          # (each block's row 64-byte aligned: size is
     if work is None or work.shape[1] < size or work.dtype != X.dtype:   # whole lines)
         work = pair.aligned_empty((2, size), X.dtype)
@@ -1368,7 +1390,7 @@ def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     return out, h_n, c_n
 
 
-def _rows_input_operand(W_ih: np.ndarray) -> tuple:
+def _rows_input_operand(W_ih: np.ndarray, kept=None) -> tuple:
     """The input projection's matrix ``W_ih^T`` of :func:`stack_forward_rows`'s blocks (the
     lean loops take either form, :func:`elman.fast._loop.project_by`): the kernels' own panels
     where the micro-kernel takes them (float32, G*H a multiple of its vectors), packed at
@@ -1378,10 +1400,9 @@ def _rows_input_operand(W_ih: np.ndarray) -> tuple:
     GRU, one and two layers, at (32, 50, 16, 64) 1.00-1.05x as fast as with OpenBLAS's GEMM,
     at (64, 100, 32, 64) 1.06-1.09x, at (32, 500, 32, 32) 1.11-1.14x, the same results bit
     for bit there (MKL's packed form, shared by the two blocks, ran two layers 0.56-0.79x
-    as fast: see :func:`_rows_operand`)."""
+    as fast: see :func:`_rows_operand`). ``kept``: as there."""
     if _projection_panels_apply(W_ih):
-        return fast.packed_operand(fast_packed.pack(W_ih, True), fast_packed.compute_address(),
-                                   W_ih)
+        return fast.packed_operand(_row_panels(W_ih, kept), fast_packed.compute_address(), W_ih)
     return fast.matrix_operand(W_ih.T)
 
 
@@ -1390,7 +1411,7 @@ def _rows_input_operand(W_ih: np.ndarray) -> tuple:
 ROWS_PACK_MIN_ELEMENTS = 16384
 
 
-def _rows_operand(W: np.ndarray, T: int, N: int) -> tuple:
+def _rows_operand(W: np.ndarray, T: int, N: int, kept=None) -> tuple:
     """The per-step matrix ``W^T`` of :func:`stack_forward_rows`'s blocks of up to ``N`` rows,
     which both blocks share: the kernels' own panels (:func:`elman.fast._packed.pack`) where
     they pay for such a block, from :data:`ROWS_PACK_MIN_ELEMENTS` (half the general path's
@@ -1401,10 +1422,24 @@ def _rows_operand(W: np.ndarray, T: int, N: int) -> tuple:
     panels, the LSTM at (32, 50, 16, 64) (a 64 x 256 matrix) 1.11x as fast with one and two
     layers, at (32, 500, 32, 32) (32 x 128) 0.98-0.99x, the GRU 0.99-1.03x at both; with MKL's
     packed form shared by the two blocks, one layer 0.96-1.09x, two layers 0.75x at both
-    sizes (each block of the general path packs its own)."""
+    sizes (each block of the general path packs its own).
+
+    ``kept`` (an :class:`elman.fast._packed.KeptPack`, or None): where the panels are kept from
+    call to call, packed anew only when ``W`` is no longer the matrix they hold (compared with
+    the panels; a frozen matrix not even that), as a batch of one keeps its own
+    (:func:`kept_packs`). Measured (the Intel Xeon of 2026-12-07, one process, alternating,
+    medians of 25, the whole call): the LSTM at (32, 50, 16, 64), one and two layers, 1.038x
+    and 1.033x as fast, frozen 1.062x and 1.054x; the GRU there (only ``W_ih``'s panels: its
+    ``W_hh`` is below :data:`ROWS_PACK_MIN_ELEMENTS`) 1.012x, frozen 1.022x."""
     if fast_packed.worth(T, N, *W.T.shape, W.dtype, ROWS_PACK_MIN_ELEMENTS):
-        return fast.packed_operand(fast_packed.pack(W, True), fast_packed.compute_address(), W)
+        return fast.packed_operand(_row_panels(W, kept), fast_packed.compute_address(), W)
     return fast.matrix_operand(_step_matrix(W.T, T, N))
+
+
+def _row_panels(W: np.ndarray, kept) -> np.ndarray:
+    """The panels of ``W.T``: ``kept``'s (:class:`elman.fast._packed.KeptPack`), or packed
+    anew where there is none."""
+    return fast_packed.pack(W, True) if kept is None else kept.panels(W)
 
 
 @functools.lru_cache(maxsize=64)
