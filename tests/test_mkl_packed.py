@@ -293,6 +293,42 @@ def test_a_frozen_layer_packs_once(packs, dtype, tol):
     check_frozen_passes_pack_once(packs, dtype, lambda: _mkl.use(False), tol)
 
 
+def test_a_batchs_lean_calls_pack_into_their_kept_buffer(packs):
+    """A small batch's no-grad call (the lean path) packs into the buffer of the call before,
+    as the general path's passes do, and sees weights changed in place."""
+    x = np.random.default_rng(0).standard_normal((6, 3, 5))
+    layer = elman.LSTM(5, 6, dtype=np.float64, seed=1).eval()
+    with elman.no_grad():
+        first = layer(x)[0]
+        layer.weight_hh_l0.data *= 0.5               # in place, as an optimizer step does
+        out = layer(x)[0]
+        with _mkl.use(False):
+            expected = layer(x)[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(out, first)
+    assert len(packs) == 2
+    (first_into, first_packed), (second_into, second_packed) = packs.buffers
+    assert first_into is None and second_into is first_packed and second_packed is first_packed
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_a_frozen_batchs_lean_calls_pack_once(packs, dtype, tol, monkeypatch):
+    """A frozen layer's small-batch no-grad calls pack ``W_hh^T`` at the first call only, on
+    the lean path's pieces (no one compiled call: a short call's plan would keep its
+    operands, packed matrix included, anyway)."""
+    monkeypatch.setattr(timeloop, "lean_whole", lambda *args, **kwargs: None)
+    x = np.random.default_rng(0).standard_normal((6, 3, 5)).astype(dtype)
+    frozen = elman.freeze(elman.LSTM(5, 6, dtype=dtype, seed=1))
+    with elman.no_grad():
+        outs = [frozen(x)[0] for _ in range(4)]
+        with _mkl.use(False):
+            expected = frozen(x)[0]
+    assert len(packs) == 1
+    for out in outs:
+        np.testing.assert_array_equal(out, outs[0])
+    assert_close(outs[0], expected, tol)
+
+
 def test_clear_workspace_frees_the_packing_buffers(packs):
     x = np.random.default_rng(0).standard_normal((6, 3, 5))
     layer = elman.LSTM(5, 6, dtype=np.float64, seed=1)

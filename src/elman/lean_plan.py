@@ -334,11 +334,18 @@ class LeanPlan:
         threads.small_work_starts()
         run = whole or self.whole
         if not self.keeps:               # (a streaming caller's short calls: the plain way)
-            operands = self._kept_operands() or timeloop.lean_operands(
-                self.eq, self.kernels, {name: param.data for name, param in self.params[0]},
-                self.steps, self.rows)
-            S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
-                       self.schedule)
+            operands = self._kept_operands()
+            if operands is not None:
+                S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
+                           self.schedule)
+                return timeloop.lean_outputs(S, C)
+            # (a batch's forward packing, where it packs: timeloop.holding_packs)
+            with timeloop.holding_packs([workspace], self.steps, self.rows) as packs:
+                operands = timeloop.lean_operands(
+                    self.eq, self.kernels, {name: param.data for name, param in self.params[0]},
+                    self.steps, self.rows, packs and packs[0])
+                S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
+                           self.schedule)
             return timeloop.lean_outputs(S, C)
         w = {name: param.data for name, param in self.params[0]}
         h, c = h0[0], None if c0 is None else c0[0]

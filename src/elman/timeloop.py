@@ -1046,10 +1046,11 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     (``eq.prepare_forward``), the (G*H,) bias each step adds, and the per-step GEMM's matrix
     (one row: :func:`_one_row_operand` with ``kept``, else ``W_hh^T`` itself,
     :func:`_plain_operand`; more rows: :func:`_step_operand` on one thread); ``kept``:
-    the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), or
-    None. Made afresh at every call, like the general path's (a kept packing only where its
-    matrix is bit for bit the one packed): weights changed in place between calls are always
-    seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`);
+    the layer-direction's kept packings of ``W_hh`` and ``W_ih`` (:func:`kept_packs`), for
+    more rows its forward packing (:class:`~elman.fast._pass_packing.PassPacking`,
+    :func:`holding_packs`), or None. Made afresh at every call, like the general path's (a
+    kept packing only where its matrix is bit for bit the one packed, or frozen): weights
+    changed in place between calls are always seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`);
     ``blocks``: for the row blocks of :func:`stack_forward_rows` (:func:`_rows_operand`,
     :func:`_rows_input_operand`; with ``kept``, the panels they pack kept there)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
@@ -1062,8 +1063,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     if blocks:
         return (_rows_input_operand(W_ih, kept and kept[1]), bias,
                 _rows_operand(W_step, T, N, kept and kept[0]), consts)
-    if N != 1:
-        return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True)[0], consts
+    if N != 1:           # (kept: a batch's packing, holding_packs, or None)
+        return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True, kept)[0], consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih and W_hh^T themselves,
         return W_ih, bias, _plain_operand(W_step), consts  # no more to type: fast._loop.project_by)
     return (_input_operand(W_ih, kept[1], aside), bias,
@@ -1181,30 +1182,61 @@ def _keeps_packs(T: int, N: int) -> bool:
 
 
 def give_packs(workspaces: list, packs: list | None) -> None:
-    """:func:`kept_packs`' packings back into their workspaces, for the next call."""
+    """:func:`kept_packs`' packings (or a batch's, :func:`holding_packs`) back into their
+    workspaces, for the next call."""
     if packs is not None:
         for ws, kept in zip(workspaces, packs):
-            ws.give(kept_packs=kept)
+            if isinstance(kept, PassPacking):
+                ws.give(**{PACKINGS[True]: kept})
+            else:
+                ws.give(kept_packs=kept)
+
+
+#: the fewest steps for which a lean call of a batch may pack its per-step matrix
+#: (:func:`_step_operand`: MKL's and the kernels' own rules both ask at least this many)
+BATCH_PACK_MIN_STEPS = min(fast_mkl.MIN_STEPS, fast_packed.MIN_STEPS)
 
 
 def holding_packs(workspaces: list | None, T: int, N: int):
     """``with holding_packs(workspaces, T, N) as packs:`` :func:`kept_packs` for the block
     (None without workspaces), given back (:func:`give_packs`) when it ends, however it ends.
     The block's compiled call must be done with them by then (a partner that comes late to a
-    pair call reads nothing: :mod:`elman.fast._pair`). Where no packing is kept (a batch, a
-    short call: :func:`kept_packs`) a context that holds nothing (a streaming caller's short
-    calls paid ~1 us for a generator's context they did not use)."""
-    if not workspaces or not _keeps_packs(T, N):
+    pair call reads nothing: :mod:`elman.fast._pair`). For a batch (``N`` > 1) of enough steps
+    to pack (:data:`BATCH_PACK_MIN_STEPS`), the layer-directions' packings of the general
+    path's forward instead (:data:`PACKINGS`, :class:`~elman.fast._pass_packing.PassPacking`),
+    which a lean pass packs into as that path's passes do (:func:`lean_operands`). Where
+    nothing is kept (a short call) a context that holds nothing (a streaming caller's short
+    calls paid ~1 us for a generator's context they did not use).
+
+    Why a batch's: its lean call packed into a new buffer at every call (MKL asks 9-16 MB,
+    :func:`elman.fast._mkl.pack`), and a frozen model's packing was never kept. Measured (the
+    code before and after in alternating processes, medians of 9): a bidirectional LSTM at
+    (4, 16, 32, 128) 2.12x as fast, two bidirectional GRU layers there 1.90x (their two
+    directions at once on two threads, each with a new buffer at every call); one direction
+    0.98-1.00x (15 pairs). The frozen LSTM at (4, 16, 32, 128) took 215 us a call packing
+    and 171 with its packing kept (one process, alternating, medians of 25); the GRU there
+    197 and 161."""
+    if not workspaces:
         return _HOLDING_NOTHING
-    return _holding(workspaces, T, N)
+    if _keeps_packs(T, N):
+        return _holding(workspaces, kept_packs, T, N)
+    if N > 1 and T >= BATCH_PACK_MIN_STEPS:
+        return _holding(workspaces, _batch_packs, T, N)
+    return _HOLDING_NOTHING
 
 
 _HOLDING_NOTHING = contextlib.nullcontext(None)
 
 
+def _batch_packs(workspaces: list, T: int, N: int) -> list:
+    """The layer-directions' forward packings (:data:`PACKINGS`), taken from their workspaces
+    (new ones where none were kept, or another thread holds them)."""
+    return [ws.take_any(PACKINGS[True]) or PassPacking() for ws in workspaces]
+
+
 @contextlib.contextmanager
-def _holding(workspaces: list, T: int, N: int):
-    packs = kept_packs(workspaces, T, N)
+def _holding(workspaces: list, take, T: int, N: int):
+    packs = take(workspaces, T, N)
     try:
         yield packs
     finally:
