@@ -1050,9 +1050,10 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     more rows its forward packing (:class:`~elman.fast._pass_packing.PassPacking`,
     :func:`holding_packs`), or None. Made afresh at every call, like the general path's (a
     kept packing only where its matrix is bit for bit the one packed, or frozen): weights
-    changed in place between calls are always seen. ``aside``: where the packings' checks run beside the call (:func:`lean_call`);
-    ``blocks``: for the row blocks of :func:`stack_forward_rows` (:func:`_rows_operand`,
-    :func:`_rows_input_operand`; with ``kept``, the panels they pack kept there)."""
+    changed in place between calls are always seen. ``aside``: where the packings' checks run
+    beside the call (:func:`lean_call`); ``blocks``: for the row blocks of
+    :func:`stack_forward_rows` (:func:`_rows_operand`, :func:`_rows_input_operand`; with
+    ``kept``, the panels they pack kept there)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
