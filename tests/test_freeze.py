@@ -109,6 +109,34 @@ def test_a_batch_of_one_trusts_a_frozen_matrix_without_comparing_it(name, monkey
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.skipif(not _packed.available, reason="needs numba and a CPU with AVX-512")
+def test_a_batch_of_one_knows_its_frozen_array_again_and_sees_another(monkeypatch):
+    """The frozen array a batch of one packed is known again by identity, without its key (the
+    key's address costs ~1.4 us); another frozen array given to the parameter (immutable too,
+    other memory) is told apart, packed anew and seen."""
+    keys = []
+    monkeypatch.setattr(_packed, "immutable_key",
+                        lambda W: keys.append(W.shape) or immutable_key(W))
+    monkeypatch.setattr(timeloop, "check_aside", lambda *args: None)
+    layer = _layer("LSTM", layers=1).eval()
+    frozen = elman.freeze(layer)
+    x = np.random.default_rng(4).standard_normal((50, 1, 8)).astype(np.float32)
+    with elman.no_grad():
+        first = _flat(frozen(x))
+        made = len(keys)                          # (W_hh's and W_ih's at the first call)
+        again = _flat(frozen(x))
+        assert made == 2 and len(keys) == made    # (known again: no key made)
+        frozen.weight_hh_l0.data = immutable(frozen.weight_hh_l0.data * np.float32(0.5))
+        layer.weight_hh_l0.data[...] = frozen.weight_hh_l0.data
+        changed = _flat(frozen(x))
+        want = _flat(layer(x))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(b, a)
+    for got, w in zip(changed, want):
+        np.testing.assert_array_equal(got, w)
+    assert not np.array_equal(changed[0], first[0])
+
+
 def test_the_immutable_key_is_that_of_memory_nothing_can_write():
     a = immutable(np.arange(12, dtype=np.float32).reshape(3, 4))
     assert not a.flags.writeable and a.flags.c_contiguous and a.dtype == np.float32
