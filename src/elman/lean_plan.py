@@ -335,15 +335,14 @@ class LeanPlan:
         run = whole or self.whole
         if not self.keeps:               # (a streaming caller's short calls: the plain way)
             operands = self._kept_operands()
-            if operands is not None:
-                S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
-                           self.schedule)
-                return timeloop.lean_outputs(S, C)
-            # (a batch's forward packing, where it packs: timeloop.holding_packs)
-            with timeloop.holding_packs([workspace], self.steps, self.rows) as packs:
-                operands = timeloop.lean_operands(
-                    self.eq, self.kernels, {name: param.data for name, param in self.params[0]},
-                    self.steps, self.rows, packs and packs[0])
+            # (made now: with a batch's forward packing, where it packs, timeloop.holding_packs)
+            with timeloop.holding_packs([workspace] if operands is None else [], self.steps,
+                                        self.rows) as packs:
+                if operands is None:
+                    operands = timeloop.lean_operands(
+                        self.eq, self.kernels,
+                        {name: param.data for name, param in self.params[0]}, self.steps,
+                        self.rows, packs and packs[0])
                 S, C = run(self.eq, X, h0[0], None if c0 is None else c0[0], *operands,
                            self.schedule)
             return timeloop.lean_outputs(S, C)
