@@ -500,6 +500,7 @@ def test_inner_layers_hand_their_row_blocks_on(always_split, monkeypatch, dropou
     results are the whole batch's (test above); here, which way ran, and that the blocks'
     arrays go back to the workspaces after a no_grad call."""
     monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "ROWS_MKL_MAX_FLOPS", 0.0)
     layer = elman.LSTM(5, 6, num_layers=3, dropout=dropout, seed=1)
     x = np.random.default_rng(0).standard_normal((7, 6, 5)).astype(np.float32)
     out, _ = layer(x)
@@ -536,6 +537,7 @@ def test_row_blocks_without_a_graph(always_split, monkeypatch):
     second block's to the sibling workspace) and the next call reuses them. (The rows rule
     refused: a small call's blocks would run on the pair, tests/test_rows_stack.py.)"""
     monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+    monkeypatch.setattr(timeloop, "ROWS_MKL_MAX_FLOPS", 0.0)
     layer = elman.GRU(5, 6, seed=1)
     x = np.random.default_rng(0).standard_normal((7, 6, 5)).astype(np.float32)
     with elman.no_grad():

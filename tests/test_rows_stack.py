@@ -9,7 +9,7 @@ import pytest
 
 import elman
 from elman import fast, threads, timeloop
-from elman.fast import _pair
+from elman.fast import _mkl, _pair
 from _callers import (agree_from_threads, counted, flat, spread_layer,
                       taken_with_two_threads)
 
@@ -69,6 +69,7 @@ def test_row_blocks_on_the_pair_equal_the_general_paths(rows, name, dtype, monke
         got = [flat(layer(x, hx)) for x, hx in cases]
         assert len(rows) == len(cases)
         monkeypatch.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+        monkeypatch.setattr(timeloop, "ROWS_MKL_MAX_FLOPS", 0.0)
         want = [flat(layer(x, hx)) for x, hx in cases]
         assert len(rows) == len(cases)
     for g, w in zip(got, want):
@@ -290,3 +291,94 @@ def test_two_callers_share_one_partner(rows):
               rng.standard_normal((9, 5, 5)).astype(np.float32),
               rng.standard_normal((9, 6, 5)).astype(np.float32)]
     agree_from_threads(layers, inputs, repeats=40)
+
+
+def test_the_rule_with_mkl(monkeypatch):
+    """With MKL on, a state of up to ROWS_MKL_MAX_STATE units runs as row blocks up to
+    ROWS_MKL_MAX_FLOPS of recurrent work; a larger state, or MKL off, up to ROWS_MAX_FLOPS."""
+    lstm = elman.LSTM(32, 128, seed=0)
+    kernels = fast.kernels_for(lstm.eq, np.float32)
+    monkeypatch.setattr(timeloop, "split_rows", lambda *args: True)
+    K, P, T, N = 4 * 128, 128, 100, 64
+    flops = 2.0 * T * N * K * P
+    assert timeloop.ROWS_MAX_FLOPS <= flops < timeloop.ROWS_MKL_MAX_FLOPS
+    assert P == timeloop.ROWS_MKL_MAX_STATE
+    with _mkl.use(True):
+        assert timeloop.rows_rule(lstm.eq, kernels, np.float32, T, N, K, P, 1)
+        assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, T, N, K, P, 2)
+        wide = 192                               # (less work, but a larger state)
+        assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, T // 4, N, 4 * wide,
+                                      wide, 1)
+        assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, 3 * T, N, K, P, 1)
+    with _mkl.use(False):
+        assert not timeloop.rows_rule(lstm.eq, kernels, np.float32, T, N, K, P, 1)
+
+
+MKL_LAYERS = {
+    "lstm-2": lambda: elman.LSTM(32, 128, num_layers=2, seed=3),
+    "gru": lambda: elman.GRU(32, 128, seed=4),
+    "rnn-2": lambda: elman.RNN(64, 128, num_layers=2, seed=5),
+}
+
+
+@pytest.mark.skipif(not _mkl.available, reason="needs the mkl wheel (elman[mkl])")
+@pytest.mark.parametrize("name", sorted(MKL_LAYERS))
+def test_row_blocks_multiply_by_mkls_packed_forms(rows, name, monkeypatch):
+    """Where MKL is on, the blocks' per-step matrix (where MKL packs a matrix that large) and
+    their projection's (from ROWS_MKL_PROJECTION_MIN) are MKL's packed forms, packed
+    into buffers the layer-directions keep from
+    call to call (packed anew at each call: an in-place change of a weight is seen), and not
+    packed again at all for a frozen layer; the results are the general path's (MKL there
+    too; the projection's sums may run in another order)."""
+    monkeypatch.setattr(timeloop, "ROWS_MKL_PROJECTION_MIN", 0)   # (a small pass here)
+    packed = []
+    original = _mkl.pack
+
+    def counting(W, transpose, rows, into=None):
+        packed.append((W.shape, rows))
+        return original(W, transpose, rows, into)
+    monkeypatch.setattr(_mkl, "pack", counting)
+    layer = MKL_LAYERS[name]().eval()
+    G, L, I = layer.eq.gates, layer.num_layers, layer.input_size
+    x = np.random.default_rng(7).standard_normal((20, 6, I)).astype(np.float32)
+    with _mkl.use(True), elman.no_grad():
+        first = flat(layer(x))
+        assert len(rows) == 1
+        # each layer's W_ih, for a pass of T * 3 rows (the first block's 3), and its W_hh for
+        # 3 rows, where MKL packs a matrix that large (the RNN's 128 x 128 not: panels)
+        step = [((G * 128, 128), 3)] if _mkl.large_enough(20, 3, G * 128 * 128) else []
+        want = sorted(step * L + [((G * 128, I if k == 0 else 128), 20 * 3) for k in range(L)])
+        assert len(want) == {"lstm-2": 4, "gru": 2, "rnn-2": 2}[name]
+        assert sorted(packed) == want
+        buffers = [(ws.take_any(timeloop.PACKINGS[True]), ws.take_any(timeloop.INPUT_PACKING))
+                   for ws in layer._workspaces]
+        for ws, (step, projection) in zip(layer._workspaces, buffers):
+            ws.give(**{timeloop.PACKINGS[True]: step, timeloop.INPUT_PACKING: projection})
+        packed.clear()
+        again = flat(layer(x))
+        assert sorted(packed) == want                 # (packed anew: the weights may change)
+        for ws, (step, projection) in zip(layer._workspaces, buffers):
+            assert ws.take_any(timeloop.PACKINGS[True]).buffer is step.buffer
+            assert ws.take_any(timeloop.INPUT_PACKING).buffer is projection.buffer
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+        with monkeypatch.context() as general:
+            general.setattr(timeloop, "ROWS_MAX_FLOPS", 0.0)
+            general.setattr(timeloop, "ROWS_MKL_MAX_FLOPS", 0.0)
+            reference = flat(layer(x))
+        assert len(rows) == 2
+        for a, b in zip(first, reference):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        layer.weight_hh_l0.data[:5] *= -1.0                     # (in place)
+        changed = flat(layer(x))
+        general_changed = MKL_LAYERS[name]().eval()
+        general_changed.load_state_dict(layer.state_dict())
+        for a, b in zip(changed, flat(general_changed(x))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(changed[0], first[0])
+        frozen = elman.freeze(layer)
+        frozen(x)
+        packed.clear()
+        for a, b in zip(flat(frozen(x)), changed):
+            np.testing.assert_array_equal(a, b)
+        assert packed == []                           # (frozen: its packings taken as they are)

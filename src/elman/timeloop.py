@@ -1038,7 +1038,7 @@ def _pair_panels(T: int, W_hh: np.ndarray, split: int) -> bool:
 
 
 def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None,
-                  blocks: bool = False) -> tuple:
+                  blocks: bool = False, packings: tuple | None = None) -> tuple:
     """``(W_ih, bias, W_hh_T, consts)`` of one layer-direction for the lean path's compiled
     loop: the input projection's matrix (``W_ih`` itself; with ``kept``, ``W_ih^T`` in
     :func:`elman.fast.matrix_operand`'s form or its panels, :func:`_input_operand`: the loops
@@ -1053,7 +1053,8 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     changed in place between calls are always seen. ``aside``: where the packings' checks run
     beside the call (:func:`lean_call`); ``blocks``: for the row blocks of
     :func:`stack_forward_rows` (:func:`_rows_operand`, :func:`_rows_input_operand`; with
-    ``kept``, the panels they pack kept there)."""
+    ``kept``, the panels they pack kept there; with ``packings``, the pair of
+    :class:`~elman.fast._pass_packing.PassPacking` their MKL forms pack into)."""
     W_ih, W_hh = w["weight_ih"], w["weight_hh"]
     GH = W_ih.shape[0]
     H = GH // eq.gates
@@ -1062,8 +1063,9 @@ def lean_operands(eq, kernels, w: Weights, T: int, N: int, kept=None, aside=None
     W_step = W_hh if K == W_hh.shape[0] else W_hh[:K]      # (a classic GRU's: the r, z rows)
     bias = _loop_bias(gx_bias, GH, W_ih.dtype)
     if blocks:
-        return (_rows_input_operand(W_ih, kept and kept[1]), bias,
-                _rows_operand(W_step, T, N, kept and kept[0]), consts)
+        step, projection = (None, None) if packings is None else packings
+        return (_rows_input_operand(W_ih, kept and kept[1], projection, T * N), bias,
+                _rows_operand(W_step, T, N, kept and kept[0], step), consts)
     if N != 1:           # (kept: a batch's packing, holding_packs, or None)
         return W_ih, bias, _step_operand(W_step, True, T, N, kernels, True, kept)[0], consts
     if kept is None:      # (a streaming caller's one-step calls: W_ih and W_hh^T themselves,
@@ -1343,6 +1345,19 @@ def _stack_pair(eq, kernels, X, h0, c0, operands: tuple) -> tuple:
 #: (64, 100, 32, 64) and (32, 200, 16, 64) (78-210) 1.10-1.31x, (32, 500, 32, 32) (98-131)
 #: 0.98-1.14x; above it, at (64, 100, 32, 128) and (128, 100, 32, 64) (315-839), 0.90-1.02x
 ROWS_MAX_FLOPS = float(1 << 28)
+#: with MKL on (:mod:`elman.fast._mkl`), the most recurrent GEMM work for which a batch whose
+#: state has at most :data:`ROWS_MKL_MAX_STATE` units runs its stack as row blocks on the pair:
+#: there the blocks' large matrices are MKL's packed forms (:func:`_rows_operand`,
+#: :func:`_rows_input_operand`), as the general path's. Measured on the Intel Xeon of
+#: 2026-12-07 (Emerald Rapids; one process, the general path and the rows alternating, calls
+#: back to back for 0.3 s after a 0.1 s pause, medians of 11): at P = 128 the rows 1.05-1.14x
+#: as fast at (64, 100, 32, 128) (LSTM and GRU, one and two layers), 1.01-1.04x at (64, 100,
+#: 128, 128), (64, 200, 32, 128), (128, 100, 32, 128), (256, 100, 32, 128) and (128, 200,
+#: 128, 128) (LSTM, GRU, RNN; up to 1.7 GFLOP); at P = 192 1.007x; at P = 256 0.91-0.99x
+#: (RNN at (128, 100, 32, 256), LSTM and GRU at (64, 100, 128, 256)): the general path's there
+ROWS_MKL_MAX_FLOPS = float(1 << 31)
+#: the largest state (P) for :data:`ROWS_MKL_MAX_FLOPS`
+ROWS_MKL_MAX_STATE = 128
 
 
 def rows_rule(eq, kernels, dtype, T: int, N: int, K: int, P: int, directions: int) -> bool:
@@ -1351,11 +1366,14 @@ def rows_rule(eq, kernels, dtype, T: int, N: int, K: int, P: int, directions: in
     two row blocks at once, one on the caller's thread and one on the pair's partner
     (:func:`stack_forward_rows`): one direction (a bidirectional layer runs its directions
     at once instead: the rows measured 0.94-1.01x as fast as that at (64, 100, 32, 64)), less
-    recurrent work than :data:`ROWS_MAX_FLOPS`, where a layer's pass would run as row blocks
-    on the general path (:func:`split_rows`: T steps of ``(N x P) @ (P x K)``), a kernel
-    module with a ``forward_stack_rows`` and no ``transform_input``, and a machine where the
-    pair runs (:func:`elman.fast.pair_supported`)."""
-    if kernels is None or directions != 1 or 2.0 * T * N * K * P >= ROWS_MAX_FLOPS \
+    recurrent work than :data:`ROWS_MAX_FLOPS` (with MKL on and a state of at most
+    :data:`ROWS_MKL_MAX_STATE`, :data:`ROWS_MKL_MAX_FLOPS`), where a layer's pass would run
+    as row blocks on the general path (:func:`split_rows`: T steps of ``(N x P) @ (P x K)``),
+    a kernel module with a ``forward_stack_rows`` and no ``transform_input``, and a machine
+    where the pair runs (:func:`elman.fast.pair_supported`)."""
+    most = ROWS_MKL_MAX_FLOPS if P <= ROWS_MKL_MAX_STATE and fast_mkl.enabled() \
+        else ROWS_MAX_FLOPS
+    if kernels is None or directions != 1 or 2.0 * T * N * K * P >= most \
             or not split_rows(eq, dtype, T, N, K, P):
         return False
     attributes = vars(kernels)
@@ -1388,14 +1406,37 @@ def stack_forward_rows(eq, kernels, X: np.ndarray, h0: np.ndarray, c0: np.ndarra
     T, N, I = X.shape
     first = (N + 1) // 2
     packs = None if workspaces is None else _take_packs(workspaces)
+    packings = None if workspaces is None else _take_row_packings(workspaces)
     try:
-        operands = stack_operands(eq, kernels, weights, T, first, packs, blocks=True)
+        operands = stack_operands(eq, kernels, weights, T, first, packs, blocks=True,
+                                  packings=packings)
         if operands is None:
             return None
         return _rows_stack(eq, kernels, X, h0, c0, D, workspaces, operands)
     finally:
         if packs is not None:
             give_packs(workspaces, packs)
+            _give_row_packings(workspaces, packings)
+
+
+#: the workspace's name for the packing (:class:`~elman.fast._pass_packing.PassPacking`) of
+#: ``W_ih^T`` by MKL for :func:`stack_forward_rows`' projections (:func:`_rows_input_operand`)
+INPUT_PACKING = "packed_W_ih_T"
+
+
+def _take_row_packings(workspaces: list) -> list:
+    """The layer-directions' MKL packings for :func:`stack_forward_rows` (``W_hh^T``'s, the
+    general path's forward one, :data:`PACKINGS`, and ``W_ih^T``'s, :data:`INPUT_PACKING`),
+    a pair each, taken from their workspaces (new ones where none were kept, or another thread
+    holds them)."""
+    return [(ws.take_any(PACKINGS[True]) or PassPacking(),
+             ws.take_any(INPUT_PACKING) or PassPacking()) for ws in workspaces]
+
+
+def _give_row_packings(workspaces: list, packings: list) -> None:
+    """:func:`_take_row_packings`' packings back into their workspaces."""
+    for ws, (step, projection) in zip(workspaces, packings):
+        ws.give(**{PACKINGS[True]: step, INPUT_PACKING: projection})
 
 
 def _rows_stack(eq, kernels, X, h0, c0, D: int, workspaces: list | None,
@@ -1423,20 +1464,41 @@ def _rows_stack(eq, kernels, X, h0, c0, D: int, workspaces: list | None,
     return out, h_n, c_n
 
 
-def _rows_input_operand(W_ih: np.ndarray, kept=None) -> tuple:
+def _rows_input_operand(W_ih: np.ndarray, kept=None, packing=None, rows: int = 0) -> tuple:
     """The input projection's matrix ``W_ih^T`` of :func:`stack_forward_rows`'s blocks (the
-    lean loops take either form, :func:`elman.fast._loop.project_by`): the kernels' own panels
-    where the micro-kernel takes them (float32, G*H a multiple of its vectors), packed at
-    each call (a pass over ``W_ih``), else ``W_ih^T`` itself (BLAS's GEMM).
+    lean loops take either form, :func:`elman.fast._loop.project_by`): with ``packing`` (a
+    :class:`~elman.fast._pass_packing.PassPacking`), MKL's packed form for products of up to
+    ``rows`` rows where MKL is on and the product is at least
+    :data:`ROWS_MKL_PROJECTION_MIN` (``rows`` times ``W_ih``'s elements), as the general
+    path's projection runs on MKL's GEMM; else the kernels' own panels where the micro-kernel takes them (float32, G*H a
+    multiple of its vectors), packed at each call (a pass over ``W_ih``), else ``W_ih^T``
+    itself (BLAS's GEMM).
 
-    Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): LSTM and
-    GRU, one and two layers, at (32, 50, 16, 64) 1.00-1.05x as fast as with OpenBLAS's GEMM,
-    at (64, 100, 32, 64) 1.06-1.09x, at (32, 500, 32, 32) 1.11-1.14x, the same results bit
-    for bit there (MKL's packed form, shared by the two blocks, ran two layers 0.56-0.79x
-    as fast: see :func:`_rows_operand`). ``kept``: as there."""
+    Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): the
+    panels against OpenBLAS's GEMM, LSTM and GRU, one and two layers, at (32, 50, 16, 64)
+    1.00-1.05x as fast, at (64, 100, 32, 64) 1.06-1.09x, at (32, 500, 32, 32) 1.11-1.14x, the
+    same results bit for bit there (MKL's packed form, then packed into a fresh buffer at each
+    call, ran two layers 0.56-0.79x as fast; see :data:`ROWS_MKL_PROJECTION_MIN` for MKL's
+    kept one). ``kept``: as :func:`_rows_operand`'s."""
+    if packing is not None and rows * W_ih.size >= ROWS_MKL_PROJECTION_MIN \
+            and W_ih.flags.c_contiguous and fast_mkl.enabled():
+        packed = packing.packed(W_ih, ("mkl", True, rows),
+                                lambda into: fast_mkl.pack(W_ih, True, rows, into))
+        return fast.packed_operand(packed, fast_mkl.compute_address(W_ih.dtype), W_ih)
     if _projection_panels_apply(W_ih):
         return fast.packed_operand(_row_panels(W_ih, kept), fast_packed.compute_address(), W_ih)
     return fast.matrix_operand(W_ih.T)
+
+
+#: the smallest projection (a block's rows times ``W_ih``'s elements) that
+#: :func:`_rows_input_operand` hands to MKL's packed form. Measured (the Intel Xeon of
+#: 2026-12-07, one process, alternating, medians of 15, the per-step matrices MKL's,
+#: :data:`ROWS_MKL_MAX_FLOPS`): at (64, 100, 32, 128) (3,200 rows) MKL's form 1.03-1.04x as
+#: fast as the panels (LSTM, 16,384 elements) and 1.05x (GRU, 12,288); at (64, 100, 128, 128)
+#: the rows 1.03x as fast as the general path with it, 0.98x with the panels; at (32, 50, 16,
+#: 64) (800 rows) 0.94x as fast as the panels, in the first layer (4,096 elements, alternating
+#: in one process) and in the second (16,384, old and new code in alternating processes)
+ROWS_MKL_PROJECTION_MIN = 1 << 24
 
 
 #: the smallest per-step matrix (elements) the row blocks of :func:`stack_forward_rows` pack
@@ -1444,12 +1506,15 @@ def _rows_input_operand(W_ih: np.ndarray, kept=None) -> tuple:
 ROWS_PACK_MIN_ELEMENTS = 16384
 
 
-def _rows_operand(W: np.ndarray, T: int, N: int, kept=None) -> tuple:
+def _rows_operand(W: np.ndarray, T: int, N: int, kept=None, packing=None) -> tuple:
     """The per-step matrix ``W^T`` of :func:`stack_forward_rows`'s blocks of up to ``N`` rows,
-    which both blocks share: the kernels' own panels (:func:`elman.fast._packed.pack`) where
-    they pay for such a block, from :data:`ROWS_PACK_MIN_ELEMENTS` (half the general path's
-    :data:`elman.fast._packed.MIN_ELEMENTS`), else the contiguous copy OpenBLAS multiplies by
-    (:func:`_step_matrix`); never MKL's packed form.
+    which both blocks share: with ``packing`` (a :class:`~elman.fast._pass_packing.
+    PassPacking`: the general path's forward one, :data:`PACKINGS`), MKL's packed form where
+    the general path's block would pack it so (:func:`elman.fast._mkl.worth`; measured: see
+    :data:`ROWS_MKL_MAX_FLOPS`); else the kernels' own panels (:func:`elman.fast._packed.pack`)
+    where they pay for such a block, from :data:`ROWS_PACK_MIN_ELEMENTS` (half the general
+    path's :data:`elman.fast._packed.MIN_ELEMENTS`), else the contiguous copy OpenBLAS
+    multiplies by (:func:`_step_matrix`).
 
     Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): with the
     panels, the LSTM at (32, 50, 16, 64) (a 64 x 256 matrix) 1.11x as fast with one and two
@@ -1464,6 +1529,9 @@ def _rows_operand(W: np.ndarray, T: int, N: int, kept=None) -> tuple:
     medians of 25, the whole call): the LSTM at (32, 50, 16, 64), one and two layers, 1.038x
     and 1.033x as fast, frozen 1.062x and 1.054x; the GRU there (only ``W_ih``'s panels: its
     ``W_hh`` is below :data:`ROWS_PACK_MIN_ELEMENTS`) 1.012x, frozen 1.022x."""
+    if packing is not None and W.flags.c_contiguous and fast_mkl.worth(T, N, W.size):
+        packed = packing.packed(W, ("mkl", True, N), lambda into: fast_mkl.pack(W, True, N, into))
+        return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W)
     if fast_packed.worth(T, N, *W.T.shape, W.dtype, ROWS_PACK_MIN_ELEMENTS):
         return fast.packed_operand(_row_panels(W, kept), fast_packed.compute_address(), W)
     return fast.matrix_operand(_step_matrix(W.T, T, N))
@@ -1580,9 +1648,11 @@ STACK_MAX = 8
 
 
 def stack_operands(eq, kernels, weights: list, T: int, N: int,
-                    packs: list | None = None, blocks: bool = False) -> tuple | None:
+                    packs: list | None = None, blocks: bool = False,
+                    packings: list | None = None) -> tuple | None:
     """The layer-directions' :func:`lean_operands` (with their kept packings ``packs``,
-    :func:`kept_packs`, or none; ``blocks`` as there), as a tuple of tuples by operand, each
+    :func:`kept_packs`, or none; ``blocks`` and ``packings``, a row block's MKL packings,
+    :func:`_take_row_packings`, as there), as a tuple of tuples by operand, each
     of 2, 4 or 8 entries (see :data:`STACK_MAX`); None for more layer-directions than that or
     where a parameter array is unusual (:func:`_one_array_type`; see
     :func:`stack_forward_lean`)."""
@@ -1590,7 +1660,7 @@ def stack_operands(eq, kernels, weights: list, T: int, N: int,
         return None
     threads.small_work_starts()               # (runs_lean: every GEMM here is on one thread)
     operands = [lean_operands(eq, kernels, w, T, N, None if packs is None else packs[k],
-                              blocks=blocks)
+                              blocks=blocks, packings=None if packings is None else packings[k])
                 for k, w in enumerate(weights)]
     operands += operands[-1:] * ((1 << (len(operands) - 1).bit_length()) - len(operands))
     return tuple(zip(*operands))
