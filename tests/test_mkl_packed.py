@@ -450,17 +450,21 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
     K, P = 4 * 512, 512
     monkeypatch.setattr(threads, "granted", lambda: 2)
     assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-    assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)        # a small matrix
     assert not timeloop.split_rows(lstm, np.float32, 50, 16, K, P)          # few rows
     assert not timeloop.split_rows(lstm, np.float32, 4, 32, 256, 128)       # little work
     assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)           # a short call
-    # a gated cell's small matrix whose whole batch's step GEMM gets one thread anyway: the
-    # blocks bring in the second core (LSTM (32, 50, 16, 64)); not where it would get two
-    # (N = 128 there), nor for the RNN
-    assert timeloop.split_rows(lstm, np.float32, 50, 32, 256, 64)
-    assert not timeloop.split_rows(lstm, np.float32, 50, 128, 256, 64)
+    # float32 with MKL on: a matrix too small for MKL's packing too (the blocks on the
+    # kernels' panels or OpenBLAS's one-thread GEMM), the RNN's and a gated cell's, whatever
+    # the whole batch's step GEMM would get; float64 only from a matrix worth MKL's packing
     rnn_eq = elman.RNN(8, 64).eq
-    assert not timeloop.split_rows(rnn_eq, np.float32, 500, 32, 64, 64)
+    for eq, n, k, p in [(lstm, 64, 64, 64), (lstm, 32, 256, 64), (lstm, 128, 256, 64),
+                        (rnn_eq, 32, 64, 64), (rnn_eq, 64, 128, 128)]:
+        assert k * p < _mkl.MIN_ELEMENTS
+        assert timeloop.split_rows(eq, np.float32, 500, n, k, p)
+        assert not timeloop.split_rows(eq, np.float32, _mkl.MIN_STEPS - 1, 4096, k, p)
+        if k >= 2 * p and 2.0 * n * k * p >= threads.MIN_FLOPS_PER_THREAD or k < 2 * p:
+            assert not timeloop.split_rows(eq, np.float64, 500, n, k, p)
+    assert timeloop.split_rows(lstm, np.float64, 50, 64, K, P)
     ln = elman.LSTM(8, 512, layer_norm=True).eq
     assert timeloop.split_rows(ln, np.float32, 50, 64, K, P)    # its sums: each pass's own
     monkeypatch.setattr(elman.fast.kernels_for(ln, np.float32), "reentrant", False,

@@ -530,7 +530,22 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
 
-    - MKL on: its packed GEMM is worth it for this matrix (:func:`elman.fast._mkl.worth`);
+    - MKL on: its packed GEMM is worth it for this matrix (:func:`elman.fast._mkl.worth`),
+      or float32, given :data:`elman.fast._mkl.MIN_STEPS` steps (the blocks multiply by the
+      kernels' panels or with OpenBLAS's one-thread GEMM where MKL's packing is not worth
+      it). Measured on the Intel Xeon of 2026-12-07 (Emerald Rapids, MKL on; one process,
+      the blocks against the whole batch alternating, calls back to back for 0.3 s after a
+      0.1 s pause, medians of 9), where the earlier rule below kept the whole batch: the RNN
+      at (64, 100, 32, 128) 1.79x in inference, 1.66x in training (two layers 1.82x and
+      1.65x), at (32 and 128, 100, 32, 128) 1.82x and 1.57x in inference (training at N =
+      128 1.67x), (64, 100, 32, 96) 1.48x, (64, 100, 128, 160) 1.44x, (64 and 128, 100, 32,
+      64) 1.33x and 1.27x (training at N = 64 1.26x), (64, 200, 16, 32) 1.15x, (32, 500, 32,
+      32) 1.00x (training 1.27x); the LSTM at (128, 100, 32, 64) 1.68x and 1.51x, the GRU at
+      (256, 100, 32, 64) 1.83x; the results within float32's rounding of the whole batch's
+      (the same bits where neither packs). (With MKL switched off the same held on that Xeon:
+      the RNN at (64, 100, 32, 128) 1.82x and 1.57x, at (64, 100, 128, 256) 1.37x, the LSTM
+      at (128, 100, 32, 64) 1.38x; that case keeps the earlier rule below, measured there
+      only at these sizes);
     - float32 on a CPU where MKL is off by default (not an Intel one,
       :data:`elman.fast._mkl.DEFAULT_ON`): always, given :data:`elman.fast._mkl.MIN_STEPS`
       steps (the blocks pack where :func:`_step_operand` says so, else OpenBLAS's one-thread
@@ -574,7 +589,8 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
             and T >= fast_mkl.MIN_STEPS:
         return True
     if fast_mkl.enabled():
-        return fast_mkl.worth(T, N, K * P)
+        return fast_mkl.worth(T, N, K * P) or \
+            (np.dtype(dtype) == np.float32 and T >= fast_mkl.MIN_STEPS)
     if not fast_mkl.DEFAULT_ON and np.dtype(dtype) == np.float32:
         return T >= fast_mkl.MIN_STEPS
     packs = fast_packed.worth(T, N, P, K, dtype) and fast_packed.worth(T, N, K, P, dtype)
