@@ -321,9 +321,7 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
     if kernels is not None and one_thread:
         if fast_mkl.worth(T, N, W.size):
             kept = kept or PassPacking()
-            packed = kept.packed(W, ("mkl", transpose, N),
-                                 lambda into: fast_mkl.pack(W, transpose, N, into))
-            return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W), kept
+            return _mkl_operand(W, transpose, N, kept), kept
         if fast_packed.worth(T, N, *(W.shape[::-1] if transpose else W.shape), W.dtype):
             kept = kept or PassPacking()
             packed = kept.packed(W, ("panels", transpose),
@@ -331,6 +329,16 @@ def _step_operand(W: np.ndarray, transpose: bool, T: int, N: int, kernels,
             return fast.packed_operand(packed, fast_packed.compute_address(), W), kept
     B = _step_matrix(W.T, T, N) if transpose else W
     return (B if kernels is None else fast.matrix_operand(B)), None
+
+
+def _mkl_operand(W: np.ndarray, transpose: bool, rows: int, packing: PassPacking) -> tuple:
+    """MKL's packed form of ``W.T`` (``transpose``) or ``W`` for products of up to ``rows``
+    rows (:func:`elman.fast._mkl.pack`), as :func:`elman.fast.packed_operand` makes it, packed
+    into ``packing``'s buffer (or taken as it is where that already holds it, ``W`` frozen:
+    :class:`~elman.fast._pass_packing.PassPacking`)."""
+    packed = packing.packed(W, ("mkl", transpose, rows),
+                            lambda into: fast_mkl.pack(W, transpose, rows, into))
+    return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W)
 
 
 #: the workspace's names for the packings (:class:`~elman.fast._pass_packing.PassPacking`) a
@@ -1486,9 +1494,9 @@ def _rows_input_operand(W_ih: np.ndarray, kept=None, packing=None, rows: int = 0
     :class:`~elman.fast._pass_packing.PassPacking`), MKL's packed form for products of up to
     ``rows`` rows where MKL is on and the product is at least
     :data:`ROWS_MKL_PROJECTION_MIN` (``rows`` times ``W_ih``'s elements), as the general
-    path's projection runs on MKL's GEMM; else the kernels' own panels where the micro-kernel takes them (float32, G*H a
-    multiple of its vectors), packed at each call (a pass over ``W_ih``), else ``W_ih^T``
-    itself (BLAS's GEMM).
+    path's projection runs on MKL's GEMM; else the kernels' own panels where the micro-kernel
+    takes them (float32, G*H a multiple of its vectors), packed at each call (a pass over
+    ``W_ih``), else ``W_ih^T`` itself (BLAS's GEMM).
 
     Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): the
     panels against OpenBLAS's GEMM, LSTM and GRU, one and two layers, at (32, 50, 16, 64)
@@ -1498,9 +1506,7 @@ def _rows_input_operand(W_ih: np.ndarray, kept=None, packing=None, rows: int = 0
     kept one). ``kept``: as :func:`_rows_operand`'s."""
     if packing is not None and rows * W_ih.size >= ROWS_MKL_PROJECTION_MIN \
             and W_ih.flags.c_contiguous and fast_mkl.enabled():
-        packed = packing.packed(W_ih, ("mkl", True, rows),
-                                lambda into: fast_mkl.pack(W_ih, True, rows, into))
-        return fast.packed_operand(packed, fast_mkl.compute_address(W_ih.dtype), W_ih)
+        return _mkl_operand(W_ih, True, rows, packing)
     if _projection_panels_apply(W_ih):
         return fast.packed_operand(_row_panels(W_ih, kept), fast_packed.compute_address(), W_ih)
     return fast.matrix_operand(W_ih.T)
@@ -1535,8 +1541,10 @@ def _rows_operand(W: np.ndarray, T: int, N: int, kept=None, packing=None) -> tup
     Measured (the Intel Xeon of 2026-12-06, one process, alternating, medians of 7): with the
     panels, the LSTM at (32, 50, 16, 64) (a 64 x 256 matrix) 1.11x as fast with one and two
     layers, at (32, 500, 32, 32) (32 x 128) 0.98-0.99x, the GRU 0.99-1.03x at both; with MKL's
-    packed form shared by the two blocks, one layer 0.96-1.09x, two layers 0.75x at both
-    sizes (each block of the general path packs its own).
+    packed form shared by the two blocks, then packed into a fresh buffer at each call (its
+    huge pages faulted in: :func:`elman.fast._mkl.pack`), one layer 0.96-1.09x, two layers
+    0.75x at both sizes (these matrices are below MKL's :data:`elman.fast._mkl.MIN_ELEMENTS`
+    now: panels).
 
     ``kept`` (an :class:`elman.fast._packed.KeptPack`, or None): where the panels are kept from
     call to call, packed anew only when ``W`` is no longer the matrix they hold (compared with
@@ -1546,8 +1554,7 @@ def _rows_operand(W: np.ndarray, T: int, N: int, kept=None, packing=None) -> tup
     and 1.033x as fast, frozen 1.062x and 1.054x; the GRU there (only ``W_ih``'s panels: its
     ``W_hh`` is below :data:`ROWS_PACK_MIN_ELEMENTS`) 1.012x, frozen 1.022x."""
     if packing is not None and W.flags.c_contiguous and fast_mkl.worth(T, N, W.size):
-        packed = packing.packed(W, ("mkl", True, N), lambda into: fast_mkl.pack(W, True, N, into))
-        return fast.packed_operand(packed, fast_mkl.compute_address(W.dtype), W)
+        return _mkl_operand(W, True, N, packing)
     if fast_packed.worth(T, N, *W.T.shape, W.dtype, ROWS_PACK_MIN_ELEMENTS):
         return fast.packed_operand(_row_panels(W, kept), fast_packed.compute_address(), W)
     return fast.matrix_operand(_step_matrix(W.T, T, N))
