@@ -27,16 +27,22 @@ def always_overlap(monkeypatch):
     calls = []
     original = threads.concurrently
 
-    def counting(first, second):
+    def counting(first, second, **options):
         calls.append(1)
-        return original(first, second)
+        return original(first, second, **options)
     monkeypatch.setattr(threads, "concurrently", counting)
     return calls
 
 
 # -- elman.threads.concurrently ------------------------------------------------------------
 
-def test_concurrently_runs_both_at_once_and_returns_both_results():
+#: concurrently's two ways: a task of unknown size on a thread pool's worker, a small one on
+#: the pair's spinning partner (where it runs: x86-64, the fast path; else the pool again)
+WAYS = pytest.mark.parametrize("flops", [None, 1.0], ids=["pool", "partner"])
+
+
+@WAYS
+def test_concurrently_runs_both_at_once_and_returns_both_results(flops):
     started = [threading.Event(), threading.Event()]
 
     def task(i):
@@ -45,12 +51,13 @@ def test_concurrently_runs_both_at_once_and_returns_both_results():
             # only returns True if the other task is running at the same time
             return started[1 - i].wait(timeout=30), threading.get_ident()
         return run
-    (met0, ident0), (met1, ident1) = threads.concurrently(task(0), task(1))
+    (met0, ident0), (met1, ident1) = threads.concurrently(task(0), task(1), flops=flops)
     assert met0 and met1
     assert ident1 == threading.get_ident() and ident0 != ident1
 
 
-def test_concurrently_pins_blas_to_one_thread_and_restores_it():
+@WAYS
+def test_concurrently_pins_blas_to_one_thread_and_restores_it(flops):
     if not _numpys_blas_threads():
         if _strict():      # CI: NumPy's wheel brings an OpenBLAS threadpoolctl sees
             pytest.fail("NumPy's BLAS is not visible to threadpoolctl")
@@ -58,45 +65,53 @@ def test_concurrently_pins_blas_to_one_thread_and_restores_it():
     elman.set_num_threads(2)
     with threads.for_gemm(512, 512, 512):
         pass                                    # BLAS now at the granted count
-    seen = threads.concurrently(_numpys_blas_threads, _numpys_blas_threads)
+    seen = threads.concurrently(_numpys_blas_threads, _numpys_blas_threads, flops=flops)
     assert seen == ([1], [1])
 
     def with_a_large_gemm():                    # for_gemm inside leaves it at one thread
         with threads.for_gemm(4096, 4096, 4096):
             return _numpys_blas_threads()
-    assert threads.concurrently(with_a_large_gemm, with_a_large_gemm) == ([1], [1])
+    assert threads.concurrently(with_a_large_gemm, with_a_large_gemm, flops=flops) == ([1], [1])
     assert _numpys_blas_threads() == [threads.granted()]
 
 
+@WAYS
 @pytest.mark.parametrize("failing", ["first", "second", "both"])
-def test_concurrently_raises_after_both_stopped(failing):
+def test_concurrently_raises_after_both_stopped(failing, flops):
     stopped = []
+    first_started = threading.Event()
 
     def task(name):
         def run():
+            if name == "first":
+                first_started.set()
+            else:                   # (so that both run: the partner takes first meanwhile)
+                assert first_started.wait(timeout=30)
             stopped.append(name)
             if failing in (name, "both"):
                 raise ValueError(name)
             return name
         return run
     with pytest.raises(ValueError, match="first" if failing == "first" else "second"):
-        threads.concurrently(task("first"), task("second"))
+        threads.concurrently(task("first"), task("second"), flops=flops)
     assert sorted(stopped) == ["first", "second"]        # neither was left running
     assert threads._pinned == 0
-    assert threads.concurrently(lambda: 1, lambda: 2) == (1, 2)      # and it still works
+    assert threads.concurrently(lambda: 1, lambda: 2, flops=flops) == (1, 2)   # still works
 
 
-def test_concurrently_from_several_caller_threads_at_once():
+@WAYS
+def test_concurrently_from_several_caller_threads_at_once(flops):
     results = {}
 
-    def caller(name):
-        results[name] = threads.concurrently(lambda: (name, 1), lambda: (name, 2))
+    def caller(name):            # (25 calls each: callers race each other for the partner)
+        results[name] = [threads.concurrently(lambda: (name, i, 1), lambda: (name, i, 2),
+                                              flops=flops) for i in range(25)]
     callers = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
     for t in callers:
         t.start()
     for t in callers:
         t.join(timeout=60)
-    assert results == {i: ((i, 1), (i, 2)) for i in range(4)}
+    assert results == {n: [((n, i, 1), (n, i, 2)) for i in range(25)] for n in range(4)}
     assert threads._pinned == 0
 
 

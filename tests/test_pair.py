@@ -2,6 +2,8 @@
 timeloop.sequence_forward_pair): the same results as the other paths, whoever computes which
 half of a step, and the rule that decides when it runs."""
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -499,3 +501,110 @@ def test_a_forked_child_gets_a_partner_of_its_own(pair_everywhere):
     assert child.exitcode == 0 and own
     assert joined > 0                                 # a partner thread worked in the child
     assert error < 1e-12
+
+
+# --- Partner.beside: two tasks at once (elman.threads.concurrently's small tasks) ---------
+
+
+def _until(condition, seconds=10.0):
+    """Wait (sleeping, the GIL free) until ``condition()`` or ``seconds``; whether it held."""
+    deadline = time.perf_counter() + seconds
+    while not condition():
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(1e-4)
+    return True
+
+
+def test_beside_runs_first_on_the_partner_while_second_runs_here():
+    """``second`` waits until ``first`` has started: only a partner running it at the same
+    time lets both finish, and each result comes back in its place."""
+    partner = fast.pair().partner()
+    started, ran_on = [], []
+
+    def first():
+        ran_on.append(threading.get_ident())
+        started.append(1)
+        return "first"
+
+    def second():
+        assert _until(lambda: started), "the partner never started first"
+        return "second"
+
+    for _ in range(20):
+        started.clear()
+        assert partner.beside(first, second) == ("first", "second")
+    assert threading.get_ident() not in ran_on             # the partner, every time
+
+
+def test_beside_runs_first_here_when_the_partner_does_not_take_it(monkeypatch):
+    """A partner that never comes (asleep, descheduled, busy): the caller runs ``first``
+    itself once ``second`` is done."""
+    partner = fast.pair().partner()
+    monkeypatch.setattr(type(partner), "offer", lambda self, task: None)
+    order = []
+    result = partner.beside(lambda: order.append(("first", threading.get_ident())) or 1,
+                            lambda: order.append(("second", threading.get_ident())) or 2)
+    me = threading.get_ident()
+    assert result == (1, 2) and order == [("second", me), ("first", me)]
+
+
+def test_beside_runs_each_task_once_whoever_claims_it():
+    """Short tasks race the partner: whoever claims ``first`` runs it, exactly once, and the
+    call returns only after it has run."""
+    partner = fast.pair().partner()
+    runs = []
+    for i in range(400):
+        box = []
+
+        def first(i=i):
+            box.append(i)
+            runs.append(i)
+            return i
+
+        assert partner.beside(first, lambda: -i) == (i, -i)
+        assert box == [i]
+    assert runs == list(range(400))
+
+
+def test_beside_raises_after_both_tasks_stop():
+    """``first``'s exception (on the partner) is raised here; ``second``'s is raised only once
+    the partner has finished ``first``; both failing raises ``second``'s."""
+    partner = fast.pair().partner()
+    started, finished = [], []
+
+    def failing_first():
+        started.append(1)
+        raise KeyError("first")
+
+    def slow_first():
+        started.append(1)
+        time.sleep(0.05)
+        finished.append(1)
+
+    def waiting(error=None):
+        def second():
+            assert _until(lambda: started)
+            if error is not None:
+                raise error
+            return 2
+        return second
+
+    with pytest.raises(KeyError, match="first"):
+        partner.beside(failing_first, waiting())
+    started.clear()
+    with pytest.raises(ValueError, match="second"):
+        partner.beside(slow_first, waiting(ValueError("second")))
+    assert finished == [1]                        # raised after first had finished
+    started.clear()
+    with pytest.raises(ValueError, match="second"):
+        partner.beside(failing_first, waiting(ValueError("second")))
+
+
+def test_beside_does_not_start_first_after_second_failed(monkeypatch):
+    partner = fast.pair().partner()
+    monkeypatch.setattr(type(partner), "offer", lambda self, task: None)
+    ran = []
+    with pytest.raises(RuntimeError):
+        partner.beside(lambda: ran.append(1), lambda: (_ for _ in ()).throw(RuntimeError()))
+    assert ran == []

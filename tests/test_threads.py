@@ -281,3 +281,72 @@ def test_the_monitor_sees_a_cpu_bound_neighbour():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+pair_only = pytest.mark.skipif(not elman.fast.pair_supported(),
+                               reason="elman's spinning second thread: x86-64, fast path")
+
+
+def _thread_name(results):
+    """``first`` of concurrently records the name of the thread it ran on."""
+    import threading
+
+    def first():
+        results.append(threading.current_thread().name)
+    return first
+
+
+@pair_only
+def test_concurrently_gives_small_tasks_to_the_partner_large_ones_to_the_pool(monkeypatch):
+    """Up to PARTNER_MAX_FLOPS the first task runs on the pair's partner (spinning for tasks:
+    its hand-offs cost no wake-up), above it and where the size is not given on the pool's
+    worker; before the pool, a partner still spinning from its last task is rested."""
+    rests = []
+    pair = elman.fast.pair()
+    original_rest = pair.rest_partner
+    monkeypatch.setattr(pair, "rest_partner", lambda: rests.append(1) or original_rest())
+    names = []
+
+    def second():                        # (long enough for the partner to claim first)
+        deadline = time.perf_counter() + 5
+        while len(names) < count + 1 and time.perf_counter() < deadline:
+            time.sleep(1e-4)
+
+    for count, flops in enumerate((1e6, threads.PARTNER_MAX_FLOPS)):
+        threads.concurrently(_thread_name(names), second, flops=flops)
+    assert names == ["elman-pair"] * 2 and rests == []
+    for count, flops in enumerate((threads.PARTNER_MAX_FLOPS * 1.01, None), start=2):
+        threads.concurrently(_thread_name(names), second, flops=flops)
+    assert len(names) == 4 and all(name.startswith("elman-loop") for name in names[2:])
+    assert len(rests) == 2
+
+
+@pair_only
+def test_a_gemm_on_blas_pool_rests_a_spinning_partner(monkeypatch):
+    """After a task on the partner (which then spins for SPIN_SECONDS), a product on BLAS's
+    own threads first tells the partner to rest (else one of BLAS's threads would share a core
+    with it); once rested, or long after, nothing to tell."""
+    _fake_load(monkeypatch, 0.0)
+    elman.set_num_threads(2, adaptive=True)
+    rests = []
+    pair = elman.fast.pair()
+    original_rest = pair.rest_partner
+    monkeypatch.setattr(pair, "rest_partner", lambda: rests.append(1) or original_rest())
+    monkeypatch.setattr(threads, "_layers_concurrent_until", 0.0)
+    a, b = np.ones((3000, 256), np.float32), np.ones((256, 256), np.float32)
+    threads.concurrently(lambda: None, lambda: None, layer=False, flops=1.0)
+    assert threads._partner_spins_until > time.perf_counter() - 1.0   # it spins from now on
+    # (a test's pace is no machine's: the product comes while the partner still spins)
+    monkeypatch.setattr(threads, "_partner_spins_until", time.perf_counter() + 60.0)
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)     # on BLAS's pool
+    assert rests == [1]
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    assert rests == [1]                                             # resting already
+    monkeypatch.setattr(threads, "_partner_spins_until", time.perf_counter() + 60.0)
+    with threads.for_gemm(256, 4 * 256, 256):                       # two threads a step
+        pass
+    assert rests == [1, 1]
+    monkeypatch.setattr(threads, "_partner_spins_until", time.perf_counter() - 1.0)
+    with threads.for_gemm(256, 4 * 256, 256):
+        pass
+    assert rests == [1, 1]                                          # stopped spinning by now

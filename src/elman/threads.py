@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 from . import _validate
+from . import fast
 from .fast import _mkl, _packed
 
 __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus", "granted",
@@ -356,6 +357,8 @@ class for_gemm:
 
     def __enter__(self):
         if self.threads:
+            if self.threads > 1:
+                _rest_partner()
             _apply(self.threads)
         return self
 
@@ -385,13 +388,34 @@ def _apply_new_grant() -> None:
 _applied_grant = None          # the policy's decision (_monitor.grant) that _apply_new_grant set
 
 
-def concurrently(first, second, *, layer: bool = True) -> tuple:
-    """``(first(), second())``, run at once: ``first`` on a worker thread, ``second`` on this
-    one, with NumPy's BLAS at one thread (each caller's BLAS calls then run on the caller's own
-    thread) and :class:`for_gemm` leaving it there; afterwards BLAS goes back to
-    :func:`granted`. Both must spend their time in code that releases the GIL (compiled
-    ``nogil`` loops, BLAS) or nothing is gained. An exception in either is raised here, after
-    both have stopped (``second``'s if both fail).
+#: the largest task :func:`concurrently` gives elman's spinning second thread (the pair's
+#: partner), in floating-point operations of its GEMMs (a recurrent pass: its T steps'
+#: ``2 rows K P``); a larger one goes to a thread pool's worker. Measured on the Intel Xeon
+#: (training steps, float32, in one process, the two ways alternating, medians of 9): where a
+#: task does 13-105 MFLOP the partner made the steps 1.02-1.07x as fast (LSTM and GRU at (32,
+#: 50, 16, 64) 1.03x and 1.07x, two layers 1.05x and 1.04x, one bidirectional layer 1.05x and
+#: 1.02x, the bidirectional RNN there 1.04x; the RNN's row blocks at (64, 100, 32, 128) 1.02x
+#: (two layers 1.02x), at (32, 500, 32, 32) 1.05x): the pool's two wake-ups, ~30 us each on
+#: this virtual machine, are a fair part of a task of a millisecond or two. From ~200 MFLOP
+#: they are 1-2 % of a task, and the partner lost where both directions of a bidirectional
+#: layer write the halves of one array's rows (``timeloop.shares_states``): the RNN at (64,
+#: 100, 32, 128) and (64, 100, 128, 256) 0.95-0.98x, GRU at (64, 100, 32, 128) 0.97-1.00x,
+#: their loops 12-15 % slower in a forward pass right after a backward pass (not after a
+#: forward, not with the pool, not with separate arrays; 64- and 4096-byte alignment of the
+#: shared array did not help; cause not found). LSTM (64, 100, 32, 128) 1.00-1.01x either way.
+PARTNER_MAX_FLOPS = 1.5e8
+
+
+def concurrently(first, second, *, layer: bool = True, flops: float | None = None) -> tuple:
+    """``(first(), second())``, run at once: ``first`` on elman's second thread (the pair's
+    partner, which spins for tasks: :meth:`elman.fast._pair.Partner.beside`, which says why;
+    where it cannot run, a thread pool's worker), ``second`` on this one, with NumPy's BLAS at
+    one thread (each caller's BLAS calls then run on the caller's own thread) and
+    :class:`for_gemm` leaving it there; afterwards BLAS goes back to :func:`granted`. A
+    ``first`` the partner has not claimed by the time ``second`` is done runs on this thread
+    too. Both must spend their time in code that releases the GIL (compiled ``nogil`` loops,
+    BLAS) or nothing is gained. An exception in either is raised here, after both have stopped
+    (``second``'s if both fail).
 
     The whole of each task runs on one BLAS thread, not only its loops: a BLAS call on two
     threads just before would leave OpenBLAS's own worker thread spinning, waiting for more
@@ -399,14 +423,25 @@ def concurrently(first, second, *, layer: bool = True) -> tuple:
     two tasks on two cores it took a core's worth of time from them (measured: two directions'
     forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other).
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
-    of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False)."""
-    global _layers_concurrent_until, _concurrent
+    of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False).
+    ``flops``: the GEMM work of the larger task; up to :data:`PARTNER_MAX_FLOPS` it goes to
+    the partner (None: the pool)."""
+    global _layers_concurrent_until, _concurrent, _partner_spins_until
     if layer:
         _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
     with one_blas_thread():
         with _pin_lock:
             _concurrent += 1
         try:
+            if fast.pair_supported():
+                if flops is not None and flops <= PARTNER_MAX_FLOPS:
+                    partner = fast.pair().partner()     # (elman's second thread, which spins)
+                    try:
+                        return partner.beside(first, second)
+                    finally:
+                        _partner_spins_until = time.perf_counter() + fast.pair().SPIN_SECONDS
+                # a partner that spins from its last task would take the pool worker's core
+                fast.pair().rest_partner()
             future = _worker().submit(first)
             try:
                 result = second()
@@ -471,6 +506,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
     now = time.perf_counter()
     if threads > 1 and (m < 2 or now < _pool_spins_until or now >= _layers_concurrent_until):
         # BLAS's pool: no layer's threads to meet, or spinning anyway (or one row: a GEMV)
+        _rest_partner()
         if accumulate:
             out += np.matmul(a, b)
         else:
@@ -487,7 +523,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None,
         out = np.empty((m, n), np.result_type(a, b))
     half = (m + 1) // 2
     concurrently(lambda: one_thread_matmul(a[:half], b, out[:half], accumulate),
-                 lambda: one_thread_matmul(a[half:], b, out[half:], accumulate), layer=False)
+                 lambda: one_thread_matmul(a[half:], b, out[half:], accumulate), layer=False,
+                 flops=2.0 * half * n * k)
     return out
 
 
@@ -567,9 +604,25 @@ _concurrent = 0                # > 0 inside concurrently() itself (not one_blas_
 _pin_lock = threading.Lock()
 
 
+def _rest_partner() -> None:
+    """Before a GEMM on BLAS's own pool with several threads: the partner that
+    :func:`concurrently` ran a task on stops spinning for the next one (else one of BLAS's
+    threads would share a core with it for up to its :data:`elman.fast._pair.SPIN_SECONDS`;
+    the next :func:`concurrently` wakes it)."""
+    global _partner_spins_until
+    if _partner_spins_until and time.perf_counter() < _partner_spins_until:
+        fast.pair().rest_partner()
+    _partner_spins_until = 0.0
+
+
+_partner_spins_until = 0.0     # until when the partner spins after concurrently's last task
+
+
 def _worker():
-    """The one worker thread of :func:`concurrently`, started at its first use (and again in a
-    forked child process, which inherits the executor but not its thread)."""
+    """The worker thread of :func:`concurrently` where elman's second thread cannot run
+    (:func:`elman.fast.pair_supported`: no compiled path, or not an x86-64 CPU), started at its
+    first use (and again in a forked child process, which inherits the executor but not its
+    thread)."""
     global _executor, _executor_pid
     if _executor is None or _executor_pid != os.getpid():
         _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elman-loop")

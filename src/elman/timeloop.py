@@ -458,7 +458,7 @@ def run_directions(eq, dtype, flops: float, calls: list) -> list:
     step, and the gate math between GEMMs runs on one thread; two independent passes keep both
     CPUs busy (``benchmarks/bench_bidirectional.py`` measures both ways side by side)."""
     if len(calls) == 2 and overlap_directions(eq, dtype, flops):
-        return list(threads.concurrently(*calls))
+        return list(threads.concurrently(*calls, flops=flops))
     return [call() for call in calls]
 
 
@@ -687,7 +687,13 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
             None if c0 is None else c0[rows], w, None if lengths is None else lengths[rows],
             part_active, reverse, part_ws, None if h_mask is None else h_mask[rows],
             None if zone is None else zone.rows(rows), **kept))
-    return RowSplit(threads.concurrently(*calls), first, out)
+    return RowSplit(threads.concurrently(*calls, flops=_block_flops(w, T, first)), first, out)
+
+
+def _block_flops(w: Weights, T: int, rows: int) -> float:
+    """The recurrent GEMM work of a row block of ``rows`` rows over T steps, ``T * 2 rows K P``
+    (one pass), for :func:`elman.threads.concurrently`."""
+    return 2.0 * T * rows * w["weight_hh"].size
 
 
 def shares_states(eq, dtype) -> bool:
@@ -761,13 +767,15 @@ def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
         outs = [ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
                 for ws, part in zip(workspaces, split.parts)]
         (dX1, dh1, dc1), (dX2, dh2, dc2) = threads.concurrently(*(
-            functools.partial(sequence_backward, *a, dX_out=out) for a, out in zip(args, outs)))
+            functools.partial(sequence_backward, *a, dX_out=out) for a, out in zip(args, outs)),
+            flops=_block_flops(w, T, split.rows))
         dX = RowBlocks((dX1, dX2), workspaces) if input_grad else None
     else:
         dX = None if not input_grad else \
             np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
         (dh1, dc1), (dh2, dc2) = threads.concurrently(*(
-            functools.partial(_block_backward, dX, rows, *a) for rows, a in zip(blocks, args)))
+            functools.partial(_block_backward, dX, rows, *a) for rows, a in zip(blocks, args)),
+            flops=_block_flops(w, T, split.rows))
     for name, a in g_second.items():
         g[name] += a
     return (dX, np.concatenate([dh1, dh2]),

@@ -58,7 +58,8 @@ __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack"
            "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
            "fresh_counters", "fresh_states",
            "split_point", "Partner", "partner", "rest_partner", "SPIN_SECONDS",
-           "PATIENCE_SECONDS", "CheckAside", "claim_check", "check_verdict"]
+           "PATIENCE_SECONDS", "CheckAside", "claim_check", "check_verdict", "claim_task",
+           "finish_task", "wait_task"]
 
 #: the CPU has ``pause`` (x86-64): the spin loops here are written for it
 SUPPORTED = platform.machine().lower() in ("x86_64", "amd64")
@@ -622,12 +623,14 @@ PATIENCE_SECONDS = 2e-5
 
 
 class Partner:
-    """The second thread of :func:`pair_steps`: one daemon thread, started at the first
-    sequence, that spins for the next one for :data:`SPIN_SECONDS` and then sleeps on an
-    event. :meth:`share` runs a sequence's steps on the caller's thread and offers them to the
-    partner. The partner never holds the caller up: the caller rings the bell from inside its
-    compiled loop (the GIL is free then, so the partner picks the task up without a wait), and
-    finishes every step the partner does not claim."""
+    """elman's second thread: one daemon thread, started at its first task, that spins for
+    the next one for :data:`SPIN_SECONDS` after each and then sleeps on an event. It serves
+    :func:`pair_steps` (:meth:`share` runs a sequence's steps on the caller's thread and
+    offers them to the partner: the caller rings the bell from inside its compiled loop, the
+    GIL free then, so the partner picks the task up without a wait, and finishes every step
+    the partner does not claim) and :func:`elman.threads.concurrently` (:meth:`beside`: two
+    tasks at once, row blocks or directions). The partner never holds the caller up: a task
+    it has not claimed by the time the caller needs it, the caller runs itself."""
 
     def __init__(self):
         self.bell = aligned_empty(ROW, np.int64)      # (a line of its own: the partner spins
@@ -656,11 +659,65 @@ class Partner:
             self.wake.set()
         return self.gen
 
+    def beside(self, first, second) -> tuple:
+        """``(first(), second())``, run at once: ``first`` offered to the partner, ``second``
+        run here; then ``first`` run here too if the partner has not claimed it by then (a
+        partner that is asleep, late or busy elsewhere never holds the caller up), else its
+        result waited for, spinning (then sleeping after :data:`SPIN_SECONDS`). An exception
+        in either is raised here once neither runs (``second``'s if both fail; ``first`` is
+        not started here after ``second`` failed).
+
+        Why not a thread pool (``concurrent.futures``, as before): its hand-offs are a
+        condition variable's, and on a virtual machine whose idle cores halt (this project's:
+        ``haltpoll`` with ``guest_halt_poll_ns`` 0) each wake-up of a sleeping thread costs
+        ~30 us: submit and result with nothing to run took 65-70 us a call in most processes
+        (10 us in some), at each forward and backward of a layer's row blocks or directions.
+        Here the partner spins for the task, and the task's end is a store the caller spins
+        on, made from compiled code (:func:`finish_task`) once the partner has let go of the
+        GIL. What stays is the GIL: the partner waits for it while the caller's Python
+        runs up to its first compiled call (35-60 us from the offer to the partner's start).
+        What it gains, and where the pool is kept: :data:`elman.threads.PARTNER_MAX_FLOPS`."""
+        state = fresh_counters(ROW)
+        outcome = [None, None]             # first's result, or the exception it raised
+        finished = threading.Event()       # (set with the store: a caller past its spin)
+        spins = self.spins
+
+        def side(gen, me):
+            if not claim_task(state):      # (the caller took it: spin for the next task)
+                return wait_for_bell(self.bell, gen, spins)
+            try:
+                outcome[0] = first()
+            except BaseException as error:
+                outcome[1] = error
+            finished.set()
+            return finish_task(state, self.bell, gen, spins)
+
+        self.offer(side)
+        try:
+            result = second()
+        except BaseException:
+            if not claim_task(state):      # (the partner runs first: let it finish)
+                self._wait(state, finished)
+            raise
+        if claim_task(state):
+            return first(), result
+        self._wait(state, finished)
+        if outcome[1] is not None:
+            raise outcome[1]
+        return outcome[0], result
+
+    def _wait(self, state, finished) -> None:
+        """Until the partner has finished the task of :meth:`beside` whose ``state`` it
+        claimed: spinning for up to :data:`SPIN_SECONDS`, then asleep on ``finished``."""
+        if not wait_task(state, self.spins):
+            finished.wait()
+
     def offer(self, task):
         """``task(gen, 1)`` offered to the partner while this thread goes on with other work
         (:class:`CheckAside`; :meth:`share` instead runs a task's other side here, which rings
         the bell from compiled code): a partner that takes it returns ``gen`` from it and then
-        sleeps until the next call wakes it. The caller must not depend on it coming."""
+        sleeps until the next call wakes it (:meth:`beside`'s tasks spin for the next one
+        instead). The caller must not depend on it coming."""
         _ring(self.bell, self._post(task))
 
     def rest(self):
@@ -700,6 +757,36 @@ class Partner:
 def _ring(bell, gen):
     """``bell[0] = gen`` as the release store the partner's acquire loads pair with."""
     _store(bell, 0, gen)
+
+
+TASK_CLAIM, TASK_DONE = 0, 8          # a task of Partner.beside: its claims; 1 when done
+
+
+@njit(nogil=True, cache=True)
+def claim_task(state):
+    """Claim the task of :meth:`Partner.beside` whose ``state`` this is (an atomic add on
+    ``state[TASK_CLAIM]``); whether this thread got it (the first to add)."""
+    return _add(state, TASK_CLAIM, 1) == 0
+
+
+@njit(nogil=True, cache=True)
+def finish_task(state, bell, gen, spins):
+    """The partner's end of a task of :meth:`Partner.beside`: mark it done (a release store
+    on ``state[TASK_DONE]``), from compiled code, so that the caller, which spins on it,
+    finds the GIL free when it sees it; then spin for the next task
+    (:func:`wait_for_bell`'s return)."""
+    _store(state, TASK_DONE, 1)
+    return wait_for_bell(bell, gen, spins)
+
+
+@njit(nogil=True, cache=True)
+def wait_task(state, spins):
+    """Spin until the task of ``state`` is done, at most ``spins`` times; whether it is."""
+    for _ in range(spins):
+        if _load(state, TASK_DONE) != 0:
+            return True
+        _pause()
+    return _load(state, TASK_DONE) != 0
 
 
 CHECK_CLAIM, CHECK_VERDICT = 0, 8      # a CheckAside's state: the claims; 1 same, 2 differs
