@@ -636,6 +636,7 @@ class Partner:
         self.bell = aligned_empty(ROW, np.int64)      # (a line of its own: the partner spins
         self.bell[:] = 0                               # on it for SPIN_SECONDS after each call)
         self.gen = 0
+        self.posted = 0.0                  # when the last task was posted (perf_counter)
         self.task = None
         self.sleeping = True
         self.wake = threading.Event()
@@ -654,6 +655,7 @@ class Partner:
         """Make ``task`` the partner's next, under a new generation (returned), waking a
         sleeping partner; the bell is rung by the caller."""
         self.gen += 1
+        self.posted = time.perf_counter()
         self.task = task
         if self.sleeping:
             self.wake.set()
@@ -719,6 +721,11 @@ class Partner:
         sleeps until the next call wakes it (:meth:`beside`'s tasks spin for the next one
         instead). The caller must not depend on it coming."""
         _ring(self.bell, self._post(task))
+        # (once more after the bell: a partner that was awake at the post may have given up
+        # spinning since, the post long before the bell, e.g. a garbage collection between
+        # them; asleep now, it would not see the bell)
+        if self.sleeping:
+            self.wake.set()
 
     def rest(self):
         """Stop spinning for the next sequence now (the next :meth:`share` wakes the
@@ -747,7 +754,13 @@ class Partner:
                     self.error = error            # computes the steps the partner left)
                     rung = seen
             self.sleeping = True
-            if int(self.bell[0]) == seen:         # (no bell since: sleep until one rings)
+            # No bell since, and no task posted whose bell is still to ring (a caller that
+            # found the partner awake in _post and rings just after this, from compiled code
+            # for share: offer wakes a sleeping partner after its bell too): sleep until one
+            # rings. (A post whose bell has not rung within SPIN_SECONDS is given up: its
+            # caller computes what the partner does not claim.)
+            if int(self.bell[0]) == seen and (
+                    self.gen == seen or time.perf_counter() - self.posted > SPIN_SECONDS):
                 self.wake.wait()
             self.wake.clear()
             self.sleeping = False
