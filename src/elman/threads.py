@@ -391,12 +391,13 @@ _applied_grant = None          # the policy's decision (_monitor.grant) that _ap
 #: the largest task :func:`concurrently` gives elman's spinning second thread (the pair's
 #: partner), in floating-point operations of its GEMMs (a recurrent pass: its T steps'
 #: ``2 rows K P``); a larger one goes to a thread pool's worker. Measured on the Intel Xeon
-#: (training steps, float32, in one process, the two ways alternating, medians of 9): where a
-#: task does 13-105 MFLOP the partner made the steps 1.02-1.07x as fast (LSTM and GRU at (32,
-#: 50, 16, 64) 1.03x and 1.07x, two layers 1.05x and 1.04x, one bidirectional layer 1.05x and
-#: 1.02x, the bidirectional RNN there 1.04x; the RNN's row blocks at (64, 100, 32, 128) 1.02x
-#: (two layers 1.02x), at (32, 500, 32, 32) 1.05x): the pool's two wake-ups, ~30 us each on
-#: this virtual machine, are a fair part of a task of a millisecond or two. From ~200 MFLOP
+#: (training steps, float32, in one process, the two ways alternating, medians of 9, two
+#: runs): where a task does 13-105 MFLOP the partner made the steps 1.01-1.07x as fast (LSTM
+#: and GRU at (32, 50, 16, 64) 1.03-1.06x and 1.07x, two layers 1.05x and 1.04x, one
+#: bidirectional layer 1.01-1.05x and 1.02x, the bidirectional RNN there 1.04-1.06x; the
+#: RNN's row blocks at (64, 100, 32, 128) 1.02-1.05x (two layers 1.02x), at (32, 500, 32, 32)
+#: 1.05x): the pool's two wake-ups, ~30 us each on this virtual machine, are a fair part of a
+#: task of a millisecond or two. From ~200 MFLOP
 #: they are 1-2 % of a task, and the partner lost where both directions of a bidirectional
 #: layer write the halves of one array's rows (``timeloop.shares_states``): the RNN at (64,
 #: 100, 32, 128) and (64, 100, 128, 256) 0.95-0.98x, GRU at (64, 100, 32, 128) 0.97-1.00x,
