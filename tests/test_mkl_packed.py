@@ -471,19 +471,18 @@ def test_row_blocks_rule(monkeypatch, mkl_on):
                         raising=False)                           # state on the shared cell
     assert not timeloop.split_rows(ln, np.float32, 50, 64, K, P)
     # no MKL and not the kernels' own packing (tests/test_packed_gemm.py): blocks on
-    # OpenBLAS's GEMM, but not on Intel
+    # OpenBLAS's GEMM, on Intel (MKL switched off) as on CPUs where it is off by default
+    rnn = elman.RNN(8, 512).eq                                      # not gated: K = P
+    for intel in (True, False):
+        with _mkl.use(False), _packed.use(False):
+            monkeypatch.setattr(_mkl, "DEFAULT_ON", intel)
+            # float32: whatever the matrix, the cell, the packing, given the steps, the rows
+            # and the work
+            for eq, k, p in [(lstm, K, P), (lstm, 64, 64), (rnn, P, P), (rnn, 64, 64)]:
+                assert timeloop.split_rows(eq, np.float32, 50, 64, k, p)
+                assert not timeloop.split_rows(eq, np.float32, _mkl.MIN_STEPS - 1, 4096, k, p)
+            assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)
     with _mkl.use(False), _packed.use(False):
-        monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
-        assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        monkeypatch.setattr(_mkl, "DEFAULT_ON", False)
-        assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        rnn = elman.RNN(8, 512).eq                                  # not gated: K = P
-        # float32, MKL off by default: whatever the matrix, the cell, the packing, given the
-        # steps, the rows and the work
-        for eq, k, p in [(lstm, 64, 64), (rnn, P, P), (rnn, 64, 64)]:
-            assert timeloop.split_rows(eq, np.float32, 50, 64, k, p)
-            assert not timeloop.split_rows(eq, np.float32, _mkl.MIN_STEPS - 1, 4096, k, p)
-        assert not timeloop.split_rows(lstm, np.float32, 2, 64, K, P)
         # float64 keeps the earlier rule: gated cells from a matrix worth packing, no RNN
         assert timeloop.split_rows(lstm, np.float64, 50, 64, K, P)
         assert not timeloop.split_rows(lstm, np.float64, 50, 64, 64, 64)

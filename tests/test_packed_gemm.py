@@ -197,9 +197,9 @@ def test_a_frozen_layer_packs_once(packs):
 
 
 def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
-    """A unidirectional layer's two row blocks (one GEMM thread each) pack; under the rule
-    kept for Intel CPUs without MKL (``_mkl.DEFAULT_ON``) the RNN (K = P) keeps its whole batch
-    below ``UNGATED_BLOCKS_MIN_ELEMENTS``."""
+    """A unidirectional layer's two row blocks (one GEMM thread each) pack their matrices on
+    an Intel CPU with MKL off (``_mkl.DEFAULT_ON``), every cell (the RNN too, since the rule
+    of 2026-12-07: float32 splits whatever its matrix), with the whole batch's results."""
     monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (no lean path either)
@@ -209,10 +209,6 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
     x = np.random.default_rng(0).standard_normal((7, 11, 5)).astype(np.float32)
     lengths = np.array([7, 3, 5, 1, 2, 7, 6, 4, 1, 3, 5])
-    layer = CASES["rnn"](np.float32)
-    layer(x)
-    assert not any(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
-    monkeypatch.setattr(timeloop, "UNGATED_BLOCKS_MIN_ELEMENTS", 16 * 16)
     for case in ("gru-classic", "lstm-regularised", "lstm-layer-norm", "rnn"):
         with _packed.use(False), monkeypatch.context() as m:
             m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
@@ -227,25 +223,25 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
             assert_close(b, a, 1e-5)
 
 
-def test_row_blocks_rule_with_packing(monkeypatch):
-    """Where MKL is off, gated cells get row blocks when the kernels pack, also on an Intel
-    CPU (``_mkl.DEFAULT_ON``); without packing only where MKL is off by default."""
+def test_row_blocks_rule_with_mkl_off(monkeypatch):
+    """Where MKL is off, also on an Intel CPU (``_mkl.DEFAULT_ON``): float32 gets row blocks
+    whatever the cell and the matrix, the kernels packing it or not; float64 (no packing:
+    OpenBLAS's one-thread GEMM) only for gated cells where MKL is off by default."""
     lstm = elman.LSTM(8, 512, seed=0).eq
+    rnn = elman.RNN(8, 512).eq
     K, P = 4 * 512, 512
     monkeypatch.setattr(threads, "granted", lambda: 2)
-    monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
     with _mkl.use(False):
-        assert timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        assert not timeloop.split_rows(lstm, np.float64, 50, 64, K, P)      # float64: BLAS
-        assert not timeloop.split_rows(lstm, np.float32, 50, 64, 64, 64)    # a small matrix
-        with _packed.use(False):
-            assert not timeloop.split_rows(lstm, np.float32, 50, 64, K, P)
-        rnn = elman.RNN(8, 512).eq                   # not gated: blocks from a large W_hh
-        assert timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
-        assert P * P >= timeloop.UNGATED_BLOCKS_MIN_ELEMENTS > 256 * 256
-        assert not timeloop.split_rows(rnn, np.float32, 50, 64, 256, 256)
-        with _packed.use(False):
-            assert not timeloop.split_rows(rnn, np.float32, 50, 64, P, P)
+        for intel in (True, False):
+            monkeypatch.setattr(_mkl, "DEFAULT_ON", intel)
+            for packing in (True, False):
+                with _packed.use(packing):
+                    for eq, k, p in [(lstm, K, P), (lstm, 256, 64), (rnn, P, P),
+                                     (rnn, 256, 256), (rnn, 64, 64)]:
+                        assert timeloop.split_rows(eq, np.float32, 50, 64, k, p)
+                    assert not timeloop.split_rows(lstm, np.float32, 3, 64, K, P)
+            assert timeloop.split_rows(lstm, np.float64, 50, 64, K, P) == (not intel)
+            assert not timeloop.split_rows(rnn, np.float64, 50, 64, P, P)
 
 
 @pytest.mark.parametrize("T, N", [(6, 3), (40, 24)])

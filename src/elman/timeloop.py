@@ -538,10 +538,15 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
     """Whether a time loop of T steps whose per-step GEMM ``(N x P) @ (P x K)`` runs on one
     thread runs it well enough to give each thread a loop of its own (:func:`split_rows`):
 
-    - MKL on: its packed GEMM is worth it for this matrix (:func:`elman.fast._mkl.worth`),
-      or float32, given :data:`elman.fast._mkl.MIN_STEPS` steps (the blocks multiply by the
-      kernels' panels or with OpenBLAS's one-thread GEMM where MKL's packing is not worth
-      it). Measured on the Intel Xeon of 2026-12-07 (Emerald Rapids, MKL on; one process,
+    - float32, on every CPU, MKL on or off: always, given :data:`elman.fast._mkl.MIN_STEPS`
+      steps (the blocks multiply by MKL's packed matrix where :func:`elman.fast._mkl.worth`,
+      else by the kernels' panels or with OpenBLAS's one-thread GEMM). With MKL switched off
+      on the Intel Xeon of 2026-12-07 the rule below had kept the whole batch where it
+      differs (one process, the two rules alternating, medians of 7): training the RNN at
+      (64, 100, 32, 128) 1.70x as fast with the blocks (two layers 1.62x), (32, 100, 32, 64)
+      1.12x, (64, 100, 128, 256) 1.38x, (32, 500, 32, 32) 1.38x, the LSTM at (128, 100, 32,
+      64) 1.42x, the GRU at (256, 100, 32, 64) 1.52x; inference 1.31-1.84x for those, the RNN
+      at (32, 500, 32, 32) 1.00x. With MKL on, measured on that Xeon (one process,
       the blocks against the whole batch alternating, calls back to back for 0.3 s after a
       0.1 s pause, medians of 9), where the earlier rule below kept the whole batch: the RNN
       at (64, 100, 32, 128) 1.79x in inference, 1.66x in training (two layers 1.82x and
@@ -550,23 +555,19 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
       64) 1.33x and 1.27x (training at N = 64 1.26x), (64, 200, 16, 32) 1.15x, (32, 500, 32,
       32) 1.00x (training 1.27x); the LSTM at (128, 100, 32, 64) 1.68x and 1.51x, the GRU at
       (256, 100, 32, 64) 1.83x; the results within float32's rounding of the whole batch's
-      (the same bits where neither packs). (With MKL switched off the same held on that Xeon:
-      the RNN at (64, 100, 32, 128) 1.82x and 1.57x, at (64, 100, 128, 256) 1.37x, the LSTM
-      at (128, 100, 32, 64) 1.38x; that case keeps the earlier rule below, measured there
-      only at these sizes);
-    - float32 on a CPU where MKL is off by default (not an Intel one,
-      :data:`elman.fast._mkl.DEFAULT_ON`): always, given :data:`elman.fast._mkl.MIN_STEPS`
-      steps (the blocks pack where :func:`_step_operand` says so, else OpenBLAS's one-thread
-      GEMM runs them);
-    - otherwise (Intel without MKL, or float64) as measured on the Intel Xeon of earlier
-      rounds: a gated cell (K >= 2P) with a matrix as large as packing would need
-      (:func:`elman.fast._mkl.large_enough`) that the kernels pack themselves
-      (:func:`elman.fast._packed.worth`, both passes' matrices; float64 on a non-Intel CPU
-      without packing too), the RNN with that packing and at least
-      :data:`UNGATED_BLOCKS_MIN_ELEMENTS` in ``W_hh``;
-    - and before all these, a gated cell whose whole batch's step GEMM gets one thread anyway
-      (less than :data:`elman.threads.MIN_FLOPS_PER_THREAD`): the blocks bring in the second
-      core, for the GEMMs and the gate math. Measured on an Intel Xeon (Emerald Rapids) with
+      (the same bits where neither packs). On a CPU where MKL is off by default (not an
+      Intel one, :data:`elman.fast._mkl.DEFAULT_ON`) float32 had split so since an earlier
+      round (the AMD EPYC's measurements below);
+    - float64, MKL on: its packed GEMM is worth it for this matrix
+      (:func:`elman.fast._mkl.worth`);
+    - float64 otherwise (OpenBLAS's one-thread GEMM: the kernels pack float32 only), as
+      measured on the Intel Xeon of earlier rounds: a gated cell (K >= 2P) with a matrix as
+      large as packing would need (:func:`elman.fast._mkl.large_enough`) on a CPU where MKL
+      is off by default; not the RNN;
+    - and before the float64 rules, a gated cell whose whole batch's step GEMM gets one
+      thread anyway (less than :data:`elman.threads.MIN_FLOPS_PER_THREAD`): the blocks bring
+      in the second core, for the GEMMs and the gate math. Measured on an Intel Xeon (Emerald
+      Rapids) with
       MKL on (its packing not worth such a matrix), in steady use (calls back to back for
       0.25 s after a 0.15 s pause, alternating with the rule as it was, medians of 10): LSTM
       (32, 50, 16, 64), (32, 500, 32, 32) and (64, 200, 16, 32) inference 1.23-1.34x,
@@ -593,27 +594,15 @@ def one_thread_loops_pay(T: int, N: int, K: int, P: int, dtype=np.float32) -> bo
     per-step GEMMs OpenBLAS keeps on one thread, does not pay it. (The last rule above, one
     call right after 0.15 s idle, against the rule as it was, medians of 30 alternating: LSTM
     (32, 50, 16, 64) 0.92x, the GRU there 1.03x; at (32, 500, 32, 32), 5 ms calls, 1.28-1.29x.)"""
+    if np.dtype(dtype) == np.float32:
+        return T >= fast_mkl.MIN_STEPS
     if K >= 2 * P and 2.0 * N * K * P < threads.MIN_FLOPS_PER_THREAD \
             and T >= fast_mkl.MIN_STEPS:
         return True
     if fast_mkl.enabled():
-        return fast_mkl.worth(T, N, K * P) or \
-            (np.dtype(dtype) == np.float32 and T >= fast_mkl.MIN_STEPS)
-    if not fast_mkl.DEFAULT_ON and np.dtype(dtype) == np.float32:
-        return T >= fast_mkl.MIN_STEPS
-    packs = fast_packed.worth(T, N, P, K, dtype) and fast_packed.worth(T, N, K, P, dtype)
-    if K < 2 * P:                 # the RNN: a step is one GEMM and a tanh
-        return packs and K * P >= UNGATED_BLOCKS_MIN_ELEMENTS
-    return (packs or not fast_mkl.DEFAULT_ON) and fast_mkl.large_enough(T, N, K * P)
-
-
-#: the smallest ``W_hh`` (elements) for which the RNN runs row blocks where
-#: :func:`one_thread_loops_pay` keeps the earlier rounds' rule (an Intel CPU without MKL, with
-#: the kernels' own packed GEMM): below it two OpenBLAS threads on the whole batch's GEMM did
-#: as well (measured on an AMD EPYC in an earlier round, blocks against the whole batch,
-#: N = 64, T = 100: H = 256 0.98x training, 1.09x inference; H = 384 1.03x and 1.23x; H = 512
-#: 1.53x and 1.29x, and 1.14x and 1.16x with N = 128)
-UNGATED_BLOCKS_MIN_ELEMENTS = 1 << 17
+        return fast_mkl.worth(T, N, K * P)
+    # (float64 without MKL: the kernels pack float32 only, so OpenBLAS's one-thread GEMM)
+    return K >= 2 * P and not fast_mkl.DEFAULT_ON and fast_mkl.large_enough(T, N, K * P)
 
 
 def split_rows(eq, dtype, T: int, N: int, K: int, P: int) -> bool:
