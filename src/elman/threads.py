@@ -435,14 +435,14 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
             _concurrent += 1
         try:
             if fast.pair_supported():
+                pair = fast.pair()
                 if flops is not None and flops <= PARTNER_MAX_FLOPS:
-                    partner = fast.pair().partner()     # (elman's second thread, which spins)
-                    try:
-                        return partner.beside(first, second)
+                    try:                       # (elman's second thread, which spins)
+                        return pair.partner().beside(first, second)
                     finally:
-                        _partner_spins_until = time.perf_counter() + fast.pair().SPIN_SECONDS
+                        _partner_spins_until = time.perf_counter() + pair.SPIN_SECONDS
                 # a partner that spins from its last task would take the pool worker's core
-                fast.pair().rest_partner()
+                pair.rest_partner()
             future = _worker().submit(first)
             try:
                 result = second()
