@@ -197,9 +197,10 @@ def test_a_frozen_layer_packs_once(packs):
 
 
 def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
-    """A unidirectional layer's two row blocks (one GEMM thread each) pack their matrices on
+    """A unidirectional layer's two row blocks (one GEMM thread each) pack their matrix on
     an Intel CPU with MKL off (``_mkl.DEFAULT_ON``), every cell (the RNN too, since the rule
-    of 2026-12-07: float32 splits whatever its matrix), with the whole batch's results."""
+    of 2026-12-07: float32 splits whatever its matrix), once a pass for both blocks (the
+    first block's packing serves the second), with the whole batch's results."""
     monkeypatch.setattr(_mkl, "DEFAULT_ON", True)
     monkeypatch.setattr(timeloop, "OVERLAP_MIN_FLOPS", 0.0)
     monkeypatch.setattr(timeloop, "LEAN_MAX_FLOPS", 0.0)   # (no lean path either)
@@ -217,7 +218,7 @@ def test_row_blocks_pack_and_give_the_same_results(packs, monkeypatch):
         layer = CASES[case](np.float32)
         layer(x, lengths=lengths)
         assert all(isinstance(c, timeloop.RowSplit) for c in layer._cache["caches"])
-        assert len(packs) == 2                              # each block its own forward
+        assert len(packs) == 1                              # one packing, both blocks
         blocks = train_step(CASES[case](np.float32), x, lengths)
         for a, b in zip(whole, blocks):
             assert_close(b, a, 1e-5)

@@ -407,7 +407,8 @@ _applied_grant = None          # the policy's decision (_monitor.grant) that _ap
 PARTNER_MAX_FLOPS = 1.5e8
 
 
-def concurrently(first, second, *, layer: bool = True, flops: float | None = None) -> tuple:
+def concurrently(first, second, *, layer: bool = True, flops: float | None = None,
+                 ring: bool = False) -> tuple:
     """``(first(), second())``, run at once: ``first`` on elman's second thread (the pair's
     partner, which spins for tasks: :meth:`elman.fast._pair.Partner.beside`, which says why;
     where it cannot run, a thread pool's worker), ``second`` on this one, with NumPy's BLAS at
@@ -426,7 +427,9 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
     of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False).
     ``flops``: the GEMM work of the larger task; up to :data:`PARTNER_MAX_FLOPS` it goes to
-    the partner (None: the pool)."""
+    the partner (None: the pool). ``ring``: ``second`` takes a ``ring`` keyword, the
+    partner's :class:`elman.fast._pair.Ring` for it to ring from compiled code (or None:
+    nothing to ring), as :meth:`elman.fast._pair.Partner.beside` says."""
     global _layers_concurrent_until, _concurrent, _partner_spins_until
     if layer:
         _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
@@ -438,14 +441,14 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
                 pair = fast.pair()
                 if flops is not None and flops <= PARTNER_MAX_FLOPS:
                     try:                       # (elman's second thread, which spins)
-                        return pair.partner().beside(first, second)
+                        return pair.partner().beside(first, second, ring)
                     finally:
                         _partner_spins_until = time.perf_counter() + pair.SPIN_SECONDS
                 # a partner that spins from its last task would take the pool worker's core
                 pair.rest_partner()
             future = _worker().submit(first)
             try:
-                result = second()
+                result = second(ring=None) if ring else second()
             except BaseException:
                 wait([future])
                 raise

@@ -155,6 +155,17 @@ class ForwardLoop:
     #                            fast.matrix_operand makes it
     h_mask: np.ndarray | None = None   # (N, P) recurrent dropout: the GEMM reads h_prev * mask
     zone: Zoneout | None = None        # zoneout: mix each step's new states with the previous
+    # how run() calls the compiled loop: None, directly; else runner(loop_function, args)
+    runner: object = None
+
+    def run(self, loop_function, *args):
+        """``loop_function(*args)``: how a kernel module with ``fused_calls`` calls its
+        compiled loop (forward and backward), once a pass, so that a row block's pass may run
+        the loop inside one compiled call with its GEMMs (:mod:`elman.fast._block`,
+        ``runner``)."""
+        if self.runner is None:
+            return loop_function(*args)
+        return self.runner(loop_function, args)
 
 
 @dataclass
@@ -181,6 +192,10 @@ class BackwardLoop:
     # plain cells): (the sums of dGX's rows, those of dGH's rows or None where dGH is dGX),
     # float64, for CellEquations.add_bias_sums; None: the engine sums them after the loop
     bias_sums: tuple | None = None
+    # how run() calls the compiled loop: None, directly; else runner(loop_function, args)
+    runner: object = None
+
+    run = ForwardLoop.run
 
 
 class Workspace:
@@ -660,23 +675,26 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
         T, N = inputs[0].shape[0], inputs[0].shape[1] + inputs[1].shape[1]
         first = inputs[0].shape[1]
     ws = Workspace() if workspace is None else workspace
-    # (each block copies its rows of the output on its own thread: forward_into)
+    # (each block copies its rows of the output on its own thread, as its pass ends)
     if out is None and not keep_blocks:
         out = np.empty((T, N, w["weight_hh"].shape[1]), inputs[0].dtype)
+    nowhere = _NOWHERE[inputs[0].dtype.type][3]
     calls = []
-    for rows, X_rows, part_ws in zip((slice(0, first), slice(first, N)), inputs,
-                                     (ws, ws.second())):
-        part_active = None if active is None else \
-            np.clip(active - rows.start, 0, rows.stop - rows.start)
-        # (forward_into makes the states internal itself: it copies the output out)
-        into, kept = ((), dict(states_internal=True)) if keep_blocks else \
-            ((forward_into, out[:, rows]), {})
-        calls.append(functools.partial(
-            *into, _block_forward, eq, X_rows, h0[rows],
-            None if c0 is None else c0[rows], w, None if lengths is None else lengths[rows],
-            part_active, reverse, part_ws, None if h_mask is None else h_mask[rows],
-            None if zone is None else zone.rows(rows), **kept))
-    return RowSplit(threads.concurrently(*calls, flops=_block_flops(w, T, first)), first, out)
+    operand = None              # (the first block's packed W_hh^T serves the second too)
+    with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
+        for rows, X_rows, part_ws in zip((slice(0, first), slice(first, N)), inputs,
+                                         (ws, ws.second())):
+            part_active = None if active is None else \
+                np.clip(active - rows.start, 0, rows.stop - rows.start)
+            run, operand = prepare_forward(
+                eq, np.ascontiguousarray(X_rows), h0[rows], None if c0 is None else c0[rows],
+                w, None if lengths is None else lengths[rows], part_active, reverse, part_ws,
+                None if h_mask is None else h_mask[rows],
+                None if zone is None else zone.rows(rows), states_internal=True,
+                step_operand=operand, out=nowhere if keep_blocks else out[:, rows])
+            calls.append(run)
+        return RowSplit(threads.concurrently(*calls, flops=_block_flops(w, T, first),
+                                             ring=True), first, out)
 
 
 def _block_flops(w: Weights, T: int, rows: int) -> float:
@@ -710,12 +728,13 @@ def shared_directions(states: np.ndarray) -> tuple:
 
 
 def forward_into(out: np.ndarray, forward, *args, **kwargs):
-    """``forward(*args, **kwargs)`` (:func:`sequence_forward`, or a row block's
-    :func:`_block_forward`), its output sequence copied into ``out`` (a row block's rows, a
-    direction's columns of a bidirectional layer's output) on the calling thread, as soon as
-    the pass is done. Returns its cache, whose hidden states are then internal arrays like the
-    gates (``states_internal``: taken from the workspace, given back by :func:`release`; a
-    fresh 52 MB array for them at (128, 200, 256, 512) cost its page faults at every call).
+    """``forward(*args, **kwargs)`` (:func:`sequence_forward`), its output sequence copied into
+    ``out`` (a direction's columns of a bidirectional layer's output; a row block's rows are
+    copied so by its pass itself, :func:`prepare_forward`'s ``out``) on the calling thread, as
+    soon as the pass is done. Returns its cache, whose hidden states are then internal arrays
+    like the gates (``states_internal``: taken from the workspace, given back by
+    :func:`release`; a fresh 52 MB array for them at (128, 200, 256, 512) cost its page
+    faults at every call).
 
     Why: passes that run at once (row blocks, two directions) then copy in parallel, while the
     other may still run; joining them after both had finished (``np.concatenate``) ran on one
@@ -724,12 +743,6 @@ def forward_into(out: np.ndarray, forward, *args, **kwargs):
     cache = forward(*args, states_internal=True, **kwargs)
     out[...] = output_view(cache)
     return cache
-
-
-def _block_forward(eq, X_rows: np.ndarray, *args, **kwargs) -> SequenceCache:
-    """:func:`sequence_forward` of a row block, its rows of ``X`` (a strided view) copied into
-    a C-contiguous array, as the compiled loops take them, on the block's own thread."""
-    return sequence_forward(eq, np.ascontiguousarray(X_rows), *args, **kwargs)
 
 
 def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
@@ -747,46 +760,39 @@ def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
     blocks = split.blocks()
     dYs = dY.arrays if isinstance(dY, RowBlocks) else (None, None) if dY is None else \
         tuple(dY[:, rows] for rows in blocks)
-    args = [(eq, part, dY_b, None if dh_n is None else dh_n[rows],
-             None if dc_n is None else dc_n[rows], w, grads, input_grad, consume)
-            for part, rows, dY_b, grads in zip(split.parts, blocks, dYs, (g, g_second))]
+    workspaces = tuple(Workspace() if part.workspace is None else part.workspace
+                       for part in split.parts)
+    dX = None
+    if input_grad and not keep_blocks:
+        dX = np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
+    calls, outs = [], []
+    operand = None              # (the first block's packed W_hh serves the second too)
+    with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
+        for part, rows, dY_b, grads, ws in zip(split.parts, blocks, dYs, (g, g_second),
+                                               workspaces):
+            # each block's input gradient into an array of its workspace: kept there
+            # (keep_blocks) or copied into its rows of dX by its own thread as its pass ends
+            # (joining the blocks' afterwards with np.concatenate ran on one thread: 52 MB at
+            # (128, 200, 256, 512))
+            out = ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
+            run, operand = prepare_backward(
+                eq, part, dY_b, None if dh_n is None else dh_n[rows],
+                None if dc_n is None else dc_n[rows], w, grads, input_grad, consume,
+                dX_out=out, step_operand=operand,
+                dX_rows=dX[:, rows] if dX is not None else _NOWHERE[part.X.dtype.type][3])
+            calls.append(run)
+            outs.append(out)
+        (dX1, dh1, dc1), (dX2, dh2, dc2) = threads.concurrently(
+            *calls, flops=_block_flops(w, T, split.rows), ring=True)
     if keep_blocks:
-        workspaces = tuple(Workspace() if part.workspace is None else part.workspace
-                           for part in split.parts)
-        outs = [ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
-                for ws, part in zip(workspaces, split.parts)]
-        (dX1, dh1, dc1), (dX2, dh2, dc2) = threads.concurrently(*(
-            functools.partial(sequence_backward, *a, dX_out=out) for a, out in zip(args, outs)),
-            flops=_block_flops(w, T, split.rows))
         dX = RowBlocks((dX1, dX2), workspaces) if input_grad else None
-    else:
-        dX = None if not input_grad else \
-            np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
-        (dh1, dc1), (dh2, dc2) = threads.concurrently(*(
-            functools.partial(_block_backward, dX, rows, *a) for rows, a in zip(blocks, args)),
-            flops=_block_flops(w, T, split.rows))
+    elif input_grad:
+        for ws, out in zip(workspaces, outs):
+            ws.give(dX=out)
     for name, a in g_second.items():
         g[name] += a
     return (dX, np.concatenate([dh1, dh2]),
             None if dc1 is None else np.concatenate([dc1, dc2]))
-
-
-def _block_backward(dX: np.ndarray | None, rows: slice, eq, part: SequenceCache,
-                    *args) -> tuple:
-    """:func:`sequence_backward` (``eq, part, *args``) of a row block: its input gradient,
-    computed into an array of the block's workspace, copied into ``dX[:, rows]`` on the
-    calling thread (joining the blocks' afterwards with ``np.concatenate`` ran on one thread:
-    52 MB at (128, 200, 256, 512)). Returns ``(dh0, dc0)``."""
-    ws = part.workspace
-    block = None
-    if dX is not None and ws is not None:
-        block = ws.take("dX", part.X.shape, dX.dtype)
-    dX_rows, dh, dc = sequence_backward(eq, part, *args, dX_out=block)
-    if dX is not None:
-        dX[:, rows] = dX_rows
-    if block is not None:
-        ws.give(dX=block)
-    return dh, dc
 
 
 def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
@@ -811,6 +817,31 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     array a bidirectional layer's directions share, :func:`shares_states`; zeros where a
     step skips rows), in place of an array of the pass's own.
     """
+    return prepare_forward(eq, X, h0, c0, w, lengths, active, reverse, workspace, h_mask,
+                           zone, states_internal, states)[0]()
+
+
+def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
+                    lengths: np.ndarray | None = None, active: np.ndarray | None = None,
+                    reverse: bool = False, workspace: Workspace | None = None,
+                    h_mask: np.ndarray | None = None, zone: Zoneout | None = None,
+                    states_internal: bool = False, states: np.ndarray | None = None,
+                    step_operand=None, out: np.ndarray | None = None) -> tuple:
+    """:func:`sequence_forward` (same arguments) in two parts: this call's Python setup (the
+    workspace's arrays, the initial states, the schedule, the per-step matrix packed), and
+    the pass it returns, ``(run, operand)``: ``run()`` projects the input, runs the loop and
+    returns the :class:`SequenceCache`; ``operand`` is the per-step matrix in the form the
+    loop takes, which another pass over no more rows, with the same weights, may take as its
+    ``step_operand`` instead of packing its own (a row block's second block:
+    :func:`sequence_forward_rows`). ``out`` (T, N, P), a row block's: the pass copies its
+    output sequence there (an empty array: nowhere), and where :func:`fuses_block` says so
+    its projection, loop and copy are one compiled call (:mod:`elman.fast._block`).
+
+    Why two parts: two passes that run at once on two threads (row blocks) each need the GIL
+    for their Python, and on a virtual machine whose idle cores halt each hand-off of the GIL
+    to a thread that waits for it costs that thread ~30 us of wake-up; with the setup of
+    both blocks done by the caller before either runs, each thread's part is a few long calls
+    that release the GIL (BLAS, the compiled loop)."""
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
     W_ih, W_hh, W_hr = w["weight_ih"], w["weight_hh"], w.get("weight_hr")
@@ -827,16 +858,16 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     kernels = fast.kernels_for(eq, dtype)         # the compiled loops, or None: NumPy steps
     # (the per-step GEMMs get the threads their size earns: elman.threads)
     step_threads = threads.for_gemm(N, K, P)
-    kept = ws.take_any(PACKINGS[True])
-    W_hh_T, packing = _step_operand(W_hh[:K], True, T, N, kernels, step_threads.one_thread,
-                                    kept)
+    if step_operand is None:
+        kept = ws.take_any(PACKINGS[True])
+        W_hh_T, packing = _step_operand(W_hh[:K], True, T, N, kernels,
+                                        step_threads.one_thread, kept)
+    else:                       # (another pass's, which gives its packing back itself)
+        W_hh_T, kept, packing = step_operand, None, None
     W_hr_T = None if W_hr is None else _step_matrix(W_hr.T, T, N)
     if kernels is not None and W_hr_T is not None:
         W_hr_T = fast.matrix_operand(W_hr_T)     # (the form the compiled loops take)
     GX = ws.take("GX", (T, N, GH), dtype)
-    input_state = _project(eq, kernels, X, w, GX)
-    if kernels is None and gx_bias is not None:
-        GX += gx_bias           # (the compiled loops add it as they read GX: one pass less)
     # States: rows that a step skips must read as zeros (padding) or as the initial state.
     zero = active is not None
     # (the hidden states are the output: fresh, unless they never reach the caller)
@@ -858,32 +889,93 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     if zone is not None and C is not None:
         zone.c_new = ws.new((T, N, H), dtype, zero)
     schedule = _schedule(T, N, active, reverse)
-    # 2. the recurrence: one GEMM and the cell's element-wise math per step, either as one
-    # compiled loop (elman.fast) or step by step with the cell's NumPy equations (the reference)
-    with step_threads:
-        if kernels is not None:
-            kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts, schedule,
-                                            R, W_hr_T, h_mask, zone))
+    gemm_address = fast_mkl.gemm_address(dtype) if out is not None and \
+        fuses_block(eq, kernels, R is not None) else 0
+
+    def run(ring=None) -> SequenceCache:
+        input_state = None
+        if gemm_address:
+            runner = _fused_runner(kernels, (
+                _NO_BELL if ring is None else ring.bell, 0 if ring is None else ring.gen,
+                gemm_address, X.reshape(T * N, X.shape[2]), W_ih.T, GX.reshape(T * N, GH),
+                S[:-1] if reverse else S[1:], out))
+            with step_threads:
+                kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S,
+                                                C, saved, gh, consts, schedule, R, W_hr_T,
+                                                h_mask, zone, runner))
+        else:
+            if ring is not None:
+                ring()
+            input_state = _project(eq, kernels, X, w, GX)
+            if kernels is None and gx_bias is not None:
+                np.add(GX, gx_bias, out=GX)   # (the compiled loops add it as they read GX)
+            with step_threads:
+                _recurrence(eq, kernels, GX, gx_bias, W_hh_T, W_hr_T, S, C, R, saved, gh,
+                            consts, schedule, h_mask, zone)
+            if out is not None and out.size:
+                out[...] = S[:-1] if reverse else S[1:]
+        if step_operand is None:
             ws.give(**{PACKINGS[True]: kept if packing is None else packing})
-            return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
-                                 kernels.__name__, workspace, h_mask, input_state, zone,
-                                 states_internal=states_internal)
-        for t, p, q, n in schedule:
-            h_prev = S[p, :n]
-            np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
-            h_new = R[t, :n] if R is not None else S[q, :n]
-            eq.forward(GX[t, :n], gh[:n], consts, h_prev,
-                       None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
-                       None if saved is None else saved[t, :n])
-            if R is not None:
-                # 3. LSTM projection h = W_hr r
-                np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
-            if zone is not None:
-                _zone_step(zone, t, n, S[p, :n], S[q, :n],
-                           None if C is None else C[p, :n], None if C is None else C[q, :n])
-    ws.give(**{PACKINGS[True]: kept})          # (the NumPy steps pack nothing)
-    return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts, None, workspace,
-                         h_mask, input_state, zone, states_internal=states_internal)
+        return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
+                             None if kernels is None else kernels.__name__, workspace, h_mask,
+                             input_state, zone, states_internal=states_internal)
+    return run, W_hh_T
+
+
+_NO_BELL = np.zeros(8, np.int64)     # (a fused pass with no partner's bell to ring)
+#: empty arrays of each float dtype by dimension: a fused pass's arguments it does not use
+_NOWHERE = {t: {d: np.empty((0,) * d, t) for d in (2, 3)} for t in (np.float32, np.float64)}
+
+
+def fuses_block(eq, kernels, projected: bool) -> bool:
+    """Whether a row block's pass runs its input projection, its loop and its output copy as
+    one compiled call (:mod:`elman.fast._block`, which says why): a kernel module that calls
+    its loop once through :meth:`ForwardLoop.run` (its ``fused_calls``), a cell that does not
+    transform its input projection (layer norm), no ``proj_size`` and MKL on (its GEMM is
+    called through its address; :func:`elman.fast._mkl.gemm_address`)."""
+    return (kernels is not None and _kernel_attribute(kernels, "fused_calls") is not None
+            and _kernel_attribute(kernels, "transform_input") is None
+            and not _overrides(type(eq), "transform_input") and not projected
+            and fast_mkl.enabled())
+
+
+def _fused_runner(kernels, block: tuple):
+    """:attr:`ForwardLoop.runner` (:attr:`BackwardLoop.runner`) for a fused pass: the kernel
+    module's fused call of the loop function it runs (``fused_calls``), on ``block``."""
+    calls = kernels.fused_calls
+    return lambda loop_function, args: calls[loop_function](block, args)
+
+
+@functools.lru_cache(maxsize=None)
+def _overrides(cell: type, method: str) -> bool:
+    """Whether a cell class overrides the base class's ``method`` (``transform_input`` and
+    the like, which do nothing there): more than one class in its MRO defines it."""
+    return sum(method in vars(c) for c in cell.__mro__) > 1
+
+
+def _recurrence(eq, kernels, GX, gx_bias, W_hh_T, W_hr_T, S, C, R, saved, gh, consts,
+                schedule, h_mask, zone) -> None:
+    """Step 2 of :func:`sequence_forward`: the recurrence, one GEMM and the cell's element-wise
+    math per step, either as one compiled loop (elman.fast) or step by step with the cell's
+    NumPy equations (the reference)."""
+    if kernels is not None:
+        kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GX.shape[2], GX.dtype), W_hh_T,
+                                        S, C, saved, gh, consts, schedule, R, W_hr_T, h_mask,
+                                        zone))
+        return
+    for t, p, q, n in schedule:
+        h_prev = S[p, :n]
+        np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
+        h_new = R[t, :n] if R is not None else S[q, :n]
+        eq.forward(GX[t, :n], gh[:n], consts, h_prev,
+                   None if C is None else C[p, :n], h_new, None if C is None else C[q, :n],
+                   None if saved is None else saved[t, :n])
+        if R is not None:
+            # 3. LSTM projection h = W_hr r
+            np.matmul(R[t, :n], W_hr_T, out=S[q, :n])
+        if zone is not None:
+            _zone_step(zone, t, n, S[p, :n], S[q, :n],
+                       None if C is None else C[p, :n], None if C is None else C[q, :n])
 
 
 def runs_lean(kernels, T: int, N: int, K: int, P: int, directions: int = 1) -> bool:
@@ -1897,6 +1989,24 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if isinstance(cache, RowSplit):
         return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
                               keep_blocks)
+    return prepare_backward(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
+                            defer_input_grad)[0]()
+
+
+def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
+                     dh_n: np.ndarray | None, dc_n: np.ndarray | None, w: Weights, g: Weights,
+                     input_grad: bool = True, consume: bool = False,
+                     dX_out: np.ndarray | None = None, defer_input_grad: bool = False,
+                     step_operand=None, dX_rows: np.ndarray | None = None) -> tuple:
+    """:func:`sequence_backward` of a :class:`SequenceCache` (same arguments) in two parts, as
+    :func:`prepare_forward` (which says why): this call's Python setup, and the pass it
+    returns, ``(run, operand)``: ``run()`` runs the loop and the whole-sequence GEMMs and
+    returns ``(dX, dh0, dc0)``; ``operand``, the per-step matrix as the loop takes it, may
+    serve another pass over no more rows with the same weights (``step_operand``).
+    ``dX_rows`` (T, N, I), a row block's rows of the layer's input gradient: the pass copies
+    its ``dX`` there (an empty array: nowhere), and where :func:`fuses_block` and the pass's
+    own conditions (:func:`_fused_products`) say so, its loop, weight gradients, input
+    gradient and copy are one compiled call (:mod:`elman.fast._block`)."""
     X, GX, S, R, active = cache.X, cache.gates, cache.S, cache.R, cache.active
     T, N, _ = X.shape
     GH = GX.shape[2]
@@ -1928,9 +2038,12 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
                            "NumPy steps: run forward and backward under elman.fast.use(False)")
     schedule = _schedule(T, N, active, cache.reverse)
     step_threads = threads.for_gemm(N, P, K)
-    kept = ws.take_any(PACKINGS[False])
-    W_step, packing = _step_operand(w["weight_hh"][:K], False, T, N, kernels,
-                                    step_threads.one_thread, kept)
+    if step_operand is None:
+        kept = ws.take_any(PACKINGS[False])
+        W_step, packing = _step_operand(w["weight_hh"][:K], False, T, N, kernels,
+                                        step_threads.one_thread, kept)
+    else:                       # (another pass's, which gives its packing back itself)
+        W_step, kept, packing = step_operand, None, None
     dY_copy = None
     dY_at = (0, 0)
     if kernels is not None and dY is not None and not dY.flags.c_contiguous:
@@ -1946,72 +2059,145 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
             dY_copy = ws.take("dY", dY.shape, dtype)
             np.copyto(dY_copy, dY)
             dY = dY_copy
-    loop = None
-    with step_threads:
-        if kernels is not None:
-            loop = BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule, dHs,
-                                cache.h_mask, cache.zone, dY_at)
+    products = None if dX_rows is None or (input_grad and dX_out is None) else \
+        _fused_products(eq, cache, dGX, dGH, g, defer_input_grad)
+    gemm_address = 0 if products is None else fast_mkl.gemm_address(dtype)
+
+    def run(ring=None) -> tuple:
+        if gemm_address:
+            return run_fused(ring)
+        if ring is not None:
+            ring()
+        loop = None
+        with step_threads:
+            if kernels is not None:
+                loop = BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule, dHs,
+                                    cache.h_mask, cache.zone, dY_at)
+                kernels.backward(eq, loop)
+            else:
+                _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
+        if step_operand is None:
+            ws.give(**{PACKINGS[False]: kept if packing is None else packing})
+        if active is not None:
+            # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
+            # GEMMs below sum over every slot.
+            padded = np.arange(N)[None, :] >= active[:, None]
+            dGX[padded] = 0
+            if dGH is not dGX:
+                dGH[padded] = 0
+        # 5. weight gradients and the input gradient as whole-sequence GEMMs; first the biases,
+        # from the gradients wrt what the cell added them to, then (a layer-normalised cell) the
+        # input side back through its normalisation to the raw projection X W_ih^T (a kernel
+        # module's twins of these two may find both done: its loop did them as it went)
+        split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
+        _bias_grads(eq, cache, loop, dGX, dGH, g)
+        back = _kernel_attribute(cache.kernels, "transform_input_backward")
+        dG_in = (eq.transform_input_backward(dGX, cache, g) if back is None
+                 else back(eq, dGX, cache, g))      # (the raw projection's gradient)
+        X2 = X.reshape(T * N, X.shape[2])
+        dGX2 = dG_in.reshape(T * N, GH)
+        dGH2 = dGH.reshape(T * N, dGH.shape[2])
+        H_prev = S[1:] if cache.reverse else S[:-1]
+        if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
+            H_prev = H_prev * cache.h_mask
+        H_prev2 = H_prev.reshape(T * N, P)
+        # each in the form of product that runs fastest (weight_grads; threads.matmul: on elman's
+        # two threads, or BLAS's pool while it spins from this pass's per-step GEMMs, never both
+        # at once; accumulate: added into the gradient by the GEMM)
+        if dGH is dG_in and K == GH and weight_grads.joins(GH, P, dtype):
+            weight_grads.add_joined(dGX2, X2, H_prev2, g["weight_ih"], g["weight_hh"])
+        else:
+            weight_grads.add_product(dGX2, X2, g["weight_ih"])
+            if split:
+                weight_grads.add_product(dGX2[:, :split], H_prev2, g["weight_hh"][:split])
+            if split < K:
+                weight_grads.add_product(dGH2[:, :K - split], H_prev2, g["weight_hh"][split:K])
+        if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
+            eq.other_recurrent_grads(cache, dGH, g)
+        if R is not None:
+            threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H), g["weight_hr"],
+                           accumulate=True)
+        eq.parameter_grads(cache, dG_in, dGH, g)     # the cell's own parameters, if it has any
+        dX = None
+        own_dGX = None if in_place else dG_in
+        if input_grad and defer_input_grad:
+            dX = InputGradient(dGX2, w["weight_ih"], functools.partial(ws.give, dGX=own_dGX))
+            own_dGX = None                                   # (given back by dX.give_back)
+        elif input_grad:
+            dX = threads.matmul(dGX2, w["weight_ih"], None if dX_out is None
+                                else dX_out.reshape(T * N, X.shape[2])).reshape(T, N, X.shape[2])
+        ws.give(dGX=own_dGX, dGH=dGH if dGH is not dG_in else None, dY=dY_copy)
+        if dX is not None and dX_rows is not None and dX_rows.size:
+            dX_rows[...] = dX
+        return dX, dh, dc
+
+    def run_fused(ring) -> tuple:
+        M, I = T * N, X.shape[2]
+        runner = _fused_runner(kernels, (
+            _NO_BELL if ring is None else ring.bell, 0 if ring is None else ring.gen,
+            gemm_address, products, dGX.reshape(M, GH), w["weight_ih"],
+            dX_out.reshape(M, I) if input_grad else _NOWHERE[dtype.type][2], dX_rows))
+        loop = BackwardLoop(cache, dY, dh, dc, dGX, dGH, w, W_step, schedule, dHs,
+                            cache.h_mask, cache.zone, dY_at, runner=runner)
+        with step_threads:
             kernels.backward(eq, loop)
-        else:
-            _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work)
-    ws.give(**{PACKINGS[False]: kept if packing is None else packing})
-    if active is not None:
-        # Padded (t, b) slots hold derivative factors but no gradient: clear them before the
-        # GEMMs below sum over every slot.
-        padded = np.arange(N)[None, :] >= active[:, None]
-        dGX[padded] = 0
-        if dGH is not dGX:
-            dGH[padded] = 0
-    # 5. weight gradients and the input gradient as whole-sequence GEMMs; first the biases,
-    # from the gradients wrt what the cell added them to, then (a layer-normalised cell) the
-    # input side back through its normalisation to the raw projection X W_ih^T (a kernel
-    # module's twins of these two may find both done: its loop did them as it went)
+        if step_operand is None:
+            ws.give(**{PACKINGS[False]: kept if packing is None else packing})
+        _bias_grads(eq, cache, loop, dGX, dGH, g)
+        ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None,
+                dY=dY_copy)
+        return (dX_out if input_grad else None), dh, dc
+    return run, W_step
+
+
+def _fused_products(eq, cache: SequenceCache, dGX, dGH, g: Weights,
+                    defer_input_grad: bool) -> tuple | None:
+    """The weight gradients of a row block's fused backward pass (:mod:`elman.fast._block`'s
+    ``backward_block``: ``(dG, lo, hi, B, g, transposed)`` each), or None where the pass is
+    not fused: :func:`fuses_block` says no, lengths (padded slots to clear after the loop),
+    the input gradient deferred to the layer below, gate blocks the loop's GEMM does not
+    cover, a cell with parameters of its own, or the joined form of the products
+    (:func:`elman.weight_grads.joins`), which stays in Python."""
+    X, S = cache.X, cache.S
+    T, N, I = X.shape
+    GH, P = dGX.shape[2], S.shape[2]
+    K = eq.recurrent_gates * (GH // eq.gates)
+    if not fuses_block(eq, cache.kernels, cache.R is not None) or cache.active is not None \
+            or defer_input_grad or K != GH or _overrides(type(eq), "parameter_grads") \
+            or _overrides(type(eq), "transform_input_backward") \
+            or (dGH is dGX and weight_grads.joins(GH, P, X.dtype)):
+        return None
+    M = T * N
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
-    if "bias_ih" in g and loop is not None and loop.bias_sums is not None:
-        eq.add_bias_sums(*loop.bias_sums, g, split)   # (padded slots: the loop skipped them)
-    elif "bias_ih" in g:
-        twin = _kernel_attribute(cache.kernels, "bias_grads")
-        if twin is None:
-            eq.bias_grads(dGX, dGH, g, split)
-        else:
-            twin(eq, dGX, dGH, g, split)
-    back = _kernel_attribute(cache.kernels, "transform_input_backward")
-    dGX = (eq.transform_input_backward(dGX, cache, g) if back is None
-           else back(eq, dGX, cache, g))
-    X2 = X.reshape(T * N, X.shape[2])
-    dGX2 = dGX.reshape(T * N, GH)
-    dGH2 = dGH.reshape(T * N, dGH.shape[2])
     H_prev = S[1:] if cache.reverse else S[:-1]
     if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
         H_prev = H_prev * cache.h_mask
-    H_prev2 = H_prev.reshape(T * N, P)
-    # each in the form of product that runs fastest (weight_grads; threads.matmul: on elman's
-    # two threads, or BLAS's pool while it spins from this pass's per-step GEMMs, never both
-    # at once; accumulate: added into the gradient by the GEMM)
-    if dGH is dGX and K == GH and weight_grads.joins(GH, P, dtype):
-        weight_grads.add_joined(dGX2, X2, H_prev2, g["weight_ih"], g["weight_hh"])
+    X2, H_prev2 = np.ascontiguousarray(X.reshape(M, I)), np.ascontiguousarray(H_prev.reshape(M, P))
+    dGX2, dGH2 = dGX.reshape(M, GH), dGH.reshape(M, dGH.shape[2])
+    products = [(dGX2, 0, GH, X2, g["weight_ih"], weight_grads.transposes(GH, I))]
+    if split:
+        products.append((dGX2, 0, split, H_prev2, g["weight_hh"][:split],
+                         weight_grads.transposes(split, P)))
+    if split < K:
+        products.append((dGH2, 0, K - split, H_prev2, g["weight_hh"][split:K],
+                         weight_grads.transposes(K - split, P)))
+    return tuple(products)
+
+
+def _bias_grads(eq, cache: SequenceCache, loop, dGX, dGH, g: Weights) -> None:
+    """The biases' gradients after a backward loop: from the sums its compiled loop kept
+    (``loop.bias_sums``), else from the pre-activation gradients."""
+    if "bias_ih" not in g:
+        return
+    split = dGX.shape[2] - dGH.shape[2]
+    if loop is not None and loop.bias_sums is not None:
+        eq.add_bias_sums(*loop.bias_sums, g, split)   # (padded slots: the loop skipped them)
+        return
+    twin = _kernel_attribute(cache.kernels, "bias_grads")
+    if twin is None:
+        eq.bias_grads(dGX, dGH, g, split)
     else:
-        weight_grads.add_product(dGX2, X2, g["weight_ih"])
-        if split:
-            weight_grads.add_product(dGX2[:, :split], H_prev2, g["weight_hh"][:split])
-        if split < K:
-            weight_grads.add_product(dGH2[:, :K - split], H_prev2, g["weight_hh"][split:K])
-    if K < GH:                     # rows whose recurrent input is not h_prev: the cell's GEMM
-        eq.other_recurrent_grads(cache, dGH, g)
-    if R is not None:
-        threads.matmul(dHs.reshape(T * N, P).T, R.reshape(T * N, H), g["weight_hr"],
-                       accumulate=True)
-    eq.parameter_grads(cache, dGX, dGH, g)     # the cell's own parameters, if it has any
-    dX = None
-    own_dGX = None if in_place else dGX
-    if input_grad and defer_input_grad:
-        dX = InputGradient(dGX2, w["weight_ih"], functools.partial(ws.give, dGX=own_dGX))
-        own_dGX = None                                   # (given back by dX.give_back)
-    elif input_grad:
-        dX = threads.matmul(dGX2, w["weight_ih"], None if dX_out is None
-                            else dX_out.reshape(T * N, X.shape[2])).reshape(T, N, X.shape[2])
-    ws.give(dGX=own_dGX, dGH=dGH if dGH is not dGX else None, dY=dY_copy)
-    return dX, dh, dc
+        twin(eq, dGX, dGH, g, split)
 
 
 def _reference_backward(eq, cache, schedule, dY, dh, dc, dGX, dGH, dHs, w, work):

@@ -41,7 +41,7 @@ import numpy as np
 from . import threads
 from .fast import _mkl
 
-__all__ = ["ROWS", "MIN_STATE", "joins", "add_joined", "add_product"]
+__all__ = ["ROWS", "MIN_STATE", "joins", "add_joined", "transposes", "add_product"]
 
 #: rows of ``[X | H_prev]`` copied and multiplied at a time
 ROWS = 512
@@ -81,12 +81,18 @@ def add_joined(dG: np.ndarray, X: np.ndarray, H_prev: np.ndarray, g_ih: np.ndarr
     g_hh += both[:, I:]
 
 
+def transposes(G: int, C: int) -> bool:
+    """Whether the product ``g += dG^T B`` of ``G`` gate columns and ``C`` columns of ``B``
+    takes the transposed form on one thread on MKL (the module docstring):
+    ``C <= TRANSPOSED_MAX_COLUMNS`` and ``G >= 3 C``."""
+    return C <= TRANSPOSED_MAX_COLUMNS and G >= 3 * C
+
+
 def add_product(dG: np.ndarray, B: np.ndarray, g: np.ndarray) -> None:
     """``g += dG^T B`` (G, C) from ``dG`` (M, G) and ``B`` (M, C): as ``(B^T dG)^T`` where it
     runs on the calling thread alone on MKL, ``C <= TRANSPOSED_MAX_COLUMNS`` and ``G >= 3 C``
     (the module docstring), else as :func:`elman.threads.matmul` with ``accumulate``."""
-    G, C = dG.shape[1], B.shape[1]
-    if C <= TRANSPOSED_MAX_COLUMNS and G >= 3 * C and threads.pinned() and _mkl.enabled():
+    if transposes(dG.shape[1], B.shape[1]) and threads.pinned() and _mkl.enabled():
         g += threads.one_thread_matmul(B.T, dG).T
     else:
         threads.matmul(dG.T, B, g, accumulate=True)

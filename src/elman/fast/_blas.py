@@ -26,7 +26,7 @@ from . import _cache  # noqa: F401  (before the decorators: the cache keyed by t
 from . import MATRIX, _cpu
 from ._vectors import wide_vectors
 
-__all__ = ["gemm", "gemm_acc", "source"]
+__all__ = ["gemm", "gemm_acc", "gemm_at", "source"]
 
 # (symbol prefix, suffix, integer width) of the CBLAS names NumPy's wheels have shipped with:
 # scipy-openblas64 (NumPy >= 2), openblas64_ (NumPy 1.22-1.26), plain 32-bit-integer CBLAS.
@@ -113,6 +113,66 @@ def _compute_at(typingctx, address, m, n, k, a, lda, b, beta, c, ldc):
                               pointer(b), mkl_int(n), beta, pointer(c), mkl_int(ldc)])
         return context.get_dummy_value()
     return sig, codegen
+
+
+@intrinsic
+def _gemm_at(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """``C = op(A) @ op(B) + beta C`` by the function at ``address`` (an integer), which has
+    the signature of CBLAS's ``cblas_?gemm`` with 32-bit integers (MKL's, the LP64 interface
+    of libmkl_rt: :func:`elman.fast._mkl.gemm_address`), row-major, ``op`` chosen by the
+    CBLAS flags ``transa``/``transb``, the matrices at the addresses ``a``, ``b``, ``c``. A
+    call through a run-time address, as :func:`_compute_at`'s."""
+    sig = types.void(address, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        address, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc = args
+        i32 = ir.IntType(32)
+        real = context.get_value_type(signature.args[10])
+        ptr = real.as_pointer()
+        ftype = ir.FunctionType(ir.VoidType(), [i32] * 6 + [real, ptr, i32, ptr, i32, real, ptr,
+                                                             i32])
+
+        def mkl_int(v):
+            return builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32)
+
+        def pointer(v):
+            return builder.inttoptr(v, ptr)
+
+        builder.call(builder.inttoptr(address, ftype.as_pointer()),
+                     [ir.Constant(i32, _ROW_MAJOR), mkl_int(transa), mkl_int(transb), mkl_int(m),
+                      mkl_int(n), mkl_int(k), ir.Constant(real, 1.0), pointer(a), mkl_int(lda),
+                      pointer(b), mkl_int(ldb), beta, pointer(c), mkl_int(ldc)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(inline="always")
+def _flag_and_ld(X):
+    """``(CBLAS transpose flag, leading dimension)`` of a 2-D operand read in row-major order:
+    rows of contiguous elements (no transpose), or the transpose of such an array (``W.T``,
+    ``dG[:, :k].T``)."""
+    rows, cols = X.shape
+    item = X.itemsize
+    if cols == 1 or X.strides[1] == item:
+        return _NO_TRANS, max(cols, X.strides[0] // item if rows > 1 else cols)
+    assert rows == 1 or X.strides[0] == item, "gemm_at: rows or columns must be contiguous"
+    return _TRANS, max(rows, X.strides[1] // item)
+
+
+@njit(inline="always")
+def gemm_at(address, A, B, C, accumulate):
+    """``C (+)= A @ B`` (``accumulate``: BLAS's beta = 1) by the ``cblas_?gemm`` at ``address``
+    (:func:`_gemm_at`), in compiled code; ``A`` and ``B`` each either rows of contiguous
+    elements or the transpose of such an array, ``C`` rows of contiguous elements."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m == 0 or n == 0:
+        return
+    transa, lda = _flag_and_ld(A)
+    transb, ldb = _flag_and_ld(B)
+    beta = C.dtype.type(1 if accumulate else 0)
+    _gemm_at(address, transa, transb, m, n, k, A.ctypes.data, lda, B.ctypes.data, ldb, beta,
+             C.ctypes.data, _ld(C))
 
 
 @njit(inline="always")

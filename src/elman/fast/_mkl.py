@@ -38,7 +38,7 @@ from .._switch import Switch
 from . import _cpu
 
 __all__ = ["library", "available", "DEFAULT_ON", "enabled", "use", "set_enabled",
-           "large_enough", "pack", "compute_address", "worth", "product"]
+           "large_enough", "pack", "compute_address", "gemm_address", "worth", "product"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS, _B_MATRIX = 101, 111, 112, 162
 _SEQUENTIAL = 1                # MKL_THREADING_SEQUENTIAL for MKL_Set_Threading_Layer
@@ -159,6 +159,17 @@ def pack(W: np.ndarray, transpose: bool, rows: int,
     getattr(lib, f"cblas_{t}gemm_pack")(_ROW_MAJOR, _B_MATRIX, _TRANS if transpose else _NO_TRANS,
                                         rows, n, k, 1.0, W.ctypes.data, ld, packed.ctypes.data)
     return packed
+
+
+def gemm_address(dtype) -> int:
+    """The address of MKL's ``cblas_sgemm`` (float32) or ``cblas_dgemm`` (float64), for
+    compiled code (:func:`elman.fast._blas.gemm_at`); 0 where MKL is off or missing, or for
+    another dtype."""
+    name = {np.dtype(np.float32): "cblas_sgemm",
+            np.dtype(np.float64): "cblas_dgemm"}.get(np.dtype(dtype))
+    if name is None or not _switch.enabled():
+        return 0
+    return ctypes.cast(getattr(_load(), name), ctypes.c_void_p).value
 
 
 def compute_address(dtype) -> int:

@@ -55,7 +55,8 @@ __all__ = ["SUPPORTED", "ROW", "ALIGN", "pair_steps", "pair_stack", "pipe_stack"
            "rows_work_size", "rows_arrays",
            "project_units",
            "unit_rows",
-           "wait_for_bell", "aligned_empty", "aligned_arrays", "sequence_arrays", "sync_array",
+           "wait_for_bell", "ring_bell", "Ring", "aligned_empty", "aligned_arrays",
+           "sequence_arrays", "sync_array",
            "fresh_counters", "fresh_states",
            "split_point", "Partner", "partner", "rest_partner", "SPIN_SECONDS",
            "PATIENCE_SECONDS", "CheckAside", "claim_check", "check_verdict", "claim_task",
@@ -661,13 +662,24 @@ class Partner:
             self.wake.set()
         return self.gen
 
-    def beside(self, first, second) -> tuple:
+    def beside(self, first, second, ring: bool = False) -> tuple:
         """``(first(), second())``, run at once: ``first`` offered to the partner, ``second``
         run here; then ``first`` run here too if the partner has not claimed it by then (a
         partner that is asleep, late or busy elsewhere never holds the caller up), else its
         result waited for, spinning (then sleeping after :data:`SPIN_SECONDS`). An exception
         in either is raised here once neither runs (``second``'s if both fail; ``first`` is
         not started here after ``second`` failed).
+
+        ``ring``: ``second`` is called as ``second(ring=Ring(...))`` and rings the partner's
+        bell itself (:class:`Ring`), from compiled code once it has let go of the GIL, as
+        :meth:`share`'s steps do: the partner, which spins for the bell, then finds the GIL
+        free. (Rung by the caller, the bell woke a partner whose first Python then waited for
+        the caller's, asleep: 80-120 us from the bell to the partner's first compiled call,
+        measured in the row blocks of an LSTM at (32, 50, 16, 64); a thread waiting for the
+        GIL sleeps, and this virtual machine's idle cores halt.) Rung here after ``second``
+        where it did not ring. A bell rung later than :data:`SPIN_SECONDS` after the post
+        finds the partner asleep (as :meth:`share`'s), and the caller then runs ``first``
+        too, once ``second`` is done.
 
         Why not a thread pool (``concurrent.futures``, as before): its hand-offs are a
         condition variable's, and on a virtual machine whose idle cores halt (this project's:
@@ -694,13 +706,26 @@ class Partner:
             finished.set()
             return finish_task(state, self.bell, gen, spins)
 
-        self.offer(side)
-        try:
-            result = second()
-        except BaseException:
-            if not claim_task(state):      # (the partner runs first: let it finish)
-                self._wait(state, finished)
-            raise
+        if ring:
+            bell = Ring(self.bell, self._post(side))
+            try:
+                result = second(ring=bell)
+            except BaseException:
+                bell()
+                if not claim_task(state):
+                    self._wait(state, finished)
+                raise
+            bell()
+            if self.sleeping:              # (as offer: asleep since the post, it missed it)
+                self.wake.set()
+        else:
+            self.offer(side)
+            try:
+                result = second()
+            except BaseException:
+                if not claim_task(state):      # (the partner runs first: let it finish)
+                    self._wait(state, finished)
+                raise
         if claim_task(state):
             return first(), result
         self._wait(state, finished)
@@ -770,6 +795,28 @@ class Partner:
 def _ring(bell, gen):
     """``bell[0] = gen`` as the release store the partner's acquire loads pair with."""
     _store(bell, 0, gen)
+
+
+@njit(inline="always")
+def ring_bell(bell, gen):
+    """:class:`Ring`'s bell rung from compiled code (``gen`` 0: no bell to ring)."""
+    if gen != 0 and _load(bell, 0) != gen:
+        _store(bell, 0, gen)
+
+
+class Ring:
+    """The partner's bell and the generation of a task posted to it (:meth:`Partner.beside`
+    with ``ring``), for the caller's task to ring from compiled code (:func:`ring_bell` on
+    ``bell`` and ``gen``), or here (``ring()``), where it has not."""
+
+    __slots__ = ("bell", "gen")
+
+    def __init__(self, bell: np.ndarray, gen: int):
+        self.bell, self.gen = bell, gen
+
+    def __call__(self) -> None:
+        if int(self.bell[0]) != self.gen:
+            _ring(self.bell, self.gen)
 
 
 TASK_CLAIM, TASK_DONE = 0, 8          # a task of Partner.beside: its claims; 1 when done

@@ -14,6 +14,7 @@ from ._loop import (JIT, ONE, absent, add_row, add_rows, backward_step, bias_sum
                     settle_sums, stack_lean, state_row, state_rows, step_at, zone_arrays,
                     zone_states, unzone_grads, into_previous)
 from ._windows import planes
+from ._block import backward_block, forward_block
 from ._math import sigmoid, tanh
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -337,12 +338,12 @@ def forward(eq, loop):
     dt = loop.GX.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     if not eq.reset_after:         # W_hh_T covers r, z; consts = (W_hn, W_hn^T)
-        _forward_classic(loop.GX, loop.bias, loop.W_hh_T, loop.consts[1], *planes(loop.S),
-                         loop.saved, loop.gh, loop.schedule, zh)
+        loop.run(_forward_classic, loop.GX, loop.bias, loop.W_hh_T, loop.consts[1],
+                 *planes(loop.S), loop.saved, loop.gh, loop.schedule, zh)
         return
-    _forward(loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S), loop.saved, loop.gh,
-             _b_hn(loop.consts, loop.S.shape[2], dt), loop.schedule, or_empty(loop.h_mask, dt, 2),
-             zh)
+    loop.run(_forward, loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S), loop.saved, loop.gh,
+             _b_hn(loop.consts, loop.S.shape[2], dt), loop.schedule,
+             or_empty(loop.h_mask, dt, 2), zh)
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -417,11 +418,42 @@ def backward(eq, loop):
     H = loop.dh.shape[1]
     if not eq.reset_after:
         sums = bias_sums(3 * H, dt)
-        _backward_classic(cache.gates, cache.saved, *planes(cache.S), dY, dY_at, loop.dh,
-                          loop.dGX, W_hh, cache.consts[0], loop.schedule, zh, *sums)
+        loop.run(_backward_classic, cache.gates, cache.saved, *planes(cache.S), dY, dY_at,
+                 loop.dh, loop.dGX, W_hh, cache.consts[0], loop.schedule, zh, *sums)
         loop.bias_sums = (sums[0], None)
         return
     sums = bias_sums(4 * H, dt)                    # dGX's 3H columns, then dGH's H
-    _backward(cache.gates, cache.saved, *planes(cache.S), dY, dY_at, loop.dh, loop.dGX,
-              loop.dGH, W_hh, loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
+    loop.run(_backward, cache.gates, cache.saved, *planes(cache.S), dY, dY_at, loop.dh,
+             loop.dGX, loop.dGH, W_hh, loop.schedule, or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0][:3 * H], sums[0][3 * H:])
+
+
+@njit(**JIT)
+def _forward_fused(block, args):
+    forward_block(block, _forward, args)
+
+
+@njit(**JIT)
+def _forward_classic_fused(block, args):
+    forward_block(block, _forward_classic, args)
+
+
+@njit(**JIT)
+def _backward_fused(block, args):
+    backward_block(block, _backward, args)
+
+
+@njit(**JIT)
+def _backward_classic_fused(block, args):
+    backward_block(block, _backward_classic, args)
+
+
+#: forward and backward call their compiled loop once, through ``loop.run``, so that a row
+#: block's pass may run it in one compiled call with its GEMMs: each loop function's fused
+#: call (:mod:`._block`)
+fused_calls = {
+    _forward: _forward_fused,
+    _forward_classic: _forward_classic_fused,
+    _backward: _backward_fused,
+    _backward_classic: _backward_classic_fused,
+}

@@ -21,6 +21,7 @@ from ._loop import (JIT, ONE, absent, backward_step, bias_sums, copy_row_summed,
                     zone_states, unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
+from ._block import backward_block, forward_block
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
            "forward_stack_pipe", "forward_stack_rows", "forward_pair",
@@ -236,7 +237,7 @@ shares_states = True
 def forward(eq, loop):
     scale, shift = loop.consts
     dt = loop.GX.dtype
-    _forward(loop.GX, loop.bias, scale, shift, loop.W_hh_T, *planes(loop.S), loop.C,
+    loop.run(_forward, loop.GX, loop.bias, scale, shift, loop.W_hh_T, *planes(loop.S), loop.C,
              or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.schedule,
              or_empty(loop.h_mask, dt, 2), *zone_arrays(loop.zone, dt))
 
@@ -291,8 +292,27 @@ def backward(eq, loop):
     W_hr = loop.w.get("weight_hr")
     dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, loop.cache.C, *output_grad(loop, dt), loop.dh, loop.dc,
-              loop.dGX, loop.W_step, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
-              or_empty(dR, dt, 2), loop.schedule, or_empty(loop.h_mask, dt, 2),
-              *zone_arrays(loop.zone, dt), *sums)
+    loop.run(_backward, loop.cache.gates, loop.cache.C, *output_grad(loop, dt), loop.dh,
+             loop.dc, loop.dGX, loop.W_step, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
+             or_empty(dR, dt, 2), loop.schedule, or_empty(loop.h_mask, dt, 2),
+             *zone_arrays(loop.zone, dt), *sums)
     loop.bias_sums = (sums[0], None)
+
+
+@njit(**JIT)
+def _forward_fused(block, args):
+    forward_block(block, _forward, args)
+
+
+@njit(**JIT)
+def _backward_fused(block, args):
+    backward_block(block, _backward, args)
+
+
+#: forward and backward call their compiled loop once, through ``loop.run``, so that a row
+#: block's pass may run it in one compiled call with its GEMMs: each loop function's fused
+#: call (:mod:`._block`)
+fused_calls = {
+    _forward: _forward_fused,
+    _backward: _backward_fused,
+}

@@ -12,6 +12,7 @@ from ._loop import (JIT, ONE, ZERO, absent, add_bias, add_row, backward_step, bi
                     unzone_grads, into_previous)
 from ._math import tanh
 from ._windows import planes
+from ._block import backward_block, forward_block
 from ._pair import pair_stack, pair_steps, pipe_stack, project_units, rows_stack, unit_rows
 
 __all__ = ["forward", "forward_lean", "forward_stack_lean", "forward_stack_pair",
@@ -174,8 +175,8 @@ shares_states = True
 def forward(eq, loop):
     dt = loop.GX.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
-    _forward(loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S), eq.nonlinearity == "relu",
-             loop.schedule, or_empty(loop.h_mask, dt, 2), zh)
+    loop.run(_forward, loop.GX, loop.bias, loop.W_hh_T, *planes(loop.S),
+             eq.nonlinearity == "relu", loop.schedule, or_empty(loop.h_mask, dt, 2), zh)
 
 
 def forward_lean(eq, X, h0, c0, W_ih, bias, W_hh_T, consts, schedule):
@@ -226,7 +227,26 @@ def backward(eq, loop):
     dt = loop.dh.dtype
     zh, _, _ = zone_arrays(loop.zone, dt)
     sums = bias_sums(loop.dGX.shape[2], dt)
-    _backward(loop.cache.gates, *planes(loop.cache.S), *output_grad(loop, dt), loop.dh,
-              loop.dGX, loop.W_step, eq.nonlinearity == "relu", loop.schedule,
-              or_empty(loop.h_mask, dt, 2), zh, *sums)
+    loop.run(_backward, loop.cache.gates, *planes(loop.cache.S), *output_grad(loop, dt),
+             loop.dh, loop.dGX, loop.W_step, eq.nonlinearity == "relu", loop.schedule,
+             or_empty(loop.h_mask, dt, 2), zh, *sums)
     loop.bias_sums = (sums[0], None)
+
+
+@njit(**JIT)
+def _forward_fused(block, args):
+    forward_block(block, _forward, args)
+
+
+@njit(**JIT)
+def _backward_fused(block, args):
+    backward_block(block, _backward, args)
+
+
+#: forward and backward call their compiled loop once, through ``loop.run``, so that a row
+#: block's pass may run it in one compiled call with its GEMMs: each loop function's fused
+#: call (:mod:`._block`)
+fused_calls = {
+    _forward: _forward_fused,
+    _backward: _backward_fused,
+}
