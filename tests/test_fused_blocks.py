@@ -138,10 +138,15 @@ def _step(layer, x, lengths, input_grad):
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fused_blocks_give_the_whole_batchs_results(case, input_grad, dtype, tol, blocks,
+@pytest.mark.parametrize("way", ["partner", "pool"])
+def test_fused_blocks_give_the_whole_batchs_results(case, input_grad, dtype, tol, way, blocks,
                                                     monkeypatch):
     """Two row blocks, each pass one compiled call where the rule takes it, against the whole
-    batch in one block (the same weights, masks and zoneout draws: the layers' seeds)."""
+    batch in one block (the same weights, masks and zoneout draws: the layers' seeds); the
+    blocks on the partner (set up by the caller, one packing for both) and, as larger blocks
+    go, on a pool's worker (each set up on its own thread)."""
+    if way == "pool":
+        monkeypatch.setattr(threads, "PARTNER_MAX_FLOPS", 0.0)
     x = np.random.default_rng(0).standard_normal((9, 11, 5)).astype(dtype)
     with monkeypatch.context() as m:
         m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)

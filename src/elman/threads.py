@@ -407,6 +407,12 @@ _applied_grant = None          # the policy's decision (_monitor.grant) that _ap
 PARTNER_MAX_FLOPS = 1.5e8
 
 
+def on_partner(flops: float | None) -> bool:
+    """Whether :func:`concurrently` gives a task of ``flops`` to the pair's partner (elman's
+    second thread, which spins) rather than a thread pool's worker."""
+    return flops is not None and flops <= PARTNER_MAX_FLOPS and fast.pair_supported()
+
+
 def concurrently(first, second, *, layer: bool = True, flops: float | None = None,
                  ring: bool = False) -> tuple:
     """``(first(), second())``, run at once: ``first`` on elman's second thread (the pair's
@@ -439,7 +445,7 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
         try:
             if fast.pair_supported():
                 pair = fast.pair()
-                if flops is not None and flops <= PARTNER_MAX_FLOPS:
+                if on_partner(flops):
                     try:                       # (elman's second thread, which spins)
                         return pair.partner().beside(first, second, ring)
                     finally:

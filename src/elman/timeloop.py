@@ -679,22 +679,54 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     if out is None and not keep_blocks:
         out = np.empty((T, N, w["weight_hh"].shape[1]), inputs[0].dtype)
     nowhere = _NOWHERE[inputs[0].dtype.type][3]
-    calls = []
-    operand = None              # (the first block's packed W_hh^T serves the second too)
+    blocks = []
+    for rows, X_rows, part_ws in zip((slice(0, first), slice(first, N)), inputs,
+                                     (ws, ws.second())):
+        part_active = None if active is None else \
+            np.clip(active - rows.start, 0, rows.stop - rows.start)
+        # (a block's rows of X, a strided view, are copied by its own thread as its pass
+        # starts: on the caller both copies took 70 us each at (32, 500, 32, 32))
+        contiguous = X_rows.flags.c_contiguous
+        blocks.append(dict(
+            eq=eq, X=X_rows if contiguous else np.empty(X_rows.shape, X_rows.dtype),
+            h0=h0[rows], c0=None if c0 is None else c0[rows], w=w,
+            lengths=None if lengths is None else lengths[rows], active=part_active,
+            reverse=reverse, workspace=part_ws, h_mask=None if h_mask is None else h_mask[rows],
+            zone=None if zone is None else zone.rows(rows), states_internal=True,
+            out=nowhere if keep_blocks else out[:, rows], X_from=None if contiguous else X_rows))
+    return RowSplit(_run_blocks(prepare_forward, blocks, _block_flops(w, T, first)), first, out)
+
+
+def _run_blocks(prepare, blocks: list, flops: float) -> tuple:
+    """Two row blocks' passes at once (:func:`elman.threads.concurrently`), ``prepare``
+    (:func:`prepare_forward` or :func:`prepare_backward`) called with each block's keyword
+    arguments; the passes' results. Where the partner takes the first block (a task of up to
+    :data:`elman.threads.PARTNER_MAX_FLOPS`), this thread sets both up before either runs,
+    the first block's packed matrix serving the second (``step_operand``), and finishes both
+    after (:func:`prepare_forward` says why); there the caller's pass rings the partner's bell
+    from its compiled call. A larger task goes to a thread pool's worker and each block sets
+    itself up on its own thread: at (64, 100, 128, 256) the setup on the caller (the packing
+    of ``W_hh`` above all, ~0.3 ms a pass) made a GRU's training steps 0.96x as fast, the
+    GIL's hand-offs being a small part of passes of 10-20 ms."""
     with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
-        for rows, X_rows, part_ws in zip((slice(0, first), slice(first, N)), inputs,
-                                         (ws, ws.second())):
-            part_active = None if active is None else \
-                np.clip(active - rows.start, 0, rows.stop - rows.start)
-            run, operand = prepare_forward(
-                eq, np.ascontiguousarray(X_rows), h0[rows], None if c0 is None else c0[rows],
-                w, None if lengths is None else lengths[rows], part_active, reverse, part_ws,
-                None if h_mask is None else h_mask[rows],
-                None if zone is None else zone.rows(rows), states_internal=True,
-                step_operand=operand, out=nowhere if keep_blocks else out[:, rows])
-            calls.append(run)
-        return RowSplit(threads.concurrently(*calls, flops=_block_flops(w, T, first),
-                                             ring=True), first, out)
+        if not threads.on_partner(flops):
+            return threads.concurrently(*(functools.partial(_prepared, prepare, block)
+                                          for block in blocks), flops=flops)
+        runs, finishes = [], []
+        operand = None
+        for block in blocks:
+            run, finish, operand = prepare(**block, step_operand=operand)
+            runs.append(run)
+            finishes.append(finish)
+        threads.concurrently(*runs, flops=flops, ring=True)
+        return tuple(finish() for finish in finishes)
+
+
+def _prepared(prepare, block: dict):
+    """One row block's pass, set up, run and finished here (:func:`_run_blocks`)."""
+    run, finish, _ = prepare(**block)
+    run()
+    return finish()
 
 
 def _block_flops(w: Weights, T: int, rows: int) -> float:
@@ -765,25 +797,22 @@ def _backward_rows(eq, split: RowSplit, dY, dh_n, dc_n, w: Weights, g: Weights,
     dX = None
     if input_grad and not keep_blocks:
         dX = np.empty((T, N, I), split.parts[0].X.dtype) if dX_out is None else dX_out
-    calls, outs = [], []
-    operand = None              # (the first block's packed W_hh serves the second too)
-    with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
-        for part, rows, dY_b, grads, ws in zip(split.parts, blocks, dYs, (g, g_second),
-                                               workspaces):
-            # each block's input gradient into an array of its workspace: kept there
-            # (keep_blocks) or copied into its rows of dX by its own thread as its pass ends
-            # (joining the blocks' afterwards with np.concatenate ran on one thread: 52 MB at
-            # (128, 200, 256, 512))
-            out = ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
-            run, operand = prepare_backward(
-                eq, part, dY_b, None if dh_n is None else dh_n[rows],
-                None if dc_n is None else dc_n[rows], w, grads, input_grad, consume,
-                dX_out=out, step_operand=operand,
-                dX_rows=dX[:, rows] if dX is not None else _NOWHERE[part.X.dtype.type][3])
-            calls.append(run)
-            outs.append(out)
-        (dX1, dh1, dc1), (dX2, dh2, dc2) = threads.concurrently(
-            *calls, flops=_block_flops(w, T, split.rows), ring=True)
+    passes, outs = [], []
+    for part, rows, dY_b, grads, ws in zip(split.parts, blocks, dYs, (g, g_second),
+                                           workspaces):
+        # each block's input gradient into an array of its workspace: kept there
+        # (keep_blocks) or copied into its rows of dX by its own thread as its pass ends
+        # (joining the blocks' afterwards with np.concatenate ran on one thread: 52 MB at
+        # (128, 200, 256, 512))
+        out = ws.take("dX", part.X.shape, part.X.dtype) if input_grad else None
+        passes.append(dict(
+            eq=eq, cache=part, dY=dY_b, dh_n=None if dh_n is None else dh_n[rows],
+            dc_n=None if dc_n is None else dc_n[rows], w=w, g=grads, input_grad=input_grad,
+            consume=consume, dX_out=out,
+            dX_rows=dX[:, rows] if dX is not None else _NOWHERE[part.X.dtype.type][3]))
+        outs.append(out)
+    (dX1, dh1, dc1), (dX2, dh2, dc2) = _run_blocks(prepare_backward, passes,
+                                                   _block_flops(w, T, split.rows))
     if keep_blocks:
         dX = RowBlocks((dX1, dX2), workspaces) if input_grad else None
     elif input_grad:
@@ -817,8 +846,10 @@ def sequence_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w
     array a bidirectional layer's directions share, :func:`shares_states`; zeros where a
     step skips rows), in place of an array of the pass's own.
     """
-    return prepare_forward(eq, X, h0, c0, w, lengths, active, reverse, workspace, h_mask,
-                           zone, states_internal, states)[0]()
+    run, finish, _ = prepare_forward(eq, X, h0, c0, w, lengths, active, reverse, workspace,
+                                     h_mask, zone, states_internal, states)
+    run()
+    return finish()
 
 
 def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w: Weights,
@@ -826,22 +857,25 @@ def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w:
                     reverse: bool = False, workspace: Workspace | None = None,
                     h_mask: np.ndarray | None = None, zone: Zoneout | None = None,
                     states_internal: bool = False, states: np.ndarray | None = None,
-                    step_operand=None, out: np.ndarray | None = None) -> tuple:
-    """:func:`sequence_forward` (same arguments) in two parts: this call's Python setup (the
+                    step_operand=None, out: np.ndarray | None = None,
+                    X_from: np.ndarray | None = None) -> tuple:
+    """:func:`sequence_forward` (same arguments) in three parts: this call's Python setup (the
     workspace's arrays, the initial states, the schedule, the per-step matrix packed), and
-    the pass it returns, ``(run, operand)``: ``run()`` projects the input, runs the loop and
+    ``(run, finish, operand)``: ``run()`` projects the input and runs the loop, ``finish()``
     returns the :class:`SequenceCache`; ``operand`` is the per-step matrix in the form the
     loop takes, which another pass over no more rows, with the same weights, may take as its
     ``step_operand`` instead of packing its own (a row block's second block:
-    :func:`sequence_forward_rows`). ``out`` (T, N, P), a row block's: the pass copies its
-    output sequence there (an empty array: nowhere), and where :func:`fuses_block` says so
-    its projection, loop and copy are one compiled call (:mod:`elman.fast._block`).
+    :func:`sequence_forward_rows`). For a row block: ``X_from`` (T, N, I), its rows of the
+    layer's input, which the pass copies into ``X`` (an array to fill) first; ``out``
+    (T, N, P), its rows of the layer's output, where the pass copies its output sequence (an
+    empty array: nowhere); and where :func:`fuses_block` says so, all of ``run`` is one
+    compiled call (:mod:`elman.fast._block`).
 
-    Why two parts: two passes that run at once on two threads (row blocks) each need the GIL
-    for their Python, and on a virtual machine whose idle cores halt each hand-off of the GIL
-    to a thread that waits for it costs that thread ~30 us of wake-up; with the setup of
-    both blocks done by the caller before either runs, each thread's part is a few long calls
-    that release the GIL (BLAS, the compiled loop)."""
+    Why: two passes that run at once on two threads (row blocks) each need the GIL for their
+    Python, and on a virtual machine whose idle cores halt each hand-off of the GIL to a
+    thread that waits for it costs that thread ~30 us of wake-up; with the setup of both
+    blocks done by the caller before either runs, and the bookkeeping after both, each
+    thread's part is calls that release the GIL."""
     ws = Workspace() if workspace is None else workspace
     T, N, _ = X.shape
     W_ih, W_hh, W_hr = w["weight_ih"], w["weight_hh"], w.get("weight_hr")
@@ -892,34 +926,43 @@ def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w:
     gemm_address = fast_mkl.gemm_address(dtype) if out is not None and \
         fuses_block(eq, kernels, R is not None) else 0
 
-    def run(ring=None) -> SequenceCache:
-        input_state = None
+    kept_by_run = {}            # (what the input's transform kept for its backward)
+    loop = ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts,
+                       schedule, R, W_hr_T, h_mask, zone) if kernels is not None else None
+
+    def run(ring=None) -> None:
         if gemm_address:
-            runner = _fused_runner(kernels, (
+            loop.runner = _fused_runner(kernels, (
                 _NO_BELL if ring is None else ring.bell, 0 if ring is None else ring.gen,
-                gemm_address, X.reshape(T * N, X.shape[2]), W_ih.T, GX.reshape(T * N, GH),
-                S[:-1] if reverse else S[1:], out))
+                gemm_address, _NOWHERE[dtype.type][3] if X_from is None else X_from, X,
+                W_ih.T, GX.reshape(T * N, GH), S[:-1] if reverse else S[1:], out))
             with step_threads:
-                kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S,
-                                                C, saved, gh, consts, schedule, R, W_hr_T,
-                                                h_mask, zone, runner))
-        else:
-            if ring is not None:
-                ring()
-            input_state = _project(eq, kernels, X, w, GX)
-            if kernels is None and gx_bias is not None:
-                np.add(GX, gx_bias, out=GX)   # (the compiled loops add it as they read GX)
-            with step_threads:
-                _recurrence(eq, kernels, GX, gx_bias, W_hh_T, W_hr_T, S, C, R, saved, gh,
-                            consts, schedule, h_mask, zone)
-            if out is not None and out.size:
-                out[...] = S[:-1] if reverse else S[1:]
+                kernels.forward(eq, loop)
+            return
+        if ring is not None:
+            ring()
+        if X_from is not None:
+            X[...] = X_from
+        kept_by_run["input_state"] = _project(eq, kernels, X, w, GX)
+        if kernels is None and gx_bias is not None:
+            np.add(GX, gx_bias, out=GX)   # (the compiled loops add it as they read GX)
+        with step_threads:
+            if kernels is not None:
+                kernels.forward(eq, loop)
+            else:
+                _reference_forward(eq, GX, W_hh_T, W_hr_T, S, C, R, saved, gh, consts,
+                                   schedule, h_mask, zone)
+        if out is not None and out.size:
+            out[...] = S[:-1] if reverse else S[1:]
+
+    def finish() -> SequenceCache:
         if step_operand is None:
             ws.give(**{PACKINGS[True]: kept if packing is None else packing})
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                              None if kernels is None else kernels.__name__, workspace, h_mask,
-                             input_state, zone, states_internal=states_internal)
-    return run, W_hh_T
+                             kept_by_run.get("input_state"), zone,
+                             states_internal=states_internal)
+    return run, finish, W_hh_T
 
 
 _NO_BELL = np.zeros(8, np.int64)     # (a fused pass with no partner's bell to ring)
@@ -953,16 +996,10 @@ def _overrides(cell: type, method: str) -> bool:
     return sum(method in vars(c) for c in cell.__mro__) > 1
 
 
-def _recurrence(eq, kernels, GX, gx_bias, W_hh_T, W_hr_T, S, C, R, saved, gh, consts,
-                schedule, h_mask, zone) -> None:
-    """Step 2 of :func:`sequence_forward`: the recurrence, one GEMM and the cell's element-wise
-    math per step, either as one compiled loop (elman.fast) or step by step with the cell's
-    NumPy equations (the reference)."""
-    if kernels is not None:
-        kernels.forward(eq, ForwardLoop(GX, _loop_bias(gx_bias, GX.shape[2], GX.dtype), W_hh_T,
-                                        S, C, saved, gh, consts, schedule, R, W_hr_T, h_mask,
-                                        zone))
-        return
+def _reference_forward(eq, GX, W_hh_T, W_hr_T, S, C, R, saved, gh, consts, schedule, h_mask,
+                       zone) -> None:
+    """Step 2 of :func:`sequence_forward` with the cell's NumPy equations (the reference for
+    the compiled loops): the recurrence, one GEMM and the cell's element-wise math per step."""
     for t, p, q, n in schedule:
         h_prev = S[p, :n]
         np.matmul(h_prev if h_mask is None else h_prev * h_mask[:n], W_hh_T, out=gh[:n])
@@ -1989,8 +2026,10 @@ def sequence_backward(eq, cache: SequenceCache, dY: np.ndarray | None, dh_n: np.
     if isinstance(cache, RowSplit):
         return _backward_rows(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
                               keep_blocks)
-    return prepare_backward(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume, dX_out,
-                            defer_input_grad)[0]()
+    run, finish, _ = prepare_backward(eq, cache, dY, dh_n, dc_n, w, g, input_grad, consume,
+                                      dX_out, defer_input_grad)
+    run()
+    return finish()
 
 
 def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
@@ -1998,9 +2037,9 @@ def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
                      input_grad: bool = True, consume: bool = False,
                      dX_out: np.ndarray | None = None, defer_input_grad: bool = False,
                      step_operand=None, dX_rows: np.ndarray | None = None) -> tuple:
-    """:func:`sequence_backward` of a :class:`SequenceCache` (same arguments) in two parts, as
-    :func:`prepare_forward` (which says why): this call's Python setup, and the pass it
-    returns, ``(run, operand)``: ``run()`` runs the loop and the whole-sequence GEMMs and
+    """:func:`sequence_backward` of a :class:`SequenceCache` (same arguments) in three parts,
+    as :func:`prepare_forward` (which says why): this call's Python setup, and ``(run,
+    finish, operand)``: ``run()`` runs the loop and the whole-sequence GEMMs, ``finish()``
     returns ``(dX, dh0, dc0)``; ``operand``, the per-step matrix as the loop takes it, may
     serve another pass over no more rows with the same weights (``step_operand``).
     ``dX_rows`` (T, N, I), a row block's rows of the layer's input gradient: the pass copies
@@ -2063,9 +2102,12 @@ def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
         _fused_products(eq, cache, dGX, dGH, g, defer_input_grad)
     gemm_address = 0 if products is None else fast_mkl.gemm_address(dtype)
 
-    def run(ring=None) -> tuple:
+    done = {}                   # (the unfused pass's result, for finish; the fused one's loop)
+
+    def run(ring=None) -> None:
         if gemm_address:
-            return run_fused(ring)
+            run_fused(ring)
+            return
         if ring is not None:
             ring()
         loop = None
@@ -2129,9 +2171,9 @@ def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
         ws.give(dGX=own_dGX, dGH=dGH if dGH is not dG_in else None, dY=dY_copy)
         if dX is not None and dX_rows is not None and dX_rows.size:
             dX_rows[...] = dX
-        return dX, dh, dc
+        done["result"] = dX, dh, dc
 
-    def run_fused(ring) -> tuple:
+    def run_fused(ring) -> None:
         M, I = T * N, X.shape[2]
         runner = _fused_runner(kernels, (
             _NO_BELL if ring is None else ring.bell, 0 if ring is None else ring.gen,
@@ -2141,13 +2183,18 @@ def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
                             cache.h_mask, cache.zone, dY_at, runner=runner)
         with step_threads:
             kernels.backward(eq, loop)
+        done["loop"] = loop
+
+    def finish() -> tuple:
+        if not gemm_address:
+            return done["result"]
         if step_operand is None:
             ws.give(**{PACKINGS[False]: kept if packing is None else packing})
-        _bias_grads(eq, cache, loop, dGX, dGH, g)
+        _bias_grads(eq, cache, done["loop"], dGX, dGH, g)
         ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None,
                 dY=dY_copy)
         return (dX_out if input_grad else None), dh, dc
-    return run, W_step
+    return run, finish, W_step
 
 
 def _fused_products(eq, cache: SequenceCache, dGX, dGH, g: Weights,

@@ -38,22 +38,23 @@ __all__ = ["forward_block", "backward_block"]
 @njit(inline="always")
 def forward_block(block, loop_function, args):
     """The body of a kernel module's fused forward pass: ``block`` is ``(bell, gen,
-    gemm_address, X2, W_ih_T, GX2, states, out)``. The partner's bell rung (``bell``, ``gen``:
-    :class:`elman.fast._pair.Ring`'s; ``gen`` 0: none), from here, where the GIL is free;
-    then ``GX2 = X2 @ W_ih_T`` by the ``cblas_?gemm`` at ``gemm_address`` (X2 (M, I) the
-    block's input, W_ih_T (I, G*H) a transposed view of ``W_ih``, GX2 (M, G*H) the
-    projections, M = T * rows), then ``loop_function(*args)`` (the cell's compiled forward
-    loop, which reads GX2 as (T, rows, G*H)), then ``out[...] = states`` (the block's
-    (T, rows, P) output, read from its states, into its rows of the layer's output; ``out``
-    empty: none)."""
-    bell, gen, gemm_address, X2, W_ih_T, GX2, states, out = block
+    gemm_address, X_from, X, W_ih_T, GX2, states, out)``. The partner's bell rung (``bell``,
+    ``gen``: :class:`elman.fast._pair.Ring`'s; ``gen`` 0: none), from here, where the GIL is
+    free; ``X[...] = X_from`` (T, rows, I: the block's rows of the layer's input, a strided
+    view, into the block's own array; ``X_from`` empty: X holds them already); then
+    ``GX2 = X @ W_ih_T`` by the ``cblas_?gemm`` at ``gemm_address`` (X as (M, I), W_ih_T
+    (I, G*H) a transposed view of ``W_ih``, GX2 (M, G*H) the projections, M = T * rows), then
+    ``loop_function(*args)`` (the cell's compiled forward loop, which reads GX2 as (T, rows,
+    G*H)), then ``out[...] = states`` (the block's (T, rows, P) output, read from its states,
+    into its rows of the layer's output; ``out`` empty: none)."""
+    bell, gen, gemm_address, X_from, X, W_ih_T, GX2, states, out = block
     ring_bell(bell, gen)
-    gemm_at(gemm_address, X2, W_ih_T, GX2, False)
+    if X_from.size:
+        _copy_rows(X_from, X)
+    gemm_at(gemm_address, X.reshape(GX2.shape[0], X.shape[2]), W_ih_T, GX2, False)
     loop_function(*args)
     if out.size:
-        for t in range(out.shape[0]):
-            for b in range(out.shape[1]):
-                out[t, b, :] = states[t, b, :]
+        _copy_rows(states, out)
 
 
 @njit(inline="always")
@@ -84,7 +85,16 @@ def backward_block(block, loop_function, args):
     if dX2.size:
         gemm_at(gemm_address, dG2, W_ih, dX2, False)
     if dX_rows.size:
-        rows = dX_rows.shape[1]
-        for t in range(dX_rows.shape[0]):
-            for b in range(rows):
-                dX_rows[t, b, :] = dX2[t * rows + b, :]
+        _copy_rows(dX2.reshape(dX_rows.shape), dX_rows)
+
+
+@njit(inline="always")
+def _copy_rows(src, dst):
+    """``dst[...] = src`` (T, rows, n), element by element in the innermost loop (numba's
+    slice assignment builds a view a row: at 32 elements a row that took longer than the
+    copy)."""
+    T, rows, n = dst.shape
+    for t in range(T):
+        for b in range(rows):
+            for k in range(n):
+                dst[t, b, k] = src[t, b, k]
