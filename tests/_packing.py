@@ -103,3 +103,22 @@ def check_frozen_passes_pack_once(packs, dtype, unpacked, tol):
     for a, b in zip(expected, changed):
         assert_close(b, a, tol)
     assert not np.allclose(changed[0], first[0])
+
+
+def operand(rng, shape, dtype, form):
+    """A 2-D operand of ``shape`` in one of the layouts MKL's products read
+    (:func:`elman.fast._mkl.product`, :func:`elman.fast._blas.gemm_at`): ``plain``
+    (C-contiguous), ``transposed`` (a C-contiguous array's ``.T``, a weight's ``W.T`` or the
+    weight gradients' ``dG^T``), ``columns`` (a block of a wider array's columns) and
+    ``transposed columns`` (``dG[:, :k].T``, the GRU's split weight gradient)."""
+    rows, cols = shape
+    if form == "plain":
+        return rng.standard_normal(shape).astype(dtype)
+    if form == "transposed":
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    if form == "columns":
+        return rng.standard_normal((rows, cols + 7)).astype(dtype)[:, 3:3 + cols]
+    return rng.standard_normal((cols, rows + 5)).astype(dtype)[:, 2:2 + rows].T
+
+
+FORMS = ("plain", "transposed", "columns", "transposed columns")

@@ -13,27 +13,11 @@ import elman
 from elman import fast, threads, timeloop, weight_grads
 from elman.fast import _mkl
 
-from _packing import assert_close
+from _packing import FORMS, assert_close, operand
 from _torch import _strict
 
 pytestmark = pytest.mark.skipif(not (fast.available and (_mkl.available or _strict())),
                                 reason="needs numba and the mkl wheel (elman[mkl])")
-
-FORMS = ("plain", "transposed", "columns", "transposed columns")
-
-
-def _operand(rng, shape, dtype, form):
-    """A 2-D operand of ``shape``: C-contiguous, a C-contiguous array's ``.T``, a block of a
-    wider array's columns, or such a block's ``.T`` (``dG[:, :k].T``)."""
-    rows, cols = shape
-    if form == "plain":
-        return rng.standard_normal(shape).astype(dtype)
-    if form == "transposed":
-        return rng.standard_normal((cols, rows)).astype(dtype).T
-    if form == "columns":
-        return rng.standard_normal((rows, cols + 7)).astype(dtype)[:, 3:3 + cols]
-    return rng.standard_normal((cols, rows + 5)).astype(dtype)[:, 2:2 + rows].T
-
 
 @pytest.fixture(scope="module")
 def gemm_at():
@@ -58,8 +42,8 @@ def test_gemm_at_equals_a_float64_product(gemm_at, dtype, tol, a_form, b_form, a
         address = _mkl.gemm_address(dtype)
     assert address
     for m, k, n in ((37, 11, 23), (1, 5, 9), (8, 1, 1)):
-        A = _operand(rng, (m, k), dtype, a_form)
-        B = _operand(rng, (k, n), dtype, b_form)
+        A = operand(rng, (m, k), dtype, a_form)
+        B = operand(rng, (k, n), dtype, b_form)
         wide = rng.standard_normal((m, n + 4)).astype(dtype)
         expected = wide.copy()
         expected[:, 2:2 + n] = (wide[:, 2:2 + n] if accumulate else 0) + \

@@ -11,8 +11,8 @@ import elman
 from elman import recurrent, threads, timeloop
 from elman.fast import _mkl, _packed
 
-from _packing import (Packings, assert_close, check_frozen_passes_pack_once, layer_cases,
-                      printed_in_fresh_process, train_step)
+from _packing import (FORMS, Packings, assert_close, check_frozen_passes_pack_once,
+                      layer_cases, operand, printed_in_fresh_process, train_step)
 from _torch import _strict
 
 pytestmark = pytest.mark.skipif(not (elman.fast.available and (_mkl.available or _strict())),
@@ -49,24 +49,6 @@ def test_packed_product_equals_numpys(dtype, tol, accumulate, transpose):
         np.testing.assert_allclose(wide_c, expected, rtol=tol, atol=tol)
 
 
-def _operand(rng, shape, dtype, form):
-    """A 2-D operand of ``shape`` in one of the layouts :func:`_mkl.product` reads: ``plain``
-    (C-contiguous), ``transposed`` (a C-contiguous array's ``.T``, a weight's ``W.T`` or the
-    weight gradients' ``dG^T``), ``columns`` (a block of a wider array's columns) and
-    ``transposed columns`` (``dG[:, :k].T``, the GRU's split weight gradient)."""
-    rows, cols = shape
-    if form == "plain":
-        return rng.standard_normal(shape).astype(dtype)
-    if form == "transposed":
-        return rng.standard_normal((cols, rows)).astype(dtype).T
-    if form == "columns":
-        return rng.standard_normal((rows, cols + 7)).astype(dtype)[:, 3:3 + cols]
-    return rng.standard_normal((cols, rows + 5)).astype(dtype)[:, 2:2 + rows].T
-
-
-FORMS = ("plain", "transposed", "columns", "transposed columns")
-
-
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("a_form", FORMS)
 @pytest.mark.parametrize("b_form", ("plain", "transposed", "transposed columns"))
@@ -77,8 +59,8 @@ def test_mkls_one_thread_product_equals_numpys(dtype, tol, a_form, b_form, mkl_o
     rng = np.random.default_rng(1)
     m, k, n = 700, 48, 40                  # m * n * k = 1,344,000 >= MIN_PRODUCT_MNK
     assert m * n * k >= _mkl.MIN_PRODUCT_MNK
-    a = _operand(rng, (m, k), dtype, a_form)
-    b = _operand(rng, (k, n), dtype, b_form)
+    a = operand(rng, (m, k), dtype, a_form)
+    b = operand(rng, (k, n), dtype, b_form)
     expected = a.astype(np.float64) @ b.astype(np.float64)
     for out in (np.full((m, n), np.nan, dtype), np.full((m, n + 9), np.nan, dtype)[:, 4:4 + n]):
         assert _mkl.product(a, b, out)
