@@ -182,6 +182,38 @@ def test_the_joined_weight_gradients_stay_in_python(blocks, monkeypatch):
     assert blocks == {"forward_block": 2, "backward_block": 0}
 
 
+@pytest.mark.parametrize("mkl", [True, False])
+def test_a_blocks_copy_of_its_input_rows_is_reused_never_the_callers_input(blocks, mkl):
+    """Each row block copies its rows of the layer input (a strided view) into an array of
+    its workspace, given back after the backward like the gates and taken again by the next
+    call (a fresh one cost its page faults at every call); a block whose rows are already
+    contiguous reads the caller's array, which never goes to the workspace. Results as a
+    layer without reuse gives."""
+    rng = np.random.default_rng(3)
+    with _mkl.use(mkl):
+        layer, fresh = CASES["lstm-2layers"](np.float32), CASES["lstm-2layers"](np.float32)
+        copies = []
+        for step in range(3):
+            x = rng.standard_normal((9, 11, 5)).astype(np.float32)
+            got = _step(layer, x, None, True)
+            fresh.clear_workspace()
+            fresh.zero_grad()
+            assert all(np.array_equal(a, b) for a, b in zip(got, _step(fresh, x, None, True)))
+            layer.zero_grad()
+            first = layer._workspaces[0]
+            copies.append((first._free["X"], first.second()._free["X"]))
+            assert [c.shape for c in copies[-1]] == [(9, 6, 5), (9, 5, 5)]
+            assert not any(np.shares_memory(c, x) for c in copies[-1])
+        assert copies[0][0] is copies[1][0] and copies[0][1] is copies[1][1]
+        one_step = rng.standard_normal((1, 11, 5)).astype(np.float32)  # rows contiguous
+        layer(one_step)
+        assert all(not np.shares_memory(a, one_step) for ws in (first, first.second())
+                   for a in ws._free.values() if isinstance(a, np.ndarray))
+        layer.backward(np.ones((1, 11, 16), np.float32))
+        assert all(not np.shares_memory(a, one_step) for ws in (first, first.second())
+                   for a in ws._free.values() if isinstance(a, np.ndarray))
+
+
 # --- Partner.beside with ring: the caller's task rings the partner's bell -------------------
 
 pair_only = pytest.mark.skipif(not fast.pair_supported(),

@@ -128,6 +128,9 @@ class SequenceCache:
     # S never reaches the caller (its output was copied out, :func:`forward_into`, or it is an
     # inner layer's output): an internal array like the gates, given back by release
     states_internal: bool = False
+    # X is the pass's own copy of its rows of the layer input (a row block's, ``X_from``), not
+    # the caller's array: internal too
+    input_internal: bool = False
 
     @property
     def kernels(self):
@@ -266,10 +269,13 @@ def release(cache: "SequenceCache | RowSplit") -> None:
         return
     if cache.workspace is not None:
         cache.workspace.give(GX=cache.gates, C=cache.C, saved=cache.saved,
-                             S=cache.S if cache.states_internal else None)
+                             S=cache.S if cache.states_internal else None,
+                             X=cache.X if cache.input_internal else None)
         cache.gates = cache.C = cache.saved = None
         if cache.states_internal:
             cache.S = None
+        if cache.input_internal:
+            cache.X = None
 
 
 def _schedule(T: int, N: int, active: np.ndarray | None, reverse: bool) -> np.ndarray:
@@ -685,10 +691,12 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
         part_active = None if active is None else \
             np.clip(active - rows.start, 0, rows.stop - rows.start)
         # (a block's rows of X, a strided view, are copied by its own thread as its pass
-        # starts: on the caller both copies took 70 us each at (32, 500, 32, 32))
+        # starts: on the caller both copies took 70 us each at (32, 500, 32, 32); into an
+        # array of its workspace: a fresh one cost its page faults at every call, 25 MB a
+        # pass at (128, 200, 256, 512))
         contiguous = X_rows.flags.c_contiguous
         blocks.append(dict(
-            eq=eq, X=X_rows if contiguous else np.empty(X_rows.shape, X_rows.dtype),
+            eq=eq, X=X_rows if contiguous else part_ws.take("X", X_rows.shape, X_rows.dtype),
             h0=h0[rows], c0=None if c0 is None else c0[rows], w=w,
             lengths=None if lengths is None else lengths[rows], active=part_active,
             reverse=reverse, workspace=part_ws, h_mask=None if h_mask is None else h_mask[rows],
@@ -961,7 +969,8 @@ def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w:
         return SequenceCache(X, GX, saved, S, C, R, active, reverse, consts,
                              None if kernels is None else kernels.__name__, workspace, h_mask,
                              kept_by_run.get("input_state"), zone,
-                             states_internal=states_internal)
+                             states_internal=states_internal,
+                             input_internal=X_from is not None)
     return run, finish, W_hh_T
 
 
