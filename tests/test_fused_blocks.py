@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import elman
-from elman import fast, threads, timeloop, weight_grads
+from elman import fast, recurrent, threads, timeloop, weight_grads
 from elman.fast import _mkl
 
 from _packing import FORMS, assert_close, operand
@@ -87,18 +87,19 @@ def blocks(monkeypatch):
 
 
 CASES = {
-    "rnn": lambda dt: elman.RNN(5, 16, dtype=dt, seed=1),
-    "rnn-relu-2layers": lambda dt: elman.RNN(5, 16, nonlinearity="relu", num_layers=2,
-                                             dtype=dt, seed=1),
-    "gru": lambda dt: elman.GRU(5, 16, dtype=dt, seed=1),
-    "gru-classic": lambda dt: elman.GRU(5, 16, reset_after=False, dtype=dt, seed=1),
-    "lstm": lambda dt: elman.LSTM(5, 16, dtype=dt, seed=1),
-    "lstm-2layers": lambda dt: elman.LSTM(5, 16, num_layers=2, dtype=dt, seed=1),
-    "lstm-regularised": lambda dt: elman.LSTM(5, 16, recurrent_dropout=0.3, input_dropout=0.2,
-                                              zoneout=0.2, dtype=dt, seed=1),
-    "lstm-layer-norm": lambda dt: elman.LSTM(5, 16, layer_norm=True, dtype=dt, seed=1),
-    "lstm-proj": lambda dt: elman.LSTM(5, 32, proj_size=16, dtype=dt, seed=1),
-    "lstm-peephole": lambda dt: elman.LSTM(5, 16, peephole=True, dtype=dt, seed=1),
+    "rnn": lambda dt, **kw: elman.RNN(5, 16, dtype=dt, seed=1, **kw),
+    "rnn-relu-2layers": lambda dt, **kw: elman.RNN(5, 16, nonlinearity="relu", num_layers=2,
+                                                   dtype=dt, seed=1, **kw),
+    "gru": lambda dt, **kw: elman.GRU(5, 16, dtype=dt, seed=1, **kw),
+    "gru-classic": lambda dt, **kw: elman.GRU(5, 16, reset_after=False, dtype=dt, seed=1, **kw),
+    "lstm": lambda dt, **kw: elman.LSTM(5, 16, dtype=dt, seed=1, **kw),
+    "lstm-2layers": lambda dt, **kw: elman.LSTM(5, 16, num_layers=2, dtype=dt, seed=1, **kw),
+    "lstm-regularised": lambda dt, **kw: elman.LSTM(5, 16, recurrent_dropout=0.3,
+                                                    input_dropout=0.2, zoneout=0.2, dtype=dt,
+                                                    seed=1, **kw),
+    "lstm-layer-norm": lambda dt, **kw: elman.LSTM(5, 16, layer_norm=True, dtype=dt, seed=1, **kw),
+    "lstm-proj": lambda dt, **kw: elman.LSTM(5, 32, proj_size=16, dtype=dt, seed=1, **kw),
+    "lstm-peephole": lambda dt, **kw: elman.LSTM(5, 16, peephole=True, dtype=dt, seed=1, **kw),
 }
 #: the cases' fused passes per layer call: (forward, backward) of each of a layer's blocks
 FUSED = {"rnn": (2, 2), "rnn-relu-2layers": (4, 4), "gru": (2, 2), "gru-classic": (2, 0),
@@ -212,6 +213,64 @@ def test_a_blocks_copy_of_its_input_rows_is_reused_never_the_callers_input(block
         layer.backward(np.ones((1, 11, 16), np.float32))
         assert all(not np.shares_memory(a, one_step) for ws in (first, first.second())
                    for a in ws._free.values() if isinstance(a, np.ndarray))
+
+
+#: the cases' fused passes per bidirectional layer call, (forward, backward): each direction
+#: of each layer where the cell fuses (a second layer's input gradient whole, the sum of its
+#: directions' added up by the caller: recurrent.FUSED_SUM_MAX_ELEMENTS)
+FUSED_DIRECTIONS = {
+    "rnn": (2, 2), "rnn-relu-2layers": (4, 4), "gru": (2, 2), "gru-classic": (2, 0),
+    "lstm": (2, 2), "lstm-2layers": (4, 4), "lstm-regularised": (2, 2),
+    "lstm-layer-norm": (0, 0), "lstm-proj": (0, 0), "lstm-peephole": (0, 0)}
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("way", ["partner", "pool"])
+def test_fused_directions_give_the_results_of_directions_in_turn(case, input_grad, dtype, tol,
+                                                                 way, blocks, monkeypatch):
+    """A bidirectional layer's two directions at once, each set up by the caller and run as
+    one compiled call where the cell allows (on the partner; on a pool's worker as before),
+    against the same layer with its directions one after the other: the same results, at two
+    training steps (the second on the arrays the first gave back to the workspaces)."""
+    if way == "pool":
+        monkeypatch.setattr(threads, "PARTNER_MAX_FLOPS", 0.0)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((9, 11, 5)).astype(dtype) for _ in range(2)]
+    with monkeypatch.context() as m:
+        m.setattr(timeloop, "OVERLAP_MIN_FLOPS", float("inf"))
+        layer = CASES[case](dtype, bidirectional=True)
+        in_turn = [_step(layer, x, None, input_grad) for x in xs]
+    assert blocks == {"forward_block": 0, "backward_block": 0}
+    layer = CASES[case](dtype, bidirectional=True)
+    at_once = [_step(layer, x, None, input_grad) for x in xs]
+    forward, backward = FUSED_DIRECTIONS[case] if way == "partner" else (0, 0)
+    assert blocks == {"forward_block": 2 * forward, "backward_block": 2 * backward}
+    for a, b in zip(sum(in_turn, []), sum(at_once, [])):
+        if a is None:
+            assert b is None and not input_grad
+        else:
+            assert_close(b, a, tol)
+
+
+@pytest.mark.parametrize("case", ["rnn-relu-2layers", "lstm-2layers"])
+def test_a_large_sum_of_an_upper_layers_input_gradients_stays_with_the_directions(
+        case, blocks, monkeypatch):
+    """Above :data:`elman.recurrent.FUSED_SUM_MAX_ELEMENTS` the upper bidirectional layer
+    leaves its input gradient to the directions below (each sums its own columns on its own
+    thread), whose passes then are not fused; the results are the same."""
+    x = np.random.default_rng(0).standard_normal((9, 11, 5)).astype(np.float32)
+    fused = _step(CASES[case](np.float32, bidirectional=True), x, None, False)
+    assert blocks == {"forward_block": 4, "backward_block": 4}
+    monkeypatch.setattr(recurrent, "FUSED_SUM_MAX_ELEMENTS", 9 * 11 * 32 - 1)
+    summed_below = _step(CASES[case](np.float32, bidirectional=True), x, None, False)
+    assert blocks == {"forward_block": 8, "backward_block": 4}
+    for a, b in zip(fused, summed_below):
+        if a is None:                                    # (no input gradient asked for)
+            assert b is None
+        else:
+            assert_close(b, a, 1e-5)
 
 
 # --- Partner.beside with ring: the caller's task rings the partner's bell -------------------

@@ -217,6 +217,7 @@ def test_lean_calls_equal_the_general_path(name, dtype, monkeypatch):
 
     with elman.no_grad():
         monkeypatch.setattr(recurrent, "sequence_forward", general_path_refused)
+        monkeypatch.setattr(recurrent, "forward_directions", general_path_refused)
         planned = [_calls(layer, xs, state) for xs, state in cases]     # (plans kept: used)
         assert layer._plan is not None
         layer._plan = None
@@ -354,6 +355,7 @@ def test_one_long_sequence_on_one_thread_takes_the_lean_path(name, monkeypatch):
     def general(*args, **kwargs):
         raise AssertionError("the general path")
     monkeypatch.setattr(recurrent, "sequence_forward", general)
+    monkeypatch.setattr(recurrent, "forward_directions", general)
     with elman.no_grad():
         for _ in range(2):                        # (the second through the layer's plan)
             got = layer(x)

@@ -505,7 +505,7 @@ def test_inner_layers_hand_their_row_blocks_on(always_split, monkeypatch, dropou
         result = backward(*args, **kwargs)
         handed.append(isinstance(result[0], timeloop.RowBlocks))
         return result
-    monkeypatch.setattr(recurrent, "sequence_backward", recording)
+    monkeypatch.setattr(timeloop, "sequence_backward", recording)   # (backward_directions')
     layer.backward(np.ones_like(out))
     assert handed == [chained, chained, False]          # layers 2, 1, 0
     layer.eval()

@@ -45,6 +45,7 @@ from .fast._windows import window as _output_window
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "RowBlocks", "InputGradient",
            "ForwardLoop", "BackwardLoop", "Workspace", "release", "sequence_forward",
            "sequence_forward_rows", "split_rows", "sequence_backward", "run_directions",
+           "forward_directions", "backward_directions",
            "forward_into", "shares_states", "shared_directions"]
 
 #: The parameters of one layer in one direction, by the names the cell declares
@@ -483,6 +484,59 @@ def run_directions(eq, dtype, flops: float, calls: list) -> list:
     return [call() for call in calls]
 
 
+def forward_directions(eq, dtype, flops: float, passes: list) -> list:
+    """The forward passes of a layer's directions, each given as :func:`sequence_forward`'s
+    keyword arguments: as :func:`run_directions` runs them, except that two directions which
+    write their states into one shared array (``states``: :func:`shared_directions`) and go to
+    the partner (:func:`elman.threads.on_partner`) are set up on this thread and each runs as
+    one compiled call (:func:`_run_blocks`, as a row block's pass: :mod:`elman.fast._block`;
+    each direction packs its own ``W_hh``).
+
+    Why: a small bidirectional layer's directions were each a few Python calls between calls
+    that release the GIL, and the two threads handed the GIL to each other at each one, as the
+    row blocks did (:func:`prepare_forward`)."""
+    if len(passes) == 2 and overlap_directions(eq, dtype, flops) \
+            and threads.on_partner(flops) and all(_fuses_direction(eq, p) for p in passes):
+        nowhere = _NOWHERE[np.dtype(dtype).type][3]
+        return list(_run_blocks(prepare_forward, [dict(p, out=nowhere) for p in passes],
+                                flops, share_operand=False))
+    return run_directions(eq, dtype, flops, [functools.partial(sequence_forward, **p)
+                                             for p in passes])
+
+
+def backward_directions(eq, dtype, flops: float, passes: list) -> list:
+    """The backward passes of a layer's directions, each given as :func:`sequence_backward`'s
+    keyword arguments (or as a call of its own): as :func:`run_directions` runs them, except
+    that two passes of :class:`SequenceCache` which go to the partner
+    (:func:`elman.threads.on_partner`) and may each be one compiled call
+    (:func:`_backward_fuses`) are set up on this thread and run so (:func:`forward_directions`
+    says why; set up so without being fused, the passes of two bidirectional LSTM layers at
+    (32, 50, 16, 64) ran 0.97x as fast)."""
+    if len(passes) == 2 and overlap_directions(eq, dtype, flops) \
+            and threads.on_partner(flops) and all(
+                isinstance(p, dict) and isinstance(p["cache"], SequenceCache)
+                and (p["dY"] is None or isinstance(p["dY"], np.ndarray))
+                and (not p["input_grad"] or p["dX_out"] is not None)
+                and _backward_fuses(eq, p["cache"], p["defer_input_grad"]) for p in passes):
+        nowhere = _NOWHERE[np.dtype(dtype).type][3]
+        blocks = [{name: value for name, value in p.items() if name != "keep_blocks"}
+                  for p in passes]
+        return list(_run_blocks(prepare_backward, [dict(b, dX_rows=nowhere) for b in blocks],
+                                flops, share_operand=False))
+    return run_directions(eq, dtype, flops, [
+        functools.partial(sequence_backward, **p) if isinstance(p, dict) else p
+        for p in passes])
+
+
+def _fuses_direction(eq, kwargs: dict) -> bool:
+    """Whether a direction's forward pass (:func:`sequence_forward`'s keyword arguments) may
+    run as one compiled call (:func:`forward_directions`): its states a plane of a shared
+    array, its input contiguous (the projection reads it as (T N, I)), no projection."""
+    return (kwargs.get("states") is not None and kwargs["X"].flags.c_contiguous
+            and fuses_block(eq, fast.kernels_for(eq, kwargs["X"].dtype),
+                            "weight_hr" in kwargs["w"]))
+
+
 def overlap_directions(eq, dtype, flops: float) -> bool:
     """Whether :func:`run_directions` runs two directions at once: the compiled loops run (they
     release the GIL; the NumPy steps would hold it), the cell's kernel keeps no state of its
@@ -705,7 +759,7 @@ def sequence_forward_rows(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | No
     return RowSplit(_run_blocks(prepare_forward, blocks, _block_flops(w, T, first)), first, out)
 
 
-def _run_blocks(prepare, blocks: list, flops: float) -> tuple:
+def _run_blocks(prepare, blocks: list, flops: float, share_operand: bool = True) -> tuple:
     """Two row blocks' passes at once (:func:`elman.threads.concurrently`), ``prepare``
     (:func:`prepare_forward` or :func:`prepare_backward`) called with each block's keyword
     arguments; the passes' results. Where the partner takes the first block (a task of up to
@@ -715,7 +769,8 @@ def _run_blocks(prepare, blocks: list, flops: float) -> tuple:
     from its compiled call. A larger task goes to a thread pool's worker and each block sets
     itself up on its own thread: at (64, 100, 128, 256) the setup on the caller (the packing
     of ``W_hh`` above all, ~0.3 ms a pass) made a GRU's training steps 0.96x as fast, the
-    GIL's hand-offs being a small part of passes of 10-20 ms."""
+    GIL's hand-offs being a small part of passes of 10-20 ms. ``share_operand`` False: each
+    pass packs its own matrix (two directions, whose weights differ)."""
     with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
         if not threads.on_partner(flops):
             return threads.concurrently(*(functools.partial(_prepared, prepare, block)
@@ -726,6 +781,8 @@ def _run_blocks(prepare, blocks: list, flops: float) -> tuple:
             run, finish, operand = prepare(**block, step_operand=operand)
             runs.append(run)
             finishes.append(finish)
+            if not share_operand:
+                operand = None
         threads.concurrently(*runs, flops=flops, ring=True)
         return tuple(finish() for finish in finishes)
 
@@ -932,7 +989,7 @@ def prepare_forward(eq, X: np.ndarray, h0: np.ndarray, c0: np.ndarray | None, w:
         zone.c_new = ws.new((T, N, H), dtype, zero)
     schedule = _schedule(T, N, active, reverse)
     gemm_address = fast_mkl.gemm_address(dtype) if out is not None and \
-        fuses_block(eq, kernels, R is not None) else 0
+        X.flags.c_contiguous and fuses_block(eq, kernels, R is not None) else 0
 
     kept_by_run = {}            # (what the input's transform kept for its backward)
     loop = ForwardLoop(GX, _loop_bias(gx_bias, GH, dtype), W_hh_T, S, C, saved, gh, consts,
@@ -2214,21 +2271,21 @@ def _fused_products(eq, cache: SequenceCache, dGX, dGH, g: Weights,
     the input gradient deferred to the layer below, gate blocks the loop's GEMM does not
     cover, a cell with parameters of its own, or the joined form of the products
     (:func:`elman.weight_grads.joins`), which stays in Python."""
+    if not _backward_fuses(eq, cache, defer_input_grad):
+        return None
     X, S = cache.X, cache.S
     T, N, I = X.shape
     GH, P = dGX.shape[2], S.shape[2]
     K = eq.recurrent_gates * (GH // eq.gates)
-    if not fuses_block(eq, cache.kernels, cache.R is not None) or cache.active is not None \
-            or defer_input_grad or K != GH or _overrides(type(eq), "parameter_grads") \
-            or _overrides(type(eq), "transform_input_backward") \
-            or (dGH is dGX and weight_grads.joins(GH, P, X.dtype)):
-        return None
     M = T * N
     split = GH - dGH.shape[2]      # gate columns whose recurrent-side gradient is dGX's own
     H_prev = S[1:] if cache.reverse else S[:-1]
     if cache.h_mask is not None:           # the recurrent GEMM read h_prev * mask
         H_prev = H_prev * cache.h_mask
-    X2, H_prev2 = np.ascontiguousarray(X.reshape(M, I)), np.ascontiguousarray(H_prev.reshape(M, P))
+    # (H_prev as it is where it is a plane of a bidirectional layer's shared states: rows
+    # 2P apart, which the GEMM reads through its leading dimension; a copy here, on the
+    # caller, made the RNN's directions at (32, 500, 32, 32) 0.85x as fast)
+    X2, H_prev2 = np.ascontiguousarray(X.reshape(M, I)), H_prev.reshape(M, P)
     dGX2, dGH2 = dGX.reshape(M, GH), dGH.reshape(M, dGH.shape[2])
     products = [(dGX2, 0, GH, X2, g["weight_ih"], weight_grads.transposes(GH, I))]
     if split:
@@ -2238,6 +2295,17 @@ def _fused_products(eq, cache: SequenceCache, dGX, dGH, g: Weights,
         products.append((dGH2, 0, K - split, H_prev2, g["weight_hh"][split:K],
                          weight_grads.transposes(K - split, P)))
     return tuple(products)
+
+
+def _backward_fuses(eq, cache: SequenceCache, defer_input_grad: bool) -> bool:
+    """:func:`_fused_products`' conditions: whether a backward pass of ``cache`` may be one
+    compiled call (an input gradient, where asked for, needs an array to go to as well)."""
+    GH, P = cache.gates.shape[2], cache.S.shape[2]
+    return (fuses_block(eq, cache.kernels, cache.R is not None) and cache.active is None
+            and not defer_input_grad and eq.recurrent_gates == eq.gates
+            and not _overrides(type(eq), "parameter_grads")
+            and not _overrides(type(eq), "transform_input_backward")
+            and (eq.separate_dgh or not weight_grads.joins(GH, P, cache.X.dtype)))
 
 
 def _bias_grads(eq, cache: SequenceCache, loop, dGX, dGH, g: Weights) -> None:

@@ -16,7 +16,10 @@ process instead of a second thread). Here the block's pass is one call into comp
     backward: the loop;  dW += dG^T B for each weight gradient (MKL's GEMMs, each in the
               form elman.weight_grads picks);  dX = dG W_ih, copied into its rows of dX
 
-and the caller's bell rung from inside (:class:`elman.fast._pair.Ring`). A kernel module
+and the caller's bell rung from inside (:class:`elman.fast._pair.Ring`). The two directions of
+a small bidirectional layer run so too, in training (:func:`elman.timeloop.forward_directions`,
+:func:`~elman.timeloop.backward_directions`): the layer's input as it is (nothing to copy),
+their states written into the layer's shared array (no output to copy). A kernel module
 whose ``forward``/``backward`` call their loop through :meth:`elman.timeloop.ForwardLoop.run`
 (:meth:`~elman.timeloop.BackwardLoop.run`) names in ``fused_calls`` a compiled function of its
 own for each loop function, ``fused(block, args)``, whose body is :func:`forward_block` or
@@ -26,7 +29,7 @@ that function object, and its cached form could not be loaded in another process
 "underlying object has vanished", measured).
 """
 import numpy as np
-from numba import njit
+from numba import literal_unroll, njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm_at
@@ -72,7 +75,10 @@ def backward_block(block, loop_function, args):
     bell, gen, gemm_address, products, dG2, W_ih, dX2, dX_rows = block
     ring_bell(bell, gen)
     loop_function(*args)
-    for dG, lo, hi, B, g, transposed in products:
+    # (literal_unroll: a product's B may be an array of another layout than the others', a
+    # plane of a bidirectional layer's shared states, whose rows are 2P apart)
+    for product in literal_unroll(products):
+        dG, lo, hi, B, g, transposed = product
         if transposed:
             part = np.empty((B.shape[1], hi - lo), g.dtype)
             gemm_at(gemm_address, B.T, dG[:, lo:hi], part, False)
