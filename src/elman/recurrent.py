@@ -43,14 +43,13 @@ from .measured_choice import MeasuredChoice
 from .module import Module
 from .stateful import StatefulMixin
 from .timeloop import (InputGradient, RowBlocks, RowSplit, Weights, Workspace, Zoneout,
-                       backward_directions, final_states, forward_directions, forward_into,
-                       lean_outputs, output_view, overlap_directions, pair_rule,
-                       pairs_directions, pipes_layers,
-                       release, rows_rule, run_directions, runs_lean, sequence_backward,
-                       shared_directions, shares_states, sequence_forward,
-                       sequence_forward_lean, sequence_forward_pair, sequence_forward_rows,
-                       split_rows, stack_forward_lean, stack_forward_pair, stack_forward_pipe,
-                       stack_forward_rows)
+                       backward_directions, directions_on_partner, final_states,
+                       forward_directions, forward_into, lean_outputs, output_view, pair_rule,
+                       pairs_directions, pipes_layers, release, rows_rule, runs_lean,
+                       sequence_backward, sequence_forward, sequence_forward_lean,
+                       sequence_forward_pair, sequence_forward_rows, shared_directions,
+                       shares_states, split_rows, stack_forward_lean, stack_forward_pair,
+                       stack_forward_pipe, stack_forward_rows)
 
 __all__ = ["RNN", "GRU", "LSTM", "RecurrentLayer"]
 
@@ -358,9 +357,8 @@ class RecurrentLayer(StatefulMixin, Module):
                              functools.partial(*into, forward, **arguments))
             # (a bidirectional layer's two directions run at once where that pays, and where
             # they share their states each as one compiled call: timeloop)
-            passes = forward_directions(self.eq, self.dtype, flops, calls) if shared else \
-                run_directions(self.eq, self.dtype, flops, calls)
-            for direction, cache in enumerate(passes):
+            for direction, cache in enumerate(forward_directions(self.eq, self.dtype, flops,
+                                                                 calls)):
                 k = layer * D + direction
                 caches.append(cache)
                 final_states(cache, lengths, h_n[k], None if c_n is None else c_n[k])
@@ -657,9 +655,8 @@ class RecurrentLayer(StatefulMixin, Module):
         # a bidirectional stack's directions small enough to run at once on the partner, each
         # as one compiled call (timeloop.backward_directions), where the sum of an upper
         # layer's two input gradients, which that needs whole, is small too
-        fused_directions = D == 2 and L > 1 and threads.on_partner(flops) and \
-            T * N * D * P <= FUSED_SUM_MAX_ELEMENTS and \
-            overlap_directions(self.eq, self.dtype, flops)
+        fused_directions = D == 2 and L > 1 and T * N * D * P <= FUSED_SUM_MAX_ELEMENTS and \
+            directions_on_partner(self.eq, self.dtype, flops)
         for layer in reversed(range(L)):
             calls, targets = [], []
             # a split stack whose layer below kept its output in its row blocks (forward)
@@ -695,8 +692,8 @@ class RecurrentLayer(StatefulMixin, Module):
                     dh_n=None if dh_n is None else dh_n[k],
                     dc_n=None if dc_n is None else dc_n[k], w=self._weights(k),
                     g=self._weights(k, True), input_grad=layer > 0 or input_grad,
-                    consume=not retain_graph, dX_out=target, keep_blocks=chained,
-                    defer_input_grad=defer)
+                    consume=not retain_graph, dX_out=target, defer_input_grad=defer,
+                    **({"keep_blocks": True} if chained else {}))   # (row blocks' only)
                 if isinstance(dY, _DirectionsSum):    # (summed on this direction's thread)
                     calls.append(functools.partial(_backward_summed, dY, direction,
                                                    self._workspaces[k], self.eq,

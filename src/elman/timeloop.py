@@ -45,7 +45,7 @@ from .fast._windows import window as _output_window
 __all__ = ["Weights", "Zoneout", "SequenceCache", "RowSplit", "RowBlocks", "InputGradient",
            "ForwardLoop", "BackwardLoop", "Workspace", "release", "sequence_forward",
            "sequence_forward_rows", "split_rows", "sequence_backward", "run_directions",
-           "forward_directions", "backward_directions",
+           "forward_directions", "backward_directions", "directions_on_partner",
            "forward_into", "shares_states", "shared_directions"]
 
 #: The parameters of one layer in one direction, by the names the cell declares
@@ -486,46 +486,50 @@ def run_directions(eq, dtype, flops: float, calls: list) -> list:
 
 def forward_directions(eq, dtype, flops: float, passes: list) -> list:
     """The forward passes of a layer's directions, each given as :func:`sequence_forward`'s
-    keyword arguments: as :func:`run_directions` runs them, except that two directions which
-    write their states into one shared array (``states``: :func:`shared_directions`) and go to
-    the partner (:func:`elman.threads.on_partner`) are set up on this thread and each runs as
-    one compiled call (:func:`_run_blocks`, as a row block's pass: :mod:`elman.fast._block`;
-    each direction packs its own ``W_hh``).
+    keyword arguments (or as a call of its own): as :func:`run_directions` runs them, except
+    that two directions which write their states into one shared array (``states``:
+    :func:`shared_directions`) and go to the partner (:func:`directions_on_partner`) are set
+    up on this thread and each runs as one compiled call (:func:`_run_blocks`, as a row
+    block's pass: :mod:`elman.fast._block`; each direction packs its own ``W_hh``).
 
     Why: a small bidirectional layer's directions were each a few Python calls between calls
     that release the GIL, and the two threads handed the GIL to each other at each one, as the
     row blocks did (:func:`prepare_forward`)."""
-    if len(passes) == 2 and overlap_directions(eq, dtype, flops) \
-            and threads.on_partner(flops) and all(_fuses_direction(eq, p) for p in passes):
-        nowhere = _NOWHERE[np.dtype(dtype).type][3]
-        return list(_run_blocks(prepare_forward, [dict(p, out=nowhere) for p in passes],
-                                flops, share_operand=False))
-    return run_directions(eq, dtype, flops, [functools.partial(sequence_forward, **p)
-                                             for p in passes])
+    return _directions(eq, dtype, flops, passes, prepare_forward, sequence_forward,
+                       _fuses_direction, "out")
 
 
 def backward_directions(eq, dtype, flops: float, passes: list) -> list:
     """The backward passes of a layer's directions, each given as :func:`sequence_backward`'s
-    keyword arguments (or as a call of its own): as :func:`run_directions` runs them, except
-    that two passes of :class:`SequenceCache` which go to the partner
-    (:func:`elman.threads.on_partner`) and may each be one compiled call
-    (:func:`_backward_fuses`) are set up on this thread and run so (:func:`forward_directions`
-    says why; set up so without being fused, the passes of two bidirectional LSTM layers at
+    keyword arguments (or as a call of its own): as :func:`forward_directions`, for passes of
+    a :class:`SequenceCache` that may each be one compiled call (:func:`_backward_fuses`; set
+    up on this thread without being fused, the passes of two bidirectional LSTM layers at
     (32, 50, 16, 64) ran 0.97x as fast)."""
-    if len(passes) == 2 and overlap_directions(eq, dtype, flops) \
-            and threads.on_partner(flops) and all(
-                isinstance(p, dict) and isinstance(p["cache"], SequenceCache)
-                and (p["dY"] is None or isinstance(p["dY"], np.ndarray))
-                and (not p["input_grad"] or p["dX_out"] is not None)
-                and _backward_fuses(eq, p["cache"], p["defer_input_grad"]) for p in passes):
-        nowhere = _NOWHERE[np.dtype(dtype).type][3]
-        blocks = [{name: value for name, value in p.items() if name != "keep_blocks"}
-                  for p in passes]
-        return list(_run_blocks(prepare_backward, [dict(b, dX_rows=nowhere) for b in blocks],
+    return _directions(eq, dtype, flops, passes, prepare_backward, sequence_backward,
+                       _fuses_direction_backward, "dX_rows")
+
+
+def directions_on_partner(eq, dtype, flops: float) -> bool:
+    """Whether a bidirectional layer's two directions of ``flops`` recurrent work each run at
+    once (:func:`overlap_directions`) on the partner (:func:`elman.threads.on_partner`), where
+    :func:`forward_directions` and :func:`backward_directions` may run each as one compiled
+    call."""
+    return threads.on_partner(flops) and overlap_directions(eq, dtype, flops)
+
+
+def _directions(eq, dtype, flops: float, passes: list, prepare, whole, fuses,
+                nowhere: str) -> list:
+    """:func:`forward_directions` (``prepare_forward``, ``sequence_forward``) or
+    :func:`backward_directions`: two passes given as keyword arguments that ``fuses`` (and
+    :func:`directions_on_partner`) let through go to :func:`_run_blocks` with ``nowhere``
+    (their output rows: none) empty; any other passes to :func:`run_directions`."""
+    if len(passes) == 2 and directions_on_partner(eq, dtype, flops) \
+            and all(isinstance(p, dict) and fuses(eq, p) for p in passes):
+        empty = _NOWHERE[np.dtype(dtype).type][3]
+        return list(_run_blocks(prepare, [dict(p, **{nowhere: empty}) for p in passes],
                                 flops, share_operand=False))
     return run_directions(eq, dtype, flops, [
-        functools.partial(sequence_backward, **p) if isinstance(p, dict) else p
-        for p in passes])
+        functools.partial(whole, **p) if isinstance(p, dict) else p for p in passes])
 
 
 def _fuses_direction(eq, kwargs: dict) -> bool:
@@ -535,6 +539,17 @@ def _fuses_direction(eq, kwargs: dict) -> bool:
     return (kwargs.get("states") is not None and kwargs["X"].flags.c_contiguous
             and fuses_block(eq, fast.kernels_for(eq, kwargs["X"].dtype),
                             "weight_hr" in kwargs["w"]))
+
+
+def _fuses_direction_backward(eq, kwargs: dict) -> bool:
+    """Whether a direction's backward pass (:func:`sequence_backward`'s keyword arguments) may
+    run as one compiled call (:func:`backward_directions`): of a :class:`SequenceCache`, its
+    output gradient an array (or None), an array for its input gradient where it has one, and
+    :func:`_backward_fuses`."""
+    dY, cache = kwargs["dY"], kwargs["cache"]
+    return (isinstance(cache, SequenceCache) and (dY is None or isinstance(dY, np.ndarray))
+            and (not kwargs["input_grad"] or kwargs["dX_out"] is not None)
+            and _backward_fuses(eq, cache, kwargs["defer_input_grad"]))
 
 
 def overlap_directions(eq, dtype, flops: float) -> bool:
