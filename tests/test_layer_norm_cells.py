@@ -215,3 +215,36 @@ def test_layer_norm_parameters_options_and_refusals(tmp_path):
     require("onnx")
     with pytest.raises(ConversionError, match="has layer_norm=True: ONNX's LSTM operator"):
         elman.export_onnx(lstm, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
+def test_compiled_normalisation_keeps_a_mean_far_larger_than_the_spread(kind, dtype):
+    """Input projections 2^14 above zero with a spread of a few units (a constant input
+    feature whose weight is 1 in every row of W_ih; every weight and input a multiple of 1/8,
+    so that the projections are exact in float32 too): the compiled loops' means and
+    variances (one pass around each row's first element) and normalised rows keep the
+    results as close to the NumPy steps in float64 as elsewhere. Summed around zero, the
+    squares would lose 1e8 times float64's rounding here, and rows normalised about their
+    float32 mean alone would be off by 1e-3."""
+    require("numba")
+    T, N, I, H = 9, 4, 4, 6
+    rng = np.random.default_rng(3)
+    exact = getattr(elman, kind)(I, H, layer_norm=True, dtype=np.float64, seed=3)
+    W = exact.weight_ih_l0.data
+    W[...] = rng.integers(-4, 5, W.shape) / 8.0
+    W[:, 0] = 1.0
+    x = rng.integers(-3, 4, (T, N, I)).astype(np.float64)
+    x[..., 0] = 2.0 ** 14
+    with elman.fast.use(False):
+        reference = run(exact, x, None, None, 3)
+    layer = getattr(elman, kind)(I, H, layer_norm=True, dtype=dtype, seed=3)
+    for a, b in zip(layer.parameters(), exact.parameters()):
+        a.data[...] = b.data
+    with elman.fast.use(True):
+        compiled = run(layer, x.astype(dtype), None, None, 3)
+    tol = 1e-12 if dtype == np.float64 else 1e-4     # (float32: as the float32 test above)
+    for key, ref in reference.items():
+        scale = max(1.0, float(np.abs(ref).max()))
+        err = float(np.abs(compiled[key] - ref).max()) / scale
+        assert err <= tol, (key, err)

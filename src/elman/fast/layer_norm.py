@@ -76,25 +76,18 @@ SUMS = dict(JIT, fastmath={"reassoc", "contract"})
 
 
 @njit(**SUMS)
-def _row_sum(v):
-    """sum(v), in float64 (float32 rounding, amplified by 1/std, would be most of the float32
-    error)."""
+def _shifted_sums(v):
+    """``(K, sum(v - K), sum((v - K)^2))`` of a row, ``K = v[0]``, in float64, one pass
+    (float32 rounding, amplified by 1/std, would be most of the float32 error)."""
     wide_vectors()
+    K = np.float64(v[0])
     s = 0.0
+    q = 0.0
     for k in range(v.shape[0]):
-        s += v[k]
-    return s
-
-
-@njit(**SUMS)
-def _row_sum_sq(v, mu):
-    """sum((v - mu)^2), in float64."""
-    wide_vectors()
-    s = 0.0
-    for k in range(v.shape[0]):
-        d = v[k] - mu
-        s += d * d
-    return s
+        d = v[k] - K
+        s += d
+        q += d * d
+    return K, s, q
 
 
 @njit(**SUMS)
@@ -116,9 +109,18 @@ def _backward_sums(d, gain, n):
 
 @njit(inline="always")
 def _moments(v, inv_m, eps):
-    """(mean(v), 1/sqrt(var(v) + eps)) of a row, the sums in float64 (:func:`_row_sum`)."""
-    mu = _row_sum(v) * inv_m
-    return mu, 1.0 / np.sqrt(_row_sum_sq(v, mu) * inv_m + eps)
+    """(mean(v), 1/sqrt(var(v) + eps)) of a row, from one pass of float64 sums around the
+    row's first element (:func:`_shifted_sums`): ``var = mean(d^2) - mean(d)^2``, d = v - K.
+
+    Why one pass is exact enough: the sums' rounding, float64's, reaches the variance
+    multiplied by at most ``1 + (mean - K)^2 / var``, and no element of a row of M lies
+    further than ``sqrt(M - 1)`` stds from its mean, so with K = v[0] by at most M (512 at
+    G*H = 512): at worst about 1e-11 of the variance, where float32 itself is 6e-8 (without
+    the shift, a mean of 1e4 stds would multiply it by 1e8). Two passes (the mean, then the squares around it) took 1.4x as long as one (32 rows of
+    512, float32: 2.8 us and 2.0 us; a whole normalisation 5.6 us and 4.7 us)."""
+    K, s, q = _shifted_sums(v)
+    d = s * inv_m
+    return K + d, 1.0 / np.sqrt(max(q * inv_m - d * d, 0.0) + eps)
 
 
 @njit(inline="always")
@@ -155,78 +157,100 @@ def _normalise_affine(v, out, gain, shift, bias, inv_m, eps):
 
 
 @njit(inline="always")
+def _scalars(dtype, s1, s2, rstd, inv_m):
+    """``(rstd, mean(dn) rstd, mean(dn n) rstd)`` of :func:`_normalise_backward`, in ``dtype``."""
+    return dtype.type(rstd), dtype.type(s1 * inv_m * rstd), dtype.type(s2 * inv_m * rstd)
+
+
+@njit(inline="always")
 def _normalise_backward(d, n, gain, rstd, inv_m, out):
     """out = rstd (dn - mean(dn) - n mean(dn n)) with dn = d * gain: the gradient wrt the
     un-normalised row from ``d`` (wrt gain * n + shift), in the row's precision (as the
-    reference's). The gain's and the shift's gradients are :func:`_column_sums`'."""
+    reference's). The gain's and the shift's gradients are :func:`_column_sums_dots`'."""
     s1, s2 = _backward_sums(d, gain, n)
-    a = d.dtype.type(rstd)
-    b = d.dtype.type(s1 * inv_m * rstd)
-    c = d.dtype.type(s2 * inv_m * rstd)
+    a, b, c = _scalars(d.dtype, s1, s2, rstd, inv_m)
     for k in range(d.shape[0]):
         out[k] = (a * (d[k] * gain[k]) - b) - n[k] * c
 
 
 @njit(inline="always")
-def _column_sums(D, n, acc):
-    """acc += sum(D[:n], axis=0), four rows at a time: each column sum is read and written
-    once per four rows (row by row, the same sums with a gain's took 1.7-1.9x as long,
-    measured on a step's 32 rows of 512). ``acc`` is an array of the loop's own (no row of the
-    caller's can overlap it), in the rows' precision (:func:`_gain_sums`)."""
-    b = 0
-    while b + 4 <= n:
-        d0, d1, d2, d3 = D[b], D[b + 1], D[b + 2], D[b + 3]
-        for k in range(acc.shape[0]):
-            acc[k] += (d0[k] + d1[k]) + (d2[k] + d3[k])
-        b += 4
-    while b < n:
-        d = D[b]
-        for k in range(acc.shape[0]):
-            acc[k] += d[k]
-        b += 1
-
-
-@njit(inline="always")
-def _column_dots(D, sav, off, n, acc):
-    """acc += sum(D[:n] * sav[:n, off:off + M], axis=0) (M = acc's length), four rows at a
-    time as :func:`_column_sums`: a gain's gradient, from the rows' gradients and their
-    normalised values in ``sav`` (a step's saved rows)."""
-    M = acc.shape[0]
+def _column_sums_dots(D, sav, off, n, acc_sum, acc_dot):
+    """``acc_sum += sum(D[:n], axis=0)`` and ``acc_dot += sum(D[:n] * sav[:n, off:off + M],
+    axis=0)`` (M = their length; a shift's and a gain's gradients, from the rows' gradients and
+    their normalised values in ``sav``, a step's saved rows), in one pass over the rows, four
+    at a time: each column sum is read and written once per four rows (row by row, the same
+    sums took 1.7-1.9x as long, measured on a step's 32 rows of 512). The sums are arrays of
+    the loop's own (no row of the caller's can overlap them), in the rows' precision
+    (:func:`_chunked`)."""
+    M = acc_sum.shape[0]
     b = 0
     while b + 4 <= n:
         d0, d1, d2, d3 = D[b], D[b + 1], D[b + 2], D[b + 3]
         n0, n1 = sav[b][off:off + M], sav[b + 1][off:off + M]
         n2, n3 = sav[b + 2][off:off + M], sav[b + 3][off:off + M]
         for k in range(M):
-            acc[k] += (d0[k] * n0[k] + d1[k] * n1[k]) + (d2[k] * n2[k] + d3[k] * n3[k])
+            e0, e1, e2, e3 = d0[k], d1[k], d2[k], d3[k]
+            acc_sum[k] += (e0 + e1) + (e2 + e3)
+            acc_dot[k] += (e0 * n0[k] + e1 * n1[k]) + (e2 * n2[k] + e3 * n3[k])
         b += 4
     while b < n:
         d, v = D[b], sav[b][off:off + M]
         for k in range(M):
-            acc[k] += d[k] * v[k]
+            acc_sum[k] += d[k]
+            acc_dot[k] += d[k] * v[k]
         b += 1
 
 
 @njit(inline="always")
-def _gain_sums(D, sav, off, n, part, acc, a, with_sum):
-    """A gain's and a shift's gradients from a step's rows: ``acc[a] += sum(D[:n])`` (only
-    ``with_sum``) and ``acc[a + 1] += sum(D[:n] * sav[:n, off:off + M])`` (M = ``acc``'s
-    width), ``acc`` the loop's float64 sums. By :data:`_loop.SUM_ROWS` rows, each chunk summed in the
-    rows' own precision into ``part`` (``acc``'s shape, zero; zero again after), then added
-    into ``acc``: the sums of T*N rows stay float64's (in float32 their rounding would add up
-    over the steps), the four-row sums inside a chunk run on twice as many values a vector as
-    float64 ones, with no conversions (at (64, 100, 32, 128), inside whole training steps,
-    old and new code alternating in one process, medians of 15: the LN-LSTM's backward loop
-    7.7 -> 7.0 ms a row block, its step 1.04x as fast, the LN-GRU's 1.04x; the gradients as
-    far from a float64 run's as before: 1.9e-5 of the largest)."""
+def _column_sums_two_dots(D, sav, GH, n, acc_sum, acc_x, acc_h):
+    """:func:`_column_sums_dots` of rows that are the gradient wrt both sides' normalised
+    pre-activations (the RNN's and the LSTM's, whose two sides add): ``acc_sum += sum(D)``,
+    ``acc_x += sum(D * LN(x))`` (``sav[:, GH:2 GH]``) and ``acc_h += sum(D * LN(gh))``
+    (``sav[:, :GH]``), one pass over the rows (as two, the rows were read twice)."""
+    b = 0
+    while b + 4 <= n:
+        d0, d1, d2, d3 = D[b], D[b + 1], D[b + 2], D[b + 3]
+        s0, s1, s2, s3 = sav[b], sav[b + 1], sav[b + 2], sav[b + 3]
+        x0, x1, x2, x3 = s0[GH:2 * GH], s1[GH:2 * GH], s2[GH:2 * GH], s3[GH:2 * GH]
+        h0, h1, h2, h3 = s0[:GH], s1[:GH], s2[:GH], s3[:GH]
+        for k in range(GH):
+            e0, e1, e2, e3 = d0[k], d1[k], d2[k], d3[k]
+            acc_sum[k] += (e0 + e1) + (e2 + e3)
+            acc_x[k] += (e0 * x0[k] + e1 * x1[k]) + (e2 * x2[k] + e3 * x3[k])
+            acc_h[k] += (e0 * h0[k] + e1 * h1[k]) + (e2 * h2[k] + e3 * h3[k])
+        b += 4
+    while b < n:
+        d, x, h = D[b], sav[b][GH:2 * GH], sav[b][:GH]
+        for k in range(GH):
+            acc_sum[k] += d[k]
+            acc_x[k] += d[k] * x[k]
+            acc_h[k] += d[k] * h[k]
+        b += 1
+
+
+@njit(inline="always")
+def _gain_sums(D, sav, off, n, part, acc):
+    """A gain's and a shift's gradients from a step's rows: ``acc[0] += sum(D[:n])`` and
+    ``acc[1] += sum(D[:n] * sav[:n, off:off + M])`` (M = ``acc``'s width; ``acc`` the loop's
+    float64 sums, ``part`` its scratch: :func:`_chunked`)."""
     for b0 in range(0, n, SUM_ROWS):
         m = min(SUM_ROWS, n - b0)
-        rows, saved = D[b0:b0 + m], sav[b0:b0 + m]
-        if with_sum:
-            _column_sums(rows, m, part[a])
-        _column_dots(rows, saved, off, m, part[a + 1])
+        _column_sums_dots(D[b0:b0 + m], sav[b0:b0 + m], off, m, part[0], part[1])
+        _chunked(part, acc, 2)
+
+
+@njit(inline="always")
+def _chunked(part, acc, k):
+    """The sums of a chunk of :data:`_loop.SUM_ROWS` rows (``part[:k]``, in the rows' own
+    precision; zero again after) added into the loop's float64 sums ``acc[:k]``: the sums of
+    T*N rows stay float64's (in float32 their rounding would add up over the steps), the
+    four-row sums inside a chunk run on twice as many values a vector as float64 ones, with
+    no conversions (at (64, 100, 32, 128), inside whole training steps, old and new code
+    alternating in one process, medians of 15: the LN-LSTM's backward loop 7.7 -> 7.0 ms a row
+    block, its step 1.04x as fast, the LN-GRU's 1.04x; the gradients as far from a float64
+    run's as before: 1.9e-5 of the largest)."""
+    for a in range(k):
         add_partial(part[a], acc[a])
-        add_partial(part[a + 1], acc[a + 1])
 
 
 @njit(inline="always")
@@ -258,11 +282,22 @@ def _both_norms_backward(rows, recs, split, sav, dGX, dGH, w_ih, w_hh, GH, at, i
     """The end of a backward step's element-wise part: from each row's gradient wrt the
     pre-activations of the input side (``rows``) and of the recurrent side (``recs``; the same
     array, but for the GRU: ``split``), through the two normalisations into ``dGX`` and
-    ``dGH``; and the sums for the gains, shifts and biases into ``acc`` (4, GH): sum(rows),
-    sum(rows * LN(x)), sum(recs) (only where ``split``: else it is the first), and
-    sum(recs * LN(gh)) (:func:`_gain_sums`, ``part`` its scratch)."""
-    _gain_sums(rows, sav, GH, n, part, acc, 0, True)
-    _gain_sums(recs, sav, 0, n, part, acc, 2, split)
+    ``dGH``; and the sums for the gains, shifts and biases
+    into ``acc`` (4, GH): sum(rows), sum(rows * LN(x)), sum(recs) (only where ``split``: else
+    it is the first), and sum(recs * LN(gh)), by chunks of :data:`_loop.SUM_ROWS` rows
+    (``part`` their scratch, :func:`_chunked`), each chunk's in one pass over its rows where
+    not ``split`` (:func:`_column_sums_two_dots`), two where it is. (The two normalisations'
+    sums, :func:`_backward_sums`, in one pass took 1.35x as long as in two, measured on a
+    step's 32 rows of 512: LLVM vectorises a loop of four reductions less well.)"""
+    for b0 in range(0, n, SUM_ROWS):
+        m = min(SUM_ROWS, n - b0)
+        saved = sav[b0:b0 + m]
+        if split:
+            _column_sums_dots(rows[b0:b0 + m], saved, GH, m, part[0], part[1])
+            _column_sums_dots(recs[b0:b0 + m], saved, 0, m, part[2], part[3])
+        else:
+            _column_sums_two_dots(rows[b0:b0 + m], saved, GH, m, part[0], part[1], part[3])
+        _chunked(part, acc, 4)
     for b in range(n):
         sv = sav[b]
         _normalise_backward(recs[b], sv[:GH], w_hh, sv[at], inv_g, dGH[b])
@@ -457,7 +492,7 @@ def _backward_lstm(gates, C, saved, dY, dY_at, dh, dc, dGX, dGH, W_hh, W_hr, dHs
                 row[2 * H + j] = dcj * ij * (ONE - gj * gj)
                 row[3 * H + j] = d_b[j] * y[j] * oj * (ONE - oj)
                 dc_b[j] = dcj * fj                              # dc_prev
-        _gain_sums(dys, saved[t], 2 * G, n, part_c, acc_c, 0, True)
+        _gain_sums(dys, saved[t], 2 * G, n, part_c, acc_c)
         _both_norms_backward(rows, rows, False, saved[t], dGX[t], dGH[t], w_ih, w_hh, G, at,
                              inv_g, acc, part, n)
         into_previous(dGH[t, :n], W_hh, dh, dc, mask, zh, keep_h, keep_c, n)
