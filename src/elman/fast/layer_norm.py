@@ -15,8 +15,9 @@ and its twin of ``bias_grads`` neither: the backward loops sum every gradient of
 normalisations' gains and shifts, and of the biases, as they go.
 
 ``saved`` is this module's own layout (:func:`saved_elements`): per row the normalised
-recurrent and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised and
-``tanh(LN(c))`` (H each), then the rows' 1/std (recurrent, input, ``c``), one column each.
+recurrent and input pre-activations (G*H each), for the LSTM ``LN(c)`` normalised (H; the
+backward recomputes ``tanh(LN(c))`` from it), then the rows' 1/std (recurrent, input, ``c``),
+one column each.
 The per-step sums go into the pass's own constants (``cache.consts["grad_sums"]``, made by
 the cell's ``prepare_backward``), keyed by the parameter they belong to; the cell's
 ``parameter_grads`` hands them to the layer. Nothing is kept on the shared cell object, so two
@@ -41,7 +42,7 @@ dgh_blocks = None      # dGH has every gate block (the recurrent side has its ow
 
 def _scalars_at(G: int, has_cell: bool) -> int:
     """The first column (in blocks of H) of a row's three 1/std values in ``saved``."""
-    return 2 * G + (2 if has_cell else 0)
+    return 2 * G + (1 if has_cell else 0)
 
 
 #: the elements a row keeps after its blocks for the three 1/std values: a cache line of
@@ -51,8 +52,8 @@ SCALARS = 16
 
 def saved_elements(eq, H: int) -> int:
     """Elements that a step keeps per row: normalised recurrent and input pre-activations
-    (G blocks of H each), the LSTM's ``LN(c)`` and ``tanh(LN(c))`` (a block each), and the
-    three 1/std values (:data:`SCALARS` elements).
+    (G blocks of H each), the LSTM's ``LN(c)`` (a block), and the three 1/std values
+    (:data:`SCALARS` elements).
 
     Why not a whole block of H for the three (as until the fifth session of 2026-12-07): the
     LSTM's rows were 11 H long, a twelfth more memory to write and read than 10 H + 16. Its
@@ -61,7 +62,11 @@ def saved_elements(eq, H: int) -> int:
     0.999x, 1.028x and 1.008x (the code before against this; medians of the pairs' ratios);
     at (64, 100, 128, 256) 0.997x; the LN-GRU's 7 H -> 6 H + 16 1.004x and 1.012x, the
     LN-RNN's 3 H -> 2 H + 16 1.001x: a gain of 1-2 % at most, within this machine's noise,
-    and a twelfth less memory."""
+    and a twelfth less memory.
+
+    Why not ``tanh(LN(c))`` too (a block of H, until the sixth session of 2026-12-07): the
+    backward recomputes it from ``LN(c)``, a tanh of H per row, for a tenth less memory at
+    the same speed (:func:`_backward_lstm`)."""
     return _scalars_at(eq.gates, eq.has_cell) * H + SCALARS
 
 
@@ -431,7 +436,7 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
     h = o tanh(LN(c)). GX (T, N, 4H), the raw input projections, receives the gates."""
     H = C.shape[2]
     G = 4 * H
-    at = 2 * G + 2 * H
+    at = 2 * G + H
     hm = np.empty_like(S[0])
     for s in range(schedule.shape[0]):
         t, p, q, n = step_at(schedule, s)
@@ -445,12 +450,10 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
                 g[k] = scale[k] * tanh(scale[k] * a) + shift[k]
             for j in range(H):
                 c[j] = g[H + j] * c_prev[j] + g[j] * g[2 * H + j]  # c = f c_prev + i g
-            nc, y = sv[2 * G:2 * G + H], sv[2 * G + H:2 * G + 2 * H]
+            nc = sv[2 * G:2 * G + H]
             sv[at + 2] = _normalise(c, nc, inv_h, eps)
-            for j in range(H):
-                yj = tanh(nc[j] * w_c[j] + s_c[j])
-                y[j] = yj
-                h[j] = g[3 * H + j] * yj                            # h = o tanh(LN(c))
+            for j in range(H):                                      # h = o tanh(LN(c))
+                h[j] = g[3 * H + j] * tanh(nc[j] * w_c[j] + s_c[j])
         if not absent(R):
             gemm(R[t, :n], W_hr_T, S[q, :n])                       # h = W_hr r
         zone_states(S, C, Cn, zh, zc, t, p, q, n)
@@ -458,13 +461,17 @@ def _forward_lstm(GX, bias, scale, shift, W_hh_T, S, C, R, W_hr_T, gh, saved, w_
 
 @njit(**JIT)
 def _backward_lstm(gates, C, saved, dY, dY_at, dh, dc, dGX, dGH, W_hh, W_hr, dHs, dR, w_ih, w_hh, w_c,
-                   sums, c_sums, inv_g, inv_h, schedule, mask, zh, zc):
+                   s_c, sums, c_sums, inv_g, inv_h, schedule, mask, zh, zc):
     """``sums`` (4, 4H) float64 receives the sums of :func:`_both_norms_backward`, ``c_sums``
-    (2, H) those of ``LN(c)``'s shift and gain."""
+    (2, H) those of ``LN(c)``'s shift and gain. ``y = tanh(LN(c) w_c + s_c)`` is recomputed
+    from the saved ``LN(c)`` with the forward's arithmetic, so to the same values. (Kept, they
+    were a tenth of the saved rows; recomputed, the training steps at (64, 100, 32, 128) ran
+    as fast, 0.996x, medians of 11 pairs of alternating processes: the memory is the gain.)"""
     N, H = dc.shape
     G = 4 * H
-    at = 2 * G + 2 * H
+    at = 2 * G + H
     rows = np.empty((N, G), dh.dtype)
+    y = np.empty(H, dh.dtype)                  # a row's tanh(LN(c)) (recomputed)
     dys = np.empty((N, H), dh.dtype)           # wrt LN(c)
     dcn = np.empty(H, dh.dtype)                # wrt c, through LN(c)
     acc = np.zeros((4, G))
@@ -479,10 +486,12 @@ def _backward_lstm(gates, C, saved, dY, dY_at, dh, dc, dGX, dGH, W_hh, W_hr, dHs
         d_out = project_back(dh, dHs, W_hr, dR, t, n)     # what reaches o * tanh(LN(c))
         for b in range(n):
             g, sv, c_prev, d_b, dc_b = gates[t, b], saved[t, b], C[p, b], d_out[b], dc[b]
-            nc, y = sv[2 * G:2 * G + H], sv[2 * G + H:2 * G + 2 * H]
+            nc = sv[2 * G:2 * G + H]
             dy, row = dys[b], rows[b]
             for j in range(H):
-                dy[j] = d_b[j] * g[3 * H + j] * (ONE - y[j] * y[j])
+                yj = tanh(nc[j] * w_c[j] + s_c[j])
+                y[j] = yj
+                dy[j] = d_b[j] * g[3 * H + j] * (ONE - yj * yj)
             _normalise_backward(dy, nc, w_c, sv[at + 2], inv_h, dcn)
             for j in range(H):
                 ij, fj, gj, oj = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
@@ -581,8 +590,8 @@ def backward(eq, loop):
         c_sums = np.zeros((2, H))
         _backward_lstm(cache.gates, cache.C, cache.saved, dY, dY_at, loop.dh, loop.dc, loop.dGX,
                        loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
-                       or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], sums, c_sums,
-                       inv_g, inv_h, loop.schedule, mask, zh, zc)
+                       or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], c["ln_c_bias"],
+                       sums, c_sums, inv_g, inv_h, loop.schedule, mask, zh, zc)
         _add_sums(c["grad_sums"], ln_c_bias=c_sums[0], ln_c_weight=c_sums[1])
     if k != "gru":                  # one gradient wrt both sides' pre-activations
         sums[2] = sums[0]
