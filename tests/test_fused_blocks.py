@@ -71,7 +71,7 @@ def blocks(monkeypatch):
     monkeypatch.setattr(threads, "granted", lambda: 2)
     monkeypatch.setattr(_mkl, "MIN_ELEMENTS", 0)
     counts = {"forward_block": 0, "backward_block": 0}
-    for module in ("rnn", "gru", "lstm"):
+    for module in ("rnn", "gru", "lstm", "layer_norm"):
         kernels = fast.kernels_named(f"elman.fast.{module}")
         calls = dict(kernels.fused_calls)
         for loop_function, fused in calls.items():
@@ -98,13 +98,17 @@ CASES = {
                                                     input_dropout=0.2, zoneout=0.2, dtype=dt,
                                                     seed=1, **kw),
     "lstm-layer-norm": lambda dt, **kw: elman.LSTM(5, 16, layer_norm=True, dtype=dt, seed=1, **kw),
+    "gru-layer-norm": lambda dt, **kw: elman.GRU(5, 16, layer_norm=True, dtype=dt, seed=1, **kw),
+    "rnn-layer-norm-2layers": lambda dt, **kw: elman.RNN(5, 16, layer_norm=True, num_layers=2,
+                                                         dtype=dt, seed=1, **kw),
     "lstm-proj": lambda dt, **kw: elman.LSTM(5, 32, proj_size=16, dtype=dt, seed=1, **kw),
     "lstm-peephole": lambda dt, **kw: elman.LSTM(5, 16, peephole=True, dtype=dt, seed=1, **kw),
 }
 #: the cases' fused passes per layer call: (forward, backward) of each of a layer's blocks
 FUSED = {"rnn": (2, 2), "rnn-relu-2layers": (4, 4), "gru": (2, 2), "gru-classic": (2, 0),
          "lstm": (2, 2), "lstm-2layers": (4, 4), "lstm-regularised": (2, 2),
-         "lstm-layer-norm": (0, 0), "lstm-proj": (0, 0), "lstm-peephole": (0, 0)}
+         "lstm-layer-norm": (2, 2), "gru-layer-norm": (2, 2), "rnn-layer-norm-2layers": (4, 4),
+         "lstm-proj": (0, 0), "lstm-peephole": (0, 0)}
 
 
 def _step(layer, x, lengths, input_grad):
@@ -221,7 +225,8 @@ def test_a_blocks_copy_of_its_input_rows_is_reused_never_the_callers_input(block
 FUSED_DIRECTIONS = {
     "rnn": (2, 2), "rnn-relu-2layers": (4, 4), "gru": (2, 2), "gru-classic": (2, 0),
     "lstm": (2, 2), "lstm-2layers": (4, 4), "lstm-regularised": (2, 2),
-    "lstm-layer-norm": (0, 0), "lstm-proj": (0, 0), "lstm-peephole": (0, 0)}
+    "lstm-layer-norm": (0, 2), "gru-layer-norm": (0, 2), "rnn-layer-norm-2layers": (0, 4),
+    "lstm-proj": (0, 0), "lstm-peephole": (0, 0)}
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])

@@ -1054,13 +1054,24 @@ _NOWHERE = {t: {d: np.empty((0,) * d, t) for d in (2, 3)} for t in (np.float32, 
 def fuses_block(eq, kernels, projected: bool) -> bool:
     """Whether a row block's pass runs its input projection, its loop and its output copy as
     one compiled call (:mod:`elman.fast._block`, which says why): a kernel module that calls
-    its loop once through :meth:`ForwardLoop.run` (its ``fused_calls``), a cell that does not
-    transform its input projection (layer norm), no ``proj_size`` and MKL on (its GEMM is
-    called through its address; :func:`elman.fast._mkl.gemm_address`)."""
+    its loop once through :meth:`ForwardLoop.run` (its ``fused_calls``), whose loops take the
+    plain projection ``X W_ih^T`` (:func:`_loops_take_plain_projection`), no ``proj_size``
+    and MKL on (its GEMM is called through its address; :func:`elman.fast._mkl.gemm_address`)."""
     return (kernels is not None and _kernel_attribute(kernels, "fused_calls") is not None
-            and _kernel_attribute(kernels, "transform_input") is None
-            and not _overrides(type(eq), "transform_input") and not projected
+            and _loops_take_plain_projection(eq, kernels) and not projected
             and fast_mkl.enabled())
+
+
+def _loops_take_plain_projection(eq, kernels) -> bool:
+    """Whether the compiled loops of ``kernels`` take ``X W_ih^T`` as it comes from the GEMM,
+    nothing done to it before or after them: the cell transforms nothing (neither it nor the
+    kernel module has a ``transform_input``), or the kernel module's loops do the cell's
+    transform themselves (``transforms_in_loop``: the layer norm's, whose twins of
+    ``transform_input`` and ``transform_input_backward`` then do nothing)."""
+    if _kernel_attribute(kernels, "transforms_in_loop"):
+        return True
+    return (_kernel_attribute(kernels, "transform_input") is None
+            and not _overrides(type(eq), "transform_input"))
 
 
 def _fused_runner(kernels, block: tuple):
@@ -2272,6 +2283,7 @@ def prepare_backward(eq, cache: SequenceCache, dY: np.ndarray | None,
         if step_operand is None:
             ws.give(**{PACKINGS[False]: kept if packing is None else packing})
         _bias_grads(eq, cache, done["loop"], dGX, dGH, g)
+        eq.parameter_grads(cache, dGX, dGH, g)   # (the layer norm's: the sums its loop kept)
         ws.give(dGX=None if in_place else dGX, dGH=dGH if dGH is not dGX else None,
                 dY=dY_copy)
         return (dX_out if input_grad else None), dh, dc
@@ -2285,7 +2297,9 @@ def _fused_products(eq, cache: SequenceCache, dGX, dGH, g: Weights,
     not fused: :func:`fuses_block` says no, lengths (padded slots to clear after the loop),
     the input gradient deferred to the layer below, gate blocks the loop's GEMM does not
     cover, a cell with parameters of its own, or the joined form of the products
-    (:func:`elman.weight_grads.joins`), which stays in Python."""
+    (:func:`elman.weight_grads.joins`), which stays in Python. (A cell whose kernel module's
+    loops transform the input themselves, ``transforms_in_loop``, may have parameters of its
+    own: their gradients, which the loop summed, reach them after it, in Python.)"""
     if not _backward_fuses(eq, cache, defer_input_grad):
         return None
     X, S = cache.X, cache.S
@@ -2316,10 +2330,11 @@ def _backward_fuses(eq, cache: SequenceCache, defer_input_grad: bool) -> bool:
     """:func:`_fused_products`' conditions: whether a backward pass of ``cache`` may be one
     compiled call (an input gradient, where asked for, needs an array to go to as well)."""
     GH, P = cache.gates.shape[2], cache.S.shape[2]
+    in_loop = _kernel_attribute(cache.kernels, "transforms_in_loop")
     return (fuses_block(eq, cache.kernels, cache.R is not None) and cache.active is None
             and not defer_input_grad and eq.recurrent_gates == eq.gates
-            and not _overrides(type(eq), "parameter_grads")
-            and not _overrides(type(eq), "transform_input_backward")
+            and (in_loop or not _overrides(type(eq), "parameter_grads"))
+            and (in_loop or not _overrides(type(eq), "transform_input_backward"))
             and (eq.separate_dgh or not weight_grads.joins(GH, P, cache.X.dtype)))
 
 

@@ -28,6 +28,7 @@ from numba import njit
 
 from . import _cache  # noqa: F401  (before the decorators: the cache keyed by the package)
 from ._blas import gemm
+from ._block import backward_block, forward_block
 from ._loop import (JIT, ONE, SUM_ROWS, ZERO, absent, add_partial, add_rows, backward_step,
                     mask_into, or_empty, or_no_matrix, output_grad, project_back, step_at,
                     zone_arrays, zone_states, unzone_grads, into_previous)
@@ -550,17 +551,17 @@ def forward(eq, loop):
     w_ih, s_ih = c["ln_ih_weight"], c["ln_ih_bias"]
     w_hh, s_hh = c["ln_hh_weight"], c["ln_hh_bias"]
     if k == "rnn":
-        _forward_rnn(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_ih, s_ih,
-                     w_hh, s_hh, inv_g, EPS, eq.nonlinearity == "relu", loop.schedule, mask,
-                     zh)
+        loop.run(_forward_rnn, loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved,
+                 w_ih, s_ih, w_hh, s_hh, inv_g, EPS, eq.nonlinearity == "relu", loop.schedule,
+                 mask, zh)
     elif k == "gru":
-        _forward_gru(loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved, w_ih, s_ih,
-                     w_hh, s_hh, _b_hn(c, H, dt), inv_g, EPS, loop.schedule, mask, zh)
+        loop.run(_forward_gru, loop.GX, loop.bias, loop.W_hh_T, loop.S, loop.gh, loop.saved,
+                 w_ih, s_ih, w_hh, s_hh, _b_hn(c, H, dt), inv_g, EPS, loop.schedule, mask, zh)
     else:
-        _forward_lstm(loop.GX, loop.bias, c["s"], c["shift"], loop.W_hh_T, loop.S, loop.C,
-                      or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.gh,
-                      loop.saved, w_ih, s_ih, w_hh, s_hh, c["ln_c_weight"], c["ln_c_bias"],
-                      inv_g, inv_h, EPS, loop.schedule, mask, zh, zc, Cn)
+        loop.run(_forward_lstm, loop.GX, loop.bias, c["s"], c["shift"], loop.W_hh_T, loop.S,
+                 loop.C, or_empty(loop.R, dt, 3), or_no_matrix(loop.W_hr_T, dt), loop.gh,
+                 loop.saved, w_ih, s_ih, w_hh, s_hh, c["ln_c_weight"], c["ln_c_bias"],
+                 inv_g, inv_h, EPS, loop.schedule, mask, zh, zc, Cn)
 
 
 def backward(eq, loop):
@@ -578,20 +579,21 @@ def backward(eq, loop):
     # the cell's sums under the parameters' names
     sums = np.zeros((4, GH))
     if k == "rnn":
-        _backward_rnn(cache.gates, cache.saved, dY, dY_at, loop.dh, loop.dGX, loop.dGH, W_hh, w_ih,
-                      w_hh, sums, inv_g, eq.nonlinearity == "relu", loop.schedule, mask, zh)
+        loop.run(_backward_rnn, cache.gates, cache.saved, dY, dY_at, loop.dh, loop.dGX,
+                 loop.dGH, W_hh, w_ih, w_hh, sums, inv_g, eq.nonlinearity == "relu",
+                 loop.schedule, mask, zh)
     elif k == "gru":
-        _backward_gru(cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX, loop.dGH,
-                      W_hh, w_ih, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype), sums,
-                      inv_g, loop.schedule, mask, zh)
+        loop.run(_backward_gru, cache.gates, cache.saved, cache.S, dY, dY_at, loop.dh, loop.dGX,
+                 loop.dGH, W_hh, w_ih, w_hh, c["ln_hh_bias"], _b_hn(c, H, cache.gates.dtype),
+                 sums, inv_g, loop.schedule, mask, zh)
     else:
         W_hr = loop.w.get("weight_hr")
         dR = None if W_hr is None else np.empty(loop.dc.shape, dt)
         c_sums = np.zeros((2, H))
-        _backward_lstm(cache.gates, cache.C, cache.saved, dY, dY_at, loop.dh, loop.dc, loop.dGX,
-                       loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
-                       or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], c["ln_c_bias"],
-                       sums, c_sums, inv_g, inv_h, loop.schedule, mask, zh, zc)
+        loop.run(_backward_lstm, cache.gates, cache.C, cache.saved, dY, dY_at, loop.dh, loop.dc,
+                 loop.dGX, loop.dGH, W_hh, or_empty(W_hr, dt, 2), or_empty(loop.dHs, dt, 3),
+                 or_empty(dR, dt, 2), w_ih, w_hh, c["ln_c_weight"], c["ln_c_bias"], sums,
+                 c_sums, inv_g, inv_h, loop.schedule, mask, zh, zc)
         _add_sums(c["grad_sums"], ln_c_bias=c_sums[0], ln_c_weight=c_sums[1])
     if k != "gru":                  # one gradient wrt both sides' pre-activations
         sums[2] = sums[0]
@@ -608,3 +610,51 @@ def _add_sums(grad_sums: dict, **sums) -> None:
             grad_sums[name] += a
         else:
             grad_sums[name] = a.copy()
+
+
+# -- a row block's pass as one compiled call --------------------------------------------------
+
+@njit(**JIT)
+def _forward_rnn_fused(block, args):
+    forward_block(block, _forward_rnn, args)
+
+
+@njit(**JIT)
+def _forward_gru_fused(block, args):
+    forward_block(block, _forward_gru, args)
+
+
+@njit(**JIT)
+def _forward_lstm_fused(block, args):
+    forward_block(block, _forward_lstm, args)
+
+
+@njit(**JIT)
+def _backward_rnn_fused(block, args):
+    backward_block(block, _backward_rnn, args)
+
+
+@njit(**JIT)
+def _backward_gru_fused(block, args):
+    backward_block(block, _backward_gru, args)
+
+
+@njit(**JIT)
+def _backward_lstm_fused(block, args):
+    backward_block(block, _backward_lstm, args)
+
+
+#: forward and backward call their loop once, through ``loop.run``, so that a row block's
+#: pass may run it in one compiled call with the input projection, the weight and input
+#: gradients and the copies of its rows (:mod:`._block`; before, each of those was a Python
+#: call between the loops, and two blocks' threads handed the GIL to each other at each)
+fused_calls = {
+    _forward_rnn: _forward_rnn_fused, _forward_gru: _forward_gru_fused,
+    _forward_lstm: _forward_lstm_fused, _backward_rnn: _backward_rnn_fused,
+    _backward_gru: _backward_gru_fused, _backward_lstm: _backward_lstm_fused,
+}
+#: the loops take the raw input projection ``X W_ih^T`` and normalise it themselves (and the
+#: backward loops give the gradient wrt it): a fused pass may project with a plain GEMM and
+#: skip this module's ``transform_input`` and ``transform_input_backward``, which do nothing
+#: (:func:`elman.timeloop.fuses_block`)
+transforms_in_loop = True
