@@ -136,6 +136,7 @@ def test_fused_blocks_give_the_whole_batchs_results(case, input_grad, dtype, tol
     go, on a pool's worker (each set up on its own thread)."""
     if way == "pool":
         monkeypatch.setattr(threads, "PARTNER_MAX_FLOPS", 0.0)
+        monkeypatch.setattr(threads, "ROW_BLOCKS_PARTNER_MAX_FLOPS", 0.0)
     x = np.random.default_rng(0).standard_normal((9, 11, 5)).astype(dtype)
     with monkeypatch.context() as m:
         m.setattr(timeloop, "SPLIT_MIN_ROWS", 1000)
@@ -241,6 +242,7 @@ def test_fused_directions_give_the_results_of_directions_in_turn(case, input_gra
     training steps (the second on the arrays the first gave back to the workspaces)."""
     if way == "pool":
         monkeypatch.setattr(threads, "PARTNER_MAX_FLOPS", 0.0)
+        monkeypatch.setattr(threads, "ROW_BLOCKS_PARTNER_MAX_FLOPS", 0.0)
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((9, 11, 5)).astype(dtype) for _ in range(2)]
     with monkeypatch.context() as m:

@@ -319,6 +319,12 @@ def test_concurrently_gives_small_tasks_to_the_partner_large_ones_to_the_pool(mo
         threads.concurrently(_thread_name(names), second, flops=flops)
     assert len(names) == 4 and all(name.startswith("elman-loop") for name in names[2:])
     assert len(rests) == 2
+    # a limit of the caller's own (row blocks': ROW_BLOCKS_PARTNER_MAX_FLOPS) moves the bar
+    limit = threads.ROW_BLOCKS_PARTNER_MAX_FLOPS
+    assert limit > threads.PARTNER_MAX_FLOPS
+    for count, flops in enumerate((limit, limit * 1.01), start=4):
+        threads.concurrently(_thread_name(names), second, flops=flops, partner_max=limit)
+    assert names[4] == "elman-pair" and names[5].startswith("elman-loop")
 
 
 @pair_only

@@ -55,7 +55,8 @@ __all__ = ["set_num_threads", "get_num_threads", "share_cpus", "available_cpus",
            "partner_core_free", "one_blas_thread",
            "busy_elsewhere", "info",
            "MIN_FLOPS_PER_THREAD", "MIN_GEMV_ELEMENTS_PER_THREAD", "SPLIT_MATMUL_MIN_FLOPS",
-           "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS",
+           "POOL_SPIN_SECONDS", "LAYER_CONCURRENCY_SECONDS", "PARTNER_MAX_FLOPS",
+           "ROW_BLOCKS_PARTNER_MAX_FLOPS",
            "SAMPLE_SECONDS", "IDLE_GAP_SECONDS", "FIRST_WINDOW_SECONDS"]
 
 #: a GEMM needs this many floating-point operations (2*m*n*k) per thread beyond the first to be
@@ -407,14 +408,30 @@ _applied_grant = None          # the policy's decision (_monitor.grant) that _ap
 PARTNER_MAX_FLOPS = 1.5e8
 
 
-def on_partner(flops: float | None) -> bool:
+#: the largest task :func:`concurrently` gives the partner where the tasks are two row blocks'
+#: passes of a layer (``timeloop._run_blocks``), each one compiled call where the cell fuses
+#: (:mod:`elman.fast._block`), the blocks' rows apart (not the shared rows of two directions,
+#: which lost above). Measured on the Intel Xeon, training steps at (64, 100, 32, 128), 310-420
+#: MFLOP a block (float32, the same code with this limit at 1.5e8 and at 5e8 in alternating
+#: processes, medians of 9-11 pairs): the LSTM 1.043x as fast on the partner, the
+#: layer-normalised LSTM 1.035x, the GRU 1.056x, the LN-GRU 1.043x, two LSTM layers 1.022x
+#: (nothing switched: 1.007x); at (64, 100, 128, 256), 1.7 GFLOP a block, the LSTM 0.996x
+#: (two layers 1.001x), the GRU 0.987x (no limit at all against 1.5e8): the pool's hand-offs,
+#: two wake-ups of ~30 us, and each block's setup on its own thread, under the GIL, cost a
+#: few % of a pass of a few ms, and nothing of one of 10 or more.
+ROW_BLOCKS_PARTNER_MAX_FLOPS = 5e8
+
+
+def on_partner(flops: float | None, limit: float | None = None) -> bool:
     """Whether :func:`concurrently` gives a task of ``flops`` to the pair's partner (elman's
-    second thread, which spins) rather than a thread pool's worker."""
-    return flops is not None and flops <= PARTNER_MAX_FLOPS and fast.pair_supported()
+    second thread, which spins) rather than a thread pool's worker: up to ``limit`` floating-
+    point operations (None: :data:`PARTNER_MAX_FLOPS`)."""
+    limit = PARTNER_MAX_FLOPS if limit is None else limit
+    return flops is not None and flops <= limit and fast.pair_supported()
 
 
 def concurrently(first, second, *, layer: bool = True, flops: float | None = None,
-                 ring: bool = False) -> tuple:
+                 ring: bool = False, partner_max: float | None = None) -> tuple:
     """``(first(), second())``, run at once: ``first`` on elman's second thread (the pair's
     partner, which spins for tasks: :meth:`elman.fast._pair.Partner.beside`, which says why;
     where it cannot run, a thread pool's worker), ``second`` on this one, with NumPy's BLAS at
@@ -432,8 +449,8 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
     forward took 94 ms after a two-thread GEMM, 59 ms without it, 77 ms one after the other).
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
     of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False).
-    ``flops``: the GEMM work of the larger task; up to :data:`PARTNER_MAX_FLOPS` it goes to
-    the partner (None: the pool). ``ring``: ``second`` takes a ``ring`` keyword, the
+    ``flops``: the GEMM work of the larger task; up to :data:`PARTNER_MAX_FLOPS` (or
+    ``partner_max``: :func:`on_partner`) it goes to the partner (None: the pool). ``ring``: ``second`` takes a ``ring`` keyword, the
     partner's :class:`elman.fast._pair.Ring` for it to ring from compiled code (or None:
     nothing to ring), as :meth:`elman.fast._pair.Partner.beside` says."""
     global _layers_concurrent_until, _concurrent, _partner_spins_until
@@ -445,7 +462,7 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
         try:
             if fast.pair_supported():
                 pair = fast.pair()
-                if on_partner(flops):
+                if on_partner(flops, partner_max):
                     try:                       # (elman's second thread, which spins)
                         return pair.partner().beside(first, second, ring)
                     finally:

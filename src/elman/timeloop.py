@@ -785,9 +785,12 @@ def _run_blocks(prepare, blocks: list, flops: float, share_operand: bool = True)
     itself up on its own thread: at (64, 100, 128, 256) the setup on the caller (the packing
     of ``W_hh`` above all, ~0.3 ms a pass) made a GRU's training steps 0.96x as fast, the
     GIL's hand-offs being a small part of passes of 10-20 ms. ``share_operand`` False: each
-    pass packs its own matrix (two directions, whose weights differ)."""
+    pass packs its own matrix (two directions, whose weights differ). Row blocks (sharing
+    the operand) go to the partner up to :data:`elman.threads.ROW_BLOCKS_PARTNER_MAX_FLOPS`,
+    directions up to :data:`elman.threads.PARTNER_MAX_FLOPS`."""
+    limit = threads.ROW_BLOCKS_PARTNER_MAX_FLOPS if share_operand else None
     with threads.one_blas_thread():     # (the blocks' setup as their runs: one BLAS thread)
-        if not threads.on_partner(flops):
+        if not threads.on_partner(flops, limit):
             return threads.concurrently(*(functools.partial(_prepared, prepare, block)
                                           for block in blocks), flops=flops)
         runs, finishes = [], []
@@ -798,7 +801,7 @@ def _run_blocks(prepare, blocks: list, flops: float, share_operand: bool = True)
             finishes.append(finish)
             if not share_operand:
                 operand = None
-        threads.concurrently(*runs, flops=flops, ring=True)
+        threads.concurrently(*runs, flops=flops, ring=True, partner_max=limit)
         return tuple(finish() for finish in finishes)
 
 
