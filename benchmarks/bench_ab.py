@@ -7,9 +7,9 @@ as a command anyone can re-run. Each version is a git revision, checked out into
 of its own (``git worktree add``, removed afterwards), or the working tree as it is now
 (``.``). Each timing is a fresh Python process that imports elman from that version's
 ``src``: the same model, seed and input for both, ``--min-time`` seconds of back-to-back
-steps after a warm-up, its median. Processes alternate A, B, A, B, ... (so a neighbour that
-comes and goes, or a machine whose speed drifts, meets both), ``--pairs`` pairs; the
-result is the median of the pairs' ratios A/B (> 1: B is faster). Before the pairs each
+steps after a warm-up, its median. Processes alternate A, B, B, A, A, B, ... (so a neighbour
+that comes and goes, or a machine whose speed drifts, meets both alike), ``--pairs`` pairs;
+the result is the median of the pairs' ratios A/B (> 1: B is faster). Before the pairs each
 version runs once untimed, so that numba compiles its kernels into that version's own
 cache outside the timings.
 
@@ -219,8 +219,12 @@ def main(argv=None) -> int:
         for version in dict.fromkeys((where[args.a], where[args.b])):
             time_once(args, version)               # compiled into its cache, untimed
         for k in range(args.pairs):
-            a = time_once(args, where[args.a])
-            b = time_once(args, where[args.b])
+            if k % 2:                              # B first in every other pair: a drift
+                b = time_once(args, where[args.b])  # (a machine warming up, a neighbour
+                a = time_once(args, where[args.a])  # leaving) favours neither side
+            else:
+                a = time_once(args, where[args.a])
+                b = time_once(args, where[args.b])
             rows.append((a, b))
             print(f"pair {k + 1}: A {a['ms']:.3f} ms  B {b['ms']:.3f} ms  A/B "
                   f"{a['ms'] / b['ms']:.3f}", flush=True)
