@@ -450,9 +450,10 @@ def concurrently(first, second, *, layer: bool = True, flops: float | None = Non
     ``layer``: a recurrent layer's blocks or directions, which :func:`matmul` then keeps clear
     of OpenBLAS's pool for :data:`LAYER_CONCURRENCY_SECONDS` (its own halves pass False).
     ``flops``: the GEMM work of the larger task; up to :data:`PARTNER_MAX_FLOPS` (or
-    ``partner_max``: :func:`on_partner`) it goes to the partner (None: the pool). ``ring``: ``second`` takes a ``ring`` keyword, the
-    partner's :class:`elman.fast._pair.Ring` for it to ring from compiled code (or None:
-    nothing to ring), as :meth:`elman.fast._pair.Partner.beside` says."""
+    ``partner_max``: :func:`on_partner`) it goes to the partner (None: the pool). ``ring``:
+    ``second`` takes a ``ring`` keyword, the partner's :class:`elman.fast._pair.Ring` for it to
+    ring from compiled code (or None: nothing to ring), as
+    :meth:`elman.fast._pair.Partner.beside` says."""
     global _layers_concurrent_until, _concurrent, _partner_spins_until
     if layer:
         _layers_concurrent_until = time.perf_counter() + LAYER_CONCURRENCY_SECONDS
