@@ -11,7 +11,8 @@ steps after a warm-up, its median. Processes alternate A, B, B, A, A, B, ... (so
 that comes and goes, or a machine whose speed drifts, meets both alike), ``--pairs`` pairs;
 the result is the median of the pairs' ratios A/B (> 1: B is faster). Before the pairs each
 version runs once untimed, so that numba compiles its kernels into that version's own
-cache outside the timings.
+cache outside the timings, and saves its first step's output and gradients: the script
+prints how far B's are from A's (a change meant only for speed leaves them at rounding).
 
     python benchmarks/bench_ab.py HEAD~1 .                      # the last commit's change
     python benchmarks/bench_ab.py main . --cell GRU --size 64,100,128,256 --layers 2
@@ -69,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE in the timing processes")
     parser.add_argument("--json", metavar="FILE", help="also write every timing to FILE")
     parser.add_argument("--child", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument("--record", metavar="NPZ", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         size = tuple(int(v) for v in args.size.split(","))
@@ -113,6 +115,7 @@ def child(args) -> dict:
                                       bidirectional=args.bidirectional, seed=0, **args.options)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, N, I)).astype(np.float32)
+    results = {}                                   # the first step's, for --record
     if args.mode == "train":
         layer.train()
         opt = elman.Adam(layer.parameters(), lr=1e-3)
@@ -125,17 +128,24 @@ def child(args) -> dict:
             if dout is None:
                 dout = rng.standard_normal(out.shape).astype(out.dtype)
             layer.backward(dout, None, input_grad=False)
+            if not results:
+                results["output"] = out.copy()
+                results.update((f"grad {name}", p.grad.copy())
+                               for name, p in layer.named_parameters())
             opt.step()
     else:
         layer.eval()
 
         def step():
             with elman.no_grad():
-                layer(x)
+                out, _ = layer(x)
+            results.setdefault("output", out)
     times = []
     with elman.fast.use(args.path == "fast"):
         for _ in range(2):                         # warm-up: compiles, workspaces, caches
             step()
+        if args.record:
+            np.savez(args.record, **results)
         start = time.perf_counter()
         while not times or time.perf_counter() - start < args.min_time:
             t0 = time.perf_counter()
@@ -185,18 +195,43 @@ def child_argv(args, src: pathlib.Path) -> list:
     return argv
 
 
-def time_once(args, version: pathlib.Path) -> dict:
+def time_once(args, version: pathlib.Path, record: pathlib.Path | None = None) -> dict:
+    """One timing process of ``version``; ``record``: where it saves its first step's output
+    and gradients (:func:`agreement`)."""
     src = version / "src"
     env = dict(os.environ)
     if not args.keep_env:
         for name in SLOW_ENV_VARS:
             env.pop(name, None)
     env["PYTHONPATH"] = str(src) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run(child_argv(args, src), env=env, capture_output=True, text=True)
+    argv = child_argv(args, src) + ([] if record is None else ["--record", str(record)])
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"bench_ab: the timing process for {version} failed:\n"
                          f"{done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def agreement(a: pathlib.Path, b: pathlib.Path) -> tuple:
+    """``(largest difference, its array's name, names only one side has)``: the two versions'
+    first steps (the output, and in training every parameter's gradient, from the same
+    weights, input and output gradient) compared array by array, each difference relative to
+    the largest magnitude of A's array (at least 1). A change meant only for speed should
+    leave these at rounding (float32: 1e-6 or so); a difference of 1e-3 is a different
+    computation."""
+    import numpy as np
+
+    with np.load(a, allow_pickle=False) as ra, np.load(b, allow_pickle=False) as rb:
+        worst, where = 0.0, None
+        for name in sorted(set(ra.files) & set(rb.files)):
+            x, y = ra[name].astype(np.float64), rb[name].astype(np.float64)
+            if x.shape != y.shape:
+                return float("inf"), name, []
+            scale = max(1.0, float(np.abs(x).max()) if x.size else 1.0)
+            diff = float(np.abs(x - y).max()) / scale if x.size else 0.0
+            if diff > worst or where is None:
+                worst, where = diff, name
+        return worst, where, sorted(set(ra.files) ^ set(rb.files))
 
 
 def describe(args) -> str:
@@ -215,9 +250,13 @@ def main(argv=None) -> int:
     print(f"# {describe(args)}: A = {args.a}, B = {args.b}; {args.pairs} pairs of alternating "
           f"processes, {args.min_time} s of steps each, medians")
     rows = []
-    with checkouts([args.a, args.b]) as where:
-        for version in dict.fromkeys((where[args.a], where[args.b])):
-            time_once(args, version)               # compiled into its cache, untimed
+    with checkouts([args.a, args.b]) as where, tempfile.TemporaryDirectory() as scratch:
+        records = [pathlib.Path(scratch) / "a.npz", pathlib.Path(scratch) / "b.npz"]
+        for version, record in zip((where[args.a], where[args.b]), records):
+            time_once(args, version, record)       # compiled into its cache, untimed
+        worst, name, one_sided = agreement(*records)
+        print(f"# first step's results, B against A: largest difference {worst:.2g} (relative, "
+              f"{name})" + (f"; only one side has {', '.join(one_sided)}" if one_sided else ""))
         for k in range(args.pairs):
             if k % 2:                              # B first in every other pair: a drift
                 b = time_once(args, where[args.b])  # (a machine warming up, a neighbour
@@ -236,7 +275,8 @@ def main(argv=None) -> int:
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"case": describe(args), "a": args.a, "b": args.b, "pairs": rows,
-             "ratios": ratios, "median_ratio": statistics.median(ratios)}, indent=1))
+             "ratios": ratios, "median_ratio": statistics.median(ratios),
+             "max_rel_difference": worst, "differs_most": name}, indent=1))
     return 0
 
 

@@ -1,6 +1,6 @@
 """benchmarks/bench_ab.py: its arguments, a tiny run of two versions on the NumPy path (its
-ratios as its timings give them, no timing asserts), and the worktrees it leaves behind
-(none)."""
+ratios as its timings give them, no timing asserts; their first steps' results compared),
+the worktrees it leaves behind (none), and how it compares two versions' results."""
 import importlib.util
 import json
 import pathlib
@@ -48,6 +48,9 @@ def _ratios_agree(out: str, record: dict, pairs: int):
         assert a["ms"] > 0 and b["ms"] > 0 and a["steps"] >= 1
         assert ratio == pytest.approx(a["ms"] / b["ms"])
     assert "median: A" in out and "A/B" in out
+    # the two versions' first steps compared: the same code, the same numbers
+    assert "first step's results, B against A: largest difference" in out
+    assert record["max_rel_difference"] <= 1e-12 and record["differs_most"]
     return record
 
 
@@ -86,3 +89,18 @@ def test_an_unknown_revision_is_refused_by_name():
         pytest.skip("not a git checkout")
     with pytest.raises(SystemExit, match="cannot check out revision 'no-such-revision-x'"):
         load_bench().main(["no-such-revision-x", "--size", "2,3,3,4", "--pairs", "1"])
+
+
+def test_agreement_finds_the_array_that_differs_most(tmp_path):
+    import numpy as np
+    bench = load_bench()
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    out = np.linspace(-4.0, 4.0, 12).reshape(3, 4)
+    grad = np.full((2, 2), 0.5)
+    np.savez(a, output=out, **{"grad w": grad, "grad old": grad})
+    np.savez(b, output=out + 2e-3, **{"grad w": grad, "grad new": grad})
+    worst, name, one_sided = bench.agreement(a, b)
+    assert name == "output" and worst == pytest.approx(2e-3 / 4.0)
+    assert one_sided == ["grad new", "grad old"]
+    np.savez(b, output=out[:2], **{"grad w": grad})
+    assert bench.agreement(a, b)[:2] == (float("inf"), "output")
