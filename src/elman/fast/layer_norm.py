@@ -122,8 +122,9 @@ def _moments(v, inv_m, eps):
     multiplied by at most ``1 + (mean - K)^2 / var``, and no element of a row of M lies
     further than ``sqrt(M - 1)`` stds from its mean, so with K = v[0] by at most M (512 at
     G*H = 512): at worst about 1e-11 of the variance, where float32 itself is 6e-8 (without
-    the shift, a mean of 1e4 stds would multiply it by 1e8). Two passes (the mean, then the squares around it) took 1.4x as long as one (32 rows of
-    512, float32: 2.8 us and 2.0 us; a whole normalisation 5.6 us and 4.7 us)."""
+    the shift, a mean of 1e4 stds would multiply it by 1e8). Two passes (the mean, then the
+    squares around it) took 1.4x as long as one (32 rows of 512, float32: 2.8 us and 2.0 us;
+    a whole normalisation 5.6 us and 4.7 us)."""
     K, s, q = _shifted_sums(v)
     d = s * inv_m
     return K + d, 1.0 / np.sqrt(max(q * inv_m - d * d, 0.0) + eps)
@@ -163,18 +164,14 @@ def _normalise_affine(v, out, gain, shift, bias, inv_m, eps):
 
 
 @njit(inline="always")
-def _scalars(dtype, s1, s2, rstd, inv_m):
-    """``(rstd, mean(dn) rstd, mean(dn n) rstd)`` of :func:`_normalise_backward`, in ``dtype``."""
-    return dtype.type(rstd), dtype.type(s1 * inv_m * rstd), dtype.type(s2 * inv_m * rstd)
-
-
-@njit(inline="always")
 def _normalise_backward(d, n, gain, rstd, inv_m, out):
     """out = rstd (dn - mean(dn) - n mean(dn n)) with dn = d * gain: the gradient wrt the
     un-normalised row from ``d`` (wrt gain * n + shift), in the row's precision (as the
     reference's). The gain's and the shift's gradients are :func:`_column_sums_dots`'."""
     s1, s2 = _backward_sums(d, gain, n)
-    a, b, c = _scalars(d.dtype, s1, s2, rstd, inv_m)
+    a = d.dtype.type(rstd)
+    b = d.dtype.type(s1 * inv_m * rstd)
+    c = d.dtype.type(s2 * inv_m * rstd)
     for k in range(d.shape[0]):
         out[k] = (a * (d[k] * gain[k]) - b) - n[k] * c
 
